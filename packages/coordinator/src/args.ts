@@ -1,0 +1,99 @@
+import { Command, CommanderError, Option } from "commander";
+import type { CoordinatorOptions } from "./server.js";
+
+/** What the `coordinator` command line asks for. */
+export type CoordinatorCommand =
+  | { kind: "serve"; options: CoordinatorOptions; logLevel: string }
+  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number }
+  | { kind: "print"; text: string };
+
+/** Result of {@link parseArgs}: a command, or the usage text and exit code to stop with. */
+export type ParseResult = { ok: true; command: CoordinatorCommand } | { ok: false; usage: string; exitCode: number };
+
+/** Package version, shown by `--version`. */
+export const VERSION = "0.1.0";
+
+function int(name: string, min: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new CommanderError(2, "dce.invalidArg", `${name} must be an integer >= ${min}, got '${v}'`);
+    return n;
+  };
+}
+
+/**
+ * Parses the `coordinator` command line. Pure: reads only `argv` and `env`, never
+ * exits or prints. Flags win over their `DCE_*` environment fallbacks.
+ * @param argv arguments after the program name.
+ */
+export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParseResult {
+  let result: ParseResult | undefined;
+  let out = "";
+  const program = new Command("coordinator")
+    .description("dce coordinator: owns job state, leases shards to workers, assembles results")
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => (out += s), writeErr: (s) => (out += s) })
+    .showHelpAfterError(false);
+
+  program
+    .addOption(new Option("--host <host>", "interface to bind").default(env.DCE_HOST ?? "127.0.0.1"))
+    .addOption(new Option("--port <n>", "port (0 picks a free one)").argParser(int("--port", 0)).default(env.DCE_PORT ? Number(env.DCE_PORT) : 7070))
+    .addOption(new Option("--tls-dir <dir>", "folder with server.pem and server-key.pem").default(env.DCE_TLS_DIR))
+    .addOption(new Option("--insecure", "serve plaintext HTTP/2 (loopback hosts only)").default(env.DCE_INSECURE === "1"))
+    .addOption(new Option("--data-dir <dir>", "folder for blobs and results").default(env.DCE_DATA_DIR ?? ".dce-data"))
+    .addOption(new Option("--lease-ttl-ms <ms>", "lease lifetime").argParser(int("--lease-ttl-ms", 100)).default(env.DCE_LEASE_TTL_MS ? Number(env.DCE_LEASE_TTL_MS) : 10_000))
+    .addOption(new Option("--max-attempts <n>", "executions of a shard before its job fails").argParser(int("--max-attempts", 1)).default(env.DCE_MAX_ATTEMPTS ? Number(env.DCE_MAX_ATTEMPTS) : 5))
+    .addOption(new Option("--max-message-bytes <n>", "largest RPC message read or written").argParser(int("--max-message-bytes", 262144)).default(env.DCE_MAX_MESSAGE_BYTES ? Number(env.DCE_MAX_MESSAGE_BYTES) : 4 * 1024 * 1024))
+    .addOption(new Option("--default-tile <n>", "tile edge when a job leaves it 0").argParser(int("--default-tile", 1)).default(env.DCE_DEFAULT_TILE ? Number(env.DCE_DEFAULT_TILE) : 256))
+    .addOption(new Option("--max-active-jobs <n>", "jobs queued or running at once").argParser(int("--max-active-jobs", 1)).default(env.DCE_MAX_ACTIVE_JOBS ? Number(env.DCE_MAX_ACTIVE_JOBS) : 1000))
+    .addOption(new Option("--log-level <level>", "fatal|error|warn|info|debug|trace").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default(env.DCE_LOG_LEVEL ?? "info"))
+    .action((o) => {
+      result = {
+        ok: true,
+        command: {
+          kind: "serve",
+          logLevel: o.logLevel,
+          options: {
+            host: o.host,
+            port: o.port,
+            ...(o.tlsDir ? { tlsDir: o.tlsDir } : {}),
+            insecure: o.insecure,
+            dataDir: o.dataDir,
+            leaseTtlMs: o.leaseTtlMs,
+            maxAttempts: o.maxAttempts,
+            maxMessageBytes: o.maxMessageBytes,
+            defaultTile: o.defaultTile,
+            maxActiveJobs: o.maxActiveJobs,
+          },
+        },
+      };
+    });
+
+  program
+    .command("init-certs")
+    .description("write a development CA plus server, worker and client certificates (pure JavaScript, no openssl)")
+    .requiredOption("--out <dir>", "folder to write ca.pem, server.pem, server-key.pem, worker*.pem, client*.pem")
+    .option("--hosts <list>", "comma-separated names and IPs for the server certificate", "localhost,127.0.0.1,::1")
+    .addOption(new Option("--valid-days <n>", "validity in days").argParser(int("--valid-days", 1)).default(825))
+    .action((o) => {
+      const hosts = String(o.hosts)
+        .split(",")
+        .map((h) => h.trim())
+        .filter((h) => h !== "");
+      result = { ok: true, command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays } };
+    });
+
+  try {
+    program.parse([...argv], { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") {
+        return { ok: true, command: { kind: "print", text: out } };
+      }
+      return { ok: false, usage: (out || `${e.message}\n`).trimEnd(), exitCode: 2 };
+    }
+    throw e;
+  }
+  return result ?? { ok: false, usage: program.helpInformation(), exitCode: 2 };
+}

@@ -1,0 +1,214 @@
+import { createHash, randomUUID } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+
+/** Why a blob operation was refused; mapped to a transport code by the service layer. */
+export class BlobError extends Error {
+  override readonly name = "BlobError";
+  constructor(
+    readonly kind: "invalid" | "not-found" | "over-limit" | "out-of-order",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface UploadSession {
+  readonly id: string;
+  readonly sizeBytes: number;
+  readonly sha256: string;
+  readonly path: string;
+  readonly fd: number;
+  readonly hash: ReturnType<typeof createHash>;
+  received: number;
+  lastActiveMs: number;
+}
+
+/** Limits of the blob store. */
+export interface BlobStoreOptions {
+  /** Root folder; blobs live in `dir/blobs`, uploads in progress in `dir/uploads`. */
+  readonly dir: string;
+  /** Largest blob accepted, in bytes. */
+  readonly maxBlobBytes: number;
+  /** Uploads in progress at once. */
+  readonly maxOpenUploads: number;
+  /** An upload idle this long is dropped. */
+  readonly uploadIdleMs: number;
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * Content-addressed storage of float64 matrix bytes on local disk: a blob's id is the
+ * hex SHA-256 of its bytes, so an identical upload is recognised and skipped. Uploads
+ * stream into a temporary file while being hashed; nothing is held in memory whole.
+ */
+export class BlobStore {
+  readonly #opts: BlobStoreOptions;
+  readonly #blobDir: string;
+  readonly #uploadDir: string;
+  readonly #uploads = new Map<string, UploadSession>();
+  readonly #sizes = new Map<string, number>();
+
+  constructor(opts: BlobStoreOptions) {
+    this.#opts = opts;
+    this.#blobDir = join(opts.dir, "blobs");
+    this.#uploadDir = join(opts.dir, "uploads");
+    mkdirSync(this.#blobDir, { recursive: true });
+    // Uploads in progress do not survive a restart: clients start them again.
+    rmSync(this.#uploadDir, { recursive: true, force: true });
+    mkdirSync(this.#uploadDir, { recursive: true });
+  }
+
+  /** Path of a stored blob (the id must already be validated). */
+  pathOf(blobId: string): string {
+    return join(this.#blobDir, blobId.slice(0, 2), blobId);
+  }
+
+  /** Size of a stored blob, or undefined when it is not stored. */
+  sizeOf(blobId: string): number | undefined {
+    if (!SHA256_HEX.test(blobId)) return undefined;
+    const cached = this.#sizes.get(blobId);
+    if (cached !== undefined) return cached;
+    try {
+      const size = statSync(this.pathOf(blobId)).size;
+      this.#sizes.set(blobId, size);
+      return size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Starts an upload; returns undefined when the blob is already stored. */
+  begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
+    if (!SHA256_HEX.test(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
+      throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
+    }
+    if (sizeBytes > this.#opts.maxBlobBytes) {
+      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`);
+    }
+    if (this.sizeOf(sha256) === sizeBytes) return undefined;
+    this.expireIdle(nowMs);
+    if (this.#uploads.size >= this.#opts.maxOpenUploads) {
+      throw new BlobError("over-limit", `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`);
+    }
+    const id = randomUUID();
+    const path = join(this.#uploadDir, id);
+    const fd = openSync(path, "w");
+    this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), received: 0, lastActiveMs: nowMs });
+    return { uploadId: id };
+  }
+
+  /** Appends a chunk; a chunk that was already received is acknowledged without effect. */
+  append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number {
+    const u = this.#session(uploadId);
+    u.lastActiveMs = nowMs;
+    if (offset + data.byteLength <= u.received && offset < u.received) return u.received; // a resent chunk
+    if (offset !== u.received) {
+      throw new BlobError("out-of-order", `chunk at offset ${offset}; expected offset ${u.received}`);
+    }
+    if (u.received + data.byteLength > u.sizeBytes) {
+      throw new BlobError("invalid", `chunk ends at ${u.received + data.byteLength}, past the declared size ${u.sizeBytes}`);
+    }
+    let off = 0;
+    while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, u.received + off);
+    u.hash.update(data);
+    u.received += data.byteLength;
+    return u.received;
+  }
+
+  /** Completes an upload after checking its size and hash; returns the blob id. */
+  finish(uploadId: string): string {
+    const u = this.#session(uploadId);
+    this.#drop(u);
+    if (u.received !== u.sizeBytes) {
+      rmSync(u.path, { force: true });
+      throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
+    }
+    const digest = u.hash.digest("hex");
+    if (digest !== u.sha256) {
+      rmSync(u.path, { force: true });
+      throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
+    }
+    this.adopt(u.path, digest, u.sizeBytes);
+    return digest;
+  }
+
+  /** Moves a finished file into the store under its hash (deduplicating). */
+  adopt(path: string, blobId: string, sizeBytes: number): void {
+    const dest = this.pathOf(blobId);
+    mkdirSync(join(this.#blobDir, blobId.slice(0, 2)), { recursive: true });
+    if (existsSync(dest)) unlinkSync(path);
+    else renameSync(path, dest);
+    this.#sizes.set(blobId, sizeBytes);
+  }
+
+  /** Stores bytes directly (used for results that arrive inline). */
+  put(data: Uint8Array): string {
+    const blobId = createHash("sha256").update(data).digest("hex");
+    if (this.sizeOf(blobId) === data.byteLength) return blobId;
+    const tmp = join(this.#uploadDir, randomUUID());
+    const fd = openSync(tmp, "w");
+    try {
+      let off = 0;
+      while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off, off);
+    } finally {
+      closeSync(fd);
+    }
+    this.adopt(tmp, blobId, data.byteLength);
+    return blobId;
+  }
+
+  /** Reads `[offset, offset + maxBytes)` of a blob (shorter at its end). */
+  read(blobId: string, offset: number, maxBytes: number): { data: Uint8Array; totalBytes: number } {
+    const total = this.sizeOf(blobId);
+    if (total === undefined) throw new BlobError("not-found", `blob ${blobId.slice(0, 64)} not found`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {
+      throw new BlobError("invalid", `offset ${offset} is outside the blob (0..${total})`);
+    }
+    const len = Math.min(maxBytes, total - offset);
+    const data = Buffer.allocUnsafe(len);
+    const fd = openSync(this.pathOf(blobId), "r");
+    try {
+      let got = 0;
+      while (got < len) {
+        const n = readSync(fd, data, got, len - got, offset + got);
+        if (n === 0) throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`);
+        got += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return { data, totalBytes: total };
+  }
+
+  /** Drops uploads idle longer than the limit. */
+  expireIdle(nowMs: number): void {
+    for (const u of [...this.#uploads.values()]) {
+      if (nowMs - u.lastActiveMs > this.#opts.uploadIdleMs) {
+        this.#drop(u);
+        rmSync(u.path, { force: true });
+      }
+    }
+  }
+
+  /** Closes every open upload. */
+  close(): void {
+    for (const u of [...this.#uploads.values()]) {
+      this.#drop(u);
+      rmSync(u.path, { force: true });
+    }
+  }
+
+  #session(uploadId: string): UploadSession {
+    const u = this.#uploads.get(uploadId);
+    if (!u) throw new BlobError("not-found", `upload ${uploadId.slice(0, 64)} not found (finished, expired or never begun)`);
+    return u;
+  }
+
+  #drop(u: UploadSession): void {
+    this.#uploads.delete(u.id);
+    closeSync(u.fd);
+  }
+}

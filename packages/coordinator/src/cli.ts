@@ -1,0 +1,66 @@
+import { pino } from "pino";
+import { parseArgs } from "./args.js";
+import { generateDevCertificates } from "./certs.js";
+import { startCoordinator } from "./server.js";
+
+/** Entry point of the `coordinator` bin. The only module that touches `process`. */
+async function main(): Promise<number> {
+  const parsed = parseArgs(process.argv.slice(2), process.env);
+  if (!parsed.ok) {
+    process.stderr.write(`${parsed.usage}\n`);
+    return parsed.exitCode;
+  }
+  const cmd = parsed.command;
+  if (cmd.kind === "print") {
+    process.stdout.write(cmd.text);
+    return 0;
+  }
+  if (cmd.kind === "init-certs") {
+    const paths = await generateDevCertificates({ outDir: cmd.outDir, hosts: cmd.hosts, validDays: cmd.validDays });
+    process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem, worker.pem, client.pem and keys)\n`);
+    return 0;
+  }
+  const logger = pino({ level: cmd.logLevel, base: { svc: "coordinator", pid: process.pid } }, pino.destination(2));
+  let running: Awaited<ReturnType<typeof startCoordinator>>;
+  try {
+    running = await startCoordinator({ ...cmd.options, logger });
+  } catch (e) {
+    process.stderr.write(`coordinator: ${(e as Error).message}\n`);
+    return (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? 1 : 2;
+  }
+  process.stdout.write(`listening on ${running.url}\n`);
+  logger.info({ url: running.url, dataDir: running.coordinator.config.dataDir }, "coordinator ready");
+  return await new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        // A second signal means "now": skip the drain.
+        resolve(1);
+        return;
+      }
+      logger.info({ signal: sig }, "shutting down");
+      running.close().then(
+        () => resolve(0),
+        (e: unknown) => {
+          logger.error({ err: e }, "shutdown failed");
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Flush pino and let pending writes finish, then leave even if a socket lingers.
+    setTimeout(() => process.exit(code), 50).unref();
+  },
+  (e: unknown) => {
+    process.stderr.write(`coordinator: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  },
+);

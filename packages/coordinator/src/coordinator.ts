@@ -1,0 +1,504 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  type ClientId,
+  type CoreConfig,
+  type CoreEvent,
+  type CoreState,
+  type Effect,
+  type OutcomeMap,
+  type StepResult,
+  asClientId,
+  asJobId,
+  asWorkerId,
+  checkInvariants,
+  createCoreState,
+  isTerminal,
+  jobOf,
+  resultOf,
+  step,
+  viewJob,
+} from "@dce/core";
+import {
+  BlobService,
+  GetJobResponseSchema,
+  JobService,
+  ShardOutcomeSchema,
+  WorkerService,
+} from "@dce/proto";
+import type { Logger } from "pino";
+import { BlobError, BlobStore } from "./blob-store.js";
+import { ResultSink } from "./result-sink.js";
+import { fromLeaseRef, toConnectError, toJobStatus, toLeaseRef, toLeaseStatus, toShardLease } from "./wire.js";
+
+/** Settings of a {@link Coordinator}, every default resolved. */
+export interface CoordinatorConfig {
+  /** Folder for blobs and result buffers. */
+  readonly dataDir: string;
+  /** Largest message read or written on any RPC, in bytes. */
+  readonly maxMessageBytes: number;
+  /** Longest long-poll (GetJob / AcquireShards wait_ms), in ms. */
+  readonly maxLongPollMs: number;
+  /** Most shards one AcquireShards may return. */
+  readonly maxShardsPerAcquire: number;
+  /** Uploads open at once. */
+  readonly maxOpenUploads: number;
+  /** How often leases are checked for expiry, in ms. */
+  readonly tickIntervalMs: number;
+  /** How often the run-time invariant check runs, in ms (0 = never). */
+  readonly invariantCheckIntervalMs: number;
+  /** Decision tunables passed to the core. */
+  readonly core: CoreConfig;
+}
+
+/** Space kept free in every message for fields other than the data chunk. */
+export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
+
+/** The single client identity while authentication is not configured. */
+const ANONYMOUS: ClientId = asClientId("anonymous");
+
+type Waiter = () => void;
+
+/**
+ * The coordinator: a thin shell around the pure core. It turns RPCs and timer ticks
+ * into core events, carries out the effects the core decides (writing tiles, sealing
+ * results, waking long-polls) and answers with the core's outcome.
+ */
+export class Coordinator {
+  readonly config: CoordinatorConfig;
+  readonly #log: Logger;
+  readonly #state: CoreState;
+  readonly #blobs: BlobStore;
+  readonly #sink: ResultSink;
+  readonly #jobWaiters = new Map<string, Set<Waiter>>();
+  readonly #workerWaiters = new Set<Waiter>();
+  #ticker: NodeJS.Timeout | undefined;
+  #lastInvariantCheckMs = 0;
+  #closed: Promise<void> | undefined;
+  /** Counts for tests and logs. */
+  readonly stats = { leasesGranted: 0, completionsAccepted: 0, completionsRejected: 0, leasesExpired: 0 };
+
+  constructor(config: CoordinatorConfig, logger: Logger) {
+    this.config = config;
+    this.#log = logger;
+    this.#state = createCoreState(config.core);
+    this.#blobs = new BlobStore({
+      dir: config.dataDir,
+      maxBlobBytes: config.core.limits.maxMatrixBytes,
+      maxOpenUploads: config.maxOpenUploads,
+      uploadIdleMs: 10 * 60_000,
+    });
+    this.#sink = new ResultSink(config.dataDir, this.#blobs);
+    this.#ticker = setInterval(() => this.#tick(), config.tickIntervalMs);
+    this.#ticker.unref();
+  }
+
+  /** Largest data payload per chunk on this coordinator. */
+  get maxChunkBytes(): number {
+    return this.config.maxMessageBytes - MESSAGE_OVERHEAD_BYTES;
+  }
+
+  /** Registers the three services on a Connect router. */
+  routes(router: ConnectRouter): void {
+    router.service(JobService, this.#jobService());
+    router.service(BlobService, this.#blobService());
+    router.service(WorkerService, this.#workerService());
+  }
+
+  /** Stops granting work; pending long-polls return, and new pulls get UNAVAILABLE. */
+  drain(): void {
+    this.#apply({ type: "drain-started", nowMs: Date.now() });
+    this.#wakeWorkers();
+  }
+
+  /** Stops timers and closes files. Idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      if (this.#ticker) clearInterval(this.#ticker);
+      this.#ticker = undefined;
+      this.#wakeWorkers();
+      for (const set of this.#jobWaiters.values()) for (const w of set) w();
+      this.#sink.close();
+      this.#blobs.close();
+    })();
+    return this.#closed;
+  }
+
+  // -------------------------------------------------------------------------
+
+  /** Feeds one event to the core and carries out its effects. */
+  #apply<E extends CoreEvent>(event: E, tile?: Uint8Array): StepResult<OutcomeMap[E["type"]]> {
+    const out = step(this.#state, event);
+    for (const fx of out.effects) this.#execute(fx, tile);
+    return out;
+  }
+
+  #execute(fx: Effect, tile: Uint8Array | undefined): void {
+    switch (fx.type) {
+      case "prepare-result":
+        this.#sink.prepare(fx.jobId, fx.rows, fx.cols);
+        return;
+      case "write-tile":
+        if (!tile) throw new Error("write-tile without tile bytes");
+        this.#sink.writeTile(fx.jobId, fx.bounds, tile);
+        return;
+      case "finalize-result": {
+        // Sealing reads the whole file; run it after the current reply is sent.
+        const jobId = fx.jobId;
+        setImmediate(() => {
+          try {
+            const blobId = this.#sink.finalize(jobId);
+            this.#apply({ type: "result-finalized", nowMs: Date.now(), jobId, resultBlobId: blobId });
+            this.#log.info({ jobId, resultBlobId: blobId }, "job succeeded");
+          } catch (e) {
+            this.#log.error({ jobId, err: e }, "result could not be sealed");
+            this.#apply({ type: "result-failed", nowMs: Date.now(), jobId, message: String(e) });
+          }
+        });
+        return;
+      }
+      case "discard-result":
+        this.#sink.discard(fx.jobId);
+        return;
+      case "job-changed": {
+        const set = this.#jobWaiters.get(fx.jobId);
+        if (set) {
+          this.#jobWaiters.delete(fx.jobId);
+          for (const w of set) w();
+        }
+        return;
+      }
+      case "shards-available":
+        this.#wakeWorkers();
+        return;
+      case "log":
+        this.#log[fx.level](fx.fields, fx.msg);
+        return;
+    }
+  }
+
+  #wakeWorkers(): void {
+    const ws = [...this.#workerWaiters];
+    this.#workerWaiters.clear();
+    for (const w of ws) w();
+  }
+
+  #tick(): void {
+    const nowMs = Date.now();
+    const out = this.#apply({ type: "ticked", nowMs, jitter: Math.random() });
+    if (out.outcome.ok) this.stats.leasesExpired += out.outcome.value.expired;
+    this.#blobs.expireIdle(nowMs);
+    const every = this.config.invariantCheckIntervalMs;
+    if (every > 0 && nowMs - this.#lastInvariantCheckMs >= every) {
+      this.#lastInvariantCheckMs = nowMs;
+      const broken = checkInvariants(this.#state);
+      // Loud on purpose: any line here is a bug in the core (pinned by core property tests).
+      for (const msg of broken) this.#log.fatal({ invariant: msg }, "INVARIANT VIOLATED");
+    }
+  }
+
+  /** Waits until `register` is woken, `ms` passes, or the call is aborted. */
+  #wait(register: (w: Waiter) => () => void, ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      let unregister = () => {};
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        unregister();
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+      unregister = register(done);
+    });
+  }
+
+  #waitForJob(jobId: string, ms: number, signal: AbortSignal): Promise<void> {
+    return this.#wait(
+      (w) => {
+        let set = this.#jobWaiters.get(jobId);
+        if (!set) this.#jobWaiters.set(jobId, (set = new Set()));
+        set.add(w);
+        return () => {
+          set.delete(w);
+          if (set.size === 0 && this.#jobWaiters.get(jobId) === set) this.#jobWaiters.delete(jobId);
+        };
+      },
+      ms,
+      signal,
+    );
+  }
+
+  #waitForShards(ms: number, signal: AbortSignal): Promise<void> {
+    return this.#wait(
+      (w) => {
+        this.#workerWaiters.add(w);
+        return () => this.#workerWaiters.delete(w);
+      },
+      ms,
+      signal,
+    );
+  }
+
+  #clientOf(_ctx: HandlerContext): ClientId {
+    return ANONYMOUS;
+  }
+
+  // -------------------------------------------------------------------------
+
+  #jobService(): ServiceImpl<typeof JobService> {
+    return {
+      submitJob: (req, ctx) => {
+        if (req.idempotencyKey.length > 128) {
+          throw new ConnectError("idempotency_key is longer than 128 characters", Code.InvalidArgument);
+        }
+        const m = req.matmul;
+        if (!m) throw new ConnectError("matmul spec is required", Code.InvalidArgument);
+        // The data must be uploaded, and its length must match the declared shape.
+        for (const [name, ref] of [
+          ["A", m.a],
+          ["B", m.b],
+        ] as const) {
+          if (!ref) continue; // reported by spec validation
+          const size = this.#blobs.sizeOf(ref.blobId);
+          if (size === undefined) {
+            throw new ConnectError(`matrix ${name}: blob ${ref.blobId.slice(0, 64)} not found; upload it first`, Code.NotFound);
+          }
+          const want = ref.rows * ref.cols * 8;
+          if (size !== want) {
+            throw new ConnectError(
+              `matrix ${name}: data is ${size} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
+              Code.InvalidArgument,
+            );
+          }
+        }
+        const clientId = this.#clientOf(ctx);
+        const out = this.#apply({
+          type: "job-submitted",
+          nowMs: Date.now(),
+          clientId,
+          idempotencyKey: req.idempotencyKey,
+          spec: { a: m.a, b: m.b, tileRows: m.tileRows, tileCols: m.tileCols, kernel: m.kernel },
+          jobId: asJobId(randomUUID()),
+        });
+        if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        const { jobId, created } = out.outcome.value;
+        const job = this.#state.jobs.get(jobId);
+        if (created && job) {
+          this.#log.info(
+            { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
+            "job submitted",
+          );
+        }
+        return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job)) } : {}) };
+      },
+
+      getJob: async (req, ctx) => {
+        const clientId = this.#clientOf(ctx);
+        const jobId = asJobId(req.jobId);
+        const first = jobOf(this.#state, clientId, jobId);
+        if (!first.ok) throw toConnectError(first.error);
+        const waitMs = Math.min(req.waitMs, this.config.maxLongPollMs);
+        const deadline = Date.now() + waitMs;
+        let job = first.value;
+        while (
+          waitMs > 0 &&
+          BigInt(job.version) <= req.afterVersion &&
+          !isTerminal(job.state) &&
+          Date.now() < deadline &&
+          !ctx.signal.aborted
+        ) {
+          await this.#waitForJob(jobId, deadline - Date.now(), ctx.signal);
+          const again = jobOf(this.#state, clientId, jobId);
+          if (!again.ok) throw toConnectError(again.error);
+          job = again.value;
+        }
+        return create(GetJobResponseSchema, { status: toJobStatus(viewJob(job)) });
+      },
+
+      getResult: (req, ctx) => {
+        const r = resultOf(this.#state, this.#clientOf(ctx), asJobId(req.jobId));
+        if (!r.ok) throw toConnectError(r.error);
+        const { job, blobId } = r.value;
+        return {
+          result: { rows: job.plan.rows, cols: job.plan.cols, blobId },
+          sizeBytes: BigInt(job.plan.rows * job.plan.cols * 8),
+        };
+      },
+
+      cancelJob: (req, ctx) => {
+        const clientId = this.#clientOf(ctx);
+        const out = this.#apply({
+          type: "job-cancel-requested",
+          nowMs: Date.now(),
+          clientId,
+          jobId: asJobId(req.jobId),
+          reason: req.reason,
+        });
+        if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        const job = jobOf(this.#state, clientId, out.outcome.value.jobId);
+        if (!job.ok) throw toConnectError(job.error);
+        return { status: toJobStatus(viewJob(job.value)) };
+      },
+    };
+  }
+
+  #blobService(): ServiceImpl<typeof BlobService> {
+    const guard = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (e) {
+        if (e instanceof BlobError) {
+          const code = {
+            invalid: Code.InvalidArgument,
+            "not-found": Code.NotFound,
+            "over-limit": Code.ResourceExhausted,
+            "out-of-order": Code.FailedPrecondition,
+          }[e.kind];
+          throw new ConnectError(e.message, code);
+        }
+        throw e;
+      }
+    };
+    return {
+      beginUpload: (req) =>
+        guard(() => {
+          if (req.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+            throw new ConnectError("size_bytes out of range", Code.InvalidArgument);
+          }
+          const r = this.#blobs.begin(Number(req.sizeBytes), req.sha256, Date.now());
+          return r
+            ? { uploadId: r.uploadId, alreadyPresent: false, maxChunkBytes: this.maxChunkBytes }
+            : { uploadId: "", alreadyPresent: true, maxChunkBytes: this.maxChunkBytes };
+        }),
+      uploadChunk: (req) =>
+        guard(() => {
+          if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("offset out of range", Code.InvalidArgument);
+          const received = this.#blobs.append(req.uploadId, Number(req.offset), req.data, Date.now());
+          return { receivedBytes: BigInt(received) };
+        }),
+      finishUpload: (req) => guard(() => ({ blobId: this.#blobs.finish(req.uploadId) })),
+      readBlob: (req) =>
+        guard(() => {
+          if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("offset out of range", Code.InvalidArgument);
+          const max = req.maxBytes === 0 ? this.maxChunkBytes : Math.min(req.maxBytes, this.maxChunkBytes);
+          const r = this.#blobs.read(req.blobId, Number(req.offset), max);
+          return { data: r.data, totalBytes: BigInt(r.totalBytes) };
+        }),
+    };
+  }
+
+  #workerService(): ServiceImpl<typeof WorkerService> {
+    return {
+      registerWorker: (req) => {
+        if (req.kernels.length === 0) throw new ConnectError("a worker must offer at least one kernel", Code.InvalidArgument);
+        if (req.kernels.length > 32 || req.name.length > 256) {
+          throw new ConnectError("registration too large (at most 32 kernels, name of 256 characters)", Code.InvalidArgument);
+        }
+        const workerId = asWorkerId(randomUUID());
+        const out = this.#apply({
+          type: "worker-registered",
+          nowMs: Date.now(),
+          workerId,
+          name: req.name,
+          kernels: req.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
+          threads: req.threads,
+        });
+        if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        this.#log.info({ workerId, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads }, "worker registered");
+        const ttl = this.config.core.leaseTtlMs;
+        return {
+          workerId,
+          leaseTtlMs: ttl,
+          heartbeatIntervalMs: Math.max(50, Math.floor(ttl / 3)),
+          maxMessageBytes: this.config.maxMessageBytes,
+        };
+      },
+
+      acquireShards: async (req, ctx) => {
+        if (req.maxShards < 1) throw new ConnectError("max_shards must be at least 1", Code.InvalidArgument);
+        const maxShards = Math.min(req.maxShards, this.config.maxShardsPerAcquire);
+        const waitMs = Math.min(req.waitMs, this.config.maxLongPollMs);
+        const deadline = Date.now() + waitMs;
+        const workerId = asWorkerId(req.workerId);
+        for (;;) {
+          const out = this.#apply({ type: "shards-requested", nowMs: Date.now(), workerId, maxShards });
+          if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+          const grants = out.outcome.value;
+          if (grants.length > 0 || Date.now() >= deadline || ctx.signal.aborted) {
+            this.stats.leasesGranted += grants.length;
+            for (const g of grants) {
+              this.#log.debug({ jobId: g.lease.jobId, shard: g.lease.shardIndex, epoch: g.lease.epoch, workerId }, "lease granted");
+            }
+            return { leases: grants.map(toShardLease) };
+          }
+          await this.#waitForShards(deadline - Date.now(), ctx.signal);
+        }
+      },
+
+      heartbeat: (req) => {
+        const out = this.#apply({
+          type: "heartbeat-received",
+          nowMs: Date.now(),
+          workerId: asWorkerId(req.workerId),
+          leases: req.leases.map(fromLeaseRef),
+        });
+        if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        return { leases: out.outcome.value.map(toLeaseStatus) };
+      },
+
+      completeShards: (req) => {
+        const workerId = asWorkerId(req.workerId);
+        if (!this.#state.workers.has(workerId)) {
+          throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
+        }
+        const outcomes = req.results.map((r) => {
+          const lease = fromLeaseRef(r.lease);
+          let data: Uint8Array;
+          if (r.payload.case === "data") data = r.payload.value;
+          else if (r.payload.case === "blobId") {
+            const size = this.#blobs.sizeOf(r.payload.value);
+            if (size === undefined) {
+              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.NotFound, message: "result blob not found" });
+            }
+            data = this.#blobs.read(r.payload.value, 0, size).data;
+          } else {
+            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.InvalidArgument, message: "result has no payload" });
+          }
+          const out = this.#apply(
+            { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
+            data,
+          );
+          if (out.outcome.ok) {
+            this.stats.completionsAccepted++;
+            this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
+            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
+          }
+          this.stats.completionsRejected++;
+          const ce = toConnectError(out.outcome.error);
+          this.#log.info(
+            { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, code: Code[ce.code], reason: ce.rawMessage },
+            "shard result rejected",
+          );
+          return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+        });
+        return { outcomes };
+      },
+
+      failShard: (req) => {
+        const out = this.#apply({
+          type: "shard-failed",
+          nowMs: Date.now(),
+          workerId: asWorkerId(req.workerId),
+          lease: fromLeaseRef(req.lease),
+          error: req.error,
+          release: req.release,
+          jitter: Math.random(),
+        });
+        if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        return {};
+      },
+    };
+  }
+}

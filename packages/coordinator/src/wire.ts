@@ -1,0 +1,121 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  type CoreError,
+  type Grant,
+  type JobStateName,
+  type JobView,
+  type LeaseCheck,
+  type LeaseKey,
+  asJobId,
+  describeError,
+} from "@dce/core";
+import {
+  JobState,
+  type JobStatus,
+  JobStatusSchema,
+  type LeaseRef,
+  LeaseRefSchema,
+  LeaseState,
+  type LeaseStatus,
+  LeaseStatusSchema,
+  type ShardLease,
+  ShardLeaseSchema,
+} from "@dce/proto";
+
+/**
+ * Transport code for every core error kind. Exhaustive by type: a new kind does not
+ * compile until it is mapped here. The README's error table mirrors this one.
+ */
+export const CODE_OF_ERROR: Record<CoreError["kind"], Code> = {
+  "invalid-spec": Code.InvalidArgument,
+  "job-not-found": Code.NotFound,
+  "worker-not-found": Code.NotFound,
+  "job-exists": Code.AlreadyExists,
+  "stale-fence": Code.Aborted,
+  "lease-lost": Code.Aborted,
+  "lease-revoked": Code.Aborted,
+  "already-completed": Code.AlreadyExists,
+  "not-lease-holder": Code.PermissionDenied,
+  "invalid-result": Code.InvalidArgument,
+  "job-finished": Code.FailedPrecondition,
+  "result-not-ready": Code.FailedPrecondition,
+  "over-capacity": Code.ResourceExhausted,
+  draining: Code.Unavailable,
+};
+
+/** Converts a core error to the ConnectError a client receives. */
+export function toConnectError(e: CoreError): ConnectError {
+  return new ConnectError(describeError(e), CODE_OF_ERROR[e.kind]);
+}
+
+const STATE_TO_WIRE: Record<JobStateName, JobState> = {
+  queued: JobState.QUEUED,
+  running: JobState.RUNNING,
+  succeeded: JobState.SUCCEEDED,
+  failed: JobState.FAILED,
+  cancelled: JobState.CANCELLED,
+};
+
+/** Core job view → wire JobStatus. */
+export function toJobStatus(v: JobView): JobStatus {
+  return create(JobStatusSchema, {
+    jobId: v.jobId,
+    state: STATE_TO_WIRE[v.state],
+    shardsTotal: v.shardsTotal,
+    shardsDone: v.shardsDone,
+    shardsLeased: v.shardsLeased,
+    shardsRetried: v.shardsRetried,
+    createdAtMs: BigInt(v.createdAtMs),
+    startedAtMs: BigInt(v.startedAtMs),
+    finishedAtMs: BigInt(v.finishedAtMs),
+    error: v.error,
+    version: BigInt(v.version),
+    kernel: v.kernel,
+    rows: v.rows,
+    cols: v.cols,
+    tileRows: v.tileRows,
+    tileCols: v.tileCols,
+  });
+}
+
+/** Wire lease reference → core lease key (validating the epoch range). */
+export function fromLeaseRef(ref: LeaseRef | undefined): LeaseKey {
+  if (!ref) throw new ConnectError("lease is required", Code.InvalidArgument);
+  if (ref.epoch > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("lease epoch out of range", Code.InvalidArgument);
+  return { jobId: asJobId(ref.jobId), shardIndex: ref.shardIndex, epoch: Number(ref.epoch) };
+}
+
+/** Core lease key → wire lease reference. */
+export function toLeaseRef(k: LeaseKey): LeaseRef {
+  return create(LeaseRefSchema, { jobId: k.jobId, shardIndex: k.shardIndex, epoch: BigInt(k.epoch) });
+}
+
+/** Core grant → wire ShardLease. */
+export function toShardLease(g: Grant): ShardLease {
+  return create(ShardLeaseSchema, {
+    lease: toLeaseRef(g.lease),
+    kernel: g.kernel,
+    ttlMs: g.ttlMs,
+    attempt: g.attempt,
+    matmul: {
+      a: { rows: g.spec.a.rows, cols: g.spec.a.cols, blobId: g.spec.a.blobId },
+      b: { rows: g.spec.b.rows, cols: g.spec.b.cols, blobId: g.spec.b.blobId },
+      rowStart: g.bounds.rowStart,
+      rowEnd: g.bounds.rowEnd,
+      colStart: g.bounds.colStart,
+      colEnd: g.bounds.colEnd,
+    },
+  });
+}
+
+const LEASE_STATE_TO_WIRE: Record<LeaseCheck["state"], LeaseState> = {
+  active: LeaseState.ACTIVE,
+  cancelled: LeaseState.CANCELLED,
+  lost: LeaseState.LOST,
+};
+
+/** Core lease check → wire LeaseStatus. */
+export function toLeaseStatus(c: LeaseCheck): LeaseStatus {
+  return create(LeaseStatusSchema, { lease: toLeaseRef(c.lease), state: LEASE_STATE_TO_WIRE[c.state], ttlMs: c.ttlMs });
+}

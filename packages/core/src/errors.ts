@@ -1,0 +1,64 @@
+import type { JobId, WorkerId } from "./ids.js";
+
+/**
+ * Every expected way a core decision can refuse a request. The core never throws
+ * for these; it returns them as values. Each shell maps `kind` to a transport code
+ * through one exhaustive table (a new kind does not compile until it is mapped).
+ */
+export type CoreError =
+  | { kind: "invalid-spec"; message: string }
+  | { kind: "job-not-found"; jobId: string }
+  | { kind: "worker-not-found"; workerId: string }
+  | { kind: "job-exists"; jobId: JobId; message: string }
+  | { kind: "stale-fence"; jobId: JobId; shardIndex: number; epoch: number; currentEpoch: number }
+  | { kind: "lease-lost"; jobId: JobId; shardIndex: number; epoch: number }
+  | { kind: "lease-revoked"; jobId: JobId; shardIndex: number; epoch: number; message: string }
+  | { kind: "already-completed"; jobId: JobId; shardIndex: number; epoch: number }
+  | { kind: "not-lease-holder"; jobId: JobId; shardIndex: number; epoch: number; workerId: WorkerId }
+  | { kind: "invalid-result"; jobId: JobId; shardIndex: number; message: string }
+  | { kind: "job-finished"; jobId: JobId; state: string; message: string }
+  | { kind: "result-not-ready"; jobId: JobId; state: string }
+  | { kind: "over-capacity"; message: string }
+  | { kind: "draining" };
+
+/** Result of a core decision: a value, or the reason it was refused. */
+export type Result<T> = { ok: true; value: T } | { ok: false; error: CoreError };
+
+/** Builds a successful {@link Result}. */
+export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+/** Builds a refused {@link Result}. */
+export const err = <T = never>(error: CoreError): Result<T> => ({ ok: false, error });
+
+/** A one-line, user-facing description of a core error (no internals). */
+export function describeError(e: CoreError): string {
+  switch (e.kind) {
+    case "invalid-spec":
+      return e.message;
+    case "job-not-found":
+      return `job ${e.jobId} not found`;
+    case "worker-not-found":
+      return `worker ${e.workerId} is not registered (register again)`;
+    case "job-exists":
+      return e.message;
+    case "stale-fence":
+      return `stale epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} (current epoch ${e.currentEpoch})`;
+    case "lease-lost":
+      return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} expired or was revoked`;
+    case "lease-revoked":
+      return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} revoked: ${e.message}`;
+    case "already-completed":
+      return `job ${e.jobId} shard ${e.shardIndex} epoch ${e.epoch} was already accepted`;
+    case "not-lease-holder":
+      return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} is held by another worker`;
+    case "invalid-result":
+      return `job ${e.jobId} shard ${e.shardIndex}: ${e.message}`;
+    case "job-finished":
+      return e.message;
+    case "result-not-ready":
+      return `job ${e.jobId} has no result: it is ${e.state}`;
+    case "over-capacity":
+      return e.message;
+    case "draining":
+      return "coordinator is draining: it grants no new work";
+  }
+}

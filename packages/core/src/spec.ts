@@ -1,0 +1,144 @@
+import { type Result, err, ok } from "./errors.js";
+
+/** A matrix the coordinator holds as one content-addressed blob (row-major little-endian float64). */
+export interface MatrixDesc {
+  readonly rows: number;
+  readonly cols: number;
+  /** Lower-case hex SHA-256 of the blob. */
+  readonly blobId: string;
+}
+
+/** A validated request to compute C = A × B, with every default resolved. */
+export interface MatMulSpec {
+  readonly a: MatrixDesc;
+  readonly b: MatrixDesc;
+  readonly tileRows: number;
+  readonly tileCols: number;
+  /** A registered kernel name, or `"auto"`. */
+  readonly kernel: string;
+}
+
+/** The spec as it arrives from a client, before validation; 0 / "" mean "use the default". */
+export interface MatMulSpecInput {
+  readonly a?: { rows: number; cols: number; blobId: string } | undefined;
+  readonly b?: { rows: number; cols: number; blobId: string } | undefined;
+  readonly tileRows: number;
+  readonly tileCols: number;
+  readonly kernel: string;
+}
+
+/**
+ * Kernels the engine knows, fastest first. A job may name one of these or `"auto"`;
+ * nothing else is ever run (a kernel name is a registry key, never code or a path).
+ */
+export const KERNEL_REGISTRY: readonly string[] = ["reference"];
+
+/** Limits applied to every job. All are explicit so they can be documented and configured. */
+export interface SpecLimits {
+  /** Largest allowed rows or cols of any matrix. */
+  readonly maxDim: number;
+  /** Largest allowed size of one matrix (A, B or C) in bytes. */
+  readonly maxMatrixBytes: number;
+  /** Largest number of shards (output tiles) one job may plan. */
+  readonly maxShardsPerJob: number;
+  /** Largest output tile in bytes (tileRows × tileCols × 8). */
+  readonly maxTileBytes: number;
+  /** Tile edge used when the client leaves it 0. */
+  readonly defaultTile: number;
+  /** Known kernel names. */
+  readonly kernels: readonly string[];
+}
+
+/** Default limits; see SECURITY/limits documentation in the README. */
+export const DEFAULT_SPEC_LIMITS: SpecLimits = {
+  maxDim: 1 << 20,
+  maxMatrixBytes: 1024 * 1024 * 1024,
+  maxShardsPerJob: 1 << 20,
+  maxTileBytes: 64 * 1024 * 1024,
+  defaultTile: 256,
+  kernels: KERNEL_REGISTRY,
+};
+
+const BLOB_ID = /^[0-9a-f]{64}$/;
+
+function checkMatrix(name: string, m: MatMulSpecInput["a"], limits: SpecLimits): string | undefined {
+  if (m === undefined) return `matrix ${name} is missing`;
+  for (const [field, v] of [
+    ["rows", m.rows],
+    ["cols", m.cols],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1) return `matrix ${name} has ${field}=${v}; it must be at least 1`;
+    if (v > limits.maxDim) return `matrix ${name} has ${field}=${v}, over the limit maxDim=${limits.maxDim}`;
+  }
+  const bytes = m.rows * m.cols * 8;
+  if (bytes > limits.maxMatrixBytes) {
+    return `matrix ${name} is ${m.rows}x${m.cols} (${bytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`;
+  }
+  if (!BLOB_ID.test(m.blobId)) return `matrix ${name} has an invalid blob id (expected 64 lower-case hex characters)`;
+  return undefined;
+}
+
+/**
+ * Validates a client's job spec and fills in defaults. Pure.
+ * @returns the resolved spec, or an `invalid-spec` / `over-capacity` error whose message names the problem.
+ */
+export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = DEFAULT_SPEC_LIMITS): Result<MatMulSpec> {
+  const bad = (message: string) => err<MatMulSpec>({ kind: "invalid-spec", message });
+  const ea = checkMatrix("A", input.a, limits);
+  if (ea) return bad(ea);
+  const eb = checkMatrix("B", input.b, limits);
+  if (eb) return bad(eb);
+  // Both checked above; the non-null assertions only satisfy the type checker.
+  const a = input.a as MatrixDesc;
+  const b = input.b as MatrixDesc;
+  if (a.cols !== b.rows) {
+    return bad(`inner dimensions do not match: A is ${a.rows}x${a.cols}, B is ${b.rows}x${b.cols}`);
+  }
+  const cBytes = a.rows * b.cols * 8;
+  if (cBytes > limits.maxMatrixBytes) {
+    return bad(`result C would be ${a.rows}x${b.cols} (${cBytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`);
+  }
+  const tileRows = input.tileRows === 0 ? limits.defaultTile : input.tileRows;
+  const tileCols = input.tileCols === 0 ? limits.defaultTile : input.tileCols;
+  for (const [field, v] of [
+    ["tileRows", tileRows],
+    ["tileCols", tileCols],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1) return bad(`${field}=${v}; it must be at least 1 (or 0 for the default)`);
+  }
+  const effRows = Math.min(tileRows, a.rows);
+  const effCols = Math.min(tileCols, b.cols);
+  if (effRows * effCols * 8 > limits.maxTileBytes) {
+    return bad(`tile ${effRows}x${effCols} is ${effRows * effCols * 8} bytes, over the limit maxTileBytes=${limits.maxTileBytes}`);
+  }
+  const shards = Math.ceil(a.rows / tileRows) * Math.ceil(b.cols / tileCols);
+  if (shards > limits.maxShardsPerJob) {
+    return bad(`the plan has ${shards} shards, over the limit maxShardsPerJob=${limits.maxShardsPerJob}; use a larger tile`);
+  }
+  const kernel = input.kernel === "" ? "auto" : input.kernel;
+  if (kernel !== "auto" && !limits.kernels.includes(kernel)) {
+    return bad(`unknown kernel '${kernel.slice(0, 64)}'; known kernels: auto, ${limits.kernels.join(", ")}`);
+  }
+  return ok({
+    a: { rows: a.rows, cols: a.cols, blobId: a.blobId },
+    b: { rows: b.rows, cols: b.cols, blobId: b.blobId },
+    tileRows: effRows,
+    tileCols: effCols,
+    kernel,
+  });
+}
+
+/** True when two resolved specs describe the same computation (used for idempotent submit). */
+export function sameSpec(x: MatMulSpec, y: MatMulSpec): boolean {
+  return (
+    x.a.rows === y.a.rows &&
+    x.a.cols === y.a.cols &&
+    x.a.blobId === y.a.blobId &&
+    x.b.rows === y.b.rows &&
+    x.b.cols === y.b.cols &&
+    x.b.blobId === y.b.blobId &&
+    x.tileRows === y.tileRows &&
+    x.tileCols === y.tileCols &&
+    x.kernel === y.kernel
+  );
+}

@@ -1,0 +1,141 @@
+import type { ClientId, JobId, WorkerId } from "./ids.js";
+import type { Plan } from "./plan.js";
+import { DEFAULT_SPEC_LIMITS, type MatMulSpec, type SpecLimits } from "./spec.js";
+
+/** Lifecycle of a job: queued → running → succeeded | failed | cancelled. */
+export type JobStateName = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+/** True for the states a job never leaves. */
+export const isTerminal = (s: JobStateName): boolean => s === "succeeded" || s === "failed" || s === "cancelled";
+
+/** Per-shard status codes held in {@link JobRecord.shardStatus}. */
+export const ShardStatus = { pending: 0, leased: 1, done: 2 } as const;
+
+/** A kernel implementation a worker advertised. */
+export interface KernelOffer {
+  readonly name: string;
+  readonly fingerprint: string;
+}
+
+/** One job and its shards. Per-shard data lives in typed arrays so plans of a million shards stay cheap. */
+export interface JobRecord {
+  readonly id: JobId;
+  readonly clientId: ClientId;
+  readonly idempotencyKey: string;
+  readonly spec: MatMulSpec;
+  readonly plan: Plan;
+  state: JobStateName;
+  createdAtMs: number;
+  startedAtMs: number;
+  finishedAtMs: number;
+  /** Reason for failed / cancelled. */
+  error: string;
+  /** Bumped on every observable change (long-poll cursor). */
+  version: number;
+  /** Kernel the job runs with; "auto" until the first grant pins it. */
+  kernel: string;
+  /** Kernel fingerprint pinned at the first grant; "" until then. */
+  fingerprint: string;
+  /** ShardStatus per shard. */
+  readonly shardStatus: Uint8Array;
+  /** Epoch of the current lease (leased) or of the accepted execution (done); 0 if none. */
+  readonly shardEpoch: Float64Array;
+  /** Executions started per shard (failed attempts count, released ones do not). */
+  readonly shardAttempts: Uint16Array;
+  /** Earliest time a re-queued shard may be granted again (retry backoff). */
+  readonly shardNotBeforeMs: Float64Array;
+  /** Last error reported for each shard that failed (sparse). */
+  readonly shardLastError: Map<number, string>;
+  /** Next never-leased shard index; shards below it were leased at least once. */
+  cursor: number;
+  /** Shards handed back for another execution, in the order they came back. */
+  retryQueue: number[];
+  doneCount: number;
+  leasedCount: number;
+  retriedCount: number;
+  /** All tiles accepted; waiting for the shell to assemble the result. */
+  finalizing: boolean;
+  /** Content address of C once succeeded. */
+  resultBlobId: string;
+}
+
+/** A live lease: one grant of one shard to one worker, keyed by its fencing epoch. */
+export interface LeaseRecord {
+  readonly epoch: number;
+  readonly jobId: JobId;
+  readonly shardIndex: number;
+  readonly workerId: WorkerId;
+  readonly grantedAtMs: number;
+  expiresAtMs: number;
+}
+
+/** A registered worker process. */
+export interface WorkerRecord {
+  readonly id: WorkerId;
+  readonly name: string;
+  readonly kernels: readonly KernelOffer[];
+  readonly threads: number;
+  lastSeenMs: number;
+  /** Epochs of the leases it holds. */
+  readonly leases: Set<number>;
+}
+
+/** Tunables of the coordinator's decisions. */
+export interface CoreConfig {
+  /** A lease expires this long after grant or last renewal. */
+  readonly leaseTtlMs: number;
+  /** Executions of one shard before its job fails (poison shard). */
+  readonly maxAttempts: number;
+  /** First retry delay; doubles each attempt, with jitter in [0.5, 1.5). */
+  readonly retryBaseMs: number;
+  /** Cap on the retry delay. */
+  readonly retryMaxMs: number;
+  /** A worker unseen this long is forgotten (its leases expire on their own). */
+  readonly workerTtlMs: number;
+  /** Jobs that are queued or running at once, over all clients. */
+  readonly maxActiveJobs: number;
+  readonly limits: SpecLimits;
+}
+
+/** Defaults for {@link CoreConfig}. */
+export const DEFAULT_CORE_CONFIG: CoreConfig = {
+  leaseTtlMs: 10_000,
+  maxAttempts: 5,
+  retryBaseMs: 100,
+  retryMaxMs: 5_000,
+  workerTtlMs: 60_000,
+  maxActiveJobs: 1_000,
+  limits: DEFAULT_SPEC_LIMITS,
+};
+
+/**
+ * The whole decision state of a coordinator. Only {@link step} changes it; the
+ * same initial state and the same events always give the same state and decisions.
+ */
+export interface CoreState {
+  readonly config: CoreConfig;
+  /** Next fencing epoch to hand out; never decreases (persisted by durable shells). */
+  nextEpoch: number;
+  readonly jobs: Map<JobId, JobRecord>;
+  /** Jobs that may still have shards to grant, oldest first. */
+  activeJobs: JobId[];
+  /** (client, idempotency key) → job. */
+  readonly idempotency: Map<string, JobId>;
+  readonly workers: Map<WorkerId, WorkerRecord>;
+  readonly leases: Map<number, LeaseRecord>;
+  draining: boolean;
+}
+
+/** Creates an empty state. */
+export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
+  return {
+    config: { ...DEFAULT_CORE_CONFIG, ...config },
+    nextEpoch: 1,
+    jobs: new Map(),
+    activeJobs: [],
+    idempotency: new Map(),
+    workers: new Map(),
+    leases: new Map(),
+    draining: false,
+  };
+}

@@ -1,0 +1,622 @@
+import { type CoreError, type Result, err, ok } from "./errors.js";
+import type { ClientId, JobId, WorkerId } from "./ids.js";
+import { type Plan, type TileBounds, planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
+import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
+import {
+  type CoreState,
+  type JobRecord,
+  type KernelOffer,
+  type LeaseRecord,
+  ShardStatus,
+  isTerminal,
+} from "./state.js";
+
+// ---------------------------------------------------------------------------
+// Events: what happened. Every input the decision depends on (time, fresh ids,
+// random jitter) is a field of the event, so a run replays from its event list.
+// ---------------------------------------------------------------------------
+
+/** A client submitted a job. `jobId` is a fresh id chosen by the shell (used only if a job is created). */
+export interface JobSubmitted {
+  type: "job-submitted";
+  nowMs: number;
+  clientId: ClientId;
+  idempotencyKey: string;
+  spec: MatMulSpecInput;
+  jobId: JobId;
+}
+/** A client asked to cancel a job. */
+export interface JobCancelRequested {
+  type: "job-cancel-requested";
+  nowMs: number;
+  clientId: ClientId;
+  jobId: JobId;
+  reason: string;
+}
+/** A worker registered; `workerId` is fresh, chosen by the shell. */
+export interface WorkerRegistered {
+  type: "worker-registered";
+  nowMs: number;
+  workerId: WorkerId;
+  name: string;
+  kernels: readonly KernelOffer[];
+  threads: number;
+}
+/** A worker asked for up to `maxShards` leases. */
+export interface ShardsRequested {
+  type: "shards-requested";
+  nowMs: number;
+  workerId: WorkerId;
+  maxShards: number;
+}
+/** Identifies a lease on the wire. */
+export interface LeaseKey {
+  jobId: JobId;
+  shardIndex: number;
+  epoch: number;
+}
+/** A worker renewed its leases. */
+export interface HeartbeatReceived {
+  type: "heartbeat-received";
+  nowMs: number;
+  workerId: WorkerId;
+  leases: readonly LeaseKey[];
+}
+/** A worker reported a shard's result of `sizeBytes` bytes (the bytes stay in the shell). */
+export interface ShardCompleted {
+  type: "shard-completed";
+  nowMs: number;
+  workerId: WorkerId;
+  lease: LeaseKey;
+  sizeBytes: number;
+}
+/** A worker reported a shard failure, or handed a lease back unstarted (`release`). `jitter` ∈ [0,1). */
+export interface ShardFailed {
+  type: "shard-failed";
+  nowMs: number;
+  workerId: WorkerId;
+  lease: LeaseKey;
+  error: string;
+  release: boolean;
+  jitter: number;
+}
+/** Time passed: expire leases and forget silent workers. `jitter` ∈ [0,1) spreads retries. */
+export interface Ticked {
+  type: "ticked";
+  nowMs: number;
+  jitter: number;
+}
+/** The shell assembled a job's result. */
+export interface ResultFinalized {
+  type: "result-finalized";
+  nowMs: number;
+  jobId: JobId;
+  resultBlobId: string;
+}
+/** The shell could not store a tile or assemble the result. */
+export interface ResultFailed {
+  type: "result-failed";
+  nowMs: number;
+  jobId: JobId;
+  message: string;
+}
+/** The coordinator stops granting work (graceful shutdown). */
+export interface DrainStarted {
+  type: "drain-started";
+  nowMs: number;
+}
+
+/** Every event the core accepts. */
+export type CoreEvent =
+  | JobSubmitted
+  | JobCancelRequested
+  | WorkerRegistered
+  | ShardsRequested
+  | HeartbeatReceived
+  | ShardCompleted
+  | ShardFailed
+  | Ticked
+  | ResultFinalized
+  | ResultFailed
+  | DrainStarted;
+
+// ---------------------------------------------------------------------------
+// Outcomes (the answer to the event's sender) and effects (work for the shell).
+// ---------------------------------------------------------------------------
+
+/** A granted lease with everything the worker needs to run it. */
+export interface Grant {
+  readonly lease: LeaseKey;
+  readonly kernel: string;
+  readonly ttlMs: number;
+  readonly attempt: number;
+  readonly spec: MatMulSpec;
+  readonly bounds: TileBounds;
+}
+
+/** What a heartbeat tells the worker about one lease. */
+export interface LeaseCheck {
+  readonly lease: LeaseKey;
+  readonly state: "active" | "cancelled" | "lost";
+  readonly ttlMs: number;
+}
+
+/** The typed answer for each event type. */
+export interface OutcomeMap {
+  "job-submitted": Result<{ jobId: JobId; created: boolean }>;
+  "job-cancel-requested": Result<{ jobId: JobId }>;
+  "worker-registered": Result<{ workerId: WorkerId }>;
+  "shards-requested": Result<Grant[]>;
+  "heartbeat-received": Result<LeaseCheck[]>;
+  "shard-completed": Result<{ bounds: TileBounds }>;
+  "shard-failed": Result<{ jobFailed: boolean }>;
+  ticked: Result<{ expired: number }>;
+  "result-finalized": Result<null>;
+  "result-failed": Result<null>;
+  "drain-started": Result<null>;
+}
+
+/** Work the shell must carry out, in order. */
+export type Effect =
+  /** Create the file-backed buffer that tiles of a new job are written into. */
+  | { type: "prepare-result"; jobId: JobId; rows: number; cols: number }
+  /** Write the accepted tile (bytes held by the shell for this request) at its place in C. */
+  | { type: "write-tile"; jobId: JobId; shardIndex: number; bounds: TileBounds }
+  /** Every tile is written: seal C and report `result-finalized` (or `result-failed`). */
+  | { type: "finalize-result"; jobId: JobId }
+  /** Drop a job's partial result (cancelled or failed). */
+  | { type: "discard-result"; jobId: JobId }
+  /** A job's status changed: wake whoever long-polls it. */
+  | { type: "job-changed"; jobId: JobId }
+  /** Shards became grantable: wake long-polling workers. */
+  | { type: "shards-available" }
+  /** Something worth a log line (job failures, retries, forgotten workers). */
+  | { type: "log"; level: "info" | "warn" | "error"; msg: string; fields: Record<string, string | number> };
+
+/** Result of one {@link step}. */
+export interface StepResult<T> {
+  readonly outcome: T;
+  readonly effects: Effect[];
+}
+
+/**
+ * Applies one event to the coordinator state and returns the answer for its sender
+ * and the effects the shell must carry out. Deterministic: it reads no clock, no
+ * randomness and does no I/O; `state` is updated in place (the shell owns the only
+ * copy), and the same initial state fed the same events always yields the same
+ * outcomes and effects. It never throws for expected outcomes.
+ */
+export function step<E extends CoreEvent>(state: CoreState, event: E): StepResult<OutcomeMap[E["type"]]> {
+  const fx: Effect[] = [];
+  const outcome = dispatch(state, event, fx);
+  return { outcome: outcome as OutcomeMap[E["type"]], effects: fx };
+}
+
+function dispatch(s: CoreState, e: CoreEvent, fx: Effect[]): OutcomeMap[CoreEvent["type"]] {
+  switch (e.type) {
+    case "job-submitted":
+      return submit(s, e, fx);
+    case "job-cancel-requested":
+      return cancel(s, e, fx);
+    case "worker-registered":
+      return register(s, e);
+    case "shards-requested":
+      return acquire(s, e, fx);
+    case "heartbeat-received":
+      return heartbeat(s, e);
+    case "shard-completed":
+      return complete(s, e, fx);
+    case "shard-failed":
+      return fail(s, e, fx);
+    case "ticked":
+      return tick(s, e, fx);
+    case "result-finalized":
+      return finalized(s, e, fx);
+    case "result-failed":
+      return resultFailed(s, e, fx);
+    case "drain-started":
+      s.draining = true;
+      return ok(null);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap["job-submitted"] {
+  const v = validateMatMulSpec(e.spec, s.config.limits);
+  if (!v.ok) return v;
+  const spec = v.value;
+  const idemKey = e.idempotencyKey === "" ? "" : `${e.clientId}\u0000${e.idempotencyKey}`;
+  if (idemKey !== "") {
+    const existing = s.idempotency.get(idemKey);
+    if (existing !== undefined) {
+      const job = s.jobs.get(existing);
+      if (job && sameSpec(job.spec, spec)) return ok({ jobId: existing, created: false });
+      return err({
+        kind: "job-exists",
+        jobId: existing,
+        message: `idempotency key '${e.idempotencyKey.slice(0, 128)}' was already used for job ${existing} with a different spec`,
+      });
+    }
+  }
+  if (s.draining) return err({ kind: "draining" });
+  if (s.activeJobs.length >= s.config.maxActiveJobs) {
+    return err({
+      kind: "over-capacity",
+      message: `${s.activeJobs.length} jobs are queued or running, the limit maxActiveJobs=${s.config.maxActiveJobs}; retry later`,
+    });
+  }
+  if (s.jobs.has(e.jobId)) {
+    // The shell hands out fresh ids; a reused one is a shell bug, reported rather than thrown.
+    return err({ kind: "invalid-spec", message: `job id ${e.jobId} is already in use` });
+  }
+  const plan = planMatMul(spec);
+  const n = plan.shardCount;
+  const job: JobRecord = {
+    id: e.jobId,
+    clientId: e.clientId,
+    idempotencyKey: e.idempotencyKey,
+    spec,
+    plan,
+    state: "queued",
+    createdAtMs: e.nowMs,
+    startedAtMs: 0,
+    finishedAtMs: 0,
+    error: "",
+    version: 1,
+    kernel: spec.kernel,
+    fingerprint: "",
+    shardStatus: new Uint8Array(n),
+    shardEpoch: new Float64Array(n),
+    shardAttempts: new Uint16Array(n),
+    shardNotBeforeMs: new Float64Array(n),
+    shardLastError: new Map(),
+    cursor: 0,
+    retryQueue: [],
+    doneCount: 0,
+    leasedCount: 0,
+    retriedCount: 0,
+    finalizing: false,
+    resultBlobId: "",
+  };
+  s.jobs.set(job.id, job);
+  s.activeJobs.push(job.id);
+  if (idemKey !== "") s.idempotency.set(idemKey, job.id);
+  fx.push({ type: "prepare-result", jobId: job.id, rows: plan.rows, cols: plan.cols });
+  fx.push({ type: "job-changed", jobId: job.id });
+  fx.push({ type: "shards-available" });
+  return ok({ jobId: job.id, created: true });
+}
+
+function cancel(s: CoreState, e: JobCancelRequested, fx: Effect[]): OutcomeMap["job-cancel-requested"] {
+  const job = s.jobs.get(e.jobId);
+  // A job of another client answers exactly like a missing one, so ids reveal nothing.
+  if (!job || job.clientId !== e.clientId) return err({ kind: "job-not-found", jobId: e.jobId });
+  if (job.state === "cancelled") return ok({ jobId: job.id });
+  if (isTerminal(job.state)) {
+    return err({
+      kind: "job-finished",
+      jobId: job.id,
+      state: job.state,
+      message: `job ${job.id} already ${job.state}; it cannot be cancelled`,
+    });
+  }
+  endJob(s, job, "cancelled", e.reason === "" ? "cancelled by client" : e.reason.slice(0, 1024), e.nowMs, fx);
+  return ok({ jobId: job.id });
+}
+
+function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-registered"] {
+  if (s.workers.has(e.workerId)) return err({ kind: "invalid-spec", message: `worker id ${e.workerId} is already in use` });
+  s.workers.set(e.workerId, {
+    id: e.workerId,
+    name: e.name,
+    kernels: e.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
+    threads: e.threads,
+    lastSeenMs: e.nowMs,
+    leases: new Set(),
+  });
+  return ok({ workerId: e.workerId });
+}
+
+/** The kernel offer of `worker` that can run `job`, or undefined. */
+function kernelFor(job: JobRecord, kernels: readonly KernelOffer[], known: readonly string[]): KernelOffer | undefined {
+  if (job.fingerprint !== "") {
+    return kernels.find((k) => k.name === job.kernel && k.fingerprint === job.fingerprint);
+  }
+  if (job.kernel === "auto") {
+    // The worker lists its kernels fastest first; take the first one the engine knows.
+    return kernels.find((k) => known.includes(k.name));
+  }
+  return kernels.find((k) => k.name === job.kernel);
+}
+
+function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["shards-requested"] {
+  const worker = s.workers.get(e.workerId);
+  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
+  worker.lastSeenMs = e.nowMs;
+  if (s.draining) return err({ kind: "draining" });
+  const grants: Grant[] = [];
+  const want = Math.max(0, Math.floor(e.maxShards));
+  for (const jobId of s.activeJobs) {
+    if (grants.length >= want) break;
+    const job = s.jobs.get(jobId);
+    if (!job || job.finalizing || isTerminal(job.state)) continue;
+    const offer = kernelFor(job, worker.kernels, s.config.limits.kernels);
+    if (!offer) continue;
+    let changed = false;
+    while (grants.length < want) {
+      const shard = nextShard(job, e.nowMs);
+      if (shard < 0) break;
+      if (job.fingerprint === "") {
+        // Pin the implementation at the first grant: a job's bytes never mix kernels.
+        job.kernel = offer.name;
+        job.fingerprint = offer.fingerprint;
+      }
+      const epoch = s.nextEpoch++;
+      const lease: LeaseRecord = {
+        epoch,
+        jobId: job.id,
+        shardIndex: shard,
+        workerId: worker.id,
+        grantedAtMs: e.nowMs,
+        expiresAtMs: e.nowMs + s.config.leaseTtlMs,
+      };
+      s.leases.set(epoch, lease);
+      worker.leases.add(epoch);
+      job.shardStatus[shard] = ShardStatus.leased;
+      job.shardEpoch[shard] = epoch;
+      job.shardAttempts[shard] = (job.shardAttempts[shard] ?? 0) + 1;
+      job.leasedCount++;
+      if (job.state === "queued") {
+        job.state = "running";
+        job.startedAtMs = e.nowMs;
+      }
+      changed = true;
+      grants.push({
+        lease: { jobId: job.id, shardIndex: shard, epoch },
+        kernel: job.kernel,
+        ttlMs: s.config.leaseTtlMs,
+        attempt: job.shardAttempts[shard] ?? 1,
+        spec: job.spec,
+        bounds: tileBounds(job.plan, shard),
+      });
+    }
+    if (changed) {
+      job.version++;
+      fx.push({ type: "job-changed", jobId: job.id });
+    }
+  }
+  return ok(grants);
+}
+
+/** Takes the next grantable shard of `job`: retries whose backoff has passed first, then fresh shards. -1 if none. */
+function nextShard(job: JobRecord, nowMs: number): number {
+  const q = job.retryQueue;
+  for (let i = 0; i < q.length; i++) {
+    const shard = q[i] as number;
+    if ((job.shardNotBeforeMs[shard] ?? 0) <= nowMs) {
+      q.splice(i, 1);
+      return shard;
+    }
+  }
+  while (job.cursor < job.plan.shardCount) {
+    const shard = job.cursor++;
+    if (job.shardStatus[shard] === ShardStatus.pending) return shard;
+  }
+  return -1;
+}
+
+/** Classifies a report about `key` from `workerId`: the live lease, or why it is not valid. */
+function checkLease(s: CoreState, workerId: WorkerId, key: LeaseKey): Result<{ job: JobRecord; lease: LeaseRecord }> {
+  const job = s.jobs.get(key.jobId);
+  if (!job || !Number.isInteger(key.shardIndex) || key.shardIndex < 0 || key.shardIndex >= job.plan.shardCount) {
+    return err({ kind: "job-not-found", jobId: key.jobId });
+  }
+  const { shardIndex, epoch } = key;
+  const current = job.shardEpoch[shardIndex] ?? 0;
+  const status = job.shardStatus[shardIndex];
+  if (status === ShardStatus.done) {
+    if (current === epoch) return err({ kind: "already-completed", jobId: job.id, shardIndex, epoch });
+    return err({ kind: "stale-fence", jobId: job.id, shardIndex, epoch, currentEpoch: current });
+  }
+  if (isTerminal(job.state)) {
+    return err({ kind: "lease-revoked", jobId: job.id, shardIndex, epoch, message: `job is ${job.state}` });
+  }
+  if (epoch !== current || status !== ShardStatus.leased) {
+    if (epoch < current) return err({ kind: "stale-fence", jobId: job.id, shardIndex, epoch, currentEpoch: current });
+    return err({ kind: "lease-lost", jobId: job.id, shardIndex, epoch });
+  }
+  const lease = s.leases.get(epoch);
+  if (!lease) return err({ kind: "lease-lost", jobId: job.id, shardIndex, epoch });
+  if (lease.workerId !== workerId) {
+    return err({ kind: "not-lease-holder", jobId: job.id, shardIndex, epoch, workerId });
+  }
+  return ok({ job, lease });
+}
+
+function heartbeat(s: CoreState, e: HeartbeatReceived): OutcomeMap["heartbeat-received"] {
+  const worker = s.workers.get(e.workerId);
+  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
+  worker.lastSeenMs = e.nowMs;
+  const checks: LeaseCheck[] = [];
+  for (const key of e.leases) {
+    const r = checkLease(s, e.workerId, key);
+    if (r.ok) {
+      r.value.lease.expiresAtMs = e.nowMs + s.config.leaseTtlMs;
+      checks.push({ lease: key, state: "active", ttlMs: s.config.leaseTtlMs });
+      continue;
+    }
+    // Finished elsewhere or job over: stop quietly ("cancelled"). Otherwise the lease is gone ("lost").
+    const kind = r.error.kind;
+    const doneElsewhere =
+      kind === "stale-fence" && s.jobs.get(key.jobId)?.shardStatus[key.shardIndex] === ShardStatus.done;
+    const cancelled = kind === "lease-revoked" || kind === "already-completed" || doneElsewhere;
+    checks.push({ lease: key, state: cancelled ? "cancelled" : "lost", ttlMs: 0 });
+  }
+  return ok(checks);
+}
+
+function removeLease(s: CoreState, lease: LeaseRecord, job: JobRecord): void {
+  s.leases.delete(lease.epoch);
+  s.workers.get(lease.workerId)?.leases.delete(lease.epoch);
+  job.leasedCount--;
+}
+
+function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["shard-completed"] {
+  if (!s.workers.has(e.workerId)) return err({ kind: "worker-not-found", workerId: e.workerId });
+  const r = checkLease(s, e.workerId, e.lease);
+  if (!r.ok) return r;
+  const { job, lease } = r.value;
+  const shard = lease.shardIndex;
+  const expected = tileSizeBytes(job.plan, shard);
+  if (e.sizeBytes !== expected) {
+    return err({
+      kind: "invalid-result",
+      jobId: job.id,
+      shardIndex: shard,
+      message: `result is ${e.sizeBytes} bytes; the tile needs ${expected}`,
+    });
+  }
+  removeLease(s, lease, job);
+  // First valid completion wins; shardEpoch keeps the winner so a retry of the same report is recognised.
+  job.shardStatus[shard] = ShardStatus.done;
+  job.doneCount++;
+  job.version++;
+  const bounds = tileBounds(job.plan, shard);
+  fx.push({ type: "write-tile", jobId: job.id, shardIndex: shard, bounds });
+  if (job.doneCount === job.plan.shardCount) {
+    job.finalizing = true;
+    fx.push({ type: "finalize-result", jobId: job.id });
+  }
+  fx.push({ type: "job-changed", jobId: job.id });
+  return ok({ bounds });
+}
+
+/** Puts a shard back for another execution, or fails its job when attempts are exhausted. */
+function requeue(s: CoreState, job: JobRecord, shard: number, nowMs: number, jitter: number, why: string, fx: Effect[]): void {
+  job.shardStatus[shard] = ShardStatus.pending;
+  const attempts = job.shardAttempts[shard] ?? 0;
+  if (attempts >= s.config.maxAttempts) {
+    const message = `shard ${shard} failed ${attempts} times (maxAttempts=${s.config.maxAttempts}); last error: ${why}`;
+    endJob(s, job, "failed", message, nowMs, fx);
+    return;
+  }
+  const backoff = Math.min(s.config.retryMaxMs, s.config.retryBaseMs * 2 ** Math.max(0, attempts - 1));
+  job.shardNotBeforeMs[shard] = nowMs + Math.floor(backoff * (0.5 + jitter));
+  job.retryQueue.push(shard);
+  job.retriedCount++;
+  job.version++;
+  fx.push({ type: "job-changed", jobId: job.id });
+  fx.push({ type: "shards-available" });
+}
+
+function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-failed"] {
+  if (!s.workers.has(e.workerId)) return err({ kind: "worker-not-found", workerId: e.workerId });
+  const r = checkLease(s, e.workerId, e.lease);
+  if (!r.ok) return r;
+  const { job, lease } = r.value;
+  const shard = lease.shardIndex;
+  removeLease(s, lease, job);
+  const why = e.error.slice(0, 1024);
+  if (e.release) {
+    // A hand-back is not a failed attempt: undo the count and make it grantable at once.
+    job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
+    job.shardStatus[shard] = ShardStatus.pending;
+    job.shardNotBeforeMs[shard] = e.nowMs;
+    job.retryQueue.push(shard);
+    job.version++;
+    fx.push({ type: "job-changed", jobId: job.id });
+    fx.push({ type: "shards-available" });
+    return ok({ jobFailed: false });
+  }
+  job.shardLastError.set(shard, why);
+  fx.push({ type: "log", level: "warn", msg: "shard failed", fields: { jobId: job.id, shard, epoch: lease.epoch, error: why } });
+  requeue(s, job, shard, e.nowMs, e.jitter, why, fx);
+  return ok({ jobFailed: isTerminal(job.state) });
+}
+
+function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
+  let expired = 0;
+  // Collect first: requeue may end a job, which removes that job's leases from the map.
+  const due: LeaseRecord[] = [];
+  for (const lease of s.leases.values()) if (lease.expiresAtMs <= e.nowMs) due.push(lease);
+  for (const lease of due) {
+    if (!s.leases.has(lease.epoch)) continue;
+    const job = s.jobs.get(lease.jobId);
+    if (!job) continue;
+    removeLease(s, lease, job);
+    expired++;
+    const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
+    job.shardLastError.set(lease.shardIndex, why);
+    fx.push({ type: "log", level: "warn", msg: "lease expired", fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId } });
+    requeue(s, job, lease.shardIndex, e.nowMs, e.jitter, why, fx);
+  }
+  for (const w of [...s.workers.values()]) {
+    if (w.leases.size === 0 && e.nowMs - w.lastSeenMs > s.config.workerTtlMs) {
+      s.workers.delete(w.id);
+      fx.push({ type: "log", level: "info", msg: "worker forgotten", fields: { workerId: w.id, name: w.name } });
+    }
+  }
+  // Retry backoffs that ran out make shards grantable again.
+  if (s.activeJobs.some((id) => (s.jobs.get(id)?.retryQueue.length ?? 0) > 0)) fx.push({ type: "shards-available" });
+  return ok({ expired });
+}
+
+function finalized(s: CoreState, e: ResultFinalized, fx: Effect[]): OutcomeMap["result-finalized"] {
+  const job = s.jobs.get(e.jobId);
+  if (!job) return err({ kind: "job-not-found", jobId: e.jobId });
+  if (!job.finalizing || isTerminal(job.state)) return ok(null); // cancelled meanwhile: nothing to do
+  job.finalizing = false;
+  job.resultBlobId = e.resultBlobId;
+  job.state = "succeeded";
+  job.finishedAtMs = e.nowMs;
+  job.version++;
+  s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  fx.push({ type: "job-changed", jobId: job.id });
+  return ok(null);
+}
+
+function resultFailed(s: CoreState, e: ResultFailed, fx: Effect[]): OutcomeMap["result-failed"] {
+  const job = s.jobs.get(e.jobId);
+  if (!job) return err({ kind: "job-not-found", jobId: e.jobId });
+  if (isTerminal(job.state)) return ok(null);
+  endJob(s, job, "failed", `result could not be stored: ${e.message}`, e.nowMs, fx);
+  return ok(null);
+}
+
+/** Moves a job to a terminal state other than succeeded and frees everything it holds. */
+function endJob(s: CoreState, job: JobRecord, to: "failed" | "cancelled", message: string, nowMs: number, fx: Effect[]): void {
+  for (const lease of [...s.leases.values()]) if (lease.jobId === job.id) removeLease(s, lease, job);
+  job.state = to;
+  job.error = message;
+  job.finishedAtMs = nowMs;
+  job.finalizing = false;
+  job.retryQueue = [];
+  job.version++;
+  s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  fx.push({ type: "discard-result", jobId: job.id });
+  fx.push({ type: "job-changed", jobId: job.id });
+  fx.push({
+    type: "log",
+    level: to === "failed" ? "error" : "info",
+    msg: `job ${to}`,
+    fields: { jobId: job.id, reason: message },
+  });
+}
+
+/** Reads a job's result address, for its owner only. */
+export function resultOf(s: CoreState, clientId: ClientId, jobId: JobId): Result<{ job: JobRecord; blobId: string }> {
+  const job = s.jobs.get(jobId);
+  if (!job || job.clientId !== clientId) return err({ kind: "job-not-found", jobId });
+  if (job.state !== "succeeded") return err({ kind: "result-not-ready", jobId, state: job.state });
+  return ok({ job, blobId: job.resultBlobId });
+}
+
+/** Looks a job up for its owner; another client's job reads as not found. */
+export function jobOf(s: CoreState, clientId: ClientId, jobId: JobId): Result<JobRecord> {
+  const job = s.jobs.get(jobId);
+  if (!job || job.clientId !== clientId) return err({ kind: "job-not-found", jobId });
+  return ok(job);
+}
+
+
