@@ -25,7 +25,11 @@ async function upload(data: Uint8Array): Promise<string> {
   const begin = await blobs.beginUpload({ sizeBytes: BigInt(data.byteLength), sha256 });
   if (begin.alreadyPresent) return sha256;
   for (let off = 0; off < data.byteLength; off += begin.maxChunkBytes) {
-    await blobs.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(off), data: data.subarray(off, off + begin.maxChunkBytes) });
+    await blobs.uploadChunk({
+      uploadId: begin.uploadId,
+      offset: BigInt(off),
+      data: data.subarray(off, off + begin.maxChunkBytes),
+    });
   }
   return (await blobs.finishUpload({ uploadId: begin.uploadId })).blobId;
 }
@@ -90,17 +94,29 @@ describe("fencing through a real coordinator", () => {
     const fresh = regrant.leases.find((l) => l.lease!.shardIndex === old.shardIndex)!.lease!;
     expect(fresh.epoch).toBeGreaterThan(old.epoch);
 
-    const stale = await workers.completeShards({ workerId: w1, results: [{ lease: old, payload: { case: "data", value: tile } }] });
+    const stale = await workers.completeShards({
+      workerId: w1,
+      results: [{ lease: old, payload: { case: "data", value: tile } }],
+    });
     expect(stale.outcomes[0]!.code).toBe(Code.Aborted);
     const hb = await workers.heartbeat({ workerId: w1, leases: [old] });
     expect(hb.leases[0]!.state).toBe(LeaseState.LOST);
     // w1 cannot complete w2's lease either.
-    const foreign = await workers.completeShards({ workerId: w1, results: [{ lease: fresh, payload: { case: "data", value: tile } }] });
+    const foreign = await workers.completeShards({
+      workerId: w1,
+      results: [{ lease: fresh, payload: { case: "data", value: tile } }],
+    });
     expect(foreign.outcomes[0]!.code).toBe(Code.PermissionDenied);
     // A wrong-sized tile is refused and the lease stays valid.
-    const wrong = await workers.completeShards({ workerId: w2, results: [{ lease: fresh, payload: { case: "data", value: new Uint8Array(8) } }] });
+    const wrong = await workers.completeShards({
+      workerId: w2,
+      results: [{ lease: fresh, payload: { case: "data", value: new Uint8Array(8) } }],
+    });
     expect(wrong.outcomes[0]!.code).toBe(Code.InvalidArgument);
-    const ok = await workers.completeShards({ workerId: w2, results: [{ lease: fresh, payload: { case: "data", value: tile } }] });
+    const ok = await workers.completeShards({
+      workerId: w2,
+      results: [{ lease: fresh, payload: { case: "data", value: tile } }],
+    });
     expect(ok.outcomes[0]!.code).toBe(0);
     const jobs = cluster.raw(JobService);
     await jobs.cancelJob({ jobId });
@@ -133,11 +149,34 @@ describe("fencing through a real coordinator", () => {
     const a = await upload(bytesOf(randomMatrix(3, 2, 11)));
     const b = await upload(bytesOf(randomMatrix(5, 2, 12)));
     const cases: [string, () => Promise<unknown>, Code][] = [
-      ["inner mismatch", () => jobs.submitJob({ matmul: { a: { rows: 3, cols: 2, blobId: a }, b: { rows: 5, cols: 2, blobId: b } } }), Code.InvalidArgument],
-      ["zero rows", () => jobs.submitJob({ matmul: { a: { rows: 0, cols: 2, blobId: a }, b: { rows: 2, cols: 5, blobId: b } } }), Code.InvalidArgument],
-      ["length mismatch", () => jobs.submitJob({ matmul: { a: { rows: 2, cols: 2, blobId: a }, b: { rows: 2, cols: 5, blobId: b } } }), Code.InvalidArgument],
-      ["unknown blob", () => jobs.submitJob({ matmul: { a: { rows: 3, cols: 2, blobId: "0".repeat(64) }, b: { rows: 2, cols: 5, blobId: b } } }), Code.NotFound],
-      ["unknown kernel", () => jobs.submitJob({ matmul: { a: { rows: 3, cols: 2, blobId: a }, b: { rows: 2, cols: 5, blobId: b }, kernel: "rm -rf /" } }), Code.InvalidArgument],
+      [
+        "inner mismatch",
+        () => jobs.submitJob({ matmul: { a: { rows: 3, cols: 2, blobId: a }, b: { rows: 5, cols: 2, blobId: b } } }),
+        Code.InvalidArgument,
+      ],
+      [
+        "zero rows",
+        () => jobs.submitJob({ matmul: { a: { rows: 0, cols: 2, blobId: a }, b: { rows: 2, cols: 5, blobId: b } } }),
+        Code.InvalidArgument,
+      ],
+      [
+        "length mismatch",
+        () => jobs.submitJob({ matmul: { a: { rows: 2, cols: 2, blobId: a }, b: { rows: 2, cols: 5, blobId: b } } }),
+        Code.InvalidArgument,
+      ],
+      [
+        "unknown blob",
+        () => jobs.submitJob({ matmul: { a: { rows: 3, cols: 2, blobId: "0".repeat(64) }, b: { rows: 2, cols: 5, blobId: b } } }),
+        Code.NotFound,
+      ],
+      [
+        "unknown kernel",
+        () =>
+          jobs.submitJob({
+            matmul: { a: { rows: 3, cols: 2, blobId: a }, b: { rows: 2, cols: 5, blobId: b }, kernel: "rm -rf /" },
+          }),
+        Code.InvalidArgument,
+      ],
       ["missing spec", () => jobs.submitJob({}), Code.InvalidArgument],
       ["unknown job", () => jobs.getJob({ jobId: "nope" }), Code.NotFound],
       ["unknown job result", () => jobs.getResult({ jobId: "nope" }), Code.NotFound],

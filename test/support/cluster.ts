@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient as createConnectClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
+import { type Client, createClient as createConnectClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 
 /** Repository root. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -155,7 +155,6 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
         service,
         createGrpcTransport({
           baseUrl: url,
-          httpVersion: "2",
           nodeOptions: { ca },
           readMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
           writeMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,

@@ -6,37 +6,38 @@
  *
  * @packageDocumentation
  */
-export { step, resultOf, jobOf } from "./step.js";
+
+export type { CoreError, Result } from "./errors.js";
+export { describeError, err, ok } from "./errors.js";
+export type { ClientId, JobId, WorkerId } from "./ids.js";
+export { asClientId, asJobId, asWorkerId } from "./ids.js";
+export { checkInvariants } from "./invariants.js";
+export type { Plan, TileBounds } from "./plan.js";
+export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
+export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
+export { DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
+export type { CoreConfig, CoreState, JobRecord, JobStateName, KernelOffer, LeaseRecord, WorkerRecord } from "./state.js";
+export { createCoreState, DEFAULT_CORE_CONFIG, isTerminal, ShardStatus } from "./state.js";
 export type {
   CoreEvent,
+  DrainStarted,
   Effect,
   Grant,
+  HeartbeatReceived,
+  JobCancelRequested,
+  JobSubmitted,
   LeaseCheck,
   LeaseKey,
   OutcomeMap,
-  StepResult,
-  JobSubmitted,
-  JobCancelRequested,
-  WorkerRegistered,
-  ShardsRequested,
-  HeartbeatReceived,
+  ResultFailed,
+  ResultFinalized,
   ShardCompleted,
   ShardFailed,
+  ShardsRequested,
+  StepResult,
   Ticked,
-  ResultFinalized,
-  ResultFailed,
-  DrainStarted,
+  WorkerRegistered,
 } from "./step.js";
-export { createCoreState, DEFAULT_CORE_CONFIG, ShardStatus, isTerminal } from "./state.js";
-export type { CoreConfig, CoreState, JobRecord, JobStateName, KernelOffer, LeaseRecord, WorkerRecord } from "./state.js";
-export { validateMatMulSpec, sameSpec, DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY } from "./spec.js";
-export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
-export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
-export type { Plan, TileBounds } from "./plan.js";
-export { describeError, ok, err } from "./errors.js";
-export type { CoreError, Result } from "./errors.js";
-export { checkInvariants } from "./invariants.js";
-export { viewJob } from "./views.js";
+export { jobOf, resultOf, step } from "./step.js";
 export type { JobView } from "./views.js";
-export { asJobId, asWorkerId, asClientId } from "./ids.js";
-export type { JobId, WorkerId, ClientId } from "./ids.js";
+export { viewJob } from "./views.js";

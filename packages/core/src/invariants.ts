@@ -1,4 +1,4 @@
-import { type CoreState, ShardStatus, isTerminal } from "./state.js";
+import { type CoreState, isTerminal, ShardStatus } from "./state.js";
 
 /**
  * Checks the invariants every coordinator decision must keep, returning one
@@ -24,10 +24,14 @@ export function checkInvariants(s: CoreState): string[] {
     }
     if (isTerminal(job.state)) out.push(`lease ${lease.epoch} is live on ${job.state} job ${job.id}`);
     if (job.shardStatus[lease.shardIndex] !== ShardStatus.leased) {
-      out.push(`lease ${lease.epoch} on job ${job.id} shard ${lease.shardIndex} whose status is ${job.shardStatus[lease.shardIndex]}`);
+      out.push(
+        `lease ${lease.epoch} on job ${job.id} shard ${lease.shardIndex} whose status is ${job.shardStatus[lease.shardIndex]}`,
+      );
     }
     if (job.shardEpoch[lease.shardIndex] !== lease.epoch) {
-      out.push(`lease ${lease.epoch} is not the current epoch ${job.shardEpoch[lease.shardIndex]} of job ${job.id} shard ${lease.shardIndex}`);
+      out.push(
+        `lease ${lease.epoch} is not the current epoch ${job.shardEpoch[lease.shardIndex]} of job ${job.id} shard ${lease.shardIndex}`,
+      );
     }
     if (lease.epoch >= s.nextEpoch) out.push(`lease epoch ${lease.epoch} >= nextEpoch ${s.nextEpoch}`);
   }

@@ -87,7 +87,11 @@ describe("planMatMul", () => {
   it("depends only on shapes and tile sizes, not on blobs or kernel", () => {
     const a = planMatMul(specFor(50, 7, 40, 8, 9));
     const b = planMatMul(
-      unwrap(validateMatMulSpec(matmulInput(50, 7, 40, { tileRows: 8, tileCols: 9, kernel: "reference", blobA: blobOf("1"), blobB: blobOf("2") }))),
+      unwrap(
+        validateMatMulSpec(
+          matmulInput(50, 7, 40, { tileRows: 8, tileCols: 9, kernel: "reference", blobA: blobOf("1"), blobB: blobOf("2") }),
+        ),
+      ),
     );
     expect(b).toEqual(a);
     expect(planMatMul(specFor(50, 7, 40, 8, 9))).toEqual(a);

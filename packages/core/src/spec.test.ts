@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import type { Result } from "./errors.js";
-import { DEFAULT_SPEC_LIMITS, type MatMulSpec, type MatMulSpecInput, type SpecLimits, sameSpec, validateMatMulSpec } from "./spec.js";
+import {
+  DEFAULT_SPEC_LIMITS,
+  type MatMulSpec,
+  type MatMulSpecInput,
+  type SpecLimits,
+  sameSpec,
+  validateMatMulSpec,
+} from "./spec.js";
 import { BLOB_A, BLOB_B, matmulInput } from "./testing/model.js";
 
 /** The invalid-spec message of a rejected spec (fails the test if it was accepted or refused otherwise). */
@@ -44,7 +51,9 @@ describe("validateMatMulSpec: matrices", () => {
     const base = matmulInput(2, 3, 4);
     const b = base.b as NonNullable<MatMulSpecInput["b"]>;
     expect(rejection(validateMatMulSpec({ ...base, b: { ...b, cols: 0 } }))).toBe("matrix B has cols=0; it must be at least 1");
-    expect(rejection(validateMatMulSpec({ ...base, b: { ...b, rows: 0.5 } }))).toBe("matrix B has rows=0.5; it must be at least 1");
+    expect(rejection(validateMatMulSpec({ ...base, b: { ...b, rows: 0.5 } }))).toBe(
+      "matrix B has rows=0.5; it must be at least 1",
+    );
   });
 
   it("rejects a dimension over maxDim, and accepts exactly maxDim", () => {
@@ -53,16 +62,22 @@ describe("validateMatMulSpec: matrices", () => {
     expect(rejection(validateMatMulSpec(matmulInput(2, 3, 101), lim))).toBe("matrix B has cols=101, over the limit maxDim=100");
     expect(validateMatMulSpec(matmulInput(100, 100, 100), lim).ok).toBe(true);
     const big = DEFAULT_SPEC_LIMITS.maxDim + 1;
-    expect(rejection(validateMatMulSpec(matmulInput(2, big, 1)))).toBe(`matrix A has cols=${big}, over the limit maxDim=${DEFAULT_SPEC_LIMITS.maxDim}`);
+    expect(rejection(validateMatMulSpec(matmulInput(2, big, 1)))).toBe(
+      `matrix A has cols=${big}, over the limit maxDim=${DEFAULT_SPEC_LIMITS.maxDim}`,
+    );
   });
 
   it("rejects A or B over maxMatrixBytes", () => {
     // 2^15 x 2^15 x 8 = 8 GiB > 1 GiB
     const n = 1 << 15;
     const msg = rejection(validateMatMulSpec(matmulInput(n, n, 1)));
-    expect(msg).toBe(`matrix A is ${n}x${n} (${n * n * 8} bytes), over the limit maxMatrixBytes=${DEFAULT_SPEC_LIMITS.maxMatrixBytes}`);
+    expect(msg).toBe(
+      `matrix A is ${n}x${n} (${n * n * 8} bytes), over the limit maxMatrixBytes=${DEFAULT_SPEC_LIMITS.maxMatrixBytes}`,
+    );
     const lim = limits({ maxMatrixBytes: 800 });
-    expect(rejection(validateMatMulSpec(matmulInput(1, 10, 11), lim))).toMatch(/^matrix B is 10x11 \(880 bytes\), over the limit maxMatrixBytes=800$/);
+    expect(rejection(validateMatMulSpec(matmulInput(1, 10, 11), lim))).toMatch(
+      /^matrix B is 10x11 \(880 bytes\), over the limit maxMatrixBytes=800$/,
+    );
     // exactly the limit is fine: 10 x 10 x 8 = 800
     expect(validateMatMulSpec(matmulInput(10, 10, 10), lim).ok).toBe(true);
   });
@@ -182,7 +197,9 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
     );
     expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "reference" }))).kernel).toBe("reference");
     expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "auto" }))).kernel).toBe("auto");
-    expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "turbo" }), limits({ kernels: ["turbo"] }))).kernel).toBe("turbo");
+    expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "turbo" }), limits({ kernels: ["turbo"] }))).kernel).toBe(
+      "turbo",
+    );
   });
 
   it("copies matrix descriptors (no extra fields leak through)", () => {

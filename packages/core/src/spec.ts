@@ -1,4 +1,4 @@
-import { type Result, err, ok } from "./errors.js";
+import { err, ok, type Result } from "./errors.js";
 
 /** A matrix the coordinator holds as one content-addressed blob (row-major little-endian float64). */
 export interface MatrixDesc {
@@ -109,7 +109,9 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
   const effRows = Math.min(tileRows, a.rows);
   const effCols = Math.min(tileCols, b.cols);
   if (effRows * effCols * 8 > limits.maxTileBytes) {
-    return bad(`tile ${effRows}x${effCols} is ${effRows * effCols * 8} bytes, over the limit maxTileBytes=${limits.maxTileBytes}`);
+    return bad(
+      `tile ${effRows}x${effCols} is ${effRows * effCols * 8} bytes, over the limit maxTileBytes=${limits.maxTileBytes}`,
+    );
   }
   const shards = Math.ceil(a.rows / tileRows) * Math.ceil(b.cols / tileCols);
   if (shards > limits.maxShardsPerJob) {

@@ -1,15 +1,8 @@
-import { type CoreError, type Result, err, ok } from "./errors.js";
+import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
-import { type Plan, type TileBounds, planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
+import { planMatMul, type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
 import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
-import {
-  type CoreState,
-  type JobRecord,
-  type KernelOffer,
-  type LeaseRecord,
-  ShardStatus,
-  isTerminal,
-} from "./state.js";
+import { type CoreState, isTerminal, type JobRecord, type KernelOffer, type LeaseRecord, ShardStatus } from "./state.js";
 
 // ---------------------------------------------------------------------------
 // Events: what happened. Every input the decision depends on (time, fresh ids,
@@ -307,6 +300,9 @@ function cancel(s: CoreState, e: JobCancelRequested, fx: Effect[]): OutcomeMap["
 
 function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-registered"] {
   if (s.workers.has(e.workerId)) return err({ kind: "invalid-spec", message: `worker id ${e.workerId} is already in use` });
+  // An empty fingerprint would leave a job unpinned and let it mix kernel builds.
+  const blank = e.kernels.find((k) => k.name === "" || k.fingerprint === "");
+  if (blank) return err({ kind: "invalid-spec", message: "every kernel needs a non-empty name and fingerprint" });
   s.workers.set(e.workerId, {
     id: e.workerId,
     name: e.name,
@@ -407,7 +403,7 @@ function nextShard(job: JobRecord, nowMs: number): number {
 }
 
 /** Classifies a report about `key` from `workerId`: the live lease, or why it is not valid. */
-function checkLease(s: CoreState, workerId: WorkerId, key: LeaseKey): Result<{ job: JobRecord; lease: LeaseRecord }> {
+function checkLease(s: CoreState, workerId: WorkerId, key: LeaseKey, nowMs: number): Result<{ job: JobRecord; lease: LeaseRecord }> {
   const job = s.jobs.get(key.jobId);
   if (!job || !Number.isInteger(key.shardIndex) || key.shardIndex < 0 || key.shardIndex >= job.plan.shardCount) {
     return err({ kind: "job-not-found", jobId: key.jobId });
@@ -427,7 +423,8 @@ function checkLease(s: CoreState, workerId: WorkerId, key: LeaseKey): Result<{ j
     return err({ kind: "lease-lost", jobId: job.id, shardIndex, epoch });
   }
   const lease = s.leases.get(epoch);
-  if (!lease) return err({ kind: "lease-lost", jobId: job.id, shardIndex, epoch });
+  // Expired counts as lost even before the next tick re-queues the shard: fencing does not depend on tick timing.
+  if (!lease || lease.expiresAtMs <= nowMs) return err({ kind: "lease-lost", jobId: job.id, shardIndex, epoch });
   if (lease.workerId !== workerId) {
     return err({ kind: "not-lease-holder", jobId: job.id, shardIndex, epoch, workerId });
   }
@@ -440,7 +437,7 @@ function heartbeat(s: CoreState, e: HeartbeatReceived): OutcomeMap["heartbeat-re
   worker.lastSeenMs = e.nowMs;
   const checks: LeaseCheck[] = [];
   for (const key of e.leases) {
-    const r = checkLease(s, e.workerId, key);
+    const r = checkLease(s, e.workerId, key, e.nowMs);
     if (r.ok) {
       r.value.lease.expiresAtMs = e.nowMs + s.config.leaseTtlMs;
       checks.push({ lease: key, state: "active", ttlMs: s.config.leaseTtlMs });
@@ -448,8 +445,7 @@ function heartbeat(s: CoreState, e: HeartbeatReceived): OutcomeMap["heartbeat-re
     }
     // Finished elsewhere or job over: stop quietly ("cancelled"). Otherwise the lease is gone ("lost").
     const kind = r.error.kind;
-    const doneElsewhere =
-      kind === "stale-fence" && s.jobs.get(key.jobId)?.shardStatus[key.shardIndex] === ShardStatus.done;
+    const doneElsewhere = kind === "stale-fence" && s.jobs.get(key.jobId)?.shardStatus[key.shardIndex] === ShardStatus.done;
     const cancelled = kind === "lease-revoked" || kind === "already-completed" || doneElsewhere;
     checks.push({ lease: key, state: cancelled ? "cancelled" : "lost", ttlMs: 0 });
   }
@@ -463,8 +459,10 @@ function removeLease(s: CoreState, lease: LeaseRecord, job: JobRecord): void {
 }
 
 function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["shard-completed"] {
-  if (!s.workers.has(e.workerId)) return err({ kind: "worker-not-found", workerId: e.workerId });
-  const r = checkLease(s, e.workerId, e.lease);
+  const worker = s.workers.get(e.workerId);
+  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
+  worker.lastSeenMs = e.nowMs;
+  const r = checkLease(s, e.workerId, e.lease, e.nowMs);
   if (!r.ok) return r;
   const { job, lease } = r.value;
   const shard = lease.shardIndex;
@@ -511,8 +509,10 @@ function requeue(s: CoreState, job: JobRecord, shard: number, nowMs: number, jit
 }
 
 function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-failed"] {
-  if (!s.workers.has(e.workerId)) return err({ kind: "worker-not-found", workerId: e.workerId });
-  const r = checkLease(s, e.workerId, e.lease);
+  const worker = s.workers.get(e.workerId);
+  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
+  worker.lastSeenMs = e.nowMs;
+  const r = checkLease(s, e.workerId, e.lease, e.nowMs);
   if (!r.ok) return r;
   const { job, lease } = r.value;
   const shard = lease.shardIndex;
@@ -548,7 +548,12 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
     expired++;
     const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
     job.shardLastError.set(lease.shardIndex, why);
-    fx.push({ type: "log", level: "warn", msg: "lease expired", fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId } });
+    fx.push({
+      type: "log",
+      level: "warn",
+      msg: "lease expired",
+      fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId },
+    });
     requeue(s, job, lease.shardIndex, e.nowMs, e.jitter, why, fx);
   }
   for (const w of [...s.workers.values()]) {
@@ -586,7 +591,12 @@ function resultFailed(s: CoreState, e: ResultFailed, fx: Effect[]): OutcomeMap["
 
 /** Moves a job to a terminal state other than succeeded and frees everything it holds. */
 function endJob(s: CoreState, job: JobRecord, to: "failed" | "cancelled", message: string, nowMs: number, fx: Effect[]): void {
-  for (const lease of [...s.leases.values()]) if (lease.jobId === job.id) removeLease(s, lease, job);
+  for (const lease of [...s.leases.values()]) {
+    if (lease.jobId !== job.id) continue;
+    removeLease(s, lease, job);
+    // No lease, so not "leased": later reports get lease-revoked from the job's terminal state.
+    job.shardStatus[lease.shardIndex] = ShardStatus.pending;
+  }
   job.state = to;
   job.error = message;
   job.finishedAtMs = nowMs;
@@ -618,5 +628,3 @@ export function jobOf(s: CoreState, clientId: ClientId, jobId: JobId): Result<Jo
   if (!job || job.clientId !== clientId) return err({ kind: "job-not-found", jobId });
   return ok(job);
 }
-
-

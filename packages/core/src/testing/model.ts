@@ -1,10 +1,10 @@
 // Test-only helpers for the core's unit and property tests. Not exported from index.ts.
 // Pure (no vitest / fast-check imports) so the build can compile it harmlessly.
 import { describeError, type Result } from "../errors.js";
-import { type ClientId, type JobId, type WorkerId, asClientId, asJobId, asWorkerId } from "../ids.js";
+import { asClientId, asJobId, asWorkerId, type ClientId, type JobId, type WorkerId } from "../ids.js";
 import { tileSizeBytes } from "../plan.js";
 import type { MatMulSpecInput } from "../spec.js";
-import { type CoreConfig, type CoreState, type JobRecord, type KernelOffer, createCoreState } from "../state.js";
+import { type CoreConfig, type CoreState, createCoreState, type JobRecord, type KernelOffer } from "../state.js";
 import { type CoreEvent, type Effect, type Grant, type LeaseKey, type OutcomeMap, type StepResult, step } from "../step.js";
 
 /** A well-formed blob id made of one repeated hex digit. */
@@ -164,9 +164,12 @@ export class Driver {
 
 /**
  * Replays an event list on a fresh state with `config`, returning each step's result.
- * Used by the determinism property.
+ * Used by the determinism property; also returns the final state.
  */
-export function replay(config: Partial<CoreConfig>, events: readonly CoreEvent[]): StepResult<unknown>[] {
-  const s = createCoreState(config);
-  return events.map((e) => step(s, e));
+export function replay(
+  config: Partial<CoreConfig>,
+  events: readonly CoreEvent[],
+): { results: StepResult<unknown>[]; state: CoreState } {
+  const state = createCoreState(config);
+  return { results: events.map((e) => step(state, e)), state };
 }

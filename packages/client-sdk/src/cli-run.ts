@@ -1,0 +1,327 @@
+/**
+ * Runs a parsed `dce` command. Every effect (files, streams, signal, client)
+ * comes in through {@link CliDeps}, so tests drive it with an in-memory
+ * coordinator; `cli.ts` wires it to the real process.
+ *
+ * @packageDocumentation
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import cliProgress from "cli-progress";
+import type { CliCommand, ConnectionConfig, ResultCommand, SubmitCommand } from "./cli-args.js";
+import type { ClientOptions, DceClient } from "./client.js";
+import { InvalidMatrixError, JobError, NpyFormatError } from "./errors.js";
+import type { JobHandle } from "./job-handle.js";
+import { encodeNpy, parseNpy } from "./npy.js";
+import type { JobProgress, JobStatusInfo, Matrix } from "./types.js";
+
+/** Somewhere to write text (stdout or stderr). */
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+/** The effects a command may use. */
+export interface CliDeps {
+  /** Builds the SDK client for the resolved connection. */
+  createClient(options: ClientOptions): DceClient;
+  /** Reads a whole file; rejects with a Node `ErrnoException` on failure. */
+  readFile(path: string): Promise<Uint8Array>;
+  /** Writes a whole file (atomically in the real CLI). */
+  writeFile(path: string, bytes: Uint8Array): Promise<void>;
+  /** Results. */
+  readonly stdout: TextSink;
+  /** Logs, progress and errors. */
+  readonly stderr: TextSink;
+  /** The stderr stream when it is a terminal: progress is drawn as a bar there. */
+  readonly stderrTty?: NodeJS.WritableStream;
+  /** Aborted on SIGINT/SIGTERM: stops waiting (the job keeps running). */
+  readonly signal: AbortSignal;
+  /** Overrides of the polling intervals (tests set them to 0). */
+  readonly intervals?: Partial<CliIntervals>;
+}
+
+/** Pacing of the CLI's status polls, in milliseconds. */
+export interface CliIntervals {
+  /** Least time between GetJob polls while waiting for a job; default 200. */
+  readonly pollMs: number;
+  /** Least time between polls (and lines) of `dce watch`; default 1_000. */
+  readonly watchMs: number;
+}
+
+/** Exit codes of the CLI. */
+export const EXIT_OK = 0;
+/** Job failed or was cancelled, or an RPC failed. */
+export const EXIT_FAILURE = 1;
+/** Usage or input problem. */
+export const EXIT_USAGE = 2;
+
+const DEFAULT_INTERVALS: CliIntervals = { pollMs: 200, watchMs: 1_000 };
+
+function intervals(deps: CliDeps): CliIntervals {
+  return { ...DEFAULT_INTERVALS, ...deps.intervals };
+}
+
+/** An input problem (exit 2) with a one-line message. */
+class InputError extends Error {}
+
+/**
+ * Runs one command and returns the exit code. Never throws: every failure is
+ * reported as one `error: ...` line on stderr.
+ */
+export async function runCommand(command: CliCommand, deps: CliDeps): Promise<number> {
+  try {
+    switch (command.kind) {
+      case "submit":
+        return await runSubmit(command, deps);
+      case "result":
+        return await runResult(command, deps);
+      case "status": {
+        const client = await connect(command.connection, deps);
+        const status = await client.getJobHandle(command.jobId).status({ signal: deps.signal });
+        deps.stdout.write(command.json ? `${JSON.stringify(status)}\n` : formatStatus(status));
+        return EXIT_OK;
+      }
+      case "cancel": {
+        const client = await connect(command.connection, deps);
+        const status = await client
+          .getJobHandle(command.jobId)
+          .cancel({ signal: deps.signal, ...(command.reason === undefined ? {} : { reason: command.reason }) });
+        deps.stdout.write(command.json ? `${JSON.stringify(status)}\n` : `${status.jobId} ${status.state}\n`);
+        return EXIT_OK;
+      }
+      case "watch": {
+        const client = await connect(command.connection, deps);
+        const job = client.getJobHandle(command.jobId);
+        let last: JobStatusInfo | undefined;
+        for await (const p of job.progress({ signal: deps.signal, minIntervalMs: intervals(deps).watchMs })) {
+          deps.stdout.write(command.json ? `${JSON.stringify(p)}\n` : `${formatProgressLine(p)}\n`);
+          last = p;
+        }
+        return last?.state === "succeeded" ? EXIT_OK : EXIT_FAILURE;
+      }
+    }
+  } catch (e) {
+    return reportError(e, deps);
+  }
+}
+
+async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<DceClient> {
+  let ca: Uint8Array | undefined;
+  if (connection.caPath !== undefined) {
+    ca = await readInput(connection.caPath, "CA file ", deps);
+  }
+  try {
+    return deps.createClient({
+      baseUrl: connection.baseUrl,
+      timeoutMs: connection.timeoutMs,
+      ...(ca === undefined ? {} : { ca }),
+    });
+  } catch (e) {
+    // Options the SDK rejected that parseArgs let through.
+    if (e instanceof TypeError || e instanceof RangeError) throw new InputError(e.message);
+    throw e;
+  }
+}
+
+/** Reads an input file; `what` (e.g. "CA file ") prefixes the path in the message. */
+async function readInput(path: string, what: string, deps: CliDeps): Promise<Uint8Array> {
+  try {
+    return await deps.readFile(path);
+  } catch (e) {
+    throw new InputError(`cannot read ${what}${path}: ${describeFsError(e)}`);
+  }
+}
+
+async function readMatrix(path: string, label: string, deps: CliDeps): Promise<Matrix> {
+  const bytes = await readInput(path, "", deps);
+  let m: Matrix;
+  try {
+    m = parseNpy(bytes);
+  } catch (e) {
+    if (e instanceof NpyFormatError) throw new InputError(`${path}: ${e.message}`);
+    throw e;
+  }
+  if (m.rows === 0 || m.cols === 0) {
+    throw new InputError(`${path}: ${label} is empty (${m.rows}x${m.cols}); rows and cols must be at least 1`);
+  }
+  return m;
+}
+
+async function runSubmit(command: SubmitCommand, deps: CliDeps): Promise<number> {
+  const [a, b] = await Promise.all([readMatrix(command.aPath, "A", deps), readMatrix(command.bPath, "B", deps)]);
+  if (a.cols !== b.rows) {
+    throw new InputError(`inner dimensions do not match: A is ${a.rows}x${a.cols}, B is ${b.rows}x${b.cols}`);
+  }
+  const client = await connect(command.connection, deps);
+  const job = await client.submitMatMul(a, b, {
+    signal: deps.signal,
+    ...(command.tileSize === undefined ? {} : { tileSize: command.tileSize }),
+    ...(command.kernel === undefined ? {} : { kernel: command.kernel }),
+    ...(command.idempotencyKey === undefined ? {} : { idempotencyKey: command.idempotencyKey }),
+  });
+  // The job id is always the first stdout line, so scripts can `head -1`.
+  deps.stdout.write(command.json ? `${JSON.stringify({ jobId: job.id })}\n` : `${job.id}\n`);
+  if (!command.wait || command.outputPath === undefined) return EXIT_OK;
+  return await waitAndWrite(job, command.outputPath, command.json, deps);
+}
+
+async function runResult(command: ResultCommand, deps: CliDeps): Promise<number> {
+  const client = await connect(command.connection, deps);
+  const job = client.getJobHandle(command.jobId);
+  return await waitAndWrite(job, command.outputPath, command.json, deps);
+}
+
+/**
+ * Waits for the job, then fetches C and writes it. Draws a progress bar when
+ * stderr is a terminal; otherwise stays quiet so scripts see only results.
+ */
+async function waitAndWrite(job: JobHandle, outputPath: string, json: boolean, deps: CliDeps): Promise<number> {
+  try {
+    if (deps.stderrTty !== undefined) {
+      const bar = createProgressBar(job.id, deps.stderrTty);
+      try {
+        for await (const p of job.progress({ signal: deps.signal, minIntervalMs: intervals(deps).pollMs })) {
+          bar.update(p);
+        }
+      } finally {
+        bar.stop();
+      }
+    }
+    const c = await job.result({ signal: deps.signal, minIntervalMs: intervals(deps).pollMs });
+    try {
+      await deps.writeFile(outputPath, encodeNpy(c));
+    } catch (e) {
+      deps.stderr.write(
+        `error: cannot write ${outputPath}: ${describeFsError(e)}\n` +
+          `the job succeeded; fetch it again with: dce result ${job.id} -o FILE\n`,
+      );
+      return EXIT_FAILURE;
+    }
+    if (json) {
+      deps.stdout.write(
+        `${JSON.stringify({ jobId: job.id, state: "succeeded", output: outputPath, rows: c.rows, cols: c.cols })}\n`,
+      );
+    } else if (deps.stderrTty !== undefined) {
+      deps.stderr.write(`wrote ${outputPath} (${c.rows}x${c.cols})\n`);
+    }
+    return EXIT_OK;
+  } catch (e) {
+    if (e instanceof ConnectError && e.code === Code.Canceled && deps.signal.aborted) {
+      // Interrupted by the user: the job itself is untouched.
+      deps.stderr.write(`stopped waiting; job ${job.id} keeps running (dce result ${job.id} -o FILE)\n`);
+    }
+    throw e;
+  }
+}
+
+interface ProgressBar {
+  update(p: JobProgress): void;
+  stop(): void;
+}
+
+/** A cli-progress bar with shards done/total, rate and ETA. */
+function createProgressBar(jobId: string, stream: NodeJS.WritableStream): ProgressBar {
+  const bar = new cliProgress.SingleBar(
+    {
+      stream,
+      format: `${jobId} |{bar}| {value}/{total} shards | {rate} | ETA {eta_text} | {state}`,
+      hideCursor: true,
+      clearOnComplete: false,
+      stopOnComplete: false,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    update(p) {
+      const payload = { rate: formatRate(p.rateShardsPerSec), eta_text: formatEta(p.etaMs), state: p.state };
+      if (!started) {
+        bar.start(p.shardsTotal, p.shardsDone, payload);
+        started = true;
+      } else {
+        bar.setTotal(p.shardsTotal);
+        bar.update(p.shardsDone, payload);
+      }
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+function formatRate(rate: number | undefined): string {
+  return rate === undefined ? "- shards/s" : `${rate.toFixed(rate < 10 ? 2 : 1)} shards/s`;
+}
+
+/** Formats a duration as `17s`, `3m05s` or `1h02m`; `-` when unknown. */
+export function formatEta(ms: number | undefined): string {
+  if (ms === undefined) return "-";
+  const totalSec = Math.ceil(ms / 1000);
+  if (totalSec < 60) return `${totalSec}s`;
+  const totalMin = Math.floor(totalSec / 60);
+  if (totalMin < 60) return `${totalMin}m${String(totalSec % 60).padStart(2, "0")}s`;
+  return `${Math.floor(totalMin / 60)}h${String(totalMin % 60).padStart(2, "0")}m`;
+}
+
+/** One human-readable progress line. */
+export function formatProgressLine(p: JobProgress): string {
+  const parts = [`${p.jobId} ${p.state}`, `${p.shardsDone}/${p.shardsTotal} shards`];
+  if (p.rateShardsPerSec !== undefined) parts.push(formatRate(p.rateShardsPerSec));
+  if (p.etaMs !== undefined && p.state !== "succeeded") parts.push(`ETA ${formatEta(p.etaMs)}`);
+  if (p.error !== undefined) parts.push(`error: ${p.error}`);
+  return parts.join(", ");
+}
+
+function formatStatus(s: JobStatusInfo): string {
+  const time = (ms: number | undefined): string => (ms === undefined ? "-" : new Date(ms).toISOString());
+  const lines = [
+    ["job", s.jobId],
+    ["state", s.state],
+    ["shards", `${s.shardsDone}/${s.shardsTotal} done, ${s.shardsLeased} leased, ${s.shardsRetried} retried`],
+    ["result", `${s.rows}x${s.cols} in ${s.tileRows}x${s.tileCols} tiles`],
+    ["kernel", s.kernel === "" ? "auto" : s.kernel],
+    ["created", time(s.createdAtMs)],
+    ["started", time(s.startedAtMs)],
+    ["finished", time(s.finishedAtMs)],
+    ...(s.error === undefined ? [] : [["error", s.error]]),
+  ];
+  return lines.map(([k, v]) => `${(k ?? "").padEnd(9)}${v ?? ""}\n`).join("");
+}
+
+/** Connect code as it appears on the wire, e.g. `deadline_exceeded`. */
+export function codeName(code: Code): string {
+  const name = Code[code] ?? `code_${code}`;
+  return name.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
+}
+
+function describeFsError(e: unknown): string {
+  if (typeof e === "object" && e !== null && "code" in e) {
+    const code = (e as { code: unknown }).code;
+    if (code === "ENOENT") return "no such file";
+    if (code === "EACCES" || code === "EPERM") return "permission denied";
+    if (code === "EISDIR") return "is a directory";
+  }
+  return e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e);
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, " ").trim();
+}
+
+/** Prints one `error: ...` line for `e` and returns the exit code. */
+function reportError(e: unknown, deps: CliDeps): number {
+  if (e instanceof InputError || e instanceof InvalidMatrixError) {
+    deps.stderr.write(`error: ${oneLine(e.message)}\n`);
+    return EXIT_USAGE;
+  }
+  if (e instanceof JobError) {
+    deps.stderr.write(`error: ${oneLine(e.message)}\n`);
+    return EXIT_FAILURE;
+  }
+  if (e instanceof ConnectError) {
+    deps.stderr.write(`error: ${codeName(e.code)}: ${oneLine(e.rawMessage)}\n`);
+    return EXIT_FAILURE;
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  deps.stderr.write(`error: internal: ${oneLine(message)}\n`);
+  return EXIT_FAILURE;
+}

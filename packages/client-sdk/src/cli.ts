@@ -1,0 +1,76 @@
+/**
+ * The `dce` command (bin/dce.js imports this module, which runs at once).
+ * The only module that touches `process`: it reads argv and env, wires files,
+ * streams and signals into {@link runCommand}, and sets the exit code.
+ *
+ * @packageDocumentation
+ */
+import { readFileSync } from "node:fs";
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { parseArgs } from "./cli-args.js";
+import { EXIT_FAILURE, runCommand } from "./cli-run.js";
+import { createClient } from "./client.js";
+
+function readVersion(): string {
+  try {
+    const text = readFileSync(new URL("../package.json", import.meta.url), "utf8");
+    const version: unknown = (JSON.parse(text) as { version?: unknown }).version;
+    return typeof version === "string" ? version : "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}
+
+/** Writes to a temporary file next to `path`, then renames: readers never see half a file. */
+async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => {});
+    throw e;
+  }
+}
+
+async function main(): Promise<number> {
+  const parsed = parseArgs(process.argv.slice(2), process.env, { version: readVersion() });
+  if (!parsed.ok) {
+    (parsed.exitCode === 0 ? process.stdout : process.stderr).write(parsed.usage);
+    return parsed.exitCode;
+  }
+
+  // First SIGINT/SIGTERM stops waiting (the job keeps running); a second exits at once.
+  const controller = new AbortController();
+  const onSignal = (): void => {
+    if (controller.signal.aborted) process.exit(EXIT_FAILURE);
+    controller.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await runCommand(parsed.command, {
+      createClient,
+      readFile: (path) => readFile(path),
+      writeFile: writeFileAtomic,
+      stdout: process.stdout,
+      stderr: process.stderr,
+      ...(process.stderr.isTTY ? { stderrTty: process.stderr } : {}),
+      signal: controller.signal,
+    });
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    // runCommand reports its own errors; this is a bug in the CLI itself.
+    process.stderr.write(`error: internal: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = EXIT_FAILURE;
+  },
+);

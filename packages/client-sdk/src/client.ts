@@ -1,0 +1,355 @@
+/**
+ * `createClient`: the entry point of the dce client SDK.
+ *
+ * @packageDocumentation
+ */
+import { createHash } from "node:crypto";
+import { Code, ConnectError, createClient as createRpcClient, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { BlobService, JobService } from "@dce/proto";
+import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
+import {
+  type ClientConfig,
+  type ClientContext,
+  checkTimeoutMs,
+  MESSAGE_OVERHEAD_BYTES,
+  toCallOptions,
+} from "./internal/context.js";
+import { assertLittleEndianHost } from "./internal/host.js";
+import { tlsErrorsAsUnavailable } from "./internal/tls-errors.js";
+import { createJobHandle, type JobHandle } from "./job-handle.js";
+import type { Matrix, MatrixRef, RequestOptions } from "./types.js";
+
+/** Options of {@link createClient}. */
+export interface ClientOptions {
+  /**
+   * Coordinator URL, e.g. `https://coordinator.example:7070`. `http://` URLs
+   * are allowed and speak plaintext HTTP/2 (development only).
+   */
+  readonly baseUrl: string;
+  /**
+   * PEM of the CA that signed the coordinator's certificate. When given, the
+   * server certificate is verified against this CA only (instead of the
+   * system roots). Requires an `https://` base URL.
+   */
+  readonly ca?: string | Uint8Array;
+  /** Default timeout of each RPC in milliseconds; default 30_000; 0 disables it. */
+  readonly timeoutMs?: number;
+  /**
+   * Largest message sent or accepted, in bytes; default 4 MiB (4_194_304).
+   * Applies to the transport's `readMaxBytes` and `writeMaxBytes`; blob chunks
+   * are at most this minus 64 KiB. Must exceed 64 KiB.
+   */
+  readonly maxMessageBytes?: number;
+  /**
+   * How long each `GetJob` long-poll asks the coordinator to hold the request,
+   * in milliseconds; default 10_000. The RPC deadline is `timeoutMs` on top.
+   */
+  readonly longPollWaitMs?: number;
+  /**
+   * Transport to use instead of the gRPC-over-HTTP/2 one built from
+   * `baseUrl`/`ca`/`maxMessageBytes`, e.g. `createRouterTransport()` in tests.
+   */
+  readonly transport?: Transport;
+}
+
+/** An output tile shape. */
+export interface TileSize {
+  /** Rows of one output tile. */
+  readonly rows: number;
+  /** Columns of one output tile. */
+  readonly cols: number;
+}
+
+/** Options of {@link DceClient.submitMatMul}. */
+export interface SubmitOptions extends RequestOptions {
+  /**
+   * At most 128 characters. Submitting again with the same key and the same
+   * inputs returns the same job; with different inputs the coordinator
+   * rejects the submit with `AlreadyExists`.
+   */
+  readonly idempotencyKey?: string;
+  /** Output tile shape; a number means a square tile. Default: the coordinator's. */
+  readonly tileSize?: number | TileSize;
+  /** Kernel name (e.g. `"reference"`); default `"auto"`, the fastest kernel all workers share. */
+  readonly kernel?: string;
+}
+
+/** A matrix to multiply: either its data, or a reference to an earlier upload. */
+export type MatrixInput = Matrix | MatrixRef;
+
+/**
+ * A client of one dce coordinator. Create it with {@link createClient}.
+ *
+ * Every async method takes `{ signal?, timeoutMs? }` last. RPC failures reject
+ * with `ConnectError`; problems found locally with SDK errors.
+ */
+export interface DceClient {
+  /**
+   * Stores a matrix on the coordinator and returns a reference to it.
+   *
+   * The blob id is the SHA-256 of the matrix bytes. If the coordinator already
+   * holds that content, nothing is sent. Otherwise the bytes go in chunks of
+   * at most `min(server limit, maxMessageBytes - 64 KiB)`, in order, without
+   * copying the whole matrix.
+   *
+   * @throws {@link InvalidMatrixError} if the matrix is malformed or has a zero dimension.
+   * @throws ConnectError on RPC failure or abort.
+   */
+  uploadMatrix(matrix: Matrix, options?: RequestOptions): Promise<MatrixRef>;
+
+  /**
+   * Submits C = A x B and returns a handle on the job. Uploads A and B first
+   * unless they are {@link MatrixRef}s (the same object is uploaded once).
+   *
+   * Aborting `signal` stops the upload or submit; a job already created keeps
+   * running. Pass an `idempotencyKey` to make retrying a submit safe.
+   *
+   * @example
+   * ```ts
+   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem });
+   * const job = await client.submitMatMul(a, b, { idempotencyKey: "run-42" });
+   * for await (const p of job.progress()) console.log(p.shardsDone, "/", p.shardsTotal);
+   * const c = await job.result(); // throws JobFailedError | JobCancelledError
+   * ```
+   *
+   * @throws {@link DimensionMismatchError} if `a.cols !== b.rows`.
+   * @throws {@link InvalidMatrixError} if either matrix is malformed or has a zero dimension.
+   * @throws RangeError for a bad `tileSize`, `idempotencyKey` or `timeoutMs`.
+   * @throws ConnectError on RPC failure or abort (e.g. `AlreadyExists` for a
+   *   reused idempotency key with other inputs).
+   */
+  submitMatMul(a: MatrixInput, b: MatrixInput, options?: SubmitOptions): Promise<JobHandle>;
+
+  /**
+   * Returns a handle on an existing job, e.g. one submitted by another process.
+   * Makes no RPC: an unknown id shows up as `NotFound` when the handle is used.
+   */
+  getJobHandle(jobId: string): JobHandle;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+const DEFAULT_LONG_POLL_WAIT_MS = 10_000;
+const MAX_DIMENSION = 2 ** 31;
+const MAX_UINT32 = 2 ** 32 - 1;
+const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
+
+/**
+ * Creates a client of a dce coordinator. Makes no connection until the first
+ * RPC; the HTTP/2 connection does not keep the process alive while idle.
+ *
+ * @example
+ * ```ts
+ * import { readFile } from "node:fs/promises";
+ * import { createClient, parseNpy } from "@dce/client-sdk";
+ *
+ * const client = createClient({
+ *   baseUrl: "https://127.0.0.1:7070",
+ *   ca: await readFile("ca.pem", "utf8"),
+ * });
+ * const a = parseNpy(await readFile("a.npy"));
+ * const b = parseNpy(await readFile("b.npy"));
+ * const job = await client.submitMatMul(a, b);
+ * const c = await job.result({ signal: AbortSignal.timeout(600_000) });
+ * ```
+ *
+ * @throws TypeError if `baseUrl` is not an `http://` or `https://` URL, or
+ *   `ca` is given with an `http://` URL.
+ * @throws RangeError if a numeric option is out of range.
+ */
+export function createClient(options: ClientOptions): DceClient {
+  const config = resolveConfig(options);
+  const transport = options.transport ?? createTransport(options, config);
+  const ctx: ClientContext = {
+    jobs: createRpcClient(JobService, transport),
+    blobs: createRpcClient(BlobService, transport),
+    config,
+  };
+  return {
+    uploadMatrix: (matrix, requestOptions) => {
+      validateMatrix(matrix, "matrix");
+      checkTimeoutMs(requestOptions?.timeoutMs, "timeoutMs");
+      return uploadMatrix(ctx, matrix, requestOptions);
+    },
+    submitMatMul: (a, b, submitOptions) => submitMatMul(ctx, a, b, submitOptions),
+    getJobHandle: (jobId) => {
+      if (typeof jobId !== "string" || jobId === "") {
+        throw new TypeError("jobId must be a non-empty string");
+      }
+      return createJobHandle(ctx, jobId);
+    },
+  };
+}
+
+function resolveConfig(options: ClientOptions): ClientConfig {
+  let url: URL;
+  try {
+    url = new URL(options.baseUrl);
+  } catch {
+    throw new TypeError(`baseUrl ${JSON.stringify(options.baseUrl)} is not a URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new TypeError(`baseUrl must start with http:// or https://, got ${JSON.stringify(options.baseUrl)}`);
+  }
+  if (options.ca !== undefined && url.protocol !== "https:") {
+    throw new TypeError("ca is only used with an https:// baseUrl");
+  }
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  checkTimeoutMs(timeoutMs, "timeoutMs");
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  if (!Number.isInteger(maxMessageBytes) || maxMessageBytes <= MESSAGE_OVERHEAD_BYTES || maxMessageBytes > MAX_UINT32) {
+    throw new RangeError(
+      `maxMessageBytes must be an integer in (${MESSAGE_OVERHEAD_BYTES}, ${MAX_UINT32}], got ${maxMessageBytes}`,
+    );
+  }
+  const longPollWaitMs = options.longPollWaitMs ?? DEFAULT_LONG_POLL_WAIT_MS;
+  if (!Number.isInteger(longPollWaitMs) || longPollWaitMs < 1 || longPollWaitMs > MAX_UINT32) {
+    throw new RangeError(`longPollWaitMs must be a positive integer, got ${longPollWaitMs}`);
+  }
+  return {
+    timeoutMs,
+    maxMessageBytes,
+    chunkBytes: maxMessageBytes - MESSAGE_OVERHEAD_BYTES,
+    longPollWaitMs,
+  };
+}
+
+function createTransport(options: ClientOptions, config: ClientConfig): Transport {
+  const { ca } = options;
+  // The gRPC transport always speaks HTTP/2 (it has no httpVersion option).
+  return createGrpcTransport({
+    interceptors: [tlsErrorsAsUnavailable],
+    baseUrl: options.baseUrl,
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    ...(ca === undefined
+      ? {}
+      : { nodeOptions: { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) } }),
+  });
+}
+
+function isMatrixRef(m: MatrixInput): m is MatrixRef {
+  return typeof m === "object" && m !== null && "blobId" in m && !("data" in m);
+}
+
+/** Checks a shape against the wire limits; `label` names the argument in messages. */
+function validateShape(rows: unknown, cols: unknown, argument: string, label: string): void {
+  const ok = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= MAX_DIMENSION;
+  if (!ok(rows) || !ok(cols)) {
+    throw new InvalidMatrixError(
+      `${label} is ${String(rows)}x${String(cols)}; rows and cols must be integers from 1 to 2^31`,
+      argument,
+    );
+  }
+}
+
+function validateMatrix(m: Matrix, argument: string, label = "matrix"): void {
+  if (typeof m !== "object" || m === null) {
+    throw new InvalidMatrixError(`${label} must be an object { rows, cols, data }`, argument);
+  }
+  validateShape(m.rows, m.cols, argument, label);
+  // toString tag instead of instanceof: works for arrays from other realms.
+  if (Object.prototype.toString.call(m.data) !== "[object Float64Array]") {
+    throw new InvalidMatrixError(`${label}.data must be a Float64Array`, argument);
+  }
+  if (m.data.length !== m.rows * m.cols) {
+    throw new InvalidMatrixError(
+      `${label} is ${m.rows}x${m.cols} but data has ${m.data.length} elements, expected ${m.rows * m.cols}`,
+      argument,
+    );
+  }
+}
+
+function validateInput(m: MatrixInput, argument: string, label: string): void {
+  if (isMatrixRef(m)) {
+    validateShape(m.rows, m.cols, argument, label);
+    if (typeof m.blobId !== "string" || m.blobId === "") {
+      throw new InvalidMatrixError(`${label}.blobId must be a non-empty string`, argument);
+    }
+  } else {
+    validateMatrix(m, argument, label);
+  }
+}
+
+function resolveTileSize(tile: number | TileSize | undefined): { tileRows: number; tileCols: number } {
+  if (tile === undefined) return { tileRows: 0, tileCols: 0 };
+  const { rows, cols } = typeof tile === "number" ? { rows: tile, cols: tile } : tile;
+  const ok = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= MAX_UINT32;
+  if (!ok(rows) || !ok(cols)) {
+    throw new RangeError(`tileSize must be positive integers, got ${rows}x${cols}`);
+  }
+  return { tileRows: rows, tileCols: cols };
+}
+
+async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: RequestOptions | undefined): Promise<MatrixRef> {
+  assertLittleEndianHost();
+  const { rows, cols, data } = matrix;
+  // A view on the caller's memory: chunks below are subarrays of it, never copies.
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  const callOptions = toCallOptions(ctx.config, options);
+  const begin = await ctx.blobs.beginUpload({ sizeBytes: BigInt(bytes.length), sha256 }, callOptions);
+  if (begin.alreadyPresent) {
+    return { rows, cols, blobId: sha256 };
+  }
+  if (begin.uploadId === "") {
+    throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
+  }
+  // max_chunk_bytes 0 means the coordinator set no limit of its own.
+  const chunkBytes = begin.maxChunkBytes > 0 ? Math.min(begin.maxChunkBytes, ctx.config.chunkBytes) : ctx.config.chunkBytes;
+  for (let offset = 0; offset < bytes.length; offset += chunkBytes) {
+    const chunk = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.length));
+    const res = await ctx.blobs.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(offset), data: chunk }, callOptions);
+    const expected = BigInt(offset + chunk.length);
+    if (res.receivedBytes !== expected) {
+      throw new ConnectError(
+        `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after chunk ending at ${expected}`,
+        Code.DataLoss,
+      );
+    }
+  }
+  const finish = await ctx.blobs.finishUpload({ uploadId: begin.uploadId }, callOptions);
+  if (finish.blobId !== sha256) {
+    throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
+  }
+  return { rows, cols, blobId: sha256 };
+}
+
+async function submitMatMul(
+  ctx: ClientContext,
+  a: MatrixInput,
+  b: MatrixInput,
+  options: SubmitOptions | undefined,
+): Promise<JobHandle> {
+  // Everything checkable locally is checked before any upload starts.
+  validateInput(a, "a", "A");
+  validateInput(b, "b", "B");
+  if (a.cols !== b.rows) throw new DimensionMismatchError(a, b);
+  const { tileRows, tileCols } = resolveTileSize(options?.tileSize);
+  const idempotencyKey = options?.idempotencyKey ?? "";
+  if (typeof idempotencyKey !== "string" || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+    throw new RangeError(`idempotencyKey must be a string of at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
+  }
+  checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+
+  const refA = isMatrixRef(a) ? a : await uploadMatrix(ctx, a, options);
+  const refB = b === a ? refA : isMatrixRef(b) ? b : await uploadMatrix(ctx, b, options);
+  const res = await ctx.jobs.submitJob(
+    {
+      idempotencyKey,
+      matmul: {
+        a: { rows: refA.rows, cols: refA.cols, blobId: refA.blobId },
+        b: { rows: refB.rows, cols: refB.cols, blobId: refB.blobId },
+        tileRows,
+        tileCols,
+        kernel: options?.kernel ?? "",
+      },
+    },
+    toCallOptions(ctx.config, options),
+  );
+  if (res.jobId === "") {
+    throw new ConnectError("coordinator returned an empty job id", Code.Internal);
+  }
+  return createJobHandle(ctx, res.jobId);
+}

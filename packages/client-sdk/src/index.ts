@@ -1,0 +1,45 @@
+/**
+ * The dce client SDK: submit float64 matrix multiplications to a dce
+ * coordinator, follow their progress, fetch results and cancel jobs; plus
+ * NumPy `.npy` reading and writing.
+ *
+ * @example
+ * ```ts
+ * import { createClient, parseNpy, encodeNpy } from "@dce/client-sdk";
+ *
+ * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem });
+ * const job = await client.submitMatMul(parseNpy(aBytes), parseNpy(bBytes));
+ * const c = await job.result();
+ * await writeFile("c.npy", encodeNpy(c));
+ * ```
+ *
+ * @packageDocumentation
+ */
+
+// RPC failures reject with ConnectError; re-exported so users need not depend
+// on @connectrpc/connect just to inspect `err.code`.
+export { Code, ConnectError } from "@connectrpc/connect";
+export type { ClientOptions, DceClient, MatrixInput, SubmitOptions, TileSize } from "./client.js";
+export { createClient } from "./client.js";
+export type { MatrixShape } from "./errors.js";
+export {
+  DceError,
+  DimensionMismatchError,
+  InvalidMatrixError,
+  JobCancelledError,
+  JobError,
+  JobFailedError,
+  NpyFormatError,
+} from "./errors.js";
+export type { CancelOptions, JobHandle } from "./job-handle.js";
+export { encodeNpy, parseNpy } from "./npy.js";
+export type {
+  JobProgress,
+  JobState,
+  JobStatusInfo,
+  Matrix,
+  MatrixRef,
+  RequestOptions,
+  TerminalJobState,
+  WaitOptions,
+} from "./types.js";

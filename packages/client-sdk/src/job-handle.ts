@@ -1,0 +1,230 @@
+/**
+ * `JobHandle`: a cheap reference to one job by id, with methods to follow,
+ * fetch and cancel it.
+ *
+ * @packageDocumentation
+ */
+import { createHash } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { JobCancelledError, JobFailedError } from "./errors.js";
+import { type ClientContext, checkTimeoutMs, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
+import { assertLittleEndianHost } from "./internal/host.js";
+import { createRateEstimator } from "./internal/rate-estimator.js";
+import type { JobProgress, JobStatusInfo, Matrix, RequestOptions, WaitOptions } from "./types.js";
+import { fromWireStatus, isTerminal } from "./wire.js";
+
+/** Options of {@link JobHandle.cancel}. */
+export interface CancelOptions extends RequestOptions {
+  /** Why the job is cancelled; the coordinator reports it as the job's `error`. */
+  readonly reason?: string;
+}
+
+/**
+ * A handle on one job. It holds only the job id: creating one makes no RPC,
+ * and any number of handles may refer to the same job.
+ *
+ * Waiting methods (`progress`, `result`) long-poll the coordinator. Aborting a
+ * wait through `signal` only stops waiting: the job keeps running. Only
+ * {@link JobHandle.cancel} cancels a job.
+ */
+export interface JobHandle {
+  /** The job id assigned by the coordinator. */
+  readonly id: string;
+
+  /**
+   * Fetches the job's current status (one `GetJob` RPC, no waiting).
+   *
+   * @throws ConnectError on RPC failure, e.g. `NotFound` for an unknown id.
+   */
+  status(options?: RequestOptions): Promise<JobStatusInfo>;
+
+  /**
+   * Follows the job: yields its current status at once, then every new status
+   * (by `version`) as the coordinator reports it, each with a client-side
+   * estimate of the shard rate and ETA. The iteration ends after it yields a
+   * terminal state (`succeeded`, `failed` or `cancelled`); it does not throw
+   * for failed or cancelled jobs.
+   *
+   * Aborting `signal` stops the iteration (it throws `ConnectError` with code
+   * `Canceled`) but does not cancel the job.
+   *
+   * @throws ConnectError on RPC failure or abort.
+   */
+  progress(options?: WaitOptions): AsyncIterable<JobProgress>;
+
+  /**
+   * Waits until the job ends and returns the product C.
+   *
+   * The result is read with `ReadBlob` in chunks no larger than the client's
+   * message limit, straight into one preallocated buffer, and checked against
+   * its SHA-256 blob id.
+   *
+   * Aborting `signal` stops the wait (it throws `ConnectError` with code
+   * `Canceled`) but does not cancel the job.
+   *
+   * @throws {@link JobFailedError} if the job failed.
+   * @throws {@link JobCancelledError} if the job was cancelled.
+   * @throws ConnectError on RPC failure or abort; `DataLoss` if the result
+   *   blob does not match its size or SHA-256.
+   */
+  result(options?: WaitOptions): Promise<Matrix>;
+
+  /**
+   * Cancels the job and returns its status afterwards. Cancelling a cancelled
+   * job succeeds again.
+   *
+   * @throws ConnectError `FailedPrecondition` if the job already succeeded or
+   *   failed, `NotFound` for an unknown id, or another code on RPC failure.
+   */
+  cancel(options?: CancelOptions): Promise<JobStatusInfo>;
+}
+
+// When a long-poll comes back this fast with nothing new, the coordinator is
+// not honouring wait_ms; back off so we do not spin on it.
+const EARLY_RETURN_MS = 100;
+const MIN_BACKOFF_MS = 200;
+const MAX_BACKOFF_MS = 2_000;
+// result() needs only the terminal status, so it need not see every change.
+const RESULT_MIN_INTERVAL_MS = 250;
+
+/** Creates a handle for `jobId` on the given client context. Makes no RPC. */
+export function createJobHandle(ctx: ClientContext, jobId: string): JobHandle {
+  return {
+    id: jobId,
+    status: (options) => fetchStatus(ctx, jobId, options),
+    progress: (options) => followProgress(ctx, jobId, options),
+    result: (options) => waitForResult(ctx, jobId, options),
+    cancel: (options) => cancelJob(ctx, jobId, options),
+  };
+}
+
+async function fetchStatus(ctx: ClientContext, jobId: string, options: RequestOptions | undefined): Promise<JobStatusInfo> {
+  checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  const res = await ctx.jobs.getJob({ jobId, waitMs: 0 }, toCallOptions(ctx.config, options));
+  return fromWireStatus(requireStatus(res.status, jobId), jobId);
+}
+
+/**
+ * Yields the current status, then each status with a new version, until a
+ * terminal one. Each GetJob long-polls for `longPollWaitMs`.
+ */
+async function* watchStatuses(
+  ctx: ClientContext,
+  jobId: string,
+  options: WaitOptions | undefined,
+  defaultMinIntervalMs: number,
+): AsyncGenerator<JobStatusInfo, void, undefined> {
+  checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  const minIntervalMs = options?.minIntervalMs ?? defaultMinIntervalMs;
+  checkTimeoutMs(minIntervalMs, "minIntervalMs");
+  const signal = options?.signal;
+  const waitMs = ctx.config.longPollWaitMs;
+  const pollOptions = toCallOptions(ctx.config, options, waitMs);
+  let lastVersion: bigint | undefined;
+  let backoffMs = MIN_BACKOFF_MS;
+  for (;;) {
+    throwIfAborted(signal);
+    const startedMs = performance.now();
+    const res = await ctx.jobs.getJob(
+      lastVersion === undefined ? { jobId, waitMs: 0 } : { jobId, waitMs, afterVersion: lastVersion },
+      lastVersion === undefined ? toCallOptions(ctx.config, options) : pollOptions,
+    );
+    const wire = requireStatus(res.status, jobId);
+    const status = fromWireStatus(wire, jobId);
+    // Any version change is news; a coordinator restart may even lower it.
+    if (wire.version !== lastVersion || isTerminal(status.state)) {
+      lastVersion = wire.version;
+      backoffMs = MIN_BACKOFF_MS;
+      yield status;
+      if (isTerminal(status.state)) return;
+      const sinceMs = performance.now() - startedMs;
+      if (sinceMs < minIntervalMs) await sleep(minIntervalMs - sinceMs, signal);
+      continue;
+    }
+    if (performance.now() - startedMs < EARLY_RETURN_MS) {
+      await sleep(backoffMs, signal);
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    }
+  }
+}
+
+async function* followProgress(
+  ctx: ClientContext,
+  jobId: string,
+  options: WaitOptions | undefined,
+): AsyncGenerator<JobProgress, void, undefined> {
+  const estimator = createRateEstimator();
+  for await (const status of watchStatuses(ctx, jobId, options, 0)) {
+    const estimate = estimator.observe(performance.now(), status.shardsDone, status.shardsTotal, isTerminal(status.state));
+    yield { ...status, ...estimate };
+  }
+}
+
+async function waitForResult(ctx: ClientContext, jobId: string, options: WaitOptions | undefined): Promise<Matrix> {
+  let last: JobStatusInfo | undefined;
+  for await (const status of watchStatuses(ctx, jobId, options, RESULT_MIN_INTERVAL_MS)) last = status;
+  // watchStatuses only returns after a terminal status (or throws).
+  if (last === undefined) throw new ConnectError(`no status for job ${jobId}`, Code.Internal);
+  if (last.state === "failed") throw new JobFailedError(last);
+  if (last.state === "cancelled") throw new JobCancelledError(last);
+
+  const callOptions = toCallOptions(ctx.config, options);
+  const res = await ctx.jobs.getResult({ jobId }, callOptions);
+  const ref = res.result;
+  if (ref === undefined || ref.blobId === "") {
+    throw new ConnectError(`coordinator returned no result blob for job ${jobId}`, Code.Internal);
+  }
+  const expectedBytes = BigInt(ref.rows) * BigInt(ref.cols) * 8n;
+  if (ref.rows === 0 || ref.cols === 0 || res.sizeBytes !== expectedBytes) {
+    throw new ConnectError(`result of job ${jobId} is ${ref.rows}x${ref.cols} but ${res.sizeBytes} bytes`, Code.DataLoss);
+  }
+  const data = await readBlob(ctx, ref.blobId, Number(expectedBytes), options);
+  return { rows: ref.rows, cols: ref.cols, data };
+}
+
+/** Reads a whole blob into a fresh Float64Array, chunk by chunk, and checks its SHA-256. */
+async function readBlob(
+  ctx: ClientContext,
+  blobId: string,
+  sizeBytes: number,
+  options: RequestOptions | undefined,
+): Promise<Float64Array> {
+  assertLittleEndianHost();
+  const buffer = new ArrayBuffer(sizeBytes);
+  const bytes = new Uint8Array(buffer);
+  const callOptions = toCallOptions(ctx.config, options);
+  let offset = 0;
+  while (offset < sizeBytes) {
+    const maxBytes = Math.min(ctx.config.chunkBytes, sizeBytes - offset);
+    const res = await ctx.blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, callOptions);
+    if (res.totalBytes !== BigInt(sizeBytes)) {
+      throw new ConnectError(`blob ${blobId} has ${res.totalBytes} bytes, expected ${sizeBytes}`, Code.DataLoss);
+    }
+    if (res.data.length === 0 || res.data.length > maxBytes) {
+      throw new ConnectError(
+        `ReadBlob returned ${res.data.length} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`,
+        Code.DataLoss,
+      );
+    }
+    bytes.set(res.data, offset);
+    offset += res.data.length;
+  }
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  if (sha256 !== blobId) {
+    throw new ConnectError(`blob ${blobId} content has SHA-256 ${sha256}`, Code.DataLoss);
+  }
+  return new Float64Array(buffer);
+}
+
+async function cancelJob(ctx: ClientContext, jobId: string, options: CancelOptions | undefined): Promise<JobStatusInfo> {
+  checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  const res = await ctx.jobs.cancelJob({ jobId, reason: options?.reason ?? "" }, toCallOptions(ctx.config, options));
+  return fromWireStatus(requireStatus(res.status, jobId), jobId);
+}
+
+function requireStatus<T>(status: T | undefined, jobId: string): T {
+  if (status === undefined) {
+    throw new ConnectError(`coordinator returned no status for job ${jobId}`, Code.Internal);
+  }
+  return status;
+}

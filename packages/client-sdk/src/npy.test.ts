@@ -1,0 +1,275 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { NpyFormatError } from "./errors.js";
+import { encodeNpy, parseNpy } from "./npy.js";
+
+/** Builds an .npy file by hand: any version, header text and payload. */
+function npyBytes(version: 1 | 2 | 3, header: string, payload: Uint8Array, pad = true): Uint8Array {
+  const lengthBytes = version === 1 ? 2 : 4;
+  const prefix = 8 + lengthBytes;
+  let text = header;
+  if (pad) {
+    const total = prefix + text.length + 1;
+    text += " ".repeat((64 - (total % 64)) % 64);
+    text += "\n";
+  }
+  const headerBytes = new TextEncoder().encode(text);
+  const out = new Uint8Array(prefix + headerBytes.length + payload.length);
+  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, version, 0]);
+  const view = new DataView(out.buffer);
+  if (version === 1) view.setUint16(8, headerBytes.length, true);
+  else view.setUint32(8, headerBytes.length, true);
+  out.set(headerBytes, prefix);
+  out.set(payload, prefix + headerBytes.length);
+  return out;
+}
+
+const f8 = (values: number[]): Uint8Array => new Uint8Array(new Float64Array(values).buffer);
+const header = (descr: string, shape: string, fortran = "False"): string =>
+  `{'descr': '${descr}', 'fortran_order': ${fortran}, 'shape': ${shape}, }`;
+
+function expectNpyError(bytes: Uint8Array, pattern: RegExp): void {
+  let caught: unknown;
+  try {
+    parseNpy(bytes);
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught).toBeInstanceOf(NpyFormatError);
+  const err = caught as NpyFormatError;
+  expect(err.name).toBe("NpyFormatError");
+  expect(err.message).toMatch(pattern);
+  expect(err.message).not.toContain("\n");
+}
+
+describe("parseNpy", () => {
+  it.each([1, 2, 3] as const)("reads a version %i.0 <f8 file", (version) => {
+    const bytes = npyBytes(version, header("<f8", "(2, 3)"), f8([1, 2, 3, 4, 5, 6.5]));
+    const m = parseNpy(bytes);
+    expect(m.rows).toBe(2);
+    expect(m.cols).toBe(3);
+    expect(Array.from(m.data)).toEqual([1, 2, 3, 4, 5, 6.5]);
+    expect(m.data).toBeInstanceOf(Float64Array);
+  });
+
+  it("upcasts <f4 to float64", () => {
+    const payload = new Uint8Array(new Float32Array([0.5, -2, 3.25, 1e10]).buffer);
+    const m = parseNpy(npyBytes(1, header("<f4", "(2, 2)"), payload));
+    expect(Array.from(m.data)).toEqual([0.5, -2, 3.25, Math.fround(1e10)]);
+    expect(m.data).toBeInstanceOf(Float64Array);
+  });
+
+  it("copies out of a pooled Node Buffer instead of aliasing the pool", () => {
+    const file = Buffer.from(npyBytes(1, header("<f8", "(1, 2)"), f8([3, 4])));
+    const pooled = Buffer.concat([Buffer.alloc(5, 1), file]).subarray(5);
+    expect(pooled.byteOffset).not.toBe(0);
+    const m = parseNpy(pooled);
+    expect(Array.from(m.data)).toEqual([3, 4]);
+    expect(m.data.buffer.byteLength).toBe(16);
+  });
+
+  it("copies data that sits at an offset not aligned to 8 bytes", () => {
+    // Unpadded header: data offset 10 + len(header) is odd-aligned.
+    const text = header("<f8", "(1, 2)");
+    const inner = npyBytes(1, text, f8([Math.PI, -0]), false);
+    expect((10 + text.length) % 8).not.toBe(0);
+    // And place the file itself at an odd offset inside a larger buffer.
+    const outer = new Uint8Array(inner.length + 3);
+    outer.set(inner, 3);
+    const m = parseNpy(outer.subarray(3));
+    expect(m.data[0]).toBe(Math.PI);
+    expect(Object.is(m.data[1], -0)).toBe(true);
+    expect(m.data.buffer).not.toBe(outer.buffer);
+  });
+
+  it("accepts double quotes, no trailing comma, other key order, and ignores trailing bytes", () => {
+    const text = `{"shape": (1,2), "fortran_order": False, "descr": "<f8"}`;
+    const payload = new Uint8Array([...f8([7, 8]), 0xff, 0xff]);
+    const m = parseNpy(npyBytes(2, text, payload));
+    expect(Array.from(m.data)).toEqual([7, 8]);
+  });
+
+  it("parses zero-sized dimensions", () => {
+    const m = parseNpy(npyBytes(1, header("<f8", "(0, 5)"), new Uint8Array()));
+    expect([m.rows, m.cols, m.data.length]).toEqual([0, 5, 0]);
+  });
+
+  it("rejects bad magic", () => {
+    expectNpyError(new TextEncoder().encode("PK\x03\x04 not npy at all"), /bad magic/);
+    expectNpyError(new Uint8Array(), /bad magic/);
+  });
+
+  it("rejects unknown format versions", () => {
+    const bytes = npyBytes(1, header("<f8", "(1, 1)"), f8([1]));
+    bytes[6] = 4;
+    expectNpyError(bytes, /version 4\.0/);
+  });
+
+  it.each([
+    ["<i8", "dtype '<i8' is not supported; expected float64 ('<f8') or float32 ('<f4')"],
+    [">f8", "dtype '>f8' is not supported"],
+    ["|u1", "dtype '|u1' is not supported"],
+    ["<c16", "dtype '<c16' is not supported"],
+    ["<f2", "dtype '<f2' is not supported"],
+  ])("rejects dtype %s", (descr, message) => {
+    expectNpyError(npyBytes(1, header(descr, "(1, 1)"), f8([1])), new RegExp(escapeRegExp(message)));
+  });
+
+  it("rejects structured dtypes by name", () => {
+    const text = `{'descr': [('x', '<f8'), ('y', '<f8')], 'fortran_order': False, 'shape': (1, 1), }`;
+    expectNpyError(npyBytes(1, text, f8([1, 2])), /dtype \[\('x', '<f8'\), \('y', '<f8'\)\] is not supported/);
+  });
+
+  it("rejects fortran_order: True", () => {
+    expectNpyError(npyBytes(1, header("<f8", "(2, 2)", "True"), f8([1, 2, 3, 4])), /fortran_order: True/);
+  });
+
+  it.each([
+    ["(3,)", /array must be 2-D, got shape \(3,\)/],
+    ["()", /array must be 2-D, got shape \(\)/],
+    ["(1, 2, 3)", /array must be 2-D, got shape \(1, 2, 3\)/],
+    ["(-1, 2)", /shape is \(-1, 2\)/],
+    ["[1, 2]", /shape is \[1, 2\]/],
+  ])("rejects shape %s", (shape, pattern) => {
+    expectNpyError(npyBytes(1, header("<f8", shape), f8([1, 2, 3, 4, 5, 6])), pattern);
+  });
+
+  it("rejects truncated data", () => {
+    expectNpyError(
+      npyBytes(1, header("<f8", "(2, 2)"), f8([1, 2, 3])),
+      /truncated data: shape \(2, 2\) needs 32 bytes, file has 24/,
+    );
+  });
+
+  it("rejects a truncated header", () => {
+    const bytes = npyBytes(1, header("<f8", "(1, 1)"), f8([1]));
+    expectNpyError(bytes.subarray(0, 40), /truncated \.npy header/);
+    expectNpyError(bytes.subarray(0, 9), /truncated \.npy header length/);
+  });
+
+  it.each([
+    ["not a dict", "['descr']", /expected a dict/],
+    ["garbage", "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1) ]]", /malformed \.npy header/],
+    ["unterminated", "{'descr': '<f8", /unterminated string/],
+    ["missing key", "{'descr': '<f8', 'shape': (1, 1)}", /keys are \{descr, shape\}/],
+    ["extra key", "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1), 'x': 1}", /keys are/],
+    ["duplicate key", "{'descr': '<f8', 'descr': '<f8', 'fortran_order': False, 'shape': (1, 1)}", /duplicate key/],
+    ["bad bool", "{'descr': '<f8', 'fortran_order': 0, 'shape': (1, 1)}", /fortran_order is 0/],
+    ["call", "{'descr': '<f8', 'fortran_order': False, 'shape': eval('1')}", /malformed/],
+  ])("rejects header garbage: %s", (_name, text, pattern) => {
+    expectNpyError(npyBytes(1, text, f8([1])), pattern);
+  });
+});
+
+describe("encodeNpy", () => {
+  it("round-trips through parseNpy", () => {
+    const data = new Float64Array([1.5, -2, Number.NaN, Number.POSITIVE_INFINITY, 5e-324, -0]);
+    const back = parseNpy(encodeNpy({ rows: 3, cols: 2, data }));
+    expect(back.rows).toBe(3);
+    expect(back.cols).toBe(2);
+    expect(Array.from(back.data)).toEqual(Array.from(data));
+  });
+
+  it("pads the header to 64 bytes ending in a newline, as numpy does", () => {
+    for (const [rows, cols] of [
+      [1, 1],
+      [3, 4],
+      [1000, 12345],
+      [99999, 1],
+    ] as const) {
+      const bytes = encodeNpy({ rows, cols, data: new Float64Array(rows * cols) }).subarray(0, 200);
+      const headerLength = new DataView(bytes.buffer).getUint16(8, true);
+      expect((10 + headerLength) % 64).toBe(0);
+      expect(bytes[10 + headerLength - 1]).toBe(0x0a);
+      expect(bytes[6]).toBe(1);
+    }
+  });
+
+  it("encodes a view at an offset of a larger buffer", () => {
+    const big = new Float64Array([9, 9, 1, 2, 3, 4, 9]);
+    const view = big.subarray(2, 6);
+    const back = parseNpy(encodeNpy({ rows: 2, cols: 2, data: view }));
+    expect(Array.from(back.data)).toEqual([1, 2, 3, 4]);
+  });
+
+  it("rejects data whose length does not match the shape", () => {
+    expect(() => encodeNpy({ rows: 2, cols: 2, data: new Float64Array(3) })).toThrow(RangeError);
+    expect(() => encodeNpy({ rows: -1, cols: 2, data: new Float64Array(0) })).toThrow(RangeError);
+  });
+});
+
+function hasNumpy(): boolean {
+  const r = spawnSync("python3", ["-c", "import numpy"], { stdio: "ignore" });
+  return r.status === 0;
+}
+
+describe.skipIf(!hasNumpy())("numpy interop (python3)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "dce-npy-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const py = (code: string): string => execFileSync("python3", ["-c", code], { encoding: "utf8" });
+
+  it("writes files numpy.load reads, byte-identical to numpy.save", () => {
+    const rows = 7;
+    const cols = 5;
+    const data = Float64Array.from({ length: rows * cols }, (_, i) => i * 0.25 - 3);
+    const path = join(dir, "ours.npy");
+    writeFileSync(path, encodeNpy({ rows, cols, data }));
+    const out = py(
+      `import numpy as np, io, sys
+a = np.load(${JSON.stringify(path)})
+assert a.dtype == np.float64 and a.shape == (${rows}, ${cols}) and a.flags.c_contiguous
+expected = (np.arange(${rows * cols}) * 0.25 - 3).reshape(${rows}, ${cols})
+assert (a == expected).all()
+b = io.BytesIO(); np.save(b, expected)
+assert b.getvalue() == open(${JSON.stringify(path)}, 'rb').read(), 'bytes differ from numpy.save'
+print('ok')`,
+    );
+    expect(out.trim()).toBe("ok");
+  });
+
+  it("reads files numpy writes: f8, f4, and format versions 1, 2, 3", () => {
+    const out = py(
+      `import numpy as np
+from numpy.lib import format as f
+a = (np.arange(12, dtype=np.float64) / 3).reshape(3, 4)
+np.save(${JSON.stringify(join(dir, "v1.npy"))}, a)
+np.save(${JSON.stringify(join(dir, "f4.npy"))}, a.astype(np.float32))
+np.save(${JSON.stringify(join(dir, "tr.npy"))}, np.ascontiguousarray(a.T))
+for v in [(2, 0), (3, 0)]:
+    with open(${JSON.stringify(dir)} + '/v%d.npy' % v[0], 'wb') as fh:
+        f.write_array(fh, a, version=v)
+print('ok')`,
+    );
+    expect(out.trim()).toBe("ok");
+    const expected = Array.from({ length: 12 }, (_, i) => i / 3);
+    for (const name of ["v1", "v2", "v3"]) {
+      const m = parseNpy(readFileSync(join(dir, `${name}.npy`)));
+      expect([m.rows, m.cols]).toEqual([3, 4]);
+      expect(Array.from(m.data)).toEqual(expected);
+    }
+    const f4 = parseNpy(readFileSync(join(dir, "f4.npy")));
+    expect(Array.from(f4.data)).toEqual(expected.map((x) => Math.fround(x)));
+    const tr = parseNpy(readFileSync(join(dir, "tr.npy")));
+    expect([tr.rows, tr.cols]).toEqual([4, 3]);
+    expect(tr.data[1]).toBe(4 / 3); // row 0, col 1 of A^T is A[1][0]
+  });
+
+  it("rejects what numpy writes for unsupported arrays", () => {
+    py(
+      `import numpy as np
+np.save(${JSON.stringify(join(dir, "i8.npy"))}, np.zeros((2, 2), dtype='<i8'))
+np.save(${JSON.stringify(join(dir, "f8.npy"))}, np.asfortranarray(np.zeros((2, 3))))
+np.save(${JSON.stringify(join(dir, "1d.npy"))}, np.zeros(3))`,
+    );
+    expect(() => parseNpy(readFileSync(join(dir, "i8.npy")))).toThrow(/dtype '<i8' is not supported/);
+    expect(() => parseNpy(readFileSync(join(dir, "f8.npy")))).toThrow(/fortran_order: True/);
+    expect(() => parseNpy(readFileSync(join(dir, "1d.npy")))).toThrow(/got shape \(3,\)/);
+  });
+});
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

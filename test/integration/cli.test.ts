@@ -1,0 +1,105 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { BIN, type Cluster, startCluster } from "../support/cluster.js";
+
+// Drives the engine only through its bins, as a new user would: `coordinator`,
+// `worker` and `dce` with .npy files written and checked by NumPy.
+
+const dir = mkdtempSync(join(tmpdir(), "dce-cli-"));
+const py = (code: string) => execFileSync("python3", ["-c", code], { cwd: dir, encoding: "utf8" });
+
+function dce(cluster: Cluster, args: string[]) {
+  const r = spawnSync(process.execPath, [BIN.dce, ...args], {
+    cwd: dir,
+    encoding: "utf8",
+    env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: cluster.caPath },
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+let one: Cluster;
+let three: Cluster;
+beforeAll(async () => {
+  py(`
+import numpy as np
+rng = np.random.default_rng(7)
+np.save("A.npy", rng.standard_normal((257, 129)))
+np.save("B.npy", rng.standard_normal((129, 383)))
+np.save("A32.npy", rng.standard_normal((20, 30)).astype(np.float32))
+np.save("B30.npy", rng.standard_normal((30, 10)))
+np.save("int.npy", np.arange(12, dtype=np.int64).reshape(3, 4))
+np.save("fortran.npy", np.asfortranarray(rng.standard_normal((4, 3))))
+np.save("cube.npy", rng.standard_normal((2, 3, 4)))
+np.save("empty.npy", np.zeros((0, 4)))
+`);
+  [one, three] = await Promise.all([startCluster({ workers: 1 }), startCluster({ workers: 3 })]);
+});
+afterAll(async () => {
+  await Promise.all([one?.close(), three?.close()]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("dce CLI against real processes", () => {
+  test("submit writes a C.npy that agrees with NumPy to 1e-12 and is byte-identical with 1 and 3 workers", () => {
+    const r1 = dce(one, ["submit", "A.npy", "B.npy", "-o", "C1.npy", "--tile", "64"]);
+    expect(r1.stderr).toBe("");
+    expect(r1.code).toBe(0);
+    expect(r1.stdout.split("\n")[0]).toMatch(/^[0-9a-f-]{36}$/);
+    const r3 = dce(three, ["submit", "A.npy", "B.npy", "-o", "C3.npy", "--tile", "64"]);
+    expect(r3.code).toBe(0);
+    const rel = Number(
+      py(`
+import numpy as np
+A, B, C = np.load("A.npy"), np.load("B.npy"), np.load("C1.npy")
+assert C.dtype == np.float64 and C.shape == (257, 383), (C.dtype, C.shape)
+R = A @ B
+print(np.linalg.norm(C - R) / np.linalg.norm(R))
+`).trim(),
+    );
+    expect(rel).toBeLessThan(1e-12);
+    expect(readFileSync(join(dir, "C3.npy")).equals(readFileSync(join(dir, "C1.npy")))).toBe(true);
+  });
+
+  test("float32 input is upcast; --no-wait, status, result and cancel", () => {
+    const sub = dce(one, ["submit", "A32.npy", "B30.npy", "--no-wait"]);
+    expect(sub.code).toBe(0);
+    const id = sub.stdout.trim().split("\n")[0] as string;
+    const res = dce(one, ["result", id, "-o", "C32.npy"]);
+    expect(res.code).toBe(0);
+    const rel = Number(
+      py(`
+import numpy as np
+A, B, C = np.load("A32.npy").astype(np.float64), np.load("B30.npy"), np.load("C32.npy")
+print(np.linalg.norm(C - A @ B) / np.linalg.norm(A @ B))
+`).trim(),
+    );
+    expect(rel).toBeLessThan(1e-12);
+    const st = dce(one, ["status", id]);
+    expect(st.code).toBe(0);
+    expect(st.stdout).toContain("succeeded");
+    const cancel = dce(one, ["cancel", id]);
+    expect(cancel.code).toBe(1);
+    expect(cancel.stderr).toMatch(/failed_precondition|FAILED_PRECONDITION|FailedPrecondition/i);
+    const missing = dce(one, ["status", "00000000-0000-0000-0000-000000000000"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/not.?found/i);
+  });
+
+  test.each([
+    ["int.npy", "B30.npy", /dtype/],
+    ["fortran.npy", "B30.npy", /fortran/i],
+    ["cube.npy", "B30.npy", /2-D|dimension|shape/i],
+    ["A.npy", "B30.npy", /inner dimensions/],
+    ["empty.npy", "B30.npy", /zero|empty|at least 1/i],
+    ["nope.npy", "B30.npy", /nope\.npy/],
+  ])("bad input %s x %s exits 2 with one line", (a, b, pattern) => {
+    const r = dce(one, ["submit", a, b, "-o", "X.npy"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(pattern);
+  });
+});

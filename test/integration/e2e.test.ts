@@ -1,0 +1,128 @@
+import { createHash } from "node:crypto";
+import { createClient } from "@dce/client-sdk";
+import { afterAll, beforeAll, describe, expect, onTestFinished, test } from "vitest";
+import { type Cluster, naiveMultiply, randomMatrix, sameBytes, startCluster } from "../support/cluster.js";
+
+// A real TLS coordinator and three real worker processes on loopback; jobs go in
+// through the SDK and every result is checked bit for bit against a naive multiply.
+
+let cluster: Cluster;
+beforeAll(async () => {
+  cluster = await startCluster({ workers: 3 });
+});
+afterAll(async () => {
+  await cluster?.close();
+});
+
+const shapes: [string, number, number, number, number][] = [
+  // name, M, K, N, tile
+  ["1x1 by 1x1", 1, 1, 1, 0],
+  ["1xn by nx1", 1, 50, 1, 0],
+  ["nx1 by 1xn", 40, 1, 30, 7],
+  ["1xn by nxm", 1, 64, 33, 8],
+  ["primes 257x129 by 129x383, tile 64", 257, 129, 383, 64],
+  ["tile that does not divide the shape", 100, 37, 70, 33],
+  ["tile larger than the matrix", 5, 6, 7, 500],
+  ["square 128, tile 16 (64 shards)", 128, 128, 128, 16],
+];
+
+describe("end to end over TLS with 3 workers", () => {
+  test.each(shapes)("%s", async (_name, m, k, n, tile) => {
+    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const a = randomMatrix(m, k, m * 1000 + k);
+    const b = randomMatrix(k, n, n * 1000 + k + 1);
+    const job = await client.submitMatMul(a, b, { ...(tile ? { tileSize: tile } : {}), kernel: "reference" });
+    const c = await job.result();
+    expect(c.rows).toBe(m);
+    expect(c.cols).toBe(n);
+    expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
+    const st = await job.status();
+    expect(st.state).toBe("succeeded");
+    expect(st.shardsDone).toBe(st.shardsTotal);
+  });
+
+  test("NaN and infinities propagate as IEEE 754 says", async () => {
+    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const a = { rows: 2, cols: 2, data: new Float64Array([Number.NaN, 1, Number.POSITIVE_INFINITY, 2]) };
+    const b = { rows: 2, cols: 2, data: new Float64Array([1, 0, 0, Number.NEGATIVE_INFINITY]) };
+    const c = await (await client.submitMatMul(a, b, { kernel: "reference" })).result();
+    expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
+    expect(Number.isNaN(c.data[0])).toBe(true);
+  });
+
+  test("the same idempotency key returns the same job", async () => {
+    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const a = randomMatrix(9, 9, 5);
+    const j1 = await client.submitMatMul(a, a, { idempotencyKey: "same-key-1" });
+    const j2 = await client.submitMatMul(a, a, { idempotencyKey: "same-key-1" });
+    expect(j2.id).toBe(j1.id);
+    await expect(client.submitMatMul(a, randomMatrix(9, 9, 6), { idempotencyKey: "same-key-1" })).rejects.toMatchObject({
+      code: 6, // ALREADY_EXISTS
+    });
+    await j1.result();
+  });
+
+  test("progress() ends at the terminal state with every shard done", async () => {
+    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const a = randomMatrix(64, 64, 9);
+    const job = await client.submitMatMul(a, a, { tileSize: 8 });
+    let last: { state: string; shardsDone: number; shardsTotal: number } | undefined;
+    for await (const p of job.progress()) last = p;
+    expect(last?.state).toBe("succeeded");
+    expect(last?.shardsDone).toBe(64);
+    expect(last?.shardsTotal).toBe(64);
+  });
+});
+
+describe("determinism and failures", () => {
+  test("a worker SIGKILLed mid-shard still gives the same bytes", async () => {
+    const local = await startCluster({ workers: 2, leaseTtlMs: 1000 });
+    onTestFinished(() => local.close());
+    const client = createClient({ baseUrl: local.url, ca: local.ca });
+    // Shards of 96x96 with k=1500 take tens of ms each in the reference kernel.
+    const a = randomMatrix(384, 1500, 31);
+    const b = randomMatrix(1500, 384, 32);
+    const job = await client.submitMatMul(a, b, { tileSize: 96, kernel: "reference" });
+    // Wait until work is under way, then kill one worker while it holds leases.
+    for (let i = 0; i < 200; i++) {
+      const st = await job.status();
+      if (st.shardsDone >= 2) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    local.workers[0]!.child.kill("SIGKILL");
+    const c = await job.result();
+    expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
+    const st = await job.status();
+    expect(st.state).toBe("succeeded");
+    expect(st.shardsRetried).toBeGreaterThan(0);
+  });
+
+  test("one job gives byte-identical C with 1 worker and with 3 workers", async () => {
+    const a = randomMatrix(200, 150, 41);
+    const b = randomMatrix(150, 170, 42);
+    const digest = async (workers: number) => {
+      const local = await startCluster({ workers });
+      try {
+        const client = createClient({ baseUrl: local.url, ca: local.ca });
+        const c = await (await client.submitMatMul(a, b, { tileSize: 32 })).result();
+        return createHash("sha256").update(new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength)).digest("hex");
+      } finally {
+        await local.close();
+      }
+    };
+    const one = await digest(1);
+    const three = await digest(3);
+    expect(three).toBe(one);
+  });
+
+  test("a client that does not trust the server's CA is refused", async () => {
+    const other = createClient({ baseUrl: cluster.url });
+    await expect(other.getJobHandle("x").status()).rejects.toMatchObject({ code: 14 }); // UNAVAILABLE: TLS verify failed
+  });
+
+  test("SIGTERM drains a worker and it exits 0", async () => {
+    const w = await cluster.addWorker("drainer");
+    w.child.kill("SIGTERM");
+    expect(await w.exited).toBe(0);
+  });
+});
