@@ -6,8 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { generateDevCertificates, startCoordinator } from "@dce/coordinator";
 import { createClient } from "@dce/client-sdk";
+import { generateDevCertificates, startCoordinator } from "@dce/coordinator";
 import { pino } from "pino";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -58,7 +58,19 @@ try {
   for (const name of ["demo-w1", "demo-w2"]) {
     const w = spawn(
       process.execPath,
-      [join(root, "packages/worker/bin/worker.js"), "--coordinator", coordinator.url, "--ca", certs.caCert, "--threads", "1", "--name", name, "--log-level", "warn"],
+      [
+        join(root, "packages/worker/bin/worker.js"),
+        "--coordinator",
+        coordinator.url,
+        "--ca",
+        certs.caCert,
+        "--threads",
+        "1",
+        "--name",
+        name,
+        "--log-level",
+        "warn",
+      ],
       { stdio: ["ignore", "inherit", "inherit"] },
     );
     workers.push(w);

@@ -65,7 +65,11 @@ try {
   procs.push(worker);
   writeFileSync(join(app, "A.npy"), npy(17, 9, 1));
   writeFileSync(join(app, "B.npy"), npy(9, 13, 2));
-  const out = run(bin("dce"), ["submit", "A.npy", "B.npy", "-o", "C.npy", "--coordinator", url, "--ca", "certs/ca.pem", "--tile", "5"], app);
+  const out = run(
+    bin("dce"),
+    ["submit", "A.npy", "B.npy", "-o", "C.npy", "--coordinator", url, "--ca", "certs/ca.pem", "--tile", "5"],
+    app,
+  );
   const c = readFileSync(join(app, "C.npy"));
   if (!c.subarray(1, 6).equals(Buffer.from("NUMPY")) || c.length < 17 * 13 * 8) throw new Error("C.npy is not a 17x13 .npy");
   console.log(`installed bins ran a job: ${out.trim().split("\n")[0]} -> C.npy (${c.length} bytes)`);

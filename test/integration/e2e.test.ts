@@ -105,7 +105,9 @@ describe("determinism and failures", () => {
       try {
         const client = createClient({ baseUrl: local.url, ca: local.ca });
         const c = await (await client.submitMatMul(a, b, { tileSize: 32 })).result();
-        return createHash("sha256").update(new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength)).digest("hex");
+        return createHash("sha256")
+          .update(new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength))
+          .digest("hex");
       } finally {
         await local.close();
       }

@@ -223,6 +223,8 @@ function createTransport(options: ClientOptions, config: ClientConfig): Transpor
     baseUrl: options.baseUrl,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
+    // float64 data barely compresses; gzip only costs CPU on the data plane.
+    acceptCompression: [],
     ...(ca === undefined
       ? {}
       : { nodeOptions: { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) } }),

@@ -84,8 +84,6 @@ export interface JobHandle {
 const EARLY_RETURN_MS = 100;
 const MIN_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 2_000;
-// result() needs only the terminal status, so it need not see every change.
-const RESULT_MIN_INTERVAL_MS = 250;
 
 /** Creates a handle for `jobId` on the given client context. Makes no RPC. */
 export function createJobHandle(ctx: ClientContext, jobId: string): JobHandle {
@@ -160,11 +158,32 @@ async function* followProgress(
   }
 }
 
+/**
+ * Long-polls GetJob with `untilTerminal`, so the coordinator answers once when the job
+ * ends instead of on every shard (one RPC per `longPollWaitMs`, not per change).
+ */
+async function waitForTerminal(ctx: ClientContext, jobId: string, options: WaitOptions | undefined): Promise<JobStatusInfo> {
+  checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  const signal = options?.signal;
+  const waitMs = ctx.config.longPollWaitMs;
+  const pollOptions = toCallOptions(ctx.config, options, waitMs);
+  let backoffMs = MIN_BACKOFF_MS;
+  for (;;) {
+    throwIfAborted(signal);
+    const startedMs = performance.now();
+    const res = await ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true }, pollOptions);
+    const status = fromWireStatus(requireStatus(res.status, jobId), jobId);
+    if (isTerminal(status.state)) return status;
+    // A coordinator that returned early without news (e.g. draining): back off a little.
+    if (performance.now() - startedMs < EARLY_RETURN_MS) {
+      await sleep(backoffMs, signal);
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    }
+  }
+}
+
 async function waitForResult(ctx: ClientContext, jobId: string, options: WaitOptions | undefined): Promise<Matrix> {
-  let last: JobStatusInfo | undefined;
-  for await (const status of watchStatuses(ctx, jobId, options, RESULT_MIN_INTERVAL_MS)) last = status;
-  // watchStatuses only returns after a terminal status (or throws).
-  if (last === undefined) throw new ConnectError(`no status for job ${jobId}`, Code.Internal);
+  const last = await waitForTerminal(ctx, jobId, options);
   if (last.state === "failed") throw new JobFailedError(last);
   if (last.state === "cancelled") throw new JobCancelledError(last);
 

@@ -112,7 +112,7 @@ export interface WaitOptions extends RequestOptions {
   /**
    * Least time between the starts of two status polls, in milliseconds.
    * Raise it to bound the RPC rate on jobs whose status changes often.
-   * Default: 0 for `progress()` (every change is seen), 250 for `result()`.
+   * Default 0 (every change is seen). `result()` ignores it: it long-polls for the end of the job.
    */
   readonly minIntervalMs?: number;
 }

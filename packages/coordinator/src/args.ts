@@ -16,7 +16,8 @@ export const VERSION = "0.1.0";
 function int(name: string, min: number) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new CommanderError(2, "dce.invalidArg", `${name} must be an integer >= ${min}, got '${v}'`);
+    if (!Number.isInteger(n) || n < min)
+      throw new CommanderError(2, "dce.invalidArg", `${name} must be an integer >= ${min}, got '${v}'`);
     return n;
   };
 }
@@ -38,16 +39,44 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
 
   program
     .addOption(new Option("--host <host>", "interface to bind").default(env.DCE_HOST ?? "127.0.0.1"))
-    .addOption(new Option("--port <n>", "port (0 picks a free one)").argParser(int("--port", 0)).default(env.DCE_PORT ? Number(env.DCE_PORT) : 7070))
+    .addOption(
+      new Option("--port <n>", "port (0 picks a free one)")
+        .argParser(int("--port", 0))
+        .default(env.DCE_PORT ? Number(env.DCE_PORT) : 7070),
+    )
     .addOption(new Option("--tls-dir <dir>", "folder with server.pem and server-key.pem").default(env.DCE_TLS_DIR))
     .addOption(new Option("--insecure", "serve plaintext HTTP/2 (loopback hosts only)").default(env.DCE_INSECURE === "1"))
     .addOption(new Option("--data-dir <dir>", "folder for blobs and results").default(env.DCE_DATA_DIR ?? ".dce-data"))
-    .addOption(new Option("--lease-ttl-ms <ms>", "lease lifetime").argParser(int("--lease-ttl-ms", 100)).default(env.DCE_LEASE_TTL_MS ? Number(env.DCE_LEASE_TTL_MS) : 10_000))
-    .addOption(new Option("--max-attempts <n>", "executions of a shard before its job fails").argParser(int("--max-attempts", 1)).default(env.DCE_MAX_ATTEMPTS ? Number(env.DCE_MAX_ATTEMPTS) : 5))
-    .addOption(new Option("--max-message-bytes <n>", "largest RPC message read or written").argParser(int("--max-message-bytes", 262144)).default(env.DCE_MAX_MESSAGE_BYTES ? Number(env.DCE_MAX_MESSAGE_BYTES) : 4 * 1024 * 1024))
-    .addOption(new Option("--default-tile <n>", "tile edge when a job leaves it 0").argParser(int("--default-tile", 1)).default(env.DCE_DEFAULT_TILE ? Number(env.DCE_DEFAULT_TILE) : 256))
-    .addOption(new Option("--max-active-jobs <n>", "jobs queued or running at once").argParser(int("--max-active-jobs", 1)).default(env.DCE_MAX_ACTIVE_JOBS ? Number(env.DCE_MAX_ACTIVE_JOBS) : 1000))
-    .addOption(new Option("--log-level <level>", "fatal|error|warn|info|debug|trace").choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default(env.DCE_LOG_LEVEL ?? "info"))
+    .addOption(
+      new Option("--lease-ttl-ms <ms>", "lease lifetime")
+        .argParser(int("--lease-ttl-ms", 100))
+        .default(env.DCE_LEASE_TTL_MS ? Number(env.DCE_LEASE_TTL_MS) : 10_000),
+    )
+    .addOption(
+      new Option("--max-attempts <n>", "executions of a shard before its job fails")
+        .argParser(int("--max-attempts", 1))
+        .default(env.DCE_MAX_ATTEMPTS ? Number(env.DCE_MAX_ATTEMPTS) : 5),
+    )
+    .addOption(
+      new Option("--max-message-bytes <n>", "largest RPC message read or written")
+        .argParser(int("--max-message-bytes", 262144))
+        .default(env.DCE_MAX_MESSAGE_BYTES ? Number(env.DCE_MAX_MESSAGE_BYTES) : 4 * 1024 * 1024),
+    )
+    .addOption(
+      new Option("--default-tile <n>", "tile edge when a job leaves it 0")
+        .argParser(int("--default-tile", 1))
+        .default(env.DCE_DEFAULT_TILE ? Number(env.DCE_DEFAULT_TILE) : 256),
+    )
+    .addOption(
+      new Option("--max-active-jobs <n>", "jobs queued or running at once")
+        .argParser(int("--max-active-jobs", 1))
+        .default(env.DCE_MAX_ACTIVE_JOBS ? Number(env.DCE_MAX_ACTIVE_JOBS) : 1000),
+    )
+    .addOption(
+      new Option("--log-level <level>", "fatal|error|warn|info|debug|trace")
+        .choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+        .default(env.DCE_LOG_LEVEL ?? "info"),
+    )
     .action((o) => {
       result = {
         ok: true,

@@ -1,5 +1,16 @@
 import { createHash, randomUUID } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 
 /** Why a blob operation was refused; mapped to a transport code by the service layer. */
@@ -91,7 +102,10 @@ export class BlobStore {
     if (this.sizeOf(sha256) === sizeBytes) return undefined;
     this.expireIdle(nowMs);
     if (this.#uploads.size >= this.#opts.maxOpenUploads) {
-      throw new BlobError("over-limit", `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`);
+      throw new BlobError(
+        "over-limit",
+        `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
+      );
     }
     const id = randomUUID();
     const path = join(this.#uploadDir, id);

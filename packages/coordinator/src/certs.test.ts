@@ -7,12 +7,7 @@ import { isAbsolute, join } from "node:path";
 import * as tls from "node:tls";
 import * as x509 from "@peculiar/x509";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-	type DevCertificatePaths,
-	type DevCertificateRole,
-	generateDevCertificates,
-	loadTlsFiles,
-} from "./certs.js";
+import { type DevCertificatePaths, type DevCertificateRole, generateDevCertificates, loadTlsFiles } from "./certs.js";
 
 const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
 const CLIENT_AUTH = "1.3.6.1.5.5.7.3.2";
@@ -23,544 +18,471 @@ let paths: DevCertificatePaths;
 let other: DevCertificatePaths;
 
 beforeAll(async () => {
-	root = await mkdtemp(join(tmpdir(), "dce-certs-test-"));
-	// Nested, not-yet-existing directory: generation must create it.
-	paths = await generateDevCertificates({
-		outDir: join(root, "main", "certs"),
-	});
-	other = await generateDevCertificates({ outDir: join(root, "other") });
+  root = await mkdtemp(join(tmpdir(), "dce-certs-test-"));
+  // Nested, not-yet-existing directory: generation must create it.
+  paths = await generateDevCertificates({
+    outDir: join(root, "main", "certs"),
+  });
+  other = await generateDevCertificates({ outDir: join(root, "other") });
 });
 
 afterAll(async () => {
-	if (root) await rm(root, { recursive: true, force: true });
+  if (root) await rm(root, { recursive: true, force: true });
 });
 
 async function cert(path: string): Promise<X509Certificate> {
-	return new X509Certificate(await readFile(path));
+  return new X509Certificate(await readFile(path));
 }
 
 async function peculiar(path: string): Promise<x509.X509Certificate> {
-	return new x509.X509Certificate(await readFile(path, "utf8"));
+  return new x509.X509Certificate(await readFile(path, "utf8"));
 }
 
-function role(
-	dir: string,
-	r: DevCertificateRole,
-): { ca: string; cert: string; key: string } {
-	return loadTlsFiles(dir, r);
+function role(dir: string, r: DevCertificateRole): { ca: string; cert: string; key: string } {
+  return loadTlsFiles(dir, r);
 }
 
 describe("generateDevCertificates: files", () => {
-	it("returns absolute paths of every file it writes", async () => {
-		const files = [
-			paths.caCert,
-			paths.caKey,
-			paths.serverCert,
-			paths.serverKey,
-			paths.workerCert,
-			paths.workerKey,
-			paths.clientCert,
-			paths.clientKey,
-		];
-		expect(isAbsolute(paths.dir)).toBe(true);
-		expect(files.map((f) => f.slice(paths.dir.length + 1)).sort()).toEqual(
-			[
-				"ca.pem",
-				"ca-key.pem",
-				"server.pem",
-				"server-key.pem",
-				"worker.pem",
-				"worker-key.pem",
-				"client.pem",
-				"client-key.pem",
-			].sort(),
-		);
-		for (const f of files) {
-			expect(isAbsolute(f)).toBe(true);
-			expect((await stat(f)).isFile()).toBe(true);
-		}
-	});
+  it("returns absolute paths of every file it writes", async () => {
+    const files = [
+      paths.caCert,
+      paths.caKey,
+      paths.serverCert,
+      paths.serverKey,
+      paths.workerCert,
+      paths.workerKey,
+      paths.clientCert,
+      paths.clientKey,
+    ];
+    expect(isAbsolute(paths.dir)).toBe(true);
+    expect(files.map((f) => f.slice(paths.dir.length + 1)).sort()).toEqual(
+      [
+        "ca.pem",
+        "ca-key.pem",
+        "server.pem",
+        "server-key.pem",
+        "worker.pem",
+        "worker-key.pem",
+        "client.pem",
+        "client-key.pem",
+      ].sort(),
+    );
+    for (const f of files) {
+      expect(isAbsolute(f)).toBe(true);
+      expect((await stat(f)).isFile()).toBe(true);
+    }
+  });
 
-	it("writes keys as PKCS#8 EC P-256 PEM with mode 0600 and certificates with mode 0644", async () => {
-		for (const key of [
-			paths.caKey,
-			paths.serverKey,
-			paths.workerKey,
-			paths.clientKey,
-		]) {
-			const pem = await readFile(key, "utf8");
-			expect(pem.startsWith("-----BEGIN PRIVATE KEY-----\n")).toBe(true);
-			const k = createPrivateKey(pem);
-			expect(k.asymmetricKeyType).toBe("ec");
-			expect(k.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
-			if (process.platform !== "win32")
-				expect((await stat(key)).mode & 0o777).toBe(0o600);
-		}
-		for (const c of [
-			paths.caCert,
-			paths.serverCert,
-			paths.workerCert,
-			paths.clientCert,
-		]) {
-			expect(
-				(await readFile(c, "utf8")).startsWith("-----BEGIN CERTIFICATE-----"),
-			).toBe(true);
-			if (process.platform !== "win32")
-				expect((await stat(c)).mode & 0o777).toBe(0o644);
-		}
-	});
+  it("writes keys as PKCS#8 EC P-256 PEM with mode 0600 and certificates with mode 0644", async () => {
+    for (const key of [paths.caKey, paths.serverKey, paths.workerKey, paths.clientKey]) {
+      const pem = await readFile(key, "utf8");
+      expect(pem.startsWith("-----BEGIN PRIVATE KEY-----\n")).toBe(true);
+      const k = createPrivateKey(pem);
+      expect(k.asymmetricKeyType).toBe("ec");
+      expect(k.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
+      if (process.platform !== "win32") expect((await stat(key)).mode & 0o777).toBe(0o600);
+    }
+    for (const c of [paths.caCert, paths.serverCert, paths.workerCert, paths.clientCert]) {
+      expect((await readFile(c, "utf8")).startsWith("-----BEGIN CERTIFICATE-----")).toBe(true);
+      if (process.platform !== "win32") expect((await stat(c)).mode & 0o777).toBe(0o644);
+    }
+  });
 
-	it("rejects invalid options", async () => {
-		const outDir = join(root, "invalid");
-		await expect(
-			generateDevCertificates({ outDir, hosts: [] }),
-		).rejects.toThrow(/hosts/);
-		await expect(
-			generateDevCertificates({ outDir, validDays: 0 }),
-		).rejects.toThrow(/validDays/);
-		await expect(
-			generateDevCertificates({ outDir, validDays: Number.NaN }),
-		).rejects.toThrow(/validDays/);
-	});
+  it("rejects invalid options", async () => {
+    const outDir = join(root, "invalid");
+    await expect(generateDevCertificates({ outDir, hosts: [] })).rejects.toThrow(/hosts/);
+    await expect(generateDevCertificates({ outDir, validDays: 0 })).rejects.toThrow(/validDays/);
+    await expect(generateDevCertificates({ outDir, validDays: Number.NaN })).rejects.toThrow(/validDays/);
+  });
 });
 
 describe("generateDevCertificates: certificate contents", () => {
-	it("produces a self-signed CA with critical basicConstraints CA:true and keyCertSign+cRLSign", async () => {
-		const ca = await cert(paths.caCert);
-		expect(ca.ca).toBe(true);
-		expect(ca.subject).toBe("CN=dce dev CA");
-		expect(ca.issuer).toBe("CN=dce dev CA");
-		expect(ca.checkIssued(ca)).toBe(true);
-		expect(ca.verify(ca.publicKey)).toBe(true);
-		expect(
-			ca.checkPrivateKey(createPrivateKey(await readFile(paths.caKey))),
-		).toBe(true);
+  it("produces a self-signed CA with critical basicConstraints CA:true and keyCertSign+cRLSign", async () => {
+    const ca = await cert(paths.caCert);
+    expect(ca.ca).toBe(true);
+    expect(ca.subject).toBe("CN=dce dev CA");
+    expect(ca.issuer).toBe("CN=dce dev CA");
+    expect(ca.checkIssued(ca)).toBe(true);
+    expect(ca.verify(ca.publicKey)).toBe(true);
+    expect(ca.checkPrivateKey(createPrivateKey(await readFile(paths.caKey)))).toBe(true);
 
-		const p = await peculiar(paths.caCert);
-		const bc = p.getExtension(x509.BasicConstraintsExtension);
-		expect(bc?.ca).toBe(true);
-		expect(bc?.critical).toBe(true);
-		const ku = p.getExtension(x509.KeyUsagesExtension);
-		expect(ku?.usages).toBe(
-			x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
-		);
-		expect(p.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId).toMatch(
-			/^[0-9a-f]{40}$/,
-		);
-	});
+    const p = await peculiar(paths.caCert);
+    const bc = p.getExtension(x509.BasicConstraintsExtension);
+    expect(bc?.ca).toBe(true);
+    expect(bc?.critical).toBe(true);
+    const ku = p.getExtension(x509.KeyUsagesExtension);
+    expect(ku?.usages).toBe(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
+    expect(p.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId).toMatch(/^[0-9a-f]{40}$/);
+  });
 
-	it("issues a server certificate from the CA that is valid for localhost, 127.0.0.1 and ::1", async () => {
-		const ca = await cert(paths.caCert);
-		const server = await cert(paths.serverCert);
-		expect(server.ca).toBe(false);
-		expect(server.subject).toBe("CN=dce-coordinator");
-		expect(server.checkIssued(ca)).toBe(true);
-		expect(server.verify(ca.publicKey)).toBe(true);
-		expect(server.checkHost("localhost")).toBe("localhost");
-		expect(server.checkIP("127.0.0.1")).toBe("127.0.0.1");
-		expect(server.checkIP("::1")).toBe("::1");
-		expect(server.checkHost("example.com")).toBeUndefined();
-		expect(server.checkIP("10.0.0.1")).toBeUndefined();
-		expect(server.subjectAltName).toBe(
-			"DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1",
-		);
-		// Node's (misnamed) keyUsage getter lists the extended key usages.
-		expect(server.keyUsage).toEqual([SERVER_AUTH]);
-		expect(
-			server.checkPrivateKey(createPrivateKey(await readFile(paths.serverKey))),
-		).toBe(true);
+  it("issues a server certificate from the CA that is valid for localhost, 127.0.0.1 and ::1", async () => {
+    const ca = await cert(paths.caCert);
+    const server = await cert(paths.serverCert);
+    expect(server.ca).toBe(false);
+    expect(server.subject).toBe("CN=dce-coordinator");
+    expect(server.checkIssued(ca)).toBe(true);
+    expect(server.verify(ca.publicKey)).toBe(true);
+    expect(server.checkHost("localhost")).toBe("localhost");
+    expect(server.checkIP("127.0.0.1")).toBe("127.0.0.1");
+    expect(server.checkIP("::1")).toBe("::1");
+    expect(server.checkHost("example.com")).toBeUndefined();
+    expect(server.checkIP("10.0.0.1")).toBeUndefined();
+    expect(server.subjectAltName).toBe("DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1");
+    // Node's (misnamed) keyUsage getter lists the extended key usages.
+    expect(server.keyUsage).toEqual([SERVER_AUTH]);
+    expect(server.checkPrivateKey(createPrivateKey(await readFile(paths.serverKey)))).toBe(true);
 
-		const p = await peculiar(paths.serverCert);
-		expect(p.getExtension(x509.KeyUsagesExtension)?.usages).toBe(
-			x509.KeyUsageFlags.digitalSignature,
-		);
-		const caSki = (await peculiar(paths.caCert)).getExtension(
-			x509.SubjectKeyIdentifierExtension,
-		);
-		expect(p.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId).toBe(
-			caSki?.keyId,
-		);
-		expect(p.getExtension(x509.BasicConstraintsExtension)?.ca).toBe(false);
-	});
+    const p = await peculiar(paths.serverCert);
+    expect(p.getExtension(x509.KeyUsagesExtension)?.usages).toBe(x509.KeyUsageFlags.digitalSignature);
+    const caSki = (await peculiar(paths.caCert)).getExtension(x509.SubjectKeyIdentifierExtension);
+    expect(p.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId).toBe(caSki?.keyId);
+    expect(p.getExtension(x509.BasicConstraintsExtension)?.ca).toBe(false);
+  });
 
-	it("issues worker and client certificates for clientAuth with role OUs", async () => {
-		const ca = await cert(paths.caCert);
-		const worker = await cert(paths.workerCert);
-		const client = await cert(paths.clientCert);
-		for (const [c, name] of [
-			[worker, "worker"],
-			[client, "client"],
-		] as const) {
-			expect(c.ca).toBe(false);
-			expect(c.checkIssued(ca)).toBe(true);
-			expect(c.verify(ca.publicKey)).toBe(true);
-			expect(c.subject.split("\n").sort()).toEqual([
-				`CN=dce-${name}`,
-				`OU=${name}`,
-			]);
-			expect(c.keyUsage).toEqual([CLIENT_AUTH]);
-			expect(c.subjectAltName).toBeUndefined();
-		}
-		expect(
-			worker.checkPrivateKey(createPrivateKey(await readFile(paths.workerKey))),
-		).toBe(true);
-		expect(
-			client.checkPrivateKey(createPrivateKey(await readFile(paths.clientKey))),
-		).toBe(true);
-		// Keys are distinct per role.
-		expect(
-			worker.checkPrivateKey(createPrivateKey(await readFile(paths.clientKey))),
-		).toBe(false);
-	});
+  it("issues worker and client certificates for clientAuth with role OUs", async () => {
+    const ca = await cert(paths.caCert);
+    const worker = await cert(paths.workerCert);
+    const client = await cert(paths.clientCert);
+    for (const [c, name] of [
+      [worker, "worker"],
+      [client, "client"],
+    ] as const) {
+      expect(c.ca).toBe(false);
+      expect(c.checkIssued(ca)).toBe(true);
+      expect(c.verify(ca.publicKey)).toBe(true);
+      expect(c.subject.split("\n").sort()).toEqual([`CN=dce-${name}`, `OU=${name}`]);
+      expect(c.keyUsage).toEqual([CLIENT_AUTH]);
+      expect(c.subjectAltName).toBeUndefined();
+    }
+    expect(worker.checkPrivateKey(createPrivateKey(await readFile(paths.workerKey)))).toBe(true);
+    expect(client.checkPrivateKey(createPrivateKey(await readFile(paths.clientKey)))).toBe(true);
+    // Keys are distinct per role.
+    expect(worker.checkPrivateKey(createPrivateKey(await readFile(paths.clientKey)))).toBe(false);
+  });
 
-	it("is not trusted by an unrelated dev CA", async () => {
-		const otherCa = await cert(other.caCert);
-		const server = await cert(paths.serverCert);
-		expect(server.checkIssued(otherCa)).toBe(false);
-		expect(server.verify(otherCa.publicKey)).toBe(false);
-	});
+  it("is not trusted by an unrelated dev CA", async () => {
+    const otherCa = await cert(other.caCert);
+    const server = await cert(paths.serverCert);
+    expect(server.checkIssued(otherCa)).toBe(false);
+    expect(server.verify(otherCa.publicKey)).toBe(false);
+  });
 
-	it("uses distinct random positive serial numbers", async () => {
-		const serials = await Promise.all(
-			[paths, other]
-				.flatMap((p) => [p.caCert, p.serverCert, p.workerCert, p.clientCert])
-				.map(async (f) => (await cert(f)).serialNumber),
-		);
-		expect(new Set(serials).size).toBe(serials.length);
-		for (const s of serials) {
-			expect(s).toMatch(/^[0-9A-F]+$/);
-			// Positive DER INTEGER: the most significant bit of the first content byte is clear.
-			expect(Number.parseInt(s.slice(0, 2), 16) & 0x80).toBe(0);
-			expect(BigInt(`0x${s}`) > 0n).toBe(true);
-		}
-	});
+  it("uses distinct random positive serial numbers", async () => {
+    const serials = await Promise.all(
+      [paths, other]
+        .flatMap((p) => [p.caCert, p.serverCert, p.workerCert, p.clientCert])
+        .map(async (f) => (await cert(f)).serialNumber),
+    );
+    expect(new Set(serials).size).toBe(serials.length);
+    for (const s of serials) {
+      expect(s).toMatch(/^[0-9A-F]+$/);
+      // Positive DER INTEGER: the most significant bit of the first content byte is clear.
+      expect(Number.parseInt(s.slice(0, 2), 16) & 0x80).toBe(0);
+      expect(BigInt(`0x${s}`) > 0n).toBe(true);
+    }
+  });
 
-	it("honours now, validDays and custom hosts", async () => {
-		const now = new Date("2030-06-01T12:00:00Z");
-		const custom = await generateDevCertificates({
-			outDir: join(root, "custom"),
-			hosts: ["coordinator.dce.test", "10.1.2.3", "fd00::7"],
-			validDays: 30,
-			now,
-		});
-		for (const f of [
-			custom.caCert,
-			custom.serverCert,
-			custom.workerCert,
-			custom.clientCert,
-		]) {
-			const c = await cert(f);
-			expect(new Date(c.validFrom).toISOString()).toBe(
-				"2030-06-01T11:00:00.000Z",
-			);
-			expect(new Date(c.validTo).toISOString()).toBe(
-				"2030-07-01T12:00:00.000Z",
-			);
-		}
-		const server = await cert(custom.serverCert);
-		expect(server.checkHost("coordinator.dce.test")).toBe(
-			"coordinator.dce.test",
-		);
-		expect(server.checkIP("10.1.2.3")).toBe("10.1.2.3");
-		expect(server.checkIP("fd00::7")).toBe("fd00::7");
-		expect(server.checkHost("localhost")).toBeUndefined();
-		expect(server.checkIP("127.0.0.1")).toBeUndefined();
-		// An IP address must not have been encoded as a DNS name.
-		expect(server.subjectAltName).not.toMatch(/DNS:10\.1\.2\.3/);
-	});
+  it("honours now, validDays and custom hosts", async () => {
+    const now = new Date("2030-06-01T12:00:00Z");
+    const custom = await generateDevCertificates({
+      outDir: join(root, "custom"),
+      hosts: ["coordinator.dce.test", "10.1.2.3", "fd00::7"],
+      validDays: 30,
+      now,
+    });
+    for (const f of [custom.caCert, custom.serverCert, custom.workerCert, custom.clientCert]) {
+      const c = await cert(f);
+      expect(new Date(c.validFrom).toISOString()).toBe("2030-06-01T11:00:00.000Z");
+      expect(new Date(c.validTo).toISOString()).toBe("2030-07-01T12:00:00.000Z");
+    }
+    const server = await cert(custom.serverCert);
+    expect(server.checkHost("coordinator.dce.test")).toBe("coordinator.dce.test");
+    expect(server.checkIP("10.1.2.3")).toBe("10.1.2.3");
+    expect(server.checkIP("fd00::7")).toBe("fd00::7");
+    expect(server.checkHost("localhost")).toBeUndefined();
+    expect(server.checkIP("127.0.0.1")).toBeUndefined();
+    // An IP address must not have been encoded as a DNS name.
+    expect(server.subjectAltName).not.toMatch(/DNS:10\.1\.2\.3/);
+  });
 
-	it("defaults validity to now - 1h .. now + 825 days", async () => {
-		const before = Date.now();
-		const server = await cert(paths.serverCert);
-		const from = Date.parse(server.validFrom);
-		const to = Date.parse(server.validTo);
-		expect(to - from).toBe(825 * 86_400_000 + 3_600_000);
-		// beforeAll ran just before this test; allow generous slack, 1s certificate granularity.
-		expect(from).toBeLessThanOrEqual(before - 3_600_000 + 1000);
-		expect(from).toBeGreaterThan(before - 3_600_000 - 120_000);
-	});
+  it("defaults validity to now - 1h .. now + 825 days", async () => {
+    const before = Date.now();
+    const server = await cert(paths.serverCert);
+    const from = Date.parse(server.validFrom);
+    const to = Date.parse(server.validTo);
+    expect(to - from).toBe(825 * 86_400_000 + 3_600_000);
+    // beforeAll ran just before this test; allow generous slack, 1s certificate granularity.
+    expect(from).toBeLessThanOrEqual(before - 3_600_000 + 1000);
+    expect(from).toBeGreaterThan(before - 3_600_000 - 120_000);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
 // Real TLS handshakes.
 
 interface RunningServer {
-	port: number;
-	/** CNs of peers that completed a handshake (undefined CN when no client certificate). */
-	accepted: (string | undefined)[];
-	/** Error codes of handshakes the server rejected. */
-	rejected: string[];
-	close(): Promise<void>;
+  port: number;
+  /** CNs of peers that completed a handshake (undefined CN when no client certificate). */
+  accepted: (string | undefined)[];
+  /** Error codes of handshakes the server rejected. */
+  rejected: string[];
+  close(): Promise<void>;
 }
 
 const servers: RunningServer[] = [];
 
 afterAll(async () => {
-	await Promise.all(servers.map((s) => s.close()));
+  await Promise.all(servers.map((s) => s.close()));
 });
 
 async function startServer(options: tls.TlsOptions): Promise<RunningServer> {
-	const sockets = new Set<tls.TLSSocket>();
-	const accepted: (string | undefined)[] = [];
-	const rejected: string[] = [];
-	const server = tls.createServer(options, (socket) => {
-		sockets.add(socket);
-		socket.on("close", () => sockets.delete(socket));
-		socket.on("error", () => {});
-		const raw = socket.getPeerCertificate().subject?.CN;
-		const cn = typeof raw === "string" ? raw : undefined;
-		accepted.push(cn);
-		// With rejectUnauthorized: false the handshake completes; report why the peer was not trusted.
-		const reason = socket.authorized ? undefined : socket.authorizationError;
-		socket.end(
-			reason
-				? `untrusted ${cn} ${String(reason)}`
-				: `hello ${cn ?? "anonymous"}`,
-		);
-	});
-	server.on("tlsClientError", (err: NodeJS.ErrnoException) => {
-		rejected.push(err.code ?? err.message);
-	});
-	await new Promise<void>((res, rej) => {
-		server.once("error", rej);
-		server.listen(0, "127.0.0.1", () => res());
-	});
-	let closed: Promise<void> | undefined;
-	const running: RunningServer = {
-		port: (server.address() as AddressInfo).port,
-		accepted,
-		rejected,
-		close() {
-			closed ??= new Promise<void>((res) => {
-				for (const s of sockets) s.destroy();
-				server.close(() => res());
-			});
-			return closed;
-		},
-	};
-	servers.push(running);
-	return running;
+  const sockets = new Set<tls.TLSSocket>();
+  const accepted: (string | undefined)[] = [];
+  const rejected: string[] = [];
+  const server = tls.createServer(options, (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    const raw = socket.getPeerCertificate().subject?.CN;
+    const cn = typeof raw === "string" ? raw : undefined;
+    accepted.push(cn);
+    // With rejectUnauthorized: false the handshake completes; report why the peer was not trusted.
+    const reason = socket.authorized ? undefined : socket.authorizationError;
+    socket.end(reason ? `untrusted ${cn} ${String(reason)}` : `hello ${cn ?? "anonymous"}`);
+  });
+  server.on("tlsClientError", (err: NodeJS.ErrnoException) => {
+    rejected.push(err.code ?? err.message);
+  });
+  await new Promise<void>((res, rej) => {
+    server.once("error", rej);
+    server.listen(0, "127.0.0.1", () => res());
+  });
+  let closed: Promise<void> | undefined;
+  const running: RunningServer = {
+    port: (server.address() as AddressInfo).port,
+    accepted,
+    rejected,
+    close() {
+      closed ??= new Promise<void>((res) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => res());
+      });
+      return closed;
+    },
+  };
+  servers.push(running);
+  return running;
 }
 
 interface ConnectResult {
-	/** Whether the client considered the server certificate valid. */
-	authorized: boolean | undefined;
-	/** Data received from the server before the connection closed. */
-	data: string;
-	/** Error code seen by the client, if any. */
-	error: string | undefined;
+  /** Whether the client considered the server certificate valid. */
+  authorized: boolean | undefined;
+  /** Data received from the server before the connection closed. */
+  data: string;
+  /** Error code seen by the client, if any. */
+  error: string | undefined;
 }
 
 /**
  * Connects, reads until the server closes, and reports what happened. Always settles, always
  * destroys the socket.
  */
-function connect(
-	port: number,
-	options: tls.ConnectionOptions,
-): Promise<ConnectResult> {
-	return new Promise((resolve) => {
-		let authorized: boolean | undefined;
-		let data = "";
-		let error: string | undefined;
-		const socket = tls.connect({ host: "127.0.0.1", port, ...options });
-		const timer = setTimeout(() => {
-			error ??= "TEST_TIMEOUT";
-			socket.destroy();
-		}, 10_000);
-		socket.setEncoding("utf8");
-		socket.on("secureConnect", () => {
-			authorized = socket.authorized;
-		});
-		socket.on("data", (chunk: string) => {
-			data += chunk;
-		});
-		socket.on("error", (err: NodeJS.ErrnoException) => {
-			error ??= err.code ?? err.message;
-		});
-		socket.on("close", () => {
-			clearTimeout(timer);
-			resolve({ authorized, data, error });
-		});
-		socket.on("end", () => socket.end());
-	});
+function connect(port: number, options: tls.ConnectionOptions): Promise<ConnectResult> {
+  return new Promise((resolve) => {
+    let authorized: boolean | undefined;
+    let data = "";
+    let error: string | undefined;
+    const socket = tls.connect({ host: "127.0.0.1", port, ...options });
+    const timer = setTimeout(() => {
+      error ??= "TEST_TIMEOUT";
+      socket.destroy();
+    }, 10_000);
+    socket.setEncoding("utf8");
+    socket.on("secureConnect", () => {
+      authorized = socket.authorized;
+    });
+    socket.on("data", (chunk: string) => {
+      data += chunk;
+    });
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      error ??= err.code ?? err.message;
+    });
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve({ authorized, data, error });
+    });
+    socket.on("end", () => socket.end());
+  });
 }
 
 describe("TLS handshake with the generated certificates", () => {
-	let server: RunningServer;
-	beforeAll(async () => {
-		const s = role(paths.dir, "server");
-		server = await startServer({ cert: s.cert, key: s.key });
-	});
+  let server: RunningServer;
+  beforeAll(async () => {
+    const s = role(paths.dir, "server");
+    server = await startServer({ cert: s.cert, key: s.key });
+  });
 
-	it("is authorized by a client trusting the dev CA (servername localhost)", async () => {
-		const ca = await readFile(paths.caCert, "utf8");
-		const result = await connect(server.port, { ca, servername: "localhost" });
-		expect(result).toEqual({
-			authorized: true,
-			data: "hello anonymous",
-			error: undefined,
-		});
-	});
+  it("is authorized by a client trusting the dev CA (servername localhost)", async () => {
+    const ca = await readFile(paths.caCert, "utf8");
+    const result = await connect(server.port, { ca, servername: "localhost" });
+    expect(result).toEqual({
+      authorized: true,
+      data: "hello anonymous",
+      error: undefined,
+    });
+  });
 
-	it("is authorized when connecting by IP address (IP SAN 127.0.0.1)", async () => {
-		const ca = await readFile(paths.caCert, "utf8");
-		// No servername: Node checks the identity against the host, 127.0.0.1.
-		const result = await connect(server.port, { ca });
-		expect(result).toEqual({
-			authorized: true,
-			data: "hello anonymous",
-			error: undefined,
-		});
-	});
+  it("is authorized when connecting by IP address (IP SAN 127.0.0.1)", async () => {
+    const ca = await readFile(paths.caCert, "utf8");
+    // No servername: Node checks the identity against the host, 127.0.0.1.
+    const result = await connect(server.port, { ca });
+    expect(result).toEqual({
+      authorized: true,
+      data: "hello anonymous",
+      error: undefined,
+    });
+  });
 
-	it("fails verification against a different dev CA", async () => {
-		const ca = await readFile(other.caCert, "utf8");
-		const result = await connect(server.port, { ca, servername: "localhost" });
-		expect(result.error).toBe("UNABLE_TO_VERIFY_LEAF_SIGNATURE");
-		expect(result.data).toBe("");
-	});
+  it("fails verification against a different dev CA", async () => {
+    const ca = await readFile(other.caCert, "utf8");
+    const result = await connect(server.port, { ca, servername: "localhost" });
+    expect(result.error).toBe("UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+    expect(result.data).toBe("");
+  });
 
-	it("fails hostname verification for a name that is not in the SAN", async () => {
-		const ca = await readFile(paths.caCert, "utf8");
-		const result = await connect(server.port, {
-			ca,
-			servername: "not-dce.example",
-		});
-		expect(result.error).toBe("ERR_TLS_CERT_ALTNAME_INVALID");
-		expect(result.data).toBe("");
-	});
+  it("fails hostname verification for a name that is not in the SAN", async () => {
+    const ca = await readFile(paths.caCert, "utf8");
+    const result = await connect(server.port, {
+      ca,
+      servername: "not-dce.example",
+    });
+    expect(result.error).toBe("ERR_TLS_CERT_ALTNAME_INVALID");
+    expect(result.data).toBe("");
+  });
 
-	it("rejects a clientAuth-only certificate presented as a server certificate", async () => {
-		const w = role(paths.dir, "worker");
-		const wrong = await startServer({ cert: w.cert, key: w.key });
-		const result = await connect(wrong.port, {
-			ca: w.ca,
-			servername: "localhost",
-		});
-		expect(result.error).toBe("INVALID_PURPOSE");
-		await wrong.close();
-	});
+  it("rejects a clientAuth-only certificate presented as a server certificate", async () => {
+    const w = role(paths.dir, "worker");
+    const wrong = await startServer({ cert: w.cert, key: w.key });
+    const result = await connect(wrong.port, {
+      ca: w.ca,
+      servername: "localhost",
+    });
+    expect(result.error).toBe("INVALID_PURPOSE");
+    await wrong.close();
+  });
 });
 
 describe("mutual TLS with the generated certificates", () => {
-	let server: RunningServer;
-	beforeAll(async () => {
-		const s = role(paths.dir, "server");
-		server = await startServer({
-			cert: s.cert,
-			key: s.key,
-			ca: s.ca,
-			requestCert: true,
-			rejectUnauthorized: true,
-		});
-	});
+  let server: RunningServer;
+  beforeAll(async () => {
+    const s = role(paths.dir, "server");
+    server = await startServer({
+      cert: s.cert,
+      key: s.key,
+      ca: s.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+    });
+  });
 
-	it("accepts the worker certificate", async () => {
-		const w = role(paths.dir, "worker");
-		const result = await connect(server.port, {
-			ca: w.ca,
-			cert: w.cert,
-			key: w.key,
-			servername: "localhost",
-		});
-		expect(result).toEqual({
-			authorized: true,
-			data: "hello dce-worker",
-			error: undefined,
-		});
-		expect(server.accepted).toContain("dce-worker");
-	});
+  it("accepts the worker certificate", async () => {
+    const w = role(paths.dir, "worker");
+    const result = await connect(server.port, {
+      ca: w.ca,
+      cert: w.cert,
+      key: w.key,
+      servername: "localhost",
+    });
+    expect(result).toEqual({
+      authorized: true,
+      data: "hello dce-worker",
+      error: undefined,
+    });
+    expect(server.accepted).toContain("dce-worker");
+  });
 
-	it("accepts the client certificate", async () => {
-		const c = role(paths.dir, "client");
-		const result = await connect(server.port, {
-			ca: c.ca,
-			cert: c.cert,
-			key: c.key,
-			servername: "localhost",
-		});
-		expect(result).toEqual({
-			authorized: true,
-			data: "hello dce-client",
-			error: undefined,
-		});
-	});
+  it("accepts the client certificate", async () => {
+    const c = role(paths.dir, "client");
+    const result = await connect(server.port, {
+      ca: c.ca,
+      cert: c.cert,
+      key: c.key,
+      servername: "localhost",
+    });
+    expect(result).toEqual({
+      authorized: true,
+      data: "hello dce-client",
+      error: undefined,
+    });
+  });
 
-	it("rejects a client that presents no certificate", async () => {
-		const rejectedBefore = server.rejected.length;
-		const acceptedBefore = server.accepted.length;
-		const ca = await readFile(paths.caCert, "utf8");
-		const result = await connect(server.port, { ca, servername: "localhost" });
-		expect(result.data).toBe("");
-		expect(result.error).toMatch(/CERTIFICATE_REQUIRED|HANDSHAKE_FAILURE/);
-		expect(server.accepted.length).toBe(acceptedBefore);
-		await expect.poll(() => server.rejected.length).toBe(rejectedBefore + 1);
-		expect(server.rejected.at(-1)).toMatch(/PEER_DID_NOT_RETURN_A_CERTIFICATE/);
-	});
+  it("rejects a client that presents no certificate", async () => {
+    const rejectedBefore = server.rejected.length;
+    const acceptedBefore = server.accepted.length;
+    const ca = await readFile(paths.caCert, "utf8");
+    const result = await connect(server.port, { ca, servername: "localhost" });
+    expect(result.data).toBe("");
+    expect(result.error).toMatch(/CERTIFICATE_REQUIRED|HANDSHAKE_FAILURE/);
+    expect(server.accepted.length).toBe(acceptedBefore);
+    await expect.poll(() => server.rejected.length).toBe(rejectedBefore + 1);
+    expect(server.rejected.at(-1)).toMatch(/PEER_DID_NOT_RETURN_A_CERTIFICATE/);
+  });
 
-	it("rejects a worker certificate issued by a different dev CA", async () => {
-		const acceptedBefore = server.accepted.length;
-		const rejectedBefore = server.rejected.length;
-		const foreign = role(other.dir, "worker");
-		const ca = await readFile(paths.caCert, "utf8");
-		const result = await connect(server.port, {
-			ca,
-			cert: foreign.cert,
-			key: foreign.key,
-			servername: "localhost",
-		});
-		// Node verifies the client chain after the handshake and just drops the connection.
-		expect(result.data).toBe("");
-		expect(server.accepted.length).toBe(acceptedBefore);
-		await expect.poll(() => server.rejected.length).toBe(rejectedBefore + 1);
-	});
+  it("rejects a worker certificate issued by a different dev CA", async () => {
+    const acceptedBefore = server.accepted.length;
+    const rejectedBefore = server.rejected.length;
+    const foreign = role(other.dir, "worker");
+    const ca = await readFile(paths.caCert, "utf8");
+    const result = await connect(server.port, {
+      ca,
+      cert: foreign.cert,
+      key: foreign.key,
+      servername: "localhost",
+    });
+    // Node verifies the client chain after the handshake and just drops the connection.
+    expect(result.data).toBe("");
+    expect(server.accepted.length).toBe(acceptedBefore);
+    await expect.poll(() => server.rejected.length).toBe(rejectedBefore + 1);
+  });
 
-	it("rejects the serverAuth-only server certificate used as a client certificate", async () => {
-		const acceptedBefore = server.accepted.length;
-		const rejectedBefore = server.rejected.length;
-		const s = role(paths.dir, "server");
-		const result = await connect(server.port, {
-			ca: s.ca,
-			cert: s.cert,
-			key: s.key,
-			servername: "localhost",
-		});
-		expect(result.data).toBe("");
-		expect(server.accepted.length).toBe(acceptedBefore);
-		await expect.poll(() => server.rejected.length).toBe(rejectedBefore + 1);
-	});
+  it("rejects the serverAuth-only server certificate used as a client certificate", async () => {
+    const acceptedBefore = server.accepted.length;
+    const rejectedBefore = server.rejected.length;
+    const s = role(paths.dir, "server");
+    const result = await connect(server.port, {
+      ca: s.ca,
+      cert: s.cert,
+      key: s.key,
+      servername: "localhost",
+    });
+    expect(result.data).toBe("");
+    expect(server.accepted.length).toBe(acceptedBefore);
+    await expect.poll(() => server.rejected.length).toBe(rejectedBefore + 1);
+  });
 
-	it("reports why those client certificates are untrusted (non-rejecting server)", async () => {
-		const s = role(paths.dir, "server");
-		const lenient = await startServer({
-			cert: s.cert,
-			key: s.key,
-			ca: s.ca,
-			requestCert: true,
-			rejectUnauthorized: false,
-		});
-		const attempt = async (
-			dir: string,
-			r: DevCertificateRole,
-		): Promise<string> => {
-			const c = role(dir, r);
-			const result = await connect(lenient.port, {
-				ca: s.ca,
-				cert: c.cert,
-				key: c.key,
-				servername: "localhost",
-			});
-			expect(result.authorized).toBe(true);
-			return result.data;
-		};
-		expect(await attempt(paths.dir, "worker")).toBe("hello dce-worker");
-		expect(await attempt(other.dir, "worker")).toBe(
-			"untrusted dce-worker UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-		);
-		expect(await attempt(paths.dir, "server")).toBe(
-			"untrusted dce-coordinator INVALID_PURPOSE",
-		);
-		await lenient.close();
-	});
+  it("reports why those client certificates are untrusted (non-rejecting server)", async () => {
+    const s = role(paths.dir, "server");
+    const lenient = await startServer({
+      cert: s.cert,
+      key: s.key,
+      ca: s.ca,
+      requestCert: true,
+      rejectUnauthorized: false,
+    });
+    const attempt = async (dir: string, r: DevCertificateRole): Promise<string> => {
+      const c = role(dir, r);
+      const result = await connect(lenient.port, {
+        ca: s.ca,
+        cert: c.cert,
+        key: c.key,
+        servername: "localhost",
+      });
+      expect(result.authorized).toBe(true);
+      return result.data;
+    };
+    expect(await attempt(paths.dir, "worker")).toBe("hello dce-worker");
+    expect(await attempt(other.dir, "worker")).toBe("untrusted dce-worker UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+    expect(await attempt(paths.dir, "server")).toBe("untrusted dce-coordinator INVALID_PURPOSE");
+    await lenient.close();
+  });
 });

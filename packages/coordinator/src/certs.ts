@@ -21,48 +21,44 @@ import * as x509 from "@peculiar/x509";
 
 /** Absolute paths of the PEM files written by {@link generateDevCertificates}. */
 export interface DevCertificatePaths {
-	/** Directory holding all files (absolute). */
-	readonly dir: string;
-	/** Self-signed dev CA certificate (`ca.pem`). Trust anchor for every peer. */
-	readonly caCert: string;
-	/** Dev CA private key (`ca-key.pem`, mode 0600). Only needed to issue more certificates. */
-	readonly caKey: string;
-	/** Coordinator server certificate (`server.pem`). */
-	readonly serverCert: string;
-	/** Coordinator server private key (`server-key.pem`, mode 0600). */
-	readonly serverKey: string;
-	/** Worker client certificate (`worker.pem`). */
-	readonly workerCert: string;
-	/** Worker client private key (`worker-key.pem`, mode 0600). */
-	readonly workerKey: string;
-	/** Job-submitting client certificate (`client.pem`). */
-	readonly clientCert: string;
-	/** Job-submitting client private key (`client-key.pem`, mode 0600). */
-	readonly clientKey: string;
+  /** Directory holding all files (absolute). */
+  readonly dir: string;
+  /** Self-signed dev CA certificate (`ca.pem`). Trust anchor for every peer. */
+  readonly caCert: string;
+  /** Dev CA private key (`ca-key.pem`, mode 0600). Only needed to issue more certificates. */
+  readonly caKey: string;
+  /** Coordinator server certificate (`server.pem`). */
+  readonly serverCert: string;
+  /** Coordinator server private key (`server-key.pem`, mode 0600). */
+  readonly serverKey: string;
+  /** Worker client certificate (`worker.pem`). */
+  readonly workerCert: string;
+  /** Worker client private key (`worker-key.pem`, mode 0600). */
+  readonly workerKey: string;
+  /** Job-submitting client certificate (`client.pem`). */
+  readonly clientCert: string;
+  /** Job-submitting client private key (`client-key.pem`, mode 0600). */
+  readonly clientKey: string;
 }
 
 /** Options for {@link generateDevCertificates}. */
 export interface DevCertificateOptions {
-	/** Output directory; created recursively. Existing files with the same names are replaced. */
-	outDir: string;
-	/**
-	 * Names the server certificate is valid for. Entries that parse as IPv4/IPv6
-	 * addresses become IP subjectAltNames, everything else a DNS subjectAltName.
-	 * Defaults to {@link DEFAULT_DEV_CERT_HOSTS}.
-	 */
-	hosts?: string[];
-	/** Lifetime in days counted from `now` (default 825, the common browser maximum). */
-	validDays?: number;
-	/** Reference time (default: the current time). Certificates are valid from `now - 1h`. */
-	now?: Date;
+  /** Output directory; created recursively. Existing files with the same names are replaced. */
+  outDir: string;
+  /**
+   * Names the server certificate is valid for. Entries that parse as IPv4/IPv6
+   * addresses become IP subjectAltNames, everything else a DNS subjectAltName.
+   * Defaults to {@link DEFAULT_DEV_CERT_HOSTS}.
+   */
+  hosts?: string[];
+  /** Lifetime in days counted from `now` (default 825, the common browser maximum). */
+  validDays?: number;
+  /** Reference time (default: the current time). Certificates are valid from `now - 1h`. */
+  now?: Date;
 }
 
 /** Default subjectAltNames of the server certificate. */
-export const DEFAULT_DEV_CERT_HOSTS: readonly string[] = [
-	"localhost",
-	"127.0.0.1",
-	"::1",
-];
+export const DEFAULT_DEV_CERT_HOSTS: readonly string[] = ["localhost", "127.0.0.1", "::1"];
 
 /** Default certificate lifetime in days. */
 export const DEFAULT_DEV_CERT_VALID_DAYS = 825;
@@ -71,12 +67,12 @@ export const DEFAULT_DEV_CERT_VALID_DAYS = 825;
 export type DevCertificateRole = "server" | "worker" | "client";
 
 const ALGORITHM: webcrypto.EcKeyGenParams = {
-	name: "ECDSA",
-	namedCurve: "P-256",
+  name: "ECDSA",
+  namedCurve: "P-256",
 };
 const SIGNING_ALGORITHM: webcrypto.EcdsaParams = {
-	name: "ECDSA",
-	hash: "SHA-256",
+  name: "ECDSA",
+  hash: "SHA-256",
 };
 const HOUR_MS = 60 * 60 * 1000;
 const DAY_MS = 24 * HOUR_MS;
@@ -106,152 +102,109 @@ const CERT_MODE = 0o644;
  * @returns Absolute paths of every file written.
  * @throws If `hosts` is empty, `validDays` is not a positive finite number, or writing fails.
  */
-export async function generateDevCertificates(
-	options: DevCertificateOptions,
-): Promise<DevCertificatePaths> {
-	const hosts = options.hosts ?? [...DEFAULT_DEV_CERT_HOSTS];
-	const validDays = options.validDays ?? DEFAULT_DEV_CERT_VALID_DAYS;
-	const now = options.now ?? new Date();
-	if (hosts.length === 0)
-		throw new Error("generateDevCertificates: hosts must not be empty");
-	if (hosts.some((h) => h.trim() === "")) {
-		throw new Error(
-			"generateDevCertificates: hosts must not contain empty names",
-		);
-	}
-	if (!Number.isFinite(validDays) || validDays <= 0) {
-		throw new Error(
-			`generateDevCertificates: validDays must be a positive number, got ${validDays}`,
-		);
-	}
-	if (Number.isNaN(now.getTime()))
-		throw new Error("generateDevCertificates: now is an invalid Date");
+export async function generateDevCertificates(options: DevCertificateOptions): Promise<DevCertificatePaths> {
+  const hosts = options.hosts ?? [...DEFAULT_DEV_CERT_HOSTS];
+  const validDays = options.validDays ?? DEFAULT_DEV_CERT_VALID_DAYS;
+  const now = options.now ?? new Date();
+  if (hosts.length === 0) throw new Error("generateDevCertificates: hosts must not be empty");
+  if (hosts.some((h) => h.trim() === "")) {
+    throw new Error("generateDevCertificates: hosts must not contain empty names");
+  }
+  if (!Number.isFinite(validDays) || validDays <= 0) {
+    throw new Error(`generateDevCertificates: validDays must be a positive number, got ${validDays}`);
+  }
+  if (Number.isNaN(now.getTime())) throw new Error("generateDevCertificates: now is an invalid Date");
 
-	const notBefore = new Date(now.getTime() - HOUR_MS);
-	const notAfter = new Date(now.getTime() + validDays * DAY_MS);
-	const crypto = webcrypto;
+  const notBefore = new Date(now.getTime() - HOUR_MS);
+  const notAfter = new Date(now.getTime() + validDays * DAY_MS);
+  const crypto = webcrypto;
 
-	// Certificate authority.
-	const caKeys = await generateKeyPair();
-	const ca = await x509.X509CertificateGenerator.createSelfSigned(
-		{
-			serialNumber: randomSerial(),
-			name: "CN=dce dev CA",
-			notBefore,
-			notAfter,
-			keys: caKeys,
-			signingAlgorithm: SIGNING_ALGORITHM,
-			extensions: [
-				new x509.BasicConstraintsExtension(true, undefined, true),
-				new x509.KeyUsagesExtension(
-					x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
-					true,
-				),
-				await x509.SubjectKeyIdentifierExtension.create(
-					caKeys.publicKey,
-					false,
-					crypto,
-				),
-			],
-		},
-		crypto,
-	);
-	const authorityKeyId = await x509.AuthorityKeyIdentifierExtension.create(
-		ca.publicKey,
-		false,
-		crypto,
-	);
+  // Certificate authority.
+  const caKeys = await generateKeyPair();
+  const ca = await x509.X509CertificateGenerator.createSelfSigned(
+    {
+      serialNumber: randomSerial(),
+      name: "CN=dce dev CA",
+      notBefore,
+      notAfter,
+      keys: caKeys,
+      signingAlgorithm: SIGNING_ALGORITHM,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey, false, crypto),
+      ],
+    },
+    crypto,
+  );
+  const authorityKeyId = await x509.AuthorityKeyIdentifierExtension.create(ca.publicKey, false, crypto);
 
-	const issueLeaf = async (
-		subject: string,
-		usage: x509.ExtendedKeyUsage,
-		extra: x509.Extension[] = [],
-	): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> => {
-		const keys = await generateKeyPair();
-		const cert = await x509.X509CertificateGenerator.create(
-			{
-				serialNumber: randomSerial(),
-				subject,
-				issuer: ca.subjectName,
-				notBefore,
-				notAfter,
-				publicKey: keys.publicKey,
-				signingKey: caKeys.privateKey,
-				signingAlgorithm: SIGNING_ALGORITHM,
-				extensions: [
-					new x509.BasicConstraintsExtension(false, undefined, true),
-					new x509.KeyUsagesExtension(
-						x509.KeyUsageFlags.digitalSignature,
-						true,
-					),
-					new x509.ExtendedKeyUsageExtension([usage], false),
-					await x509.SubjectKeyIdentifierExtension.create(
-						keys.publicKey,
-						false,
-						crypto,
-					),
-					authorityKeyId,
-					...extra,
-				],
-			},
-			crypto,
-		);
-		return { cert, keys };
-	};
+  const issueLeaf = async (
+    subject: string,
+    usage: x509.ExtendedKeyUsage,
+    extra: x509.Extension[] = [],
+  ): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> => {
+    const keys = await generateKeyPair();
+    const cert = await x509.X509CertificateGenerator.create(
+      {
+        serialNumber: randomSerial(),
+        subject,
+        issuer: ca.subjectName,
+        notBefore,
+        notAfter,
+        publicKey: keys.publicKey,
+        signingKey: caKeys.privateKey,
+        signingAlgorithm: SIGNING_ALGORITHM,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([usage], false),
+          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
+          authorityKeyId,
+          ...extra,
+        ],
+      },
+      crypto,
+    );
+    return { cert, keys };
+  };
 
-	const san = new x509.SubjectAlternativeNameExtension(
-		hosts.map((host) => {
-			const bare =
-				host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-			return isIP(bare) !== 0
-				? { type: "ip" as const, value: bare }
-				: { type: "dns" as const, value: host };
-		}),
-		false,
-	);
-	const server = await issueLeaf(
-		"CN=dce-coordinator",
-		x509.ExtendedKeyUsage.serverAuth,
-		[san],
-	);
-	const worker = await issueLeaf(
-		"OU=worker, CN=dce-worker",
-		x509.ExtendedKeyUsage.clientAuth,
-	);
-	const client = await issueLeaf(
-		"OU=client, CN=dce-client",
-		x509.ExtendedKeyUsage.clientAuth,
-	);
+  const san = new x509.SubjectAlternativeNameExtension(
+    hosts.map((host) => {
+      const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+      return isIP(bare) !== 0 ? { type: "ip" as const, value: bare } : { type: "dns" as const, value: host };
+    }),
+    false,
+  );
+  const server = await issueLeaf("CN=dce-coordinator", x509.ExtendedKeyUsage.serverAuth, [san]);
+  const worker = await issueLeaf("OU=worker, CN=dce-worker", x509.ExtendedKeyUsage.clientAuth);
+  const client = await issueLeaf("OU=client, CN=dce-client", x509.ExtendedKeyUsage.clientAuth);
 
-	const dir = resolve(options.outDir);
-	await mkdir(dir, { recursive: true });
-	const paths: DevCertificatePaths = {
-		dir,
-		caCert: join(dir, "ca.pem"),
-		caKey: join(dir, "ca-key.pem"),
-		serverCert: join(dir, "server.pem"),
-		serverKey: join(dir, "server-key.pem"),
-		workerCert: join(dir, "worker.pem"),
-		workerKey: join(dir, "worker-key.pem"),
-		clientCert: join(dir, "client.pem"),
-		clientKey: join(dir, "client-key.pem"),
-	};
-	// Keys first, so a certificate never exists on disk without its key.
-	await writeFileAtomic(
-		paths.caKey,
-		privateKeyPem(caKeys.privateKey),
-		KEY_MODE,
-	);
-	await writeFileAtomic(paths.caCert, ca.toString("pem"), CERT_MODE);
-	for (const [cert, key, issued] of [
-		[paths.serverCert, paths.serverKey, server],
-		[paths.workerCert, paths.workerKey, worker],
-		[paths.clientCert, paths.clientKey, client],
-	] as const) {
-		await writeFileAtomic(key, privateKeyPem(issued.keys.privateKey), KEY_MODE);
-		await writeFileAtomic(cert, issued.cert.toString("pem"), CERT_MODE);
-	}
-	return paths;
+  const dir = resolve(options.outDir);
+  await mkdir(dir, { recursive: true });
+  const paths: DevCertificatePaths = {
+    dir,
+    caCert: join(dir, "ca.pem"),
+    caKey: join(dir, "ca-key.pem"),
+    serverCert: join(dir, "server.pem"),
+    serverKey: join(dir, "server-key.pem"),
+    workerCert: join(dir, "worker.pem"),
+    workerKey: join(dir, "worker-key.pem"),
+    clientCert: join(dir, "client.pem"),
+    clientKey: join(dir, "client-key.pem"),
+  };
+  // Keys first, so a certificate never exists on disk without its key.
+  await writeFileAtomic(paths.caKey, privateKeyPem(caKeys.privateKey), KEY_MODE);
+  await writeFileAtomic(paths.caCert, ca.toString("pem"), CERT_MODE);
+  for (const [cert, key, issued] of [
+    [paths.serverCert, paths.serverKey, server],
+    [paths.workerCert, paths.workerKey, worker],
+    [paths.clientCert, paths.clientKey, client],
+  ] as const) {
+    await writeFileAtomic(key, privateKeyPem(issued.keys.privateKey), KEY_MODE);
+    await writeFileAtomic(cert, issued.cert.toString("pem"), CERT_MODE);
+  }
+  return paths;
 }
 
 /**
@@ -259,55 +212,45 @@ export async function generateDevCertificates(
  * {@link generateDevCertificates}, in the shape `tls.createServer` / `tls.connect` accept
  * (`{ ca, cert, key }` PEM strings). Development use only.
  */
-export function loadTlsFiles(
-	dir: string,
-	role: DevCertificateRole,
-): { ca: string; cert: string; key: string } {
-	const read = (name: string): string => readFileSync(join(dir, name), "utf8");
-	return {
-		ca: read("ca.pem"),
-		cert: read(`${role}.pem`),
-		key: read(`${role}-key.pem`),
-	};
+export function loadTlsFiles(dir: string, role: DevCertificateRole): { ca: string; cert: string; key: string } {
+  const read = (name: string): string => readFileSync(join(dir, name), "utf8");
+  return {
+    ca: read("ca.pem"),
+    cert: read(`${role}.pem`),
+    key: read(`${role}-key.pem`),
+  };
 }
 
 async function generateKeyPair(): Promise<webcrypto.CryptoKeyPair> {
-	return (await webcrypto.subtle.generateKey(ALGORITHM, true, [
-		"sign",
-		"verify",
-	])) as webcrypto.CryptoKeyPair;
+  return (await webcrypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
 }
 
 /** 16 random bytes with the top bit clear and a non-zero first byte: a positive 128-bit DER INTEGER. */
 function randomSerial(): string {
-	const bytes = webcrypto.getRandomValues(new Uint8Array(16));
-	bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x01;
-	return Buffer.from(bytes).toString("hex");
+  const bytes = webcrypto.getRandomValues(new Uint8Array(16));
+  bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x01;
+  return Buffer.from(bytes).toString("hex");
 }
 
 function privateKeyPem(key: webcrypto.CryptoKey): string {
-	return KeyObject.from(key).export({ type: "pkcs8", format: "pem" }) as string;
+  return KeyObject.from(key).export({ type: "pkcs8", format: "pem" }) as string;
 }
 
 /** Writes via a sibling temp file created with `mode`, then renames, so no reader sees a partial file. */
-async function writeFileAtomic(
-	path: string,
-	data: string,
-	mode: number,
-): Promise<void> {
-	const tmp = `${path}.${process.pid}.${Buffer.from(webcrypto.getRandomValues(new Uint8Array(6))).toString("hex")}.tmp`;
-	try {
-		const handle = await open(tmp, "wx", mode);
-		try {
-			await handle.writeFile(data, "utf8");
-			await handle.sync();
-		} finally {
-			await handle.close();
-		}
-		await chmod(tmp, mode); // the process umask may have narrowed `mode`
-		await rename(tmp, path);
-	} catch (err) {
-		await rm(tmp, { force: true });
-		throw err;
-	}
+async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
+  const tmp = `${path}.${process.pid}.${Buffer.from(webcrypto.getRandomValues(new Uint8Array(6))).toString("hex")}.tmp`;
+  try {
+    const handle = await open(tmp, "wx", mode);
+    try {
+      await handle.writeFile(data, "utf8");
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await chmod(tmp, mode); // the process umask may have narrowed `mode`
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }

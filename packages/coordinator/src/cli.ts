@@ -17,7 +17,9 @@ async function main(): Promise<number> {
   }
   if (cmd.kind === "init-certs") {
     const paths = await generateDevCertificates({ outDir: cmd.outDir, hosts: cmd.hosts, validDays: cmd.validDays });
-    process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem, worker.pem, client.pem and keys)\n`);
+    process.stdout.write(
+      `wrote development certificates to ${paths.dir} (ca.pem, server.pem, worker.pem, client.pem and keys)\n`,
+    );
     return 0;
   }
   const logger = pino({ level: cmd.logLevel, base: { svc: "coordinator", pid: process.pid } }, pino.destination(2));

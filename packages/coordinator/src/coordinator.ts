@@ -2,31 +2,25 @@ import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
+  asClientId,
+  asJobId,
+  asWorkerId,
   type ClientId,
   type CoreConfig,
   type CoreEvent,
   type CoreState,
-  type Effect,
-  type OutcomeMap,
-  type StepResult,
-  asClientId,
-  asJobId,
-  asWorkerId,
   checkInvariants,
   createCoreState,
+  type Effect,
   isTerminal,
   jobOf,
+  type OutcomeMap,
   resultOf,
+  type StepResult,
   step,
   viewJob,
 } from "@dce/core";
-import {
-  BlobService,
-  GetJobResponseSchema,
-  JobService,
-  ShardOutcomeSchema,
-  WorkerService,
-} from "@dce/proto";
+import { BlobService, GetJobResponseSchema, JobService, ShardOutcomeSchema, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { BlobError, BlobStore } from "./blob-store.js";
 import { ResultSink } from "./result-sink.js";
@@ -217,8 +211,8 @@ export class Coordinator {
   #waitForJob(jobId: string, ms: number, signal: AbortSignal): Promise<void> {
     return this.#wait(
       (w) => {
-        let set = this.#jobWaiters.get(jobId);
-        if (!set) this.#jobWaiters.set(jobId, (set = new Set()));
+        const set = this.#jobWaiters.get(jobId) ?? new Set<Waiter>();
+        this.#jobWaiters.set(jobId, set);
         set.add(w);
         return () => {
           set.delete(w);
@@ -304,7 +298,7 @@ export class Coordinator {
         let job = first.value;
         while (
           waitMs > 0 &&
-          BigInt(job.version) <= req.afterVersion &&
+          (req.untilTerminal || BigInt(job.version) <= req.afterVersion) &&
           !isTerminal(job.state) &&
           Date.now() < deadline &&
           !ctx.signal.aborted
@@ -406,7 +400,10 @@ export class Coordinator {
           threads: req.threads,
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
-        this.#log.info({ workerId, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads }, "worker registered");
+        this.#log.info(
+          { workerId, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads },
+          "worker registered",
+        );
         const ttl = this.config.core.leaseTtlMs;
         return {
           workerId,
@@ -429,7 +426,10 @@ export class Coordinator {
           if (grants.length > 0 || Date.now() >= deadline || ctx.signal.aborted) {
             this.stats.leasesGranted += grants.length;
             for (const g of grants) {
-              this.#log.debug({ jobId: g.lease.jobId, shard: g.lease.shardIndex, epoch: g.lease.epoch, workerId }, "lease granted");
+              this.#log.debug(
+                { jobId: g.lease.jobId, shard: g.lease.shardIndex, epoch: g.lease.epoch, workerId },
+                "lease granted",
+              );
             }
             return { leases: grants.map(toShardLease) };
           }
@@ -460,11 +460,19 @@ export class Coordinator {
           else if (r.payload.case === "blobId") {
             const size = this.#blobs.sizeOf(r.payload.value);
             if (size === undefined) {
-              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.NotFound, message: "result blob not found" });
+              return create(ShardOutcomeSchema, {
+                lease: toLeaseRef(lease),
+                code: Code.NotFound,
+                message: "result blob not found",
+              });
             }
             data = this.#blobs.read(r.payload.value, 0, size).data;
           } else {
-            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.InvalidArgument, message: "result has no payload" });
+            return create(ShardOutcomeSchema, {
+              lease: toLeaseRef(lease),
+              code: Code.InvalidArgument,
+              message: "result has no payload",
+            });
           }
           const out = this.#apply(
             { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
@@ -478,7 +486,14 @@ export class Coordinator {
           this.stats.completionsRejected++;
           const ce = toConnectError(out.outcome.error);
           this.#log.info(
-            { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, code: Code[ce.code], reason: ce.rawMessage },
+            {
+              jobId: lease.jobId,
+              shard: lease.shardIndex,
+              epoch: lease.epoch,
+              workerId,
+              code: Code[ce.code],
+              reason: ce.rawMessage,
+            },
             "shard result rejected",
           );
           return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });

@@ -4,12 +4,13 @@
  *
  * @packageDocumentation
  */
-export { startCoordinator, resolveConfig, isLoopbackHost, DEFAULT_MAX_MESSAGE_BYTES } from "./server.js";
-export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
-export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
-export type { CoordinatorConfig } from "./coordinator.js";
-export { generateDevCertificates, loadTlsFiles, DEFAULT_DEV_CERT_HOSTS } from "./certs.js";
-export type { DevCertificatePaths, DevCertificateOptions } from "./certs.js";
-export { parseArgs } from "./args.js";
+
 export type { CoordinatorCommand } from "./args.js";
+export { parseArgs } from "./args.js";
+export type { DevCertificateOptions, DevCertificatePaths } from "./certs.js";
+export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, loadTlsFiles } from "./certs.js";
+export type { CoordinatorConfig } from "./coordinator.js";
+export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
+export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
+export { DEFAULT_MAX_MESSAGE_BYTES, isLoopbackHost, resolveConfig, startCoordinator } from "./server.js";
 export { CODE_OF_ERROR } from "./wire.js";

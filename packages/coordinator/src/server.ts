@@ -67,7 +67,8 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     throw new RangeError(`maxMessageBytes=${maxMessageBytes}; it must be at least 262144`);
   }
   const leaseTtlMs = o.leaseTtlMs ?? DEFAULT_CORE_CONFIG.leaseTtlMs;
-  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < 100) throw new RangeError(`leaseTtlMs=${leaseTtlMs}; it must be at least 100`);
+  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < 100)
+    throw new RangeError(`leaseTtlMs=${leaseTtlMs}; it must be at least 100`);
   const core: CoreConfig = {
     ...DEFAULT_CORE_CONFIG,
     leaseTtlMs,
@@ -100,7 +101,8 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   }
   let tls: { cert: Buffer; key: Buffer } | undefined;
   if (!o.insecure) {
-    if (!o.tlsDir) throw new Error("TLS needs a certificate folder: pass --tls-dir DIR (create one with `coordinator init-certs --out DIR`)");
+    if (!o.tlsDir)
+      throw new Error("TLS needs a certificate folder: pass --tls-dir DIR (create one with `coordinator init-certs --out DIR`)");
     try {
       tls = { cert: readFileSync(join(o.tlsDir, "server.pem")), key: readFileSync(join(o.tlsDir, "server-key.pem")) };
     } catch (e) {
@@ -124,6 +126,8 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     routes: (r) => coordinator.routes(r),
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
+    // Matrix bytes barely compress; gzip would only cost CPU on the data plane.
+    acceptCompression: [],
     maxTimeoutMs: config.maxLongPollMs + 60_000,
     shutdownSignal: shutdown.signal,
     interceptors: [normalize],

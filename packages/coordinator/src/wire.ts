@@ -1,14 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  asJobId,
   type CoreError,
+  describeError,
   type Grant,
   type JobStateName,
   type JobView,
   type LeaseCheck,
   type LeaseKey,
-  asJobId,
-  describeError,
 } from "@dce/core";
 import {
   JobState,

@@ -403,7 +403,12 @@ function nextShard(job: JobRecord, nowMs: number): number {
 }
 
 /** Classifies a report about `key` from `workerId`: the live lease, or why it is not valid. */
-function checkLease(s: CoreState, workerId: WorkerId, key: LeaseKey, nowMs: number): Result<{ job: JobRecord; lease: LeaseRecord }> {
+function checkLease(
+  s: CoreState,
+  workerId: WorkerId,
+  key: LeaseKey,
+  nowMs: number,
+): Result<{ job: JobRecord; lease: LeaseRecord }> {
   const job = s.jobs.get(key.jobId);
   if (!job || !Number.isInteger(key.shardIndex) || key.shardIndex < 0 || key.shardIndex >= job.plan.shardCount) {
     return err({ kind: "job-not-found", jobId: key.jobId });

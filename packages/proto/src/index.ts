@@ -4,7 +4,8 @@
  *
  * @packageDocumentation
  */
-export * from "./gen/dce/v1/common_pb.js";
+
 export * from "./gen/dce/v1/blob_pb.js";
+export * from "./gen/dce/v1/common_pb.js";
 export * from "./gen/dce/v1/job_pb.js";
 export * from "./gen/dce/v1/worker_pb.js";

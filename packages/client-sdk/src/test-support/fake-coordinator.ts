@@ -218,12 +218,19 @@ export function createFakeCoordinator(options: FakeCoordinatorOptions = {}): Fak
       async getJob(req, ctx) {
         record("GetJob", req, ctx);
         const job = getJob(req.jobId);
-        if (req.waitMs === 0 || job.status.version > req.afterVersion || isTerminal(job.status.state)) {
+        if (req.waitMs === 0 || (!req.untilTerminal && job.status.version > req.afterVersion) || isTerminal(job.status.state)) {
           return { status: job.status };
         }
         if (idleReturns > 0) {
           idleReturns--;
           return { status: job.status };
+        }
+        if (req.untilTerminal) {
+          // Like the real coordinator: progress is not news, only the end of the job is.
+          for (let next = job.steps.shift(); next !== undefined; next = job.steps.shift()) {
+            apply(job, next);
+            if (isTerminal(job.status.state)) return { status: job.status };
+          }
         }
         const step = job.steps.shift();
         if (step !== undefined) {

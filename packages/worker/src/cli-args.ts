@@ -1,0 +1,190 @@
+import { Command, CommanderError, Option } from "commander";
+import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
+import { version } from "./version.js";
+
+/** Log levels `--log-level` accepts (pino's). */
+export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+/** One of {@link logLevels}. */
+export type LogLevel = (typeof logLevels)[number];
+
+/** Everything the `worker` command needs, resolved from flags, environment, and defaults. */
+export interface WorkerCliConfig {
+  /** `--coordinator` / `DCE_COORDINATOR`: `https://HOST:PORT` (or `http://` for development). */
+  readonly coordinatorUrl: string;
+  /** `--ca` / `DCE_CA`: PEM file of the CA that signed the coordinator's certificate. */
+  readonly caFile: string | undefined;
+  /** `--threads` / `DCE_WORKER_THREADS`; `undefined` means one per core. */
+  readonly threads: number | undefined;
+  /** `--name` / `DCE_WORKER_NAME`; `undefined` means the host name. */
+  readonly name: string | undefined;
+  /** `--cache-bytes` / `DCE_CACHE_BYTES`; default 1 GiB. */
+  readonly cacheBytes: number;
+  /** `--max-message-bytes` / `DCE_MAX_MESSAGE_BYTES`; default 4 MiB. */
+  readonly maxMessageBytes: number;
+  /** `--shutdown-grace-ms` / `DCE_SHUTDOWN_GRACE_MS`; default 10 000. */
+  readonly shutdownGraceMs: number;
+  /** `--retry-budget-ms` / `DCE_RETRY_BUDGET_MS`; default 0 (retry forever). */
+  readonly retryBudgetMs: number;
+  /** `--log-level` / `DCE_LOG_LEVEL`; default `info`. */
+  readonly logLevel: LogLevel;
+}
+
+/**
+ * What {@link parseArgs} decided: run with `config`, or print `usage` and exit with
+ * `exitCode` (0 after `--help`/`--version`, whose text goes to stdout; 2 for a usage
+ * error, whose text goes to stderr).
+ */
+export type ParseArgsResult =
+  | { readonly ok: true; readonly config: WorkerCliConfig }
+  | { readonly ok: false; readonly usage: string; readonly exitCode: 0 | 2 };
+
+interface FlagSpec {
+  readonly flag: string;
+  readonly key: string;
+  readonly env: string;
+  readonly help: string;
+}
+
+const flags: readonly FlagSpec[] = [
+  {
+    flag: "--coordinator <url>",
+    key: "coordinator",
+    env: "DCE_COORDINATOR",
+    help: "coordinator URL, https://HOST:PORT (http:// for development)",
+  },
+  {
+    flag: "--ca <file>",
+    key: "ca",
+    env: "DCE_CA",
+    help: "PEM file of the CA that signed the coordinator certificate (default: system CAs)",
+  },
+  { flag: "--threads <n>", key: "threads", env: "DCE_WORKER_THREADS", help: "compute threads (default: one per core)" },
+  { flag: "--name <name>", key: "name", env: "DCE_WORKER_NAME", help: "display name (default: host name)" },
+  {
+    flag: "--cache-bytes <n>",
+    key: "cacheBytes",
+    env: "DCE_CACHE_BYTES",
+    help: "input-matrix cache budget in bytes (default: 1073741824)",
+  },
+  {
+    flag: "--max-message-bytes <n>",
+    key: "maxMessageBytes",
+    env: "DCE_MAX_MESSAGE_BYTES",
+    help: "largest gRPC message in bytes (default: 4194304)",
+  },
+  {
+    flag: "--shutdown-grace-ms <n>",
+    key: "shutdownGraceMs",
+    env: "DCE_SHUTDOWN_GRACE_MS",
+    help: "time running shards get to finish on SIGINT/SIGTERM (default: 10000)",
+  },
+  {
+    flag: "--retry-budget-ms <n>",
+    key: "retryBudgetMs",
+    env: "DCE_RETRY_BUDGET_MS",
+    help: "give up (exit 1) after the coordinator is unreachable this long; 0 = never (default: 0)",
+  },
+  { flag: "--log-level <level>", key: "logLevel", env: "DCE_LOG_LEVEL", help: `${logLevels.join("|")} (default: info)` },
+];
+
+/**
+ * Parses the `worker` command line. Pure: reads nothing but its arguments, never
+ * exits, never prints. A flag wins over its environment variable, which wins over
+ * the default.
+ *
+ * @param argv - The arguments after the program name (`process.argv.slice(2)`).
+ * @param env - Environment variables (`process.env`).
+ */
+export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParseArgsResult {
+  let out = "";
+  let err = "";
+  const program = new Command("worker")
+    .description("dce worker: pulls matrix-multiplication shards from a coordinator and computes them")
+    .version(version, "-V, --version")
+    .helpOption("-h, --help")
+    .allowExcessArguments(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => {
+        out += s;
+      },
+      writeErr: (s) => {
+        err += s;
+      },
+      // A fixed width keeps the output independent of the terminal (parseArgs stays pure).
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
+    });
+  for (const f of flags) program.addOption(new Option(f.flag, `${f.help} [env ${f.env}]`));
+  program.addHelpText("after", "\nLogs go to stderr as JSON lines. Exit codes: 0 drained cleanly, 1 failure, 2 usage.");
+
+  try {
+    program.parse([...argv], { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") {
+        return { ok: false, usage: out, exitCode: 0 };
+      }
+      return usageError(err.trim() || e.message, program);
+    }
+    throw e;
+  }
+
+  const opts = program.opts<Record<string, string | undefined>>();
+  const raw = (key: string): string | undefined => {
+    const spec = flags.find((f) => f.key === key) as FlagSpec;
+    const value = opts[key] ?? env[spec.env];
+    return value === "" ? undefined : value;
+  };
+
+  const problems: string[] = [];
+  const integer = (key: string, label: string, fallback: number, min: number): number => {
+    const text = raw(key);
+    if (text === undefined) return fallback;
+    const value = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value < min) {
+      problems.push(`${label} must be an integer >= ${min}, got "${text}"`);
+      return fallback;
+    }
+    return value;
+  };
+
+  const coordinatorUrl = raw("coordinator");
+  if (coordinatorUrl === undefined) {
+    problems.push("--coordinator (or DCE_COORDINATOR) is required");
+  } else if (!URL.canParse(coordinatorUrl) || !["http:", "https:"].includes(new URL(coordinatorUrl).protocol)) {
+    problems.push(`--coordinator must be an http:// or https:// URL, got "${coordinatorUrl}"`);
+  }
+  const threadsText = raw("threads");
+  const threads = threadsText === undefined ? undefined : integer("threads", "--threads", 1, 1);
+  const cacheBytes = integer("cacheBytes", "--cache-bytes", defaultCacheBytes, 0);
+  const maxMessageBytes = integer("maxMessageBytes", "--max-message-bytes", defaultMaxMessageBytes, minMaxMessageBytes);
+  const shutdownGraceMs = integer("shutdownGraceMs", "--shutdown-grace-ms", defaultShutdownGraceMs, 0);
+  const retryBudgetMs = integer("retryBudgetMs", "--retry-budget-ms", 0, 0);
+  const logLevel = raw("logLevel") ?? "info";
+  if (!(logLevels as readonly string[]).includes(logLevel)) {
+    problems.push(`--log-level must be one of ${logLevels.join(", ")}, got "${logLevel}"`);
+  }
+
+  if (problems.length > 0 || coordinatorUrl === undefined) {
+    return usageError(problems.map((p) => `error: ${p}`).join("\n"), program);
+  }
+  return {
+    ok: true,
+    config: {
+      coordinatorUrl,
+      caFile: raw("ca"),
+      threads,
+      name: raw("name"),
+      cacheBytes,
+      maxMessageBytes,
+      shutdownGraceMs,
+      retryBudgetMs,
+      logLevel: logLevel as LogLevel,
+    },
+  };
+}
+
+function usageError(message: string, program: Command): ParseArgsResult {
+  return { ok: false, usage: `${message}\n\n${program.helpInformation()}`, exitCode: 2 };
+}

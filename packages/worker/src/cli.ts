@@ -1,0 +1,92 @@
+/**
+ * The `worker` command: parses flags and environment, then runs a {@link Worker} until
+ * SIGINT/SIGTERM (drain, exit 0; a second signal exits at once with 1) or a fatal
+ * error (exit 1). Usage errors exit 2. Logs go to stderr as JSON lines.
+ *
+ * This is the only module that reads `process`; importing it runs the command.
+ *
+ * @packageDocumentation
+ */
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { pino } from "pino";
+import { parseArgs } from "./cli-args.js";
+import { version } from "./version.js";
+import { RetryBudgetExceededError, Worker } from "./worker.js";
+
+async function main(): Promise<number> {
+  const parsed = parseArgs(process.argv.slice(2), process.env);
+  if (!parsed.ok) {
+    (parsed.exitCode === 0 ? process.stdout : process.stderr).write(parsed.usage);
+    return parsed.exitCode;
+  }
+  const { config } = parsed;
+  // Synchronous writes: every line is out before process.exit().
+  const logger = pino(
+    { level: config.logLevel, base: { svc: "worker", pid: process.pid, hostname: hostname() } },
+    pino.destination({ fd: 2, sync: true }),
+  );
+
+  let ca: Buffer | undefined;
+  if (config.caFile !== undefined) {
+    try {
+      ca = readFileSync(config.caFile);
+    } catch (e) {
+      process.stderr.write(`error: cannot read --ca file ${config.caFile}: ${e instanceof Error ? e.message : e}\n`);
+      return 2;
+    }
+  }
+
+  const worker = new Worker({
+    coordinatorUrl: config.coordinatorUrl,
+    ca,
+    name: config.name,
+    threads: config.threads,
+    cacheBytes: config.cacheBytes,
+    maxMessageBytes: config.maxMessageBytes,
+    shutdownGraceMs: config.shutdownGraceMs,
+    retryBudgetMs: config.retryBudgetMs,
+    logger,
+  });
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      logger.info(
+        { signal, shutdownGraceMs: config.shutdownGraceMs },
+        "signal received; draining (send it again to exit at once)",
+      );
+      void worker.close();
+    } else {
+      logger.warn({ signal }, "second signal; exiting without draining");
+      process.exit(1);
+    }
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  logger.debug({ version, coordinator: config.coordinatorUrl }, "worker starting");
+  try {
+    await worker.start();
+    await worker.wait();
+    return 0;
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    if (e instanceof RetryBudgetExceededError) {
+      logger.fatal({ err: message, retryBudgetMs: e.retryBudgetMs }, "giving up: coordinator unreachable");
+    } else {
+      logger.fatal({ err: message }, "worker failed");
+    }
+    await worker.close();
+    return 1;
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`${JSON.stringify({ level: 60, msg: "worker crashed", err: String(e) })}\n`);
+    process.exit(1);
+  },
+);

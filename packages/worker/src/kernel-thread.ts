@@ -1,0 +1,31 @@
+/**
+ * Entry point of one kernel worker thread (loaded by `pool.ts` from `dist/`).
+ * It runs one gemm at a time and answers each request with the result buffer,
+ * transferred back without a copy. Aborting a gemm means terminating this thread.
+ *
+ * @packageDocumentation
+ */
+import { performance } from "node:perf_hooks";
+import { parentPort } from "node:worker_threads";
+import type { ThreadRequest, ThreadResponse } from "./internal/thread-protocol.js";
+import { createKernel } from "./kernels/kernel.js";
+
+const port = parentPort;
+if (port === null) throw new Error("kernel-thread.js must be started as a worker thread");
+
+port.on("message", (req: ThreadRequest) => {
+  let res: ThreadResponse;
+  const transfer: ArrayBuffer[] = [];
+  try {
+    const kernel = createKernel(req.kernel);
+    const c = new Float64Array(req.m * req.n);
+    const startMs = performance.now();
+    kernel.gemm(req.m, req.n, req.k, req.a, req.b, c);
+    res = { id: req.id, ok: true, c, computeMs: performance.now() - startMs };
+    transfer.push(c.buffer);
+  } catch (e) {
+    const error = e instanceof Error ? { name: e.name, message: e.message } : { name: "Error", message: String(e) };
+    res = { id: req.id, ok: false, error };
+  }
+  port.postMessage(res, transfer);
+});

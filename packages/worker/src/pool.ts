@@ -1,0 +1,223 @@
+import { availableParallelism } from "node:os";
+import { Worker as Thread } from "node:worker_threads";
+import type { ThreadRequest, ThreadResponse } from "./internal/thread-protocol.js";
+
+/** One matrix product for a {@link ComputePool}: `c (m×n) = a (m×k) × b (k×n)`, row-major. */
+export interface GemmTask {
+  /** Kernel registry name, e.g. `"reference"`. */
+  readonly kernel: string;
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  /**
+   * `m × k`, row-major. The pool takes ownership: its buffer may be transferred to
+   * another thread, after which the caller's array is detached (length 0).
+   */
+  readonly a: Float64Array;
+  /** `k × n`, row-major. Ownership passes to the pool as for `a`. */
+  readonly b: Float64Array;
+}
+
+/** The answer to a {@link GemmTask}. */
+export interface GemmResult {
+  /** `m × n`, row-major, in a buffer the caller now owns. */
+  readonly c: Float64Array;
+  /** Time the kernel itself took, in milliseconds (excludes queueing and copies). */
+  readonly computeMs: number;
+}
+
+/**
+ * Runs gemm tasks off the main thread, at most {@link ComputePool.size} at a time.
+ * The worker's pull loop uses one; tests may pass their own.
+ */
+export interface ComputePool {
+  /** Number of tasks that can run at once (threads). */
+  readonly size: number;
+  /**
+   * Runs one task. Tasks beyond `size` wait in FIFO order.
+   *
+   * Aborting `signal` rejects with `signal.reason` at once; if the task was already
+   * running, its thread is terminated (the only way to stop a synchronous kernel)
+   * and replaced by a fresh one.
+   *
+   * @throws the kernel's error (e.g. RangeError for an unknown kernel), an Error if the
+   *   thread died, or an Error after {@link ComputePool.close}.
+   */
+  run(task: GemmTask, signal?: AbortSignal): Promise<GemmResult>;
+  /** Terminates every thread and rejects pending tasks. Idempotent: returns the same promise. */
+  close(): Promise<void>;
+}
+
+/** Options for {@link createThreadPool}. */
+export interface ThreadPoolOptions {
+  /** Number of threads; default `os.availableParallelism()`. */
+  readonly threads?: number;
+  /**
+   * The thread script. Default: `kernel-thread.js` next to this module, which exists
+   * in `dist/` (tests that run from `src/` compile it somewhere and pass its URL).
+   */
+  readonly threadUrl?: URL;
+}
+
+/** The default thread script: resolved against this module, so it works from `dist/`. */
+export const defaultThreadUrl: URL = new URL("./kernel-thread.js", import.meta.url);
+
+/**
+ * Creates a pool of `worker_threads`, each running kernels from the registry.
+ * Threads start at once and are replaced after an abort or a crash.
+ *
+ * @throws RangeError if `threads` is not a positive integer.
+ */
+export function createThreadPool(options: ThreadPoolOptions = {}): ComputePool {
+  return new ThreadPool(options.threads ?? availableParallelism(), options.threadUrl ?? defaultThreadUrl);
+}
+
+interface Job {
+  readonly id: number;
+  readonly task: GemmTask;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (r: GemmResult) => void;
+  readonly reject: (e: unknown) => void;
+  readonly onAbort: () => void;
+}
+
+interface Slot {
+  thread: Thread | undefined;
+  job: Job | undefined;
+}
+
+class ThreadPool implements ComputePool {
+  readonly size: number;
+  readonly #threadUrl: URL;
+  readonly #slots: Slot[] = [];
+  readonly #queue: Job[] = [];
+  #nextId = 1;
+  #closing: Promise<void> | undefined;
+
+  constructor(threads: number, threadUrl: URL) {
+    if (!Number.isSafeInteger(threads) || threads < 1) {
+      throw new RangeError(`threads must be a positive integer, got ${threads}`);
+    }
+    this.size = threads;
+    this.#threadUrl = threadUrl;
+    for (let i = 0; i < threads; i++) {
+      const slot: Slot = { thread: undefined, job: undefined };
+      this.#slots.push(slot);
+      this.#spawn(slot);
+    }
+  }
+
+  run(task: GemmTask, signal?: AbortSignal): Promise<GemmResult> {
+    if (this.#closing !== undefined) return Promise.reject(new Error("compute pool is closed"));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<GemmResult>((resolve, reject) => {
+      const id = this.#nextId++;
+      const job: Job = {
+        id,
+        task,
+        signal,
+        resolve: (r) => {
+          signal?.removeEventListener("abort", job.onAbort);
+          resolve(r);
+        },
+        reject: (e) => {
+          signal?.removeEventListener("abort", job.onAbort);
+          reject(e);
+        },
+        onAbort: () => this.#abort(job),
+      };
+      signal?.addEventListener("abort", job.onAbort, { once: true });
+      this.#queue.push(job);
+      this.#dispatch();
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const closed = new Error("compute pool is closed");
+      for (const job of this.#queue.splice(0)) job.reject(closed);
+      const terminating: Promise<number>[] = [];
+      for (const slot of this.#slots) {
+        slot.job?.reject(closed);
+        slot.job = undefined;
+        if (slot.thread !== undefined) terminating.push(slot.thread.terminate());
+        slot.thread = undefined;
+      }
+      await Promise.allSettled(terminating);
+    })();
+    return this.#closing;
+  }
+
+  #spawn(slot: Slot): Thread {
+    const thread = new Thread(this.#threadUrl);
+    slot.thread = thread;
+    thread.on("message", (res: ThreadResponse) => {
+      const job = slot.job;
+      if (slot.thread !== thread || job === undefined || job.id !== res.id) return;
+      slot.job = undefined;
+      if (res.ok) {
+        job.resolve({ c: res.c, computeMs: res.computeMs });
+      } else {
+        const err = new Error(res.error.message);
+        err.name = res.error.name;
+        job.reject(err);
+      }
+      this.#dispatch();
+    });
+    const onDeath = (cause: unknown) => {
+      // Only a thread we did not terminate ourselves counts: after an abort the slot
+      // already holds its replacement.
+      if (slot.thread !== thread) return;
+      slot.thread = undefined; // respawned lazily by #dispatch, so a broken script cannot spin
+      const job = slot.job;
+      slot.job = undefined;
+      job?.reject(new Error(`kernel thread died: ${cause instanceof Error ? cause.message : String(cause)}`));
+      if (this.#closing === undefined) this.#dispatch();
+    };
+    thread.on("error", onDeath);
+    thread.on("exit", (code) => onDeath(`exit code ${code}`));
+    return thread;
+  }
+
+  #dispatch(): void {
+    for (const slot of this.#slots) {
+      if (this.#queue.length === 0) return;
+      if (slot.job !== undefined) continue;
+      const job = this.#queue.shift() as Job;
+      slot.job = job;
+      const thread = slot.thread ?? this.#spawn(slot);
+      const a = ownedCopy(job.task.a);
+      const b = ownedCopy(job.task.b);
+      const req: ThreadRequest = { id: job.id, kernel: job.task.kernel, m: job.task.m, n: job.task.n, k: job.task.k, a, b };
+      thread.postMessage(req, [a.buffer as ArrayBuffer, b.buffer as ArrayBuffer]);
+    }
+  }
+
+  #abort(job: Job): void {
+    const reason = job.signal?.reason;
+    const queued = this.#queue.indexOf(job);
+    if (queued >= 0) {
+      this.#queue.splice(queued, 1);
+      job.reject(reason);
+      return;
+    }
+    const slot = this.#slots.find((s) => s.job === job);
+    if (slot === undefined) return; // already settled
+    slot.job = undefined;
+    // A synchronous kernel cannot be interrupted; terminating its thread is the abort.
+    void slot.thread?.terminate();
+    if (this.#closing === undefined) this.#spawn(slot);
+    job.reject(reason);
+    this.#dispatch();
+  }
+}
+
+/**
+ * Returns an array whose buffer can be transferred: the array itself when it spans
+ * its whole (non-shared) buffer, otherwise a copy. Transferring a view into a larger
+ * buffer would detach memory the caller still uses (e.g. the cached B matrix).
+ */
+function ownedCopy(x: Float64Array): Float64Array {
+  const whole = x.buffer instanceof ArrayBuffer && x.byteOffset === 0 && x.byteLength === x.buffer.byteLength;
+  return whole ? x : x.slice();
+}

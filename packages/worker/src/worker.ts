@@ -1,0 +1,907 @@
+import { hostname } from "node:os";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  BlobService,
+  type LeaseRef,
+  LeaseState,
+  type MatrixRef,
+  type ShardLease,
+  type ShardOutcome,
+  type ShardResult,
+  WorkerService,
+} from "@dce/proto";
+import { type BlobCache, createBlobCache } from "./blob-cache.js";
+import { raceAbort, sleepMs } from "./internal/abort.js";
+import { backoffDelayMs } from "./internal/backoff.js";
+import { bytesToFloat64, float64ToBytes, sha256Hex } from "./internal/bytes.js";
+import { extractColumns } from "./internal/matrix.js";
+import { createKernel, listKernels } from "./kernels/kernel.js";
+import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
+import { type ComputePool, createThreadPool } from "./pool.js";
+
+/**
+ * Where the worker writes its structured logs. A pino `Logger` fits as it is; so does
+ * anything with these four methods. Every call passes a fields object, then a message.
+ */
+export interface WorkerLogger {
+  debug(fields: Record<string, unknown>, msg: string): void;
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+  error(fields: Record<string, unknown>, msg: string): void;
+}
+
+/** Options for {@link Worker}. Only `coordinatorUrl` is required. */
+export interface WorkerOptions {
+  /**
+   * Coordinator base URL. `https://HOST:PORT` uses TLS verified against `ca` (or the
+   * system trust store when `ca` is absent); `http://` is plaintext, for development.
+   */
+  readonly coordinatorUrl: string;
+  /** PEM certificate(s) of the CA that signed the coordinator's certificate. */
+  readonly ca?: string | Buffer | undefined;
+  /** Display name sent on registration; default: the host name. Need not be unique. */
+  readonly name?: string | undefined;
+  /** Compute threads (and so shards held at once); default `os.availableParallelism()`. Ignored with `pool`. */
+  readonly threads?: number | undefined;
+  /**
+   * Largest gRPC message, in bytes, this worker sends or reads; default 4 MiB. The
+   * smaller of this and the coordinator's limit, less 64 KiB of headroom, sizes blob
+   * chunks and decides when a tile is uploaded as a blob instead of sent inline.
+   */
+  readonly maxMessageBytes?: number | undefined;
+  /** Byte budget of the input-matrix cache (LRU by blob id); default 1 GiB. 0 disables it. */
+  readonly cacheBytes?: number | undefined;
+  /**
+   * On {@link Worker.close}, how long running shards may take to finish, in
+   * milliseconds, before they are aborted and handed back; default 10 000.
+   */
+  readonly shutdownGraceMs?: number | undefined;
+  /**
+   * How long, in milliseconds, the coordinator may stay unreachable before the worker
+   * gives up with a {@link RetryBudgetExceededError}; default 0, which retries forever.
+   */
+  readonly retryBudgetMs?: number | undefined;
+  /** Long-poll wait sent with AcquireShards, in milliseconds; default 20 000. */
+  readonly acquireWaitMs?: number | undefined;
+  /** Deadline of every other RPC, in milliseconds; default 30 000. */
+  readonly rpcTimeoutMs?: number | undefined;
+  /** Structured logger; default: discard. */
+  readonly logger?: WorkerLogger | undefined;
+  /** Transport to use instead of a gRPC-over-HTTP/2 one to `coordinatorUrl` (tests: `createRouterTransport`). */
+  readonly transport?: Transport | undefined;
+  /** Compute pool to use instead of a thread pool; the caller keeps ownership and closes it. */
+  readonly pool?: ComputePool | undefined;
+  /** Uniform random numbers in [0, 1) for backoff jitter; default `Math.random`. */
+  readonly random?: (() => number) | undefined;
+}
+
+/** {@link WorkerOptions} with every default filled in. */
+interface WorkerConfig {
+  readonly coordinatorUrl: string;
+  readonly ca: string | Buffer | undefined;
+  readonly name: string;
+  readonly threads: number | undefined;
+  readonly maxMessageBytes: number;
+  readonly cacheBytes: number;
+  readonly shutdownGraceMs: number;
+  readonly retryBudgetMs: number;
+  readonly acquireWaitMs: number;
+  readonly rpcTimeoutMs: number;
+  readonly random: () => number;
+}
+
+/** Room left in each message for everything but the payload bytes. */
+const messageHeadroomBytes = 64 * 1024;
+/** Extra time an AcquireShards call gets beyond its long-poll wait before it times out. */
+const acquireSlackMs = 10_000;
+/** Deadline of each FailShard call that hands a lease back while draining. */
+const releaseTimeoutMs = 5_000;
+
+/**
+ * Thrown (and returned by {@link Worker.wait}) when the coordinator stayed
+ * unreachable for longer than `retryBudgetMs`.
+ */
+export class RetryBudgetExceededError extends Error {
+  override readonly name = "RetryBudgetExceededError";
+  /** The budget that ran out, in milliseconds. */
+  readonly retryBudgetMs: number;
+  constructor(retryBudgetMs: number, cause: unknown) {
+    super(
+      `coordinator unreachable for longer than the retry budget of ${retryBudgetMs} ms: ${
+        cause instanceof Error ? cause.message : String(cause)
+      }`,
+      { cause },
+    );
+    this.retryBudgetMs = retryBudgetMs;
+  }
+}
+
+/** Why a shard's work was stopped before it finished. */
+class ShardStopped extends Error {
+  override readonly name = "ShardStopped";
+}
+
+/** The shard's inputs do not fit its task (bad shape, wrong blob size): report, don't retry. */
+class ShardDataError extends Error {
+  override readonly name = "ShardDataError";
+}
+
+/** A shard this worker holds, from its lease to its completion. */
+interface ShardRun {
+  readonly key: string;
+  readonly lease: LeaseRef;
+  readonly shard: ShardLease;
+  /** Aborted when the lease ends (CANCELLED/LOST), on drain timeout, or on a fatal error. */
+  readonly abort: AbortController;
+  phase: "fetching" | "computing" | "completing";
+  /** When the lease runs out unless renewed again (local clock). */
+  expiresAtMs: number;
+  done: Promise<void>;
+}
+
+/** The validated geometry of one shard. */
+interface ShardPlan {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  readonly a: MatrixRef;
+  readonly b: MatrixRef;
+  readonly rowStart: number;
+  readonly colStart: number;
+  readonly colEnd: number;
+  readonly kernel: string;
+}
+
+interface RetryPolicy {
+  /** Aborting stops the retries (the last error is thrown). */
+  readonly signal: AbortSignal;
+  /** The call carries the worker id: NOT_FOUND means "register again", then retry. */
+  readonly workerScoped: boolean;
+  /** For workerScoped calls: whether this NOT_FOUND is about the worker (default: always). */
+  readonly notFoundIsWorker?: (e: ConnectError) => boolean;
+  /** Stop retrying transient errors once this returns true. */
+  readonly giveUp?: () => boolean;
+  /** Most attempts, counting the first; default unlimited. */
+  readonly maxAttempts?: number;
+}
+
+const silentLogger: WorkerLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/**
+ * A dce worker: registers with a coordinator, pulls shard leases (one per compute
+ * thread), fetches the input rows and column panel, multiplies them in a
+ * `worker_threads` pool, and reports each tile. Leases are renewed by heartbeat;
+ * a lease the coordinator reports CANCELLED or LOST is abandoned at once (its thread
+ * is terminated). Connection failures are retried with capped, jittered exponential
+ * backoff, and a coordinator restart (NOT_FOUND for the worker id) leads to a fresh
+ * registration. The event loop only moves bytes; all arithmetic runs in threads.
+ *
+ * Lifecycle: `start()` → runs until `close()` (drain) or a fatal error; `wait()`
+ * tells which.
+ *
+ * @example
+ * ```ts
+ * const worker = new Worker({ coordinatorUrl: "https://coord:7443", ca: pem, logger });
+ * await worker.start();
+ * process.once("SIGTERM", () => void worker.close());
+ * await worker.wait();
+ * ```
+ */
+export class Worker {
+  readonly #config: WorkerConfig;
+  readonly #log: WorkerLogger;
+  readonly #transport: Transport | undefined;
+  readonly #injectedPool: ComputePool | undefined;
+  #pool: ComputePool | undefined;
+  #workerClient: Client<typeof WorkerService> | undefined;
+  #blobClient: Client<typeof BlobService> | undefined;
+  readonly #cache: BlobCache;
+
+  #workerId: string | undefined;
+  #leaseTtlMs = 0;
+  #heartbeatIntervalMs = 0;
+  #coordinatorMaxMessageBytes = 0;
+  #registering: Promise<void> | undefined;
+
+  readonly #runs = new Map<string, ShardRun>();
+  #slotWaiters: (() => void)[] = [];
+  /** Aborted by close(): stop acquiring, abort a pending long-poll. */
+  readonly #drain = new AbortController();
+  /** Aborted when everything must stop now: after the drain, or on a fatal error. */
+  readonly #stop = new AbortController();
+  #loops: Promise<void>[] = [];
+  #unreachableSinceMs: number | undefined;
+  #fatal: Error | undefined;
+
+  #starting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  readonly #stopped: Promise<void>;
+  #settleStopped!: (error: Error | undefined) => void;
+
+  /**
+   * Creates a worker; it does nothing until {@link Worker.start}.
+   *
+   * @throws TypeError if `coordinatorUrl` is not an `http:` or `https:` URL, or
+   *   RangeError if a numeric option is out of range.
+   */
+  constructor(options: WorkerOptions) {
+    this.#config = resolveConfig(options);
+    this.#log = options.logger ?? silentLogger;
+    this.#transport = options.transport;
+    this.#injectedPool = options.pool;
+    this.#cache = createBlobCache({ budgetBytes: this.#config.cacheBytes });
+    this.#stopped = new Promise<void>((resolve, reject) => {
+      this.#settleStopped = (error) => (error === undefined ? resolve() : reject(error));
+    });
+    this.#stopped.catch(() => {}); // observed through wait(); never an unhandled rejection
+  }
+
+  /** The id the coordinator gave this worker; `undefined` before registration. Opaque. */
+  get workerId(): string | undefined {
+    return this.#workerId;
+  }
+
+  /** Number of shards held right now (fetching, computing, or reporting). */
+  get activeShards(): number {
+    return this.#runs.size;
+  }
+
+  /**
+   * Connects, registers (retrying while the coordinator is unreachable), and starts the
+   * pull and heartbeat loops in the background. Resolves once registered, or without
+   * registering if {@link Worker.close} is called first. Calling it again returns the
+   * same promise.
+   *
+   * @throws RetryBudgetExceededError if the coordinator stays unreachable past the
+   *   budget, or the ConnectError of a registration the coordinator refuses (e.g.
+   *   PERMISSION_DENIED). The worker is then stopped.
+   */
+  start(): Promise<void> {
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  /**
+   * Drains and stops: no new leases are taken and a pending long-poll is aborted;
+   * running shards get `shutdownGraceMs` to finish and report, after which they are
+   * aborted and their leases handed back (FailShard `release: true`); then the
+   * heartbeat stops and the threads end. Never rejects; every step runs even if one
+   * fails. Idempotent: every call returns the same promise.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  /**
+   * Resolves when the worker has stopped after {@link Worker.close}; rejects with the
+   * error that stopped it otherwise (e.g. {@link RetryBudgetExceededError}).
+   */
+  wait(): Promise<void> {
+    return this.#stopped;
+  }
+
+  async #start(): Promise<void> {
+    if (this.#drain.signal.aborted) return;
+    const transport = this.#transport ?? createTransport(this.#config);
+    this.#workerClient = createClient(WorkerService, transport);
+    this.#blobClient = createClient(BlobService, transport);
+    this.#pool = this.#injectedPool ?? createThreadPool(threadsOption(this.#config.threads));
+    try {
+      await this.#register(this.#drain.signal);
+    } catch (e) {
+      if (this.#drain.signal.aborted && this.#fatal === undefined) return; // closed while connecting
+      const error = toError(e);
+      this.#fail(error);
+      throw error;
+    }
+    this.#loops = [this.#pullLoop(), this.#heartbeatLoop()];
+  }
+
+  // ---- registration ----------------------------------------------------------------
+
+  async #register(signal: AbortSignal): Promise<void> {
+    const pool = this.#requirePool();
+    const kernels = listKernels().map((k) => ({ name: k.name, fingerprint: k.fingerprint }));
+    const res = await this.#retry(
+      "RegisterWorker",
+      () =>
+        this.#wc().registerWorker(
+          { name: this.#config.name, kernels, threads: pool.size },
+          { signal, timeoutMs: this.#config.rpcTimeoutMs },
+        ),
+      { signal, workerScoped: false },
+    );
+    this.#workerId = res.workerId;
+    this.#leaseTtlMs = res.leaseTtlMs;
+    this.#heartbeatIntervalMs = res.heartbeatIntervalMs;
+    this.#coordinatorMaxMessageBytes = res.maxMessageBytes;
+    this.#log.info(
+      {
+        workerId: res.workerId,
+        workerName: this.#config.name,
+        threads: pool.size,
+        kernels: kernels.map((k) => k.fingerprint),
+        coordinator: this.#config.coordinatorUrl,
+        leaseTtlMs: res.leaseTtlMs,
+        heartbeatIntervalMs: res.heartbeatIntervalMs,
+        maxMessageBytes: this.#messageLimitBytes(),
+      },
+      "worker registered",
+    );
+  }
+
+  /**
+   * Registers again after the coordinator forgot `staleWorkerId` (it restarted). Calls
+   * that saw the same NOT_FOUND share one registration; one that arrives after it
+   * already happened returns at once and simply retries with the new id.
+   */
+  async #reregister(staleWorkerId: string): Promise<void> {
+    if (this.#workerId !== staleWorkerId && this.#registering === undefined) return;
+    if (this.#registering === undefined) {
+      this.#log.info({ workerId: staleWorkerId }, "coordinator does not know this worker; registering again");
+      this.#registering = this.#register(this.#stop.signal).finally(() => {
+        this.#registering = undefined;
+      });
+    }
+    await this.#registering;
+  }
+
+  // ---- pull loop ---------------------------------------------------------------------
+
+  async #pullLoop(): Promise<void> {
+    const signal = this.#drain.signal;
+    const pool = this.#requirePool();
+    try {
+      while (!signal.aborted) {
+        await this.#idleSlot();
+        if (signal.aborted) break;
+        const maxShards = pool.size - this.#runs.size;
+        const waitMs = this.#config.acquireWaitMs;
+        const res = await this.#retry(
+          "AcquireShards",
+          (workerId) => this.#wc().acquireShards({ workerId, maxShards, waitMs }, { signal, timeoutMs: waitMs + acquireSlackMs }),
+          { signal, workerScoped: true },
+        );
+        for (const shard of res.leases) {
+          // A grant that raced with close() goes straight back.
+          if (signal.aborted) void this.#handBack(shard.lease, "worker is draining");
+          else this.#startShard(shard);
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      this.#fail(toError(e, "AcquireShards failed"));
+    }
+  }
+
+  /** Resolves when fewer shards are held than there are threads, or on drain. */
+  #idleSlot(): Promise<void> {
+    if (this.#runs.size < this.#requirePool().size || this.#drain.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => this.#slotWaiters.push(resolve));
+  }
+
+  #wakeSlotWaiters(): void {
+    for (const wake of this.#slotWaiters.splice(0)) wake();
+  }
+
+  #startShard(shard: ShardLease): void {
+    const lease = shard.lease;
+    if (lease === undefined) {
+      this.#log.warn({}, "coordinator sent a shard without a lease; ignoring it");
+      return;
+    }
+    const key = leaseKey(lease);
+    if (this.#runs.has(key)) return; // the same grant twice: already working on it
+    const run: ShardRun = {
+      key,
+      lease,
+      shard,
+      abort: new AbortController(),
+      phase: "fetching",
+      expiresAtMs: Date.now() + (shard.ttlMs || this.#leaseTtlMs),
+      done: Promise.resolve(),
+    };
+    this.#runs.set(key, run);
+    this.#log.debug({ ...leaseFields(lease), attempt: shard.attempt }, "shard leased");
+    run.done = this.#runShard(run)
+      .catch((e: unknown) => {
+        this.#log.error({ ...leaseFields(lease), err: errorMessage(e) }, "unexpected error in shard");
+      })
+      .finally(() => {
+        this.#runs.delete(key);
+        this.#wakeSlotWaiters();
+      });
+  }
+
+  async #runShard(run: ShardRun): Promise<void> {
+    const { lease, shard } = run;
+    const signal = run.abort.signal;
+    try {
+      const plan = planShard(shard, listKernels()[0]?.name ?? "reference");
+      const a = await this.#fetchRows(plan, signal);
+      const bFull = await this.#cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal);
+      const b = extractColumns(bFull, plan.k, plan.b.cols, plan.colStart, plan.colEnd);
+      run.phase = "computing";
+      const { c, computeMs } = await this.#requirePool().run(
+        { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b },
+        signal,
+      );
+      run.phase = "completing";
+      await this.#complete(run, c, computeMs);
+    } catch (e) {
+      if (signal.aborted) {
+        this.#log.debug({ ...leaseFields(lease), reason: errorMessage(signal.reason) }, "shard stopped; result dropped");
+        return;
+      }
+      if (this.#fatal !== undefined) return;
+      // Kernel errors, dead threads, bad inputs, refused reads: the coordinator decides
+      // whether to retry elsewhere, so report without releasing (counts an attempt).
+      const message = errorMessage(e);
+      this.#log.warn({ ...leaseFields(lease), err: message }, "shard failed");
+      await this.#failShard(lease, message, false, this.#stop.signal, this.#config.rpcTimeoutMs);
+    }
+  }
+
+  // ---- input data --------------------------------------------------------------------
+
+  /** Rows `[rowStart, rowStart + m)` of A: one contiguous byte range (or a slice of a cached A). */
+  async #fetchRows(plan: ShardPlan, signal: AbortSignal): Promise<Float64Array> {
+    const from = plan.rowStart * plan.k;
+    const cached = this.#cache.get(plan.a.blobId);
+    if (cached !== undefined && cached.length === plan.a.rows * plan.a.cols) {
+      return cached.slice(from, from + plan.m * plan.k);
+    }
+    const bytes = await this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, signal);
+    return bytesToFloat64(bytes);
+  }
+
+  /** A whole matrix (B), for the cache. */
+  async #fetchMatrix(ref: MatrixRef, signal: AbortSignal): Promise<Float64Array> {
+    const sizeBytes = ref.rows * ref.cols * 8;
+    this.#log.debug({ blobId: ref.blobId, sizeBytes }, "fetching matrix");
+    return bytesToFloat64(await this.#readRange(ref, 0, sizeBytes, signal));
+  }
+
+  /** Reads `lengthBytes` bytes at `offsetBytes` of a matrix blob, in chunks that fit a message. */
+  async #readRange(ref: MatrixRef, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array> {
+    const expectedTotal = BigInt(ref.rows) * BigInt(ref.cols) * 8n;
+    const out = new Uint8Array(lengthBytes);
+    let pos = 0;
+    while (pos < lengthBytes) {
+      const maxBytes = Math.min(this.#chunkLimitBytes(), lengthBytes - pos);
+      const offset = BigInt(offsetBytes + pos);
+      const res = await this.#retry(
+        "ReadBlob",
+        () => this.#bc().readBlob({ blobId: ref.blobId, offset, maxBytes }, { signal, timeoutMs: this.#config.rpcTimeoutMs }),
+        { signal, workerScoped: false },
+      );
+      if (res.totalBytes !== expectedTotal) {
+        throw new ShardDataError(
+          `blob ${ref.blobId} holds ${res.totalBytes} bytes but a ${ref.rows}x${ref.cols} float64 matrix needs ${expectedTotal}`,
+        );
+      }
+      if (res.data.byteLength === 0) throw new ShardDataError(`blob ${ref.blobId} returned no data at offset ${offset}`);
+      const take = Math.min(res.data.byteLength, lengthBytes - pos);
+      out.set(res.data.subarray(0, take), pos);
+      pos += take;
+    }
+    return out;
+  }
+
+  // ---- reporting ---------------------------------------------------------------------
+
+  async #complete(run: ShardRun, c: Float64Array, computeMs: number): Promise<void> {
+    const { lease } = run;
+    const signal = run.abort.signal;
+    // The coordinator treats a repeated CompleteShards as ALREADY_EXISTS, so retrying is
+    // safe; it is only pointless once the lease has certainly run out.
+    const giveUp = () => Date.now() >= run.expiresAtMs;
+    const bytes = float64ToBytes(c);
+    const payload: ShardResult["payload"] =
+      bytes.byteLength > this.#chunkLimitBytes()
+        ? { case: "blobId", value: await this.#uploadTile(bytes, signal, giveUp) }
+        : { case: "data", value: bytes };
+    let outcome: ShardOutcome | undefined;
+    try {
+      const res = await this.#retry(
+        "CompleteShards",
+        (workerId) =>
+          this.#wc().completeShards(
+            { workerId, results: [{ lease, payload, computeMs: clampUint32(Math.round(computeMs)) }] },
+            { signal, timeoutMs: this.#config.rpcTimeoutMs },
+          ),
+        { signal, workerScoped: true, giveUp },
+      );
+      outcome = res.outcomes.find((o) => o.lease !== undefined && leaseKey(o.lease) === run.key) ?? res.outcomes[0];
+    } catch (e) {
+      if (signal.aborted || this.#fatal !== undefined) throw e;
+      const fields = { ...leaseFields(lease), err: errorMessage(e) };
+      if (giveUp()) this.#log.info(fields, "lease expired while the coordinator was unreachable; result dropped");
+      else this.#log.warn(fields, "CompleteShards refused; result dropped");
+      return;
+    }
+    const fields = { ...leaseFields(lease), computeMs: Math.round(computeMs) };
+    if (outcome === undefined) {
+      this.#log.warn(fields, "CompleteShards returned no outcome for the result; dropped");
+      return;
+    }
+    switch (outcome.code) {
+      case 0: // OK (the Code enum has no member for it)
+        this.#log.debug(fields, "shard completed");
+        return;
+      case Code.AlreadyExists:
+        this.#log.debug(fields, "shard completed (accepted earlier)");
+        return;
+      case Code.Aborted:
+        this.#log.info({ ...fields, reason: outcome.message }, "result not accepted (lease no longer current); dropped");
+        return;
+      default:
+        this.#log.warn(
+          { ...fields, code: Code[outcome.code] ?? outcome.code, reason: outcome.message },
+          "result rejected by the coordinator; dropped",
+        );
+    }
+  }
+
+  /** Uploads a tile too large for one message; returns its blob id. */
+  async #uploadTile(bytes: Uint8Array, signal: AbortSignal, giveUp: () => boolean): Promise<string> {
+    const bc = this.#bc();
+    const opts = { signal, timeoutMs: this.#config.rpcTimeoutMs };
+    const policy = { signal, workerScoped: false, giveUp };
+    const sha256 = await sha256Hex(bytes);
+    const begin = await this.#retry(
+      "BeginUpload",
+      () => bc.beginUpload({ sizeBytes: BigInt(bytes.byteLength), sha256 }, opts),
+      policy,
+    );
+    // Blob ids are the lower-case hex SHA-256 of the bytes (common.proto, MatrixRef.blob_id),
+    // which is the only id we have when the coordinator already holds the blob.
+    if (begin.alreadyPresent) return sha256;
+    const chunkBytes = Math.min(begin.maxChunkBytes || Number.POSITIVE_INFINITY, this.#chunkLimitBytes());
+    for (let offset = 0; offset < bytes.byteLength; offset += chunkBytes) {
+      const data = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.byteLength));
+      await this.#retry(
+        "UploadChunk",
+        () => bc.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(offset), data }, opts),
+        policy,
+      );
+    }
+    const done = await this.#retry("FinishUpload", () => bc.finishUpload({ uploadId: begin.uploadId }, opts), policy);
+    return done.blobId;
+  }
+
+  /** Reports a failure (`release: false`) or hands a lease back (`release: true`); best effort. */
+  async #failShard(lease: LeaseRef, error: string, release: boolean, signal: AbortSignal, timeoutMs: number): Promise<void> {
+    try {
+      await this.#retry(
+        "FailShard",
+        (workerId) => this.#wc().failShard({ workerId, lease, error, release }, { signal, timeoutMs }),
+        {
+          signal,
+          workerScoped: true,
+          // FailShard also names a job, which may be unknown; only "worker ... not registered" means re-register.
+          notFoundIsWorker: (e) => /worker/i.test(e.rawMessage),
+          maxAttempts: 3,
+        },
+      );
+      this.#log.debug({ ...leaseFields(lease), release }, release ? "lease released" : "shard failure reported");
+    } catch (e) {
+      this.#log.warn({ ...leaseFields(lease), release, err: errorMessage(e) }, "FailShard did not get through");
+    }
+  }
+
+  /** Hands a lease back unstarted; used during drain. */
+  #handBack(lease: LeaseRef | undefined, why: string): Promise<void> {
+    if (lease === undefined) return Promise.resolve();
+    return this.#failShard(lease, why, true, AbortSignal.timeout(releaseTimeoutMs), releaseTimeoutMs);
+  }
+
+  // ---- heartbeat ---------------------------------------------------------------------
+
+  async #heartbeatLoop(): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      await sleepMs(this.#heartbeatPeriodMs(), signal);
+      if (signal.aborted) return;
+      await this.#heartbeatOnce(signal);
+    }
+  }
+
+  async #heartbeatOnce(signal: AbortSignal): Promise<void> {
+    const runs = [...this.#runs.values()];
+    const sentAtMs = Date.now();
+    try {
+      const res = await this.#retry(
+        "Heartbeat",
+        (workerId) =>
+          this.#wc().heartbeat(
+            { workerId, leases: runs.map((r) => r.lease) },
+            { signal, timeoutMs: Math.max(this.#heartbeatPeriodMs(), 1_000) },
+          ),
+        // One try: the next tick is the retry, and it carries the current leases.
+        { signal, workerScoped: true, maxAttempts: 1 },
+      );
+      for (const status of res.leases) {
+        const run = status.lease === undefined ? undefined : this.#runs.get(leaseKey(status.lease));
+        if (run === undefined) continue; // finished meanwhile
+        if (status.state === LeaseState.ACTIVE) {
+          run.expiresAtMs = sentAtMs + (status.ttlMs || this.#leaseTtlMs);
+        } else if (status.state === LeaseState.CANCELLED || status.state === LeaseState.LOST) {
+          const state = LeaseState[status.state];
+          this.#log.info({ ...leaseFields(run.lease), state, phase: run.phase }, "lease ended; stopping shard");
+          run.abort.abort(new ShardStopped(`lease ${state}`));
+        }
+      }
+    } catch (e) {
+      if (signal.aborted || this.#fatal !== undefined) return;
+      this.#log.warn({ err: errorMessage(e), leases: runs.length }, "heartbeat failed");
+    }
+  }
+
+  #heartbeatPeriodMs(): number {
+    if (this.#heartbeatIntervalMs > 0) return this.#heartbeatIntervalMs;
+    // The coordinator gave no interval: renew three times per lease lifetime.
+    return this.#leaseTtlMs > 0 ? Math.max(10, Math.floor(this.#leaseTtlMs / 3)) : 1_000;
+  }
+
+  // ---- retries -----------------------------------------------------------------------
+
+  /**
+   * Runs one RPC with the worker's retry rules: NOT_FOUND for the worker id →
+   * register again and retry; transient failures (UNAVAILABLE, network errors,
+   * deadlines, overload) → jittered exponential backoff, charged against the retry
+   * budget; anything else is thrown.
+   */
+  async #retry<T>(what: string, call: (workerId: string) => Promise<T>, policy: RetryPolicy): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const workerId = this.#workerId ?? "";
+      try {
+        const out = await call(workerId);
+        this.#unreachableSinceMs = undefined;
+        return out;
+      } catch (e) {
+        if (policy.signal.aborted || this.#fatal !== undefined) throw e;
+        const err = ConnectError.from(e);
+        const lastTry = policy.maxAttempts !== undefined && attempt + 1 >= policy.maxAttempts;
+        if (policy.workerScoped && err.code === Code.NotFound && (policy.notFoundIsWorker?.(err) ?? true)) {
+          await this.#reregister(workerId);
+          if (lastTry) throw err;
+          // A coordinator that keeps forgetting us right after registering must not spin.
+          if (attempt > 0) await sleepMs(backoffDelayMs(attempt, this.#config.random), policy.signal);
+          continue;
+        }
+        if (!isTransient(err)) throw err;
+        this.#noteUnreachable(err);
+        if (lastTry || policy.giveUp?.()) throw err;
+        const delayMs = backoffDelayMs(attempt, this.#config.random);
+        this.#log.warn(
+          { rpc: what, code: Code[err.code], err: err.rawMessage, attempt: attempt + 1, retryInMs: Math.round(delayMs) },
+          "coordinator call failed; retrying",
+        );
+        await sleepMs(delayMs, policy.signal);
+        if (policy.signal.aborted) throw err;
+      }
+    }
+  }
+
+  /** Charges a failed call against the retry budget; fails the worker once it is spent. */
+  #noteUnreachable(err: ConnectError): void {
+    const nowMs = Date.now();
+    this.#unreachableSinceMs ??= nowMs;
+    const budgetMs = this.#config.retryBudgetMs;
+    if (budgetMs > 0 && nowMs - this.#unreachableSinceMs >= budgetMs) {
+      const fatal = new RetryBudgetExceededError(budgetMs, err);
+      this.#fail(fatal);
+      throw fatal;
+    }
+  }
+
+  // ---- shutdown ----------------------------------------------------------------------
+
+  /** Stops the worker because of an error it cannot recover from; wait() rejects with it. */
+  #fail(error: Error): void {
+    if (this.#fatal !== undefined) return;
+    this.#fatal = error;
+    this.#log.error({ err: error.message }, "worker stopping after a fatal error");
+    this.#stop.abort(error);
+    void this.close();
+  }
+
+  async #close(): Promise<void> {
+    const step = async (name: string, fn: () => Promise<void> | void) => {
+      try {
+        await fn();
+      } catch (e) {
+        this.#log.warn({ step: name, err: errorMessage(e) }, "shutdown step failed");
+      }
+    };
+    if (this.#fatal === undefined) this.#log.info({ activeShards: this.#runs.size }, "draining");
+    this.#drain.abort(new ShardStopped("worker is draining"));
+    this.#wakeSlotWaiters();
+    await step("wait for start", async () => {
+      await this.#starting?.catch(() => {});
+    });
+
+    // Give running shards the grace period (cut short by a fatal error).
+    await step("finish running shards", async () => {
+      const finished = Promise.all([...this.#runs.values()].map((r) => r.done));
+      await raceAbort(finished, AbortSignal.any([AbortSignal.timeout(this.#config.shutdownGraceMs), this.#stop.signal])).catch(
+        () => {},
+      );
+    });
+
+    // Whatever is still running is aborted; unless the coordinator is gone, its lease goes back.
+    await step("hand back unfinished leases", async () => {
+      const left = [...this.#runs.values()];
+      for (const run of left) run.abort.abort(new ShardStopped("shutdown grace period over"));
+      if (left.length > 0 && this.#fatal === undefined) {
+        this.#log.info({ leases: left.length }, "handing back unfinished leases");
+        await Promise.all(left.map((run) => this.#handBack(run.lease, "worker shut down before finishing")));
+      }
+      await Promise.all(left.map((r) => r.done));
+    });
+
+    await step("stop loops", async () => {
+      this.#stop.abort(new ShardStopped("worker stopped"));
+      await Promise.all(this.#loops);
+    });
+    await step("close pool", async () => {
+      if (this.#injectedPool === undefined) await this.#pool?.close();
+    });
+    if (this.#fatal === undefined) this.#log.info({ workerId: this.#workerId }, "worker stopped");
+    this.#settleStopped(this.#fatal);
+  }
+
+  // ---- small helpers -----------------------------------------------------------------
+
+  /** Largest message both sides accept. */
+  #messageLimitBytes(): number {
+    return Math.min(this.#config.maxMessageBytes, this.#coordinatorMaxMessageBytes || Number.POSITIVE_INFINITY);
+  }
+
+  /** Largest payload per message: {@link Worker.#messageLimitBytes} less headroom for the envelope. */
+  #chunkLimitBytes(): number {
+    const limit = this.#messageLimitBytes();
+    return limit > 2 * messageHeadroomBytes ? limit - messageHeadroomBytes : Math.floor(limit / 2);
+  }
+
+  #wc(): Client<typeof WorkerService> {
+    if (this.#workerClient === undefined) throw new Error("worker not started");
+    return this.#workerClient;
+  }
+
+  #bc(): Client<typeof BlobService> {
+    if (this.#blobClient === undefined) throw new Error("worker not started");
+    return this.#blobClient;
+  }
+
+  #requirePool(): ComputePool {
+    if (this.#pool === undefined) throw new Error("worker not started");
+    return this.#pool;
+  }
+}
+
+function resolveConfig(o: WorkerOptions): WorkerConfig {
+  const url = new URL(o.coordinatorUrl);
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new TypeError(`coordinatorUrl must be http:// or https://, got ${o.coordinatorUrl}`);
+  }
+  const config: WorkerConfig = {
+    coordinatorUrl: o.coordinatorUrl,
+    ca: o.ca,
+    name: o.name ?? hostname(),
+    threads: o.threads,
+    maxMessageBytes: o.maxMessageBytes ?? defaultMaxMessageBytes,
+    cacheBytes: o.cacheBytes ?? defaultCacheBytes,
+    shutdownGraceMs: o.shutdownGraceMs ?? defaultShutdownGraceMs,
+    retryBudgetMs: o.retryBudgetMs ?? 0,
+    acquireWaitMs: o.acquireWaitMs ?? 20_000,
+    rpcTimeoutMs: o.rpcTimeoutMs ?? 30_000,
+    random: o.random ?? Math.random,
+  };
+  for (const key of ["cacheBytes", "shutdownGraceMs", "retryBudgetMs", "acquireWaitMs"] as const) {
+    const v = config[key];
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${key} must be a non-negative integer, got ${v}`);
+  }
+  if (!Number.isSafeInteger(config.rpcTimeoutMs) || config.rpcTimeoutMs < 1) {
+    throw new RangeError(`rpcTimeoutMs must be a positive integer, got ${config.rpcTimeoutMs}`);
+  }
+  if (!Number.isSafeInteger(config.maxMessageBytes) || config.maxMessageBytes < minMaxMessageBytes) {
+    throw new RangeError(`maxMessageBytes must be an integer >= ${minMaxMessageBytes}, got ${config.maxMessageBytes}`);
+  }
+  if (config.threads !== undefined && (!Number.isSafeInteger(config.threads) || config.threads < 1)) {
+    throw new RangeError(`threads must be a positive integer, got ${config.threads}`);
+  }
+  return config;
+}
+
+function threadsOption(threads: number | undefined): { threads?: number } {
+  return threads === undefined ? {} : { threads };
+}
+
+function createTransport(config: WorkerConfig): Transport {
+  const tls = new URL(config.coordinatorUrl).protocol === "https:";
+  return createGrpcTransport({
+    // connect-node's gRPC transport always speaks HTTP/2 (it takes no httpVersion option).
+    baseUrl: config.coordinatorUrl,
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    // PINGs notice a dead connection under a long-poll long before its deadline.
+    pingIntervalMs: 15_000,
+    // float64 matrices barely compress, and gzip of every blob chunk cost the server
+    // more time than the transfer itself (measured: ~4x slower reads on loopback).
+    acceptCompression: [],
+    nodeOptions: tls && config.ca !== undefined ? { ca: config.ca } : {},
+  });
+}
+
+/** Validates a lease's task and works out the shard's geometry. */
+function planShard(shard: ShardLease, defaultKernel: string): ShardPlan {
+  const t = shard.matmul;
+  if (t?.a === undefined || t.b === undefined) throw new ShardDataError("shard has no matmul task");
+  const { a, b, rowStart, rowEnd, colStart, colEnd } = t;
+  if (a.cols !== b.rows) throw new ShardDataError(`A is ${a.rows}x${a.cols} but B is ${b.rows}x${b.cols}`);
+  if (!(rowStart < rowEnd && rowEnd <= a.rows)) {
+    throw new ShardDataError(`row range [${rowStart}, ${rowEnd}) does not fit A with ${a.rows} rows`);
+  }
+  if (!(colStart < colEnd && colEnd <= b.cols)) {
+    throw new ShardDataError(`column range [${colStart}, ${colEnd}) does not fit B with ${b.cols} columns`);
+  }
+  const kernel = shard.kernel || defaultKernel;
+  createKernel(kernel); // throws RangeError for a kernel this build lacks
+  return { m: rowEnd - rowStart, n: colEnd - colStart, k: a.cols, a, b, rowStart, colStart, colEnd, kernel };
+}
+
+/** Transient: worth retrying after a pause (the coordinator may be restarting or overloaded). */
+function isTransient(err: ConnectError): boolean {
+  // A broken connection can surface as ABORTED or INTERNAL too (connect-node maps
+  // ECONNRESET and destroyed streams to ABORTED), which would otherwise read as the
+  // coordinator's own "stale lease" ABORTED. Errors raised on this side carry the
+  // Node.js error as their cause; statuses sent by the server never do.
+  if (isLocalNetworkError(err)) return true;
+  switch (err.code) {
+    case Code.Unavailable:
+    case Code.ResourceExhausted:
+    case Code.DeadlineExceeded:
+    case Code.Unknown:
+    case Code.Internal:
+    case Code.Canceled: // not ours (ours is checked first): the server or a proxy cancelled
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** True if a Node.js system or stream error (with a string `code`, e.g. ECONNRESET) caused `err`. */
+function isLocalNetworkError(err: Error): boolean {
+  const seen = new Set<unknown>();
+  for (let e: unknown = err.cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    if (typeof (e as { code?: unknown }).code === "string") return true;
+  }
+  return false;
+}
+
+/** Map key of a lease: one grant of one shard. */
+function leaseKey(lease: LeaseRef): string {
+  return `${lease.jobId}\u0000${lease.shardIndex}\u0000${lease.epoch}`;
+}
+
+function leaseFields(lease: LeaseRef): Record<string, unknown> {
+  return { jobId: lease.jobId, shardIndex: lease.shardIndex, epoch: lease.epoch.toString() };
+}
+
+function clampUint32(x: number): number {
+  return Math.min(Math.max(0, x), 0xffff_ffff);
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function toError(e: unknown, context?: string): Error {
+  if (e instanceof Error && context === undefined) return e;
+  return new Error(context === undefined ? String(e) : `${context}: ${errorMessage(e)}`, { cause: e });
+}
