@@ -68,14 +68,31 @@ try {
         "1",
         "--name",
         name,
-        "--log-level",
-        "warn",
       ],
-      { stdio: ["ignore", "inherit", "inherit"] },
+      { stdio: ["ignore", "inherit", "pipe"] },
     );
     workers.push(w);
   }
-  console.log(`started 2 worker processes`);
+  // Wait until both workers have registered, so the wall time below is the job's alone.
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise((res, rej) => {
+          let log = "";
+          const onData = (d) => {
+            log += d;
+            if (log.includes("worker registered")) {
+              w.stderr.off("data", onData);
+              w.stderr.resume();
+              res();
+            }
+          };
+          w.stderr.on("data", onData);
+          w.on("exit", (code) => rej(new Error(`worker exited with ${code}: ${log}`)));
+        }),
+    ),
+  );
+  console.log("2 worker processes registered");
 
   const a = random(M, K, 1);
   const b = random(K, N, 2);
