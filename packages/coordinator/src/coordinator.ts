@@ -54,6 +54,9 @@ const ANONYMOUS: ClientId = asClientId("anonymous");
 
 type Waiter = () => void;
 
+/** Called after every core step; see {@link Coordinator.observe}. */
+export type StepObserver = (event: CoreEvent, result: StepResult<OutcomeMap[CoreEvent["type"]]>) => void;
+
 /**
  * The coordinator: a thin shell around the pure core. It turns RPCs and timer ticks
  * into core events, carries out the effects the core decides (writing tiles, sealing
@@ -70,6 +73,7 @@ export class Coordinator {
   #ticker: NodeJS.Timeout | undefined;
   #lastInvariantCheckMs = 0;
   #closed: Promise<void> | undefined;
+  readonly #observers = new Set<StepObserver>();
   /** Counts for tests and logs. */
   readonly stats = { leasesGranted: 0, completionsAccepted: 0, completionsRejected: 0, leasesExpired: 0 };
 
@@ -125,7 +129,29 @@ export class Coordinator {
   #apply<E extends CoreEvent>(event: E, tile?: Uint8Array): StepResult<OutcomeMap[E["type"]]> {
     const out = step(this.#state, event);
     for (const fx of out.effects) this.#execute(fx, tile);
+    for (const observer of this.#observers) {
+      try {
+        observer(event, out as StepResult<OutcomeMap[CoreEvent["type"]]>);
+      } catch (e) {
+        this.#log.error({ err: e }, "step observer failed");
+      }
+    }
     return out;
+  }
+
+  /**
+   * Registers a read-only observer called after every core step with the event and
+   * its outcome and effects (metrics, dashboards). It must not throw or mutate.
+   * @returns a function that removes the observer.
+   */
+  observe(observer: StepObserver): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
+  }
+
+  /** The core state, read-only, for snapshots (dashboards, metrics). Do not mutate. */
+  get state(): Readonly<CoreState> {
+    return this.#state;
   }
 
   #execute(fx: Effect, tile: Uint8Array | undefined): void {

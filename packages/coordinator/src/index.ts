@@ -9,7 +9,7 @@ export type { CoordinatorCommand } from "./args.js";
 export { parseArgs } from "./args.js";
 export type { DevCertificateOptions, DevCertificatePaths } from "./certs.js";
 export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, loadTlsFiles } from "./certs.js";
-export type { CoordinatorConfig } from "./coordinator.js";
+export type { CoordinatorConfig, StepObserver } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
 export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, isLoopbackHost, resolveConfig, startCoordinator } from "./server.js";
