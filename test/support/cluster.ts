@@ -78,8 +78,12 @@ export interface Cluster {
   readonly tlsDir: string;
   readonly ca: string;
   readonly caPath: string;
+  readonly dataDir: string;
+  /** The current coordinator process (replaced by {@link Cluster.restartCoordinator}). */
   readonly coordinator: Proc;
   readonly workers: Proc[];
+  /** Kills the coordinator (SIGKILL by default) and starts it again on the same port and data dir. */
+  restartCoordinator(signal?: NodeJS.Signals): Promise<{ readyMs: number }>;
   /** Starts one more worker. */
   addWorker(name?: string, extraArgs?: string[]): Promise<Proc>;
   /** A raw Connect client for a service of the coordinator (TLS verified against the CA). */
@@ -97,20 +101,27 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   if (code !== 0) throw new Error(`init-certs failed: ${init.stderr}`);
   const caPath = join(tlsDir, "ca.pem");
   const ca = readFileSync(caPath, "utf8");
-  const coordinator = spawnNode("coordinator", BIN.coordinator, [
-    "--tls-dir",
-    tlsDir,
-    "--port",
-    "0",
-    "--data-dir",
-    join(dir, "data"),
-    "--lease-ttl-ms",
-    String(o.leaseTtlMs ?? 3000),
-    ...(o.maxMessageBytes ? ["--max-message-bytes", String(o.maxMessageBytes)] : []),
-    ...(o.extraCoordinatorArgs ?? []),
-  ]);
-  await waitFor(coordinator, (p) => /listening on (\S+)/.test(p.stdout), 15_000, "listening line");
-  const url = (/listening on (\S+)/.exec(coordinator.stdout) as RegExpExecArray)[1] as string;
+  const dataDir = join(dir, "data");
+  const launch = async (port: number): Promise<{ proc: Proc; url: string }> => {
+    const proc = spawnNode("coordinator", BIN.coordinator, [
+      "--tls-dir",
+      tlsDir,
+      "--port",
+      String(port),
+      "--data-dir",
+      dataDir,
+      "--lease-ttl-ms",
+      String(o.leaseTtlMs ?? 3000),
+      ...(o.maxMessageBytes ? ["--max-message-bytes", String(o.maxMessageBytes)] : []),
+      ...(o.extraCoordinatorArgs ?? []),
+    ]);
+    await waitFor(proc, (p) => /listening on (\S+)/.test(p.stdout), 15_000, "listening line");
+    return { proc, url: (/listening on (\S+)/.exec(proc.stdout) as RegExpExecArray)[1] as string };
+  };
+  const first = await launch(0);
+  let coordinator = first.proc;
+  const url = first.url;
+  const port = Number(new URL(url).port);
   const workers: Proc[] = [];
   const procs: Proc[] = [coordinator];
   const addWorker = async (name = `w${workers.length + 1}`, extraArgs: string[] = []): Promise<Proc> => {
@@ -144,10 +155,22 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   return {
     url,
     dir,
+    dataDir,
+    get coordinator() {
+      return coordinator;
+    },
+    async restartCoordinator(signal: NodeJS.Signals = "SIGKILL") {
+      const t0 = performance.now();
+      coordinator.child.kill(signal);
+      await coordinator.exited;
+      const next = await launch(port);
+      coordinator = next.proc;
+      procs.push(coordinator);
+      return { readyMs: performance.now() - t0 };
+    },
     tlsDir,
     ca,
     caPath,
-    coordinator,
     workers,
     addWorker,
     raw: (service, opts) =>

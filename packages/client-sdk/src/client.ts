@@ -47,6 +47,12 @@ export interface ClientOptions {
    */
   readonly longPollWaitMs?: number;
   /**
+   * How long waits (`result()`, `progress()`) and result downloads keep retrying
+   * while the coordinator is unreachable (e.g. restarting), in milliseconds;
+   * default 60_000. 0 disables the retries.
+   */
+  readonly reconnectBudgetMs?: number;
+  /**
    * Transport to use instead of the gRPC-over-HTTP/2 one built from
    * `baseUrl`/`ca`/`maxMessageBytes`, e.g. `createRouterTransport()` in tests.
    */
@@ -131,6 +137,7 @@ export interface DceClient {
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 const DEFAULT_LONG_POLL_WAIT_MS = 10_000;
+const DEFAULT_RECONNECT_BUDGET_MS = 60_000;
 const MAX_DIMENSION = 2 ** 31;
 const MAX_UINT32 = 2 ** 32 - 1;
 const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
@@ -207,11 +214,16 @@ function resolveConfig(options: ClientOptions): ClientConfig {
   if (!Number.isInteger(longPollWaitMs) || longPollWaitMs < 1 || longPollWaitMs > MAX_UINT32) {
     throw new RangeError(`longPollWaitMs must be a positive integer, got ${longPollWaitMs}`);
   }
+  const reconnectBudgetMs = options.reconnectBudgetMs ?? DEFAULT_RECONNECT_BUDGET_MS;
+  if (!Number.isFinite(reconnectBudgetMs) || reconnectBudgetMs < 0) {
+    throw new RangeError(`reconnectBudgetMs must be a finite number >= 0, got ${reconnectBudgetMs}`);
+  }
   return {
     timeoutMs,
     maxMessageBytes,
     chunkBytes: maxMessageBytes - MESSAGE_OVERHEAD_BYTES,
     longPollWaitMs,
+    reconnectBudgetMs,
   };
 }
 

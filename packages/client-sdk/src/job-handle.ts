@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { JobCancelledError, JobFailedError } from "./errors.js";
-import { type ClientContext, checkTimeoutMs, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
+import { type ClientContext, checkTimeoutMs, retryTransient, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
 import { assertLittleEndianHost } from "./internal/host.js";
 import { createRateEstimator } from "./internal/rate-estimator.js";
 import type { JobProgress, JobStatusInfo, Matrix, RequestOptions, WaitOptions } from "./types.js";
@@ -123,9 +123,11 @@ async function* watchStatuses(
   for (;;) {
     throwIfAborted(signal);
     const startedMs = performance.now();
-    const res = await ctx.jobs.getJob(
-      lastVersion === undefined ? { jobId, waitMs: 0 } : { jobId, waitMs, afterVersion: lastVersion },
-      lastVersion === undefined ? toCallOptions(ctx.config, options) : pollOptions,
+    const res = await retryTransient(ctx.config, signal, () =>
+      ctx.jobs.getJob(
+        lastVersion === undefined ? { jobId, waitMs: 0 } : { jobId, waitMs, afterVersion: lastVersion },
+        lastVersion === undefined ? toCallOptions(ctx.config, options) : pollOptions,
+      ),
     );
     const wire = requireStatus(res.status, jobId);
     const status = fromWireStatus(wire, jobId);
@@ -171,7 +173,7 @@ async function waitForTerminal(ctx: ClientContext, jobId: string, options: WaitO
   for (;;) {
     throwIfAborted(signal);
     const startedMs = performance.now();
-    const res = await ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true }, pollOptions);
+    const res = await retryTransient(ctx.config, signal, () => ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true }, pollOptions));
     const status = fromWireStatus(requireStatus(res.status, jobId), jobId);
     if (isTerminal(status.state)) return status;
     // A coordinator that returned early without news (e.g. draining): back off a little.
@@ -188,7 +190,7 @@ async function waitForResult(ctx: ClientContext, jobId: string, options: WaitOpt
   if (last.state === "cancelled") throw new JobCancelledError(last);
 
   const callOptions = toCallOptions(ctx.config, options);
-  const res = await ctx.jobs.getResult({ jobId }, callOptions);
+  const res = await retryTransient(ctx.config, options?.signal, () => ctx.jobs.getResult({ jobId }, callOptions));
   const ref = res.result;
   if (ref === undefined || ref.blobId === "") {
     throw new ConnectError(`coordinator returned no result blob for job ${jobId}`, Code.Internal);
@@ -215,7 +217,9 @@ async function readBlob(
   let offset = 0;
   while (offset < sizeBytes) {
     const maxBytes = Math.min(ctx.config.chunkBytes, sizeBytes - offset);
-    const res = await ctx.blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, callOptions);
+    const res = await retryTransient(ctx.config, options?.signal, () =>
+      ctx.blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, callOptions),
+    );
     if (res.totalBytes !== BigInt(sizeBytes)) {
       throw new ConnectError(`blob ${blobId} has ${res.totalBytes} bytes, expected ${sizeBytes}`, Code.DataLoss);
     }

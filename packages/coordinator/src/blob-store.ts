@@ -2,6 +2,8 @@ import { createHash, randomUUID } from "node:crypto";
 import {
   closeSync,
   existsSync,
+  fsyncSync,
+  linkSync,
   mkdirSync,
   openSync,
   readSync,
@@ -141,6 +143,7 @@ export class BlobStore {
       throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
     }
     const digest = u.hash.digest("hex");
+    if (digest === u.sha256) fsyncPath(u.path);
     if (digest !== u.sha256) {
       rmSync(u.path, { force: true });
       throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
@@ -149,12 +152,22 @@ export class BlobStore {
     return digest;
   }
 
-  /** Moves a finished file into the store under its hash (deduplicating). */
-  adopt(path: string, blobId: string, sizeBytes: number): void {
-    const dest = this.pathOf(blobId);
-    mkdirSync(join(this.#blobDir, blobId.slice(0, 2)), { recursive: true });
-    if (existsSync(dest)) unlinkSync(path);
-    else renameSync(path, dest);
+  /**
+   * Moves (or, with `keepSource`, hard-links) a finished, fsynced file into the store
+   * under its hash, deduplicating, and makes the new name durable.
+   */
+  adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean } = {}): void {
+    const dir = join(this.#blobDir, blobId.slice(0, 2));
+    const dest = join(dir, blobId);
+    mkdirSync(dir, { recursive: true });
+    if (existsSync(dest)) {
+      if (!opts.keepSource) unlinkSync(path);
+    } else if (opts.keepSource) {
+      linkSync(path, dest);
+    } else {
+      renameSync(path, dest);
+    }
+    fsyncPath(dir);
     this.#sizes.set(blobId, sizeBytes);
   }
 
@@ -167,6 +180,7 @@ export class BlobStore {
     try {
       let off = 0;
       while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off, off);
+      fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
@@ -224,5 +238,14 @@ export class BlobStore {
   #drop(u: UploadSession): void {
     this.#uploads.delete(u.id);
     closeSync(u.fd);
+  }
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -10,12 +11,14 @@ import {
   type CoreEvent,
   type CoreState,
   checkInvariants,
-  createCoreState,
   type Effect,
   isTerminal,
+  type JobId,
   jobOf,
   type OutcomeMap,
+  restoreCoreState,
   resultOf,
+  ShardStatus,
   type StepResult,
   step,
   viewJob,
@@ -23,6 +26,7 @@ import {
 import { BlobService, GetJobResponseSchema, JobService, ShardOutcomeSchema, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { BlobError, BlobStore } from "./blob-store.js";
+import { Journal, type RecoveryReport } from "./journal.js";
 import { ResultSink } from "./result-sink.js";
 import { fromLeaseRef, toConnectError, toJobStatus, toLeaseRef, toLeaseStatus, toShardLease } from "./wire.js";
 
@@ -42,6 +46,10 @@ export interface CoordinatorConfig {
   readonly tickIntervalMs: number;
   /** How often the run-time invariant check runs, in ms (0 = never). */
   readonly invariantCheckIntervalMs: number;
+  /** fsync journal commits and data files (default true; off only for tests that do not crash). */
+  readonly fsync: boolean;
+  /** Called with each journal group commit's duration, for metrics. */
+  readonly onJournalCommit?: (ms: number, records: number) => void;
   /** Decision tunables passed to the core. */
   readonly core: CoreConfig;
 }
@@ -68,28 +76,85 @@ export class Coordinator {
   readonly #state: CoreState;
   readonly #blobs: BlobStore;
   readonly #sink: ResultSink;
+  readonly #journal: Journal;
   readonly #jobWaiters = new Map<string, Set<Waiter>>();
   readonly #workerWaiters = new Set<Waiter>();
   #ticker: NodeJS.Timeout | undefined;
   #lastInvariantCheckMs = 0;
   #closed: Promise<void> | undefined;
+  /** Epochs below this are covered by a durable `epochs-reserved` record. */
+  #epochsReservedUpTo: number;
   readonly #observers = new Set<StepObserver>();
   /** Counts for tests and logs. */
   readonly stats = { leasesGranted: 0, completionsAccepted: 0, completionsRejected: 0, leasesExpired: 0 };
+  /** What recovery found when this coordinator opened its data dir. */
+  readonly recovery: RecoveryReport & { jobs: number; activeJobs: number };
 
-  constructor(config: CoordinatorConfig, logger: Logger) {
+  private constructor(
+    config: CoordinatorConfig,
+    logger: Logger,
+    parts: { state: CoreState; blobs: BlobStore; sink: ResultSink; journal: Journal; recovery: Coordinator["recovery"] },
+  ) {
     this.config = config;
     this.#log = logger;
-    this.#state = createCoreState(config.core);
-    this.#blobs = new BlobStore({
+    this.#state = parts.state;
+    this.#blobs = parts.blobs;
+    this.#sink = parts.sink;
+    this.#journal = parts.journal;
+    this.recovery = parts.recovery;
+    this.#epochsReservedUpTo = parts.state.nextEpoch;
+    this.#ticker = setInterval(() => this.#tick(), config.tickIntervalMs);
+    this.#ticker.unref();
+  }
+
+  /**
+   * Opens a coordinator on its data dir: recovers every acknowledged job from the
+   * journal (accepted tiles stay accepted), reopens unfinished result buffers, and
+   * reseals results whose last tile was accepted before a crash.
+   */
+  static async open(config: CoordinatorConfig, logger: Logger): Promise<Coordinator> {
+    const blobs = new BlobStore({
       dir: config.dataDir,
       maxBlobBytes: config.core.limits.maxMatrixBytes,
       maxOpenUploads: config.maxOpenUploads,
       uploadIdleMs: 10 * 60_000,
     });
-    this.#sink = new ResultSink(config.dataDir, this.#blobs);
-    this.#ticker = setInterval(() => this.#tick(), config.tickIntervalMs);
-    this.#ticker.unref();
+    const sink = new ResultSink(config.dataDir, blobs);
+    const { journal, report } = await Journal.open({
+      dir: join(config.dataDir, "journal"),
+      fsync: config.fsync,
+      beforeCommit: () => sink.syncDirty(),
+      ...(config.onJournalCommit ? { onCommit: config.onJournalCommit } : {}),
+    });
+    const restored = restoreCoreState(config.core, journal.model);
+    const active = new Set<string>(restored.active);
+    sink.retain(active);
+    for (const id of restored.active) {
+      const job = restored.state.jobs.get(id);
+      if (!job) continue;
+      if (job.doneCount > 0 && !sink.has(id)) {
+        // Accepted tiles whose bytes are gone cannot be trusted: compute them again.
+        logger.error({ jobId: id, tiles: job.doneCount }, "result buffer missing after restart; recomputing its tiles");
+        job.shardStatus.fill(ShardStatus.pending);
+        job.shardEpoch.fill(0);
+        job.doneCount = 0;
+        job.finalizing = false;
+      }
+      sink.prepare(id, job.plan.rows, job.plan.cols);
+    }
+    const c = new Coordinator(config, logger, {
+      state: restored.state,
+      blobs,
+      sink,
+      journal,
+      recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
+    });
+    logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");
+    for (const id of restored.toFinalize) {
+      const job = restored.state.jobs.get(id);
+      if (job?.finalizing) c.#finalize(id);
+    }
+    return c;
   }
 
   /** Largest data payload per chunk on this coordinator. */
@@ -110,25 +175,61 @@ export class Coordinator {
     this.#wakeWorkers();
   }
 
-  /** Stops timers and closes files. Idempotent. */
+  /** True once {@link drain} ran. */
+  get draining(): boolean {
+    return this.#state.draining;
+  }
+
+  /** Stops timers, commits the journal and closes files. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
       if (this.#ticker) clearInterval(this.#ticker);
       this.#ticker = undefined;
       this.#wakeWorkers();
       for (const set of this.#jobWaiters.values()) for (const w of set) w();
-      this.#sink.close();
-      this.#blobs.close();
+      try {
+        await this.#journal.close();
+      } finally {
+        this.#sink.close();
+        this.#blobs.close();
+      }
     })();
     return this.#closed;
   }
 
   // -------------------------------------------------------------------------
 
-  /** Feeds one event to the core and carries out its effects. */
-  #apply<E extends CoreEvent>(event: E, tile?: Uint8Array): StepResult<OutcomeMap[E["type"]]> {
+  /**
+   * Feeds one event to the core and carries out its effects. Facts the core marks
+   * durable are journaled; `durable` resolves once they are on disk, and only then are
+   * long-polls woken, so nobody observes a state that a crash could take back.
+   * Handlers await `durable` before replying.
+   */
+  #apply<E extends CoreEvent>(event: E, tile?: Uint8Array): StepResult<OutcomeMap[E["type"]]> & { durable: Promise<void> } {
     const out = step(this.#state, event);
-    for (const fx of out.effects) this.#execute(fx, tile);
+    const notify: Effect[] = [];
+    let persisted = false;
+    for (const fx of out.effects) {
+      if (fx.type === "persist") {
+        this.#journal.append(fx.record);
+        persisted = true;
+      } else if (fx.type === "job-changed" || fx.type === "shards-available") {
+        notify.push(fx);
+      } else {
+        this.#execute(fx, tile);
+      }
+    }
+    let durable: Promise<void> = Promise.resolve();
+    if (persisted) {
+      durable = this.#journal.commit().then(
+        () => {
+          for (const fx of notify) this.#execute(fx, undefined);
+        },
+        (e: unknown) => this.#diskFailed(e),
+      );
+    } else {
+      for (const fx of notify) this.#execute(fx, undefined);
+    }
     for (const observer of this.#observers) {
       try {
         observer(event, out as StepResult<OutcomeMap[CoreEvent["type"]]>);
@@ -136,7 +237,13 @@ export class Coordinator {
         this.#log.error({ err: e }, "step observer failed");
       }
     }
-    return out;
+    return { ...out, durable };
+  }
+
+  /** Memory is ahead of disk: stop at once; a restart recovers from the journal. */
+  #diskFailed(e: unknown): never {
+    this.#log.fatal({ err: e }, "journal write failed; stopping (restart recovers from the journal)");
+    process.exit(70);
   }
 
   /**
@@ -154,8 +261,38 @@ export class Coordinator {
     return this.#state;
   }
 
+  /** Seals a job's result after the current reply is sent (it reads the whole file). */
+  #finalize(jobId: JobId): void {
+    setImmediate(() => {
+      let out: { durable: Promise<void> } | undefined;
+      try {
+        const blobId = this.#sink.finalize(jobId);
+        out = this.#apply({ type: "result-finalized", nowMs: Date.now(), jobId, resultBlobId: blobId });
+        this.#log.info({ jobId, resultBlobId: blobId }, "job succeeded");
+      } catch (e) {
+        this.#log.error({ jobId, err: e }, "result could not be sealed");
+        this.#apply({ type: "result-failed", nowMs: Date.now(), jobId, message: String(e) });
+        return;
+      }
+      // The buffer goes only once the success is durable: a crash before that reseals it.
+      void out.durable.then(() => this.#sink.release(jobId));
+    });
+  }
+
+  /** Makes sure the next `count` epochs are covered by a durable reservation (epochs never go backwards). */
+  async #reserveEpochs(count: number): Promise<void> {
+    if (this.#state.nextEpoch + count <= this.#epochsReservedUpTo) return;
+    const upTo = this.#state.nextEpoch + count + 100_000;
+    this.#epochsReservedUpTo = upTo;
+    this.#journal.append({ type: "epochs-reserved", upTo });
+    await this.#journal.commit().catch((e: unknown) => this.#diskFailed(e));
+  }
+
   #execute(fx: Effect, tile: Uint8Array | undefined): void {
     switch (fx.type) {
+      case "persist":
+        this.#journal.append(fx.record);
+        return;
       case "prepare-result":
         this.#sink.prepare(fx.jobId, fx.rows, fx.cols);
         return;
@@ -163,23 +300,11 @@ export class Coordinator {
         if (!tile) throw new Error("write-tile without tile bytes");
         this.#sink.writeTile(fx.jobId, fx.bounds, tile);
         return;
-      case "finalize-result": {
-        // Sealing reads the whole file; run it after the current reply is sent.
-        const jobId = fx.jobId;
-        setImmediate(() => {
-          try {
-            const blobId = this.#sink.finalize(jobId);
-            this.#apply({ type: "result-finalized", nowMs: Date.now(), jobId, resultBlobId: blobId });
-            this.#log.info({ jobId, resultBlobId: blobId }, "job succeeded");
-          } catch (e) {
-            this.#log.error({ jobId, err: e }, "result could not be sealed");
-            this.#apply({ type: "result-failed", nowMs: Date.now(), jobId, message: String(e) });
-          }
-        });
+      case "finalize-result":
+        this.#finalize(fx.jobId);
         return;
-      }
       case "discard-result":
-        this.#sink.discard(fx.jobId);
+        this.#sink.release(fx.jobId);
         return;
       case "job-changed": {
         const set = this.#jobWaiters.get(fx.jobId);
@@ -269,7 +394,7 @@ export class Coordinator {
 
   #jobService(): ServiceImpl<typeof JobService> {
     return {
-      submitJob: (req, ctx) => {
+      submitJob: async (req, ctx) => {
         if (req.idempotencyKey.length > 128) {
           throw new ConnectError("idempotency_key is longer than 128 characters", Code.InvalidArgument);
         }
@@ -303,6 +428,7 @@ export class Coordinator {
           jobId: asJobId(randomUUID()),
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        await out.durable;
         const { jobId, created } = out.outcome.value;
         const job = this.#state.jobs.get(jobId);
         if (created && job) {
@@ -347,7 +473,7 @@ export class Coordinator {
         };
       },
 
-      cancelJob: (req, ctx) => {
+      cancelJob: async (req, ctx) => {
         const clientId = this.#clientOf(ctx);
         const out = this.#apply({
           type: "job-cancel-requested",
@@ -357,6 +483,7 @@ export class Coordinator {
           reason: req.reason,
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        await out.durable;
         const job = jobOf(this.#state, clientId, out.outcome.value.jobId);
         if (!job.ok) throw toConnectError(job.error);
         return { status: toJobStatus(viewJob(job.value)) };
@@ -446,8 +573,10 @@ export class Coordinator {
         const deadline = Date.now() + waitMs;
         const workerId = asWorkerId(req.workerId);
         for (;;) {
+          await this.#reserveEpochs(maxShards);
           const out = this.#apply({ type: "shards-requested", nowMs: Date.now(), workerId, maxShards });
           if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+          await out.durable;
           const grants = out.outcome.value;
           if (grants.length > 0 || Date.now() >= deadline || ctx.signal.aborted) {
             this.stats.leasesGranted += grants.length;
@@ -474,11 +603,12 @@ export class Coordinator {
         return { leases: out.outcome.value.map(toLeaseStatus) };
       },
 
-      completeShards: (req) => {
+      completeShards: async (req) => {
         const workerId = asWorkerId(req.workerId);
         if (!this.#state.workers.has(workerId)) {
           throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
         }
+        const durables: Promise<void>[] = [];
         const outcomes = req.results.map((r) => {
           const lease = fromLeaseRef(r.lease);
           let data: Uint8Array;
@@ -504,6 +634,7 @@ export class Coordinator {
             { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
             data,
           );
+          durables.push(out.durable);
           if (out.outcome.ok) {
             this.stats.completionsAccepted++;
             this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
@@ -524,10 +655,12 @@ export class Coordinator {
           );
           return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
         });
+        // One group commit covers every accepted tile of this report (tile bytes first, then records).
+        await Promise.all(durables);
         return { outcomes };
       },
 
-      failShard: (req) => {
+      failShard: async (req) => {
         const out = this.#apply({
           type: "shard-failed",
           nowMs: Date.now(),
@@ -538,6 +671,7 @@ export class Coordinator {
           jitter: Math.random(),
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        await out.durable;
         return {};
       },
     };

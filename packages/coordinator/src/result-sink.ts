@@ -1,8 +1,23 @@
 import { createHash } from "node:crypto";
-import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fdatasync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import type { TileBounds } from "@dce/core";
 import type { BlobStore } from "./blob-store.js";
+
+const fdatasyncAsync = promisify(fdatasync);
 
 interface OpenResult {
   readonly path: string;
@@ -14,32 +29,46 @@ interface OpenResult {
 /**
  * Assembles each job's C in a file-backed buffer: every accepted tile is written at
  * the place its shard index fixes, so the final bytes cannot depend on the order in
- * which tiles arrive. Finalising hashes the file and moves it into the blob store.
+ * which tiles arrive. Buffers of unfinished jobs survive a restart (their accepted
+ * tiles are not recomputed); sealing hashes the file and links it into the blob store.
  */
 export class ResultSink {
   readonly #dir: string;
   readonly #open = new Map<string, OpenResult>();
+  readonly #dirty = new Set<string>();
   readonly #store: BlobStore;
 
   constructor(dataDir: string, store: BlobStore) {
     this.#dir = join(dataDir, "results");
     this.#store = store;
-    // Partial results of a previous run belong to jobs this process does not know.
-    rmSync(this.#dir, { recursive: true, force: true });
     mkdirSync(this.#dir, { recursive: true });
   }
 
-  /** Creates the (sparse) result file of a job. */
+  /** Deletes buffers of jobs that are no longer active (finished or unknown). */
+  retain(activeJobIds: ReadonlySet<string>): void {
+    for (const name of readdirSync(this.#dir)) {
+      const id = name.endsWith(".f64") ? name.slice(0, -4) : "";
+      if (!activeJobIds.has(id)) rmSync(join(this.#dir, name), { force: true });
+    }
+  }
+
+  /** True when a job's buffer exists on disk. */
+  has(jobId: string): boolean {
+    return this.#open.has(jobId) || existsSync(join(this.#dir, `${jobId}.f64`));
+  }
+
+  /** Opens (creating a sparse file if needed) the result buffer of a job. */
   prepare(jobId: string, rows: number, cols: number): void {
     if (this.#open.has(jobId)) return;
     const path = join(this.#dir, `${jobId}.f64`);
-    const fd = openSync(path, "w+");
     const sizeBytes = rows * cols * 8;
-    ftruncateSync(fd, sizeBytes);
+    const existed = existsSync(path);
+    const fd = openSync(path, existed ? "r+" : "w+");
+    if (!existed) ftruncateSync(fd, sizeBytes);
     this.#open.set(jobId, { path, fd, cols, sizeBytes });
   }
 
-  /** Writes one tile (row-major m × n float64 bytes) at its bounds. */
+  /** Writes one tile (row-major m × n float64 bytes) at its bounds. Durable after {@link syncDirty}. */
   writeTile(jobId: string, b: TileBounds, data: Uint8Array): void {
     const r = this.#open.get(jobId);
     if (!r) throw new Error(`no result buffer for job ${jobId}`);
@@ -48,14 +77,31 @@ export class ResultSink {
     if (n === r.cols) {
       // Full-width tile: one contiguous write.
       writeAll(r.fd, data, 0, data.byteLength, b.rowStart * r.cols * 8);
-      return;
+    } else {
+      for (let i = b.rowStart; i < b.rowEnd; i++) {
+        writeAll(r.fd, data, (i - b.rowStart) * rowBytes, rowBytes, (i * r.cols + b.colStart) * 8);
+      }
     }
-    for (let i = b.rowStart; i < b.rowEnd; i++) {
-      writeAll(r.fd, data, (i - b.rowStart) * rowBytes, rowBytes, (i * r.cols + b.colStart) * 8);
-    }
+    this.#dirty.add(jobId);
   }
 
-  /** Seals a job's C into the blob store and returns its blob id. */
+  /** Flushes every buffer written since the last call (run before the journal records them). */
+  async syncDirty(): Promise<void> {
+    const ids = [...this.#dirty];
+    this.#dirty.clear();
+    await Promise.all(
+      ids.map((id) => {
+        const r = this.#open.get(id);
+        return r ? fdatasyncAsync(r.fd) : Promise.resolve();
+      }),
+    );
+  }
+
+  /**
+   * Seals a job's C: hashes it, makes it durable and links it into the blob store.
+   * The buffer itself stays until {@link release}, so a crash before the job's success
+   * is journaled can seal it again.
+   */
   finalize(jobId: string): string {
     const r = this.#open.get(jobId);
     if (!r) throw new Error(`no result buffer for job ${jobId}`);
@@ -67,25 +113,27 @@ export class ResultSink {
       hash.update(buf.subarray(0, n));
       pos += n;
     }
-    closeSync(r.fd);
-    this.#open.delete(jobId);
+    fsyncSync(r.fd);
     const blobId = hash.digest("hex");
-    this.#store.adopt(r.path, blobId, r.sizeBytes);
+    this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
     return blobId;
   }
 
-  /** Drops a job's partial result. */
-  discard(jobId: string): void {
+  /** Closes and deletes a job's buffer (after its success is durable, or when it is discarded). */
+  release(jobId: string): void {
     const r = this.#open.get(jobId);
-    if (!r) return;
-    closeSync(r.fd);
-    rmSync(r.path, { force: true });
-    this.#open.delete(jobId);
+    this.#dirty.delete(jobId);
+    if (r) {
+      closeSync(r.fd);
+      this.#open.delete(jobId);
+    }
+    rmSync(join(this.#dir, `${jobId}.f64`), { force: true });
   }
 
-  /** Closes every open buffer. */
+  /** Closes every open buffer, keeping the files. */
   close(): void {
-    for (const id of [...this.#open.keys()]) this.discard(id);
+    for (const r of this.#open.values()) closeSync(r.fd);
+    this.#open.clear();
   }
 }
 

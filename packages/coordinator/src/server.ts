@@ -36,6 +36,8 @@ export interface CoordinatorOptions {
   maxActiveJobs?: number;
   /** Concurrent HTTP/2 streams per connection. Default 256. */
   maxConcurrentStreams?: number;
+  /** fsync the journal and data files (default true). Turn off only in tests that never crash. */
+  fsync?: boolean;
   /** Logger; default pino to stderr at "info". */
   logger?: Logger;
 }
@@ -84,6 +86,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     maxOpenUploads: 64,
     tickIntervalMs: Math.max(20, Math.min(250, Math.floor(leaseTtlMs / 4))),
     invariantCheckIntervalMs: 5_000,
+    fsync: o.fsync ?? true,
     core,
   };
 }
@@ -110,7 +113,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     }
   }
   const config = resolveConfig(o);
-  const coordinator = new Coordinator(config, logger);
+  const coordinator = await Coordinator.open(config, logger);
   const shutdown = new AbortController();
   // Anything other than a ConnectError is a bug: log it with its cause, answer INTERNAL without details.
   const normalize: Interceptor = (next) => async (req) => {

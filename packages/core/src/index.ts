@@ -7,6 +7,8 @@
  * @packageDocumentation
  */
 
+export type { DurableJob, DurableModel, DurableRecord, DurableSnapshot, Restored } from "./durable.js";
+export { applyRecord, createDurableModel, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
 export type { CoreError, Result } from "./errors.js";
 export { describeError, err, ok } from "./errors.js";
 export type { ClientId, JobId, WorkerId } from "./ids.js";

@@ -45,12 +45,25 @@ function expectInvariants(d: Driver): void {
   expect(checkInvariants(d.state)).toEqual([]);
 }
 
+const job0Client = (d: Driver) => [...d.state.jobs.values()][0]?.clientId;
+
 describe("job lifecycle", () => {
   it("submit → queued, with prepare-result / job-changed / shards-available effects", () => {
     const d = new Driver(CFG);
     const r = d.submit(FOUR, { jobId: asJobId("j1") });
     expect(r.outcome).toEqual({ ok: true, value: { jobId: "j1", created: true } });
     expect(r.effects).toEqual([
+      {
+        type: "persist",
+        record: {
+          type: "job-created",
+          jobId: "j1",
+          clientId: job0Client(d),
+          idempotencyKey: "",
+          spec: d.job(asJobId("j1")).spec,
+          createdAtMs: 1_000,
+        },
+      },
       { type: "prepare-result", jobId: "j1", rows: 4, cols: 6 },
       { type: "job-changed", jobId: "j1" },
       { type: "shards-available" },
@@ -118,6 +131,13 @@ describe("job lifecycle", () => {
       expect(r.outcome).toEqual({ ok: true, value: { bounds: tileBounds(plan, shard) } });
       const writes = effectsOf(r.effects, "write-tile");
       expect(writes).toEqual([{ type: "write-tile", jobId, shardIndex: shard, bounds: tileBounds(plan, shard) }]);
+      // The acceptance is made durable, after the tile write, naming the winning epoch.
+      expect(effectsOf(r.effects, "persist")).toEqual([
+        { type: "persist", record: { type: "shard-accepted", jobId, shardIndex: shard, epoch: g.lease.epoch } },
+      ]);
+      expect(r.effects.findIndex((x) => x.type === "persist")).toBeGreaterThan(
+        r.effects.findIndex((x) => x.type === "write-tile"),
+      );
       written.push(shard);
       finalizes += effectsOf(r.effects, "finalize-result").length;
       expect(finalizes).toBe(written.length === 4 ? 1 : 0);
@@ -132,7 +152,10 @@ describe("job lifecycle", () => {
     d.advance(7);
     const fin = d.finalized(jobId, blobOf("c"));
     expect(fin.outcome).toEqual({ ok: true, value: null });
-    expect(fin.effects).toEqual([{ type: "job-changed", jobId }]);
+    expect(fin.effects).toEqual([
+      { type: "persist", record: { type: "job-succeeded", jobId, resultBlobId: blobOf("c"), finishedAtMs: d.nowMs } },
+      { type: "job-changed", jobId },
+    ]);
     expect(job.state).toBe("succeeded");
     expect(job.finishedAtMs).toBe(d.nowMs);
     expect(job.finalizing).toBe(false);
@@ -658,6 +681,7 @@ describe("cancel", () => {
     const r = d.cancel(jobId, C1, "user said so");
     expect(r.outcome).toEqual({ ok: true, value: { jobId } });
     expect(r.effects).toEqual([
+      { type: "persist", record: { type: "job-ended", jobId, state: "cancelled", error: "user said so", finishedAtMs: d.nowMs } },
       { type: "discard-result", jobId },
       { type: "job-changed", jobId },
       { type: "log", level: "info", msg: "job cancelled", fields: { jobId, reason: "user said so" } },

@@ -1,3 +1,4 @@
+import type { DurableRecord } from "./durable.js";
 import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { planMatMul, type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
@@ -151,6 +152,8 @@ export interface OutcomeMap {
 
 /** Work the shell must carry out, in order. */
 export type Effect =
+  /** Make a fact durable before the reply to this event leaves (see DurableRecord). */
+  | { type: "persist"; record: DurableRecord }
   /** Create the file-backed buffer that tiles of a new job are written into. */
   | { type: "prepare-result"; jobId: JobId; rows: number; cols: number }
   /** Write the accepted tile (bytes held by the shell for this request) at its place in C. */
@@ -275,6 +278,17 @@ function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap["job-su
   s.jobs.set(job.id, job);
   s.activeJobs.push(job.id);
   if (idemKey !== "") s.idempotency.set(idemKey, job.id);
+  fx.push({
+    type: "persist",
+    record: {
+      type: "job-created",
+      jobId: job.id,
+      clientId: job.clientId,
+      idempotencyKey: job.idempotencyKey,
+      spec,
+      createdAtMs: e.nowMs,
+    },
+  });
   fx.push({ type: "prepare-result", jobId: job.id, rows: plan.rows, cols: plan.cols });
   fx.push({ type: "job-changed", jobId: job.id });
   fx.push({ type: "shards-available" });
@@ -347,6 +361,16 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
         // Pin the implementation at the first grant: a job's bytes never mix kernels.
         job.kernel = offer.name;
         job.fingerprint = offer.fingerprint;
+        fx.push({
+          type: "persist",
+          record: {
+            type: "kernel-pinned",
+            jobId: job.id,
+            kernel: offer.name,
+            fingerprint: offer.fingerprint,
+            startedAtMs: e.nowMs,
+          },
+        });
       }
       const epoch = s.nextEpoch++;
       const lease: LeaseRecord = {
@@ -487,6 +511,7 @@ function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["sh
   job.version++;
   const bounds = tileBounds(job.plan, shard);
   fx.push({ type: "write-tile", jobId: job.id, shardIndex: shard, bounds });
+  fx.push({ type: "persist", record: { type: "shard-accepted", jobId: job.id, shardIndex: shard, epoch: lease.epoch } });
   if (job.doneCount === job.plan.shardCount) {
     job.finalizing = true;
     fx.push({ type: "finalize-result", jobId: job.id });
@@ -582,6 +607,10 @@ function finalized(s: CoreState, e: ResultFinalized, fx: Effect[]): OutcomeMap["
   job.finishedAtMs = e.nowMs;
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  fx.push({
+    type: "persist",
+    record: { type: "job-succeeded", jobId: job.id, resultBlobId: e.resultBlobId, finishedAtMs: e.nowMs },
+  });
   fx.push({ type: "job-changed", jobId: job.id });
   return ok(null);
 }
@@ -609,6 +638,7 @@ function endJob(s: CoreState, job: JobRecord, to: "failed" | "cancelled", messag
   job.retryQueue = [];
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  fx.push({ type: "persist", record: { type: "job-ended", jobId: job.id, state: to, error: message, finishedAtMs: nowMs } });
   fx.push({ type: "discard-result", jobId: job.id });
   fx.push({ type: "job-changed", jobId: job.id });
   fx.push({

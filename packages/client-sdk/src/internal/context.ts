@@ -18,6 +18,8 @@ export interface ClientConfig {
   readonly chunkBytes: number;
   /** How long one GetJob long-poll asks the coordinator to wait. */
   readonly longPollWaitMs: number;
+  /** How long idempotent reads keep retrying while the coordinator is unreachable. */
+  readonly reconnectBudgetMs: number;
 }
 
 /** What a client and its handles share. */
@@ -79,4 +81,35 @@ export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * Codes an idempotent read retries: the coordinator is unreachable or the connection
+ * broke mid-call (connect-node reports a reset stream as ABORTED, INTERNAL or CANCELED). The
+ * coordinator itself never answers a well-formed read with these.
+ */
+const TRANSIENT = new Set<Code>([Code.Unavailable, Code.Aborted, Code.Internal, Code.Unknown, Code.Canceled]);
+
+/**
+ * Runs an idempotent read (GetJob, GetResult, ReadBlob), retrying transient failures
+ * with exponential backoff until one succeeds, `signal` aborts, or failures have
+ * lasted `config.reconnectBudgetMs`. A coordinator restart is therefore invisible to
+ * a client waiting on a job.
+ */
+export async function retryTransient<T>(config: ClientConfig, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+  let firstFailureMs: number | undefined;
+  let delayMs = 100;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (!TRANSIENT.has(err.code) || signal?.aborted) throw e;
+      const now = performance.now();
+      firstFailureMs ??= now;
+      if (now - firstFailureMs + delayMs > config.reconnectBudgetMs) throw e;
+      await sleep(delayMs, signal);
+      delayMs = Math.min(delayMs * 2, 2_000);
+    }
+  }
 }

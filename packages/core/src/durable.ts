@@ -1,0 +1,221 @@
+import type { ClientId, JobId } from "./ids.js";
+import { planMatMul } from "./plan.js";
+import type { MatMulSpec } from "./spec.js";
+import { type CoreConfig, type CoreState, createCoreState, type JobRecord, type JobStateName, ShardStatus } from "./state.js";
+
+/**
+ * A fact the coordinator must not forget across a crash. The core emits these as
+ * `persist` effects; the shell makes them durable (journal + fsync) before it
+ * acknowledges the request that caused them, and replays them on restart.
+ * Leases, heartbeats and retry counters are deliberately not durable: after a
+ * restart every unfinished shard is leased again with a higher epoch.
+ */
+export type DurableRecord =
+  | {
+      type: "job-created";
+      jobId: JobId;
+      clientId: ClientId;
+      idempotencyKey: string;
+      spec: MatMulSpec;
+      createdAtMs: number;
+    }
+  /** The job's kernel and fingerprint were pinned by its first grant. */
+  | { type: "kernel-pinned"; jobId: JobId; kernel: string; fingerprint: string; startedAtMs: number }
+  /** A tile was accepted; its bytes are durable in the job's result buffer before this record is. */
+  | { type: "shard-accepted"; jobId: JobId; shardIndex: number; epoch: number }
+  | { type: "job-ended"; jobId: JobId; state: "failed" | "cancelled"; error: string; finishedAtMs: number }
+  | { type: "job-succeeded"; jobId: JobId; resultBlobId: string; finishedAtMs: number }
+  /** Every epoch below `upTo` may have been handed out; a restart continues above it. */
+  | { type: "epochs-reserved"; upTo: number };
+
+/** What a durable job looks like on disk (snapshot form). */
+export interface DurableJob {
+  jobId: JobId;
+  clientId: ClientId;
+  idempotencyKey: string;
+  spec: MatMulSpec;
+  createdAtMs: number;
+  startedAtMs: number;
+  kernel: string;
+  fingerprint: string;
+  state: JobStateName;
+  error: string;
+  finishedAtMs: number;
+  resultBlobId: string;
+  /** shard index → accepted epoch, for accepted shards only. */
+  accepted: Map<number, number>;
+}
+
+/** The durable model: the journal folds into this, and a snapshot serialises it. */
+export interface DurableModel {
+  /** Epochs below this may have been granted. */
+  epochFloor: number;
+  /** Jobs in creation order. */
+  jobs: Map<JobId, DurableJob>;
+}
+
+/** An empty durable model. */
+export function createDurableModel(): DurableModel {
+  return { epochFloor: 1, jobs: new Map() };
+}
+
+/**
+ * Folds one record into the model. Pure apart from updating `model` in place.
+ * Unknown jobs in later records are ignored (a record can only follow its job-created).
+ */
+export function applyRecord(model: DurableModel, r: DurableRecord): void {
+  switch (r.type) {
+    case "job-created":
+      if (model.jobs.has(r.jobId)) return;
+      model.jobs.set(r.jobId, {
+        jobId: r.jobId,
+        clientId: r.clientId,
+        idempotencyKey: r.idempotencyKey,
+        spec: r.spec,
+        createdAtMs: r.createdAtMs,
+        startedAtMs: 0,
+        kernel: r.spec.kernel,
+        fingerprint: "",
+        state: "queued",
+        error: "",
+        finishedAtMs: 0,
+        resultBlobId: "",
+        accepted: new Map(),
+      });
+      return;
+    case "kernel-pinned": {
+      const j = model.jobs.get(r.jobId);
+      if (!j) return;
+      j.kernel = r.kernel;
+      j.fingerprint = r.fingerprint;
+      j.startedAtMs = r.startedAtMs;
+      if (j.state === "queued") j.state = "running";
+      return;
+    }
+    case "shard-accepted": {
+      const j = model.jobs.get(r.jobId);
+      if (!j || j.accepted.has(r.shardIndex)) return;
+      j.accepted.set(r.shardIndex, r.epoch);
+      if (r.epoch >= model.epochFloor) model.epochFloor = r.epoch + 1;
+      return;
+    }
+    case "job-ended": {
+      const j = model.jobs.get(r.jobId);
+      if (!j) return;
+      j.state = r.state;
+      j.error = r.error;
+      j.finishedAtMs = r.finishedAtMs;
+      return;
+    }
+    case "job-succeeded": {
+      const j = model.jobs.get(r.jobId);
+      if (!j) return;
+      j.state = "succeeded";
+      j.resultBlobId = r.resultBlobId;
+      j.finishedAtMs = r.finishedAtMs;
+      return;
+    }
+    case "epochs-reserved":
+      if (r.upTo > model.epochFloor) model.epochFloor = r.upTo;
+      return;
+  }
+}
+
+/** What a restored state still needs from the shell. */
+export interface Restored {
+  readonly state: CoreState;
+  /** Jobs whose every tile is accepted but whose result was not sealed: the shell must finalise them. */
+  readonly toFinalize: JobId[];
+  /** Jobs that are still queued or running: their result buffers must be kept. */
+  readonly active: JobId[];
+}
+
+/**
+ * Rebuilds the coordinator state from the durable model after a restart. Accepted
+ * tiles stay accepted (they are never recomputed); every other shard of an active job
+ * is pending; the epoch counter resumes above everything that may have been granted.
+ */
+export function restoreCoreState(config: Partial<CoreConfig>, model: DurableModel): Restored {
+  const s = createCoreState(config);
+  s.nextEpoch = Math.max(1, model.epochFloor);
+  const toFinalize: JobId[] = [];
+  const active: JobId[] = [];
+  const ordered = [...model.jobs.values()].sort((x, y) => x.createdAtMs - y.createdAtMs);
+  for (const d of ordered) {
+    const plan = planMatMul(d.spec);
+    const n = plan.shardCount;
+    const job: JobRecord = {
+      id: d.jobId,
+      clientId: d.clientId,
+      idempotencyKey: d.idempotencyKey,
+      spec: d.spec,
+      plan,
+      state: d.state,
+      createdAtMs: d.createdAtMs,
+      startedAtMs: d.startedAtMs,
+      finishedAtMs: d.finishedAtMs,
+      error: d.error,
+      version: 1,
+      kernel: d.kernel,
+      fingerprint: d.fingerprint,
+      shardStatus: new Uint8Array(n),
+      shardEpoch: new Float64Array(n),
+      shardAttempts: new Uint16Array(n),
+      shardNotBeforeMs: new Float64Array(n),
+      shardLastError: new Map(),
+      cursor: 0,
+      retryQueue: [],
+      doneCount: 0,
+      leasedCount: 0,
+      retriedCount: 0,
+      finalizing: false,
+      resultBlobId: d.resultBlobId,
+    };
+    for (const [shard, epoch] of d.accepted) {
+      if (shard < 0 || shard >= n) continue;
+      job.shardStatus[shard] = ShardStatus.done;
+      job.shardEpoch[shard] = epoch;
+      job.doneCount++;
+      if (epoch >= s.nextEpoch) s.nextEpoch = epoch + 1;
+    }
+    if (job.state === "succeeded" && job.doneCount !== n) {
+      // A sealed result with missing tiles cannot come from a valid journal; keep it sealed but visible.
+      job.error = `restored with ${job.doneCount}/${n} tiles recorded`;
+    }
+    s.jobs.set(job.id, job);
+    if (job.idempotencyKey !== "") s.idempotency.set(`${job.clientId}\u0000${job.idempotencyKey}`, job.id);
+    if (job.state === "queued" || job.state === "running") {
+      s.activeJobs.push(job.id);
+      active.push(job.id);
+      if (job.doneCount === n) {
+        job.finalizing = true;
+        toFinalize.push(job.id);
+      }
+    }
+  }
+  return { state: s, toFinalize, active };
+}
+
+/** Snapshot form of the model: plain JSON. */
+export interface DurableSnapshot {
+  version: 1;
+  epochFloor: number;
+  jobs: (Omit<DurableJob, "accepted"> & { accepted: [number, number][] })[];
+}
+
+/** Serialises the model for a snapshot. */
+export function toSnapshot(model: DurableModel): DurableSnapshot {
+  return {
+    version: 1,
+    epochFloor: model.epochFloor,
+    jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()] })),
+  };
+}
+
+/** Reads a snapshot back into a model. */
+export function fromSnapshot(snap: DurableSnapshot): DurableModel {
+  const model = createDurableModel();
+  model.epochFloor = snap.epochFloor;
+  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted) });
+  return model;
+}
