@@ -5,7 +5,8 @@ import { type CoreState, isTerminal, ShardStatus } from "./state.js";
  * message per violation (empty when all hold). Used by the property tests, the
  * simulator and, at run time, by the coordinator, which logs any violation loudly.
  *
- * - at most one live lease per shard, and it is the shard's current epoch;
+ * - at most one live lease per shard, at its current epoch — plus, for a straggler,
+ *   one backup lease at its backup epoch (the first valid result of the two wins);
  * - every lease belongs to a registered-or-expiring worker's set and to a live job;
  * - done/leased counters match the per-shard statuses;
  * - a job is succeeded only when every tile was accepted;
@@ -28,14 +29,14 @@ export function checkInvariants(s: CoreState): string[] {
         `lease ${lease.epoch} on job ${job.id} shard ${lease.shardIndex} whose status is ${job.shardStatus[lease.shardIndex]}`,
       );
     }
-    if (job.shardEpoch[lease.shardIndex] !== lease.epoch) {
+    if (job.shardEpoch[lease.shardIndex] !== lease.epoch && job.shardBackupEpoch[lease.shardIndex] !== lease.epoch) {
       out.push(
-        `lease ${lease.epoch} is not the current epoch ${job.shardEpoch[lease.shardIndex]} of job ${job.id} shard ${lease.shardIndex}`,
+        `lease ${lease.epoch} is neither the current epoch ${job.shardEpoch[lease.shardIndex]} nor the backup epoch of job ${job.id} shard ${lease.shardIndex}`,
       );
     }
     if (lease.epoch >= s.nextEpoch) out.push(`lease epoch ${lease.epoch} >= nextEpoch ${s.nextEpoch}`);
   }
-  for (const [key, n] of perShard) if (n > 1) out.push(`shard ${key} has ${n} live leases`);
+  for (const [key, n] of perShard) if (n > 2) out.push(`shard ${key} has ${n} live leases`);
   for (const job of s.jobs.values()) {
     let done = 0;
     let leased = 0;
@@ -45,6 +46,10 @@ export function checkInvariants(s: CoreState): string[] {
       else if (st === ShardStatus.leased) {
         leased++;
         if (!s.leases.has(job.shardEpoch[i] ?? 0)) out.push(`job ${job.id} shard ${i} is leased without a live lease`);
+        const backup = job.shardBackupEpoch[i] ?? 0;
+        if (backup !== 0 && !s.leases.has(backup)) out.push(`job ${job.id} shard ${i} has a backup epoch without a live lease`);
+      } else if ((job.shardBackupEpoch[i] ?? 0) !== 0) {
+        out.push(`job ${job.id} shard ${i} has a backup epoch but is not leased`);
       }
     }
     if (done !== job.doneCount) out.push(`job ${job.id} doneCount ${job.doneCount} but ${done} shards are done`);

@@ -40,6 +40,12 @@ export interface JobRecord {
   readonly shardStatus: Uint8Array;
   /** Epoch of the current lease (leased) or of the accepted execution (done); 0 if none. */
   readonly shardEpoch: Float64Array;
+  /** Epoch of a straggler's backup lease, live alongside the primary; 0 if none. */
+  readonly shardBackupEpoch: Float64Array;
+  /** Lease-to-acceptance times of accepted shards, for the straggler median. */
+  readonly durationsMs: number[];
+  /** Leased shards that ran too long and wait for a backup execution. */
+  backupQueue: number[];
   /** Executions started per shard (failed attempts count, released ones do not). */
   readonly shardAttempts: Uint16Array;
   /** Earliest time a re-queued shard may be granted again (retry backoff). */
@@ -76,6 +82,10 @@ export interface WorkerRecord {
   readonly kernels: readonly KernelOffer[];
   readonly threads: number;
   lastSeenMs: number;
+  /** Failed or expired executions in a row; reset by an accepted result. */
+  failureStreak: number;
+  /** A worker that keeps failing gets no leases until then. */
+  throttledUntilMs: number;
   /** Epochs of the leases it holds. */
   readonly leases: Set<number>;
 }
@@ -94,6 +104,15 @@ export interface CoreConfig {
   readonly workerTtlMs: number;
   /** Jobs that are queued or running at once, over all clients. */
   readonly maxActiveJobs: number;
+  /** A shard running longer than this × the job's median shard time gets a backup execution (0 disables). */
+  readonly stragglerFactor: number;
+  /** ...once at least this fraction of the job's shards is done. */
+  readonly stragglerMinDoneFraction: number;
+  /** Consecutive failures after which a worker is throttled. */
+  readonly throttleAfterFailures: number;
+  /** First throttle period; doubles per further failure, capped by throttleMaxMs. */
+  readonly throttleBaseMs: number;
+  readonly throttleMaxMs: number;
   readonly limits: SpecLimits;
 }
 
@@ -105,6 +124,11 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   retryMaxMs: 5_000,
   workerTtlMs: 60_000,
   maxActiveJobs: 1_000,
+  stragglerFactor: 1.5,
+  stragglerMinDoneFraction: 0.75,
+  throttleAfterFailures: 3,
+  throttleBaseMs: 1_000,
+  throttleMaxMs: 30_000,
   limits: DEFAULT_SPEC_LIMITS,
 };
 

@@ -264,6 +264,9 @@ function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap["job-su
     fingerprint: "",
     shardStatus: new Uint8Array(n),
     shardEpoch: new Float64Array(n),
+    shardBackupEpoch: new Float64Array(n),
+    durationsMs: [],
+    backupQueue: [],
     shardAttempts: new Uint16Array(n),
     shardNotBeforeMs: new Float64Array(n),
     shardLastError: new Map(),
@@ -323,6 +326,8 @@ function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-registe
     kernels: e.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
     threads: e.threads,
     lastSeenMs: e.nowMs,
+    failureStreak: 0,
+    throttledUntilMs: 0,
     leases: new Set(),
   });
   return ok({ workerId: e.workerId });
@@ -346,6 +351,8 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
   worker.lastSeenMs = e.nowMs;
   if (s.draining) return err({ kind: "draining" });
   const grants: Grant[] = [];
+  // A worker that keeps failing waits out its throttle period (it long-polls meanwhile).
+  if (worker.throttledUntilMs > e.nowMs) return ok(grants);
   const want = Math.max(0, Math.floor(e.maxShards));
   for (const jobId of s.activeJobs) {
     if (grants.length >= want) break;
@@ -355,6 +362,37 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
     if (!offer) continue;
     let changed = false;
     while (grants.length < want) {
+      const backup = nextBackup(s, job, worker.id);
+      if (backup >= 0) {
+        // A straggler's backup: a second live lease with a higher epoch; the first valid result wins.
+        const epoch = s.nextEpoch++;
+        s.leases.set(epoch, {
+          epoch,
+          jobId: job.id,
+          shardIndex: backup,
+          workerId: worker.id,
+          grantedAtMs: e.nowMs,
+          expiresAtMs: e.nowMs + s.config.leaseTtlMs,
+        });
+        worker.leases.add(epoch);
+        job.shardBackupEpoch[backup] = epoch;
+        changed = true;
+        fx.push({
+          type: "log",
+          level: "info",
+          msg: "backup leased for straggler",
+          fields: { jobId: job.id, shard: backup, epoch },
+        });
+        grants.push({
+          lease: { jobId: job.id, shardIndex: backup, epoch },
+          kernel: job.kernel,
+          ttlMs: s.config.leaseTtlMs,
+          attempt: job.shardAttempts[backup] ?? 1,
+          spec: job.spec,
+          bounds: tileBounds(job.plan, backup),
+        });
+        continue;
+      }
       const shard = nextShard(job, e.nowMs);
       if (shard < 0) break;
       if (job.fingerprint === "") {
@@ -409,6 +447,23 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
   return ok(grants);
 }
 
+/** Takes a straggler of `job` that still needs a backup and that `workerId` is not already running. -1 if none. */
+function nextBackup(s: CoreState, job: JobRecord, workerId: WorkerId): number {
+  const q = job.backupQueue;
+  for (let i = 0; i < q.length; i++) {
+    const shard = q[i] as number;
+    const live = job.shardStatus[shard] === ShardStatus.leased && (job.shardBackupEpoch[shard] ?? 0) === 0;
+    if (!live) {
+      q.splice(i--, 1);
+      continue;
+    }
+    if (s.leases.get(job.shardEpoch[shard] ?? 0)?.workerId === workerId) continue;
+    q.splice(i, 1);
+    return shard;
+  }
+  return -1;
+}
+
 /** Takes the next grantable shard of `job`: retries whose backoff has passed first, then fresh shards. -1 if none. */
 function nextShard(job: JobRecord, nowMs: number): number {
   const q = job.retryQueue;
@@ -447,8 +502,10 @@ function checkLease(
   if (isTerminal(job.state)) {
     return err({ kind: "lease-revoked", jobId: job.id, shardIndex, epoch, message: `job is ${job.state}` });
   }
-  if (epoch !== current || status !== ShardStatus.leased) {
-    if (epoch < current) return err({ kind: "stale-fence", jobId: job.id, shardIndex, epoch, currentEpoch: current });
+  const backup = job.shardBackupEpoch[shardIndex] ?? 0;
+  if ((epoch !== current && epoch !== backup) || status !== ShardStatus.leased) {
+    const newest = Math.max(current, backup);
+    if (epoch < newest) return err({ kind: "stale-fence", jobId: job.id, shardIndex, epoch, currentEpoch: newest });
     return err({ kind: "lease-lost", jobId: job.id, shardIndex, epoch });
   }
   const lease = s.leases.get(epoch);
@@ -481,10 +538,47 @@ function heartbeat(s: CoreState, e: HeartbeatReceived): OutcomeMap["heartbeat-re
   return ok(checks);
 }
 
-function removeLease(s: CoreState, lease: LeaseRecord, job: JobRecord): void {
+function dropLease(s: CoreState, lease: LeaseRecord): void {
   s.leases.delete(lease.epoch);
   s.workers.get(lease.workerId)?.leases.delete(lease.epoch);
+}
+
+/**
+ * Ends one of a shard's live leases. If the shard still has its other execution
+ * (primary or straggler backup), that one carries on as the primary and true is
+ * returned; otherwise the shard has no live lease left (the caller decides what next).
+ */
+function endLease(s: CoreState, job: JobRecord, lease: LeaseRecord): boolean {
+  dropLease(s, lease);
+  const shard = lease.shardIndex;
+  const primary = job.shardEpoch[shard] ?? 0;
+  const backup = job.shardBackupEpoch[shard] ?? 0;
+  job.shardBackupEpoch[shard] = 0;
+  const other = lease.epoch === primary ? backup : primary;
+  if (other !== 0 && s.leases.has(other)) {
+    job.shardEpoch[shard] = other;
+    return true;
+  }
   job.leasedCount--;
+  return false;
+}
+
+/** Counts a failed or expired execution against its worker; a worker that keeps failing is throttled. */
+function chargeFailure(s: CoreState, workerId: WorkerId, nowMs: number, fx: Effect[]): void {
+  const w = s.workers.get(workerId);
+  if (!w) return;
+  w.failureStreak++;
+  const over = w.failureStreak - s.config.throttleAfterFailures;
+  if (over >= 0) {
+    const ms = Math.min(s.config.throttleMaxMs, s.config.throttleBaseMs * 2 ** over);
+    w.throttledUntilMs = nowMs + ms;
+    fx.push({
+      type: "log",
+      level: "warn",
+      msg: "worker throttled",
+      fields: { workerId: w.id, name: w.name, failures: w.failureStreak, ms },
+    });
+  }
 }
 
 function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["shard-completed"] {
@@ -504,8 +598,17 @@ function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["sh
       message: `result is ${e.sizeBytes} bytes; the tile needs ${expected}`,
     });
   }
-  removeLease(s, lease, job);
-  // First valid completion wins; shardEpoch keeps the winner so a retry of the same report is recognised.
+  // First valid completion wins: the other execution of a straggler (if any) is dropped and learns it
+  // from its next heartbeat ("cancelled"). shardEpoch keeps the winner so a repeated report is recognised.
+  dropLease(s, lease);
+  const other = lease.epoch === job.shardEpoch[shard] ? job.shardBackupEpoch[shard] : job.shardEpoch[shard];
+  const otherLease = s.leases.get(other ?? 0);
+  if (otherLease) dropLease(s, otherLease);
+  job.shardBackupEpoch[shard] = 0;
+  job.shardEpoch[shard] = lease.epoch;
+  job.leasedCount--;
+  job.durationsMs.push(e.nowMs - lease.grantedAtMs);
+  worker.failureStreak = 0;
   job.shardStatus[shard] = ShardStatus.done;
   job.doneCount++;
   job.version++;
@@ -546,8 +649,14 @@ function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-fai
   if (!r.ok) return r;
   const { job, lease } = r.value;
   const shard = lease.shardIndex;
-  removeLease(s, lease, job);
   const why = e.error.slice(0, 1024);
+  if (!e.release) chargeFailure(s, e.workerId, e.nowMs, fx);
+  if (endLease(s, job, lease)) {
+    // The shard's other execution goes on; nothing to re-queue.
+    job.version++;
+    fx.push({ type: "job-changed", jobId: job.id });
+    return ok({ jobFailed: false });
+  }
   if (e.release) {
     // A hand-back is not a failed attempt: undo the count and make it grantable at once.
     job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
@@ -574,8 +683,9 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
     if (!s.leases.has(lease.epoch)) continue;
     const job = s.jobs.get(lease.jobId);
     if (!job) continue;
-    removeLease(s, lease, job);
     expired++;
+    chargeFailure(s, lease.workerId, e.nowMs, fx);
+    if (endLease(s, job, lease)) continue; // its straggler twin goes on
     const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
     job.shardLastError.set(lease.shardIndex, why);
     fx.push({
@@ -592,6 +702,7 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
       fx.push({ type: "log", level: "info", msg: "worker forgotten", fields: { workerId: w.id, name: w.name } });
     }
   }
+  if (s.config.stragglerFactor > 0) findStragglers(s, e.nowMs, fx);
   // Retry backoffs that ran out make shards grantable again.
   if (s.activeJobs.some((id) => (s.jobs.get(id)?.retryQueue.length ?? 0) > 0)) fx.push({ type: "shards-available" });
   return ok({ expired });
@@ -624,13 +735,40 @@ function resultFailed(s: CoreState, e: ResultFailed, fx: Effect[]): OutcomeMap["
 }
 
 /** Moves a job to a terminal state other than succeeded and frees everything it holds. */
+/**
+ * Queues a backup execution for shards that run much longer than their job's
+ * median (only once most of the job is done, when a straggler holds everyone up).
+ */
+function findStragglers(s: CoreState, nowMs: number, fx: Effect[]): void {
+  for (const id of s.activeJobs) {
+    const job = s.jobs.get(id);
+    if (!job || job.finalizing || job.leasedCount === 0 || job.durationsMs.length === 0) continue;
+    if (job.doneCount < job.plan.shardCount * s.config.stragglerMinDoneFraction) continue;
+    const sorted = [...job.durationsMs].sort((x, y) => x - y);
+    const median = sorted[Math.floor(sorted.length / 2)] as number;
+    const limit = Math.max(1, median * s.config.stragglerFactor);
+    let queued = false;
+    for (let shard = 0; shard < job.plan.shardCount; shard++) {
+      if (job.shardStatus[shard] !== ShardStatus.leased || (job.shardBackupEpoch[shard] ?? 0) !== 0) continue;
+      const primary = s.leases.get(job.shardEpoch[shard] ?? 0);
+      if (!primary || nowMs - primary.grantedAtMs <= limit || job.backupQueue.includes(shard)) continue;
+      job.backupQueue.push(shard);
+      queued = true;
+    }
+    if (queued) fx.push({ type: "shards-available" });
+  }
+}
+
 function endJob(s: CoreState, job: JobRecord, to: "failed" | "cancelled", message: string, nowMs: number, fx: Effect[]): void {
   for (const lease of [...s.leases.values()]) {
     if (lease.jobId !== job.id) continue;
-    removeLease(s, lease, job);
+    dropLease(s, lease);
     // No lease, so not "leased": later reports get lease-revoked from the job's terminal state.
     job.shardStatus[lease.shardIndex] = ShardStatus.pending;
+    job.shardBackupEpoch[lease.shardIndex] = 0;
   }
+  job.leasedCount = 0;
+  job.backupQueue = [];
   job.state = to;
   job.error = message;
   job.finishedAtMs = nowMs;
