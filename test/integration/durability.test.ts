@@ -77,3 +77,51 @@ describe("durable coordinator", () => {
     await Promise.all(handles.map((h) => h.result()));
   });
 });
+
+describe("zombies, cancel and drain with real processes", () => {
+  test("a worker paused past its lease TTL has its old leases refused (LOST / ABORTED) and the job is still exact", async () => {
+    const cluster = await startCluster({ workers: 1, leaseTtlMs: 800 });
+    onTestFinished(() => cluster.close());
+    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const a = randomMatrix(256, 1500, 91);
+    const b = randomMatrix(1500, 256, 92);
+    const job = await client.submitMatMul(a, b, { tileSize: 64, kernel: "reference" });
+    for (let i = 0; i < 400 && (await job.status()).shardsLeased < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    const zombie = cluster.workers[0]!;
+    zombie.child.kill("SIGSTOP");
+    await cluster.addWorker("healthy");
+    await new Promise((r) => setTimeout(r, 2_000)); // > TTL: the zombie's leases expire and are re-granted
+    zombie.child.kill("SIGCONT");
+    const c = await job.result();
+    expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(cluster.coordinator.stderr).toContain('"msg":"lease expired"');
+    // The zombie learnt that its old leases are gone (heartbeat LOST or completion ABORTED), dropped them and lives on.
+    expect(zombie.stderr).toMatch(/lease ended; stopping shard|result not accepted \(lease no longer current\)/);
+    expect(zombie.child.exitCode).toBeNull();
+  });
+
+  test("cancel stops the work on the workers and later results are rejected", async () => {
+    const cluster = await startCluster({ workers: 2, leaseTtlMs: 1500 });
+    onTestFinished(() => cluster.close());
+    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const a = randomMatrix(512, 2000, 93);
+    const job = await client.submitMatMul(a, randomMatrix(2000, 512, 94), { tileSize: 256, kernel: "reference" });
+    for (let i = 0; i < 300 && (await job.status()).shardsLeased < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    const st = await job.cancel({ reason: "test" });
+    expect(st.state).toBe("cancelled");
+    await expect(job.result()).rejects.toMatchObject({ name: "JobCancelledError" });
+    // Within about one heartbeat interval (ttl/3) no lease is left.
+    await new Promise((r) => setTimeout(r, 1_000));
+    const after = await job.status();
+    expect(after.shardsLeased).toBe(0);
+    expect(after.shardsDone).toBeLessThan(after.shardsTotal);
+  });
+
+  test("SIGTERM drains the coordinator and it exits 0", async () => {
+    const cluster = await startCluster({ workers: 1 });
+    onTestFinished(() => cluster.close());
+    cluster.coordinator.child.kill("SIGTERM");
+    expect(await cluster.coordinator.exited).toBe(0);
+  });
+});
