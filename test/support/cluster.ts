@@ -69,6 +69,8 @@ export interface ClusterOptions {
   maxMessageBytes?: number;
   extraCoordinatorArgs?: string[];
   extraWorkerArgs?: string[];
+  /** Environment of the first coordinator process only (restarts run without it). */
+  coordinatorEnv?: Record<string, string>;
 }
 
 /** A real coordinator process plus worker processes over TLS on loopback. */
@@ -102,8 +104,11 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const caPath = join(tlsDir, "ca.pem");
   const ca = readFileSync(caPath, "utf8");
   const dataDir = join(dir, "data");
-  const launch = async (port: number): Promise<{ proc: Proc; url: string }> => {
-    const proc = spawnNode("coordinator", BIN.coordinator, [
+  const launch = async (port: number, env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> => {
+    const proc = spawnNode(
+      "coordinator",
+      BIN.coordinator,
+      [
       "--tls-dir",
       tlsDir,
       "--port",
@@ -114,11 +119,13 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
       String(o.leaseTtlMs ?? 3000),
       ...(o.maxMessageBytes ? ["--max-message-bytes", String(o.maxMessageBytes)] : []),
       ...(o.extraCoordinatorArgs ?? []),
-    ]);
+      ],
+      env,
+    );
     await waitFor(proc, (p) => /listening on (\S+)/.test(p.stdout), 15_000, "listening line");
     return { proc, url: (/listening on (\S+)/.exec(proc.stdout) as RegExpExecArray)[1] as string };
   };
-  const first = await launch(0);
+  const first = await launch(0, o.coordinatorEnv);
   let coordinator = first.proc;
   const url = first.url;
   const port = Number(new URL(url).port);
