@@ -26,7 +26,7 @@ import {
 import { BlobService, GetJobResponseSchema, JobService, ShardOutcomeSchema, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { BlobError, BlobStore } from "./blob-store.js";
-import { Journal, type RecoveryReport } from "./journal.js";
+import { type CrashPoint, Journal, type RecoveryReport } from "./journal.js";
 import { ResultSink } from "./result-sink.js";
 import { fromLeaseRef, toConnectError, toJobStatus, toLeaseRef, toLeaseStatus, toShardLease } from "./wire.js";
 
@@ -48,6 +48,8 @@ export interface CoordinatorConfig {
   readonly invariantCheckIntervalMs: number;
   /** fsync journal commits and data files (default true; off only for tests that do not crash). */
   readonly fsync: boolean;
+  /** Fault injection for crash-point tests only (see {@link CrashPoint}). */
+  readonly crashAt?: CrashPoint;
   /** Called with each journal group commit's duration, for metrics. */
   readonly onJournalCommit?: (ms: number, records: number) => void;
   /** Decision tunables passed to the core. */
@@ -125,6 +127,7 @@ export class Coordinator {
       fsync: config.fsync,
       beforeCommit: () => sink.syncDirty(),
       ...(config.onJournalCommit ? { onCommit: config.onJournalCommit } : {}),
+      ...(config.crashAt ? { crashAt: config.crashAt } : {}),
     });
     const restored = restoreCoreState(config.core, journal.model);
     const active = new Set<string>(restored.active);

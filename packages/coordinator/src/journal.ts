@@ -25,6 +25,24 @@ export interface JournalOptions {
   readonly beforeCommit?: () => Promise<void>;
   /** Called with each group commit's duration (write + fsync), for metrics. */
   readonly onCommit?: (ms: number, records: number) => void;
+  /**
+   * Fault injection for crash-point tests only: SIGKILL this process at `point` of the
+   * `nth` group commit that carries an accepted shard.
+   */
+  readonly crashAt?: CrashPoint;
+}
+
+/** A named step of accepting a result, for crash-point tests. */
+export interface CrashPoint {
+  readonly point: "before-journal-write" | "after-journal-write" | "after-journal-fsync";
+  readonly nth: number;
+}
+
+/** Parses `POINT[:N]` (N defaults to 1); undefined for an empty or unknown value. */
+export function parseCrashPoint(text: string | undefined): CrashPoint | undefined {
+  const m = /^(before-journal-write|after-journal-write|after-journal-fsync)(?::(\d+))?$/.exec(text ?? "");
+  if (!m) return undefined;
+  return { point: m[1] as CrashPoint["point"], nth: Number(m[2] ?? 1) };
 }
 
 /** What recovery found. */
@@ -101,7 +119,7 @@ function fsyncDir(dir: string): void {
  */
 export class Journal {
   readonly model: DurableModel;
-  readonly #opts: Required<Omit<JournalOptions, "beforeCommit" | "onCommit">> & JournalOptions;
+  readonly #opts: Required<Omit<JournalOptions, "beforeCommit" | "onCommit" | "crashAt">> & JournalOptions;
   #seq: number;
   #fh: FileHandle;
   #segmentBytes: number;
@@ -110,6 +128,7 @@ export class Journal {
   #scheduled: Promise<void> | undefined;
   #failed: Error | undefined;
   #closed = false;
+  #acceptCommits = 0;
 
   private constructor(opts: JournalOptions, model: DurableModel, seq: number, fh: FileHandle, segmentBytes: number) {
     this.#opts = { fsync: true, snapshotAfterBytes: 64 * 1024 * 1024, ...opts };
@@ -180,6 +199,15 @@ export class Journal {
     if (this.#closed) throw new Error("journal is closed");
     applyRecord(this.model, r);
     this.#pending.push(encodeRecord(r));
+    if (r.type === "shard-accepted") this.#pendingAccepts = true;
+  }
+
+  #pendingAccepts = false;
+
+  /** Kills the process here if a crash-point test asked for it. */
+  #maybeCrash(point: CrashPoint["point"], armed: boolean): void {
+    const c = this.#opts.crashAt;
+    if (armed && c && c.point === point && this.#acceptCommits === c.nth) process.kill(process.pid, "SIGKILL");
   }
 
   /**
@@ -204,13 +232,19 @@ export class Journal {
     if (this.#pending.length === 0) return;
     const batch = this.#pending;
     this.#pending = [];
+    const armed = this.#pendingAccepts;
+    this.#pendingAccepts = false;
+    if (armed) this.#acceptCommits++;
     const t0 = performance.now();
     try {
       await this.#opts.beforeCommit?.();
+      this.#maybeCrash("before-journal-write", armed);
       const buf = batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch);
       let off = 0;
       while (off < buf.byteLength) off += (await this.#fh.write(buf, off, buf.byteLength - off)).bytesWritten;
+      this.#maybeCrash("after-journal-write", armed);
       if (this.#opts.fsync) await this.#fh.datasync();
+      this.#maybeCrash("after-journal-fsync", armed);
       this.#segmentBytes += buf.byteLength;
     } catch (e) {
       this.#failed = e instanceof Error ? e : new Error(String(e));
