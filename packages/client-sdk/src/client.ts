@@ -237,6 +237,9 @@ function createTransport(options: ClientOptions, config: ClientConfig): Transpor
     writeMaxBytes: config.maxMessageBytes,
     // float64 data barely compresses; gzip only costs CPU on the data plane.
     acceptCompression: [],
+    // Notice a dead connection under a long-poll long before the RPC deadline.
+    pingIntervalMs: 5_000,
+    pingTimeoutMs: 5_000,
     ...(ca === undefined
       ? {}
       : { nodeOptions: { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) } }),

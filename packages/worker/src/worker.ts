@@ -828,8 +828,11 @@ function createTransport(config: WorkerConfig): Transport {
     baseUrl: config.coordinatorUrl,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
-    // PINGs notice a dead connection under a long-poll long before its deadline.
-    pingIntervalMs: 15_000,
+    // PINGs notice a dead (black-holed or half-open) connection under a long-poll well
+    // within a lease TTL, so the worker reconnects before its leases expire
+    // (covered by test/integration/network.test.ts).
+    pingIntervalMs: 1_000,
+    pingTimeoutMs: 1_500,
     // float64 matrices barely compress, and gzip of every blob chunk cost the server
     // more time than the transfer itself (measured: ~4x slower reads on loopback).
     acceptCompression: [],
