@@ -94,7 +94,8 @@ describe("determinism and failures", () => {
     expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
     const st = await job.status();
     expect(st.state).toBe("succeeded");
-    expect(st.shardsRetried).toBeGreaterThan(0);
+    // The killed worker's lease ran out: the shard was retried, or its straggler backup won.
+    expect(local.coordinator.stderr).toContain('"msg":"lease expired"');
   });
 
   test("one job gives byte-identical C with 1 worker and with 3 workers", async () => {

@@ -173,7 +173,9 @@ async function waitForTerminal(ctx: ClientContext, jobId: string, options: WaitO
   for (;;) {
     throwIfAborted(signal);
     const startedMs = performance.now();
-    const res = await retryTransient(ctx.config, signal, () => ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true }, pollOptions));
+    const res = await retryTransient(ctx.config, signal, () =>
+      ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true }, pollOptions),
+    );
     const status = fromWireStatus(requireStatus(res.status, jobId), jobId);
     if (isTerminal(status.state)) return status;
     // A coordinator that returned early without news (e.g. draining): back off a little.
