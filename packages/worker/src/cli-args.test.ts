@@ -29,6 +29,10 @@ describe("parseArgs", () => {
       shutdownGraceMs: 10_000,
       retryBudgetMs: 0,
       logLevel: "info",
+      kernels: "auto",
+      chaosCrashRate: 0,
+      chaosDelayMs: 0,
+      chaosDropRate: 0,
     });
   });
 
@@ -50,6 +54,8 @@ describe("parseArgs", () => {
       "60000",
       "--log-level",
       "debug",
+      "--kernels",
+      "wasm-simd, reference",
     ]);
     expect(c).toMatchObject({
       caFile: "ca.pem",
@@ -60,6 +66,7 @@ describe("parseArgs", () => {
       shutdownGraceMs: 500,
       retryBudgetMs: 60_000,
       logLevel: "debug",
+      kernels: ["wasm-simd", "reference"],
     });
   });
 
@@ -74,6 +81,10 @@ describe("parseArgs", () => {
       DCE_SHUTDOWN_GRACE_MS: "1",
       DCE_RETRY_BUDGET_MS: "2",
       DCE_LOG_LEVEL: "warn",
+      DCE_WORKER_KERNELS: "native-blas,wasm-simd",
+      DCE_CHAOS_CRASH_RATE: "0.2",
+      DCE_CHAOS_DELAY_MS: "50",
+      DCE_CHAOS_DROP_RATE: "0.1",
     };
     expect(config([], env)).toEqual({
       coordinatorUrl: "http://localhost:7000",
@@ -85,12 +96,25 @@ describe("parseArgs", () => {
       shutdownGraceMs: 1,
       retryBudgetMs: 2,
       logLevel: "warn",
+      kernels: ["native-blas", "wasm-simd"],
+      chaosCrashRate: 0.2,
+      chaosDelayMs: 50,
+      chaosDropRate: 0.1,
     });
-    const c = config([...base, "--threads", "2", "--log-level", "error"], env);
+    const c = config([...base, "--threads", "2", "--log-level", "error", "--kernels", "auto"], env);
     expect(c.coordinatorUrl).toBe("https://coord.test:7443");
     expect(c.threads).toBe(2);
     expect(c.logLevel).toBe("error");
     expect(c.name).toBe("from-env");
+    expect(c.kernels).toBe("auto");
+  });
+
+  it("rejects chaos rates outside [0, 1]", () => {
+    for (const bad of ["1.5", "-0.1", "x"]) {
+      const r = parseArgs([...base, "--chaos-crash-rate", bad], {});
+      expect(r.ok).toBe(false);
+    }
+    expect(parseArgs([...base, "--chaos-drop-rate", "2"], {}).ok).toBe(false);
   });
 
   it("treats an empty environment variable as unset", () => {
@@ -117,6 +141,10 @@ describe("parseArgs", () => {
     [[...base, "--cache-bytes", "-1"], {}, /--cache-bytes/],
     [[...base, "--max-message-bytes", "1000"], {}, /--max-message-bytes must be an integer >= 65536/],
     [[...base, "--log-level", "loud"], {}, /--log-level must be one of/],
+    [[...base, "--kernels", "simd"], {}, /--kernels: unknown kernel "simd" \(known: auto, native-blas, wasm-simd, reference\)/],
+    [[...base, "--kernels", "reference,auto"], {}, /--kernels: unknown kernel "auto"/],
+    [[...base, "--kernels", "reference,,wasm-simd"], {}, /--kernels: unknown kernel ""/],
+    [[...base, "--kernels", "reference,reference"], {}, /"reference" is listed twice/],
     [[...base, "--bogus"], {}, /unknown option '--bogus'/],
     [[...base, "extra"], {}, /too many arguments/],
     [[...base, "--threads"], {}, /argument missing/],

@@ -1,4 +1,5 @@
 import { Command, CommanderError, Option } from "commander";
+import { isKernelName, type KernelName, kernelNames } from "./kernels/names.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
 import { version } from "./version.js";
 
@@ -27,6 +28,17 @@ export interface WorkerCliConfig {
   readonly retryBudgetMs: number;
   /** `--log-level` / `DCE_LOG_LEVEL`; default `info`. */
   readonly logLevel: LogLevel;
+  /**
+   * `--kernels` / `DCE_WORKER_KERNELS`: the kernels to offer, in preference order, or
+   * `"auto"` (default) for every available one, fastest first.
+   */
+  readonly kernels: "auto" | readonly KernelName[];
+  /** `--chaos-crash-rate` / `DCE_CHAOS_CRASH_RATE`: probability of dying mid-shard; default 0. */
+  readonly chaosCrashRate: number;
+  /** `--chaos-delay-ms` / `DCE_CHAOS_DELAY_MS`: random delay up to this before each report; default 0. */
+  readonly chaosDelayMs: number;
+  /** `--chaos-drop-rate` / `DCE_CHAOS_DROP_RATE`: probability of losing a completion; default 0. */
+  readonly chaosDropRate: number;
 }
 
 /**
@@ -85,6 +97,30 @@ const flags: readonly FlagSpec[] = [
     help: "give up (exit 1) after the coordinator is unreachable this long; 0 = never (default: 0)",
   },
   { flag: "--log-level <level>", key: "logLevel", env: "DCE_LOG_LEVEL", help: `${logLevels.join("|")} (default: info)` },
+  {
+    flag: "--kernels <list>",
+    key: "kernels",
+    env: "DCE_WORKER_KERNELS",
+    help: `kernels to offer, comma-separated in preference order, from ${kernelNames.join(", ")}; auto = every available one, fastest first (default: auto)`,
+  },
+  {
+    flag: "--chaos-crash-rate <p>",
+    key: "chaosCrashRate",
+    env: "DCE_CHAOS_CRASH_RATE",
+    help: "chaos: probability of exiting abruptly mid-shard (default: 0)",
+  },
+  {
+    flag: "--chaos-delay-ms <n>",
+    key: "chaosDelayMs",
+    env: "DCE_CHAOS_DELAY_MS",
+    help: "chaos: random delay up to n ms before each report (default: 0)",
+  },
+  {
+    flag: "--chaos-drop-rate <p>",
+    key: "chaosDropRate",
+    env: "DCE_CHAOS_DROP_RATE",
+    help: "chaos: probability of losing a completion RPC (default: 0)",
+  },
 ];
 
 /**
@@ -166,6 +202,21 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     problems.push(`--log-level must be one of ${logLevels.join(", ")}, got "${logLevel}"`);
   }
 
+  const kernels = parseKernels(raw("kernels") ?? "auto", problems);
+  const rate = (key: "chaosCrashRate" | "chaosDropRate", flag: string): number => {
+    const text = raw(key);
+    if (text === undefined) return 0;
+    const p = Number(text);
+    if (!Number.isFinite(p) || p < 0 || p > 1 || text.trim() === "") {
+      problems.push(`${flag} must be a probability between 0 and 1, got "${text}"`);
+      return 0;
+    }
+    return p;
+  };
+  const chaosCrashRate = rate("chaosCrashRate", "--chaos-crash-rate");
+  const chaosDropRate = rate("chaosDropRate", "--chaos-drop-rate");
+  const chaosDelayMs = integer("chaosDelayMs", "--chaos-delay-ms", 0, 0);
+
   if (problems.length > 0 || coordinatorUrl === undefined) {
     return usageError(problems.map((p) => `error: ${p}`).join("\n"), program);
   }
@@ -181,8 +232,29 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       shutdownGraceMs,
       retryBudgetMs,
       logLevel: logLevel as LogLevel,
+      kernels,
+      chaosCrashRate,
+      chaosDelayMs,
+      chaosDropRate,
     },
   };
+}
+
+/** `auto`, or a comma-separated list of distinct kernel names (problems are appended to `problems`). */
+function parseKernels(text: string, problems: string[]): "auto" | readonly KernelName[] {
+  if (text.trim() === "auto") return "auto";
+  const names = text.split(",").map((s) => s.trim());
+  const bad = names.filter((name) => !isKernelName(name));
+  if (bad.length > 0) {
+    problems.push(`--kernels: unknown kernel ${bad.map((b) => `"${b}"`).join(", ")} (known: auto, ${kernelNames.join(", ")})`);
+    return "auto";
+  }
+  const repeated = names.filter((name, i) => names.indexOf(name) !== i);
+  if (repeated.length > 0) {
+    problems.push(`--kernels: "${repeated[0]}" is listed twice`);
+    return "auto";
+  }
+  return names as KernelName[];
 }
 
 function usageError(message: string, program: Command): ParseArgsResult {

@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { pino } from "pino";
 import { parseArgs } from "./cli-args.js";
+import { selectKernels } from "./kernels/kernel.js";
 import { version } from "./version.js";
 import { RetryBudgetExceededError, Worker } from "./worker.js";
 
@@ -37,6 +38,17 @@ async function main(): Promise<number> {
     }
   }
 
+  // Which kernels this worker advertises (the Worker registers with listKernels()). With
+  // auto, a kernel that cannot run here is logged once and left out; one named
+  // explicitly in --kernels must run, or the worker does not start.
+  const selection = selectKernels(config.kernels);
+  for (const { name, reason } of selection.unavailable) {
+    if (config.kernels === "auto") logger.warn({ kernel: name, reason }, `${name} unavailable: ${reason}`);
+    else logger.fatal({ kernel: name, reason }, `${name} unavailable: ${reason}`);
+  }
+  if (config.kernels !== "auto" && selection.unavailable.length > 0) return 1;
+  logger.debug({ kernels: selection.kernels.map((k) => k.fingerprint) }, "kernels selected");
+
   const worker = new Worker({
     coordinatorUrl: config.coordinatorUrl,
     ca,
@@ -47,6 +59,17 @@ async function main(): Promise<number> {
     shutdownGraceMs: config.shutdownGraceMs,
     retryBudgetMs: config.retryBudgetMs,
     logger,
+    ...(config.chaosCrashRate > 0 || config.chaosDelayMs > 0 || config.chaosDropRate > 0
+      ? {
+          chaos: {
+            crashRate: config.chaosCrashRate,
+            delayMs: config.chaosDelayMs,
+            dropRate: config.chaosDropRate,
+            // Abrupt on purpose: no drain, no flush, exactly like a crash.
+            crash: () => process.kill(process.pid, "SIGKILL"),
+          },
+        }
+      : {}),
   });
 
   let signals = 0;

@@ -15,10 +15,16 @@
  * @packageDocumentation
  */
 
-export type { Kernel } from "./kernels/kernel.js";
-export { createKernel, listKernels } from "./kernels/kernel.js";
+export type { Kernel, KernelSelection, UnavailableKernel } from "./kernels/kernel.js";
+export { createKernel, listKernels, selectKernels } from "./kernels/kernel.js";
+export type { KernelName } from "./kernels/names.js";
+export { kernelNames } from "./kernels/names.js";
+export { createNativeBlasKernel } from "./kernels/native-blas.js";
 export { referenceKernel } from "./kernels/reference.js";
+export { KernelUnavailableError } from "./kernels/support.js";
+export type { WasmSimdKernelOptions } from "./kernels/wasm-simd.js";
+export { createWasmSimdKernel } from "./kernels/wasm-simd.js";
 export type { ComputePool, GemmResult, GemmTask, ThreadPoolOptions } from "./pool.js";
 export { createThreadPool } from "./pool.js";
-export type { WorkerLogger, WorkerOptions } from "./worker.js";
+export type { ChaosOptions, WorkerLogger, WorkerOptions } from "./worker.js";
 export { RetryBudgetExceededError, Worker } from "./worker.js";

@@ -1,6 +1,7 @@
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { WorkerService } from "@dce/proto";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { listKernels } from "./kernels/kernel.js";
 import { referenceKernel } from "./kernels/reference.js";
 import { type ComputePool, createThreadPool, type GemmResult, type GemmTask } from "./pool.js";
 import { compileThreadScript, removeCompiledThreadScript } from "./test-support/compile-thread.js";
@@ -141,7 +142,10 @@ describe("Worker pull loop", () => {
     await worker.start();
 
     expect(worker.workerId).toBe("w-1");
-    expect(fake.registered[0]).toEqual({ workerId: "w-1", name: "test-worker", threads: 2, kernels: ["reference/1"] });
+    // every available kernel, fastest first (native-blas and wasm-simd where they run), reference last
+    const kernels = listKernels().map((k) => k.fingerprint);
+    expect(kernels.at(-1)).toBe("reference/1");
+    expect(fake.registered[0]).toEqual({ workerId: "w-1", name: "test-worker", threads: 2, kernels });
     const registered = logger.lines.find((l) => l.msg === "worker registered");
     expect(registered?.fields).toMatchObject({ workerId: "w-1", threads: 2 });
 

@@ -74,6 +74,20 @@ export interface WorkerOptions {
   readonly pool?: ComputePool | undefined;
   /** Uniform random numbers in [0, 1) for backoff jitter; default `Math.random`. */
   readonly random?: (() => number) | undefined;
+  /** Built-in fault injection, to watch the engine survive faults. Off by default. */
+  readonly chaos?: ChaosOptions | undefined;
+}
+
+/** Faults a worker can inject into its own shards (`worker --chaos-*`). */
+export interface ChaosOptions {
+  /** Probability of dying abruptly mid-shard, after computing and before reporting. */
+  readonly crashRate?: number;
+  /** A random delay of up to this many ms before each report. */
+  readonly delayMs?: number;
+  /** Probability of losing a completion (the report is never sent; the lease expires). */
+  readonly dropRate?: number;
+  /** How to die; the CLI passes an immediate SIGKILL of its own process. */
+  readonly crash: () => void;
 }
 
 /** {@link WorkerOptions} with every default filled in. */
@@ -89,6 +103,7 @@ interface WorkerConfig {
   readonly acquireWaitMs: number;
   readonly rpcTimeoutMs: number;
   readonly random: () => number;
+  readonly chaos: ChaosOptions | undefined;
 }
 
 /** Room left in each message for everything but the payload bytes. */
@@ -429,6 +444,7 @@ export class Worker {
         signal,
       );
       run.phase = "completing";
+      if (await this.#chaos(run)) return;
       await this.#complete(run, c, computeMs);
     } catch (e) {
       if (signal.aborted) {
@@ -442,6 +458,26 @@ export class Worker {
       this.#log.warn({ ...leaseFields(lease), err: message }, "shard failed");
       await this.#failShard(lease, message, false, this.#stop.signal, this.#config.rpcTimeoutMs);
     }
+  }
+
+  /**
+   * Applies `--chaos-*` faults before a report. Returns true when the completion is to
+   * be lost on purpose (the lease then expires and the shard runs elsewhere).
+   */
+  async #chaos(run: ShardRun): Promise<boolean> {
+    const chaos = this.#config.chaos;
+    if (chaos === undefined) return false;
+    const fields = leaseFields(run.lease);
+    if ((chaos.delayMs ?? 0) > 0) await sleepMs(Math.floor(this.#config.random() * (chaos.delayMs ?? 0)), run.abort.signal);
+    if (this.#config.random() < (chaos.crashRate ?? 0)) {
+      this.#log.warn(fields, "chaos: crashing mid-shard");
+      chaos.crash();
+    }
+    if (this.#config.random() < (chaos.dropRate ?? 0)) {
+      this.#log.warn(fields, "chaos: dropping the completion");
+      return true;
+    }
+    return false;
   }
 
   // ---- input data --------------------------------------------------------------------
@@ -800,6 +836,7 @@ function resolveConfig(o: WorkerOptions): WorkerConfig {
     acquireWaitMs: o.acquireWaitMs ?? 20_000,
     rpcTimeoutMs: o.rpcTimeoutMs ?? 30_000,
     random: o.random ?? Math.random,
+    chaos: o.chaos,
   };
   for (const key of ["cacheBytes", "shutdownGraceMs", "retryBudgetMs", "acquireWaitMs"] as const) {
     const v = config[key];

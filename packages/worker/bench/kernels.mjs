@@ -1,0 +1,65 @@
+// Micro-benchmark (not a test): GFLOP/s of each kernel on one thread, for square products.
+//
+//   pnpm --filter @dce/worker build && node packages/worker/bench/kernels.mjs [--sizes 512,1024,2048] [--kernels LIST]
+//
+// LIST names kernels as the worker does (native-blas, wasm-simd, reference) plus
+// wasm-simd-nofma (the wasm kernel without FMA). Each figure is the best of several runs
+// (at least one, until about a second has passed), counting 2·n³ flops per product and
+// the whole gemm call (for wasm-simd that includes copying the operands into its memory).
+import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
+import { createKernel, createWasmSimdKernel, KernelUnavailableError } from "../dist/index.js";
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "512,1024,2048" },
+    kernels: { type: "string", default: "native-blas,wasm-simd,wasm-simd-nofma,reference" },
+  },
+});
+const sizes = values.sizes.split(",").map(Number);
+
+function load(name) {
+  try {
+    return name === "wasm-simd-nofma" ? createWasmSimdKernel({ fma: false }) : createKernel(name);
+  } catch (e) {
+    if (e instanceof KernelUnavailableError) return e;
+    throw e;
+  }
+}
+
+function random(len, seed) {
+  let x = seed;
+  return Float64Array.from({ length: len }, () => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return x / 2 ** 31 - 0.5;
+  });
+}
+
+console.log(`node ${process.version}, ${process.arch}, one thread`);
+const rows = [];
+for (const label of values.kernels.split(",")) {
+  const kernel = load(label);
+  if (kernel instanceof KernelUnavailableError) {
+    console.log(`${label.padEnd(16)} ${kernel.message}`);
+    continue;
+  }
+  const row = [label.padEnd(16)];
+  for (const n of sizes) {
+    const a = random(n * n, 1);
+    const b = random(n * n, 2);
+    const c = new Float64Array(n * n);
+    // warm-up: compile and tier up (the best of the timed runs also hides memory growth)
+    const w = Math.min(n, 256);
+    kernel.gemm(w, w, w, a, b, c);
+    let bestMs = Number.POSITIVE_INFINITY;
+    const start = performance.now();
+    for (let r = 0; r < 5 && (r === 0 || performance.now() - start < 1000); r++) {
+      const t = performance.now();
+      kernel.gemm(n, n, n, a, b, c);
+      bestMs = Math.min(bestMs, performance.now() - t);
+    }
+    row.push(`n=${n}: ${((2 * n ** 3) / bestMs / 1e6).toFixed(1).padStart(6)} GFLOP/s`);
+  }
+  rows.push(row.join("  "));
+  console.log(`${rows.at(-1)}   [${kernel.fingerprint}]`);
+}

@@ -1,0 +1,58 @@
+// Builds the optional native-blas addon (native/dce_blas.c against OpenBLAS) with node-gyp:
+//
+//   node scripts/build-native.mjs     writes native/build/Release/dce_blas.node, or explains why not
+//
+// Never fails the build: without OpenBLAS (Debian: `apt-get install libopenblas-dev`), a
+// compiler or the Node.js headers, it prints one "native-blas not built" line and exits 0,
+// and the worker simply does not offer the kernel. It never downloads anything: node-gyp
+// gets the headers of the running Node.js (`--nodedir`), and is skipped when there are none.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const nativeDir = join(packageDir, "native");
+const addon = join(nativeDir, "build", "Release", "dce_blas.node");
+
+/** The prefix of the running Node.js if it ships its headers (`include/node/node_api.h`). */
+function localNodeDir() {
+  const prefix = resolve(dirname(process.execPath), "..");
+  const headers = join(prefix, "include", "node");
+  return existsSync(join(headers, "node_api.h")) && existsSync(join(headers, "common.gypi")) ? prefix : undefined;
+}
+
+function skip(reason) {
+  console.log(`native-blas not built (optional; the worker runs without it): ${reason}`);
+  process.exit(0);
+}
+
+if (process.env.DCE_SKIP_NATIVE === "1") skip("DCE_SKIP_NATIVE=1");
+const nodedir = localNodeDir();
+if (nodedir === undefined) skip(`no Node.js headers next to ${process.execPath}`);
+let nodeGyp;
+try {
+  nodeGyp = createRequire(import.meta.url).resolve("node-gyp/bin/node-gyp.js");
+} catch {
+  skip("node-gyp is not installed");
+}
+const res = spawnSync(
+  process.execPath,
+  [nodeGyp, "rebuild", "--directory", nativeDir, `--nodedir=${nodedir}`, "--loglevel=error"],
+  {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout: 300_000,
+  },
+);
+if (res.status !== 0 || !existsSync(addon)) {
+  const output = `${res.stdout ?? ""}${res.stderr ?? ""}`;
+  // The compiler's first error says it best (e.g. "cblas.h: No such file or directory").
+  const firstError = output
+    .split("\n")
+    .find((l) => /error|cannot find/i.test(l))
+    ?.trim();
+  skip(firstError ?? (res.error?.message || `node-gyp exited with ${res.status}`));
+}
+console.log(`built ${join("native", "build", "Release", "dce_blas.node")}`);
