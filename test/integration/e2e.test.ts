@@ -94,8 +94,8 @@ describe("determinism and failures", () => {
     expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
     const st = await job.status();
     expect(st.state).toBe("succeeded");
-    // The killed worker's lease ran out: the shard was retried, or its straggler backup won.
-    expect(local.coordinator.stderr).toContain('"msg":"lease expired"');
+    // The killed worker's shard was taken over: its lease expired, or a straggler backup won.
+    expect(local.coordinator.stderr).toMatch(/"msg":"lease expired"|"msg":"backup leased for straggler"/);
   });
 
   test("one job gives byte-identical C with 1 worker and with 3 workers", async () => {

@@ -46,12 +46,12 @@ describe("network faults between a worker and the coordinator", () => {
       await new Promise((r) => setTimeout(r, 4_000)); // past the lease TTL and the keepalive ping timeout
       proxy.setMode({ kind: "pass" });
 
-      const c = await job.result();
+      const c = await job.result({ signal: AbortSignal.timeout(60_000) });
       expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
       // The worker behind the proxy opened a new connection and got work again.
       expect(proxy.accepted).toBeGreaterThan(1);
       const second = await client.submitMatMul(randomMatrix(64, 64, 303), randomMatrix(64, 64, 304), { tileSize: 8 });
-      await second.result();
+      await second.result({ signal: AbortSignal.timeout(60_000) });
       expect(behind.child.exitCode).toBeNull();
     },
   );

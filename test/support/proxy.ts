@@ -81,7 +81,11 @@ export async function startFaultProxy(targetPort: number): Promise<FaultProxy> {
         client.destroy();
         upstream.destroy();
       }
-      return new Promise((resolve) => server.close(() => resolve()));
+      // Bounded: a peer that keeps reconnecting must not hold the test up.
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        setTimeout(resolve, 2_000).unref();
+      });
     },
   };
 }
