@@ -73,6 +73,12 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .default(env.DCE_MAX_ACTIVE_JOBS ? Number(env.DCE_MAX_ACTIVE_JOBS) : 1000),
     )
     .addOption(
+      new Option("--no-metrics", "do not serve Prometheus metrics at GET /metrics (env DCE_METRICS=0)").default(
+        env.DCE_METRICS !== "0",
+      ),
+    )
+    .addOption(new Option("--no-ui", "do not serve the live dashboard at GET /ui (env DCE_UI=0)").default(env.DCE_UI !== "0"))
+    .addOption(
       new Option("--log-level <level>", "fatal|error|warn|info|debug|trace")
         .choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
         .default(env.DCE_LOG_LEVEL ?? "info"),
@@ -94,6 +100,8 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             maxMessageBytes: o.maxMessageBytes,
             defaultTile: o.defaultTile,
             maxActiveJobs: o.maxActiveJobs,
+            metrics: o.metrics,
+            ui: o.ui,
           },
         },
       };

@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { parseArgs } from "./args.js";
 import { generateDevCertificates } from "./certs.js";
+import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 
 /** Entry point of the `coordinator` bin. The only module that touches `process`. */
@@ -25,13 +26,24 @@ async function main(): Promise<number> {
   const logger = pino({ level: cmd.logLevel, base: { svc: "coordinator", pid: process.pid } }, pino.destination(2));
   let running: Awaited<ReturnType<typeof startCoordinator>>;
   try {
-    running = await startCoordinator({ ...cmd.options, logger });
+    // DCE_TEST_CRASH_AT=POINT[:N] is fault injection for the crash-point tests only.
+    const testCrashAt = parseCrashPoint(process.env.DCE_TEST_CRASH_AT);
+    running = await startCoordinator({ ...cmd.options, logger, ...(testCrashAt ? { testCrashAt } : {}) });
   } catch (e) {
     process.stderr.write(`coordinator: ${(e as Error).message}\n`);
     return (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? 1 : 2;
   }
   process.stdout.write(`listening on ${running.url}\n`);
-  logger.info({ url: running.url, dataDir: running.coordinator.config.dataDir }, "coordinator ready");
+  logger.info(
+    {
+      url: running.url,
+      dataDir: running.coordinator.config.dataDir,
+      healthz: `${running.url}/healthz`,
+      ...(cmd.options.metrics !== false ? { metrics: `${running.url}/metrics` } : {}),
+      ...(cmd.options.ui !== false ? { dashboard: `${running.url}/ui` } : {}),
+    },
+    "coordinator ready",
+  );
   return await new Promise<number>((resolve) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {

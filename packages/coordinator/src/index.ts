@@ -11,6 +11,30 @@ export type { DevCertificateOptions, DevCertificatePaths } from "./certs.js";
 export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, loadTlsFiles } from "./certs.js";
 export type { CoordinatorConfig, StepObserver } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
+export type {
+  Dashboard,
+  DashboardJob,
+  DashboardLease,
+  DashboardOptions,
+  DashboardState,
+  DashboardTileMap,
+  DashboardWorker,
+  ThroughputPoint,
+} from "./observability/dashboard.js";
+export { createDashboard } from "./observability/dashboard.js";
+export { registerHealthService } from "./observability/health.js";
+export type {
+  CoordinatorMetrics,
+  CoordinatorMetricsOptions,
+  JournalWriteObserver,
+  LeaseEndReason,
+  RejectionReason,
+} from "./observability/metrics.js";
+export { createCoordinatorMetrics } from "./observability/metrics.js";
+export type { OpsEndpoint, OpsGuard, OpsHttpOptions, OpsRequest } from "./observability/ops-http.js";
+export { createOpsHttpHandler } from "./observability/ops-http.js";
+export { registerReflectionService } from "./observability/reflection.js";
+export type { ObservableCoordinator } from "./observability/source.js";
 export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, isLoopbackHost, resolveConfig, startCoordinator } from "./server.js";
 export { CODE_OF_ERROR } from "./wire.js";

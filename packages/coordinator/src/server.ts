@@ -1,12 +1,20 @@
 import { readFileSync } from "node:fs";
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
+import * as net from "node:net";
 import { join } from "node:path";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
 import { type Logger, pino } from "pino";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
+import type { CrashPoint } from "./journal.js";
+import { createDashboard } from "./observability/dashboard.js";
+import { registerHealthService } from "./observability/health.js";
+import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observability/metrics.js";
+import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
+import { registerReflectionService } from "./observability/reflection.js";
 
 /** Options for {@link startCoordinator}; every field has a default. */
 export interface CoordinatorOptions {
@@ -38,8 +46,21 @@ export interface CoordinatorOptions {
   maxConcurrentStreams?: number;
   /** fsync the journal and data files (default true). Turn off only in tests that never crash. */
   fsync?: boolean;
+  /** Fault injection for crash-point tests only: SIGKILL at a named step of accepting a result. */
+  testCrashAt?: CrashPoint;
   /** Logger; default pino to stderr at "info". */
   logger?: Logger;
+  /** Serve Prometheus metrics at `GET /metrics`. Default true. */
+  metrics?: boolean;
+  /** Include the Node process metrics (`process_*`, `nodejs_*`) in `/metrics`. Default true. */
+  processMetrics?: boolean;
+  /** Serve the read-only live dashboard at `GET /ui`. Default true. */
+  ui?: boolean;
+  /**
+   * Access control for the plain-HTTP endpoints (`/ui`, `/metrics`, `/healthz`):
+   * return false to answer 403. Default: all allowed (the dashboard is read-only).
+   */
+  opsGuard?: OpsGuard;
 }
 
 /** A running coordinator server. */
@@ -48,6 +69,11 @@ export interface RunningCoordinator {
   readonly url: string;
   readonly port: number;
   readonly coordinator: Coordinator;
+  /**
+   * This coordinator's Prometheus metrics (its own registry). The journal reports each
+   * commit through `metrics.observeJournalWriteMs(ms, records)`.
+   */
+  readonly metrics: CoordinatorMetrics;
   /** Drains, closes connections and stops. Idempotent. */
   close(): Promise<void>;
 }
@@ -93,7 +119,10 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
 
 /**
  * Starts a coordinator: a Connect gRPC server on HTTP/2 (TLS unless `insecure`) that
- * serves JobService, BlobService and WorkerService.
+ * serves JobService, BlobService and WorkerService, the gRPC health service
+ * (`grpc.health.v1.Health`) and server reflection (`grpc.reflection.v1` and `v1alpha`).
+ * The same port answers plain HTTP/1.1 and HTTP/2 requests for `GET /healthz`,
+ * `GET /metrics` (Prometheus) and `GET /ui` (live dashboard); see `docs/operations.md`.
  * @throws Error when TLS files are missing, or `insecure` is asked for on a non-loopback host.
  */
 export async function startCoordinator(o: CoordinatorOptions = {}): Promise<RunningCoordinator> {
@@ -112,8 +141,19 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       throw new Error(`cannot read server.pem / server-key.pem in ${o.tlsDir}: ${(e as Error).message}`);
     }
   }
-  const config = resolveConfig(o);
+  const metrics = createCoordinatorMetrics({ processMetrics: o.processMetrics ?? true });
+  const config: CoordinatorConfig = {
+    ...resolveConfig(o),
+    onJournalCommit: metrics.observeJournalWriteMs,
+    ...(o.testCrashAt ? { crashAt: o.testCrashAt } : {}),
+  };
   const coordinator = await Coordinator.open(config, logger);
+  // Attached after recovery: recovered jobs are the baseline, not counted again.
+  const detachMetrics = metrics.attach(coordinator);
+  const dashboard =
+    (o.ui ?? true)
+      ? createDashboard(coordinator, { staleAfterMs: config.maxLongPollMs + config.core.leaseTtlMs + 5_000 })
+      : undefined;
   const shutdown = new AbortController();
   // Anything other than a ConnectError is a bug: log it with its cause, answer INTERNAL without details.
   const normalize: Interceptor = (next) => async (req) => {
@@ -126,23 +166,51 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     }
   };
   const handler = connectNodeAdapter({
-    routes: (r) => coordinator.routes(r),
+    routes: (r) => {
+      coordinator.routes(r);
+      registerHealthService(r, coordinator);
+      registerReflectionService(r);
+    },
+    // Paths that are no gRPC method: /healthz, /metrics, /ui.
+    fallback: createOpsHttpHandler({
+      ...((o.metrics ?? true) ? { metrics } : {}),
+      ...(dashboard ? { dashboard } : {}),
+      ...(o.opsGuard ? { guard: o.opsGuard } : {}),
+      isServing: () => !coordinator.state.draining,
+      logger,
+    }),
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     // Matrix bytes barely compress; gzip would only cost CPU on the data plane.
     acceptCompression: [],
     maxTimeoutMs: config.maxLongPollMs + 60_000,
     shutdownSignal: shutdown.signal,
-    interceptors: [normalize],
+    // Metrics first: it is the outermost, so it sees the code `normalize` settles on.
+    interceptors: [metrics.interceptor, normalize],
   });
   const settings = { maxConcurrentStreams: o.maxConcurrentStreams ?? 256 };
-  const server = tls
-    ? http2.createSecureServer({ ...tls, allowHTTP1: false, settings }, handler)
-    : http2.createServer({ settings }, handler);
+  // HTTP/1.1 is accepted too, for Prometheus, curl and browsers on /metrics, /healthz
+  // and /ui; gRPC itself needs HTTP/2, which clients negotiate by ALPN.
+  let h2: http2.Http2Server | http2.Http2SecureServer;
+  let server: net.Server;
+  if (tls) {
+    h2 = http2.createSecureServer({ ...tls, allowHTTP1: true, settings }, handler);
+    server = h2;
+  } else {
+    // Plaintext HTTP/2 has no ALPN: tell the protocols apart by the HTTP/2 preface.
+    h2 = http2.createServer({ settings }, handler);
+    server = servePlaintextByPreface(h2, http.createServer(handler));
+  }
   const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s: http2.ServerHttp2Session) => {
+  h2.on("session", (s: http2.ServerHttp2Session) => {
     sessions.add(s);
     s.on("close", () => sessions.delete(s));
+  });
+  // HTTP/1.1 keep-alive connections have no session; they are destroyed after the grace period too.
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -159,6 +227,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     url,
     port,
     coordinator,
+    metrics,
     close() {
       closing ??= (async () => {
         coordinator.drain();
@@ -169,11 +238,50 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
           // Sessions that do not close by themselves (idle long-polls) are destroyed after a grace period.
           setTimeout(() => {
             for (const s of sessions) s.destroy();
+            for (const s of sockets) s.destroy();
           }, 2_000).unref();
         });
         await coordinator.close();
+        dashboard?.close();
+        detachMetrics();
       })();
       return closing;
     },
   };
+}
+
+/** The first bytes of every HTTP/2 connection ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), enough of them to decide. */
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
+
+/**
+ * A plaintext server that hands each connection to `h2` when it opens with the
+ * HTTP/2 preface (prior knowledge, as gRPC clients do) and to `h1` otherwise.
+ */
+function servePlaintextByPreface(h2: http2.Http2Server, h1: http.Server): net.Server {
+  return net.createServer((socket) => {
+    let seen = Buffer.alloc(0);
+    // A connection that never sends enough bytes to decide is dropped.
+    socket.setTimeout(30_000, () => socket.destroy());
+    const onError = () => socket.destroy();
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const isH2 = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && n < H2_PREFACE.length) return;
+      socket.off("data", onData);
+      socket.off("error", onError);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(seen);
+      if (isH2) {
+        // The HTTP/2 session reads what is buffered on the socket itself.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+    socket.on("error", onError);
+  });
 }

@@ -1,0 +1,422 @@
+import {
+  type CoreEvent,
+  type CoreState,
+  isTerminal,
+  type JobRecord,
+  type JobStateName,
+  type OutcomeMap,
+  ShardStatus,
+  type StepResult,
+} from "@dce/core";
+import type { ObservableCoordinator } from "./source.js";
+
+/** Options of {@link createDashboard}. */
+export interface DashboardOptions {
+  /** Clock for snapshots, in ms since the epoch. Default `Date.now`. */
+  nowMs?: () => number;
+  /** Finished jobs listed besides the active ones (newest first). Default 20. */
+  maxFinishedJobs?: number;
+  /** Most cells in a tile map; bigger plans are downsampled into blocks of shards. Default 4096. */
+  maxTileCells?: number;
+  /** Seconds of throughput history kept and sent. Default 120. */
+  historySeconds?: number;
+  /** A worker unseen this long is shown as stale, in ms. Default 45 000 (idle long-polls are silent up to 30 s). */
+  staleAfterMs?: number;
+  /** Leases listed per worker. Default 12. */
+  maxLeasesPerWorker?: number;
+}
+
+/** One job as the dashboard shows it. Times are ms since the epoch; 0 = not yet. */
+export interface DashboardJob {
+  readonly id: string;
+  readonly state: JobStateName;
+  /** Shapes: C is rows × cols, with inner dimension `inner`. */
+  readonly rows: number;
+  readonly cols: number;
+  readonly inner: number;
+  readonly tileRows: number;
+  readonly tileCols: number;
+  readonly kernel: string;
+  readonly shardsTotal: number;
+  readonly shardsDone: number;
+  readonly shardsLeased: number;
+  /** Shards waiting for a lease (fresh or retry). */
+  readonly shardsQueued: number;
+  readonly shardsRetried: number;
+  readonly createdAtMs: number;
+  readonly startedAtMs: number;
+  readonly finishedAtMs: number;
+  /** Time running so far (or in total once finished), in ms. */
+  readonly elapsedMs: number;
+  /** Estimated time left, in ms; null when unknown (nothing done yet, or finished). */
+  readonly etaMs: number | null;
+  /** Mean completion rate since start, shards per second. */
+  readonly shardsPerSec: number;
+  readonly error: string;
+}
+
+/** One lease held by a worker. */
+export interface DashboardLease {
+  readonly jobId: string;
+  readonly shardIndex: number;
+  readonly epoch: number;
+  /** ms until it expires unless renewed (negative: overdue). */
+  readonly expiresInMs: number;
+}
+
+/** One worker as the dashboard shows it. */
+export interface DashboardWorker {
+  readonly id: string;
+  readonly name: string;
+  readonly threads: number;
+  readonly kernels: readonly string[];
+  /** busy: holds leases; idle: none; stale: not heard from for `staleAfterMs`. */
+  readonly status: "busy" | "idle" | "stale";
+  readonly registeredAtMs: number;
+  /** Last contact (register, pull, heartbeat, report), ms since the epoch. */
+  readonly lastSeenMs: number;
+  readonly leaseCount: number;
+  /** The first leases it holds (see `maxLeasesPerWorker`). */
+  readonly leases: readonly DashboardLease[];
+  /** Shards it completed since this coordinator started. */
+  readonly shardsCompleted: number;
+  /** Recent rate over the last 5 s, shards per second. */
+  readonly shardsPerSec: number;
+}
+
+/**
+ * The tile map of one job: C's tile grid, row-major, one character per cell.
+ * `d` done, `l` leased, `r` retried (waiting for or running another attempt),
+ * `p` pending; with downsampling also `h`, a block partly done.
+ */
+export interface DashboardTileMap {
+  readonly jobId: string;
+  /** Grid of cells sent (after downsampling). */
+  readonly gridRows: number;
+  readonly gridCols: number;
+  /** Shards per cell edge: 1 = one cell per shard. */
+  readonly blockSize: number;
+  /** Tile grid of the plan itself. */
+  readonly planRows: number;
+  readonly planCols: number;
+  readonly cells: string;
+  /** Shard counts by class over the whole plan (not downsampled). */
+  readonly counts: { readonly done: number; readonly leased: number; readonly retried: number; readonly pending: number };
+}
+
+/** One second of throughput. */
+export interface ThroughputPoint {
+  /** Start of the second, ms since the epoch. */
+  readonly tMs: number;
+  readonly shards: number;
+  /** Floating-point operations of the shards accepted in that second (2·m·n·k per tile). */
+  readonly flops: number;
+}
+
+/** Everything `/ui/api/state` returns. */
+export interface DashboardState {
+  readonly nowMs: number;
+  readonly startedAtMs: number;
+  readonly draining: boolean;
+  readonly totals: {
+    readonly jobs: Readonly<Record<JobStateName, number>>;
+    readonly workers: number;
+    readonly threads: number;
+    readonly leases: number;
+    readonly shardsCompleted: number;
+    /** Shards per second over the last 5 s (fewer while younger). */
+    readonly shardsPerSec: number;
+    /** GFLOP/s over the last 5 s (fewer while younger). */
+    readonly gflops: number;
+  };
+  /** Active jobs oldest first, then finished ones newest first. */
+  readonly jobs: readonly DashboardJob[];
+  readonly workers: readonly DashboardWorker[];
+  /** The job whose tile map is shown: the one asked for, else the oldest running, else the newest. */
+  readonly focusJobId: string | null;
+  readonly tiles: DashboardTileMap | null;
+  /**
+   * One point per second, oldest first, ending with the current (partial) second:
+   * the last `historySeconds`, or fewer while the dashboard is younger than that.
+   */
+  readonly throughput: readonly ThroughputPoint[];
+}
+
+/** Live view model of the `/ui` page, fed by a coordinator's step hook. */
+export interface Dashboard {
+  /** A snapshot of the coordinator for the page; `focusJobId` picks the job whose tile map is sent. */
+  snapshot(focusJobId?: string): DashboardState;
+  /** Stops observing the coordinator. Idempotent. */
+  close(): void;
+}
+
+interface WorkerActivity {
+  registeredAtMs: number;
+  completed: number;
+  /** Second (ms / 1000, floored) → shards accepted in it. */
+  readonly recent: Map<number, number>;
+}
+
+/** Rates are taken over this many seconds, the current partial second included. */
+const RATE_WINDOW_S = 5;
+
+/**
+ * Mean rate over the last `RATE_WINDOW_S` seconds from per-second counts: the
+ * current second counts for the part of it that has passed, and nothing before
+ * `sinceMs` (a young worker or dashboard) dilutes the rate.
+ */
+export function recentRate(perSecond: ReadonlyMap<number, number>, nowMs: number, sinceMs: number): number {
+  const cur = Math.floor(nowMs / 1000);
+  let n = 0;
+  for (let sec = cur - RATE_WINDOW_S + 1; sec <= cur; sec++) n += perSecond.get(sec) ?? 0;
+  const windowS = RATE_WINDOW_S - 1 + (nowMs - cur * 1000) / 1000;
+  // At least a quarter second, so one early completion does not read as a burst.
+  const seconds = Math.max(0.25, Math.min(windowS, (nowMs - sinceMs) / 1000));
+  return n / seconds;
+}
+
+/**
+ * Creates the dashboard view model of `source` (a {@link Coordinator}). It keeps
+ * only small rolling counters (throughput per second, per-worker completions); the
+ * rest is read from the core state when a snapshot is taken.
+ */
+export function createDashboard(source: ObservableCoordinator, options: DashboardOptions = {}): Dashboard {
+  const now = options.nowMs ?? Date.now;
+  const maxFinished = options.maxFinishedJobs ?? 20;
+  const maxCells = Math.max(16, options.maxTileCells ?? 4096);
+  const historyS = Math.max(10, options.historySeconds ?? 120);
+  const staleAfterMs = options.staleAfterMs ?? 45_000;
+  const maxLeases = options.maxLeasesPerWorker ?? 12;
+  const startedAtMs = now();
+  const perSecond = new Map<number, { shards: number; flops: number }>();
+  const workers = new Map<string, WorkerActivity>();
+  let totalCompleted = 0;
+
+  const activity = (id: string, nowMs: number): WorkerActivity => {
+    let a = workers.get(id);
+    if (!a) {
+      a = { registeredAtMs: nowMs, completed: 0, recent: new Map() };
+      workers.set(id, a);
+    }
+    return a;
+  };
+
+  const onStep = (event: CoreEvent, result: StepResult<OutcomeMap[CoreEvent["type"]]>) => {
+    if (event.type === "worker-registered" && result.outcome.ok) activity(event.workerId, event.nowMs);
+    if (event.type !== "shard-completed") return;
+    const outcome = result.outcome as OutcomeMap["shard-completed"];
+    if (!outcome.ok) return;
+    const job = source.state.jobs.get(event.lease.jobId);
+    const b = outcome.value.bounds;
+    const flops = 2 * (b.rowEnd - b.rowStart) * (b.colEnd - b.colStart) * (job?.plan.inner ?? 0);
+    const sec = Math.floor(event.nowMs / 1000);
+    const point = perSecond.get(sec) ?? { shards: 0, flops: 0 };
+    point.shards++;
+    point.flops += flops;
+    perSecond.set(sec, point);
+    totalCompleted++;
+    const a = activity(event.workerId, event.nowMs);
+    a.completed++;
+    a.recent.set(sec, (a.recent.get(sec) ?? 0) + 1);
+    // Keep the maps small: drop seconds older than the history.
+    if (perSecond.size > historyS + 5) for (const s of perSecond.keys()) if (s < sec - historyS) perSecond.delete(s);
+    if (a.recent.size > RATE_WINDOW_S + 2) for (const s of a.recent.keys()) if (s <= sec - RATE_WINDOW_S) a.recent.delete(s);
+  };
+  const unobserve = source.observe(onStep);
+
+  const throughput = (nowMs: number): ThroughputPoint[] => {
+    const cur = Math.floor(nowMs / 1000);
+    const out: ThroughputPoint[] = [];
+    // Nothing before this dashboard started: a young coordinator shows its whole life.
+    for (let s = Math.max(cur - historyS + 1, Math.floor(startedAtMs / 1000)); s <= cur; s++) {
+      const p = perSecond.get(s);
+      out.push({ tMs: s * 1000, shards: p?.shards ?? 0, flops: p?.flops ?? 0 });
+    }
+    return out;
+  };
+
+  return {
+    snapshot(focusJobId) {
+      const nowMs = now();
+      const s = source.state;
+      for (const id of workers.keys()) if (!s.workers.has(id as never)) workers.delete(id);
+      const series = throughput(nowMs);
+      const shards = new Map<number, number>();
+      const flops = new Map<number, number>();
+      for (const p of series.slice(-RATE_WINDOW_S)) {
+        shards.set(p.tMs / 1000, p.shards);
+        flops.set(p.tMs / 1000, p.flops);
+      }
+      const jobs = listJobs(s, nowMs, maxFinished);
+      const focus = pickFocus(s, jobs, focusJobId);
+      return {
+        nowMs,
+        startedAtMs,
+        draining: s.draining,
+        totals: {
+          jobs: countJobs(s),
+          workers: s.workers.size,
+          threads: [...s.workers.values()].reduce((n, w) => n + w.threads, 0),
+          leases: s.leases.size,
+          shardsCompleted: totalCompleted,
+          shardsPerSec: recentRate(shards, nowMs, startedAtMs),
+          gflops: recentRate(flops, nowMs, startedAtMs) / 1e9,
+        },
+        jobs,
+        workers: listWorkers(s, workers, nowMs, staleAfterMs, maxLeases),
+        focusJobId: focus?.id ?? null,
+        tiles: focus ? tileMap(focus, maxCells) : null,
+        throughput: series,
+      };
+    },
+    close() {
+      unobserve();
+    },
+  };
+}
+
+function countJobs(s: Readonly<CoreState>): Record<JobStateName, number> {
+  const counts: Record<JobStateName, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+  for (const job of s.jobs.values()) counts[job.state]++;
+  return counts;
+}
+
+function viewJob(job: JobRecord, nowMs: number): DashboardJob {
+  const total = job.plan.shardCount;
+  const end = job.finishedAtMs || nowMs;
+  const elapsedMs = job.startedAtMs ? Math.max(0, end - job.startedAtMs) : 0;
+  const shardsPerSec = elapsedMs > 0 ? (job.doneCount * 1000) / elapsedMs : 0;
+  const left = total - job.doneCount;
+  const etaMs = !isTerminal(job.state) && job.doneCount > 0 && shardsPerSec > 0 ? Math.round((left / shardsPerSec) * 1000) : null;
+  return {
+    id: job.id,
+    state: job.state,
+    rows: job.plan.rows,
+    cols: job.plan.cols,
+    inner: job.plan.inner,
+    tileRows: job.plan.tileRows,
+    tileCols: job.plan.tileCols,
+    kernel: job.kernel,
+    shardsTotal: total,
+    shardsDone: job.doneCount,
+    shardsLeased: job.leasedCount,
+    shardsQueued: isTerminal(job.state) ? 0 : total - job.doneCount - job.leasedCount,
+    shardsRetried: job.retriedCount,
+    createdAtMs: job.createdAtMs,
+    startedAtMs: job.startedAtMs,
+    finishedAtMs: job.finishedAtMs,
+    elapsedMs,
+    etaMs,
+    shardsPerSec,
+    error: job.error.slice(0, 500),
+  };
+}
+
+function listJobs(s: Readonly<CoreState>, nowMs: number, maxFinished: number): DashboardJob[] {
+  const active: JobRecord[] = [];
+  const finished: JobRecord[] = [];
+  for (const job of s.jobs.values()) (isTerminal(job.state) ? finished : active).push(job);
+  active.sort((a, b) => a.createdAtMs - b.createdAtMs);
+  // Jobs are kept in creation order, so the newest finished ones are at the end.
+  finished.sort((a, b) => b.finishedAtMs - a.finishedAtMs);
+  return [...active, ...finished.slice(0, maxFinished)].map((j) => viewJob(j, nowMs));
+}
+
+function pickFocus(s: Readonly<CoreState>, jobs: readonly DashboardJob[], wanted: string | undefined): JobRecord | undefined {
+  if (wanted) {
+    const job = s.jobs.get(wanted as JobRecord["id"]);
+    if (job) return job;
+  }
+  const id = jobs.find((j) => j.state === "running")?.id ?? jobs.find((j) => j.state === "queued")?.id ?? jobs[0]?.id;
+  return id === undefined ? undefined : s.jobs.get(id as JobRecord["id"]);
+}
+
+function listWorkers(
+  s: Readonly<CoreState>,
+  activity: ReadonlyMap<string, WorkerActivity>,
+  nowMs: number,
+  staleAfterMs: number,
+  maxLeases: number,
+): DashboardWorker[] {
+  const out: DashboardWorker[] = [];
+  for (const w of s.workers.values()) {
+    const a = activity.get(w.id);
+    const leases: DashboardLease[] = [];
+    for (const epoch of w.leases) {
+      if (leases.length >= maxLeases) break;
+      const l = s.leases.get(epoch);
+      if (l) leases.push({ jobId: l.jobId, shardIndex: l.shardIndex, epoch, expiresInMs: l.expiresAtMs - nowMs });
+    }
+    leases.sort((x, y) => x.epoch - y.epoch);
+    const registeredAtMs = a?.registeredAtMs ?? w.lastSeenMs;
+    out.push({
+      id: w.id,
+      name: w.name,
+      threads: w.threads,
+      kernels: w.kernels.map((k) => k.name),
+      status: nowMs - w.lastSeenMs > staleAfterMs ? "stale" : w.leases.size > 0 ? "busy" : "idle",
+      registeredAtMs,
+      lastSeenMs: w.lastSeenMs,
+      leaseCount: w.leases.size,
+      leases,
+      shardsCompleted: a?.completed ?? 0,
+      shardsPerSec: a ? recentRate(a.recent, nowMs, registeredAtMs) : 0,
+    });
+  }
+  return out.sort((x, y) => x.name.localeCompare(y.name) || x.id.localeCompare(y.id));
+}
+
+/** Class of one shard: d done, l leased, r retried, p pending. */
+function shardClass(job: JobRecord, i: number, live: boolean): "d" | "l" | "r" | "p" {
+  const status = job.shardStatus[i];
+  if (status === ShardStatus.done) return "d";
+  const attempts = job.shardAttempts[i] ?? 0;
+  if (status === ShardStatus.leased) return live && attempts > 1 ? "r" : "l";
+  // A pending shard that was leased before is waiting for its retry (a hand-back undoes its attempt).
+  return live && attempts > 0 ? "r" : "p";
+}
+
+/**
+ * Builds the tile map of `job`, downsampled into square blocks of shards when the
+ * plan has more than `maxCells` tiles. A block shows its most telling state:
+ * retried, then leased, then done (all done), partly done (`h`), else pending.
+ */
+export function tileMap(job: JobRecord, maxCells: number): DashboardTileMap {
+  const { rowTiles, colTiles } = job.plan;
+  let block = 1;
+  while (Math.ceil(rowTiles / block) * Math.ceil(colTiles / block) > maxCells) block++;
+  const gridRows = Math.ceil(rowTiles / block);
+  const gridCols = Math.ceil(colTiles / block);
+  const live = !isTerminal(job.state);
+  const counts = { done: 0, leased: 0, retried: 0, pending: 0 };
+  const classes = new Uint8Array(job.plan.shardCount);
+  const CODE = { d: 0, l: 1, r: 2, p: 3 } as const;
+  for (let i = 0; i < job.plan.shardCount; i++) {
+    const c = shardClass(job, i, live);
+    classes[i] = CODE[c];
+    if (c === "d") counts.done++;
+    else if (c === "l") counts.leased++;
+    else if (c === "r") counts.retried++;
+    else counts.pending++;
+  }
+  let cells = "";
+  for (let gr = 0; gr < gridRows; gr++) {
+    for (let gc = 0; gc < gridCols; gc++) {
+      let done = 0;
+      let leased = 0;
+      let retried = 0;
+      let n = 0;
+      for (let r = gr * block; r < Math.min(rowTiles, (gr + 1) * block); r++) {
+        for (let c = gc * block; c < Math.min(colTiles, (gc + 1) * block); c++) {
+          const k = classes[r * colTiles + c];
+          n++;
+          if (k === CODE.d) done++;
+          else if (k === CODE.l) leased++;
+          else if (k === CODE.r) retried++;
+        }
+      }
+      cells += retried > 0 ? "r" : leased > 0 ? "l" : done === n ? "d" : done > 0 ? "h" : "p";
+    }
+  }
+  return { jobId: job.id, gridRows, gridCols, blockSize: block, planRows: rowTiles, planCols: colTiles, cells, counts };
+}

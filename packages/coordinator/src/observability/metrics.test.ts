@@ -1,0 +1,222 @@
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { FakeCoordinator } from "../test-support/fake-coordinator.js";
+import { registerHealthService } from "./health.js";
+import { type CoordinatorMetrics, codeLabel, createCoordinatorMetrics, rejectionReason } from "./metrics.js";
+
+/** The value of one series, or undefined when it does not exist. */
+async function value(m: CoordinatorMetrics, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const metric = m.registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const got = await metric.get();
+  const hit = got.values.find((v) =>
+    Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want),
+  );
+  return hit?.value;
+}
+
+function setup() {
+  const fake = new FakeCoordinator();
+  const metrics = createCoordinatorMetrics({ processMetrics: false });
+  const detach = metrics.attach(fake);
+  return { fake, metrics, detach };
+}
+
+describe("metrics derived from core steps", () => {
+  it("counts a job from submit to success, per worker", async () => {
+    const { fake, metrics } = setup();
+    const job = fake.submit(8, 4, 8, 4); // 2 x 2 = 4 shards
+    const w1 = fake.register("w1");
+    const w2 = fake.register("w2");
+    expect(await value(metrics, "dce_jobs", { state: "queued" })).toBe(1);
+    const g1 = fake.acquire(w1, 3);
+    const g2 = fake.acquire(w2, 3);
+    expect(g1).toHaveLength(3);
+    expect(g2).toHaveLength(1);
+    expect(await value(metrics, "dce_shards", { state: "leased" })).toBe(4);
+    expect(await value(metrics, "dce_leases_active")).toBe(4);
+    for (const g of g1) expect(fake.complete(w1, g).ok).toBe(true);
+    for (const g of g2) expect(fake.complete(w2, g).ok).toBe(true);
+    fake.finalize(job);
+
+    expect(await value(metrics, "dce_jobs_submitted_total")).toBe(1);
+    expect(await value(metrics, "dce_jobs_finished_total", { state: "succeeded" })).toBe(1);
+    expect(await value(metrics, "dce_jobs", { state: "succeeded" })).toBe(1);
+    expect(await value(metrics, "dce_jobs", { state: "running" })).toBe(0);
+    expect(await value(metrics, "dce_leases_granted_total")).toBe(4);
+    expect(await value(metrics, "dce_shards_completed_total")).toBe(4);
+    expect(await value(metrics, "dce_shard_result_bytes_total")).toBe(8 * 8 * 8);
+    expect(await value(metrics, "dce_worker_shards_completed_total", { worker_name: "w1" })).toBe(3);
+    expect(await value(metrics, "dce_worker_shards_completed_total", { worker_name: "w2" })).toBe(1);
+    expect(await value(metrics, "dce_workers")).toBe(2);
+    expect(await value(metrics, "dce_worker_threads")).toBe(2);
+    expect(await value(metrics, "dce_workers_registered_total")).toBe(2);
+    expect(await value(metrics, "dce_shard_completions_rejected_total", { reason: "stale" })).toBe(0);
+  });
+
+  it("counts rejections by reason, expiries, retries, failures and hand-backs", async () => {
+    const { fake, metrics } = setup();
+    fake.submit(4, 4, 8, 4); // 2 shards
+    const w = fake.register("w");
+    const [a, b] = fake.acquire(w, 2);
+    if (!a || !b) throw new Error("expected two grants");
+    expect(fake.complete(w, a).ok).toBe(true);
+    expect(fake.complete(w, a).ok).toBe(false); // the same report again: duplicate
+    // b expires, is retried, and the late report of the old epoch is stale.
+    expect(fake.tick(1_500)).toBe(1);
+    expect(fake.complete(w, b).ok).toBe(false);
+    expect(await value(metrics, "dce_leases_expired_total")).toBe(1);
+    expect(await value(metrics, "dce_shards_retried_total")).toBe(1);
+    expect(await value(metrics, "dce_shard_completions_rejected_total", { reason: "duplicate" })).toBe(1);
+    expect(await value(metrics, "dce_shard_completions_rejected_total", { reason: "stale" })).toBe(1);
+    expect(await value(metrics, "dce_shards_awaiting_retry")).toBe(1);
+    // The retry fails once (another retry), then is handed back unstarted (not a retry).
+    fake.tick(50);
+    const [again] = fake.acquire(w, 1);
+    if (!again) throw new Error("expected the retry");
+    expect(fake.fail(w, again).ok).toBe(true);
+    fake.tick(50);
+    const [third] = fake.acquire(w, 1);
+    if (!third) throw new Error("expected another retry");
+    expect(fake.fail(w, third, true).ok).toBe(true);
+    expect(await value(metrics, "dce_shard_failures_total")).toBe(1);
+    expect(await value(metrics, "dce_shards_released_total")).toBe(1);
+    expect(await value(metrics, "dce_shards_retried_total")).toBe(2);
+    expect(await value(metrics, "dce_leases_granted_total")).toBe(4);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "completed" })).toBe(1);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "expired" })).toBe(1);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "failed" })).toBe(1);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "released" })).toBe(1);
+  });
+
+  it("accounts for every lease: backups for stragglers, the losing twin superseded, revoked by a cancel", async () => {
+    const { fake, metrics } = setup();
+    const job = fake.submit(4, 4, 4, 2); // 4 shards
+    const w1 = fake.register("w1");
+    const w2 = fake.register("w2");
+    const grants = fake.acquire(w1, 4);
+    fake.nowMs += 100;
+    for (const g of grants.slice(0, 3)) expect(fake.complete(w1, g).ok).toBe(true);
+    // The last shard runs past 1.5 x the median (100 ms): it gets a backup on another worker, which wins.
+    fake.tick(100);
+    const [backup] = fake.acquire(w2, 1);
+    if (!backup) throw new Error("expected a backup lease");
+    expect(backup.lease.shardIndex).toBe(grants[3]?.lease.shardIndex);
+    expect(fake.complete(w2, backup).ok).toBe(true);
+    fake.finalize(job);
+    expect(await value(metrics, "dce_leases_backup_total")).toBe(1);
+    expect(await value(metrics, "dce_leases_granted_total")).toBe(5);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "completed" })).toBe(4);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "superseded" })).toBe(1);
+    // A cancelled job's live leases are revoked.
+    const other = fake.submit(4, 4, 4, 2);
+    fake.acquire(w1, 3);
+    fake.cancel(other);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "revoked" })).toBe(3);
+    expect(await value(metrics, "dce_leases_active")).toBe(0);
+    // Every grant ended exactly one way.
+    let ended = 0;
+    for (const reason of ["completed", "superseded", "expired", "failed", "released", "revoked"]) {
+      ended += (await value(metrics, "dce_leases_ended_total", { reason })) ?? 0;
+    }
+    expect(ended).toBe(await value(metrics, "dce_leases_granted_total"));
+  });
+
+  it("counts cancelled and failed jobs once, and takes jobs that existed before attach as a baseline", async () => {
+    const fake = new FakeCoordinator({ maxAttempts: 1 });
+    const before = fake.submit(4, 4, 4, 4);
+    fake.cancel(before);
+    const metrics = createCoordinatorMetrics({ processMetrics: false });
+    metrics.attach(fake);
+    const job = fake.submit(4, 4, 4, 4);
+    const w = fake.register("w");
+    const [g] = fake.acquire(w, 1);
+    if (!g) throw new Error("expected a grant");
+    expect(fake.fail(w, g).ok).toBe(true); // maxAttempts = 1: the job fails
+    const other = fake.submit(4, 4, 4, 4);
+    fake.cancel(other);
+    fake.cancel(other); // cancelling again changes nothing
+    expect(fake.state.jobs.get(job)?.state).toBe("failed");
+    expect(await value(metrics, "dce_jobs_finished_total", { state: "failed" })).toBe(1);
+    expect(await value(metrics, "dce_jobs_finished_total", { state: "cancelled" })).toBe(1);
+    expect(await value(metrics, "dce_jobs_submitted_total")).toBe(2);
+    expect(await value(metrics, "dce_jobs", { state: "cancelled" })).toBe(2);
+  });
+
+  it("drops the series of forgotten workers at scrape time", async () => {
+    const { fake, metrics } = setup();
+    fake.submit(4, 4, 4, 4);
+    const w = fake.register("gone");
+    const [g] = fake.acquire(w, 1);
+    if (!g) throw new Error("expected a grant");
+    fake.complete(w, g);
+    expect(await metrics.scrape()).toContain('worker_name="gone"');
+    fake.tick(fake.state.config.workerTtlMs + 1);
+    expect(fake.state.workers.size).toBe(0);
+    expect(await metrics.scrape()).not.toContain('worker_name="gone"');
+  });
+
+  it("stops observing after detach", async () => {
+    const { fake, metrics, detach } = setup();
+    detach();
+    detach();
+    fake.submit(4, 4, 4, 4);
+    expect(await value(metrics, "dce_jobs_submitted_total")).toBe(0);
+    expect(await value(metrics, "dce_jobs", { state: "queued" })).toBe(0);
+  });
+
+  it("records journal writes in seconds and ignores nonsense", async () => {
+    const { metrics } = setup();
+    const observe = metrics.observeJournalWriteMs; // used unbound, as a callback
+    observe(2, 3);
+    observe(0.5);
+    observe(-1);
+    observe(Number.NaN, Number.NaN);
+    const text = await metrics.scrape();
+    expect(text).toMatch(/^dce_journal_write_seconds_count 2$/m);
+    expect(text).toMatch(/^dce_journal_write_seconds_sum 0\.0025$/m);
+    expect(text).toMatch(/^dce_journal_records_total 3$/m);
+  });
+
+  it("uses its own registry, so two coordinators in one process do not clash", () => {
+    const a = createCoordinatorMetrics({ processMetrics: true });
+    const b = createCoordinatorMetrics({ processMetrics: true });
+    expect(a.registry).not.toBe(b.registry);
+    expect(a.registry.getSingleMetric("dce_jobs")).toBeDefined();
+    expect(a.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+  });
+});
+
+describe("RPC interceptor", () => {
+  it("counts and times calls by service, method and code", async () => {
+    const fake = new FakeCoordinator();
+    const metrics = createCoordinatorMetrics({ processMetrics: false });
+    const transport = createRouterTransport((r) => registerHealthService(r, fake), {
+      router: { interceptors: [metrics.interceptor] },
+    });
+    const health = createClient(Health, transport);
+    await health.check({ service: "" });
+    await health.check({ service: "" });
+    await expect(health.check({ service: "no.Such" })).rejects.toMatchObject({ code: Code.NotFound });
+    const labels = { service: "grpc.health.v1.Health", method: "Check" };
+    expect(await value(metrics, "dce_rpc_started_total", labels)).toBe(3);
+    expect(await value(metrics, "dce_rpc_handled_total", { ...labels, code: "ok" })).toBe(2);
+    expect(await value(metrics, "dce_rpc_handled_total", { ...labels, code: "not_found" })).toBe(1);
+    const text = await metrics.scrape();
+    expect(text).toContain('dce_rpc_handling_seconds_count{service="grpc.health.v1.Health",method="Check",code="ok"} 2');
+  });
+
+  it("names codes in lower snake case and maps rejection kinds", () => {
+    expect(codeLabel(0)).toBe("ok");
+    expect(codeLabel(Code.NotFound)).toBe("not_found");
+    expect(codeLabel(Code.FailedPrecondition)).toBe("failed_precondition");
+    expect(codeLabel(Code.Aborted)).toBe("aborted");
+    expect(codeLabel(ConnectError.from(new Error("x")).code)).toBe("unknown");
+    expect(rejectionReason("stale-fence")).toBe("stale");
+    expect(rejectionReason("lease-lost")).toBe("stale");
+    expect(rejectionReason("already-completed")).toBe("duplicate");
+    expect(rejectionReason("lease-revoked")).toBe("revoked");
+    expect(rejectionReason("not-lease-holder")).toBe("other");
+  });
+});

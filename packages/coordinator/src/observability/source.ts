@@ -1,0 +1,14 @@
+import type { CoreState } from "@dce/core";
+import type { StepObserver } from "../coordinator.js";
+
+/**
+ * What the observability features read from a coordinator: its step hook and its
+ * read-only core state. {@link Coordinator} satisfies it; unit tests pass a fake that
+ * drives the pure core directly.
+ */
+export interface ObservableCoordinator {
+  /** Registers an observer called after every core step; returns the function that removes it. */
+  observe(observer: StepObserver): () => void;
+  /** The live core state. Read only: never mutate it. */
+  readonly state: Readonly<CoreState>;
+}
