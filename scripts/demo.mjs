@@ -55,6 +55,7 @@ try {
     logger: pino({ level: "warn" }, pino.destination(2)),
   });
   console.log(`coordinator listening on ${coordinator.url} (TLS, CA ${certs.caCert})`);
+  console.log(`dashboard: ${coordinator.url}/ui   metrics: ${coordinator.url}/metrics   (the CA above signs them)`);
   for (const name of ["demo-w1", "demo-w2"]) {
     const w = spawn(
       process.execPath,
@@ -119,6 +120,12 @@ try {
   } else {
     console.log("verified: byte-identical to an independent naive multiply");
     exitCode = 0;
+    const holdMs = Number(process.env.DCE_DEMO_HOLD_MS ?? 0);
+    if (holdMs > 0) {
+      // Keep the cluster up so the dashboard and /metrics can be looked at.
+      console.log(`holding the cluster for ${holdMs} ms (DCE_DEMO_HOLD_MS)`);
+      await new Promise((r) => setTimeout(r, holdMs));
+    }
   }
 } catch (e) {
   console.error(`demo failed: ${e instanceof Error ? e.stack : String(e)}`);
