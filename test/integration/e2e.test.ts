@@ -79,15 +79,15 @@ describe("determinism and failures", () => {
     const local = await startCluster({ workers: 2, leaseTtlMs: 1000 });
     onTestFinished(() => local.close());
     const client = createClient({ baseUrl: local.url, ca: local.ca });
-    // Shards of 96x96 with k=1500 take tens of ms each in the reference kernel.
-    const a = randomMatrix(384, 1500, 31);
-    const b = randomMatrix(1500, 384, 32);
-    const job = await client.submitMatMul(a, b, { tileSize: 96, kernel: "reference" });
-    // Wait until work is under way, then kill one worker while it holds leases.
-    for (let i = 0; i < 200; i++) {
+    // Shards of 128x128 with k=3000 take ~100 ms each in the reference kernel.
+    const a = randomMatrix(384, 3000, 31);
+    const b = randomMatrix(3000, 384, 32);
+    const job = await client.submitMatMul(a, b, { tileSize: 128, kernel: "reference" });
+    // Wait until both single-threaded workers hold a lease, so the one we kill is mid-shard.
+    for (let i = 0; i < 400; i++) {
       const st = await job.status();
-      if (st.shardsDone >= 2) break;
-      await new Promise((r) => setTimeout(r, 10));
+      if (st.shardsLeased >= 2 && st.shardsDone >= 1) break;
+      await new Promise((r) => setTimeout(r, 5));
     }
     local.workers[0]!.child.kill("SIGKILL");
     const c = await job.result();
