@@ -95,7 +95,8 @@ describe("zombies, cancel and drain with real processes", () => {
     const c = await job.result();
     expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
     await new Promise((r) => setTimeout(r, 500));
-    expect(cluster.coordinator.stderr).toContain('"msg":"lease expired"');
+    // Its lease expired, or a straggler backup finished the shard first.
+    expect(cluster.coordinator.stderr).toMatch(/"msg":"lease expired"|"msg":"backup leased for straggler"/);
     // The zombie learnt that its old leases are gone (heartbeat LOST or completion ABORTED), dropped them and lives on.
     expect(zombie.stderr).toMatch(/lease ended; stopping shard|result not accepted \(lease no longer current\)/);
     expect(zombie.child.exitCode).toBeNull();

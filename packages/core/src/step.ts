@@ -685,15 +685,15 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
     if (!job) continue;
     expired++;
     chargeFailure(s, lease.workerId, e.nowMs, fx);
-    if (endLease(s, job, lease)) continue; // its straggler twin goes on
-    const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
-    job.shardLastError.set(lease.shardIndex, why);
     fx.push({
       type: "log",
       level: "warn",
       msg: "lease expired",
       fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId },
     });
+    if (endLease(s, job, lease)) continue; // its straggler twin goes on
+    const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
+    job.shardLastError.set(lease.shardIndex, why);
     requeue(s, job, lease.shardIndex, e.nowMs, e.jitter, why, fx);
   }
   for (const w of [...s.workers.values()]) {
