@@ -86,7 +86,10 @@ describe("zombies, cancel and drain with real processes", () => {
     const a = randomMatrix(256, 1500, 91);
     const b = randomMatrix(1500, 256, 92);
     const job = await client.submitMatMul(a, b, { tileSize: 64, kernel: "reference" });
-    for (let i = 0; i < 400 && (await job.status()).shardsLeased < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    // Pause it inside a shard, not in the gap between two.
+    for (let i = 0; i < 2000 && (await job.status()).shardsDone < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 2000 && (await job.status()).shardsLeased < 1; i++) await new Promise((r) => setTimeout(r, 2));
     const zombie = cluster.workers[0]!;
     zombie.child.kill("SIGSTOP");
     await cluster.addWorker("healthy");

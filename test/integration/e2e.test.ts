@@ -76,20 +76,20 @@ describe("end to end over TLS with 3 workers", () => {
 
 describe("determinism and failures", () => {
   test("a worker SIGKILLed mid-shard still gives the same bytes", async () => {
-    const local = await startCluster({ workers: 2, leaseTtlMs: 1000 });
+    // One worker first, so the one we kill certainly holds a lease; a second one finishes the job.
+    const local = await startCluster({ workers: 1, leaseTtlMs: 1000 });
     onTestFinished(() => local.close());
     const client = createClient({ baseUrl: local.url, ca: local.ca });
     // Shards of 128x128 with k=3000 take ~100 ms each in the reference kernel.
     const a = randomMatrix(384, 3000, 31);
     const b = randomMatrix(3000, 384, 32);
     const job = await client.submitMatMul(a, b, { tileSize: 128, kernel: "reference" });
-    // Wait until both single-threaded workers hold a lease, so the one we kill is mid-shard.
-    for (let i = 0; i < 400; i++) {
-      const st = await job.status();
-      if (st.shardsLeased >= 2 && st.shardsDone >= 1) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    for (let i = 0; i < 2000 && (await job.status()).shardsDone < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    // Right after a completion the worker is between shards; give it time to be inside the next one.
+    await new Promise((r) => setTimeout(r, 40));
+    for (let i = 0; i < 2000 && (await job.status()).shardsLeased < 1; i++) await new Promise((r) => setTimeout(r, 2));
     local.workers[0]!.child.kill("SIGKILL");
+    await local.addWorker("rescuer");
     const c = await job.result();
     expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
     const st = await job.status();

@@ -222,7 +222,7 @@ export class Coordinator {
         this.#execute(fx, tile);
       }
     }
-    let durable: Promise<void> = Promise.resolve();
+    let durable: Promise<void>;
     if (persisted) {
       durable = this.#journal.commit().then(
         () => {
@@ -232,6 +232,10 @@ export class Coordinator {
       );
     } else {
       for (const fx of notify) this.#execute(fx, undefined);
+      // Even a step that wrote nothing may answer with state another step is still writing
+      // (a retried submit, a grant under a reservation in flight): replies wait for every
+      // commit in progress. Found by the simulation suite (test/sim, seeds 26 and 5495).
+      durable = this.#journal.commit().catch((e: unknown) => this.#diskFailed(e));
     }
     for (const observer of this.#observers) {
       try {
@@ -284,7 +288,11 @@ export class Coordinator {
 
   /** Makes sure the next `count` epochs are covered by a durable reservation (epochs never go backwards). */
   async #reserveEpochs(count: number): Promise<void> {
-    if (this.#state.nextEpoch + count <= this.#epochsReservedUpTo) return;
+    if (this.#state.nextEpoch + count <= this.#epochsReservedUpTo) {
+      // Covered, but the reservation may still be on its way to disk: wait for it.
+      await this.#journal.commit().catch((e: unknown) => this.#diskFailed(e));
+      return;
+    }
     const upTo = this.#state.nextEpoch + count + 100_000;
     this.#epochsReservedUpTo = upTo;
     this.#journal.append({ type: "epochs-reserved", upTo });

@@ -1,0 +1,169 @@
+// Deterministic simulation: many seeded runs of the real core with simulated workers,
+// network, clock and coordinator crashes. See test/sim/README.md.
+//
+//   pnpm test:sim                                        10 000 seeds (CI)
+//   DCE_SIM_SEED=123 pnpm exec vitest run test/sim        replay one seed
+//   DCE_SIM_SEED=123 DCE_SIM_VERBOSE=1 pnpm exec vitest run test/sim   ... with its event trace
+//   DCE_SIM_SEEDS=100000 DCE_SIM_FIRST_SEED=5000000 pnpm test:sim      more seeds (nightly)
+//   DCE_SIM_CORE=/tmp/mutant/dist/index.js pnpm test:sim              run a modified copy of the core
+import { pathToFileURL } from "node:url";
+import { type CoreEvent, ShardStatus, type StepResult, tileBounds } from "@dce/core";
+import { describe, expect, test } from "vitest";
+import { REAL_CORE, runSim, type SimCore, type SimResult, type SimStats } from "./sim.js";
+
+const env = process.env;
+const one = env["DCE_SIM_SEED"];
+const verbose = env["DCE_SIM_VERBOSE"] === "1";
+const count = Number(env["DCE_SIM_SEEDS"] ?? 10_000);
+const first = Number(env["DCE_SIM_FIRST_SEED"] ?? 1);
+/** Seeds per vitest test: small enough to show progress, large enough to keep overhead low. */
+const CHUNK = 1_000;
+
+const core: SimCore = env["DCE_SIM_CORE"] ? ((await import(pathToFileURL(env["DCE_SIM_CORE"]).href)) as SimCore) : REAL_CORE;
+
+const gatingVar = env["DCE_SIM_REPLY_GATING"];
+const replyGating = gatingVar === "own-records" ? ("own-records" as const) : ("commit-horizon" as const);
+const opts = { core, replyGating };
+
+function repro(seed: number): string {
+  const coreVar = env["DCE_SIM_CORE"] ? `DCE_SIM_CORE=${env["DCE_SIM_CORE"]} ` : "";
+  const gating = gatingVar ? `DCE_SIM_REPLY_GATING=${gatingVar} ` : "";
+  return `${coreVar}${gating}DCE_SIM_SEED=${seed} pnpm exec vitest run test/sim`;
+}
+
+/** Re-runs a failed seed with tracing on and returns the last lines before the violation. */
+function traceTail(seed: number, lines = 40): string[] {
+  const tail: string[] = [];
+  runSim(seed, {
+    ...opts,
+    trace: (l) => {
+      tail.push(l);
+      if (tail.length > lines) tail.shift();
+    },
+  });
+  return tail;
+}
+
+function report(r: Extract<SimResult, { ok: false }>, withTrace: boolean): string {
+  const parts = [`seed ${r.seed} failed: ${r.error}`, `reproduce: ${repro(r.seed)}`];
+  if (withTrace) parts.push("last events:", ...traceTail(r.seed).map((l) => `  ${l}`));
+  return parts.join("\n");
+}
+
+const totals: Partial<Record<keyof SimStats, number>> = {};
+function add(s: SimStats): void {
+  for (const [k, v] of Object.entries(s) as [keyof SimStats, number][]) totals[k] = (totals[k] ?? 0) + v;
+}
+
+describe("simulation", () => {
+  if (one !== undefined) {
+    test(`seed ${one}`, () => {
+      const seed = Number(one);
+      const r = runSim(seed, { ...opts, ...(verbose ? { trace: (l: string) => console.log(l) } : {}) });
+      console.log(JSON.stringify(r.stats));
+      if (!r.ok) expect.fail(report(r, !verbose));
+    });
+    return;
+  }
+  for (let start = first; start < first + count; start += CHUNK) {
+    const end = Math.min(start + CHUNK, first + count);
+    test(`seeds ${start}..${end - 1}`, () => {
+      const failures: Extract<SimResult, { ok: false }>[] = [];
+      for (let seed = start; seed < end; seed++) {
+        const r = runSim(seed, opts);
+        add(r.stats);
+        if (!r.ok) failures.push(r);
+      }
+      if (failures.length > 0) {
+        const shown = failures.slice(0, 3).map((f, i) => report(f, i === 0));
+        const more =
+          failures.length > 3
+            ? [
+                `... and ${failures.length - 3} more failing seeds: ${failures
+                  .slice(3)
+                  .map((f) => f.seed)
+                  .join(" ")}`,
+              ]
+            : [];
+        expect.fail([`${failures.length} of ${end - start} seeds failed`, ...shown, ...more].join("\n\n"));
+      }
+    });
+  }
+  test("the runs exercised every kind of fault", () => {
+    console.log(`simulation totals over ${count} seeds: ${JSON.stringify(totals)}`);
+    for (const k of [
+      "backups",
+      "staleCompletionsRejected",
+      "heartbeatsLost",
+      "shardFailures",
+      "garbledReports",
+      "expired",
+      "coordinatorCrashes",
+      "tornCrashes",
+      "crashPoints",
+      "snapshotRestores",
+      "finalizedAfterRestart",
+      "workerCrashes",
+      "workerPauses",
+      "reregistrations",
+      "dropped",
+      "duplicated",
+    ] as const) {
+      if (count >= 1_000) expect(totals[k] ?? 0, `no run exercised ${k}`).toBeGreaterThan(0);
+    }
+  });
+
+  describe("catches a broken core (the core is wrapped, not edited; see mutation-check.mjs for edited copies)", () => {
+    type AnyStep = (state: Parameters<SimCore["step"]>[0], event: CoreEvent) => StepResult<unknown>;
+    const realStep = REAL_CORE.step as AnyStep;
+    const wrap = (step: AnyStep): SimCore => ({ ...REAL_CORE, step: step as SimCore["step"] });
+    /** The first failing seed in [1, limit], or undefined. */
+    const firstFailure = (c: SimCore, limit: number) => {
+      for (let seed = 1; seed <= limit; seed++) {
+        const r = runSim(seed, { core: c, replyGating });
+        if (!r.ok) return r;
+      }
+      return undefined;
+    };
+
+    test("a completion naming a stale epoch is accepted (checked against the shard's current lease)", () => {
+      const broken = wrap((state, event) => {
+        if (event.type === "shard-completed") {
+          const job = state.jobs.get(event.lease.jobId);
+          const i = event.lease.shardIndex;
+          const current = job?.shardEpoch[i];
+          const gone = !state.leases.has(event.lease.epoch);
+          if (job && current !== undefined && gone && job.shardStatus[i] === ShardStatus.leased) {
+            return realStep(state, { ...event, lease: { ...event.lease, epoch: current } });
+          }
+        }
+        return realStep(state, event);
+      });
+      const f = firstFailure(broken, 3_000);
+      expect(f?.error).toMatch(/stale or repeated completion .* was accepted: epoch \d+ is not a live lease/);
+    });
+
+    test("a repeated completion of an accepted shard is accepted again", () => {
+      const broken = wrap((state, event) => {
+        const out = realStep(state, event);
+        if (event.type === "shard-completed" && !(out.outcome as { ok: boolean }).ok) {
+          const job = state.jobs.get(event.lease.jobId);
+          const i = event.lease.shardIndex;
+          if (job && job.shardStatus[i] === ShardStatus.done && job.shardEpoch[i] === event.lease.epoch) {
+            const bounds = tileBounds(job.plan, i);
+            return {
+              outcome: { ok: true, value: { bounds } },
+              effects: [
+                { type: "write-tile", jobId: job.id, shardIndex: i, bounds },
+                { type: "persist", record: { type: "shard-accepted", jobId: job.id, shardIndex: i, epoch: event.lease.epoch } },
+              ],
+            };
+          }
+        }
+        return out;
+      });
+      const f = firstFailure(broken, 3_000);
+      expect(f?.error).toMatch(/stale or repeated completion .* was accepted: shard \S+ was already accepted/);
+    });
+  });
+});
