@@ -18,6 +18,7 @@ const haveChromium = existsSync(CHROMIUM);
 // 768 x 768 x 768 in 48 x 48 tiles: 256 shards, a few seconds with the reference kernel on 2 workers.
 const SIZE = 768;
 const TILE = 48;
+const INNER = 4096;
 const SHARDS = (SIZE / TILE) ** 2;
 
 let cluster: Cluster;
@@ -74,7 +75,8 @@ describe.skipIf(!haveChromium && !process.env.CI)("live dashboard in headless Ch
       .toEqual(["w1", "w2"]);
 
     const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
-    const job = await client.submitMatMul(randomMatrix(SIZE, SIZE, 1), randomMatrix(SIZE, SIZE, 2), {
+    // A deep inner dimension keeps the job running for seconds, so the mid-run checks are not a race.
+    const job = await client.submitMatMul(randomMatrix(SIZE, INNER, 1), randomMatrix(INNER, SIZE, 2), {
       tileSize: TILE,
       kernel: "reference",
     });
