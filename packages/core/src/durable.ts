@@ -1,7 +1,6 @@
 import type { ClientId, JobId } from "./ids.js";
-import { planMatMul } from "./plan.js";
 import type { MatMulSpec } from "./spec.js";
-import { type CoreConfig, type CoreState, createCoreState, type JobRecord, type JobStateName, ShardStatus } from "./state.js";
+import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type JobStateName, ShardStatus } from "./state.js";
 
 /**
  * A fact the coordinator must not forget across a crash. The core emits these as
@@ -142,38 +141,21 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
   const active: JobId[] = [];
   const ordered = [...model.jobs.values()].sort((x, y) => x.createdAtMs - y.createdAtMs);
   for (const d of ordered) {
-    const plan = planMatMul(d.spec);
-    const n = plan.shardCount;
-    const job: JobRecord = {
+    const job = createJobRecord({
       id: d.jobId,
       clientId: d.clientId,
       idempotencyKey: d.idempotencyKey,
       spec: d.spec,
-      plan,
-      state: d.state,
       createdAtMs: d.createdAtMs,
-      startedAtMs: d.startedAtMs,
-      finishedAtMs: d.finishedAtMs,
-      error: d.error,
-      version: 1,
-      kernel: d.kernel,
-      fingerprint: d.fingerprint,
-      shardStatus: new Uint8Array(n),
-      shardEpoch: new Float64Array(n),
-      shardBackupEpoch: new Float64Array(n),
-      durationsMs: [],
-      backupQueue: [],
-      shardAttempts: new Uint16Array(n),
-      shardNotBeforeMs: new Float64Array(n),
-      shardLastError: new Map(),
-      cursor: 0,
-      retryQueue: [],
-      doneCount: 0,
-      leasedCount: 0,
-      retriedCount: 0,
-      finalizing: false,
-      resultBlobId: d.resultBlobId,
-    };
+    });
+    const n = job.plan.shardCount;
+    job.state = d.state;
+    job.startedAtMs = d.startedAtMs;
+    job.finishedAtMs = d.finishedAtMs;
+    job.error = d.error;
+    job.kernel = d.kernel;
+    job.fingerprint = d.fingerprint;
+    job.resultBlobId = d.resultBlobId;
     for (const [shard, epoch] of d.accepted) {
       if (shard < 0 || shard >= n) continue;
       job.shardStatus[shard] = ShardStatus.done;

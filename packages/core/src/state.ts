@@ -1,5 +1,5 @@
 import type { ClientId, JobId, WorkerId } from "./ids.js";
-import type { Plan } from "./plan.js";
+import { type Plan, planMatMul } from "./plan.js";
 import { DEFAULT_SPEC_LIMITS, type MatMulSpec, type SpecLimits } from "./spec.js";
 
 /** Lifecycle of a job: queued → running → succeeded | failed | cancelled. */
@@ -161,5 +161,43 @@ export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
     workers: new Map(),
     leases: new Map(),
     draining: false,
+  };
+}
+
+/** A fresh job record in state `queued`, every shard pending. Used by submit and by restart recovery. */
+export function createJobRecord(init: {
+  id: JobId;
+  clientId: ClientId;
+  idempotencyKey: string;
+  spec: MatMulSpec;
+  createdAtMs: number;
+}): JobRecord {
+  const plan: Plan = planMatMul(init.spec);
+  const n = plan.shardCount;
+  return {
+    ...init,
+    plan,
+    state: "queued",
+    startedAtMs: 0,
+    finishedAtMs: 0,
+    error: "",
+    version: 1,
+    kernel: init.spec.kernel,
+    fingerprint: "",
+    shardStatus: new Uint8Array(n),
+    shardEpoch: new Float64Array(n),
+    shardBackupEpoch: new Float64Array(n),
+    durationsMs: [],
+    backupQueue: [],
+    shardAttempts: new Uint16Array(n),
+    shardNotBeforeMs: new Float64Array(n),
+    shardLastError: new Map(),
+    cursor: 0,
+    retryQueue: [],
+    doneCount: 0,
+    leasedCount: 0,
+    retriedCount: 0,
+    finalizing: false,
+    resultBlobId: "",
   };
 }

@@ -1,9 +1,17 @@
 import type { DurableRecord } from "./durable.js";
 import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
-import { planMatMul, type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
+import { type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
 import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
-import { type CoreState, isTerminal, type JobRecord, type KernelOffer, type LeaseRecord, ShardStatus } from "./state.js";
+import {
+  type CoreState,
+  createJobRecord,
+  isTerminal,
+  type JobRecord,
+  type KernelOffer,
+  type LeaseRecord,
+  ShardStatus,
+} from "./state.js";
 
 // ---------------------------------------------------------------------------
 // Events: what happened. Every input the decision depends on (time, fresh ids,
@@ -246,38 +254,14 @@ function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap["job-su
     // The shell hands out fresh ids; a reused one is a shell bug, reported rather than thrown.
     return err({ kind: "invalid-spec", message: `job id ${e.jobId} is already in use` });
   }
-  const plan = planMatMul(spec);
-  const n = plan.shardCount;
-  const job: JobRecord = {
+  const job = createJobRecord({
     id: e.jobId,
     clientId: e.clientId,
     idempotencyKey: e.idempotencyKey,
     spec,
-    plan,
-    state: "queued",
     createdAtMs: e.nowMs,
-    startedAtMs: 0,
-    finishedAtMs: 0,
-    error: "",
-    version: 1,
-    kernel: spec.kernel,
-    fingerprint: "",
-    shardStatus: new Uint8Array(n),
-    shardEpoch: new Float64Array(n),
-    shardBackupEpoch: new Float64Array(n),
-    durationsMs: [],
-    backupQueue: [],
-    shardAttempts: new Uint16Array(n),
-    shardNotBeforeMs: new Float64Array(n),
-    shardLastError: new Map(),
-    cursor: 0,
-    retryQueue: [],
-    doneCount: 0,
-    leasedCount: 0,
-    retriedCount: 0,
-    finalizing: false,
-    resultBlobId: "",
-  };
+  });
+  const plan = job.plan;
   s.jobs.set(job.id, job);
   s.activeJobs.push(job.id);
   if (idemKey !== "") s.idempotency.set(idemKey, job.id);
