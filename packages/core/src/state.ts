@@ -75,7 +75,7 @@ export interface LeaseRecord {
   expiresAtMs: number;
 }
 
-/** A registered worker process. */
+/** A registered worker (one OS process). */
 export interface WorkerRecord {
   readonly id: WorkerId;
   readonly name: string;
