@@ -11,6 +11,7 @@ import {
   type KernelOffer,
   type LeaseRecord,
   ShardStatus,
+  type WorkerRecord,
 } from "./state.js";
 
 // ---------------------------------------------------------------------------
@@ -565,13 +566,22 @@ function chargeFailure(s: CoreState, workerId: WorkerId, nowMs: number, fx: Effe
   }
 }
 
-function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["shard-completed"] {
+/** A worker's report about one of its leases: the worker is seen, and the lease must be live and its own. */
+function reportedLease(
+  s: CoreState,
+  e: ShardCompleted | ShardFailed,
+): Result<{ worker: WorkerRecord; job: JobRecord; lease: LeaseRecord }> {
   const worker = s.workers.get(e.workerId);
   if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
   worker.lastSeenMs = e.nowMs;
   const r = checkLease(s, e.workerId, e.lease, e.nowMs);
+  return r.ok ? ok({ worker, ...r.value }) : r;
+}
+
+function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["shard-completed"] {
+  const r = reportedLease(s, e);
   if (!r.ok) return r;
-  const { job, lease } = r.value;
+  const { worker, job, lease } = r.value;
   const shard = lease.shardIndex;
   const expected = tileSizeBytes(job.plan, shard);
   if (e.sizeBytes !== expected) {
@@ -626,10 +636,7 @@ function requeue(s: CoreState, job: JobRecord, shard: number, nowMs: number, jit
 }
 
 function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-failed"] {
-  const worker = s.workers.get(e.workerId);
-  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
-  worker.lastSeenMs = e.nowMs;
-  const r = checkLease(s, e.workerId, e.lease, e.nowMs);
+  const r = reportedLease(s, e);
   if (!r.ok) return r;
   const { job, lease } = r.value;
   const shard = lease.shardIndex;
