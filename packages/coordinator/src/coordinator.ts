@@ -87,8 +87,6 @@ export class Coordinator {
   /** Epochs below this are covered by a durable `epochs-reserved` record. */
   #epochsReservedUpTo: number;
   readonly #observers = new Set<StepObserver>();
-  /** Counts for tests and logs. */
-  readonly stats = { leasesGranted: 0, completionsAccepted: 0, completionsRejected: 0, leasesExpired: 0 };
   /** What recovery found when this coordinator opened its data dir. */
   readonly recovery: RecoveryReport & { jobs: number; activeJobs: number };
 
@@ -302,7 +300,7 @@ export class Coordinator {
   #execute(fx: Effect, tile: Uint8Array | undefined): void {
     switch (fx.type) {
       case "persist":
-        this.#journal.append(fx.record);
+        // Journaled by #apply, which also decides when replies and wake-ups may go out.
         return;
       case "prepare-result":
         this.#sink.prepare(fx.jobId, fx.rows, fx.cols);
@@ -342,8 +340,7 @@ export class Coordinator {
 
   #tick(): void {
     const nowMs = Date.now();
-    const out = this.#apply({ type: "ticked", nowMs, jitter: Math.random() });
-    if (out.outcome.ok) this.stats.leasesExpired += out.outcome.value.expired;
+    this.#apply({ type: "ticked", nowMs, jitter: Math.random() });
     this.#blobs.expireIdle(nowMs);
     const every = this.config.invariantCheckIntervalMs;
     if (every > 0 && nowMs - this.#lastInvariantCheckMs >= every) {
@@ -590,7 +587,6 @@ export class Coordinator {
           await out.durable;
           const grants = out.outcome.value;
           if (grants.length > 0 || Date.now() >= deadline || ctx.signal.aborted) {
-            this.stats.leasesGranted += grants.length;
             for (const g of grants) {
               this.#log.debug(
                 { jobId: g.lease.jobId, shard: g.lease.shardIndex, epoch: g.lease.epoch, workerId },
@@ -647,11 +643,9 @@ export class Coordinator {
           );
           durables.push(out.durable);
           if (out.outcome.ok) {
-            this.stats.completionsAccepted++;
             this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
             return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
           }
-          this.stats.completionsRejected++;
           const ce = toConnectError(out.outcome.error);
           this.#log.info(
             {
