@@ -63,9 +63,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .default(env.DCE_MAX_MESSAGE_BYTES ? Number(env.DCE_MAX_MESSAGE_BYTES) : 4 * 1024 * 1024),
     )
     .addOption(
-      new Option("--default-tile <n>", "tile edge when a job leaves it 0")
-        .argParser(int("--default-tile", 1))
-        .default(env.DCE_DEFAULT_TILE ? Number(env.DCE_DEFAULT_TILE) : 256),
+      new Option("--default-tile <n>", "tile edge when a job leaves it 0; 0 = chosen from the job's shape (row bands)")
+        .argParser(int("--default-tile", 0))
+        .default(env.DCE_DEFAULT_TILE ? Number(env.DCE_DEFAULT_TILE) : 0),
     )
     .addOption(
       new Option("--max-active-jobs <n>", "jobs queued or running at once")

@@ -17,7 +17,7 @@ export { checkInvariants } from "./invariants.js";
 export type { Plan, TileBounds } from "./plan.js";
 export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
 export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
-export { DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
+export { autoTile, DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
 export type { CoreConfig, CoreState, JobRecord, JobStateName, KernelOffer, LeaseRecord, WorkerRecord } from "./state.js";
 export { createCoreState, DEFAULT_CORE_CONFIG, isTerminal, ShardStatus } from "./state.js";
 export type {

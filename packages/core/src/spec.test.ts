@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Result } from "./errors.js";
 import {
+  autoTile,
   DEFAULT_SPEC_LIMITS,
   type MatMulSpec,
   type MatMulSpecInput,
@@ -122,23 +123,48 @@ describe("validateMatMulSpec: matrices", () => {
 });
 
 describe("validateMatMulSpec: tiles, shards and kernels", () => {
-  it("resolves defaults: tile 0 → defaultTile, kernel '' → auto", () => {
+  it("resolves defaults: tile 0 → the automatic tile, kernel '' → auto", () => {
     const spec = accepted(validateMatMulSpec(matmulInput(1000, 7, 900, { kernel: "" })));
     expect(spec).toEqual({
       a: { rows: 1000, cols: 7, blobId: BLOB_A },
       b: { rows: 7, cols: 900, blobId: BLOB_B },
-      tileRows: DEFAULT_SPEC_LIMITS.defaultTile,
-      tileCols: DEFAULT_SPEC_LIMITS.defaultTile,
+      ...autoTile(1000, 7, 900, DEFAULT_SPEC_LIMITS.maxTileBytes),
       kernel: "auto",
     });
-    expect(DEFAULT_SPEC_LIMITS.defaultTile).toBe(256);
+    expect(DEFAULT_SPEC_LIMITS.defaultTile).toBe(0);
     const custom = accepted(validateMatMulSpec(matmulInput(100, 7, 100), limits({ defaultTile: 16 })));
     expect([custom.tileRows, custom.tileCols]).toEqual([16, 16]);
   });
 
   it("defaults each tile edge independently", () => {
     const spec = accepted(validateMatMulSpec(matmulInput(1000, 7, 900, { tileRows: 10 })));
-    expect([spec.tileRows, spec.tileCols]).toEqual([10, 256]);
+    expect([spec.tileRows, spec.tileCols]).toEqual([10, 900]);
+    const fixed = accepted(validateMatMulSpec(matmulInput(1000, 7, 900, { tileRows: 10 }), limits({ defaultTile: 256 })));
+    expect([fixed.tileRows, fixed.tileCols]).toEqual([10, 256]);
+  });
+
+  it("automatic tiles: one shard for small work, up to 32 row bands of whole rows for large work", () => {
+    expect(autoTile(64, 64, 64, DEFAULT_SPEC_LIMITS.maxTileBytes)).toEqual({ tileRows: 64, tileCols: 64 });
+    expect(autoTile(4096, 4096, 4096, DEFAULT_SPEC_LIMITS.maxTileBytes)).toEqual({ tileRows: 128, tileCols: 4096 });
+    expect(autoTile(1024, 1024, 1024, DEFAULT_SPEC_LIMITS.maxTileBytes)).toEqual({ tileRows: 32, tileCols: 1024 });
+    // very wide C: the columns are split so a band of 8 rows fits 16 MiB
+    const wide = autoTile(16, 4, 1 << 20, DEFAULT_SPEC_LIMITS.maxTileBytes);
+    expect(wide.tileCols * 8 * 8).toBeLessThanOrEqual(16 * 1024 * 1024);
+    for (const [m, k, n] of [
+      [1, 1, 1],
+      [7, 3, 5],
+      [1000, 1000, 1],
+      [1, 100000, 1000],
+      [8192, 8192, 8192],
+      [100003, 17, 3],
+    ] as const) {
+      const t = autoTile(m, k, n, DEFAULT_SPEC_LIMITS.maxTileBytes);
+      expect(t.tileRows).toBeGreaterThanOrEqual(1);
+      expect(t.tileRows).toBeLessThanOrEqual(m);
+      expect(t.tileCols).toBeLessThanOrEqual(n);
+      expect(t.tileRows * t.tileCols * 8).toBeLessThanOrEqual(16 * 1024 * 1024);
+      expect(Math.ceil(m / t.tileRows) * Math.ceil(n / t.tileCols)).toBeLessThanOrEqual(64);
+    }
   });
 
   it("clamps tile sizes to the matrix", () => {

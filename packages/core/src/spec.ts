@@ -43,7 +43,10 @@ export interface SpecLimits {
   readonly maxShardsPerJob: number;
   /** Largest output tile in bytes (tileRows × tileCols × 8). */
   readonly maxTileBytes: number;
-  /** Tile edge used when the client leaves it 0. */
+  /**
+   * Tile edge used when the client leaves it 0; 0 (the default) picks the tile from
+   * the job's shape with {@link autoTile}.
+   */
   readonly defaultTile: number;
   /** Known kernel names. */
   readonly kernels: readonly string[];
@@ -55,7 +58,7 @@ export const DEFAULT_SPEC_LIMITS: SpecLimits = {
   maxMatrixBytes: 1024 * 1024 * 1024,
   maxShardsPerJob: 1 << 20,
   maxTileBytes: 64 * 1024 * 1024,
-  defaultTile: 256,
+  defaultTile: 0,
   kernels: KERNEL_REGISTRY,
 };
 
@@ -98,8 +101,9 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
   if (cBytes > limits.maxMatrixBytes) {
     return bad(`result C would be ${a.rows}x${b.cols} (${cBytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`);
   }
-  const tileRows = input.tileRows === 0 ? limits.defaultTile : input.tileRows;
-  const tileCols = input.tileCols === 0 ? limits.defaultTile : input.tileCols;
+  const auto = limits.defaultTile === 0 ? autoTile(a.rows, a.cols, b.cols, limits.maxTileBytes) : undefined;
+  const tileRows = input.tileRows !== 0 ? input.tileRows : (auto?.tileRows ?? limits.defaultTile);
+  const tileCols = input.tileCols !== 0 ? input.tileCols : (auto?.tileCols ?? limits.defaultTile);
   for (const [field, v] of [
     ["tileRows", tileRows],
     ["tileCols", tileCols],
@@ -128,6 +132,31 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
     tileCols: effCols,
     kernel,
   });
+}
+
+/** Work per shard below which splitting a job further costs more than it gains (flops). */
+const MIN_SHARD_FLOPS = 32e6;
+/** Most shards the automatic tiling makes: enough to spread over many threads and balance them. */
+const MAX_AUTO_SHARDS = 32;
+/** Largest automatic tile in bytes: a result tile crosses the wire in a few messages. */
+const MAX_AUTO_TILE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The tile for a job that leaves it to the engine: row bands of C (whole rows, so each
+ * row panel of A is read by exactly one shard and B is read whole, which is how BLAS
+ * runs at its peak), as many as the work justifies (at least {@link MIN_SHARD_FLOPS} per
+ * shard, at most {@link MAX_AUTO_SHARDS}), band heights a multiple of 8. Depends only on the
+ * shape, never on the cluster, so the same inputs always get the same plan and bytes.
+ */
+export function autoTile(m: number, k: number, n: number, maxTileBytes: number): { tileRows: number; tileCols: number } {
+  const maxBytes = Math.min(maxTileBytes, MAX_AUTO_TILE_BYTES);
+  // Very wide C: split the columns too, so a band of 8 rows still fits.
+  const tileCols = Math.max(1, Math.min(n, Math.floor(maxBytes / 64)));
+  const shards = Math.max(1, Math.min(MAX_AUTO_SHARDS, Math.floor((2 * m * k * n) / MIN_SHARD_FLOPS)));
+  const bandsWanted = Math.max(1, Math.floor(shards / Math.ceil(n / tileCols)));
+  let tileRows = Math.ceil(m / bandsWanted / 8) * 8;
+  tileRows = Math.min(m, Math.max(1, Math.min(tileRows, Math.floor(maxBytes / 8 / tileCols))));
+  return { tileRows, tileCols };
 }
 
 /** True when two resolved specs describe the same computation (used for idempotent submit). */

@@ -7,6 +7,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { parentPort } from "node:worker_threads";
+import { extractColumns } from "./internal/matrix.js";
 import type { ThreadRequest, ThreadResponse } from "./internal/thread-protocol.js";
 import { createKernel } from "./kernels/kernel.js";
 
@@ -19,8 +20,13 @@ port.on("message", (req: ThreadRequest) => {
   try {
     const kernel = createKernel(req.kernel);
     const c = new Float64Array(req.m * req.n);
+    // Columns of a wider B are copied out here, off the worker's event loop.
+    const b =
+      req.ldb === req.n && req.bColStart === 0
+        ? req.b
+        : extractColumns(req.b, req.k, req.ldb, req.bColStart, req.bColStart + req.n);
     const startMs = performance.now();
-    kernel.gemm(req.m, req.n, req.k, req.a, req.b, c);
+    kernel.gemm(req.m, req.n, req.k, req.a, b, c);
     res = { id: req.id, ok: true, c, computeMs: performance.now() - startMs };
     transfer.push(c.buffer);
   } catch (e) {

@@ -14,8 +14,17 @@ export interface GemmTask {
    * another thread, after which the caller's array is detached (length 0).
    */
   readonly a: Float64Array;
-  /** `k × n`, row-major. Ownership passes to the pool as for `a`. */
+  /**
+   * `k × ldb`, row-major, of which columns `[bColStart, bColStart + n)` are used
+   * (all of it by default). Ownership passes to the pool as for `a`, unless it lives
+   * in a `SharedArrayBuffer`: shared inputs (the worker's cached matrices) are read in
+   * place by the kernel thread and never copied or detached.
+   */
   readonly b: Float64Array;
+  /** First column of `b` to use. Default 0. */
+  readonly bColStart?: number;
+  /** Row stride of `b` in elements. Default `n`. */
+  readonly ldb?: number;
 }
 
 /** The answer to a {@link GemmTask}. */
@@ -186,10 +195,22 @@ class ThreadPool implements ComputePool {
       const job = this.#queue.shift() as Job;
       slot.job = job;
       const thread = slot.thread ?? this.#spawn(slot);
-      const a = ownedCopy(job.task.a);
-      const b = ownedCopy(job.task.b);
-      const req: ThreadRequest = { id: job.id, kernel: job.task.kernel, m: job.task.m, n: job.task.n, k: job.task.k, a, b };
-      thread.postMessage(req, [a.buffer as ArrayBuffer, b.buffer as ArrayBuffer]);
+      const { task } = job;
+      const a = ownedCopy(task.a);
+      const b = ownedCopy(task.b);
+      const req: ThreadRequest = {
+        id: job.id,
+        kernel: task.kernel,
+        m: task.m,
+        n: task.n,
+        k: task.k,
+        a,
+        b,
+        bColStart: task.bColStart ?? 0,
+        ldb: task.ldb ?? task.n,
+      };
+      const transfer = [a, b].filter((x) => x.buffer instanceof ArrayBuffer).map((x) => x.buffer as ArrayBuffer);
+      thread.postMessage(req, transfer);
     }
   }
 
@@ -218,6 +239,7 @@ class ThreadPool implements ComputePool {
  * buffer would detach memory the caller still uses (e.g. the cached B matrix).
  */
 function ownedCopy(x: Float64Array): Float64Array {
+  if (typeof SharedArrayBuffer !== "undefined" && x.buffer instanceof SharedArrayBuffer) return x; // shared, not moved
   const whole = x.buffer instanceof ArrayBuffer && x.byteOffset === 0 && x.byteLength === x.buffer.byteLength;
   return whole ? x : x.slice();
 }

@@ -1,6 +1,7 @@
 import { Code, ConnectError, createRouterTransport } from "@connectrpc/connect";
 import { WorkerService } from "@dce/proto";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { extractColumns } from "./internal/matrix.js";
 import { listKernels } from "./kernels/kernel.js";
 import { referenceKernel } from "./kernels/reference.js";
 import { type ComputePool, createThreadPool, type GemmResult, type GemmTask } from "./pool.js";
@@ -73,7 +74,11 @@ class HeldPool implements ComputePool {
 
   async run(task: GemmTask, signal?: AbortSignal): Promise<GemmResult> {
     const nth = this.started++;
-    const c = product(task.m, task.n, task.k, task.a, task.b);
+    const b =
+      (task.ldb ?? task.n) === task.n && (task.bColStart ?? 0) === 0
+        ? task.b
+        : extractColumns(task.b, task.k, task.ldb ?? task.n, task.bColStart ?? 0, (task.bColStart ?? 0) + task.n);
+    const c = product(task.m, task.n, task.k, task.a, b);
     if (this.#hold(task, nth)) {
       await new Promise<void>((resolve, reject) => {
         this.#letGo.push(resolve);
@@ -102,6 +107,7 @@ function newWorker(fake: FakeCoordinator, extra: Partial<WorkerOptions> = {}): W
     acquireWaitMs: 200,
     shutdownGraceMs: 2_000,
     random: () => 0.5,
+    prefetch: 0, // exactly one lease per thread, unless a test is about pipelining
     ...extra,
   });
   workers.push(worker);
@@ -171,6 +177,26 @@ describe("Worker pull loop", () => {
     await waitFor("more shards", () => pool.started > 3);
     pool.letGo();
     // later tasks are held too; keep letting go until the job is done
+    const timer = setInterval(() => pool.letGo(), 5);
+    try {
+      await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+
+  it("pipelines: holds one lease beyond its threads and fetches its inputs while the threads compute", async () => {
+    const fake = new FakeCoordinator();
+    const pool = new HeldPool(2, () => true);
+    const { job } = smallJob(fake);
+    const worker = newWorker(fake, { pool, prefetch: undefined });
+    await worker.start();
+    // The spare lease is taken and its inputs read while both threads are busy, so its
+    // task is already handed to the pool (this fake pool does not queue) when a thread frees up.
+    await waitFor("a third lease with its inputs", () => worker.activeShards === 3 && pool.started === 3);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(worker.activeShards).toBe(3);
+    expect(pool.started).toBe(3);
     const timer = setInterval(() => pool.letGo(), 5);
     try {
       await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);

@@ -15,7 +15,6 @@ import { type BlobCache, createBlobCache } from "./blob-cache.js";
 import { raceAbort, sleepMs } from "./internal/abort.js";
 import { backoffDelayMs } from "./internal/backoff.js";
 import { bytesToFloat64, float64ToBytes, sha256Hex } from "./internal/bytes.js";
-import { extractColumns } from "./internal/matrix.js";
 import { createKernel, listKernels } from "./kernels/kernel.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
 import { type ComputePool, createThreadPool } from "./pool.js";
@@ -52,6 +51,12 @@ export interface WorkerOptions {
   readonly maxMessageBytes?: number | undefined;
   /** Byte budget of the input-matrix cache (LRU by blob id); default 1 GiB. 0 disables it. */
   readonly cacheBytes?: number | undefined;
+  /**
+   * Leases held beyond one per thread, whose inputs are fetched while the threads
+   * compute (pipelining); default adaptive: 1 for large shards, up to 256 for tiny ones.
+   * 0 holds exactly one lease per thread.
+   */
+  readonly prefetch?: number | undefined;
   /**
    * On {@link Worker.close}, how long running shards may take to finish, in
    * milliseconds, before they are aborted and handed back; default 10 000.
@@ -98,6 +103,7 @@ interface WorkerConfig {
   readonly threads: number | undefined;
   readonly maxMessageBytes: number;
   readonly cacheBytes: number;
+  readonly prefetch: number | undefined;
   readonly shutdownGraceMs: number;
   readonly retryBudgetMs: number;
   readonly acquireWaitMs: number;
@@ -112,6 +118,10 @@ const messageHeadroomBytes = 64 * 1024;
 const acquireSlackMs = 10_000;
 /** Deadline of each FailShard call that hands a lease back while draining. */
 const releaseTimeoutMs = 5_000;
+/** Work, in ms of shard wall time, that the leases held beyond one per thread should cover. */
+const pipelineTargetMs = 20;
+/** Most leases held beyond one per thread (tiny shards). */
+const maxSpareLeases = 256;
 
 /**
  * Thrown (and returned by {@link Worker.wait}) when the coordinator stayed
@@ -220,6 +230,8 @@ export class Worker {
   #registering: Promise<void> | undefined;
 
   readonly #runs = new Map<string, ShardRun>();
+  /** Running average of a shard's wall time in ms (0 until the first shard completes). */
+  #shardWallMs = 0;
   #slotWaiters: (() => void)[] = [];
   /** Aborted by close(): stop acquiring, abort a pending long-poll. */
   readonly #drain = new AbortController();
@@ -372,7 +384,7 @@ export class Worker {
       while (!signal.aborted) {
         await this.#idleSlot();
         if (signal.aborted) break;
-        const maxShards = pool.size - this.#runs.size;
+        const maxShards = this.#holdLimit() - this.#runs.size;
         const waitMs = this.#config.acquireWaitMs;
         const res = await this.#retry(
           "AcquireShards",
@@ -392,8 +404,26 @@ export class Worker {
   }
 
   /** Resolves when fewer shards are held than there are threads, or on drain. */
+  /**
+   * How many leases to hold: one per thread, plus shards whose inputs are fetched while
+   * the threads compute (pipelining). Large shards get one spare; tiny ones enough to
+   * keep the threads busy for about {@link pipelineTargetMs} between two acquires.
+   */
+  #holdLimit(): number {
+    const threads = this.#requirePool().size;
+    if (this.#config.prefetch !== undefined) return threads + this.#config.prefetch;
+    // Until a shard has been timed, one spare: a job's first shards may be large.
+    const spare = this.#shardWallMs === 0 ? 1 : Math.floor((threads * pipelineTargetMs) / Math.max(this.#shardWallMs, 0.01));
+    return threads + Math.max(1, Math.min(maxSpareLeases, spare));
+  }
+
+  /** Updates the running average of a shard's wall time (fetch to report), for {@link #holdLimit}. */
+  #observeShardWall(ms: number): void {
+    this.#shardWallMs = this.#shardWallMs === 0 ? ms : this.#shardWallMs * 0.8 + ms * 0.2;
+  }
+
   #idleSlot(): Promise<void> {
-    if (this.#runs.size < this.#requirePool().size || this.#drain.signal.aborted) return Promise.resolve();
+    if (this.#runs.size < this.#holdLimit() || this.#drain.signal.aborted) return Promise.resolve();
     return new Promise((resolve) => this.#slotWaiters.push(resolve));
   }
 
@@ -434,18 +464,23 @@ export class Worker {
     const { lease, shard } = run;
     const signal = run.abort.signal;
     try {
+      const startedAt = performance.now();
       const plan = planShard(shard, listKernels()[0]?.name ?? "reference");
-      const a = await this.#fetchRows(plan, signal);
-      const bFull = await this.#cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal);
-      const b = extractColumns(bFull, plan.k, plan.b.cols, plan.colStart, plan.colEnd);
+      // Both inputs arrive in shared memory and are cached: the kernel thread reads
+      // them in place, and B's columns are picked out there, off the event loop.
+      const [a, bFull] = await Promise.all([
+        this.#fetchRows(plan, signal),
+        this.#cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal),
+      ]);
       run.phase = "computing";
       const { c, computeMs } = await this.#requirePool().run(
-        { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b },
+        { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b: bFull, bColStart: plan.colStart, ldb: plan.b.cols },
         signal,
       );
       run.phase = "completing";
       if (await this.#chaos(run)) return;
       await this.#complete(run, c, computeMs);
+      this.#observeShardWall(performance.now() - startedAt);
     } catch (e) {
       if (signal.aborted) {
         this.#log.debug({ ...leaseFields(lease), reason: errorMessage(signal.reason) }, "shard stopped; result dropped");
@@ -487,10 +522,16 @@ export class Worker {
     const from = plan.rowStart * plan.k;
     const cached = this.#cache.get(plan.a.blobId);
     if (cached !== undefined && cached.length === plan.a.rows * plan.a.cols) {
-      return cached.slice(from, from + plan.m * plan.k);
+      return cached.subarray(from, from + plan.m * plan.k);
     }
-    const bytes = await this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, signal);
-    return bytesToFloat64(bytes);
+    // A row panel is a block of its own in the cache: the shards of one row band (the
+    // same rows, other columns) fetch it once per worker.
+    const block = `${plan.a.blobId}:rows:${plan.rowStart}-${plan.rowStart + plan.m}`;
+    return this.#cache.getOrLoad(
+      block,
+      async (s) => bytesToFloat64(await this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, s)),
+      signal,
+    );
   }
 
   /** A whole matrix (B), for the cache. */
@@ -503,7 +544,8 @@ export class Worker {
   /** Reads `lengthBytes` bytes at `offsetBytes` of a matrix blob, in chunks that fit a message. */
   async #readRange(ref: MatrixRef, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array> {
     const expectedTotal = BigInt(ref.rows) * BigInt(ref.cols) * 8n;
-    const out = new Uint8Array(lengthBytes);
+    // Shared memory: kernel threads read it in place, without a copy per shard.
+    const out = new Uint8Array(new SharedArrayBuffer(lengthBytes));
     let pos = 0;
     while (pos < lengthBytes) {
       const maxBytes = Math.min(this.#chunkLimitBytes(), lengthBytes - pos);
@@ -831,6 +873,7 @@ function resolveConfig(o: WorkerOptions): WorkerConfig {
     threads: o.threads,
     maxMessageBytes: o.maxMessageBytes ?? defaultMaxMessageBytes,
     cacheBytes: o.cacheBytes ?? defaultCacheBytes,
+    prefetch: o.prefetch,
     shutdownGraceMs: o.shutdownGraceMs ?? defaultShutdownGraceMs,
     retryBudgetMs: o.retryBudgetMs ?? 0,
     acquireWaitMs: o.acquireWaitMs ?? 20_000,
@@ -841,6 +884,9 @@ function resolveConfig(o: WorkerOptions): WorkerConfig {
   for (const key of ["cacheBytes", "shutdownGraceMs", "retryBudgetMs", "acquireWaitMs"] as const) {
     const v = config[key];
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${key} must be a non-negative integer, got ${v}`);
+  }
+  if (config.prefetch !== undefined && !(Number.isSafeInteger(config.prefetch) && config.prefetch >= 0)) {
+    throw new RangeError(`prefetch must be a non-negative integer, got ${config.prefetch}`);
   }
   if (!Number.isSafeInteger(config.rpcTimeoutMs) || config.rpcTimeoutMs < 1) {
     throw new RangeError(`rpcTimeoutMs must be a positive integer, got ${config.rpcTimeoutMs}`);

@@ -14,7 +14,8 @@ export function bytesToFloat64(bytes: Uint8Array): Float64Array {
   if (bytes.byteLength % 8 !== 0) throw new RangeError(`${bytes.byteLength} bytes is not a whole number of float64s`);
   if (hostIsLittleEndian) {
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
-    const own = whole && bytes.buffer instanceof ArrayBuffer ? bytes : bytes.slice();
+    // A whole buffer (plain or shared) is viewed in place; anything else is copied to align it.
+    const own = whole ? bytes : bytes.slice();
     return new Float64Array(own.buffer, 0, own.byteLength / 8);
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -1,0 +1,163 @@
+// Processes for the benchmark: a real TLS coordinator and worker processes on loopback.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient } from "@dce/client-sdk";
+import { generateDevCertificates } from "@dce/coordinator";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const BIN = {
+  coordinator: join(root, "packages/coordinator/bin/coordinator.js"),
+  worker: join(root, "packages/worker/bin/worker.js"),
+  dce: join(root, "packages/client-sdk/bin/dce.js"),
+};
+let certs;
+let dir;
+
+/** Makes the dev CA and certificates under `workDir`; call once before {@link startCluster}. */
+export async function prepare(workDir) {
+  dir = workDir;
+  certs = await generateDevCertificates({ outDir: join(dir, "certs") });
+  return certs;
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** Peak resident set (VmHWM) of a live process, in bytes. */
+export function peakRss(pid) {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function waitForLine(child, needle, what, timeoutMs = 30_000) {
+  return new Promise((res, rej) => {
+    let buf = "";
+    const timer = setTimeout(() => rej(new Error(`${what}: no "${needle}" within ${timeoutMs} ms:\n${buf}`)), timeoutMs);
+    const onData = (d) => {
+      buf += d;
+      if (buf.length > 1e6) buf = buf.slice(-1e5);
+      if (buf.includes(needle)) {
+        clearTimeout(timer);
+        child.stderr.off("data", onData);
+        child.stderr.resume();
+        res();
+      }
+    };
+    child.stderr.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      rej(new Error(`${what} exited with ${code}:\n${buf}`));
+    });
+  });
+}
+
+/** A coordinator process and `workers` worker processes offering `kernels`. */
+export async function startCluster({ workers, kernels, threads }) {
+  const port = await freePort();
+  const url = `https://127.0.0.1:${port}`;
+  const dataDir = mkdtempSync(join(dir, "data-"));
+  const coordinator = spawn(
+    process.execPath,
+    [
+      ...(process.env.DCE_BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.DCE_BENCH_PROF] : []),
+      BIN.coordinator,
+      "--port",
+      String(port),
+      "--tls-dir",
+      certs.dir,
+      "--data-dir",
+      dataDir,
+      "--log-level",
+      "warn",
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  coordinator.stderr.setEncoding("utf8");
+  let coordLog = "";
+  coordinator.stderr.on("data", (d) => {
+    coordLog = (coordLog + d).slice(-20_000);
+  });
+  await waitUntilServing(url, coordinator);
+  const procs = [];
+  for (let i = 0; i < workers; i++) {
+    const w = spawn(
+      process.execPath,
+      [
+        ...(process.env.DCE_BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.DCE_BENCH_PROF] : []),
+        BIN.worker,
+        "--coordinator",
+        url,
+        "--ca",
+        certs.caCert,
+        "--threads",
+        String(threads),
+        "--kernels",
+        kernels,
+        "--name",
+        `bench-w${i + 1}`,
+        "--log-level",
+        "info",
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    w.stderr.setEncoding("utf8");
+    procs.push(w);
+  }
+  await Promise.all(procs.map((w, i) => waitForLine(w, "worker registered", `worker ${i + 1}`)));
+  const client = createClient({ baseUrl: url, ca: readFileSync(certs.caCert, "utf8") });
+  return {
+    url,
+    client,
+    coordinator,
+    workers: procs,
+    coordLog: () => coordLog,
+    rss() {
+      return { coordinator: peakRss(coordinator.pid), workers: procs.map((w) => peakRss(w.pid)) };
+    },
+    async stop() {
+      for (const p of [...procs, coordinator]) p.kill(process.env.DCE_BENCH_PROF ? "SIGINT" : "SIGKILL");
+      await Promise.all(
+        [...procs, coordinator].map(
+          (p) => new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once("exit", r))),
+        ),
+      );
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function waitUntilServing(url, child) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}`);
+    try {
+      execFileSync(
+        "node",
+        [
+          "-e",
+          `require("node:https").get("${url}/healthz",{ca:require("node:fs").readFileSync(${JSON.stringify(certs.caCert)})},r=>process.exit(r.statusCode===200?0:1)).on("error",()=>process.exit(1))`,
+        ],
+        { stdio: "ignore" },
+      );
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error("coordinator did not start serving within 20 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
