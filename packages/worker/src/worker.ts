@@ -379,7 +379,6 @@ export class Worker {
 
   async #pullLoop(): Promise<void> {
     const signal = this.#drain.signal;
-    const pool = this.#requirePool();
     try {
       while (!signal.aborted) {
         await this.#idleSlot();
