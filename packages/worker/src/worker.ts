@@ -122,6 +122,8 @@ const releaseTimeoutMs = 5_000;
 const pipelineTargetMs = 20;
 /** Most leases held beyond one per thread (tiny shards). */
 const maxSpareLeases = 256;
+/** Most results in one CompleteShards. */
+const maxReportBatch = 512;
 
 /**
  * Thrown (and returned by {@link Worker.wait}) when the coordinator stayed
@@ -178,6 +180,17 @@ interface ShardPlan {
   readonly kernel: string;
 }
 
+/** A shard result as CompleteShards carries it. */
+type ShardResultInit = { lease: LeaseRef; payload: ShardResult["payload"]; computeMs: number };
+
+/** A result waiting to be reported, with the promise of its outcome. */
+interface PendingReport {
+  readonly run: ShardRun;
+  readonly result: ShardResultInit;
+  resolve(outcome: ShardOutcome | undefined): void;
+  reject(e: unknown): void;
+}
+
 interface RetryPolicy {
   /** Aborting stops the retries (the last error is thrown). */
   readonly signal: AbortSignal;
@@ -230,6 +243,9 @@ export class Worker {
   #registering: Promise<void> | undefined;
 
   readonly #runs = new Map<string, ShardRun>();
+  /** Results waiting for the next CompleteShards, and whether one is in flight. */
+  readonly #reports: PendingReport[] = [];
+  #reporting = false;
   /** Running average of a shard's wall time in ms (0 until the first shard completes). */
   #shardWallMs = 0;
   #slotWaiters: (() => void)[] = [];
@@ -582,16 +598,7 @@ export class Worker {
         : { case: "data", value: bytes };
     let outcome: ShardOutcome | undefined;
     try {
-      const res = await this.#retry(
-        "CompleteShards",
-        (workerId) =>
-          this.#wc().completeShards(
-            { workerId, results: [{ lease, payload, computeMs: clampUint32(Math.round(computeMs)) }] },
-            { signal, timeoutMs: this.#config.rpcTimeoutMs },
-          ),
-        { signal, workerScoped: true, giveUp },
-      );
-      outcome = res.outcomes.find((o) => o.lease !== undefined && leaseKey(o.lease) === run.key) ?? res.outcomes[0];
+      outcome = await this.#report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
     } catch (e) {
       if (signal.aborted || this.#fatal !== undefined) throw e;
       const fields = { ...leaseFields(lease), err: errorMessage(e) };
@@ -619,6 +626,63 @@ export class Worker {
           { ...fields, code: Code[outcome.code] ?? outcome.code, reason: outcome.message },
           "result rejected by the coordinator; dropped",
         );
+    }
+  }
+
+  /**
+   * Sends one shard result. Results that finish while a report is in flight go out
+   * together in the next CompleteShards (at most one message of data), so tiny shards
+   * cost one RPC per batch rather than one each.
+   */
+  #report(run: ShardRun, result: ShardResultInit): Promise<ShardOutcome | undefined> {
+    return new Promise((resolve, reject) => {
+      this.#reports.push({ run, result, resolve, reject });
+      if (!this.#reporting) void this.#flushReports();
+    });
+  }
+
+  async #flushReports(): Promise<void> {
+    this.#reporting = true;
+    try {
+      while (this.#reports.length > 0) {
+        const batch: PendingReport[] = [];
+        let bytes = 0;
+        while (this.#reports.length > 0 && batch.length < maxReportBatch) {
+          const next = this.#reports[0] as PendingReport;
+          const size = next.result.payload.case === "data" ? next.result.payload.value.byteLength : 128;
+          if (batch.length > 0 && bytes + size > this.#chunkLimitBytes()) break;
+          this.#reports.shift();
+          if (next.run.abort.signal.aborted) {
+            next.reject(next.run.abort.signal.reason);
+            continue;
+          }
+          batch.push(next);
+          bytes += size;
+        }
+        if (batch.length === 0) continue;
+        // The coordinator treats a repeated CompleteShards as ALREADY_EXISTS, so retrying is
+        // safe; it is pointless once every lease in the batch has certainly run out.
+        const giveUp = () => batch.every((b) => b.run.abort.signal.aborted || Date.now() >= b.run.expiresAtMs);
+        const signal = this.#stop.signal;
+        try {
+          const res = await this.#retry(
+            "CompleteShards",
+            (workerId) =>
+              this.#wc().completeShards(
+                { workerId, results: batch.map((b) => b.result) },
+                { signal, timeoutMs: this.#config.rpcTimeoutMs },
+              ),
+            { signal, workerScoped: true, giveUp },
+          );
+          const byKey = new Map<string, ShardOutcome>();
+          for (const o of res.outcomes) if (o.lease !== undefined) byKey.set(leaseKey(o.lease), o);
+          for (const b of batch) b.resolve(byKey.get(b.run.key) ?? (batch.length === 1 ? res.outcomes[0] : undefined));
+        } catch (e) {
+          for (const b of batch) b.reject(e);
+        }
+      }
+    } finally {
+      this.#reporting = false;
     }
   }
 
