@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
+import { Code } from "@connectrpc/connect";
 import { createClient } from "@dce/client-sdk";
+import { JobService, JobState } from "@dce/proto";
 import { afterAll, beforeAll, describe, expect, onTestFinished, test } from "vitest";
 import { type Cluster, naiveMultiply, randomMatrix, sameBytes, startCluster } from "../support/cluster.js";
 
@@ -71,6 +73,48 @@ describe("end to end over TLS with 3 workers", () => {
     expect(last?.state).toBe("succeeded");
     expect(last?.shardsDone).toBe(64);
     expect(last?.shardsTotal).toBe(64);
+  });
+});
+
+describe("small jobs travel inline", () => {
+  test("SubmitJob takes small matrices inline and GetJob returns a small C inline, same bytes", async () => {
+    const jobs = cluster.raw(JobService);
+    const a = randomMatrix(9, 7, 1);
+    const b = randomMatrix(7, 5, 2);
+    const bytes = (x: Float64Array) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    const sub = await jobs.submitJob({
+      matmul: {
+        a: { rows: 9, cols: 7, inlineData: bytes(a.data) },
+        b: { rows: 7, cols: 5, inlineData: bytes(b.data) },
+        kernel: "reference",
+      },
+    });
+    const res = await jobs.getJob({ jobId: sub.jobId, waitMs: 20_000, untilTerminal: true, inlineResultMaxBytes: 1 << 20 });
+    expect(res.status?.state).toBe(JobState.SUCCEEDED);
+    const c = res.result;
+    expect([c?.rows, c?.cols]).toEqual([9, 5]);
+    const data = c?.inlineData ?? new Uint8Array(0);
+    expect(c?.blobId).toBe(createHash("sha256").update(data).digest("hex"));
+    expect(sameBytes(new Float64Array(data.slice().buffer), naiveMultiply(a, b))).toBe(true);
+    // a C larger than the caller's inline limit comes back as a reference only
+    const small = await jobs.getJob({ jobId: sub.jobId, inlineResultMaxBytes: 100 });
+    expect(small.result).toBeUndefined();
+  });
+
+  test("inline data that is the wrong size or contradicts its blob id is INVALID_ARGUMENT", async () => {
+    const jobs = cluster.raw(JobService);
+    const a = new Uint8Array(new Float64Array([1, 2, 3, 4]).buffer);
+    const submit = (ref: { rows: number; cols: number; blobId?: string; inlineData: Uint8Array }) =>
+      jobs.submitJob({ matmul: { a: ref, b: { rows: 2, cols: 2, inlineData: a }, kernel: "reference" } });
+    await expect(submit({ rows: 2, cols: 3, inlineData: a })).rejects.toMatchObject({ code: Code.InvalidArgument });
+    await expect(submit({ rows: 2, cols: 2, blobId: "0".repeat(64), inlineData: a })).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+    });
+    const big = new Uint8Array(1024 * 1024 + 8);
+    await expect(submit({ rows: 1, cols: big.byteLength / 8, inlineData: big })).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+      rawMessage: expect.stringContaining("inline limit"),
+    });
   });
 });
 

@@ -137,12 +137,24 @@ describe("submitMatMul and result", () => {
   });
 
   it("uploads once when A and B are the same object", async () => {
-    const { fake, client } = setup();
-    const a = matrix(4, 4);
+    const { fake, client } = setup({}, 64 * KiB + 3000); // chunks of 3000 bytes: only up to 750 go inline
+    const a = matrix(40, 40); // 12 800 bytes: uploaded
     const job = await client.submitMatMul(a, a);
     expect(fake.callsOf("BeginUpload").length).toBe(1);
     const c = await job.result({ minIntervalMs: 0 });
-    expect(c.data).toEqual(matmul(a.data, a.data, 4, 4, 4));
+    expect(c.data).toEqual(matmul(a.data, a.data, 40, 40, 40));
+  });
+
+  it("sends small matrices inside SubmitJob, with no upload round trips", async () => {
+    const { fake, client } = setup();
+    const a = matrix(4, 3);
+    const b = matrix(3, 5, 7);
+    const job = await client.submitMatMul(a, b);
+    expect(fake.callsOf("BeginUpload").length).toBe(0);
+    const submit = fake.callsOf("SubmitJob")[0]?.request as { matmul: { a: { inlineData: Uint8Array } } };
+    expect(submit.matmul.a.inlineData).toEqual(new Uint8Array(a.data.buffer));
+    const c = await job.result({ minIntervalMs: 0 });
+    expect(c.data).toEqual(matmul(a.data, b.data, 4, 3, 5));
   });
 
   it("accepts references from uploadMatrix without uploading again", async () => {

@@ -299,6 +299,17 @@ function resolveTileSize(tile: number | TileSize | undefined): { tileRows: numbe
   return { tileRows: rows, tileCols: cols };
 }
 
+/** A matrix for SubmitJob: uploaded (a blob id) or, when small, the bytes inline. */
+type SubmitRef = MatrixRef & { readonly inlineData?: Uint8Array };
+
+/** A matrix for SubmitJob: small ones ride inside it (the coordinator names the blob), others are uploaded. */
+function submitRef(ctx: ClientContext, matrix: Matrix, options: RequestOptions | undefined): SubmitRef | Promise<MatrixRef> {
+  const { rows, cols, data } = matrix;
+  if (data.byteLength > Math.min(INLINE_MAX_BYTES, ctx.config.chunkBytes / 4)) return uploadMatrix(ctx, matrix, options);
+  assertLittleEndianHost();
+  return { rows, cols, blobId: "", inlineData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
 async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: RequestOptions | undefined): Promise<MatrixRef> {
   assertLittleEndianHost();
   const { rows, cols, data } = matrix;
@@ -333,6 +344,13 @@ async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: Request
   return { rows, cols, blobId: sha256 };
 }
 
+/** Largest matrix sent inline in SubmitJob (the coordinator's limit). */
+const INLINE_MAX_BYTES = 1024 * 1024;
+
+function inlineOf(ref: SubmitRef | MatrixRef): Uint8Array {
+  return "inlineData" in ref && ref.inlineData !== undefined ? ref.inlineData : new Uint8Array(0);
+}
+
 async function submitMatMul(
   ctx: ClientContext,
   a: MatrixInput,
@@ -350,14 +368,16 @@ async function submitMatMul(
   }
   checkTimeoutMs(options?.timeoutMs, "timeoutMs");
 
-  const refA = isMatrixRef(a) ? a : await uploadMatrix(ctx, a, options);
-  const refB = b === a ? refA : isMatrixRef(b) ? b : await uploadMatrix(ctx, b, options);
+  // A and B go up side by side (two upload sessions on one connection).
+  const upA = isMatrixRef(a) ? a : submitRef(ctx, a, options);
+  const upB = b === a ? upA : isMatrixRef(b) ? b : submitRef(ctx, b, options);
+  const [refA, refB] = await Promise.all([upA, upB]);
   const res = await ctx.jobs.submitJob(
     {
       idempotencyKey,
       matmul: {
-        a: { rows: refA.rows, cols: refA.cols, blobId: refA.blobId },
-        b: { rows: refB.rows, cols: refB.cols, blobId: refB.blobId },
+        a: { rows: refA.rows, cols: refA.cols, blobId: refA.blobId, inlineData: inlineOf(refA) },
+        b: { rows: refB.rows, cols: refB.cols, blobId: refB.blobId, inlineData: inlineOf(refB) },
         tileRows,
         tileCols,
         kernel: options?.kernel ?? "",

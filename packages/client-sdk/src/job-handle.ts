@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { MatrixRef as WireMatrixRef } from "@dce/proto";
 import { JobCancelledError, JobFailedError } from "./errors.js";
 import { type ClientContext, checkTimeoutMs, retryTransient, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
 import { assertLittleEndianHost } from "./internal/host.js";
@@ -82,6 +83,8 @@ export interface JobHandle {
 // When a long-poll comes back this fast with nothing new, the coordinator is
 // not honouring wait_ms; back off so we do not spin on it.
 const EARLY_RETURN_MS = 100;
+/** Largest C asked for inline with the final status (the coordinator caps it at 1 MiB too). */
+const INLINE_RESULT_MAX_BYTES = 1024 * 1024;
 const MIN_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 2_000;
 
@@ -164,7 +167,12 @@ async function* followProgress(
  * Long-polls GetJob with `untilTerminal`, so the coordinator answers once when the job
  * ends instead of on every shard (one RPC per `longPollWaitMs`, not per change).
  */
-async function waitForTerminal(ctx: ClientContext, jobId: string, options: WaitOptions | undefined): Promise<JobStatusInfo> {
+async function waitForTerminal(
+  ctx: ClientContext,
+  jobId: string,
+  options: WaitOptions | undefined,
+  inlineResultMaxBytes = 0,
+): Promise<{ status: JobStatusInfo; result?: WireMatrixRef | undefined }> {
   checkTimeoutMs(options?.timeoutMs, "timeoutMs");
   const signal = options?.signal;
   const waitMs = ctx.config.longPollWaitMs;
@@ -174,10 +182,10 @@ async function waitForTerminal(ctx: ClientContext, jobId: string, options: WaitO
     throwIfAborted(signal);
     const startedMs = performance.now();
     const res = await retryTransient(ctx.config, signal, () =>
-      ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true }, pollOptions),
+      ctx.jobs.getJob({ jobId, waitMs, untilTerminal: true, inlineResultMaxBytes }, pollOptions),
     );
     const status = fromWireStatus(requireStatus(res.status, jobId), jobId);
-    if (isTerminal(status.state)) return status;
+    if (isTerminal(status.state)) return { status, result: res.result };
     // A coordinator that returned early without news (e.g. draining): back off a little.
     if (performance.now() - startedMs < EARLY_RETURN_MS) {
       await sleep(backoffMs, signal);
@@ -187,9 +195,27 @@ async function waitForTerminal(ctx: ClientContext, jobId: string, options: WaitO
 }
 
 async function waitForResult(ctx: ClientContext, jobId: string, options: WaitOptions | undefined): Promise<Matrix> {
-  const last = await waitForTerminal(ctx, jobId, options);
+  // A small C comes back inline with the status that says the job is done.
+  const inlineMax = Math.min(INLINE_RESULT_MAX_BYTES, ctx.config.chunkBytes);
+  const { status: last, result: inline } = await waitForTerminal(ctx, jobId, options, inlineMax);
   if (last.state === "failed") throw new JobFailedError(last);
   if (last.state === "cancelled") throw new JobCancelledError(last);
+  if (inline !== undefined && inline.inlineData.byteLength > 0) {
+    const size = inline.rows * inline.cols * 8;
+    if (inline.inlineData.byteLength !== size) {
+      throw new ConnectError(
+        `inline result of job ${jobId} is ${inline.inlineData.byteLength} bytes, expected ${size}`,
+        Code.DataLoss,
+      );
+    }
+    const copy = new Uint8Array(size);
+    copy.set(inline.inlineData);
+    const sha256 = createHash("sha256").update(copy).digest("hex");
+    if (sha256 !== inline.blobId) {
+      throw new ConnectError(`inline result of job ${jobId} has SHA-256 ${sha256}, expected ${inline.blobId}`, Code.DataLoss);
+    }
+    return { rows: inline.rows, cols: inline.cols, data: new Float64Array(copy.buffer) };
+  }
 
   const callOptions = toCallOptions(ctx.config, options);
   const res = await retryTransient(ctx.config, options?.signal, () => ctx.jobs.getResult({ jobId }, callOptions));

@@ -23,7 +23,16 @@ import {
   step,
   viewJob,
 } from "@dce/core";
-import { BlobService, GetJobResponseSchema, JobService, ShardOutcomeSchema, WorkerService } from "@dce/proto";
+import {
+  BlobService,
+  GetJobResponseSchema,
+  JobService,
+  type MatrixRef,
+  MatrixRefSchema,
+  type ShardLease,
+  ShardOutcomeSchema,
+  WorkerService,
+} from "@dce/proto";
 import type { Logger } from "pino";
 import { BlobError, BlobStore } from "./blob-store.js";
 import { type CrashPoint, Journal, type RecoveryReport } from "./journal.js";
@@ -61,6 +70,10 @@ export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
 /** The single client identity while authentication is not configured. */
 const ANONYMOUS: ClientId = asClientId("anonymous");
+/** Largest matrix accepted inline in SubmitJob, and largest C returned inline by GetJob. */
+export const MAX_INLINE_BYTES = 1024 * 1024;
+/** Input matrices up to this size travel inline with a grant (once per job per response). */
+const GRANT_INLINE_MAX_BYTES = 64 * 1024;
 
 type Waiter = () => void;
 
@@ -394,6 +407,55 @@ export class Coordinator {
     );
   }
 
+  /**
+   * Stores a matrix sent inline in SubmitJob as a blob and names it by its SHA-256.
+   * @throws ConnectError INVALID_ARGUMENT when it is too large, the wrong length, or
+   *   contradicts a given blob id.
+   */
+  #storeInline(name: string, ref: MatrixRef): void {
+    const bytes = ref.inlineData.byteLength;
+    if (bytes > MAX_INLINE_BYTES) {
+      throw new ConnectError(
+        `matrix ${name}: inline_data is ${bytes} bytes, over the inline limit of ${MAX_INLINE_BYTES}; upload it with BlobService`,
+        Code.InvalidArgument,
+      );
+    }
+    const want = ref.rows * ref.cols * 8;
+    if (bytes !== want) {
+      throw new ConnectError(
+        `matrix ${name}: inline_data is ${bytes} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
+        Code.InvalidArgument,
+      );
+    }
+    const blobId = this.#blobs.put(ref.inlineData);
+    if (ref.blobId !== "" && ref.blobId !== blobId) {
+      throw new ConnectError(`matrix ${name}: blob_id is not the SHA-256 of inline_data`, Code.InvalidArgument);
+    }
+    ref.blobId = blobId;
+    ref.inlineData = new Uint8Array(0);
+  }
+
+  /**
+   * Puts small input matrices inline in the first lease of each job in a grant, so a
+   * worker computes a small shard without a ReadBlob round trip (it caches them).
+   */
+  #withInlineInputs(leases: ShardLease[]): ShardLease[] {
+    const seen = new Set<string>();
+    for (const lease of leases) {
+      const t = lease.matmul;
+      if (t?.a === undefined || t.b === undefined) continue;
+      for (const ref of [t.a, t.b]) {
+        const size = ref.rows * ref.cols * 8;
+        if (size > GRANT_INLINE_MAX_BYTES || seen.has(ref.blobId)) continue;
+        const r = this.#blobs.sizeOf(ref.blobId) === size ? this.#blobs.read(ref.blobId, 0, size) : undefined;
+        if (r === undefined || r.data.byteLength !== size) continue;
+        ref.inlineData = r.data;
+        seen.add(ref.blobId);
+      }
+    }
+    return leases;
+  }
+
   #clientOf(_ctx: HandlerContext): ClientId {
     return ANONYMOUS;
   }
@@ -408,12 +470,13 @@ export class Coordinator {
         }
         const m = req.matmul;
         if (!m) throw new ConnectError("matmul spec is required", Code.InvalidArgument);
-        // The data must be uploaded, and its length must match the declared shape.
+        // The data must be uploaded (or sent inline), and its length must match the declared shape.
         for (const [name, ref] of [
           ["A", m.a],
           ["B", m.b],
         ] as const) {
           if (!ref) continue; // reported by spec validation
+          if (ref.inlineData.byteLength > 0) this.#storeInline(name, ref);
           const size = this.#blobs.sizeOf(ref.blobId);
           if (size === undefined) {
             throw new ConnectError(`matrix ${name}: blob ${ref.blobId.slice(0, 64)} not found; upload it first`, Code.NotFound);
@@ -468,7 +531,22 @@ export class Coordinator {
           if (!again.ok) throw toConnectError(again.error);
           job = again.value;
         }
-        return create(GetJobResponseSchema, { status: toJobStatus(viewJob(job)) });
+        const res = create(GetJobResponseSchema, { status: toJobStatus(viewJob(job)) });
+        const inlineMax = Math.min(req.inlineResultMaxBytes, MAX_INLINE_BYTES);
+        if (job.state === "succeeded" && inlineMax > 0 && job.plan.rows * job.plan.cols * 8 <= inlineMax) {
+          const r = resultOf(this.#state, clientId, jobId);
+          if (r.ok) {
+            const { blobId } = r.value;
+            const size = job.plan.rows * job.plan.cols * 8;
+            res.result = create(MatrixRefSchema, {
+              rows: job.plan.rows,
+              cols: job.plan.cols,
+              blobId,
+              inlineData: this.#blobs.read(blobId, 0, size).data,
+            });
+          }
+        }
+        return res;
       },
 
       getResult: (req, ctx) => {
@@ -593,7 +671,7 @@ export class Coordinator {
                 "lease granted",
               );
             }
-            return { leases: grants.map(toShardLease) };
+            return { leases: this.#withInlineInputs(grants.map(toShardLease)) };
           }
           await this.#waitForShards(deadline - Date.now(), ctx.signal);
         }

@@ -483,9 +483,12 @@ export class Worker {
       const plan = planShard(shard, listKernels()[0]?.name ?? "reference");
       // Both inputs arrive in shared memory and are cached: the kernel thread reads
       // them in place, and B's columns are picked out there, off the event loop.
+      const inlineA = this.#adoptInline(plan.a, signal);
+      const inlineB = this.#adoptInline(plan.b, signal);
+      const from = plan.rowStart * plan.k;
       const [a, bFull] = await Promise.all([
-        this.#fetchRows(plan, signal),
-        this.#cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal),
+        inlineA?.subarray(from, from + plan.m * plan.k) ?? this.#fetchRows(plan, signal),
+        inlineB ?? this.#cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal),
       ]);
       run.phase = "computing";
       const { c, computeMs } = await this.#requirePool().run(
@@ -547,6 +550,19 @@ export class Worker {
       async (s) => bytesToFloat64(await this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, s)),
       signal,
     );
+  }
+
+  /** Caches a matrix that came inline with its lease (small inputs), so no read is needed. */
+  #adoptInline(ref: MatrixRef, signal: AbortSignal): Float64Array | undefined {
+    const bytes = ref.inlineData;
+    if (bytes.byteLength === 0 || bytes.byteLength !== ref.rows * ref.cols * 8) return undefined;
+    const cached = this.#cache.get(ref.blobId);
+    if (cached !== undefined) return cached;
+    const shared = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+    shared.set(bytes);
+    const matrix = bytesToFloat64(shared);
+    void this.#cache.getOrLoad(ref.blobId, async () => matrix, signal).catch(() => {});
+    return matrix;
   }
 
   /** A whole matrix (B), for the cache. */

@@ -188,6 +188,8 @@ export function createFakeCoordinator(options: FakeCoordinatorOptions = {}): Fak
         if (spec === undefined || a === undefined || b === undefined) {
           throw new ConnectError("missing spec", Code.InvalidArgument);
         }
+        // Small matrices arrive inline; like the real coordinator, store them and name them.
+        for (const ref of [a, b]) if (ref.inlineData.byteLength > 0) ref.blobId = putBlob(ref.inlineData);
         if (!blobs.has(a.blobId) || !blobs.has(b.blobId)) throw new ConnectError("unknown blob", Code.InvalidArgument);
         if (a.cols !== b.rows) throw new ConnectError("inner dimensions", Code.InvalidArgument);
         const tileRows = spec.tileRows || 2;

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/common.proto.
  */
 export const file_dce_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiOAoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJIs4CCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDSqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAViBnByb3RvMw");
+  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIs4CCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDSqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAViBnByb3RvMw");
 
 /**
  * A dense float64 matrix stored on the coordinator as one content-addressed blob.
@@ -39,6 +39,17 @@ export type MatrixRef = Message<"dce.v1.MatrixRef"> & {
    * @generated from field: string blob_id = 3;
    */
   blobId: string;
+
+  /**
+   * The matrix bytes themselves, inline, for small matrices: saves the upload (or the
+   * download) round trips. In SubmitJob, a matrix sent inline may leave blob_id empty
+   * (the coordinator stores the bytes as a blob and names it); if blob_id is given it
+   * must be their SHA-256. The coordinator also fills it in shard leases and results
+   * when the bytes are small. At most 1 MiB per matrix.
+   *
+   * @generated from field: bytes inline_data = 4;
+   */
+  inlineData: Uint8Array;
 };
 
 /**

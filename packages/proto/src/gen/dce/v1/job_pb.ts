@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/job.proto.
  */
 export const file_dce_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChBkY2UvdjEvam9iLnByb3RvEgZkY2UudjEifgoKTWF0TXVsU3BlYxIcCgFhGAEgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIcCgFiGAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIRCgl0aWxlX3Jvd3MYAyABKA0SEQoJdGlsZV9jb2xzGAQgASgNEg4KBmtlcm5lbBgFIAEoCSJPChBTdWJtaXRKb2JSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCRIiCgZtYXRtdWwYAiABKAsyEi5kY2UudjEuTWF0TXVsU3BlYyJXChFTdWJtaXRKb2JSZXNwb25zZRIOCgZqb2JfaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoCBIhCgZzdGF0dXMYAyABKAsyES5kY2UudjEuSm9iU3RhdHVzIl8KDUdldEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg8KB3dhaXRfbXMYAiABKA0SFQoNYWZ0ZXJfdmVyc2lvbhgDIAEoBBIWCg51bnRpbF90ZXJtaW5hbBgEIAEoCCIzCg5HZXRKb2JSZXNwb25zZRIhCgZzdGF0dXMYASABKAsyES5kY2UudjEuSm9iU3RhdHVzIiIKEEdldFJlc3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJIkoKEUdldFJlc3VsdFJlc3BvbnNlEiEKBnJlc3VsdBgBIAEoCzIRLmRjZS52MS5NYXRyaXhSZWYSEgoKc2l6ZV9ieXRlcxgCIAEoBCIyChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiNgoRQ2FuY2VsSm9iUmVzcG9uc2USIQoGc3RhdHVzGAEgASgLMhEuZGNlLnYxLkpvYlN0YXR1czKLAgoKSm9iU2VydmljZRJACglTdWJtaXRKb2ISGC5kY2UudjEuU3VibWl0Sm9iUmVxdWVzdBoZLmRjZS52MS5TdWJtaXRKb2JSZXNwb25zZRI3CgZHZXRKb2ISFS5kY2UudjEuR2V0Sm9iUmVxdWVzdBoWLmRjZS52MS5HZXRKb2JSZXNwb25zZRJACglHZXRSZXN1bHQSGC5kY2UudjEuR2V0UmVzdWx0UmVxdWVzdBoZLmRjZS52MS5HZXRSZXN1bHRSZXNwb25zZRJACglDYW5jZWxKb2ISGC5kY2UudjEuQ2FuY2VsSm9iUmVxdWVzdBoZLmRjZS52MS5DYW5jZWxKb2JSZXNwb25zZWIGcHJvdG8z", [file_dce_v1_common]);
+  fileDesc("ChBkY2UvdjEvam9iLnByb3RvEgZkY2UudjEifgoKTWF0TXVsU3BlYxIcCgFhGAEgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIcCgFiGAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIRCgl0aWxlX3Jvd3MYAyABKA0SEQoJdGlsZV9jb2xzGAQgASgNEg4KBmtlcm5lbBgFIAEoCSJPChBTdWJtaXRKb2JSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCRIiCgZtYXRtdWwYAiABKAsyEi5kY2UudjEuTWF0TXVsU3BlYyJXChFTdWJtaXRKb2JSZXNwb25zZRIOCgZqb2JfaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoCBIhCgZzdGF0dXMYAyABKAsyES5kY2UudjEuSm9iU3RhdHVzIoABCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgd3YWl0X21zGAIgASgNEhUKDWFmdGVyX3ZlcnNpb24YAyABKAQSFgoOdW50aWxfdGVybWluYWwYBCABKAgSHwoXaW5saW5lX3Jlc3VsdF9tYXhfYnl0ZXMYBSABKA0iVgoOR2V0Sm9iUmVzcG9uc2USIQoGc3RhdHVzGAEgASgLMhEuZGNlLnYxLkpvYlN0YXR1cxIhCgZyZXN1bHQYAiABKAsyES5kY2UudjEuTWF0cml4UmVmIiIKEEdldFJlc3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJIkoKEUdldFJlc3VsdFJlc3BvbnNlEiEKBnJlc3VsdBgBIAEoCzIRLmRjZS52MS5NYXRyaXhSZWYSEgoKc2l6ZV9ieXRlcxgCIAEoBCIyChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiNgoRQ2FuY2VsSm9iUmVzcG9uc2USIQoGc3RhdHVzGAEgASgLMhEuZGNlLnYxLkpvYlN0YXR1czKLAgoKSm9iU2VydmljZRJACglTdWJtaXRKb2ISGC5kY2UudjEuU3VibWl0Sm9iUmVxdWVzdBoZLmRjZS52MS5TdWJtaXRKb2JSZXNwb25zZRI3CgZHZXRKb2ISFS5kY2UudjEuR2V0Sm9iUmVxdWVzdBoWLmRjZS52MS5HZXRKb2JSZXNwb25zZRJACglHZXRSZXN1bHQSGC5kY2UudjEuR2V0UmVzdWx0UmVxdWVzdBoZLmRjZS52MS5HZXRSZXN1bHRSZXNwb25zZRJACglDYW5jZWxKb2ISGC5kY2UudjEuQ2FuY2VsSm9iUmVxdWVzdBoZLmRjZS52MS5DYW5jZWxKb2JSZXNwb25zZWIGcHJvdG8z", [file_dce_v1_common]);
 
 /**
  * @generated from message dce.v1.MatMulSpec
@@ -135,6 +135,14 @@ export type GetJobRequest = Message<"dce.v1.GetJobRequest"> & {
    * @generated from field: bool until_terminal = 4;
    */
   untilTerminal: boolean;
+
+  /**
+   * When the job has succeeded and C is at most this many bytes (capped at 1 MiB),
+   * the response carries C inline, saving GetResult and ReadBlob. 0: never.
+   *
+   * @generated from field: uint32 inline_result_max_bytes = 5;
+   */
+  inlineResultMaxBytes: number;
 };
 
 /**
@@ -152,6 +160,14 @@ export type GetJobResponse = Message<"dce.v1.GetJobResponse"> & {
    * @generated from field: dce.v1.JobStatus status = 1;
    */
   status?: JobStatus | undefined;
+
+  /**
+   * C, when asked for with inline_result_max_bytes and the job has succeeded
+   * (inline_data holds the bytes).
+   *
+   * @generated from field: dce.v1.MatrixRef result = 2;
+   */
+  result?: MatrixRef | undefined;
 };
 
 /**
