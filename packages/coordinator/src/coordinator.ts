@@ -273,7 +273,24 @@ export class Coordinator {
       try {
         const blobId = this.#sink.finalize(jobId);
         out = this.#apply({ type: "result-finalized", nowMs: Date.now(), jobId, resultBlobId: blobId });
-        this.#log.info({ jobId, resultBlobId: blobId }, "job succeeded");
+        // The job's summary: with "job submitted" and "job started" it tells the story at info level.
+        const job = this.#state.jobs.get(jobId);
+        this.#log.info(
+          {
+            jobId,
+            resultBlobId: blobId,
+            ...(job
+              ? {
+                  shards: job.plan.shardCount,
+                  retried: job.retriedCount,
+                  kernel: job.kernel,
+                  runMs: job.finishedAtMs - job.startedAtMs,
+                  totalMs: job.finishedAtMs - job.createdAtMs,
+                }
+              : {}),
+          },
+          "job succeeded",
+        );
       } catch (e) {
         this.#log.error({ jobId, err: e }, "result could not be sealed");
         this.#apply({ type: "result-failed", nowMs: Date.now(), jobId, message: String(e) });
@@ -444,6 +461,8 @@ export class Coordinator {
             { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
             "job submitted",
           );
+        } else {
+          this.#log.debug({ jobId }, "job submitted again (same idempotency key)");
         }
         return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job)) } : {}) };
       },
