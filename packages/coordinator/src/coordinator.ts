@@ -453,9 +453,10 @@ export class Coordinator {
           jobId: asJobId(randomUUID()),
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
-        await out.durable;
         const { jobId, created } = out.outcome.value;
         const job = this.#state.jobs.get(jobId);
+        // Logged before the commit wakes the workers, so it is the job's first line
+        // (a failed commit stops the process with a fatal line of its own).
         if (created && job) {
           this.#log.info(
             { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
@@ -464,6 +465,7 @@ export class Coordinator {
         } else {
           this.#log.debug({ jobId }, "job submitted again (same idempotency key)");
         }
+        await out.durable;
         return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job)) } : {}) };
       },
 
