@@ -335,9 +335,17 @@ describe("Worker pull loop", () => {
     const worker = newWorker(fake, { pool: new HeldPool(2), logger });
     await worker.start();
     fake.failNext("readBlob", Code.Unavailable, 3);
+    fake.failNext("completeShards", Code.Unavailable, 1);
     await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
     expect(bits(job.result())).toEqual(bits(expected));
     expect(fake.failShardCalls).toEqual([]);
+    // A report's retry names the job and its shard (or the shards of a batched report).
+    const reports = logger.lines.filter(
+      (l) => l.msg === "coordinator call failed; retrying" && l.fields.rpc === "CompleteShards",
+    );
+    expect(reports).toHaveLength(1);
+    expect(reports[0]?.fields.jobId).toBe(job.jobId);
+    expect(typeof reports[0]?.fields.shard === "number" || Array.isArray(reports[0]?.fields.shards)).toBe(true);
     // A retry on behalf of a shard names it; the pull loop's retries name no job.
     const retries = logger.lines.filter((l) => l.msg === "coordinator call failed; retrying");
     const reads = retries.filter((l) => l.fields.rpc === "ReadBlob");

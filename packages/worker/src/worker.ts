@@ -661,7 +661,8 @@ export class Worker {
   #report(run: ShardRun, result: ShardResultInit): Promise<ShardOutcome | undefined> {
     return new Promise((resolve, reject) => {
       this.#reports.push({ run, result, resolve, reject });
-      if (!this.#reporting) void this.#flushReports();
+      // The flush serves every shard's report, not only this one's: it runs outside this shard's scope.
+      if (!this.#reporting) void shardScope.exit(() => this.#flushReports());
     });
   }
 
@@ -689,14 +690,17 @@ export class Worker {
         const giveUp = () => batch.every((b) => b.run.abort.signal.aborted || Date.now() >= b.run.expiresAtMs);
         const signal = this.#stop.signal;
         try {
-          const res = await this.#retry(
-            "CompleteShards",
-            (workerId) =>
-              this.#wc().completeShards(
-                { workerId, results: batch.map((b) => b.result) },
-                { signal, timeoutMs: this.#config.rpcTimeoutMs },
-              ),
-            { signal, workerScoped: true, giveUp },
+          // A retry of this call is logged with the shards it reports.
+          const res = await shardScope.run(batchFields(batch.map((b) => b.run.lease)), () =>
+            this.#retry(
+              "CompleteShards",
+              (workerId) =>
+                this.#wc().completeShards(
+                  { workerId, results: batch.map((b) => b.result) },
+                  { signal, timeoutMs: this.#config.rpcTimeoutMs },
+                ),
+              { signal, workerScoped: true, giveUp },
+            ),
           );
           const byKey = new Map<string, ShardOutcome>();
           for (const o of res.outcomes) if (o.lease !== undefined) byKey.set(leaseKey(o.lease), o);
@@ -1063,6 +1067,17 @@ function isLocalNetworkError(err: Error): boolean {
 /** Map key of a lease: one grant of one shard. */
 function leaseKey(lease: LeaseRef): string {
   return `${lease.jobId}\u0000${lease.shardIndex}\u0000${lease.epoch}`;
+}
+
+/**
+ * Log fields of a batch of leases: those of the lease when there is one; otherwise the
+ * job (`jobId`, or `jobIds` when they differ) and the shard indices as `shards`.
+ */
+function batchFields(leases: readonly LeaseRef[]): Record<string, unknown> {
+  const [only] = leases;
+  if (leases.length === 1 && only !== undefined) return leaseFields(only);
+  const jobIds = [...new Set(leases.map((l) => l.jobId))];
+  return { ...(jobIds.length === 1 ? { jobId: jobIds[0] } : { jobIds }), shards: leases.map((l) => l.shardIndex) };
 }
 
 function leaseFields(lease: LeaseRef): Record<string, unknown> {
