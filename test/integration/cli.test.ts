@@ -46,9 +46,23 @@ afterAll(async () => {
 describe("dce CLI against real processes", () => {
   test("submit writes a C.npy that agrees with NumPy to 1e-12 and is byte-identical with 1 and 3 workers", () => {
     const r1 = dce(one, ["submit", "A.npy", "B.npy", "-o", "C1.npy", "--tile", "64"]);
-    expect(r1.stderr).toBe("");
     expect(r1.code).toBe(0);
-    expect(r1.stdout.split("\n")[0]).toMatch(/^[0-9a-f-]{36}$/);
+    const jobId = r1.stdout.split("\n")[0] as string;
+    expect(jobId).toMatch(/^[0-9a-f-]{36}$/);
+    // stderr is not a terminal here: plain progress lines (no bar), then where C went.
+    const lines = r1.stderr.trimEnd().split("\n");
+    const progress = lines.slice(0, -1);
+    expect(lines.at(-1)).toBe("wrote C1.npy (257x383)");
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    const shape =
+      /^job (\S+) (queued|running|succeeded) (\d+)\/(\d+) shards \((\d+\.\d)%\)( [0-9.]+ shards\/s)?( eta \S+| in \S+)?$/;
+    for (const line of progress) {
+      const m = shape.exec(line);
+      expect(m, line).not.toBeNull();
+      expect(m?.[1]).toBe(jobId);
+      expect(m?.[4]).toBe("30"); // 5 x 6 tiles of 64
+    }
+    expect(progress.at(-1)).toMatch(new RegExp(`^job ${jobId} succeeded 30/30 shards \\(100\\.0%\\)( [0-9.]+ shards/s)? in `));
     const r3 = dce(three, ["submit", "A.npy", "B.npy", "-o", "C3.npy", "--tile", "64"]);
     expect(r3.code).toBe(0);
     const rel = Number(
@@ -81,6 +95,9 @@ print(np.linalg.norm(C - A @ B) / np.linalg.norm(A @ B))
     const st = dce(one, ["status", id]);
     expect(st.code).toBe(0);
     expect(st.stdout).toContain("succeeded");
+    const watch = dce(one, ["watch", id]);
+    expect(watch.code).toBe(0);
+    expect(watch.stdout).toMatch(new RegExp(`^job ${id} succeeded 1/1 shards \\(100\\.0%\\)`));
     const cancel = dce(one, ["cancel", id]);
     expect(cancel.code).toBe(1);
     expect(cancel.stderr).toMatch(/failed_precondition|FAILED_PRECONDITION|FailedPrecondition/i);

@@ -33,7 +33,7 @@ function fixture(files: Record<string, Uint8Array>, fakeOptions: FakeCoordinator
     stdout: { write: (s) => (stdout += s) },
     stderr: { write: (s) => (stderr += s) },
     signal: controller.signal,
-    intervals: { pollMs: 0, watchMs: 0 },
+    intervals: { pollMs: 0, watchMs: 0, lineMs: 0 },
   };
   const run = async (args: string, extra: Partial<CliDeps> = {}): Promise<number> => {
     const parsed = parseArgs(args.split(" "), {});
@@ -156,17 +156,58 @@ describe("dce submit", () => {
       { isTTY: true, columns: 120 },
     );
     expect(await t.run("submit a.npy b.npy -o c.npy", { stderrTty: tty })).toBe(0);
-    expect(drawn).toContain("4/4 shards");
+    expect(drawn).toContain("4/4 shards (100%)");
     expect(drawn).toContain("succeeded");
-    expect(t.err()).not.toContain("job-1 queued"); // no plain lines when a bar is drawn
+    expect(t.err()).not.toContain("shards ("); // no plain lines when a bar is drawn
+    expect(t.err()).toBe("wrote c.npy (4x4)\n");
   });
 
-  it("is quiet on a non-terminal stderr: only the job id, on stdout", async () => {
-    const t = fixture({ "a.npy": npy(4, 4), "b.npy": npy(4, 4) });
-    expect(await t.run("submit a.npy b.npy -o c.npy")).toBe(0);
+  it("prints plain progress lines on a non-terminal stderr; stdout keeps only the job id", async () => {
+    const t = fixture(
+      { "a.npy": npy(4, 4), "b.npy": npy(4, 4) },
+      {
+        script: () => [
+          { state: JobState.RUNNING, shardsDone: 1 },
+          { state: JobState.RUNNING, shardsDone: 2 },
+          { state: JobState.RUNNING, shardsDone: 3 },
+          { state: JobState.SUCCEEDED, shardsDone: 4 },
+        ],
+      },
+    );
+    expect(await t.run("submit a.npy b.npy -o c.npy --tile 2")).toBe(0);
     expect(t.out()).toBe("job-1\n");
-    expect(t.err()).toBe("");
     expect(t.fs.has("c.npy")).toBe(true);
+    const lines = t.err().trimEnd().split("\n");
+    // With the line interval at 0 every figure progress() yields is a line.
+    expect(lines).toEqual([
+      "job job-1 queued 0/4 shards (0.0%)",
+      expect.stringMatching(/^job job-1 running 1\/4 shards \(25\.0%\) [0-9.]+ shards\/s( eta [0-9.]+s)?$/),
+      expect.stringMatching(/^job job-1 running 2\/4 shards \(50\.0%\)/),
+      expect.stringMatching(/^job job-1 running 3\/4 shards \(75\.0%\)/),
+      expect.stringMatching(/^job job-1 succeeded 4\/4 shards \(100\.0%\) [0-9.]+ shards\/s( in [0-9.]+s)?$/),
+      "wrote c.npy (4x4)",
+    ]);
+  });
+
+  it("paces plain lines: the first, each change of state, the end, and otherwise one per interval", async () => {
+    const script = () => [
+      ...Array.from({ length: 6 }, (_, i) => ({ state: JobState.RUNNING, shardsDone: i + 1 })),
+      { state: JobState.SUCCEEDED, shardsDone: 8 },
+    ];
+    const t = fixture({ "a.npy": npy(4, 4), "b.npy": npy(4, 4) }, { script });
+    let now = 0;
+    // Every poll advances the clock by 1 s; lines may come every 2.5 s.
+    const nowMs = () => (now += 1_000);
+    expect(
+      await t.run("submit a.npy b.npy -o c.npy --tile 2", { nowMs, intervals: { pollMs: 0, watchMs: 0, lineMs: 2_500 } }),
+    ).toBe(0);
+    const states = t
+      .err()
+      .trimEnd()
+      .split("\n")
+      .map((l) => /^job job-1 (\w+) (\d+)\//.exec(l)?.slice(1, 3).join(" "));
+    // queued at t=1, running (new state) at t=2, then t=5 (3 s later), then succeeded at the end.
+    expect(states).toEqual(["queued 0", "running 1", "running 4", "succeeded 8", undefined]);
   });
 });
 
@@ -211,12 +252,42 @@ describe("dce status, result, cancel, watch", () => {
     const t = await submitted({ script: () => [{ state: JobState.RUNNING }, { state: JobState.SUCCEEDED, shardsDone: 1 }] });
     expect(await t.run("watch job-1")).toBe(0);
     expect(t.out().split("\n").slice(1, -1)).toEqual([
-      "job-1 queued, 0/1 shards",
-      expect.stringMatching(/^job-1 running, 0\/1 shards/),
-      expect.stringMatching(/^job-1 succeeded, 1\/1 shards/),
+      "job job-1 queued 0/1 shards (0.0%)",
+      expect.stringMatching(/^job job-1 running 0\/1 shards \(0\.0%\)/),
+      expect.stringMatching(/^job job-1 succeeded 1\/1 shards \(100\.0%\)/),
     ]);
     const failing = await submitted({ script: () => [{ state: JobState.FAILED, error: "x" }] });
     expect(await failing.run("watch job-1")).toBe(1);
+    expect(failing.out().trimEnd().split("\n").at(-1)).toMatch(/^job job-1 failed 0\/1 shards \(0\.0%\).*: x$/);
+  });
+
+  it("watch --json prints each progress figure as a JSON object", async () => {
+    const t = await submitted({ script: () => [{ state: JobState.SUCCEEDED, shardsDone: 1 }] });
+    expect(await t.run("watch job-1 --json")).toBe(0);
+    const objects = t
+      .out()
+      .trim()
+      .split("\n")
+      .slice(1)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(objects.at(-1)).toMatchObject({ jobId: "job-1", state: "succeeded", shardsDone: 1, shardsTotal: 1, etaMs: 0 });
+  });
+
+  it("watch on a terminal draws the bar on stderr and prints the final line on stdout", async () => {
+    const t = await submitted({ script: () => [{ state: JobState.RUNNING }, { state: JobState.SUCCEEDED, shardsDone: 1 }] });
+    let drawn = "";
+    const tty = Object.assign(
+      new Writable({
+        write(chunk: Buffer, _enc, done) {
+          drawn += chunk.toString();
+          done();
+        },
+      }),
+      { isTTY: true, columns: 120 },
+    );
+    expect(await t.run("watch job-1", { stderrTty: tty })).toBe(0);
+    expect(drawn).toContain("1/1 shards (100%)");
+    expect(t.out().split("\n").slice(1, -1)).toEqual([expect.stringMatching(/^job job-1 succeeded 1\/1 shards \(100\.0%\)/)]);
   });
 
   it("an aborted wait leaves the job running and exits 1", async () => {
@@ -241,6 +312,9 @@ describe("formatting helpers", () => {
 
   it("formatEta", () => {
     expect(formatEta(undefined)).toBe("-");
+    expect(formatEta(0)).toBe("0.0s");
+    expect(formatEta(6_740)).toBe("6.7s");
+    expect(formatEta(9_960)).toBe("10s");
     expect(formatEta(17_000)).toBe("17s");
     expect(formatEta(185_000)).toBe("3m05s");
     expect(formatEta(3_720_000)).toBe("1h02m");

@@ -37,14 +37,21 @@ export interface CliDeps {
   readonly signal: AbortSignal;
   /** Overrides of the polling intervals (tests set them to 0). */
   readonly intervals?: Partial<CliIntervals>;
+  /** Monotonic clock in ms for pacing progress lines; default `performance.now`. */
+  readonly nowMs?: () => number;
 }
 
-/** Pacing of the CLI's status polls, in milliseconds. */
+/** Pacing of the CLI's status polls and progress lines, in milliseconds. */
 export interface CliIntervals {
-  /** Least time between GetJob polls while waiting for a job; default 200. */
+  /** Least time between GetJob polls while waiting for a job (and bar redraws); default 200. */
   readonly pollMs: number;
-  /** Least time between polls (and lines) of `dce watch`; default 1_000. */
+  /** Least time between polls of `dce watch`; default 1_000. */
   readonly watchMs: number;
+  /**
+   * Least time between two plain progress lines (when no bar is drawn); default 2_000.
+   * A change of state and the final state are always printed.
+   */
+  readonly lineMs: number;
 }
 
 /** Exit codes of the CLI. */
@@ -54,7 +61,7 @@ export const EXIT_FAILURE = 1;
 /** Usage or input problem. */
 export const EXIT_USAGE = 2;
 
-const DEFAULT_INTERVALS: CliIntervals = { pollMs: 200, watchMs: 1_000 };
+const DEFAULT_INTERVALS: CliIntervals = { pollMs: 200, watchMs: 1_000, lineMs: 2_000 };
 
 function intervals(deps: CliDeps): CliIntervals {
   return { ...DEFAULT_INTERVALS, ...deps.intervals };
@@ -91,11 +98,16 @@ export async function runCommand(command: CliCommand, deps: CliDeps): Promise<nu
       case "watch": {
         const client = await connect(command.connection, deps);
         const job = client.getJobHandle(command.jobId);
-        let last: JobStatusInfo | undefined;
-        for await (const p of job.progress({ signal: deps.signal, minIntervalMs: intervals(deps).watchMs })) {
-          deps.stdout.write(command.json ? `${JSON.stringify(p)}\n` : `${formatProgressLine(p)}\n`);
-          last = p;
-        }
+        // On a terminal: the bar on stderr, then the final line on stdout. Otherwise the
+        // lines themselves are the output (JSON objects with --json).
+        const bar = deps.stderrTty !== undefined && !command.json;
+        const last = await followProgress(job, deps, {
+          reporter: bar
+            ? createProgressBar(job.id, deps.stderrTty as NodeJS.WritableStream)
+            : createLineReporter(deps.stdout, intervals(deps).lineMs, clock(deps), command.json),
+          minIntervalMs: bar ? intervals(deps).pollMs : intervals(deps).watchMs,
+        });
+        if (bar && last !== undefined) deps.stdout.write(`${formatProgressLine(last)}\n`);
         return last?.state === "succeeded" ? EXIT_OK : EXIT_FAILURE;
       }
     }
@@ -171,21 +183,18 @@ async function runResult(command: ResultCommand, deps: CliDeps): Promise<number>
 }
 
 /**
- * Waits for the job, then fetches C and writes it. Draws a progress bar when
- * stderr is a terminal; otherwise stays quiet so scripts see only results.
+ * Waits for the job, then fetches C and writes it. Progress goes to stderr: a bar
+ * when stderr is a terminal, plain lines otherwise (stdout keeps only results).
  */
 async function waitAndWrite(job: JobHandle, outputPath: string, json: boolean, deps: CliDeps): Promise<number> {
   try {
-    if (deps.stderrTty !== undefined) {
-      const bar = createProgressBar(job.id, deps.stderrTty);
-      try {
-        for await (const p of job.progress({ signal: deps.signal, minIntervalMs: intervals(deps).pollMs })) {
-          bar.update(p);
-        }
-      } finally {
-        bar.stop();
-      }
-    }
+    await followProgress(job, deps, {
+      reporter:
+        deps.stderrTty !== undefined
+          ? createProgressBar(job.id, deps.stderrTty)
+          : createLineReporter(deps.stderr, intervals(deps).lineMs, clock(deps), false),
+      minIntervalMs: intervals(deps).pollMs,
+    });
     const c = await job.result({ signal: deps.signal, minIntervalMs: intervals(deps).pollMs });
     try {
       await deps.writeFile(outputPath, encodeNpy(c));
@@ -200,7 +209,7 @@ async function waitAndWrite(job: JobHandle, outputPath: string, json: boolean, d
       deps.stdout.write(
         `${JSON.stringify({ jobId: job.id, state: "succeeded", output: outputPath, rows: c.rows, cols: c.cols })}\n`,
       );
-    } else if (deps.stderrTty !== undefined) {
+    } else {
       deps.stderr.write(`wrote ${outputPath} (${c.rows}x${c.cols})\n`);
     }
     return EXIT_OK;
@@ -213,17 +222,64 @@ async function waitAndWrite(job: JobHandle, outputPath: string, json: boolean, d
   }
 }
 
-interface ProgressBar {
+/** Shows a job's progress to people: a bar, or plain lines. */
+interface ProgressReporter {
   update(p: JobProgress): void;
   stop(): void;
 }
 
+function clock(deps: CliDeps): () => number {
+  return deps.nowMs ?? (() => performance.now());
+}
+
+/**
+ * Feeds every figure of the SDK's `progress()` (the same done, total, rate and ETA a
+ * program gets) to `reporter` until the job ends; returns the last one.
+ */
+async function followProgress(
+  job: JobHandle,
+  deps: CliDeps,
+  o: { reporter: ProgressReporter; minIntervalMs: number },
+): Promise<JobProgress | undefined> {
+  let last: JobProgress | undefined;
+  try {
+    for await (const p of job.progress({ signal: deps.signal, minIntervalMs: o.minIntervalMs })) {
+      o.reporter.update(p);
+      last = p;
+    }
+  } finally {
+    o.reporter.stop();
+  }
+  return last;
+}
+
+/**
+ * Plain progress lines for logs and pipes: the first figure, every change of state,
+ * the final state, and otherwise at most one line per `everyMs`. With `json`, each
+ * line is the {@link JobProgress} object.
+ */
+export function createLineReporter(sink: TextSink, everyMs: number, nowMs: () => number, json: boolean): ProgressReporter {
+  let lastState: string | undefined;
+  let lastLineMs = Number.NEGATIVE_INFINITY;
+  return {
+    update(p) {
+      const t = nowMs();
+      const terminal = p.state === "succeeded" || p.state === "failed" || p.state === "cancelled";
+      if (p.state === lastState && !terminal && t - lastLineMs < everyMs) return;
+      lastState = p.state;
+      lastLineMs = t;
+      sink.write(json ? `${JSON.stringify(p)}\n` : `${formatProgressLine(p)}\n`);
+    },
+    stop() {},
+  };
+}
+
 /** A cli-progress bar with shards done/total, rate and ETA. */
-function createProgressBar(jobId: string, stream: NodeJS.WritableStream): ProgressBar {
+function createProgressBar(jobId: string, stream: NodeJS.WritableStream): ProgressReporter {
   const bar = new cliProgress.SingleBar(
     {
       stream,
-      format: `${jobId} |{bar}| {value}/{total} shards | {rate} | ETA {eta_text} | {state}`,
+      format: `job ${jobId} |{bar}| {value}/{total} shards ({percentage}%) | {rate} | eta {eta_text} | {state}`,
       hideCursor: true,
       clearOnComplete: false,
       stopOnComplete: false,
@@ -249,12 +305,13 @@ function createProgressBar(jobId: string, stream: NodeJS.WritableStream): Progre
 }
 
 function formatRate(rate: number | undefined): string {
-  return rate === undefined ? "- shards/s" : `${rate.toFixed(rate < 10 ? 2 : 1)} shards/s`;
+  return rate === undefined ? "- shards/s" : `${rate.toFixed(1)} shards/s`;
 }
 
-/** Formats a duration as `17s`, `3m05s` or `1h02m`; `-` when unknown. */
+/** Formats a duration as `6.7s` (under 10 s), `17s`, `3m05s` or `1h02m`; `-` when unknown. */
 export function formatEta(ms: number | undefined): string {
   if (ms === undefined) return "-";
+  if (ms < 9_950) return `${(Math.max(0, ms) / 1000).toFixed(1)}s`;
   const totalSec = Math.ceil(ms / 1000);
   if (totalSec < 60) return `${totalSec}s`;
   const totalMin = Math.floor(totalSec / 60);
@@ -262,13 +319,22 @@ export function formatEta(ms: number | undefined): string {
   return `${Math.floor(totalMin / 60)}h${String(totalMin % 60).padStart(2, "0")}m`;
 }
 
-/** One human-readable progress line. */
+/**
+ * One human-readable progress line, e.g.
+ * `job 1f0c… running 37/120 shards (30.8%) 12.3 shards/s eta 6.7s`; a finished job
+ * shows its run time (`in 9.8s`) instead of an ETA, and a failed one its error.
+ */
 export function formatProgressLine(p: JobProgress): string {
-  const parts = [`${p.jobId} ${p.state}`, `${p.shardsDone}/${p.shardsTotal} shards`];
+  const pct = p.shardsTotal > 0 ? (100 * p.shardsDone) / p.shardsTotal : 0;
+  const parts = [`job ${p.jobId} ${p.state} ${p.shardsDone}/${p.shardsTotal} shards (${pct.toFixed(1)}%)`];
   if (p.rateShardsPerSec !== undefined) parts.push(formatRate(p.rateShardsPerSec));
-  if (p.etaMs !== undefined && p.state !== "succeeded") parts.push(`ETA ${formatEta(p.etaMs)}`);
-  if (p.error !== undefined) parts.push(`error: ${p.error}`);
-  return parts.join(", ");
+  const ended = p.state === "succeeded" || p.state === "failed" || p.state === "cancelled";
+  if (!ended && p.etaMs !== undefined) parts.push(`eta ${formatEta(p.etaMs)}`);
+  if (ended && p.startedAtMs !== undefined && p.finishedAtMs !== undefined) {
+    parts.push(`in ${formatEta(p.finishedAtMs - p.startedAtMs)}`);
+  }
+  const line = parts.join(" ");
+  return p.error === undefined ? line : `${line}: ${oneLine(p.error)}`;
 }
 
 function formatStatus(s: JobStatusInfo): string {

@@ -1,9 +1,10 @@
 import { Command, CommanderError, Option } from "commander";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./observability/logging.js";
 import type { CoordinatorOptions } from "./server.js";
 
 /** What the `coordinator` command line asks for. */
 export type CoordinatorCommand =
-  | { kind: "serve"; options: CoordinatorOptions; logLevel: string }
+  | { kind: "serve"; options: CoordinatorOptions; logLevel: string; logFormat: LogFormat | "auto" }
   | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number }
   | { kind: "print"; text: string };
 
@@ -79,16 +80,32 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     )
     .addOption(new Option("--no-ui", "do not serve the live dashboard at GET /ui (env DCE_UI=0)").default(env.DCE_UI !== "0"))
     .addOption(
-      new Option("--log-level <level>", "fatal|error|warn|info|debug|trace")
-        .choices(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
-        .default(env.DCE_LOG_LEVEL ?? "info"),
+      new Option("--log-level <level>", "lowest level logged (env DCE_LOG_LEVEL)")
+        .choices(LOG_LEVELS)
+        .default(env.DCE_LOG_LEVEL || "info"),
+    )
+    .addOption(
+      new Option("--log-format <format>", "auto: pretty on a terminal, JSON lines otherwise (env DCE_LOG_FORMAT)")
+        .choices(LOG_FORMATS)
+        .default(env.DCE_LOG_FORMAT || "auto"),
     )
     .action((o) => {
+      // Commander checks choices on flags only; an environment fallback is checked here.
+      for (const [name, value, allowed] of [
+        ["--log-level", o.logLevel, LOG_LEVELS],
+        ["--log-format", o.logFormat, LOG_FORMATS],
+      ] as const) {
+        if (!(allowed as readonly string[]).includes(value)) {
+          result = { ok: false, usage: `error: ${name} must be one of ${allowed.join(", ")}, got '${value}'`, exitCode: 2 };
+          return;
+        }
+      }
       result = {
         ok: true,
         command: {
           kind: "serve",
           logLevel: o.logLevel,
+          logFormat: o.logFormat,
           options: {
             host: o.host,
             port: o.port,

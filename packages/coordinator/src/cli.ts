@@ -1,7 +1,7 @@
-import { pino } from "pino";
 import { parseArgs } from "./args.js";
 import { generateDevCertificates } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
+import { createLogger } from "./observability/logging.js";
 import { startCoordinator } from "./server.js";
 
 /** Entry point of the `coordinator` bin. The only module that touches `process`. */
@@ -23,7 +23,12 @@ async function main(): Promise<number> {
     );
     return 0;
   }
-  const logger = pino({ level: cmd.logLevel, base: { svc: "coordinator", pid: process.pid } }, pino.destination(2));
+  const logger = createLogger({
+    level: cmd.logLevel,
+    format: cmd.logFormat,
+    isTty: process.stderr.isTTY === true,
+    base: { svc: "coordinator", pid: process.pid },
+  });
   let running: Awaited<ReturnType<typeof startCoordinator>>;
   try {
     // DCE_TEST_CRASH_AT=POINT[:N] is fault injection for the crash-point tests only.

@@ -286,7 +286,24 @@ export class Coordinator {
       try {
         const blobId = this.#sink.finalize(jobId);
         out = this.#apply({ type: "result-finalized", nowMs: Date.now(), jobId, resultBlobId: blobId });
-        this.#log.info({ jobId, resultBlobId: blobId }, "job succeeded");
+        // The job's summary: with "job submitted" and "job started" it tells the story at info level.
+        const job = this.#state.jobs.get(jobId);
+        this.#log.info(
+          {
+            jobId,
+            resultBlobId: blobId,
+            ...(job
+              ? {
+                  shards: job.plan.shardCount,
+                  retried: job.retriedCount,
+                  kernel: job.kernel,
+                  runMs: job.finishedAtMs - job.startedAtMs,
+                  totalMs: job.finishedAtMs - job.createdAtMs,
+                }
+              : {}),
+          },
+          "job succeeded",
+        );
       } catch (e) {
         this.#log.error({ jobId, err: e }, "result could not be sealed");
         this.#apply({ type: "result-failed", nowMs: Date.now(), jobId, message: String(e) });
@@ -499,15 +516,19 @@ export class Coordinator {
           jobId: asJobId(randomUUID()),
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
-        await out.durable;
         const { jobId, created } = out.outcome.value;
         const job = this.#state.jobs.get(jobId);
+        // Logged before the commit wakes the workers, so it is the job's first line
+        // (a failed commit stops the process with a fatal line of its own).
         if (created && job) {
           this.#log.info(
             { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
             "job submitted",
           );
+        } else {
+          this.#log.debug({ jobId }, "job submitted again (same idempotency key)");
         }
+        await out.durable;
         return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job)) } : {}) };
       },
 

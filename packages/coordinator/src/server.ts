@@ -7,11 +7,12 @@ import { join } from "node:path";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
-import { type Logger, pino } from "pino";
+import type { Logger } from "pino";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
 import type { CrashPoint } from "./journal.js";
 import { createDashboard } from "./observability/dashboard.js";
 import { registerHealthService } from "./observability/health.js";
+import { createLogger } from "./observability/logging.js";
 import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observability/metrics.js";
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
@@ -48,7 +49,7 @@ export interface CoordinatorOptions {
   fsync?: boolean;
   /** Fault injection for crash-point tests only: SIGKILL at a named step of accepting a result. */
   testCrashAt?: CrashPoint;
-  /** Logger; default pino to stderr at "info". */
+  /** Logger; default JSON lines to stderr at "info", credentials redacted (see `createLogger`). */
   logger?: Logger;
   /** Serve Prometheus metrics at `GET /metrics`. Default true. */
   metrics?: boolean;
@@ -127,7 +128,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
  */
 export async function startCoordinator(o: CoordinatorOptions = {}): Promise<RunningCoordinator> {
   const host = o.host ?? "127.0.0.1";
-  const logger = o.logger ?? pino({ level: "info" }, pino.destination(2));
+  const logger = o.logger ?? createLogger({ level: "info", format: "json" });
   if (o.insecure && !isLoopbackHost(host)) {
     throw new Error(`--insecure serves plaintext and is only allowed on a loopback host, not ${host}`);
   }
@@ -161,7 +162,12 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       return await next(req);
     } catch (e) {
       if (e instanceof ConnectError) throw e;
-      logger.error({ err: e, method: req.method.name }, "unexpected error in handler");
+      // A request about one job names it, so the error can be found by job id.
+      const jobId = req.stream ? undefined : (req.message as { jobId?: unknown }).jobId;
+      logger.error(
+        { err: e, method: req.method.name, ...(typeof jobId === "string" && jobId !== "" ? { jobId } : {}) },
+        "unexpected error in handler",
+      );
       throw new ConnectError("internal error", Code.Internal);
     }
   };

@@ -183,6 +183,15 @@ describe("job lifecycle", () => {
     });
   });
 
+  it("logs 'job started' with the job id once, at the first grant", () => {
+    const { d, jobId } = setup();
+    const first = d.acquire("w1", 2);
+    expect(effectsOf(first.effects, "log")).toEqual([
+      { type: "log", level: "info", msg: "job started", fields: { jobId, kernel: "reference", workerId: "w1" } },
+    ]);
+    expect(effectsOf(d.acquire("w2", 2).effects, "log")).toEqual([]);
+  });
+
   it("result-failed fails a finalizing job and discards its result", () => {
     const { d, jobId } = setup(ONE);
     const [g] = d.grants("w1", 1);

@@ -413,6 +413,12 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
       if (job.state === "queued") {
         job.state = "running";
         job.startedAtMs = e.nowMs;
+        fx.push({
+          type: "log",
+          level: "info",
+          msg: "job started",
+          fields: { jobId: job.id, kernel: job.kernel, workerId: worker.id },
+        });
       }
       changed = true;
       grants.push({

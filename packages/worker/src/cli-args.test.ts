@@ -29,6 +29,7 @@ describe("parseArgs", () => {
       shutdownGraceMs: 10_000,
       retryBudgetMs: 0,
       logLevel: "info",
+      logFormat: "auto",
       kernels: "auto",
       chaosCrashRate: 0,
       chaosDelayMs: 0,
@@ -54,6 +55,8 @@ describe("parseArgs", () => {
       "60000",
       "--log-level",
       "debug",
+      "--log-format",
+      "pretty",
       "--kernels",
       "wasm-simd, reference",
     ]);
@@ -66,6 +69,7 @@ describe("parseArgs", () => {
       shutdownGraceMs: 500,
       retryBudgetMs: 60_000,
       logLevel: "debug",
+      logFormat: "pretty",
       kernels: ["wasm-simd", "reference"],
     });
   });
@@ -81,6 +85,7 @@ describe("parseArgs", () => {
       DCE_SHUTDOWN_GRACE_MS: "1",
       DCE_RETRY_BUDGET_MS: "2",
       DCE_LOG_LEVEL: "warn",
+      DCE_LOG_FORMAT: "json",
       DCE_WORKER_KERNELS: "native-blas,wasm-simd",
       DCE_CHAOS_CRASH_RATE: "0.2",
       DCE_CHAOS_DELAY_MS: "50",
@@ -96,6 +101,7 @@ describe("parseArgs", () => {
       shutdownGraceMs: 1,
       retryBudgetMs: 2,
       logLevel: "warn",
+      logFormat: "json",
       kernels: ["native-blas", "wasm-simd"],
       chaosCrashRate: 0.2,
       chaosDelayMs: 50,
@@ -107,6 +113,11 @@ describe("parseArgs", () => {
     expect(c.logLevel).toBe("error");
     expect(c.name).toBe("from-env");
     expect(c.kernels).toBe("auto");
+  });
+
+  it("rejects an unknown log format, from a flag or the environment", () => {
+    expect(usage([...base, "--log-format", "xml"]).usage).toContain('--log-format must be one of auto, json, pretty, got "xml"');
+    expect(usage(base, { DCE_LOG_FORMAT: "text" }).usage).toContain('got "text"');
   });
 
   it("rejects chaos rates outside [0, 1]", () => {

@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { isKernelName, type KernelName, kernelNames } from "./kernels/names.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
+import { LOG_FORMATS, type LogFormat } from "./logging.js";
 import { version } from "./version.js";
 
 /** Log levels `--log-level` accepts (pino's). */
@@ -28,6 +29,8 @@ export interface WorkerCliConfig {
   readonly retryBudgetMs: number;
   /** `--log-level` / `DCE_LOG_LEVEL`; default `info`. */
   readonly logLevel: LogLevel;
+  /** `--log-format` / `DCE_LOG_FORMAT`: `auto` (default; pretty on a terminal, JSON lines otherwise), `json` or `pretty`. */
+  readonly logFormat: LogFormat | "auto";
   /**
    * `--kernels` / `DCE_WORKER_KERNELS`: the kernels to offer, in preference order, or
    * `"auto"` (default) for every available one, fastest first.
@@ -98,6 +101,12 @@ const flags: readonly FlagSpec[] = [
   },
   { flag: "--log-level <level>", key: "logLevel", env: "DCE_LOG_LEVEL", help: `${logLevels.join("|")} (default: info)` },
   {
+    flag: "--log-format <format>",
+    key: "logFormat",
+    env: "DCE_LOG_FORMAT",
+    help: "auto|json|pretty; auto = pretty on a terminal, JSON lines otherwise (default: auto)",
+  },
+  {
     flag: "--kernels <list>",
     key: "kernels",
     env: "DCE_WORKER_KERNELS",
@@ -152,7 +161,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       getErrHelpWidth: () => 100,
     });
   for (const f of flags) program.addOption(new Option(f.flag, `${f.help} [env ${f.env}]`));
-  program.addHelpText("after", "\nLogs go to stderr as JSON lines. Exit codes: 0 drained cleanly, 1 failure, 2 usage.");
+  program.addHelpText(
+    "after",
+    "\nLogs go to stderr (JSON lines unless it is a terminal). Exit codes: 0 drained cleanly, 1 failure, 2 usage.",
+  );
 
   try {
     program.parse([...argv], { from: "user" });
@@ -201,6 +213,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   if (!(logLevels as readonly string[]).includes(logLevel)) {
     problems.push(`--log-level must be one of ${logLevels.join(", ")}, got "${logLevel}"`);
   }
+  const logFormat = raw("logFormat") ?? "auto";
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    problems.push(`--log-format must be one of ${LOG_FORMATS.join(", ")}, got "${logFormat}"`);
+  }
 
   const kernels = parseKernels(raw("kernels") ?? "auto", problems);
   const rate = (key: "chaosCrashRate" | "chaosDropRate", flag: string): number => {
@@ -232,6 +248,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       shutdownGraceMs,
       retryBudgetMs,
       logLevel: logLevel as LogLevel,
+      logFormat: logFormat as LogFormat | "auto",
       kernels,
       chaosCrashRate,
       chaosDelayMs,

@@ -1,7 +1,8 @@
 /**
  * The `worker` command: parses flags and environment, then runs a {@link Worker} until
  * SIGINT/SIGTERM (drain, exit 0; a second signal exits at once with 1) or a fatal
- * error (exit 1). Usage errors exit 2. Logs go to stderr as JSON lines.
+ * error (exit 1). Usage errors exit 2. Logs go to stderr: JSON lines, or pretty lines
+ * when stderr is a terminal (`--log-format` overrides).
  *
  * This is the only module that reads `process`; importing it runs the command.
  *
@@ -9,9 +10,10 @@
  */
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { pino } from "pino";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { parseArgs } from "./cli-args.js";
 import { selectKernels } from "./kernels/kernel.js";
+import { createLogger } from "./logging.js";
 import { version } from "./version.js";
 import { RetryBudgetExceededError, Worker } from "./worker.js";
 
@@ -23,10 +25,13 @@ async function main(): Promise<number> {
   }
   const { config } = parsed;
   // Synchronous writes: every line is out before process.exit().
-  const logger = pino(
-    { level: config.logLevel, base: { svc: "worker", pid: process.pid, hostname: hostname() } },
-    pino.destination({ fd: 2, sync: true }),
-  );
+  const logger = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    isTty: process.stderr.isTTY === true,
+    base: { svc: "worker", pid: process.pid, hostname: hostname() },
+    sync: true,
+  });
 
   let ca: Buffer | undefined;
   if (config.caFile !== undefined) {
@@ -97,7 +102,15 @@ async function main(): Promise<number> {
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     if (e instanceof RetryBudgetExceededError) {
-      logger.fatal({ err: message, retryBudgetMs: e.retryBudgetMs }, "giving up: coordinator unreachable");
+      logger.fatal(
+        { err: message, coordinator: config.coordinatorUrl, retryBudgetMs: e.retryBudgetMs },
+        `giving up: cannot reach the coordinator at ${config.coordinatorUrl} within the retry budget of ${e.retryBudgetMs} ms`,
+      );
+    } else if (e instanceof ConnectError && (e.code === Code.Unauthenticated || e.code === Code.PermissionDenied)) {
+      logger.fatal(
+        { err: message, coordinator: config.coordinatorUrl, code: Code[e.code] },
+        `giving up: the coordinator at ${config.coordinatorUrl} refused this worker's credentials`,
+      );
     } else {
       logger.fatal({ err: message }, "worker failed");
     }

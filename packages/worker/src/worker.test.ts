@@ -289,7 +289,7 @@ describe("Worker pull loop", () => {
     const dropped = logger.lines.filter((l) => l.msg.startsWith("result not accepted"));
     expect(dropped).toHaveLength(1);
     expect(dropped[0]?.level).toBe("info");
-    expect(dropped[0]?.fields).toMatchObject({ shardIndex: 0, reason: "stale epoch" });
+    expect(dropped[0]?.fields).toMatchObject({ jobId: "job-1", shard: 0, reason: "stale epoch" });
     // not retried, not reported as a failure
     expect(fake.completeCalls.filter((c) => c.lease.shardIndex === 0)).toHaveLength(1);
     expect(fake.failShardCalls).toEqual([]);
@@ -309,7 +309,7 @@ describe("Worker pull loop", () => {
     await waitFor("other tiles", () => fake.doneCount(job.jobId) === job.shards - 2);
     await waitFor("warning", () => logger.lines.some((l) => l.msg === "result rejected by the coordinator; dropped"));
     const warned = logger.lines.filter((l) => l.level === "warn");
-    expect(warned.map((l) => l.fields.shardIndex)).toEqual([1]);
+    expect(warned.map((l) => l.fields.shard)).toEqual([1]);
     expect(warned[0]?.fields).toMatchObject({ code: "InvalidArgument", reason: "wrong size" });
   });
 
@@ -331,12 +331,35 @@ describe("Worker pull loop", () => {
     const fake = new FakeCoordinator();
     const { job, expected } = smallJob(fake);
     fake.failNext("acquireShards", Code.Unavailable, 2);
-    const worker = newWorker(fake, { pool: new HeldPool(2) });
+    const logger = captureLogger();
+    const worker = newWorker(fake, { pool: new HeldPool(2), logger });
     await worker.start();
     fake.failNext("readBlob", Code.Unavailable, 3);
+    fake.failNext("completeShards", Code.Unavailable, 1);
     await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
     expect(bits(job.result())).toEqual(bits(expected));
     expect(fake.failShardCalls).toEqual([]);
+    // A report's retry names the job and its shard (or the shards of a batched report).
+    const reports = logger.lines.filter(
+      (l) => l.msg === "coordinator call failed; retrying" && l.fields.rpc === "CompleteShards",
+    );
+    expect(reports).toHaveLength(1);
+    expect(reports[0]?.fields.jobId).toBe(job.jobId);
+    expect(typeof reports[0]?.fields.shard === "number" || Array.isArray(reports[0]?.fields.shards)).toBe(true);
+    // A retry on behalf of a shard names it; the pull loop's retries name no job.
+    const retries = logger.lines.filter((l) => l.msg === "coordinator call failed; retrying");
+    const reads = retries.filter((l) => l.fields.rpc === "ReadBlob");
+    expect(reads).toHaveLength(3);
+    for (const l of reads) {
+      expect(l.fields).toMatchObject({ jobId: job.jobId, shard: expect.any(Number), epoch: expect.any(Number) });
+    }
+    const acquires = retries.filter((l) => l.fields.rpc === "AcquireShards");
+    expect(acquires).toHaveLength(2);
+    for (const l of acquires) expect(l.fields).not.toHaveProperty("jobId");
+    // Every line about a shard carries the job id and the shard index.
+    for (const l of logger.lines.filter((x) => /shard|lease/i.test(x.msg))) {
+      expect(l.fields, l.msg).toMatchObject({ jobId: job.jobId, shard: expect.any(Number) });
+    }
   });
 
   it("retries a call broken by a connection reset (client-side ABORTED), unlike a server ABORTED", async () => {

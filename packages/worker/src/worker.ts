@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { hostname } from "node:os";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -207,6 +208,25 @@ interface RetryPolicy {
 const silentLogger: WorkerLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /**
+ * The job and shard the current async flow works on. Each shard runs inside it, so every
+ * line logged on its behalf, down to a retried ReadBlob, carries `jobId` and `shard`
+ * (pinned by test/integration/logs.test.ts). Work for the worker as a whole (registering,
+ * stopping) leaves it with `exit`.
+ */
+const shardScope = new AsyncLocalStorage<Record<string, unknown>>();
+
+/** `log`, with the fields of the current {@link shardScope} added to every line. */
+function scopedLogger(log: WorkerLogger): WorkerLogger {
+  const at =
+    (level: keyof WorkerLogger) =>
+    (fields: Record<string, unknown>, msg: string): void => {
+      const scope = shardScope.getStore();
+      log[level](scope === undefined ? fields : { ...scope, ...fields }, msg);
+    };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+}
+
+/**
  * A dce worker: registers with a coordinator, pulls shard leases (one per compute
  * thread), fetches the input rows and column panel, multiplies them in a
  * `worker_threads` pool, and reports each tile. Leases are renewed by heartbeat;
@@ -270,7 +290,7 @@ export class Worker {
    */
   constructor(options: WorkerOptions) {
     this.#config = resolveConfig(options);
-    this.#log = options.logger ?? silentLogger;
+    this.#log = scopedLogger(options.logger ?? silentLogger);
     this.#transport = options.transport;
     this.#injectedPool = options.pool;
     this.#cache = createBlobCache({ budgetBytes: this.#config.cacheBytes });
@@ -383,9 +403,12 @@ export class Worker {
   async #reregister(staleWorkerId: string): Promise<void> {
     if (this.#workerId !== staleWorkerId && this.#registering === undefined) return;
     if (this.#registering === undefined) {
-      this.#log.info({ workerId: staleWorkerId }, "coordinator does not know this worker; registering again");
-      this.#registering = this.#register(this.#stop.signal).finally(() => {
-        this.#registering = undefined;
+      // About the worker, not the shard whose call noticed it.
+      shardScope.exit(() => {
+        this.#log.info({ workerId: staleWorkerId }, "coordinator does not know this worker; registering again");
+        this.#registering = this.#register(this.#stop.signal).finally(() => {
+          this.#registering = undefined;
+        });
       });
     }
     await this.#registering;
@@ -465,7 +488,8 @@ export class Worker {
     };
     this.#runs.set(key, run);
     this.#log.debug({ ...leaseFields(lease), attempt: shard.attempt }, "shard leased");
-    run.done = this.#runShard(run)
+    run.done = shardScope
+      .run(leaseFields(lease), () => this.#runShard(run))
       .catch((e: unknown) => {
         this.#log.error({ ...leaseFields(lease), err: errorMessage(e) }, "unexpected error in shard");
       })
@@ -653,7 +677,8 @@ export class Worker {
   #report(run: ShardRun, result: ShardResultInit): Promise<ShardOutcome | undefined> {
     return new Promise((resolve, reject) => {
       this.#reports.push({ run, result, resolve, reject });
-      if (!this.#reporting) void this.#flushReports();
+      // The flush serves every shard's report, not only this one's: it runs outside this shard's scope.
+      if (!this.#reporting) void shardScope.exit(() => this.#flushReports());
     });
   }
 
@@ -681,14 +706,17 @@ export class Worker {
         const giveUp = () => batch.every((b) => b.run.abort.signal.aborted || Date.now() >= b.run.expiresAtMs);
         const signal = this.#stop.signal;
         try {
-          const res = await this.#retry(
-            "CompleteShards",
-            (workerId) =>
-              this.#wc().completeShards(
-                { workerId, results: batch.map((b) => b.result) },
-                { signal, timeoutMs: this.#config.rpcTimeoutMs },
-              ),
-            { signal, workerScoped: true, giveUp },
+          // A retry of this call is logged with the shards it reports.
+          const res = await shardScope.run(batchFields(batch.map((b) => b.run.lease)), () =>
+            this.#retry(
+              "CompleteShards",
+              (workerId) =>
+                this.#wc().completeShards(
+                  { workerId, results: batch.map((b) => b.result) },
+                  { signal, timeoutMs: this.#config.rpcTimeoutMs },
+                ),
+              { signal, workerScoped: true, giveUp },
+            ),
           );
           const byKey = new Map<string, ShardOutcome>();
           for (const o of res.outcomes) if (o.lease !== undefined) byKey.set(leaseKey(o.lease), o);
@@ -861,9 +889,12 @@ export class Worker {
   #fail(error: Error): void {
     if (this.#fatal !== undefined) return;
     this.#fatal = error;
-    this.#log.error({ err: error.message }, "worker stopping after a fatal error");
-    this.#stop.abort(error);
-    void this.close();
+    // The whole worker stops, whichever shard's call found out: no shard scope on these lines.
+    shardScope.exit(() => {
+      this.#log.error({ err: error.message }, "worker stopping after a fatal error");
+      this.#stop.abort(error);
+      void this.close();
+    });
   }
 
   async #close(): Promise<void> {
@@ -1054,8 +1085,20 @@ function leaseKey(lease: LeaseRef): string {
   return `${lease.jobId}\u0000${lease.shardIndex}\u0000${lease.epoch}`;
 }
 
+/**
+ * Log fields of a batch of leases: those of the lease when there is one; otherwise the
+ * job (`jobId`, or `jobIds` when they differ) and the shard indices as `shards`.
+ */
+function batchFields(leases: readonly LeaseRef[]): Record<string, unknown> {
+  const [only] = leases;
+  if (leases.length === 1 && only !== undefined) return leaseFields(only);
+  const jobIds = [...new Set(leases.map((l) => l.jobId))];
+  return { ...(jobIds.length === 1 ? { jobId: jobIds[0] } : { jobIds }), shards: leases.map((l) => l.shardIndex) };
+}
+
 function leaseFields(lease: LeaseRef): Record<string, unknown> {
-  return { jobId: lease.jobId, shardIndex: lease.shardIndex, epoch: lease.epoch.toString() };
+  // The same names as the coordinator's lines (`jobId`, `shard`, `epoch`), so one filter follows a shard everywhere.
+  return { jobId: lease.jobId, shard: lease.shardIndex, epoch: Number(lease.epoch) };
 }
 
 function clampUint32(x: number): number {
