@@ -441,7 +441,6 @@ export class Worker {
     }
   }
 
-  /** Resolves when fewer shards are held than there are threads, or on drain. */
   /**
    * How many leases to hold: one per thread, plus shards whose inputs are fetched while
    * the threads compute (pipelining). Large shards get one spare; tiny ones enough to
@@ -460,6 +459,7 @@ export class Worker {
     this.#shardWallMs = this.#shardWallMs === 0 ? ms : this.#shardWallMs * 0.8 + ms * 0.2;
   }
 
+  /** Resolves when fewer shards are held than {@link #holdLimit}, or on drain. */
   #idleSlot(): Promise<void> {
     if (this.#runs.size < this.#holdLimit() || this.#drain.signal.aborted) return Promise.resolve();
     return new Promise((resolve) => this.#slotWaiters.push(resolve));
