@@ -1,6 +1,6 @@
 // Processes for the benchmark: a real TLS coordinator and worker processes on loopback.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -83,11 +83,13 @@ export async function startCluster({ workers, kernels, threads }) {
       "--data-dir",
       dataDir,
       "--log-level",
-      "warn",
+      process.env.DCE_BENCH_LOGLEVEL ?? "warn",
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   coordinator.stderr.setEncoding("utf8");
+  if (process.env.DCE_BENCH_LOGDIR)
+    coordinator.stderr.pipe(createWriteStream(join(process.env.DCE_BENCH_LOGDIR, "coordinator.log")));
   let coordLog = "";
   coordinator.stderr.on("data", (d) => {
     coordLog = (coordLog + d).slice(-20_000);
@@ -111,11 +113,12 @@ export async function startCluster({ workers, kernels, threads }) {
         "--name",
         `bench-w${i + 1}`,
         "--log-level",
-        "info",
+        process.env.DCE_BENCH_LOGLEVEL ?? "info",
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
     w.stderr.setEncoding("utf8");
+    if (process.env.DCE_BENCH_LOGDIR) w.stderr.pipe(createWriteStream(join(process.env.DCE_BENCH_LOGDIR, `worker-${i + 1}.log`)));
     procs.push(w);
   }
   await Promise.all(procs.map((w, i) => waitForLine(w, "worker registered", `worker ${i + 1}`)));

@@ -138,18 +138,17 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
 
   it("defaults each tile edge independently", () => {
     const spec = accepted(validateMatMulSpec(matmulInput(1000, 7, 900, { tileRows: 10 })));
-    expect([spec.tileRows, spec.tileCols]).toEqual([10, 900]);
+    expect([spec.tileRows, spec.tileCols]).toEqual([10, autoTile(1000, 7, 900, DEFAULT_SPEC_LIMITS.maxTileBytes).tileCols]);
     const fixed = accepted(validateMatMulSpec(matmulInput(1000, 7, 900, { tileRows: 10 }), limits({ defaultTile: 256 })));
     expect([fixed.tileRows, fixed.tileCols]).toEqual([10, 256]);
   });
 
-  it("automatic tiles: one shard for small work, up to 32 row bands of whole rows for large work", () => {
-    expect(autoTile(64, 64, 64, DEFAULT_SPEC_LIMITS.maxTileBytes)).toEqual({ tileRows: 64, tileCols: 64 });
-    expect(autoTile(4096, 4096, 4096, DEFAULT_SPEC_LIMITS.maxTileBytes)).toEqual({ tileRows: 128, tileCols: 4096 });
-    expect(autoTile(1024, 1024, 1024, DEFAULT_SPEC_LIMITS.maxTileBytes)).toEqual({ tileRows: 32, tileCols: 1024 });
-    // very wide C: the columns are split so a band of 8 rows fits 16 MiB
-    const wide = autoTile(16, 4, 1 << 20, DEFAULT_SPEC_LIMITS.maxTileBytes);
-    expect(wide.tileCols * 8 * 8).toBeLessThanOrEqual(16 * 1024 * 1024);
+  it("automatic tiles: one shard for small work, up to 64 square-ish tiles of at most 2 MiB for large work", () => {
+    const max = DEFAULT_SPEC_LIMITS.maxTileBytes;
+    expect(autoTile(64, 64, 64, max)).toEqual({ tileRows: 64, tileCols: 64 });
+    expect(autoTile(4096, 4096, 4096, max)).toEqual({ tileRows: 512, tileCols: 512 });
+    expect(autoTile(2048, 2048, 2048, max)).toEqual({ tileRows: 256, tileCols: 256 });
+    expect(autoTile(1024, 1024, 1024, max)).toEqual({ tileRows: 128, tileCols: 128 });
     for (const [m, k, n] of [
       [1, 1, 1],
       [7, 3, 5],
@@ -157,14 +156,20 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
       [1, 100000, 1000],
       [8192, 8192, 8192],
       [100003, 17, 3],
+      [16, 4, 1 << 20],
+      [3, 5000, 90001],
     ] as const) {
-      const t = autoTile(m, k, n, DEFAULT_SPEC_LIMITS.maxTileBytes);
+      const t = autoTile(m, k, n, max);
       expect(t.tileRows).toBeGreaterThanOrEqual(1);
       expect(t.tileRows).toBeLessThanOrEqual(m);
+      expect(t.tileCols).toBeGreaterThanOrEqual(1);
       expect(t.tileCols).toBeLessThanOrEqual(n);
-      expect(t.tileRows * t.tileCols * 8).toBeLessThanOrEqual(16 * 1024 * 1024);
-      expect(Math.ceil(m / t.tileRows) * Math.ceil(n / t.tileCols)).toBeLessThanOrEqual(64);
+      expect(t.tileRows * t.tileCols * 8).toBeLessThanOrEqual(2 * 1024 * 1024);
+      const shards = Math.ceil(m / t.tileRows) * Math.ceil(n / t.tileCols);
+      expect(shards).toBeLessThanOrEqual(Math.max(64, Math.ceil((m * n) / (256 * 1024))) * 2);
     }
+    // a tiny tile limit is respected
+    expect(autoTile(100, 100, 100, 800).tileRows * autoTile(100, 100, 100, 800).tileCols).toBeLessThanOrEqual(100);
   });
 
   it("clamps tile sizes to the matrix", () => {

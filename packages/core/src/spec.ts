@@ -137,25 +137,30 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
 /** Work per shard below which splitting a job further costs more than it gains (flops). */
 const MIN_SHARD_FLOPS = 32e6;
 /** Most shards the automatic tiling makes: enough to spread over many threads and balance them. */
-const MAX_AUTO_SHARDS = 32;
-/** Largest automatic tile in bytes: a result tile crosses the wire in a few messages. */
-const MAX_AUTO_TILE_BYTES = 16 * 1024 * 1024;
+const MAX_AUTO_SHARDS = 64;
+/** Largest automatic tile in elements (2 MiB): a result tile travels inline in one message. */
+const MAX_AUTO_TILE_ELEMENTS = 256 * 1024;
 
 /**
- * The tile for a job that leaves it to the engine: row bands of C (whole rows, so each
- * row panel of A is read by exactly one shard and B is read whole, which is how BLAS
- * runs at its peak), as many as the work justifies (at least {@link MIN_SHARD_FLOPS} per
- * shard, at most {@link MAX_AUTO_SHARDS}), band heights a multiple of 8. Depends only on the
- * shape, never on the cluster, so the same inputs always get the same plan and bytes.
+ * The tile for a job that leaves it to the engine: as many shards as the work justifies
+ * (at least {@link MIN_SHARD_FLOPS} each, at most {@link MAX_AUTO_SHARDS}), each tile as
+ * square as the shape allows (BLAS packs a row panel of A and a column panel of B per
+ * call, so square tiles waste the least on packing) and at most 2 MiB, edges a multiple
+ * of 8. Depends only on the shape, never on the cluster, so the same inputs always get
+ * the same plan and the same bytes.
  */
 export function autoTile(m: number, k: number, n: number, maxTileBytes: number): { tileRows: number; tileCols: number } {
-  const maxBytes = Math.min(maxTileBytes, MAX_AUTO_TILE_BYTES);
-  // Very wide C: split the columns too, so a band of 8 rows still fits.
-  const tileCols = Math.max(1, Math.min(n, Math.floor(maxBytes / 64)));
+  const maxElements = Math.max(1, Math.min(MAX_AUTO_TILE_ELEMENTS, Math.floor(maxTileBytes / 8)));
   const shards = Math.max(1, Math.min(MAX_AUTO_SHARDS, Math.floor((2 * m * k * n) / MIN_SHARD_FLOPS)));
-  const bandsWanted = Math.max(1, Math.floor(shards / Math.ceil(n / tileCols)));
-  let tileRows = Math.ceil(m / bandsWanted / 8) * 8;
-  tileRows = Math.min(m, Math.max(1, Math.min(tileRows, Math.floor(maxBytes / 8 / tileCols))));
+  const area = Math.max(1, Math.min(maxElements, Math.ceil((m * n) / shards)));
+  const round8 = (x: number) => Math.max(8, Math.ceil(x / 8) * 8);
+  // Square when both sides allow it; otherwise the short side whole and the other to fit.
+  let tileCols = Math.min(n, round8(Math.sqrt(area)));
+  let tileRows = Math.min(m, round8(area / tileCols));
+  if (tileRows === m) tileCols = Math.min(n, Math.max(tileCols, Math.floor(area / m)));
+  if (tileCols === n) tileRows = Math.min(m, Math.max(tileRows, Math.floor(area / n)));
+  // Never over the byte limit (rounding up to 8 may have crossed it).
+  while (tileRows * tileCols > maxElements && tileRows > 1) tileRows = Math.max(1, tileRows - 8);
   return { tileRows, tileCols };
 }
 

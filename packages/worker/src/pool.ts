@@ -33,6 +33,8 @@ export interface GemmResult {
   readonly c: Float64Array;
   /** Time the kernel itself took, in milliseconds (excludes queueing and copies). */
   readonly computeMs: number;
+  /** Time the task held its thread, in milliseconds: handing it over, computing, answering (no queueing). */
+  readonly threadMs: number;
 }
 
 /**
@@ -88,6 +90,8 @@ interface Job {
   readonly resolve: (r: GemmResult) => void;
   readonly reject: (e: unknown) => void;
   readonly onAbort: () => void;
+  /** When the task was handed to its thread (performance.now()). */
+  startedAt?: number;
 }
 
 interface Slot {
@@ -165,7 +169,7 @@ class ThreadPool implements ComputePool {
       if (slot.thread !== thread || job === undefined || job.id !== res.id) return;
       slot.job = undefined;
       if (res.ok) {
-        job.resolve({ c: res.c, computeMs: res.computeMs });
+        job.resolve({ c: res.c, computeMs: res.computeMs, threadMs: performance.now() - (job.startedAt ?? 0) });
       } else {
         const err = new Error(res.error.message);
         err.name = res.error.name;
@@ -209,6 +213,7 @@ class ThreadPool implements ComputePool {
         bColStart: task.bColStart ?? 0,
         ldb: task.ldb ?? task.n,
       };
+      job.startedAt = performance.now();
       const transfer = [a, b].filter((x) => x.buffer instanceof ArrayBuffer).map((x) => x.buffer as ArrayBuffer);
       thread.postMessage(req, transfer);
     }

@@ -89,7 +89,7 @@ class HeldPool implements ComputePool {
       });
     }
     this.completed++;
-    return { c, computeMs: 1 };
+    return { c, computeMs: 1, threadMs: 1 };
   }
 
   close(): Promise<void> {

@@ -422,7 +422,9 @@ export class Worker {
       while (!signal.aborted) {
         await this.#idleSlot();
         if (signal.aborted) break;
+        // The limit moves with the measured shard time, so it can have dropped meanwhile.
         const maxShards = this.#holdLimit() - this.#runs.size;
+        if (maxShards < 1) continue;
         const waitMs = this.#config.acquireWaitMs;
         const res = await this.#retry(
           "AcquireShards",
@@ -514,15 +516,18 @@ export class Worker {
         inlineA?.subarray(from, from + plan.m * plan.k) ?? this.#fetchRows(plan, signal),
         inlineB ?? this.#cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal),
       ]);
+      const fetchMs = performance.now() - startedAt;
       run.phase = "computing";
-      const { c, computeMs } = await this.#requirePool().run(
+      const { c, computeMs, threadMs } = await this.#requirePool().run(
         { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b: bFull, bColStart: plan.colStart, ldb: plan.b.cols },
         signal,
       );
+      // The work a shard brings: reading its inputs and holding a thread (not queueing
+      // behind other shards, nor the report, which is batched and overlaps).
+      this.#observeShardWall(fetchMs + threadMs);
       run.phase = "completing";
       if (await this.#chaos(run)) return;
       await this.#complete(run, c, computeMs);
-      this.#observeShardWall(performance.now() - startedAt);
     } catch (e) {
       if (signal.aborted) {
         this.#log.debug({ ...leaseFields(lease), reason: errorMessage(signal.reason) }, "shard stopped; result dropped");
