@@ -63,18 +63,28 @@ static int get_f64(napi_env env, napi_value v, const char* label, int64_t need, 
   return 1;
 }
 
+// gemm(m, n, k, a, b, c[, ldb]): c (m x n) = a (m x k) * b, where b is k rows of stride
+// ldb (default n) of which the first n columns are used: a column panel of a wider B is
+// read in place, without a copy.
 static napi_value gemm(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 6) {
-    napi_throw_type_error(env, NULL, "gemm(m, n, k, a, b, c) takes 6 arguments");
+  if (argc != 6 && argc != 7) {
+    napi_throw_type_error(env, NULL, "gemm(m, n, k, a, b, c[, ldb]) takes 6 or 7 arguments");
     return NULL;
   }
-  int64_t m, n, k;
+  int64_t m, n, k, ldb;
   double *a, *b, *c;
   if (!get_dim(env, argv[0], "m", &m) || !get_dim(env, argv[1], "n", &n) || !get_dim(env, argv[2], "k", &k)) return NULL;
-  if (!get_f64(env, argv[3], "a", m * k, &a) || !get_f64(env, argv[4], "b", k * n, &b) ||
+  ldb = n;
+  if (argc == 7 && !get_dim(env, argv[6], "ldb", &ldb)) return NULL;
+  if (ldb < n) {
+    napi_throw_range_error(env, NULL, "ldb must be at least n");
+    return NULL;
+  }
+  int64_t b_need = k == 0 ? 0 : (k - 1) * ldb + n;
+  if (!get_f64(env, argv[3], "a", m * k, &a) || !get_f64(env, argv[4], "b", b_need, &b) ||
       !get_f64(env, argv[5], "c", m * n, &c)) {
     return NULL;
   }
@@ -84,9 +94,10 @@ static napi_value gemm(napi_env env, napi_callback_info info) {
     memset(c, 0, (size_t)(m * n) * sizeof(double));
     return NULL;
   }
+  if (ldb < 1) ldb = 1;
   // beta = 0: BLAS writes C without reading it (NaN already in C does not leak through).
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)k, b,
-              (blasint)n, 0.0, c, (blasint)n);
+              (blasint)ldb, 0.0, c, (blasint)n);
   return NULL;
 }
 

@@ -20,13 +20,21 @@ port.on("message", (req: ThreadRequest) => {
   try {
     const kernel = createKernel(req.kernel);
     const c = new Float64Array(req.m * req.n);
-    // Columns of a wider B are copied out here, off the worker's event loop.
-    const b =
-      req.ldb === req.n && req.bColStart === 0
-        ? req.b
-        : extractColumns(req.b, req.k, req.ldb, req.bColStart, req.bColStart + req.n);
-    const startMs = performance.now();
-    kernel.gemm(req.m, req.n, req.k, req.a, b, c);
+    const whole = req.ldb === req.n && req.bColStart === 0;
+    let startMs: number;
+    if (whole) {
+      startMs = performance.now();
+      kernel.gemm(req.m, req.n, req.k, req.a, req.b, c);
+    } else if (kernel.gemmStrided !== undefined) {
+      // A column panel of a wider B, read in place.
+      startMs = performance.now();
+      kernel.gemmStrided(req.m, req.n, req.k, req.a, req.b.subarray(req.bColStart), req.ldb, c);
+    } else {
+      // Columns of a wider B are copied out here, off the worker's event loop.
+      const b = extractColumns(req.b, req.k, req.ldb, req.bColStart, req.bColStart + req.n);
+      startMs = performance.now();
+      kernel.gemm(req.m, req.n, req.k, req.a, b, c);
+    }
     res = { id: req.id, ok: true, c, computeMs: performance.now() - startMs };
     transfer.push(c.buffer);
   } catch (e) {

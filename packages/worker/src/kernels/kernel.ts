@@ -34,6 +34,12 @@ export interface Kernel {
    * @throws RangeError if an array is shorter than its shape needs.
    */
   gemm(m: number, n: number, k: number, a: Float64Array, b: Float64Array, c: Float64Array): void;
+  /**
+   * Optional: the same product with `b` a `k × ldb` row-major matrix of which the first
+   * `n` columns are used (a column panel of a wider B, read in place). Must give the
+   * same bits as {@link Kernel.gemm} on those columns copied out.
+   */
+  gemmStrided?(m: number, n: number, k: number, a: Float64Array, b: Float64Array, ldb: number, c: Float64Array): void;
 }
 
 // The registry is a fixed table: kernels are code, not configuration. Each entry

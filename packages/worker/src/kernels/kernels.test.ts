@@ -142,6 +142,27 @@ for (const candidate of candidates) {
       expect(bits(gemmWith(kernel, m, n, k, a, b))).toEqual(bits(first));
     });
 
+    it("a column panel of a wider B read in place (gemmStrided, where the kernel has it) gives the bits of the panel copied out", () => {
+      if (kernel.gemmStrided === undefined) return; // the thread copies the columns out for this kernel
+      for (const [m, n, k, ldb, col] of [
+        [37, 53, 300, 101, 17],
+        [1, 1, 1, 3, 2],
+        [64, 128, 257, 512, 384],
+        [5, 7, 0, 9, 1],
+      ] as const) {
+        const a = random(m * k, 7);
+        const wide = random(k * ldb, 8);
+        const panel = new Float64Array(k * n);
+        for (let r = 0; r < k; r++) panel.set(wide.subarray(r * ldb + col, r * ldb + col + n), r * n);
+        const want = gemmWith(kernel, m, n, k, a, panel);
+        const c = new Float64Array(m * n).fill(Number.NaN);
+        kernel.gemmStrided(m, n, k, a, wide.subarray(col), ldb, c);
+        expect(bits(c)).toEqual(bits(want));
+      }
+      expect(() => kernel.gemmStrided?.(2, 4, 3, random(6, 1), random(8, 1), 4, new Float64Array(8))).toThrow(RangeError);
+      expect(() => kernel.gemmStrided?.(2, 4, 3, random(6, 1), random(12, 1), 3, new Float64Array(8))).toThrow(RangeError);
+    });
+
     it("propagates NaN and Infinity", () => {
       const inf = Number.POSITIVE_INFINITY;
       // b = [inf; 1]. row 0: 1*inf + 0*1 = inf; row 1: NaN poisons; row 2: 0*inf = NaN; row 3: -1*inf + 1 = -inf

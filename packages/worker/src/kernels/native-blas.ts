@@ -10,7 +10,7 @@ export const nativeBlasName = "native-blas";
 
 /** The exports of native/dce_blas.c. */
 interface BlasAddon {
-  gemm(m: number, n: number, k: number, a: Float64Array, b: Float64Array, c: Float64Array): void;
+  gemm(m: number, n: number, k: number, a: Float64Array, b: Float64Array, c: Float64Array, ldb?: number): void;
   config(): string;
   corename(): string;
   setNumThreads(threads: number): void;
@@ -72,6 +72,10 @@ export function createNativeBlasKernel(): Kernel {
     gemm(m, n, k, a, b, c) {
       checkGemmShape(m, n, k, a, b, c);
       blas.gemm(m, n, k, a, b, c);
+    },
+    gemmStrided(m, n, k, a, b, ldb, c) {
+      checkGemmShape(m, n, k, a, new Float64Array(0), c, { b, ldb });
+      blas.gemm(m, n, k, a, b, c, ldb);
     },
   };
 }
