@@ -50,9 +50,9 @@ async function submitSmall(tile = 2, seed = 1) {
   return res.jobId;
 }
 
-async function registerFake(name: string): Promise<string> {
+async function registerFake(name: string, fingerprint = "test/1"): Promise<string> {
   const w = cluster.raw(WorkerService);
-  const r = await w.registerWorker({ name, kernels: [{ name: "reference", fingerprint: "test/1" }], threads: 1 });
+  const r = await w.registerWorker({ name, kernels: [{ name: "reference", fingerprint }], threads: 1 });
   return r.workerId;
 }
 
@@ -64,6 +64,25 @@ async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
     return ConnectError.from(e).code;
   }
 }
+
+describe("kernel fingerprint pinning through a real coordinator", () => {
+  test("a worker with another fingerprint never gets a started job's shards; one with the same does", async () => {
+    const jobId = await submitSmall(1, 40); // 16 shards of 1x1
+    const workers = cluster.raw(WorkerService);
+    const pinned = await registerFake("pin-1", "reference/build-A");
+    const other = await registerFake("pin-2", "reference/build-B");
+    const same = await registerFake("pin-3", "reference/build-A");
+    const first = await workers.acquireShards({ workerId: pinned, maxShards: 1, waitMs: 1000 });
+    expect(first.leases.map((l) => l.lease?.jobId)).toEqual([jobId]);
+    // 15 shards are queued, but only for build-A now
+    const refused = await workers.acquireShards({ workerId: other, maxShards: 8, waitMs: 300 });
+    expect(refused.leases.filter((l) => l.lease?.jobId === jobId)).toEqual([]);
+    const taken = await workers.acquireShards({ workerId: same, maxShards: 4, waitMs: 1000 });
+    expect(taken.leases.filter((l) => l.lease?.jobId === jobId).length).toBe(4);
+    const status = await cluster.raw(JobService).cancelJob({ jobId });
+    expect(status.status?.state).toBe(JobState.CANCELLED);
+  });
+});
 
 describe("fencing through a real coordinator", () => {
   test("a duplicate completion gets ALREADY_EXISTS and a stale epoch gets ABORTED", async () => {

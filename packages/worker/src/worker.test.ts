@@ -222,6 +222,23 @@ describe("Worker pull loop", () => {
     expect(fake.calls.readBlob).toBeGreaterThanOrEqual(2 + 4); // B in 2 chunks, A rows at least once per row
   });
 
+  it("a row panel of A is a block: the shards of one row band read it once per worker", async () => {
+    const fake = new FakeCoordinator();
+    const [m, k, n] = [12, 30, 40];
+    const a = randomMatrix(m, k, 13);
+    const b = randomMatrix(k, n, 14);
+    const aRef = fake.putMatrix(m, k, a);
+    const bRef = fake.putMatrix(k, n, b);
+    const job = fake.addJob(aRef, bRef, 4, 10); // 3 row bands x 4 column tiles = 12 shards
+    const worker = newWorker(fake, { pool: new HeldPool(2) });
+    await worker.start();
+    await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
+    expect(bits(job.result())).toEqual(bits(product(m, n, k, a, b)));
+    // every byte of A and of B crossed the wire exactly once, for 12 shards
+    expect(fake.bytesRead.get(aRef.blobId)).toBe(m * k * 8);
+    expect(fake.bytesRead.get(bRef.blobId)).toBe(k * n * 8);
+  });
+
   it("a cache budget too small for B re-reads B per shard (the cache is what saves the traffic)", async () => {
     const fake = new FakeCoordinator();
     const { job, bRef } = smallJob(fake);
