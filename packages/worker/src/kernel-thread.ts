@@ -1,22 +1,21 @@
 /**
  * Entry point of one kernel worker thread (loaded by `pool.ts` from `dist/`).
- * It runs one gemm at a time and answers each request with the result buffer,
- * transferred back without a copy. Aborting a gemm means terminating this thread.
+ * It runs the gemms of each request in order (one, or a batch of tiny ones) and
+ * answers with their result buffers, transferred back without a copy. Aborting a
+ * gemm means terminating this thread.
  *
  * @packageDocumentation
  */
 import { performance } from "node:perf_hooks";
 import { parentPort } from "node:worker_threads";
 import { extractColumns } from "./internal/matrix.js";
-import type { ThreadRequest, ThreadResponse } from "./internal/thread-protocol.js";
+import type { ThreadRequest, ThreadResponse, ThreadTask, ThreadTaskResult } from "./internal/thread-protocol.js";
 import { createKernel } from "./kernels/kernel.js";
 
 const port = parentPort;
 if (port === null) throw new Error("kernel-thread.js must be started as a worker thread");
 
-port.on("message", (req: ThreadRequest) => {
-  let res: ThreadResponse;
-  const transfer: ArrayBuffer[] = [];
+function runTask(req: ThreadTask, transfer: ArrayBuffer[]): ThreadTaskResult {
   try {
     const kernel = createKernel(req.kernel);
     const c = new Float64Array(req.m * req.n);
@@ -35,11 +34,18 @@ port.on("message", (req: ThreadRequest) => {
       startMs = performance.now();
       kernel.gemm(req.m, req.n, req.k, req.a, b, c);
     }
-    res = { id: req.id, ok: true, c, computeMs: performance.now() - startMs };
+    const computeMs = performance.now() - startMs;
     transfer.push(c.buffer);
+    return { ok: true, c, computeMs };
   } catch (e) {
     const error = e instanceof Error ? { name: e.name, message: e.message } : { name: "Error", message: String(e) };
-    res = { id: req.id, ok: false, error };
+    return { ok: false, error };
   }
+}
+
+port.on("message", (req: ThreadRequest) => {
+  const transfer: ArrayBuffer[] = [];
+  const results = req.tasks.map((task) => runTask(task, transfer));
+  const res: ThreadResponse = { id: req.id, results };
   port.postMessage(res, transfer);
 });

@@ -95,6 +95,34 @@ describe("createThreadPool", () => {
     expect((await first).c[0]).toBe(1);
   });
 
+  it("runs many tiny tasks in batches, each with its own correct result; a task aborted inside a batch is rejected alone", async () => {
+    const p = pool(2);
+    const tasks = Array.from({ length: 300 }, (_, i) => {
+      const [m, n, k] = [1 + (i % 8), 1 + ((i * 3) % 8), 1 + ((i * 7) % 16)];
+      return { m, n, k, a: random(m * k, i + 1), b: random(k * n, i + 1000) };
+    });
+    const wants = tasks.map((t) => expected(t.m, t.n, t.k, t.a, t.b));
+    const doomed = new AbortController();
+    const runs = tasks.map((t, i) =>
+      p.run({ kernel: "reference", ...t, a: t.a.slice(), b: t.b.slice() }, i === 150 ? doomed.signal : undefined),
+    );
+    queueMicrotask(() => queueMicrotask(() => doomed.abort(new Error("stop this one"))));
+    const settled = await Promise.allSettled(runs);
+    for (const [i, r] of settled.entries()) {
+      if (i === 150) {
+        expect(r.status).toBe("rejected");
+        continue;
+      }
+      expect(r.status).toBe("fulfilled");
+      if (r.status === "fulfilled")
+        expect(new Uint8Array(r.value.c.buffer)).toEqual(new Uint8Array((wants[i] as Float64Array).buffer));
+    }
+    // the pool still works
+    const t = tasks[0] as (typeof tasks)[number];
+    const again = await p.run({ kernel: "reference", ...t, a: t.a.slice(), b: t.b.slice() });
+    expect(new Uint8Array(again.c.buffer)).toEqual(new Uint8Array((wants[0] as Float64Array).buffer));
+  });
+
   it("close() is idempotent and rejects later runs", async () => {
     const p = pool(1);
     const closing = p.close();

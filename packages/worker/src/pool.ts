@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker as Thread } from "node:worker_threads";
-import type { ThreadRequest, ThreadResponse } from "./internal/thread-protocol.js";
+import type { ThreadRequest, ThreadResponse, ThreadTask } from "./internal/thread-protocol.js";
 
 /** One matrix product for a {@link ComputePool}: `c (m×n) = a (m×k) × b (k×n)`, row-major. */
 export interface GemmTask {
@@ -96,8 +96,14 @@ interface Job {
 
 interface Slot {
   thread: Thread | undefined;
-  job: Job | undefined;
+  /** The message in flight on this thread: one task, or a batch of tiny ones. */
+  batch: { readonly id: number; readonly jobs: Job[] } | undefined;
 }
+
+/** Tasks of at most this many multiply-adds go to a thread in batches (one message for many). */
+const TINY_TASK_MADDS = 64 * 64 * 64;
+/** Most tiny tasks in one message. */
+const MAX_BATCH = 64;
 
 class ThreadPool implements ComputePool {
   readonly size: number;
@@ -106,6 +112,7 @@ class ThreadPool implements ComputePool {
   readonly #queue: Job[] = [];
   #nextId = 1;
   #closing: Promise<void> | undefined;
+  #dispatchScheduled = false;
 
   constructor(threads: number, threadUrl: URL) {
     if (!Number.isSafeInteger(threads) || threads < 1) {
@@ -114,7 +121,7 @@ class ThreadPool implements ComputePool {
     this.size = threads;
     this.#threadUrl = threadUrl;
     for (let i = 0; i < threads; i++) {
-      const slot: Slot = { thread: undefined, job: undefined };
+      const slot: Slot = { thread: undefined, batch: undefined };
       this.#slots.push(slot);
       this.#spawn(slot);
     }
@@ -141,7 +148,14 @@ class ThreadPool implements ComputePool {
       };
       signal?.addEventListener("abort", job.onAbort, { once: true });
       this.#queue.push(job);
-      this.#dispatch();
+      // Dispatch after the current turn, so tiny tasks queued together leave together.
+      if (!this.#dispatchScheduled) {
+        this.#dispatchScheduled = true;
+        queueMicrotask(() => {
+          this.#dispatchScheduled = false;
+          this.#dispatch();
+        });
+      }
     });
   }
 
@@ -151,8 +165,8 @@ class ThreadPool implements ComputePool {
       for (const job of this.#queue.splice(0)) job.reject(closed);
       const terminating: Promise<number>[] = [];
       for (const slot of this.#slots) {
-        slot.job?.reject(closed);
-        slot.job = undefined;
+        for (const job of slot.batch?.jobs ?? []) job.reject(closed);
+        slot.batch = undefined;
         if (slot.thread !== undefined) terminating.push(slot.thread.terminate());
         slot.thread = undefined;
       }
@@ -165,15 +179,21 @@ class ThreadPool implements ComputePool {
     const thread = new Thread(this.#threadUrl);
     slot.thread = thread;
     thread.on("message", (res: ThreadResponse) => {
-      const job = slot.job;
-      if (slot.thread !== thread || job === undefined || job.id !== res.id) return;
-      slot.job = undefined;
-      if (res.ok) {
-        job.resolve({ c: res.c, computeMs: res.computeMs, threadMs: performance.now() - (job.startedAt ?? 0) });
-      } else {
-        const err = new Error(res.error.message);
-        err.name = res.error.name;
-        job.reject(err);
+      const batch = slot.batch;
+      if (slot.thread !== thread || batch === undefined || batch.id !== res.id) return;
+      slot.batch = undefined;
+      const now = performance.now();
+      // A batch's thread time is shared evenly by its tasks.
+      const share = (now - (batch.jobs[0]?.startedAt ?? now)) / Math.max(1, batch.jobs.length);
+      for (const [i, job] of batch.jobs.entries()) {
+        const r = res.results[i];
+        if (r === undefined) job.reject(new Error("kernel thread sent no result for a task"));
+        else if (r.ok) job.resolve({ c: r.c, computeMs: r.computeMs, threadMs: share });
+        else {
+          const err = new Error(r.error.message);
+          err.name = r.error.name;
+          job.reject(err);
+        }
       }
       this.#dispatch();
     });
@@ -182,9 +202,10 @@ class ThreadPool implements ComputePool {
       // already holds its replacement.
       if (slot.thread !== thread) return;
       slot.thread = undefined; // respawned lazily by #dispatch, so a broken script cannot spin
-      const job = slot.job;
-      slot.job = undefined;
-      job?.reject(new Error(`kernel thread died: ${cause instanceof Error ? cause.message : String(cause)}`));
+      const jobs = slot.batch?.jobs ?? [];
+      slot.batch = undefined;
+      const err = new Error(`kernel thread died: ${cause instanceof Error ? cause.message : String(cause)}`);
+      for (const job of jobs) job.reject(err);
       if (this.#closing === undefined) this.#dispatch();
     };
     thread.on("error", onDeath);
@@ -195,26 +216,40 @@ class ThreadPool implements ComputePool {
   #dispatch(): void {
     for (const slot of this.#slots) {
       if (this.#queue.length === 0) return;
-      if (slot.job !== undefined) continue;
-      const job = this.#queue.shift() as Job;
-      slot.job = job;
+      if (slot.batch !== undefined) continue;
+      const first = this.#queue.shift() as Job;
+      const jobs = [first];
+      if (isTiny(first.task)) {
+        // Spread tiny tasks over the idle threads rather than piling them on one.
+        const idle = this.#slots.filter((s) => s.batch === undefined).length;
+        const take = Math.min(MAX_BATCH - 1, Math.ceil(this.#queue.length / Math.max(1, idle)));
+        while (jobs.length <= take && this.#queue.length > 0 && isTiny((this.#queue[0] as Job).task)) {
+          jobs.push(this.#queue.shift() as Job);
+        }
+      }
+      const id = this.#nextId++;
+      slot.batch = { id, jobs };
       const thread = slot.thread ?? this.#spawn(slot);
-      const { task } = job;
-      const a = ownedCopy(task.a);
-      const b = ownedCopy(task.b);
-      const req: ThreadRequest = {
-        id: job.id,
-        kernel: task.kernel,
-        m: task.m,
-        n: task.n,
-        k: task.k,
-        a,
-        b,
-        bColStart: task.bColStart ?? 0,
-        ldb: task.ldb ?? task.n,
-      };
-      job.startedAt = performance.now();
-      const transfer = [a, b].filter((x) => x.buffer instanceof ArrayBuffer).map((x) => x.buffer as ArrayBuffer);
+      const transfer: ArrayBuffer[] = [];
+      const tasks: ThreadTask[] = jobs.map((job) => {
+        const { task } = job;
+        const a = ownedCopy(task.a);
+        const b = ownedCopy(task.b);
+        for (const x of [a, b]) if (x.buffer instanceof ArrayBuffer && !transfer.includes(x.buffer)) transfer.push(x.buffer);
+        return {
+          kernel: task.kernel,
+          m: task.m,
+          n: task.n,
+          k: task.k,
+          a,
+          b,
+          bColStart: task.bColStart ?? 0,
+          ldb: task.ldb ?? task.n,
+        };
+      });
+      const now = performance.now();
+      for (const job of jobs) job.startedAt = now;
+      const req: ThreadRequest = { id, tasks };
       thread.postMessage(req, transfer);
     }
   }
@@ -227,15 +262,26 @@ class ThreadPool implements ComputePool {
       job.reject(reason);
       return;
     }
-    const slot = this.#slots.find((s) => s.job === job);
-    if (slot === undefined) return; // already settled
-    slot.job = undefined;
+    const slot = this.#slots.find((s) => s.batch?.jobs.includes(job));
+    const batch = slot?.batch;
+    if (slot === undefined || batch === undefined) return; // already settled
+    if (batch.jobs.length > 1) {
+      // One tiny task of a batch: it finishes in microseconds; drop its result, keep the rest.
+      batch.jobs.splice(batch.jobs.indexOf(job), 1, { ...job, resolve: () => {}, reject: () => {} });
+      job.reject(reason);
+      return;
+    }
+    slot.batch = undefined;
     // A synchronous kernel cannot be interrupted; terminating its thread is the abort.
     void slot.thread?.terminate();
     if (this.#closing === undefined) this.#spawn(slot);
     job.reject(reason);
     this.#dispatch();
   }
+}
+
+function isTiny(task: GemmTask): boolean {
+  return task.m * task.n * task.k <= TINY_TASK_MADDS;
 }
 
 /**

@@ -1,12 +1,10 @@
 /** Messages between the pool (main thread) and `kernel-thread.ts`. Type-only. */
 
 /**
- * Main thread → kernel thread: run one gemm. `a` and `b` arrive transferred, or shared
- * (a `SharedArrayBuffer` view, read in place); `b` is `k × ldb` of which columns
- * `[bColStart, bColStart + n)` are used.
+ * One gemm. `a` and `b` arrive transferred, or shared (a `SharedArrayBuffer` view,
+ * read in place); `b` is `k × ldb` of which columns `[bColStart, bColStart + n)` are used.
  */
-export interface ThreadRequest {
-  readonly id: number;
+export interface ThreadTask {
   readonly kernel: string;
   readonly m: number;
   readonly n: number;
@@ -17,7 +15,19 @@ export interface ThreadRequest {
   readonly ldb: number;
 }
 
-/** Kernel thread → main thread: the answer to the request with the same `id`. */
-export type ThreadResponse =
-  | { readonly id: number; readonly ok: true; readonly c: Float64Array; readonly computeMs: number }
-  | { readonly id: number; readonly ok: false; readonly error: { readonly name: string; readonly message: string } };
+/** Main thread → kernel thread: run these gemms in order (one, or a batch of tiny ones). */
+export interface ThreadRequest {
+  readonly id: number;
+  readonly tasks: readonly ThreadTask[];
+}
+
+/** The outcome of one task. */
+export type ThreadTaskResult =
+  | { readonly ok: true; readonly c: Float64Array; readonly computeMs: number }
+  | { readonly ok: false; readonly error: { readonly name: string; readonly message: string } };
+
+/** Kernel thread → main thread: the answer to the request with the same `id`, one result per task. */
+export interface ThreadResponse {
+  readonly id: number;
+  readonly results: readonly ThreadTaskResult[];
+}
