@@ -167,7 +167,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
 
   // Client tokens: only their SHA-256 is stored, in DATA_DIR/tokens.json.
   const dataDirOption = () =>
-    new Option("--data-dir <dir>", "the coordinator's data dir, which holds tokens.json").default(env.DCE_DATA_DIR ?? ".dce-data");
+    new Option("--data-dir <dir>", "the coordinator's data dir, which holds tokens.json").default(
+      env.DCE_DATA_DIR ?? ".dce-data",
+    );
   const tokens = program
     .command("tokens")
     .description("manage client bearer tokens (a running coordinator picks up changes within a second)");
