@@ -39,12 +39,12 @@ export function getHttp1(url: string, ca: string, headers: Record<string, string
 }
 
 /** GET over HTTPS with HTTP/2 (node:http2), verifying the server against `ca`. */
-export function getHttp2(url: string, ca: string, headers: Record<string, string> = {}): Promise<HttpAnswer> {
+export function getHttp2(url: string, ca: string, requestHeaders: Record<string, string> = {}): Promise<HttpAnswer> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const session = http2.connect(u.origin, { ca });
     session.on("error", reject);
-    const req = session.request({ ":path": u.pathname + u.search, ...headers });
+    const req = session.request({ ":path": u.pathname + u.search, ...requestHeaders });
     let status = 0;
     let headers: Record<string, string | string[] | undefined> = {};
     let body = "";

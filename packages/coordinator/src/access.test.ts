@@ -8,7 +8,12 @@ import { ServerReflection as ServerReflectionAlpha } from "./gen/grpc/reflection
 
 const isService = (v: unknown): v is DescService => (v as { kind?: unknown } | null)?.kind === "service";
 /** Every service the coordinator serves: all of dce.v1, health and reflection. */
-const SERVED: DescService[] = [...Object.values(proto).filter(isService), Health, ServerReflection, ServerReflectionAlpha];
+const SERVED: DescService[] = [
+  ...(Object.values(proto) as unknown[]).filter(isService),
+  Health,
+  ServerReflection,
+  ServerReflectionAlpha,
+];
 const methodKeys = SERVED.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
 
 describe("the access table", () => {

@@ -223,7 +223,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   const keyFile = raw("key");
   if ((certFile === undefined) !== (keyFile === undefined)) {
     problems.push("--cert and --key go together: give both or neither");
-  } else if (certFile !== undefined && coordinatorUrl !== undefined && coordinatorUrl.startsWith("http:")) {
+  } else if (certFile !== undefined && coordinatorUrl?.startsWith("http:")) {
     problems.push("--cert/--key need an https:// coordinator");
   }
   const threadsText = raw("threads");
