@@ -54,6 +54,7 @@ async function main(): Promise<number> {
   logger.info(
     {
       url: running.url,
+      auth: running.auth,
       dataDir: running.coordinator.config.dataDir,
       healthz: `${running.url}/healthz`,
       ...(cmd.options.metrics !== false ? { metrics: `${running.url}/metrics` } : {}),
