@@ -53,7 +53,11 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .argParser(int("--port", 0))
         .default(env.DCE_PORT ? Number(env.DCE_PORT) : 7070),
     )
-    .addOption(new Option("--tls-dir <dir>", "folder with server.pem, server-key.pem and ca.pem (the CA of worker certificates)").default(env.DCE_TLS_DIR))
+    .addOption(
+      new Option("--tls-dir <dir>", "folder with server.pem, server-key.pem and ca.pem (the CA of worker certificates)").default(
+        env.DCE_TLS_DIR,
+      ),
+    )
     .addOption(
       new Option("--insecure", "serve plaintext HTTP/2 without authentication (development; loopback hosts only)").default(
         env.DCE_INSECURE === "1",
