@@ -209,7 +209,6 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     await waitFor(w, (p) => p.stderr.includes("worker registered"), 15_000, "registration");
     return w;
   };
-  for (let i = 0; i < (o.workers ?? 2); i++) await addWorker();
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
@@ -219,6 +218,13 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     })();
     return closing;
   };
+  try {
+    for (let i = 0; i < (o.workers ?? 2); i++) await addWorker();
+  } catch (e) {
+    // The caller never gets the cluster to close: do not leave its processes behind.
+    await close();
+    throw e;
+  }
   return {
     url,
     dir,
