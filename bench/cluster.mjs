@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@dce/client-sdk";
-import { generateDevCertificates } from "@dce/coordinator";
+import { addToken, generateDevCertificates } from "@dce/coordinator";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = {
@@ -71,6 +71,8 @@ export async function startCluster({ workers, kernels, threads }) {
   const port = await freePort();
   const url = `https://127.0.0.1:${port}`;
   const dataDir = mkdtempSync(join(dir, "data-"));
+  // Secure by default: the workers present the CA-signed worker certificate, the client a token.
+  const token = await addToken(dataDir, "bench", "client");
   const coordinator = spawn(
     process.execPath,
     [
@@ -106,6 +108,10 @@ export async function startCluster({ workers, kernels, threads }) {
         url,
         "--ca",
         certs.caCert,
+        "--cert",
+        certs.workerCert,
+        "--key",
+        certs.workerKey,
         "--threads",
         String(threads),
         "--kernels",
@@ -122,9 +128,10 @@ export async function startCluster({ workers, kernels, threads }) {
     procs.push(w);
   }
   await Promise.all(procs.map((w, i) => waitForLine(w, "worker registered", `worker ${i + 1}`)));
-  const client = createClient({ baseUrl: url, ca: readFileSync(certs.caCert, "utf8") });
+  const client = createClient({ baseUrl: url, ca: readFileSync(certs.caCert, "utf8"), token });
   return {
     url,
+    token,
     client,
     coordinator,
     workers: procs,

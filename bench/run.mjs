@@ -211,7 +211,7 @@ async function main() {
         new Promise((res, rej) => {
           const t0 = performance.now();
           const p = spawn(process.execPath, [BIN.dce, "submit", join(dir, "A.npy"), join(dir, "B.npy"), "-o", out], {
-            env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: certs.caCert },
+            env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: certs.caCert, DCE_TOKEN: cluster.token },
             stdio: ["ignore", "ignore", "pipe"],
           });
           let err = "";

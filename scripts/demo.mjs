@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@dce/client-sdk";
-import { generateDevCertificates, startCoordinator } from "@dce/coordinator";
+import { addToken, generateDevCertificates, issueWorkerCertificate, startCoordinator } from "@dce/coordinator";
 import { pino } from "pino";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -46,17 +46,23 @@ const workers = [];
 let coordinator;
 let exitCode = 1;
 try {
+  // What an operator does once (secure by default): a CA with server and worker
+  // certificates, and a bearer token for the client and one for the admin.
   const certs = await generateDevCertificates({ outDir: join(dir, "certs") });
+  const dataDir = join(dir, "data");
+  const clientToken = await addToken(dataDir, "demo", "client");
+  const adminToken = await addToken(dataDir, "demo-admin", "admin");
   coordinator = await startCoordinator({
     host: "127.0.0.1",
     port: 0,
     tlsDir: certs.dir,
-    dataDir: join(dir, "data"),
+    dataDir,
     logger: pino({ level: "warn" }, pino.destination(2)),
   });
-  console.log(`coordinator listening on ${coordinator.url} (TLS, CA ${certs.caCert})`);
-  console.log(`dashboard: ${coordinator.url}/ui   metrics: ${coordinator.url}/metrics   (the CA above signs them)`);
+  console.log(`coordinator listening on ${coordinator.url} (TLS + worker certificates + client tokens, CA ${certs.caCert})`);
   for (const name of ["demo-w1", "demo-w2"]) {
+    // Each worker has its own certificate: its CN is the identity its leases are bound to.
+    const cert = await issueWorkerCertificate({ dir: certs.dir, name });
     const w = spawn(
       process.execPath,
       [
@@ -65,6 +71,10 @@ try {
         coordinator.url,
         "--ca",
         certs.caCert,
+        "--cert",
+        cert.cert,
+        "--key",
+        cert.key,
         "--threads",
         "1",
         "--name",
@@ -97,7 +107,7 @@ try {
 
   const a = random(M, K, 1);
   const b = random(K, N, 2);
-  const client = createClient({ baseUrl: coordinator.url, ca: readFileSync(certs.caCert, "utf8") });
+  const client = createClient({ baseUrl: coordinator.url, ca: readFileSync(certs.caCert, "utf8"), token: clientToken });
   const t0 = performance.now();
   const job = await client.submitMatMul(a, b, { tileSize: TILE, kernel: "reference" });
   let last = "";
@@ -122,7 +132,11 @@ try {
     exitCode = 0;
     const holdMs = Number(process.env.DCE_DEMO_HOLD_MS ?? 0);
     if (holdMs > 0) {
-      // Keep the cluster up so the dashboard and /metrics can be looked at.
+      // Keep the cluster up so the dashboard and /metrics can be looked at. The admin
+      // token of this throw-away cluster goes in the URL fragment, which the browser
+      // never sends to the server; /metrics takes it as a bearer header.
+      console.log(`dashboard: ${coordinator.url}/ui#token=${adminToken}`);
+      console.log(`metrics:   curl --cacert ${certs.caCert} -H "Authorization: Bearer ${adminToken}" ${coordinator.url}/metrics`);
       console.log(`holding the cluster for ${holdMs} ms (DCE_DEMO_HOLD_MS)`);
       await new Promise((r) => setTimeout(r, holdMs));
     }

@@ -1,6 +1,7 @@
 // Checks that the packages are publishable: `pnpm pack` each one, install the
 // tarballs together into an empty folder with npm, and run a real job there through
-// the installed bins (coordinator init-certs, coordinator, worker, dce submit).
+// the installed bins (coordinator init-certs and tokens add, coordinator, worker with
+// its certificate, dce submit with its token).
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -46,6 +47,7 @@ try {
   run("npm", ["install", "--no-audit", "--no-fund", ...files.map((f) => join(tarballs, f))], app);
   const bin = (name) => join(app, "node_modules", ".bin", name);
   run(bin("coordinator"), ["init-certs", "--out", "certs"], app);
+  const token = run(bin("coordinator"), ["tokens", "add", "pack-check", "--data-dir", "data"], app).trim();
   const coord = spawn(bin("coordinator"), ["--tls-dir", "certs", "--port", "0", "--data-dir", "data"], { cwd: app });
   procs.push(coord);
   const url = await new Promise((res, rej) => {
@@ -58,17 +60,29 @@ try {
     coord.on("exit", (c) => rej(new Error(`coordinator exited ${c}`)));
     setTimeout(() => rej(new Error("coordinator did not start")), 20_000);
   });
-  const worker = spawn(bin("worker"), ["--coordinator", url, "--ca", "certs/ca.pem", "--threads", "1"], {
-    cwd: app,
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  const worker = spawn(
+    bin("worker"),
+    [
+      "--coordinator",
+      url,
+      "--ca",
+      "certs/ca.pem",
+      "--cert",
+      "certs/worker.pem",
+      "--key",
+      "certs/worker-key.pem",
+      "--threads",
+      "1",
+    ],
+    { cwd: app, stdio: ["ignore", "ignore", "inherit"] },
+  );
   procs.push(worker);
   writeFileSync(join(app, "A.npy"), npy(17, 9, 1));
   writeFileSync(join(app, "B.npy"), npy(9, 13, 2));
-  const out = run(
+  const out = execFileSync(
     bin("dce"),
     ["submit", "A.npy", "B.npy", "-o", "C.npy", "--coordinator", url, "--ca", "certs/ca.pem", "--tile", "5"],
-    app,
+    { cwd: app, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8", env: { ...process.env, DCE_TOKEN: token } },
   );
   const c = readFileSync(join(app, "C.npy"));
   if (!c.subarray(1, 6).equals(Buffer.from("NUMPY")) || c.length < 17 * 13 * 8) throw new Error("C.npy is not a 17x13 .npy");

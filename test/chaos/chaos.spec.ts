@@ -35,7 +35,7 @@ test("chaos: 50 jobs survive 200+ worker kills/pauses and 10+ coordinator kills,
   const started = Date.now();
   const cluster = await startCluster({ workers: WORKERS, leaseTtlMs: 1200 });
   try {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca, reconnectBudgetMs: 120_000 });
+    const client = createClient({ ...cluster.clientOptions, reconnectBudgetMs: 120_000 });
     const inputs = Array.from({ length: JOBS }, (_, i) => {
       // Mixed shapes, including degenerate ones; most are big enough to span several faults.
       const tiny = rand() < 0.15;

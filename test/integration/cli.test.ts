@@ -15,7 +15,7 @@ function dce(cluster: Cluster, args: string[]) {
   const r = spawnSync(process.execPath, [BIN.dce, ...args], {
     cwd: dir,
     encoding: "utf8",
-    env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: cluster.caPath },
+    env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: cluster.caPath, DCE_TOKEN: cluster.token },
     timeout: 120_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };

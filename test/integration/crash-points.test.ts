@@ -14,7 +14,7 @@ describe.each(["before-journal-write", "after-journal-write", "after-journal-fsy
       coordinatorEnv: { DCE_TEST_CRASH_AT: `${point}:${nth}` },
     });
     onTestFinished(() => cluster.close());
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const a = randomMatrix(48, 40, 100 + nth);
     const b = randomMatrix(40, 56, 200 + nth);
     const job = await client.submitMatMul(a, b, { tileSize: 16, kernel: "reference" });

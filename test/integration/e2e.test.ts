@@ -30,7 +30,7 @@ const shapes: [string, number, number, number, number][] = [
 
 describe("end to end over TLS with 3 workers", () => {
   test.each(shapes)("%s", async (_name, m, k, n, tile) => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const a = randomMatrix(m, k, m * 1000 + k);
     const b = randomMatrix(k, n, n * 1000 + k + 1);
     const job = await client.submitMatMul(a, b, { ...(tile ? { tileSize: tile } : {}), kernel: "reference" });
@@ -44,7 +44,7 @@ describe("end to end over TLS with 3 workers", () => {
   });
 
   test("NaN and infinities propagate as IEEE 754 says", async () => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const a = { rows: 2, cols: 2, data: new Float64Array([Number.NaN, 1, Number.POSITIVE_INFINITY, 2]) };
     const b = { rows: 2, cols: 2, data: new Float64Array([1, 0, 0, Number.NEGATIVE_INFINITY]) };
     const c = await (await client.submitMatMul(a, b, { kernel: "reference" })).result();
@@ -53,7 +53,7 @@ describe("end to end over TLS with 3 workers", () => {
   });
 
   test("the same idempotency key returns the same job", async () => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const a = randomMatrix(9, 9, 5);
     const j1 = await client.submitMatMul(a, a, { idempotencyKey: "same-key-1" });
     const j2 = await client.submitMatMul(a, a, { idempotencyKey: "same-key-1" });
@@ -65,7 +65,7 @@ describe("end to end over TLS with 3 workers", () => {
   });
 
   test("progress() ends at the terminal state with every shard done", async () => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const a = randomMatrix(64, 64, 9);
     const job = await client.submitMatMul(a, a, { tileSize: 8 });
     let last: { state: string; shardsDone: number; shardsTotal: number } | undefined;
@@ -123,7 +123,7 @@ describe("determinism and failures", () => {
     // One worker first, so the one we kill certainly holds a lease; a second one finishes the job.
     const local = await startCluster({ workers: 1, leaseTtlMs: 1000 });
     onTestFinished(() => local.close());
-    const client = createClient({ baseUrl: local.url, ca: local.ca });
+    const client = createClient(local.clientOptions);
     // Shards of 128x128 with k=3000 take ~100 ms each in the reference kernel.
     const a = randomMatrix(384, 3000, 31);
     const b = randomMatrix(3000, 384, 32);
@@ -148,7 +148,7 @@ describe("determinism and failures", () => {
     const digest = async (workers: number) => {
       const local = await startCluster({ workers });
       try {
-        const client = createClient({ baseUrl: local.url, ca: local.ca });
+        const client = createClient(local.clientOptions);
         const c = await (await client.submitMatMul(a, b, { tileSize: 32 })).result();
         return createHash("sha256")
           .update(new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength))

@@ -41,7 +41,7 @@ afterAll(async () => {
 
 describe("structured logs", () => {
   test("a job's story can be followed by its id, and every line about a shard names the job and the shard", async () => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     // 96x80 in 16x16 tiles: 6 x 5 = 30 shards.
     const shards = 30;
     const job = await client.submitMatMul(randomMatrix(96, 40, 11), randomMatrix(40, 80, 12), {

@@ -22,6 +22,10 @@ describe("network faults between a worker and the coordinator", () => {
         `https://127.0.0.1:${proxy.port}`,
         "--ca",
         cluster.caPath,
+        "--cert",
+        cluster.workerCert.cert,
+        "--key",
+        cluster.workerCert.key,
         "--threads",
         "1",
         "--name",
@@ -35,7 +39,7 @@ describe("network faults between a worker and the coordinator", () => {
       await waitFor(behind, (p) => p.stderr.includes("worker registered"), 15_000, "registration");
       proxy.setMode({ kind: "delay", ms: 5, jitterMs: 20 });
 
-      const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+      const client = createClient(cluster.clientOptions);
       const a = randomMatrix(192, 900, 301);
       const b = randomMatrix(900, 192, 302);
       const job = await client.submitMatMul(a, b, { tileSize: 32, kernel: "reference" });

@@ -66,7 +66,7 @@ describe.skipIf(!haveChromium && !process.env.CI)("live dashboard in headless Ch
       if (msg.type() === "error") errors.push(msg.text());
     });
 
-    const response = await page.goto(`${cluster.url}/ui`);
+    const response = await page.goto(`${cluster.url}/ui#token=${cluster.adminToken}`);
     expect(response?.status()).toBe(200);
     await expect.poll(() => page.locator("#conn").textContent(), { timeout: 10_000 }).toBe("live");
     // Both workers are listed before any job exists.
@@ -74,7 +74,7 @@ describe.skipIf(!haveChromium && !process.env.CI)("live dashboard in headless Ch
       .poll(async () => (await page.locator('[data-testid="worker-name"]').allTextContents()).sort(), { timeout: 10_000 })
       .toEqual(["w1", "w2"]);
 
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     // A deep inner dimension keeps the job running for seconds, so the mid-run checks are not a race.
     const job = await client.submitMatMul(randomMatrix(SIZE, INNER, 1), randomMatrix(INNER, SIZE, 2), {
       tileSize: TILE,
@@ -120,13 +120,36 @@ describe.skipIf(!haveChromium && !process.env.CI)("live dashboard in headless Ch
     await context.close();
   });
 
+  test("the data needs an admin token, which the page takes from the fragment and drops from the URL", async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    // Each case in a fresh tab: the page keeps its token in sessionStorage, which is per tab.
+    const open = async (fragment: string) => {
+      const page = await context.newPage();
+      const response = await page.goto(`${cluster.url}/ui${fragment}`);
+      expect(response?.status()).toBe(200); // the static shell holds no data and stays open
+      return page;
+    };
+    const none = await open("");
+    await expect.poll(() => none.locator("#conn").textContent(), { timeout: 10_000 }).toContain("needs an admin token");
+    expect(await none.locator('[data-testid="worker-name"]').count()).toBe(0);
+    const client = await open(`#token=${cluster.token}`);
+    await expect.poll(() => client.locator("#conn").textContent(), { timeout: 10_000 }).toBe("this token is not an admin's");
+    const admin = await open(`#token=${cluster.adminToken}`);
+    await expect.poll(() => admin.locator("#conn").textContent(), { timeout: 10_000 }).toBe("live");
+    expect(admin.url()).toBe(`${cluster.url}/ui`);
+    // A reload keeps working from sessionStorage.
+    await admin.reload();
+    await expect.poll(() => admin.locator("#conn").textContent(), { timeout: 10_000 }).toBe("live");
+    await context.close();
+  });
+
   test("a job can be picked for the tile map, and the choice is kept in the URL", async () => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const small = await client.submitMatMul(randomMatrix(8, 8, 3), randomMatrix(8, 8, 4), { tileSize: 4 });
     await small.result();
-    await page.goto(`${cluster.url}/ui`);
+    await page.goto(`${cluster.url}/ui#token=${cluster.adminToken}`);
     const row = page.locator(`tr[data-job="${small.id}"]`);
     await row.click();
     await expect.poll(() => page.locator("#tiles-job").textContent(), { timeout: 10_000 }).toContain(small.id.slice(0, 8));

@@ -1,7 +1,7 @@
 import { createClient } from "@dce/client-sdk";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type Cluster, naiveMultiply, randomMatrix, sameBytes, startCluster } from "../support/cluster.js";
-import { getHttp1, parseScrape } from "../support/ops.js";
+import { bearer, getHttp1, parseScrape } from "../support/ops.js";
 
 // One known job through a real coordinator and two real workers; then /metrics is
 // scraped over HTTP/1.1 (as Prometheus does) and parsed by a parser that shares no
@@ -23,14 +23,14 @@ afterAll(async () => {
 
 describe("Prometheus metrics of a real coordinator", () => {
   test("after one known job the counters equal the plan", async () => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     const a = randomMatrix(M, K, 11);
     const b = randomMatrix(K, N, 12);
     const job = await client.submitMatMul(a, b, { tileSize: TILE, kernel: "reference" });
     const c = await job.result();
     expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
 
-    const res = await getHttp1(`${cluster.url}/metrics`, cluster.ca);
+    const res = await getHttp1(`${cluster.url}/metrics`, cluster.ca, bearer(cluster.adminToken));
     expect(res.status).toBe(200);
     expect(res.httpVersion).toBe("1.1");
     expect(res.headers["content-type"]).toMatch(/^text\/plain; version=0\.0\.4/);
@@ -99,9 +99,9 @@ describe("Prometheus metrics of a real coordinator", () => {
   });
 
   test("a failed RPC is counted under its code", async () => {
-    const client = createClient({ baseUrl: cluster.url, ca: cluster.ca });
+    const client = createClient(cluster.clientOptions);
     await expect(client.getJobHandle("no-such-job").status()).rejects.toMatchObject({ code: 5 });
-    const m = parseScrape((await getHttp1(`${cluster.url}/metrics`, cluster.ca)).body);
+    const m = parseScrape((await getHttp1(`${cluster.url}/metrics`, cluster.ca, bearer(cluster.adminToken))).body);
     expect(m.value("dce_rpc_handled_total", { service: "dce.v1.JobService", method: "GetJob", code: "not_found" })).toBe(1);
   });
 });

@@ -55,7 +55,14 @@ describe("gRPC reflection and health, through buf curl", () => {
   });
 
   test("dce.v1.JobService/GetJob with an unknown id is NOT_FOUND, its schema taken from reflection", async () => {
-    const r = await bufCurl([...tls(), "-d", '{"jobId":"no-such-job"}', `${cluster.url}/dce.v1.JobService/GetJob`]);
+    const r = await bufCurl([
+      ...tls(),
+      "-H",
+      `Authorization: Bearer ${cluster.token}`,
+      "-d",
+      '{"jobId":"no-such-job"}',
+      `${cluster.url}/dce.v1.JobService/GetJob`,
+    ]);
     expect(r.code).toBe(5 << 3);
     expect(JSON.parse(r.stderr)).toEqual({ code: "not_found", message: "job no-such-job not found" });
   });

@@ -4,8 +4,9 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DescService } from "@bufbuild/protobuf";
-import { type Client, createClient as createConnectClient } from "@connectrpc/connect";
+import { type Client, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { issueWorkerCertificate } from "@dce/coordinator";
 
 /** Repository root. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -71,6 +72,26 @@ export interface ClusterOptions {
   extraWorkerArgs?: string[];
   /** Environment of the first coordinator process only (restarts run without it). */
   coordinatorEnv?: Record<string, string>;
+  /**
+   * Authentication (default true): workers get their own CA-signed certificates and the
+   * cluster a client and an admin token. False starts the coordinator with `--dev-no-auth`.
+   */
+  auth?: boolean;
+}
+
+/** A certificate and its key, as PEM file paths. */
+export interface CertFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/** Options of {@link Cluster.raw}. */
+export interface RawOptions {
+  maxMessageBytes?: number;
+  /** Bearer token sent with every call; default the cluster's client token, null for none. */
+  token?: string | null;
+  /** Client certificate presented; default the generic `worker.pem` (CN dce-worker), null for none. */
+  cert?: CertFiles | null;
 }
 
 /** A real coordinator process plus worker processes over TLS on loopback. */
@@ -81,34 +102,71 @@ export interface Cluster {
   readonly ca: string;
   readonly caPath: string;
   readonly dataDir: string;
+  /** Whether the coordinator checks certificates and tokens. */
+  readonly auth: boolean;
+  /** Bearer token of the client "test-client" (empty with `auth: false`). */
+  readonly token: string;
+  /** Bearer token of the admin "test-admin" (empty with `auth: false`). */
+  readonly adminToken: string;
+  /** The generic worker certificate from init-certs (OU=worker, CN=dce-worker). */
+  readonly workerCert: CertFiles;
+  /** Options for `createClient` of the SDK: URL, CA and the client token. */
+  readonly clientOptions: { baseUrl: string; ca: string; token?: string };
+  /** Issues a certificate for worker identity `name` from the cluster's CA. */
+  issueWorkerCert(name: string, opts?: { validDays?: number; now?: Date }): Promise<CertFiles>;
+  /** Runs `coordinator tokens ARGS --data-dir DATA_DIR` and returns its stdout (trimmed). */
+  tokens(...args: string[]): Promise<string>;
   /** The current coordinator process (replaced by {@link Cluster.restartCoordinator}). */
   readonly coordinator: Proc;
   readonly workers: Proc[];
   /** Kills the coordinator (SIGKILL by default) and starts it again on the same port and data dir. */
   restartCoordinator(signal?: NodeJS.Signals): Promise<{ readyMs: number }>;
-  /** Starts one more worker. */
+  /** Starts one more worker, with its own certificate (identity = name) when auth is on. */
   addWorker(name?: string, extraArgs?: string[]): Promise<Proc>;
-  /** A raw Connect client for a service of the coordinator (TLS verified against the CA). */
-  raw<S extends DescService>(service: S, opts?: { maxMessageBytes?: number }): Client<S>;
+  /**
+   * A raw Connect client for a service of the coordinator (TLS verified against the CA),
+   * by default with the client token and the generic worker certificate, so every service answers.
+   */
+  raw<S extends DescService>(service: S, opts?: RawOptions): Client<S>;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Generates certificates, starts a TLS coordinator on a free port and `workers` workers. */
+/** Runs a `coordinator` subcommand to completion; returns its stdout, throws with its stderr on failure. */
+export async function runCoordinatorCommand(args: string[]): Promise<string> {
+  const p = spawnNode(`coordinator ${args[0]}`, BIN.coordinator, args);
+  const code = await p.exited;
+  if (code !== 0) throw new Error(`coordinator ${args.join(" ")} exited with ${code}: ${p.stderr}`);
+  return p.stdout.trim();
+}
+
+/**
+ * Generates certificates and tokens (through the `coordinator` bin, as an operator
+ * would), starts a TLS coordinator on a free port and `workers` workers, each with
+ * its own certificate.
+ */
 export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), "dce-test-"));
   const tlsDir = join(dir, "certs");
-  const init = spawnNode("init-certs", BIN.coordinator, ["init-certs", "--out", tlsDir]);
-  const code = await init.exited;
-  if (code !== 0) throw new Error(`init-certs failed: ${init.stderr}`);
+  const dataDir = join(dir, "data");
+  const auth = o.auth ?? true;
+  const tokens = (...args: string[]) => runCoordinatorCommand(["tokens", ...args, "--data-dir", dataDir]);
+  const [, token, adminToken] = await Promise.all([
+    runCoordinatorCommand(["init-certs", "--out", tlsDir]),
+    auth ? tokens("add", "test-client") : "",
+    auth ? tokens("add", "test-admin", "--role", "admin") : "",
+  ]);
   const caPath = join(tlsDir, "ca.pem");
   const ca = readFileSync(caPath, "utf8");
-  const dataDir = join(dir, "data");
+  const workerCert: CertFiles = { cert: join(tlsDir, "worker.pem"), key: join(tlsDir, "worker-key.pem") };
+  const issueWorkerCert = (name: string, opts: { validDays?: number; now?: Date } = {}) =>
+    issueWorkerCertificate({ dir: tlsDir, name, ...opts });
   const launch = async (port: number, env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> => {
     const proc = spawnNode(
       "coordinator",
       BIN.coordinator,
       [
+        ...(auth ? [] : ["--dev-no-auth"]),
         "--tls-dir",
         tlsDir,
         "--port",
@@ -132,11 +190,13 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const workers: Proc[] = [];
   const procs: Proc[] = [coordinator];
   const addWorker = async (name = `w${workers.length + 1}`, extraArgs: string[] = []): Promise<Proc> => {
+    const own = auth ? await issueWorkerCert(name) : undefined;
     const w = spawnNode(name, BIN.worker, [
       "--coordinator",
       url,
       "--ca",
       caPath,
+      ...(own ? ["--cert", own.cert, "--key", own.key] : []),
       "--threads",
       String(o.threadsPerWorker ?? 1),
       "--name",
@@ -149,7 +209,6 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     await waitFor(w, (p) => p.stderr.includes("worker registered"), 15_000, "registration");
     return w;
   };
-  for (let i = 0; i < (o.workers ?? 2); i++) await addWorker();
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
@@ -159,6 +218,13 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     })();
     return closing;
   };
+  try {
+    for (let i = 0; i < (o.workers ?? 2); i++) await addWorker();
+  } catch (e) {
+    // The caller never gets the cluster to close: do not leave its processes behind.
+    await close();
+    throw e;
+  }
   return {
     url,
     dir,
@@ -178,18 +244,36 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     tlsDir,
     ca,
     caPath,
+    auth,
+    token,
+    adminToken,
+    workerCert,
+    clientOptions: { baseUrl: url, ca, ...(auth ? { token } : {}) },
+    issueWorkerCert,
+    tokens,
     workers,
     addWorker,
-    raw: (service, opts) =>
-      createConnectClient(
+    raw: (service, opts) => {
+      const bearer = opts?.token === undefined ? (auth ? token : null) : opts.token;
+      const cert = opts?.cert === undefined ? workerCert : opts.cert;
+      const withToken: Interceptor = (next) => (req) => {
+        if (bearer) req.header.set("authorization", `Bearer ${bearer}`);
+        return next(req);
+      };
+      return createConnectClient(
         service,
         createGrpcTransport({
           baseUrl: url,
-          nodeOptions: { ca },
+          nodeOptions: {
+            ca,
+            ...(cert ? { cert: readFileSync(cert.cert, "utf8"), key: readFileSync(cert.key, "utf8") } : {}),
+          },
+          interceptors: [withToken],
           readMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
           writeMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
         }),
-      ),
+      );
+    },
     close,
     [Symbol.asyncDispose]: close,
   };

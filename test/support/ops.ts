@@ -18,10 +18,15 @@ export interface HttpAnswer {
   httpVersion: string;
 }
 
+/** `authorization` header for a bearer token. */
+export function bearer(token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
+}
+
 /** GET over HTTPS with HTTP/1.1 (node:https), verifying the server against `ca`. */
-export function getHttp1(url: string, ca: string): Promise<HttpAnswer> {
+export function getHttp1(url: string, ca: string, headers: Record<string, string> = {}): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = https.get(url, { ca, agent: false, headers: { connection: "close" } }, (res) => {
+    const req = https.get(url, { ca, agent: false, headers: { connection: "close", ...headers } }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (d: string) => {
@@ -34,12 +39,12 @@ export function getHttp1(url: string, ca: string): Promise<HttpAnswer> {
 }
 
 /** GET over HTTPS with HTTP/2 (node:http2), verifying the server against `ca`. */
-export function getHttp2(url: string, ca: string): Promise<HttpAnswer> {
+export function getHttp2(url: string, ca: string, requestHeaders: Record<string, string> = {}): Promise<HttpAnswer> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const session = http2.connect(u.origin, { ca });
     session.on("error", reject);
-    const req = session.request({ ":path": u.pathname + u.search });
+    const req = session.request({ ":path": u.pathname + u.search, ...requestHeaders });
     let status = 0;
     let headers: Record<string, string | string[] | undefined> = {};
     let body = "";

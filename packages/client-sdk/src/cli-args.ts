@@ -13,6 +13,8 @@ export interface ConnectionConfig {
   readonly baseUrl: string;
   /** PEM file of the coordinator's CA (`--ca`, env `DCE_CA`). */
   readonly caPath?: string;
+  /** Bearer token (`--token`, env `DCE_TOKEN`); the env is safer (argv is visible to other local users). */
+  readonly token?: string;
   /** Timeout of each RPC in milliseconds (`--timeout-ms`, env `DCE_TIMEOUT_MS`). */
   readonly timeoutMs: number;
 }
@@ -105,7 +107,7 @@ class UsageError extends Error {}
  * Parses `dce` arguments.
  *
  * @param argv - Arguments after the program name (`process.argv.slice(2)`).
- * @param env - Environment; `DCE_COORDINATOR`, `DCE_CA` and `DCE_TIMEOUT_MS`
+ * @param env - Environment; `DCE_COORDINATOR`, `DCE_CA`, `DCE_TOKEN` and `DCE_TIMEOUT_MS`
  *   are used when the matching flag is absent (the flag wins).
  * @param info - `version` printed by `--version`.
  * @returns The command to run, or the text to print and the exit code.
@@ -272,6 +274,7 @@ function withCommon(cmd: Command): Command {
   return cmd
     .option("--coordinator <url>", `coordinator URL (env DCE_COORDINATOR; default ${DEFAULT_COORDINATOR})`)
     .option("--ca <file>", "PEM of the CA that signed the coordinator certificate (env DCE_CA)")
+    .option("--token <token>", "bearer token from `coordinator tokens add` (env DCE_TOKEN, preferred: argv is visible to ps)")
     .option("--timeout-ms <ms>", `timeout of each RPC in ms (env DCE_TIMEOUT_MS; default ${DEFAULT_TIMEOUT_MS})`)
     .option("--json", "print JSON instead of text");
 }
@@ -296,6 +299,11 @@ function resolveConnection(opts: Record<string, unknown>, env: CliEnv): Connecti
   const nonEmpty = (v: string | undefined): string | undefined => (v === undefined || v === "" ? undefined : v);
   const baseUrl = optString(opts, "coordinator") ?? nonEmpty(env["DCE_COORDINATOR"]) ?? DEFAULT_COORDINATOR;
   const caPath = optString(opts, "ca") ?? nonEmpty(env["DCE_CA"]);
+  const token = optString(opts, "token") ?? nonEmpty(env["DCE_TOKEN"]);
+  if (token !== undefined && !/^[\x21-\x7e]{1,256}$/.test(token)) {
+    // Never echo the token itself: it may be a real one with a typo.
+    throw new UsageError("--token/DCE_TOKEN must be 1 to 256 printable ASCII characters without spaces");
+  }
   const timeoutFlag = optString(opts, "timeoutMs");
   const timeoutEnv = nonEmpty(env["DCE_TIMEOUT_MS"]);
   const timeoutMs =
@@ -317,7 +325,7 @@ function resolveConnection(opts: Record<string, unknown>, env: CliEnv): Connecti
   if (caPath !== undefined && url.protocol !== "https:") {
     throw new UsageError(`--ca/DCE_CA needs an https:// coordinator, got ${JSON.stringify(baseUrl)}`);
   }
-  return { baseUrl, timeoutMs, ...(caPath === undefined ? {} : { caPath }) };
+  return { baseUrl, timeoutMs, ...(caPath === undefined ? {} : { caPath }), ...(token === undefined ? {} : { token }) };
 }
 
 function parseTimeout(text: string, source: string): number {

@@ -126,6 +126,7 @@ async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<Dce
       baseUrl: connection.baseUrl,
       timeoutMs: connection.timeoutMs,
       ...(ca === undefined ? {} : { ca }),
+      ...(connection.token === undefined ? {} : { token: connection.token }),
     });
   } catch (e) {
     // Options the SDK rejected that parseArgs let through.

@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 import { createHash } from "node:crypto";
-import { Code, ConnectError, createClient as createRpcClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BlobService, JobService } from "@dce/proto";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
@@ -33,6 +33,13 @@ export interface ClientOptions {
    * system roots). Requires an `https://` base URL.
    */
   readonly ca?: string | Uint8Array;
+  /**
+   * Bearer token from `coordinator tokens add NAME`, sent with every RPC as
+   * `authorization: Bearer <token>`. A coordinator with authentication on answers
+   * `Unauthenticated` without a valid one; the jobs submitted with it belong to NAME,
+   * and jobs of other clients answer `NotFound`. The SDK never logs it.
+   */
+  readonly token?: string;
   /** Default timeout of each RPC in milliseconds; default 30_000; 0 disables it. */
   readonly timeoutMs?: number;
   /**
@@ -202,6 +209,10 @@ function resolveConfig(options: ClientOptions): ClientConfig {
   if (options.ca !== undefined && url.protocol !== "https:") {
     throw new TypeError("ca is only used with an https:// baseUrl");
   }
+  if (options.token !== undefined && (typeof options.token !== "string" || !/^[\x21-\x7e]{1,256}$/.test(options.token))) {
+    // Checked here so a bad token fails fast instead of as an invalid header mid-call.
+    throw new TypeError("token must be 1 to 256 printable ASCII characters without spaces");
+  }
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   checkTimeoutMs(timeoutMs, "timeoutMs");
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -228,10 +239,10 @@ function resolveConfig(options: ClientOptions): ClientConfig {
 }
 
 function createTransport(options: ClientOptions, config: ClientConfig): Transport {
-  const { ca } = options;
+  const { ca, token } = options;
   // The gRPC transport always speaks HTTP/2 (it has no httpVersion option).
   return createGrpcTransport({
-    interceptors: [tlsErrorsAsUnavailable],
+    interceptors: [tlsErrorsAsUnavailable, ...(token === undefined ? [] : [bearerToken(token)])],
     baseUrl: options.baseUrl,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
@@ -244,6 +255,14 @@ function createTransport(options: ClientOptions, config: ClientConfig): Transpor
       ? {}
       : { nodeOptions: { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) } }),
   });
+}
+
+/** Sends `authorization: Bearer <token>` with every RPC. */
+function bearerToken(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
 }
 
 function isMatrixRef(m: MatrixInput): m is MatrixRef {

@@ -1,11 +1,17 @@
 import { Command, CommanderError, Option } from "commander";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./observability/logging.js";
 import type { CoordinatorOptions } from "./server.js";
+import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 
 /** What the `coordinator` command line asks for. */
 export type CoordinatorCommand =
   | { kind: "serve"; options: CoordinatorOptions; logLevel: string; logFormat: LogFormat | "auto" }
   | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number }
+  | { kind: "issue-worker-cert"; outDir: string; name: string; validDays: number }
+  | { kind: "tokens"; action: "add"; dataDir: string; name: string; role: TokenRole }
+  | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole }
+  | { kind: "tokens"; action: "revoke"; dataDir: string; name: string }
+  | { kind: "tokens"; action: "list"; dataDir: string; json: boolean }
   | { kind: "print"; text: string };
 
 /** Result of {@link parseArgs}: a command, or the usage text and exit code to stop with. */
@@ -36,7 +42,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     .version(VERSION)
     .exitOverride()
     .configureOutput({ writeOut: (s) => (out += s), writeErr: (s) => (out += s) })
-    .showHelpAfterError(false);
+    .showHelpAfterError(false)
+    // `tokens … --data-dir` must reach the subcommand, not the server's flag of the same name.
+    .enablePositionalOptions();
 
   program
     .addOption(new Option("--host <host>", "interface to bind").default(env.DCE_HOST ?? "127.0.0.1"))
@@ -45,8 +53,22 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .argParser(int("--port", 0))
         .default(env.DCE_PORT ? Number(env.DCE_PORT) : 7070),
     )
-    .addOption(new Option("--tls-dir <dir>", "folder with server.pem and server-key.pem").default(env.DCE_TLS_DIR))
-    .addOption(new Option("--insecure", "serve plaintext HTTP/2 (loopback hosts only)").default(env.DCE_INSECURE === "1"))
+    .addOption(
+      new Option("--tls-dir <dir>", "folder with server.pem, server-key.pem and ca.pem (the CA of worker certificates)").default(
+        env.DCE_TLS_DIR,
+      ),
+    )
+    .addOption(
+      new Option("--insecure", "serve plaintext HTTP/2 without authentication (development; loopback hosts only)").default(
+        env.DCE_INSECURE === "1",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--dev-no-auth",
+        "turn authentication off: no client certificates, no tokens, every caller may do everything (development; loopback hosts only; env DCE_DEV_NO_AUTH=1)",
+      ).default(env.DCE_DEV_NO_AUTH === "1"),
+    )
     .addOption(new Option("--data-dir <dir>", "folder for blobs and results").default(env.DCE_DATA_DIR ?? ".dce-data"))
     .addOption(
       new Option("--lease-ttl-ms <ms>", "lease lifetime")
@@ -111,6 +133,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             port: o.port,
             ...(o.tlsDir ? { tlsDir: o.tlsDir } : {}),
             insecure: o.insecure,
+            devNoAuth: o.devNoAuth,
             dataDir: o.dataDir,
             leaseTtlMs: o.leaseTtlMs,
             maxAttempts: o.maxAttempts,
@@ -130,12 +153,66 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     .requiredOption("--out <dir>", "folder to write ca.pem, server.pem, server-key.pem, worker*.pem, client*.pem")
     .option("--hosts <list>", "comma-separated names and IPs for the server certificate", "localhost,127.0.0.1,::1")
     .addOption(new Option("--valid-days <n>", "validity in days").argParser(int("--valid-days", 1)).default(825))
+    .option(
+      "--worker <name>",
+      "only issue one more worker certificate, CN=<name>, from the CA already in --out (writes worker-<name>.pem and worker-<name>-key.pem)",
+    )
     .action((o) => {
+      if (o.worker !== undefined) {
+        result = { ok: true, command: { kind: "issue-worker-cert", outDir: o.out, name: o.worker, validDays: o.validDays } };
+        return;
+      }
       const hosts = String(o.hosts)
         .split(",")
         .map((h) => h.trim())
         .filter((h) => h !== "");
       result = { ok: true, command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays } };
+    });
+
+  // Client tokens: only their SHA-256 is stored, in DATA_DIR/tokens.json.
+  const dataDirOption = () =>
+    new Option("--data-dir <dir>", "the coordinator's data dir, which holds tokens.json").default(
+      env.DCE_DATA_DIR ?? ".dce-data",
+    );
+  const tokens = program
+    .command("tokens")
+    .description("manage client bearer tokens (a running coordinator picks up changes within a second)");
+  for (const action of ["add", "rotate"] as const) {
+    tokens
+      .command(`${action} <name>`)
+      .description(
+        action === "add"
+          ? "make a token for a new client NAME and print it once (NAME owns the jobs submitted with it)"
+          : "replace the token of NAME with a new one, printed once; the old one stops working, NAME keeps its jobs",
+      )
+      .addOption(
+        new Option(
+          "--role <role>",
+          `client: its own jobs; admin: every job, /metrics, /ui (default: ${action === "add" ? "client" : "unchanged"})`,
+        ).choices(TOKEN_ROLES),
+      )
+      .addOption(dataDirOption())
+      .action((name: string, o) => {
+        result =
+          action === "add"
+            ? { ok: true, command: { kind: "tokens", action, dataDir: o.dataDir, name, role: o.role ?? "client" } }
+            : { ok: true, command: { kind: "tokens", action, dataDir: o.dataDir, name, ...(o.role ? { role: o.role } : {}) } };
+      });
+  }
+  tokens
+    .command("revoke <name>")
+    .description("delete the token of NAME; a running coordinator refuses it within a second")
+    .addOption(dataDirOption())
+    .action((name: string, o) => {
+      result = { ok: true, command: { kind: "tokens", action: "revoke", dataDir: o.dataDir, name } };
+    });
+  tokens
+    .command("list")
+    .description("list token names, roles and creation times (never the tokens)")
+    .addOption(dataDirOption())
+    .option("--json", "print JSON")
+    .action((o) => {
+      result = { ok: true, command: { kind: "tokens", action: "list", dataDir: o.dataDir, json: o.json === true } };
     });
 
   try {

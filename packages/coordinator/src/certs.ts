@@ -12,7 +12,7 @@
  * @module
  */
 import "reflect-metadata";
-import { KeyObject, webcrypto } from "node:crypto";
+import { createPrivateKey, KeyObject, webcrypto } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
 import { isIP } from "node:net";
@@ -137,37 +137,8 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
     },
     crypto,
   );
-  const authorityKeyId = await x509.AuthorityKeyIdentifierExtension.create(ca.publicKey, false, crypto);
-
-  const issueLeaf = async (
-    subject: string,
-    usage: x509.ExtendedKeyUsage,
-    extra: x509.Extension[] = [],
-  ): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> => {
-    const keys = await generateKeyPair();
-    const cert = await x509.X509CertificateGenerator.create(
-      {
-        serialNumber: randomSerial(),
-        subject,
-        issuer: ca.subjectName,
-        notBefore,
-        notAfter,
-        publicKey: keys.publicKey,
-        signingKey: caKeys.privateKey,
-        signingAlgorithm: SIGNING_ALGORITHM,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([usage], false),
-          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
-          authorityKeyId,
-          ...extra,
-        ],
-      },
-      crypto,
-    );
-    return { cert, keys };
-  };
+  const issueLeaf = (subject: string, usage: x509.ExtendedKeyUsage, extra: x509.Extension[] = []) =>
+    issueLeafCertificate({ cert: ca, privateKey: caKeys.privateKey }, subject, usage, { notBefore, notAfter }, extra);
 
   const san = new x509.SubjectAlternativeNameExtension(
     hosts.map((host) => {
@@ -219,6 +190,97 @@ export function loadTlsFiles(dir: string, role: DevCertificateRole): { ca: strin
     cert: read(`${role}.pem`),
     key: read(`${role}-key.pem`),
   };
+}
+
+/** Options of {@link issueWorkerCertificate}. */
+export interface WorkerCertificateOptions {
+  /** Folder holding `ca.pem` and `ca-key.pem` (from {@link generateDevCertificates}); the new files go here too. */
+  dir: string;
+  /** The worker's identity, written as the certificate's CN: 1 to 64 characters from A-Z a-z 0-9 . _ -. */
+  name: string;
+  /** Lifetime in days counted from `now` (default 825). */
+  validDays?: number;
+  /** Reference time (default: the current time). The certificate is valid from `now - 1h`. */
+  now?: Date;
+}
+
+/** Worker names {@link issueWorkerCertificate} accepts; they become file names too. */
+const WORKER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * Issues one more worker certificate from the development CA in `dir`: subject
+ * "OU=worker, CN=<name>", extendedKeyUsage clientAuth, written as `worker-<name>.pem`
+ * and `worker-<name>-key.pem` (mode 0600). The coordinator takes the CN as the
+ * worker's identity, so give each worker (or each machine) its own.
+ *
+ * @returns the absolute paths of the certificate and key.
+ * @throws if the name is not valid, the CA files cannot be read, or `validDays` is not positive.
+ */
+export async function issueWorkerCertificate(o: WorkerCertificateOptions): Promise<{ cert: string; key: string }> {
+  if (!WORKER_NAME.test(o.name)) {
+    throw new Error(
+      `worker name ${JSON.stringify(o.name.slice(0, 80))} is not valid: 1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit`,
+    );
+  }
+  const validDays = o.validDays ?? DEFAULT_DEV_CERT_VALID_DAYS;
+  if (!Number.isFinite(validDays) || validDays <= 0) {
+    throw new Error(`issueWorkerCertificate: validDays must be a positive number, got ${validDays}`);
+  }
+  const now = o.now ?? new Date();
+  const dir = resolve(o.dir);
+  let ca: x509.X509Certificate;
+  let privateKey: webcrypto.CryptoKey;
+  try {
+    ca = new x509.X509Certificate(readFileSync(join(dir, "ca.pem"), "utf8"));
+    const der = createPrivateKey(readFileSync(join(dir, "ca-key.pem"))).export({ type: "pkcs8", format: "der" });
+    privateKey = await webcrypto.subtle.importKey("pkcs8", der, ALGORITHM, false, ["sign"]);
+  } catch (e) {
+    throw new Error(`cannot read the CA (ca.pem, ca-key.pem) in ${dir}: ${(e as Error).message}`);
+  }
+  const issued = await issueLeafCertificate(
+    { cert: ca, privateKey },
+    `OU=worker, CN=${o.name}`,
+    x509.ExtendedKeyUsage.clientAuth,
+    { notBefore: new Date(now.getTime() - HOUR_MS), notAfter: new Date(now.getTime() + validDays * DAY_MS) },
+  );
+  const paths = { cert: join(dir, `worker-${o.name}.pem`), key: join(dir, `worker-${o.name}-key.pem`) };
+  await writeFileAtomic(paths.key, privateKeyPem(issued.keys.privateKey), KEY_MODE);
+  await writeFileAtomic(paths.cert, issued.cert.toString("pem"), CERT_MODE);
+  return paths;
+}
+
+/** Issues a leaf certificate signed by `ca` for a fresh ECDSA P-256 key pair. */
+async function issueLeafCertificate(
+  ca: { cert: x509.X509Certificate; privateKey: webcrypto.CryptoKey },
+  subject: string,
+  usage: x509.ExtendedKeyUsage,
+  validity: { notBefore: Date; notAfter: Date },
+  extra: x509.Extension[] = [],
+): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> {
+  const crypto = webcrypto;
+  const keys = await generateKeyPair();
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerial(),
+      subject,
+      issuer: ca.cert.subjectName,
+      notBefore: validity.notBefore,
+      notAfter: validity.notAfter,
+      publicKey: keys.publicKey,
+      signingKey: ca.privateKey,
+      signingAlgorithm: SIGNING_ALGORITHM,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([usage], false),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
+        await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey, false, crypto),
+        ...extra,
+      ],
+    },
+    crypto,
+  );
+  return { cert, keys };
 }
 
 async function generateKeyPair(): Promise<webcrypto.CryptoKeyPair> {

@@ -1,8 +1,9 @@
-import { parseArgs } from "./args.js";
-import { generateDevCertificates } from "./certs.js";
+import { type CoordinatorCommand, parseArgs } from "./args.js";
+import { generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
 import { createLogger } from "./observability/logging.js";
 import { startCoordinator } from "./server.js";
+import { addToken, readTokenFile, revokeToken, TokenFileError } from "./tokens.js";
 
 /** Entry point of the `coordinator` bin. The only module that touches `process`. */
 async function main(): Promise<number> {
@@ -23,6 +24,17 @@ async function main(): Promise<number> {
     );
     return 0;
   }
+  if (cmd.kind === "issue-worker-cert") {
+    try {
+      const paths = await issueWorkerCertificate({ dir: cmd.outDir, name: cmd.name, validDays: cmd.validDays });
+      process.stdout.write(`wrote ${paths.cert} and ${paths.key} (worker identity ${cmd.name})\n`);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`coordinator: ${(e as Error).message}\n`);
+      return 2;
+    }
+  }
+  if (cmd.kind === "tokens") return await runTokens(cmd);
   const logger = createLogger({
     level: cmd.logLevel,
     format: cmd.logFormat,
@@ -42,6 +54,7 @@ async function main(): Promise<number> {
   logger.info(
     {
       url: running.url,
+      auth: running.auth,
       dataDir: running.coordinator.config.dataDir,
       healthz: `${running.url}/healthz`,
       ...(cmd.options.metrics !== false ? { metrics: `${running.url}/metrics` } : {}),
@@ -70,6 +83,36 @@ async function main(): Promise<number> {
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
+}
+
+/** `coordinator tokens …`: edits DATA_DIR/tokens.json. A new token goes to stdout once, alone on its line. */
+async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): Promise<number> {
+  try {
+    switch (cmd.action) {
+      case "add":
+      case "rotate": {
+        const token = await addToken(cmd.dataDir, cmd.name, cmd.role, { replace: cmd.action === "rotate" });
+        process.stdout.write(`${token}\n`);
+        process.stderr.write(
+          `token for ${cmd.name} ${cmd.action === "add" ? "created" : "rotated"}; it is shown only this once (the coordinator keeps its hash)\n`,
+        );
+        return 0;
+      }
+      case "revoke":
+        await revokeToken(cmd.dataDir, cmd.name);
+        process.stderr.write(`token for ${cmd.name} revoked\n`);
+        return 0;
+      case "list": {
+        const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt }) => ({ name, role, createdAt }));
+        if (cmd.json) process.stdout.write(`${JSON.stringify(entries)}\n`);
+        else for (const e of entries) process.stdout.write(`${e.name}\t${e.role}\t${e.createdAt}\n`);
+        return 0;
+      }
+    }
+  } catch (e) {
+    process.stderr.write(`coordinator tokens: ${(e as Error).message}\n`);
+    return e instanceof TokenFileError ? 2 : 1;
+  }
 }
 
 main().then(

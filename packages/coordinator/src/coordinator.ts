@@ -34,6 +34,7 @@ import {
   WorkerService,
 } from "@dce/proto";
 import type { Logger } from "pino";
+import { principalKey } from "./auth.js";
 import { BlobError, BlobStore } from "./blob-store.js";
 import { type CrashPoint, Journal, type RecoveryReport } from "./journal.js";
 import { ResultSink } from "./result-sink.js";
@@ -68,12 +69,14 @@ export interface CoordinatorConfig {
 /** Space kept free in every message for fields other than the data chunk. */
 export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
-/** The single client identity while authentication is not configured. */
+/** The single client identity while authentication is off (development mode). */
 const ANONYMOUS: ClientId = asClientId("anonymous");
 /** Largest matrix accepted inline in SubmitJob, and largest C returned inline by GetJob. */
 export const MAX_INLINE_BYTES = 1024 * 1024;
 /** Input matrices up to this size travel inline with a grant (once per job per response). */
 const GRANT_INLINE_MAX_BYTES = 64 * 1024;
+/** The worker identity of a caller without a principal (routes served without the server's adapter). */
+const ANONYMOUS_WORKER = "anonymous";
 
 type Waiter = () => void;
 
@@ -94,6 +97,12 @@ export class Coordinator {
   readonly #journal: Journal;
   readonly #jobWaiters = new Map<string, Set<Waiter>>();
   readonly #workerWaiters = new Set<Waiter>();
+  /**
+   * The certificate identity that registered each worker id. Every later call naming
+   * that id must come from the same identity, so no worker can renew, complete or fail
+   * another's leases (PERMISSION_DENIED). Pruned with the core's worker table.
+   */
+  readonly #workerIdentities = new Map<string, string>();
   #ticker: NodeJS.Timeout | undefined;
   #lastInvariantCheckMs = 0;
   #closed: Promise<void> | undefined;
@@ -372,6 +381,9 @@ export class Coordinator {
     const nowMs = Date.now();
     this.#apply({ type: "ticked", nowMs, jitter: Math.random() });
     this.#blobs.expireIdle(nowMs);
+    for (const id of this.#workerIdentities.keys()) {
+      if (!this.#state.workers.has(asWorkerId(id))) this.#workerIdentities.delete(id);
+    }
     const every = this.config.invariantCheckIntervalMs;
     if (every > 0 && nowMs - this.#lastInvariantCheckMs >= every) {
       this.#lastInvariantCheckMs = nowMs;
@@ -473,8 +485,37 @@ export class Coordinator {
     return leases;
   }
 
-  #clientOf(_ctx: HandlerContext): ClientId {
-    return ANONYMOUS;
+  /**
+   * The client a job request acts as: the token's name. An admin acts on any job as
+   * its owner (so it sees, downloads and cancels every job); anybody else's job stays
+   * NOT_FOUND for a client, exactly like a job that does not exist.
+   */
+  #clientOf(ctx: HandlerContext, jobId?: string): ClientId {
+    const p = ctx.values.get(principalKey);
+    if (p?.clientId === undefined) return ANONYMOUS;
+    if (jobId !== undefined && p.roles.has("admin")) {
+      const job = this.#state.jobs.get(asJobId(jobId));
+      if (job) return job.clientId;
+    }
+    return asClientId(p.clientId);
+  }
+
+  /** The certificate identity of a worker call. */
+  #workerIdentityOf(ctx: HandlerContext): string {
+    return ctx.values.get(principalKey)?.workerIdentity ?? ANONYMOUS_WORKER;
+  }
+
+  /** Refuses a call naming a worker id that another identity registered. */
+  #checkWorkerOwner(ctx: HandlerContext, workerId: string): void {
+    const owner = this.#workerIdentities.get(workerId);
+    const caller = this.#workerIdentityOf(ctx);
+    if (owner !== undefined && owner !== caller) {
+      this.#log.warn({ workerId, owner, caller }, "worker call refused: the worker id belongs to another identity");
+      throw new ConnectError(
+        `worker ${workerId.slice(0, 64)} was registered by another identity; register your own worker`,
+        Code.PermissionDenied,
+      );
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -533,7 +574,7 @@ export class Coordinator {
       },
 
       getJob: async (req, ctx) => {
-        const clientId = this.#clientOf(ctx);
+        const clientId = this.#clientOf(ctx, req.jobId);
         const jobId = asJobId(req.jobId);
         const first = jobOf(this.#state, clientId, jobId);
         if (!first.ok) throw toConnectError(first.error);
@@ -571,7 +612,7 @@ export class Coordinator {
       },
 
       getResult: (req, ctx) => {
-        const r = resultOf(this.#state, this.#clientOf(ctx), asJobId(req.jobId));
+        const r = resultOf(this.#state, this.#clientOf(ctx, req.jobId), asJobId(req.jobId));
         if (!r.ok) throw toConnectError(r.error);
         const { job, blobId } = r.value;
         return {
@@ -581,7 +622,7 @@ export class Coordinator {
       },
 
       cancelJob: async (req, ctx) => {
-        const clientId = this.#clientOf(ctx);
+        const clientId = this.#clientOf(ctx, req.jobId);
         const out = this.#apply({
           type: "job-cancel-requested",
           nowMs: Date.now(),
@@ -645,7 +686,7 @@ export class Coordinator {
 
   #workerService(): ServiceImpl<typeof WorkerService> {
     return {
-      registerWorker: (req) => {
+      registerWorker: (req, ctx) => {
         if (req.kernels.length === 0) throw new ConnectError("a worker must offer at least one kernel", Code.InvalidArgument);
         if (req.kernels.length > 32 || req.name.length > 256) {
           throw new ConnectError("registration too large (at most 32 kernels, name of 256 characters)", Code.InvalidArgument);
@@ -660,8 +701,10 @@ export class Coordinator {
           threads: req.threads,
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        const identity = this.#workerIdentityOf(ctx);
+        this.#workerIdentities.set(workerId, identity);
         this.#log.info(
-          { workerId, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads },
+          { workerId, identity, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads },
           "worker registered",
         );
         const ttl = this.config.core.leaseTtlMs;
@@ -679,6 +722,7 @@ export class Coordinator {
         const waitMs = Math.min(req.waitMs, this.config.maxLongPollMs);
         const deadline = Date.now() + waitMs;
         const workerId = asWorkerId(req.workerId);
+        this.#checkWorkerOwner(ctx, workerId);
         for (;;) {
           await this.#reserveEpochs(maxShards);
           const out = this.#apply({ type: "shards-requested", nowMs: Date.now(), workerId, maxShards });
@@ -698,7 +742,8 @@ export class Coordinator {
         }
       },
 
-      heartbeat: (req) => {
+      heartbeat: (req, ctx) => {
+        this.#checkWorkerOwner(ctx, req.workerId);
         const out = this.#apply({
           type: "heartbeat-received",
           nowMs: Date.now(),
@@ -709,8 +754,9 @@ export class Coordinator {
         return { leases: out.outcome.value.map(toLeaseStatus) };
       },
 
-      completeShards: async (req) => {
+      completeShards: async (req, ctx) => {
         const workerId = asWorkerId(req.workerId);
+        this.#checkWorkerOwner(ctx, workerId);
         if (!this.#state.workers.has(workerId)) {
           throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
         }
@@ -764,7 +810,8 @@ export class Coordinator {
         return { outcomes };
       },
 
-      failShard: async (req) => {
+      failShard: async (req, ctx) => {
+        this.#checkWorkerOwner(ctx, req.workerId);
         const out = this.#apply({
           type: "shard-failed",
           nowMs: Date.now(),

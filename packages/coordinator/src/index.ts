@@ -5,10 +5,14 @@
  * @packageDocumentation
  */
 
+export type { Allowed, Role } from "./access.js";
+export { ACCESS, ALL_ROLES, ANYONE } from "./access.js";
 export type { CoordinatorCommand } from "./args.js";
 export { parseArgs } from "./args.js";
-export type { DevCertificateOptions, DevCertificatePaths } from "./certs.js";
-export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, loadTlsFiles } from "./certs.js";
+export type { AccessDecision, Principal } from "./auth.js";
+export { authorize } from "./auth.js";
+export type { DevCertificateOptions, DevCertificatePaths, WorkerCertificateOptions } from "./certs.js";
+export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, issueWorkerCertificate, loadTlsFiles } from "./certs.js";
 export type { CoordinatorConfig, StepObserver } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
 export type {
@@ -31,10 +35,12 @@ export type {
   RejectionReason,
 } from "./observability/metrics.js";
 export { createCoordinatorMetrics } from "./observability/metrics.js";
-export type { OpsEndpoint, OpsGuard, OpsHttpOptions, OpsRequest } from "./observability/ops-http.js";
+export type { OpsDenial, OpsEndpoint, OpsGuard, OpsHttpOptions, OpsRequest } from "./observability/ops-http.js";
 export { createOpsHttpHandler } from "./observability/ops-http.js";
 export { registerReflectionService } from "./observability/reflection.js";
 export type { ObservableCoordinator } from "./observability/source.js";
 export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
 export { DEFAULT_MAX_MESSAGE_BYTES, isLoopbackHost, resolveConfig, startCoordinator } from "./server.js";
+export type { TokenEntry, TokenRole } from "./tokens.js";
+export { addToken, readTokenFile, revokeToken, TOKEN_FILE, TOKEN_ROLES, TokenFileError } from "./tokens.js";
 export { CODE_OF_ERROR } from "./wire.js";

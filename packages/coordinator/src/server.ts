@@ -8,6 +8,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
 import type { Logger } from "pino";
+import { createAuthenticator } from "./auth.js";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
 import type { CrashPoint } from "./journal.js";
 import { createDashboard } from "./observability/dashboard.js";
@@ -16,6 +17,7 @@ import { createLogger } from "./observability/logging.js";
 import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observability/metrics.js";
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
+import { TokenStore, tokenFilePath } from "./tokens.js";
 
 /** Options for {@link startCoordinator}; every field has a default. */
 export interface CoordinatorOptions {
@@ -23,11 +25,20 @@ export interface CoordinatorOptions {
   host?: string;
   /** Port; 0 picks a free one. Default 7070. */
   port?: number;
-  /** Folder holding `server.pem` and `server-key.pem` (from `coordinator init-certs`). Required unless `insecure`. */
+  /**
+   * Folder holding `server.pem` and `server-key.pem`, and `ca.pem`, the CA that worker
+   * certificates must chain to (from `coordinator init-certs`). Required unless `insecure`.
+   */
   tlsDir?: string;
-  /** Serve plaintext HTTP/2 (loopback hosts only). Default false. */
+  /** Serve plaintext HTTP/2, without authentication (development; loopback hosts only). Default false. */
   insecure?: boolean;
-  /** Folder for blobs and result buffers. Default "./.dce-data". */
+  /**
+   * Turn authentication off (development; loopback hosts only): no client certificates,
+   * no tokens, every caller holds every role and all jobs belong to one anonymous
+   * client. Default false: workers need a CA-signed certificate and clients a token.
+   */
+  devNoAuth?: boolean;
+  /** Folder for blobs, result buffers, the journal and `tokens.json`. Default "./.dce-data". */
   dataDir?: string;
   /** Lease lifetime in ms. Default 10 000. */
   leaseTtlMs?: number;
@@ -58,8 +69,8 @@ export interface CoordinatorOptions {
   /** Serve the read-only live dashboard at `GET /ui`. Default true. */
   ui?: boolean;
   /**
-   * Access control for the plain-HTTP endpoints (`/ui`, `/metrics`, `/healthz`):
-   * return false to answer 403. Default: all allowed (the dashboard is read-only).
+   * Extra access control for the plain-HTTP endpoints (`/ui`, `/metrics`, `/healthz`),
+   * checked after the access table (`access.ts`): return false to answer 403.
    */
   opsGuard?: OpsGuard;
 }
@@ -70,6 +81,8 @@ export interface RunningCoordinator {
   readonly url: string;
   readonly port: number;
   readonly coordinator: Coordinator;
+  /** True when client certificates and tokens are checked (not `insecure` or `devNoAuth`). */
+  readonly auth: boolean;
   /**
    * This coordinator's Prometheus metrics (its own registry). The journal reports each
    * commit through `metrics.observeJournalWriteMs(ms, records)`.
@@ -84,7 +97,7 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 
-/** True when `host` only accepts connections from this machine. */
+/** True when `host` only accepts connections from this machine (a name or address, not a wildcard). */
 export function isLoopbackHost(host: string): boolean {
   return LOOPBACK.has(host) || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
@@ -124,15 +137,29 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
  * (`grpc.health.v1.Health`) and server reflection (`grpc.reflection.v1` and `v1alpha`).
  * The same port answers plain HTTP/1.1 and HTTP/2 requests for `GET /healthz`,
  * `GET /metrics` (Prometheus) and `GET /ui` (live dashboard); see `docs/operations.md`.
- * @throws Error when TLS files are missing, or `insecure` is asked for on a non-loopback host.
+ *
+ * Secure by default: workers must present a client certificate signed by `tlsDir/ca.pem`
+ * and clients a bearer token from `dataDir/tokens.json`, each request checked against
+ * the access table (`access.ts`, SECURITY.md). `insecure` and `devNoAuth` turn that off
+ * and are refused on a host that is not loopback.
+ * @throws Error when TLS files are missing, or `insecure`/`devNoAuth` is asked for on a non-loopback host.
  */
 export async function startCoordinator(o: CoordinatorOptions = {}): Promise<RunningCoordinator> {
   const host = o.host ?? "127.0.0.1";
   const logger = o.logger ?? createLogger({ level: "info", format: "json" });
   if (o.insecure && !isLoopbackHost(host)) {
-    throw new Error(`--insecure serves plaintext and is only allowed on a loopback host, not ${host}`);
+    throw new Error(
+      `--insecure serves plaintext without authentication and is only allowed on a loopback host (127.0.0.1, ::1, localhost), not ${host}`,
+    );
   }
-  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (o.devNoAuth && !isLoopbackHost(host)) {
+    throw new Error(
+      `--dev-no-auth turns authentication off and is only allowed on a loopback host (127.0.0.1, ::1, localhost), not ${host}; ` +
+        "on a network, workers need certificates (coordinator init-certs) and clients tokens (coordinator tokens add)",
+    );
+  }
+  const authEnabled = !o.insecure && !o.devNoAuth;
+  let tls: { cert: Buffer; key: Buffer; ca?: Buffer } | undefined;
   if (!o.insecure) {
     if (!o.tlsDir)
       throw new Error("TLS needs a certificate folder: pass --tls-dir DIR (create one with `coordinator init-certs --out DIR`)");
@@ -141,6 +168,31 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     } catch (e) {
       throw new Error(`cannot read server.pem / server-key.pem in ${o.tlsDir}: ${(e as Error).message}`);
     }
+    if (authEnabled) {
+      try {
+        tls.ca = readFileSync(join(o.tlsDir, "ca.pem"));
+      } catch (e) {
+        throw new Error(
+          `cannot read ca.pem in ${o.tlsDir}, the CA worker certificates must be signed by: ${(e as Error).message}`,
+        );
+      }
+    }
+  }
+  const dataDir = o.dataDir ?? ".dce-data";
+  const tokens = authEnabled
+    ? new TokenStore(dataDir, { onError: (message) => logger.error({ file: tokenFilePath(dataDir) }, message) })
+    : undefined;
+  const auth = createAuthenticator({ enabled: authEnabled, ...(tokens ? { tokens } : {}) });
+  if (!authEnabled) {
+    logger.warn(
+      { insecure: o.insecure === true, devNoAuth: o.devNoAuth === true },
+      "authentication is OFF (development mode): any local process may submit, read and cancel jobs and act as a worker",
+    );
+  } else if (tokens?.size === 0) {
+    logger.warn(
+      { file: tokenFilePath(dataDir) },
+      "no client tokens yet: clients get UNAUTHENTICATED until one is made with `coordinator tokens add NAME`",
+    );
   }
   const metrics = createCoordinatorMetrics({ processMetrics: o.processMetrics ?? true });
   const config: CoordinatorConfig = {
@@ -178,10 +230,12 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       registerReflectionService(r);
     },
     // Paths that are no gRPC method: /healthz, /metrics, /ui.
+    // Who the caller is, from its TLS certificate and its bearer token; the auth interceptor checks it.
+    contextValues: auth.contextValues,
     fallback: createOpsHttpHandler({
       ...((o.metrics ?? true) ? { metrics } : {}),
       ...(dashboard ? { dashboard } : {}),
-      ...(o.opsGuard ? { guard: o.opsGuard } : {}),
+      guard: combineGuards(auth.opsGuard, o.opsGuard),
       isServing: () => !coordinator.state.draining,
       logger,
     }),
@@ -192,7 +246,8 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     maxTimeoutMs: config.maxLongPollMs + 60_000,
     shutdownSignal: shutdown.signal,
     // Metrics first: it is the outermost, so it sees the code `normalize` settles on.
-    interceptors: [metrics.interceptor, normalize],
+    // Authorization next: nothing runs for a caller the access table does not allow.
+    interceptors: [metrics.interceptor, auth.interceptor, normalize],
   });
   const settings = { maxConcurrentStreams: o.maxConcurrentStreams ?? 256 };
   // HTTP/1.1 is accepted too, for Prometheus, curl and browsers on /metrics, /healthz
@@ -200,7 +255,11 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   let h2: http2.Http2Server | http2.Http2SecureServer;
   let server: net.Server;
   if (tls) {
-    h2 = http2.createSecureServer({ ...tls, allowHTTP1: true, settings }, handler);
+    // A client certificate is asked for but not required at the TLS layer: clients
+    // authenticate with tokens and must connect without one. Whether a certificate
+    // verified is checked per request (auth.ts); a worker RPC without one is refused.
+    const mtls = authEnabled ? { requestCert: true, rejectUnauthorized: false } : {};
+    h2 = http2.createSecureServer({ ...tls, ...mtls, allowHTTP1: true, settings }, handler);
     server = h2;
   } else {
     // Plaintext HTTP/2 has no ALPN: tell the protocols apart by the HTTP/2 preface.
@@ -233,6 +292,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     url,
     port,
     coordinator,
+    auth: authEnabled,
     metrics,
     close() {
       closing ??= (async () => {
@@ -253,6 +313,15 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       })();
       return closing;
     },
+  };
+}
+
+/** Both guards must allow; the first refusal wins. */
+function combineGuards(first: OpsGuard, second: OpsGuard | undefined): OpsGuard {
+  if (!second) return first;
+  return async (endpoint, req) => {
+    const verdict = await first(endpoint, req);
+    return verdict === true ? await second(endpoint, req) : verdict;
   };
 }
 

@@ -6,6 +6,30 @@ const COLORS = { d: "#16a34a", h: "#86efac", l: "#2563eb", r: "#f59e0b", p: "#e5
 /** The job picked by a click (or ?job=ID); null = let the server pick the running one. */
 let focusJobId = new URLSearchParams(location.search).get("job");
 
+/**
+ * The admin token the data endpoint needs. It comes in the URL fragment (/ui#token=…),
+ * which browsers never send to a server (so no access log sees it), is kept in this
+ * tab's sessionStorage, and is dropped from the address bar at once.
+ */
+const TOKEN_KEY = "dce-admin-token";
+const adminToken = (() => {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromHash) {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, fromHash);
+    } catch {
+      // storage disabled: the token lives as long as this page
+    }
+    history.replaceState(null, "", location.pathname + location.search);
+    return fromHash;
+  }
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+})();
+
 // ---------------------------------------------------------------------------
 // Small helpers
 
@@ -249,15 +273,24 @@ function render(s) {
 // Polling
 
 async function poll() {
+  let delayMs = POLL_MS;
   try {
     const url = `/ui/api/state${focusJobId ? `?job=${encodeURIComponent(focusJobId)}` : ""}`;
-    const res = await fetch(url, { cache: "no-store", headers: { accept: "application/json" } });
+    const headers = { accept: "application/json" };
+    if (adminToken) headers.authorization = `Bearer ${adminToken}`;
+    const res = await fetch(url, { cache: "no-store", headers });
+    if (res.status === 401 || res.status === 403) {
+      // A wrong token will not become right by polling faster.
+      delayMs = 5_000;
+      setConnection("off", res.status === 401 ? "needs an admin token: open /ui#token=TOKEN" : "this token is not an admin's");
+      return;
+    }
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     render(await res.json());
   } catch {
     setConnection("off", "disconnected");
   } finally {
-    setTimeout(poll, POLL_MS);
+    setTimeout(poll, delayMs);
   }
 }
 

@@ -15,6 +15,10 @@ export interface WorkerCliConfig {
   readonly coordinatorUrl: string;
   /** `--ca` / `DCE_CA`: PEM file of the CA that signed the coordinator's certificate. */
   readonly caFile: string | undefined;
+  /** `--cert` / `DCE_WORKER_CERT`: PEM file of this worker's client certificate (its identity). */
+  readonly certFile: string | undefined;
+  /** `--key` / `DCE_WORKER_KEY`: PEM file of the private key of `certFile`. */
+  readonly keyFile: string | undefined;
   /** `--threads` / `DCE_WORKER_THREADS`; `undefined` means one per core. */
   readonly threads: number | undefined;
   /** `--name` / `DCE_WORKER_NAME`; `undefined` means the host name. */
@@ -72,6 +76,18 @@ const flags: readonly FlagSpec[] = [
     key: "ca",
     env: "DCE_CA",
     help: "PEM file of the CA that signed the coordinator certificate (default: system CAs)",
+  },
+  {
+    flag: "--cert <file>",
+    key: "cert",
+    env: "DCE_WORKER_CERT",
+    help: "PEM file of this worker's client certificate, signed by the coordinator's CA (coordinator init-certs writes worker.pem)",
+  },
+  {
+    flag: "--key <file>",
+    key: "key",
+    env: "DCE_WORKER_KEY",
+    help: "PEM file of the certificate's private key (worker-key.pem)",
   },
   { flag: "--threads <n>", key: "threads", env: "DCE_WORKER_THREADS", help: "compute threads (default: one per core)" },
   { flag: "--name <name>", key: "name", env: "DCE_WORKER_NAME", help: "display name (default: host name)" },
@@ -203,6 +219,13 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   } else if (!URL.canParse(coordinatorUrl) || !["http:", "https:"].includes(new URL(coordinatorUrl).protocol)) {
     problems.push(`--coordinator must be an http:// or https:// URL, got "${coordinatorUrl}"`);
   }
+  const certFile = raw("cert");
+  const keyFile = raw("key");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    problems.push("--cert and --key go together: give both or neither");
+  } else if (certFile !== undefined && coordinatorUrl?.startsWith("http:")) {
+    problems.push("--cert/--key need an https:// coordinator");
+  }
   const threadsText = raw("threads");
   const threads = threadsText === undefined ? undefined : integer("threads", "--threads", 1, 1);
   const cacheBytes = integer("cacheBytes", "--cache-bytes", defaultCacheBytes, 0);
@@ -241,6 +264,8 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     config: {
       coordinatorUrl,
       caFile: raw("ca"),
+      certFile,
+      keyFile,
       threads,
       name: raw("name"),
       cacheBytes,

@@ -33,15 +33,19 @@ async function main(): Promise<number> {
     sync: true,
   });
 
-  let ca: Buffer | undefined;
-  if (config.caFile !== undefined) {
+  const read = (file: string | undefined, flag: string): Buffer | undefined | null => {
+    if (file === undefined) return undefined;
     try {
-      ca = readFileSync(config.caFile);
+      return readFileSync(file);
     } catch (e) {
-      process.stderr.write(`error: cannot read --ca file ${config.caFile}: ${e instanceof Error ? e.message : e}\n`);
-      return 2;
+      process.stderr.write(`error: cannot read ${flag} file ${file}: ${e instanceof Error ? e.message : e}\n`);
+      return null;
     }
-  }
+  };
+  const ca = read(config.caFile, "--ca");
+  const cert = read(config.certFile, "--cert");
+  const key = read(config.keyFile, "--key");
+  if (ca === null || cert === null || key === null) return 2;
 
   // Which kernels this worker advertises (the Worker registers with listKernels()). With
   // auto, a kernel that cannot run here is logged once and left out; one named
@@ -57,6 +61,8 @@ async function main(): Promise<number> {
   const worker = new Worker({
     coordinatorUrl: config.coordinatorUrl,
     ca,
+    cert,
+    key,
     name: config.name,
     threads: config.threads,
     cacheBytes: config.cacheBytes,

@@ -40,6 +40,14 @@ export interface WorkerOptions {
   readonly coordinatorUrl: string;
   /** PEM certificate(s) of the CA that signed the coordinator's certificate. */
   readonly ca?: string | Buffer | undefined;
+  /**
+   * PEM client certificate presented to the coordinator: signed by its CA with
+   * `OU=worker`, its CN is this worker's identity. A coordinator with authentication on
+   * refuses worker calls without one (UNAUTHENTICATED). Needs `key`.
+   */
+  readonly cert?: string | Buffer | undefined;
+  /** PEM private key of `cert`. */
+  readonly key?: string | Buffer | undefined;
   /** Display name sent on registration; default: the host name. Need not be unique. */
   readonly name?: string | undefined;
   /** Compute threads (and so shards held at once); default `os.availableParallelism()`. Ignored with `pool`. */
@@ -100,6 +108,8 @@ export interface ChaosOptions {
 interface WorkerConfig {
   readonly coordinatorUrl: string;
   readonly ca: string | Buffer | undefined;
+  readonly cert: string | Buffer | undefined;
+  readonly key: string | Buffer | undefined;
   readonly name: string;
   readonly threads: number | undefined;
   readonly maxMessageBytes: number;
@@ -984,6 +994,8 @@ function resolveConfig(o: WorkerOptions): WorkerConfig {
   const config: WorkerConfig = {
     coordinatorUrl: o.coordinatorUrl,
     ca: o.ca,
+    cert: o.cert,
+    key: o.key,
     name: o.name ?? hostname(),
     threads: o.threads,
     maxMessageBytes: o.maxMessageBytes ?? defaultMaxMessageBytes,
@@ -1009,6 +1021,7 @@ function resolveConfig(o: WorkerOptions): WorkerConfig {
   if (!Number.isSafeInteger(config.maxMessageBytes) || config.maxMessageBytes < minMaxMessageBytes) {
     throw new RangeError(`maxMessageBytes must be an integer >= ${minMaxMessageBytes}, got ${config.maxMessageBytes}`);
   }
+  if ((config.cert === undefined) !== (config.key === undefined)) throw new TypeError("cert and key go together");
   if (config.threads !== undefined && (!Number.isSafeInteger(config.threads) || config.threads < 1)) {
     throw new RangeError(`threads must be a positive integer, got ${config.threads}`);
   }
@@ -1034,7 +1047,13 @@ function createTransport(config: WorkerConfig): Transport {
     // float64 matrices barely compress, and gzip of every blob chunk cost the server
     // more time than the transfer itself (measured: ~4x slower reads on loopback).
     acceptCompression: [],
-    nodeOptions: tls && config.ca !== undefined ? { ca: config.ca } : {},
+    nodeOptions: tls
+      ? {
+          ...(config.ca !== undefined ? { ca: config.ca } : {}),
+          // mTLS: the certificate is the worker's identity at the coordinator.
+          ...(config.cert !== undefined && config.key !== undefined ? { cert: config.cert, key: config.key } : {}),
+        }
+      : {},
   });
 }
 

@@ -94,13 +94,19 @@ describe("plain-HTTP endpoints", () => {
     const o = options({
       guard: (endpoint) => {
         seen.push(endpoint);
-        return endpoint !== "ui";
+        return endpoint !== "ui-data";
       },
     });
     expect((await call(o, "/ui/api/state")).status).toBe(403);
+    expect((await call(o, "/ui")).status).toBe(200);
     expect((await call(o, "/metrics")).status).toBe(200);
     expect((await call(o, "/healthz")).status).toBe(200);
-    expect(seen).toEqual(["ui", "metrics", "healthz"]);
+    expect(seen).toEqual(["ui-data", "ui", "metrics", "healthz"]);
+    const challenged = options({ guard: () => ({ status: 401, message: "needs a token" }) });
+    const r = await call(challenged, "/metrics");
+    expect(r.status).toBe(401);
+    expect(r.headers["www-authenticate"]).toBe('Bearer realm="dce"');
+    expect(r.body).toBe("needs a token\n");
     const failing = options({ guard: () => Promise.reject(new Error("no")) });
     expect((await call(failing, "/ui")).status).toBe(500);
   });

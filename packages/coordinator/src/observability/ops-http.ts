@@ -10,15 +10,25 @@ type FallbackHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
 export type OpsRequest = Parameters<FallbackHandler>[0];
 type OpsResponse = Parameters<FallbackHandler>[1];
 
-/** Which group of plain-HTTP endpoints a request is for; see {@link OpsGuard}. */
-export type OpsEndpoint = "ui" | "metrics" | "healthz";
+/**
+ * Which group of plain-HTTP endpoints a request is for; see {@link OpsGuard}. `ui` is
+ * the dashboard's static page, script and style; `ui-data` its JSON model.
+ */
+export type OpsEndpoint = "ui" | "ui-data" | "metrics" | "healthz";
+
+/** A refusal from an {@link OpsGuard}: 401 (no valid credential) or 403 (not allowed), with why. */
+export interface OpsDenial {
+  readonly status: 401 | 403;
+  readonly message: string;
+}
 
 /**
  * Decides whether a plain-HTTP request may proceed: the hook for access control
- * (e.g. an admin role for `ui`). Return false to answer 403. It may inspect headers
- * or the TLS peer (`req.socket`). Throwing answers 500.
+ * (e.g. an admin role for `metrics`). Return false to answer 403, or an
+ * {@link OpsDenial} to choose the status and message. It may inspect headers or the
+ * TLS peer (`req.socket`). Throwing answers 500.
  */
-export type OpsGuard = (endpoint: OpsEndpoint, req: OpsRequest) => boolean | Promise<boolean>;
+export type OpsGuard = (endpoint: OpsEndpoint, req: OpsRequest) => boolean | OpsDenial | Promise<boolean | OpsDenial>;
 
 /** Options of {@link createOpsHttpHandler}. */
 export interface OpsHttpOptions {
@@ -95,9 +105,11 @@ export function createOpsHttpHandler(o: OpsHttpOptions): FallbackHandler {
         ? "healthz"
         : path === "/metrics" && o.metrics
           ? "metrics"
-          : (path === "/ui" || path.startsWith("/ui/")) && o.dashboard
-            ? "ui"
-            : undefined;
+          : path === "/ui/api/state" && o.dashboard
+            ? "ui-data"
+            : (path === "/ui" || path.startsWith("/ui/")) && o.dashboard
+              ? "ui"
+              : undefined;
     if (!endpoint) {
       send(res, 404, "not found\n", text, false);
       return;
@@ -107,8 +119,12 @@ export function createOpsHttpHandler(o: OpsHttpOptions): FallbackHandler {
       send(res, 405, "method not allowed\n", { ...text, allow: "GET, HEAD" }, false);
       return;
     }
-    if (o.guard && !(await o.guard(endpoint, req))) {
-      send(res, 403, "forbidden\n", text, head);
+    const verdict = o.guard ? await o.guard(endpoint, req) : true;
+    if (verdict !== true) {
+      const denial = verdict === false ? { status: 403, message: "forbidden" } : verdict;
+      // A 401 names the scheme; browsers and Prometheus send `authorization: Bearer <token>`.
+      const challenge: Record<string, string> = denial.status === 401 ? { "www-authenticate": 'Bearer realm="dce"' } : {};
+      send(res, denial.status, `${denial.message}\n`, { ...text, ...challenge }, head);
       return;
     }
     if (endpoint === "healthz") {
@@ -121,8 +137,8 @@ export function createOpsHttpHandler(o: OpsHttpOptions): FallbackHandler {
       send(res, 200, body, { "content-type": o.metrics.contentType, "cache-control": "no-store" }, head);
       return;
     }
-    if (endpoint === "ui" && o.dashboard) {
-      if (path === "/ui/api/state") {
+    if ((endpoint === "ui" || endpoint === "ui-data") && o.dashboard) {
+      if (endpoint === "ui-data") {
         const job = url.searchParams.get("job") ?? undefined;
         const body = JSON.stringify(o.dashboard.snapshot(job));
         send(

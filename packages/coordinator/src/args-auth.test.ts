@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import { parseArgs } from "./args.js";
+
+const command = (argv: string[], env: Record<string, string> = {}) => {
+  const r = parseArgs(argv, env);
+  if (!r.ok) throw new Error(`usage: ${r.usage}`);
+  return r.command;
+};
+
+describe("coordinator flags for authentication", () => {
+  it("keeps authentication on unless --dev-no-auth or DCE_DEV_NO_AUTH=1", () => {
+    expect(command([])).toMatchObject({ kind: "serve", options: { devNoAuth: false, insecure: false } });
+    expect(command(["--dev-no-auth"])).toMatchObject({ options: { devNoAuth: true } });
+    expect(command([], { DCE_DEV_NO_AUTH: "1" })).toMatchObject({ options: { devNoAuth: true } });
+  });
+
+  it("parses the tokens commands, with --data-dir after the subcommand", () => {
+    expect(command(["tokens", "add", "alice", "--data-dir", "/d"])).toEqual({
+      kind: "tokens",
+      action: "add",
+      dataDir: "/d",
+      name: "alice",
+      role: "client",
+    });
+    expect(command(["tokens", "add", "root", "--role", "admin"], { DCE_DATA_DIR: "/env" })).toEqual({
+      kind: "tokens",
+      action: "add",
+      dataDir: "/env",
+      name: "root",
+      role: "admin",
+    });
+    expect(command(["tokens", "rotate", "alice"])).toEqual({
+      kind: "tokens",
+      action: "rotate",
+      dataDir: ".dce-data",
+      name: "alice",
+    });
+    expect(command(["tokens", "revoke", "alice"])).toMatchObject({ action: "revoke", name: "alice" });
+    expect(command(["tokens", "list", "--json"])).toMatchObject({ action: "list", json: true });
+    expect(parseArgs(["tokens", "add", "x", "--role", "worker"], {})).toMatchObject({ ok: false, exitCode: 2 });
+  });
+
+  it("issues one more worker certificate with init-certs --worker", () => {
+    expect(command(["init-certs", "--out", "certs", "--worker", "gpu-3", "--valid-days", "30"])).toEqual({
+      kind: "issue-worker-cert",
+      outDir: "certs",
+      name: "gpu-3",
+      validDays: 30,
+    });
+  });
+});
