@@ -9,7 +9,13 @@ import {
   type OutcomeMap,
   type StepResult,
 } from "@dce/core";
-import { ReadBlobResponseSchema, UploadChunkRequestSchema } from "@dce/proto";
+import {
+  AcquireShardsResponseSchema,
+  GetJobResponseSchema,
+  ReadBlobResponseSchema,
+  SubmitJobRequestSchema,
+  UploadChunkRequestSchema,
+} from "@dce/proto";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { ObservableCoordinator } from "./source.js";
 
@@ -307,7 +313,7 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
   });
   const blobBytes = new Counter({
     name: "dce_blob_bytes_total",
-    help: "Data bytes moved by blob RPCs: in = UploadChunk data received, out = ReadBlob data sent.",
+    help: "Matrix data bytes moved: in = UploadChunk data and matrices inline in SubmitJob; out = ReadBlob data, inputs inline in grants and C inline in GetJob.",
     labelNames: ["direction"] as const,
     registers,
   });
@@ -432,10 +438,23 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
     if (!req.stream && isMessage(req.message, UploadChunkRequestSchema)) {
       blobBytes.inc({ direction: "in" }, req.message.data.byteLength);
     }
+    if (!req.stream && isMessage(req.message, SubmitJobRequestSchema)) {
+      const m = req.message.matmul;
+      const inline = (m?.a?.inlineData.byteLength ?? 0) + (m?.b?.inlineData.byteLength ?? 0);
+      if (inline > 0) blobBytes.inc({ direction: "in" }, inline);
+    }
     try {
       const res = await next(req);
       if (!res.stream) {
         if (isMessage(res.message, ReadBlobResponseSchema)) blobBytes.inc({ direction: "out" }, res.message.data.byteLength);
+        else if (isMessage(res.message, GetJobResponseSchema) && res.message.result !== undefined) {
+          blobBytes.inc({ direction: "out" }, res.message.result.inlineData.byteLength);
+        } else if (isMessage(res.message, AcquireShardsResponseSchema)) {
+          let inline = 0;
+          for (const l of res.message.leases)
+            inline += (l.matmul?.a?.inlineData.byteLength ?? 0) + (l.matmul?.b?.inlineData.byteLength ?? 0);
+          if (inline > 0) blobBytes.inc({ direction: "out" }, inline);
+        }
         finish("ok");
         return res;
       }
