@@ -60,6 +60,12 @@ try {
     logger: pino({ level: "warn" }, pino.destination(2)),
   });
   console.log(`coordinator listening on ${coordinator.url} (TLS + worker certificates + client tokens, CA ${certs.caCert})`);
+  // The admin token of this throw-away cluster goes in the URL fragment, which the
+  // browser never sends to the server; /metrics takes it as a bearer header.
+  console.log(
+    `dashboard: ${coordinator.url}/ui#token=${adminToken}   (DCE_DEMO_HOLD_MS=60000 keeps the cluster up after the job)`,
+  );
+  console.log(`metrics:   curl --cacert ${certs.caCert} -H "Authorization: Bearer ${adminToken}" ${coordinator.url}/metrics`);
   for (const name of ["demo-w1", "demo-w2"]) {
     // Each worker has its own certificate: its CN is the identity its leases are bound to.
     const cert = await issueWorkerCertificate({ dir: certs.dir, name });
@@ -132,11 +138,7 @@ try {
     exitCode = 0;
     const holdMs = Number(process.env.DCE_DEMO_HOLD_MS ?? 0);
     if (holdMs > 0) {
-      // Keep the cluster up so the dashboard and /metrics can be looked at. The admin
-      // token of this throw-away cluster goes in the URL fragment, which the browser
-      // never sends to the server; /metrics takes it as a bearer header.
-      console.log(`dashboard: ${coordinator.url}/ui#token=${adminToken}`);
-      console.log(`metrics:   curl --cacert ${certs.caCert} -H "Authorization: Bearer ${adminToken}" ${coordinator.url}/metrics`);
+      // Keep the cluster up so the dashboard and /metrics can be looked at.
       console.log(`holding the cluster for ${holdMs} ms (DCE_DEMO_HOLD_MS)`);
       await new Promise((r) => setTimeout(r, holdMs));
     }
