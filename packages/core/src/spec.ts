@@ -135,7 +135,7 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
 }
 
 /** Work per shard below which splitting a job further costs more than it gains (flops). */
-const MIN_SHARD_FLOPS = 32e6;
+const MIN_SHARD_FLOPS = 256e6;
 /** Most shards the automatic tiling makes: enough to spread over many threads and balance them. */
 const MAX_AUTO_SHARDS = 64;
 /** Largest automatic tile in elements (2 MiB): a result tile travels inline in one message. */
@@ -155,10 +155,14 @@ export function autoTile(m: number, k: number, n: number, maxTileBytes: number):
   const area = Math.max(1, Math.min(maxElements, Math.ceil((m * n) / shards)));
   const round8 = (x: number) => Math.max(8, Math.ceil(x / 8) * 8);
   // Square when both sides allow it; otherwise the short side whole and the other to fit.
+  // Then even out: cut each side into equal parts (no thin last tile).
+  const even = (len: number, side: number) => Math.min(len, round8(len / Math.ceil(len / Math.max(1, side))));
   let tileCols = Math.min(n, round8(Math.sqrt(area)));
   let tileRows = Math.min(m, round8(area / tileCols));
   if (tileRows === m) tileCols = Math.min(n, Math.max(tileCols, Math.floor(area / m)));
   if (tileCols === n) tileRows = Math.min(m, Math.max(tileRows, Math.floor(area / n)));
+  tileCols = even(n, tileCols);
+  tileRows = even(m, tileRows);
   // Never over the byte limit (rounding up to 8 may have crossed it).
   while (tileRows * tileCols > maxElements && tileRows > 1) tileRows = Math.max(1, tileRows - 8);
   return { tileRows, tileCols };

@@ -129,8 +129,6 @@ const messageHeadroomBytes = 64 * 1024;
 const acquireSlackMs = 10_000;
 /** Deadline of each FailShard call that hands a lease back while draining. */
 const releaseTimeoutMs = 5_000;
-/** Work, in ms of shard wall time, that the leases held beyond one per thread should cover. */
-const pipelineTargetMs = 20;
 /** Most leases held beyond one per thread (tiny shards). */
 const maxSpareLeases = 256;
 /** Most results in one CompleteShards. */
@@ -276,8 +274,11 @@ export class Worker {
   /** Results waiting for the next CompleteShards, and whether one is in flight. */
   readonly #reports: PendingReport[] = [];
   #reporting = false;
-  /** Running average of a shard's wall time in ms (0 until the first shard completes). */
-  #shardWallMs = 0;
+  /** Running averages (ms, 0 until a shard is timed): time a shard holds a thread, and time it spends outside one (inputs, report, grant). */
+  #shardWorkMs = 0;
+  #shardLatencyMs = 0;
+  /** Running average of how long AcquireShards takes when it returns work at once (ms). */
+  #grantMs = 0;
   #slotWaiters: (() => void)[] = [];
   /** Aborted by close(): stop acquiring, abort a pending long-poll. */
   readonly #drain = new AbortController();
@@ -436,11 +437,16 @@ export class Worker {
         const maxShards = this.#holdLimit() - this.#runs.size;
         if (maxShards < 1) continue;
         const waitMs = this.#config.acquireWaitMs;
+        const askedAt = performance.now();
         const res = await this.#retry(
           "AcquireShards",
           (workerId) => this.#wc().acquireShards({ workerId, maxShards, waitMs }, { signal, timeoutMs: waitMs + acquireSlackMs }),
           { signal, workerScoped: true },
         );
+        const grantMs = performance.now() - askedAt;
+        // Only a grant that came back at once measures latency; a long-poll that waited for work measures idleness.
+        if (res.leases.length > 0 && grantMs < 50)
+          this.#grantMs = this.#grantMs === 0 ? grantMs : this.#grantMs * 0.8 + grantMs * 0.2;
         for (const shard of res.leases) {
           // A grant that raced with close() goes straight back.
           if (signal.aborted) void this.#handBack(shard.lease, "worker is draining");
@@ -454,21 +460,27 @@ export class Worker {
   }
 
   /**
-   * How many leases to hold: one per thread, plus shards whose inputs are fetched while
-   * the threads compute (pipelining). Large shards get one spare; tiny ones enough to
-   * keep the threads busy for about {@link pipelineTargetMs} between two acquires.
+   * How many leases to hold: one per thread, plus spares whose inputs are fetched and
+   * whose reports travel while the threads compute (pipelining). Little's law: to keep
+   * `threads` busy while each shard also spends `latency` ms outside its thread (reading
+   * inputs, reporting, being granted), hold `threads × latency / work` spares, where
+   * `work` is the time a shard holds a thread. Large shards get one or two; tiny ones up
+   * to {@link maxSpareLeases}.
    */
   #holdLimit(): number {
     const threads = this.#requirePool().size;
     if (this.#config.prefetch !== undefined) return threads + this.#config.prefetch;
     // Until a shard has been timed, one spare: a job's first shards may be large.
-    const spare = this.#shardWallMs === 0 ? 1 : Math.floor((threads * pipelineTargetMs) / Math.max(this.#shardWallMs, 0.01));
+    if (this.#shardWorkMs === 0) return threads + 1;
+    const spare = Math.ceil((threads * this.#shardLatencyMs) / Math.max(this.#shardWorkMs, 0.01));
     return threads + Math.max(1, Math.min(maxSpareLeases, spare));
   }
 
-  /** Updates the running average of a shard's wall time (fetch to report), for {@link #holdLimit}. */
-  #observeShardWall(ms: number): void {
-    this.#shardWallMs = this.#shardWallMs === 0 ? ms : this.#shardWallMs * 0.8 + ms * 0.2;
+  /** Folds one shard's timings into the running averages {@link #holdLimit} uses. */
+  #observeShard(workMs: number, latencyMs: number): void {
+    const ewma = (old: number, x: number) => (old === 0 ? x : old * 0.8 + x * 0.2);
+    this.#shardWorkMs = ewma(this.#shardWorkMs, Math.max(workMs, 0.001));
+    this.#shardLatencyMs = ewma(this.#shardLatencyMs, latencyMs);
   }
 
   /** Resolves when fewer shards are held than {@link #holdLimit}, or on drain. */
@@ -532,12 +544,12 @@ export class Worker {
         { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b: bFull, bColStart: plan.colStart, ldb: plan.b.cols },
         signal,
       );
-      // The work a shard brings: reading its inputs and holding a thread (not queueing
-      // behind other shards, nor the report, which is batched and overlaps).
-      this.#observeShardWall(fetchMs + threadMs);
       run.phase = "completing";
       if (await this.#chaos(run)) return;
+      const reportStart = performance.now();
       await this.#complete(run, c, computeMs);
+      // Queueing behind other shards counts in neither figure: it is the effect, not the cause.
+      this.#observeShard(threadMs, fetchMs + (performance.now() - reportStart) + this.#grantMs);
     } catch (e) {
       if (signal.aborted) {
         this.#log.debug({ ...leaseFields(lease), reason: errorMessage(signal.reason) }, "shard stopped; result dropped");
