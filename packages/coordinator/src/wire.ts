@@ -41,6 +41,7 @@ export const CODE_OF_ERROR: Record<CoreError["kind"], Code> = {
   "job-finished": Code.FailedPrecondition,
   "result-not-ready": Code.FailedPrecondition,
   "over-capacity": Code.ResourceExhausted,
+  "over-limit": Code.ResourceExhausted,
   draining: Code.Unavailable,
 };
 

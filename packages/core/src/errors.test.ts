@@ -28,6 +28,7 @@ describe("describeError", () => {
     [{ kind: "job-finished", jobId: j, state: "succeeded", message: "already succeeded" }, "already succeeded"],
     [{ kind: "result-not-ready", jobId: j, state: "running" }, "job j1 has no result: it is running"],
     [{ kind: "over-capacity", message: "too many jobs" }, "too many jobs"],
+    [{ kind: "over-limit", limit: "maxDim", message: "rows=9, over the limit maxDim=8" }, "rows=9, over the limit maxDim=8"],
     [{ kind: "draining" }, "coordinator is draining: it grants no new work"],
   ])("describes %o", (e, text) => {
     expect(describeError(e)).toBe(text);

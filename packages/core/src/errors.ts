@@ -19,6 +19,8 @@ export type CoreError =
   | { kind: "job-finished"; jobId: JobId; state: string; message: string }
   | { kind: "result-not-ready"; jobId: JobId; state: string }
   | { kind: "over-capacity"; message: string }
+  /** A request over a configured size limit; `limit` is the limit's name (e.g. `maxMatrixBytes`). */
+  | { kind: "over-limit"; limit: string; message: string }
   | { kind: "draining" };
 
 /** Result of a core decision: a value, or the reason it was refused. */
@@ -57,6 +59,8 @@ export function describeError(e: CoreError): string {
     case "result-not-ready":
       return `job ${e.jobId} has no result: it is ${e.state}`;
     case "over-capacity":
+      return e.message;
+    case "over-limit":
       return e.message;
     case "draining":
       return "coordinator is draining: it grants no new work";

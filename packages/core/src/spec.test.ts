@@ -20,6 +20,16 @@ function rejection(r: Result<MatMulSpec>): string {
   return r.error.message;
 }
 
+/** The message of a spec refused as over a limit, checking that the limit is named. */
+function overLimit(limit: string, r: Result<MatMulSpec>): string {
+  expect(r.ok).toBe(false);
+  if (r.ok) throw new Error("unreachable");
+  expect(r.error).toMatchObject({ kind: "over-limit", limit });
+  if (r.error.kind !== "over-limit") throw new Error("unreachable");
+  expect(r.error.message).toContain(`${limit}=`);
+  return r.error.message;
+}
+
 function accepted(r: Result<MatMulSpec>): MatMulSpec {
   if (!r.ok) throw new Error(`rejected: ${JSON.stringify(r.error)}`);
   return r.value;
@@ -59,11 +69,11 @@ describe("validateMatMulSpec: matrices", () => {
 
   it("rejects a dimension over maxDim, and accepts exactly maxDim", () => {
     const lim = limits({ maxDim: 100 });
-    expect(rejection(validateMatMulSpec(matmulInput(101, 3, 4), lim))).toBe("matrix A has rows=101, over the limit maxDim=100");
-    expect(rejection(validateMatMulSpec(matmulInput(2, 3, 101), lim))).toBe("matrix B has cols=101, over the limit maxDim=100");
+    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(101, 3, 4), lim))).toBe("matrix A has rows=101, over the limit maxDim=100");
+    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(2, 3, 101), lim))).toBe("matrix B has cols=101, over the limit maxDim=100");
     expect(validateMatMulSpec(matmulInput(100, 100, 100), lim).ok).toBe(true);
     const big = DEFAULT_SPEC_LIMITS.maxDim + 1;
-    expect(rejection(validateMatMulSpec(matmulInput(2, big, 1)))).toBe(
+    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(2, big, 1)))).toBe(
       `matrix A has cols=${big}, over the limit maxDim=${DEFAULT_SPEC_LIMITS.maxDim}`,
     );
   });
@@ -71,12 +81,12 @@ describe("validateMatMulSpec: matrices", () => {
   it("rejects A or B over maxMatrixBytes", () => {
     // 2^15 x 2^15 x 8 = 8 GiB > 1 GiB
     const n = 1 << 15;
-    const msg = rejection(validateMatMulSpec(matmulInput(n, n, 1)));
+    const msg = overLimit("maxMatrixBytes", validateMatMulSpec(matmulInput(n, n, 1)));
     expect(msg).toBe(
       `matrix A is ${n}x${n} (${n * n * 8} bytes), over the limit maxMatrixBytes=${DEFAULT_SPEC_LIMITS.maxMatrixBytes}`,
     );
     const lim = limits({ maxMatrixBytes: 800 });
-    expect(rejection(validateMatMulSpec(matmulInput(1, 10, 11), lim))).toMatch(
+    expect(overLimit("maxMatrixBytes", validateMatMulSpec(matmulInput(1, 10, 11), lim))).toMatch(
       /^matrix B is 10x11 \(880 bytes\), over the limit maxMatrixBytes=800$/,
     );
     // exactly the limit is fine: 10 x 10 x 8 = 800
@@ -86,8 +96,17 @@ describe("validateMatMulSpec: matrices", () => {
   it("rejects a result C over maxMatrixBytes even when A and B fit", () => {
     const lim = limits({ maxMatrixBytes: 800 });
     // A 11x1 (88 B), B 1x11 (88 B), C 11x11 (968 B)
-    expect(rejection(validateMatMulSpec(matmulInput(11, 1, 11), lim))).toBe(
+    expect(overLimit("maxMatrixBytes", validateMatMulSpec(matmulInput(11, 1, 11), lim))).toBe(
       "result C would be 11x11 (968 bytes), over the limit maxMatrixBytes=800",
+    );
+  });
+
+  it("rejects a job whose A, B and C together exceed maxJobBytes", () => {
+    const lim = limits({ maxJobBytes: 1000 });
+    // A 10x5 (400 B) + B 5x5 (200 B) + C 10x5 (400 B) = 1000 B fits; one more row of A and C does not
+    expect(validateMatMulSpec(matmulInput(10, 5, 5), lim).ok).toBe(true);
+    expect(overLimit("maxJobBytes", validateMatMulSpec(matmulInput(11, 5, 5), lim))).toBe(
+      "A, B and C total 1080 bytes, over the limit maxJobBytes=1000",
     );
   });
 
@@ -193,7 +212,7 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
 
   it("rejects a tile over maxTileBytes, measured after clamping", () => {
     const lim = limits({ maxTileBytes: 8 * 100 });
-    expect(rejection(validateMatMulSpec(matmulInput(50, 2, 50, { tileRows: 10, tileCols: 11 }), lim))).toBe(
+    expect(overLimit("maxTileBytes", validateMatMulSpec(matmulInput(50, 2, 50, { tileRows: 10, tileCols: 11 }), lim))).toBe(
       "tile 10x11 is 880 bytes, over the limit maxTileBytes=800",
     );
     expect(validateMatMulSpec(matmulInput(50, 2, 50, { tileRows: 10, tileCols: 10 }), lim).ok).toBe(true);
@@ -201,19 +220,19 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
     expect(validateMatMulSpec(matmulInput(5, 2, 5, { tileRows: 1 << 20, tileCols: 1 << 20 }), lim).ok).toBe(true);
     // default limits: 4096x4096 tile is 128 MiB > 64 MiB
     const n = 4096;
-    expect(rejection(validateMatMulSpec(matmulInput(n, 1, n, { tileRows: n, tileCols: n })))).toBe(
+    expect(overLimit("maxTileBytes", validateMatMulSpec(matmulInput(n, 1, n, { tileRows: n, tileCols: n })))).toBe(
       `tile ${n}x${n} is ${n * n * 8} bytes, over the limit maxTileBytes=${DEFAULT_SPEC_LIMITS.maxTileBytes}`,
     );
   });
 
   it("rejects a plan with too many shards", () => {
     const lim = limits({ maxShardsPerJob: 8 });
-    expect(rejection(validateMatMulSpec(matmulInput(3, 1, 3, { tileRows: 1, tileCols: 1 }), lim))).toBe(
+    expect(overLimit("maxShardsPerJob", validateMatMulSpec(matmulInput(3, 1, 3, { tileRows: 1, tileCols: 1 }), lim))).toBe(
       "the plan has 9 shards, over the limit maxShardsPerJob=8; use a larger tile",
     );
     expect(validateMatMulSpec(matmulInput(2, 1, 4, { tileRows: 1, tileCols: 1 }), lim).ok).toBe(true);
     // default limits: 2048 x 2048 tiles of 1x1 = 4Mi shards > 1Mi
-    expect(rejection(validateMatMulSpec(matmulInput(2048, 1, 2048, { tileRows: 1, tileCols: 1 })))).toBe(
+    expect(overLimit("maxShardsPerJob", validateMatMulSpec(matmulInput(2048, 1, 2048, { tileRows: 1, tileCols: 1 })))).toBe(
       `the plan has ${2048 * 2048} shards, over the limit maxShardsPerJob=${1 << 20}; use a larger tile`,
     );
   });

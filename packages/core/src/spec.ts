@@ -39,6 +39,8 @@ export interface SpecLimits {
   readonly maxDim: number;
   /** Largest allowed size of one matrix (A, B or C) in bytes. */
   readonly maxMatrixBytes: number;
+  /** Largest allowed total of A, B and C of one job, in bytes. */
+  readonly maxJobBytes: number;
   /** Largest number of shards (output tiles) one job may plan. */
   readonly maxShardsPerJob: number;
   /** Largest output tile in bytes (tileRows × tileCols × 8). */
@@ -52,10 +54,11 @@ export interface SpecLimits {
   readonly kernels: readonly string[];
 }
 
-/** Default limits; see SECURITY/limits documentation in the README. */
+/** Default limits; each one is listed, with its flag, in docs/limits.md. */
 export const DEFAULT_SPEC_LIMITS: SpecLimits = {
   maxDim: 1 << 20,
   maxMatrixBytes: 1024 * 1024 * 1024,
+  maxJobBytes: 2 * 1024 * 1024 * 1024,
   maxShardsPerJob: 1 << 20,
   maxTileBytes: 64 * 1024 * 1024,
   defaultTile: 0,
@@ -64,33 +67,45 @@ export const DEFAULT_SPEC_LIMITS: SpecLimits = {
 
 const BLOB_ID = /^[0-9a-f]{64}$/;
 
-function checkMatrix(name: string, m: MatMulSpecInput["a"], limits: SpecLimits): string | undefined {
-  if (m === undefined) return `matrix ${name} is missing`;
+/** Why a spec was refused: malformed (`invalid-spec`) or over a named limit (`over-limit`). */
+type SpecProblem = { limit?: string; message: string };
+
+function checkMatrix(name: string, m: MatMulSpecInput["a"], limits: SpecLimits): SpecProblem | undefined {
+  if (m === undefined) return { message: `matrix ${name} is missing` };
   for (const [field, v] of [
     ["rows", m.rows],
     ["cols", m.cols],
   ] as const) {
-    if (!Number.isInteger(v) || v < 1) return `matrix ${name} has ${field}=${v}; it must be at least 1`;
-    if (v > limits.maxDim) return `matrix ${name} has ${field}=${v}, over the limit maxDim=${limits.maxDim}`;
+    if (!Number.isInteger(v) || v < 1) return { message: `matrix ${name} has ${field}=${v}; it must be at least 1` };
+    if (v > limits.maxDim) return { limit: "maxDim", message: `matrix ${name} has ${field}=${v}, over the limit maxDim=${limits.maxDim}` };
   }
   const bytes = m.rows * m.cols * 8;
   if (bytes > limits.maxMatrixBytes) {
-    return `matrix ${name} is ${m.rows}x${m.cols} (${bytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`;
+    return {
+      limit: "maxMatrixBytes",
+      message: `matrix ${name} is ${m.rows}x${m.cols} (${bytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`,
+    };
   }
-  if (!BLOB_ID.test(m.blobId)) return `matrix ${name} has an invalid blob id (expected 64 lower-case hex characters)`;
+  if (!BLOB_ID.test(m.blobId)) {
+    return { message: `matrix ${name} has an invalid blob id (expected 64 lower-case hex characters)` };
+  }
   return undefined;
 }
 
 /**
  * Validates a client's job spec and fills in defaults. Pure.
- * @returns the resolved spec, or an `invalid-spec` / `over-capacity` error whose message names the problem.
+ * @returns the resolved spec; or `invalid-spec` for a malformed spec, or `over-limit`
+ *   (naming the limit in `limit` and in the message) for a spec over one of `limits`.
  */
 export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = DEFAULT_SPEC_LIMITS): Result<MatMulSpec> {
-  const bad = (message: string) => err<MatMulSpec>({ kind: "invalid-spec", message });
+  const refuse = (p: SpecProblem) =>
+    err<MatMulSpec>(p.limit === undefined ? { kind: "invalid-spec", message: p.message } : { kind: "over-limit", limit: p.limit, message: p.message });
+  const bad = (message: string) => refuse({ message });
+  const over = (limit: string, message: string) => refuse({ limit, message });
   const ea = checkMatrix("A", input.a, limits);
-  if (ea) return bad(ea);
+  if (ea) return refuse(ea);
   const eb = checkMatrix("B", input.b, limits);
-  if (eb) return bad(eb);
+  if (eb) return refuse(eb);
   // Both checked above; the non-null assertions only satisfy the type checker.
   const a = input.a as MatrixDesc;
   const b = input.b as MatrixDesc;
@@ -99,7 +114,14 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
   }
   const cBytes = a.rows * b.cols * 8;
   if (cBytes > limits.maxMatrixBytes) {
-    return bad(`result C would be ${a.rows}x${b.cols} (${cBytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`);
+    return over(
+      "maxMatrixBytes",
+      `result C would be ${a.rows}x${b.cols} (${cBytes} bytes), over the limit maxMatrixBytes=${limits.maxMatrixBytes}`,
+    );
+  }
+  const jobBytes = (a.rows * a.cols + b.rows * b.cols) * 8 + cBytes;
+  if (jobBytes > limits.maxJobBytes) {
+    return over("maxJobBytes", `A, B and C total ${jobBytes} bytes, over the limit maxJobBytes=${limits.maxJobBytes}`);
   }
   const auto = limits.defaultTile === 0 ? autoTile(a.rows, a.cols, b.cols, limits.maxTileBytes) : undefined;
   const tileRows = input.tileRows !== 0 ? input.tileRows : (auto?.tileRows ?? limits.defaultTile);
@@ -113,13 +135,17 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
   const effRows = Math.min(tileRows, a.rows);
   const effCols = Math.min(tileCols, b.cols);
   if (effRows * effCols * 8 > limits.maxTileBytes) {
-    return bad(
+    return over(
+      "maxTileBytes",
       `tile ${effRows}x${effCols} is ${effRows * effCols * 8} bytes, over the limit maxTileBytes=${limits.maxTileBytes}`,
     );
   }
   const shards = Math.ceil(a.rows / tileRows) * Math.ceil(b.cols / tileCols);
   if (shards > limits.maxShardsPerJob) {
-    return bad(`the plan has ${shards} shards, over the limit maxShardsPerJob=${limits.maxShardsPerJob}; use a larger tile`);
+    return over(
+      "maxShardsPerJob",
+      `the plan has ${shards} shards, over the limit maxShardsPerJob=${limits.maxShardsPerJob}; use a larger tile`,
+    );
   }
   const kernel = input.kernel === "" ? "auto" : input.kernel;
   if (kernel !== "auto" && !limits.kernels.includes(kernel)) {

@@ -104,6 +104,8 @@ export interface CoreConfig {
   readonly workerTtlMs: number;
   /** Jobs that are queued or running at once, over all clients. */
   readonly maxActiveJobs: number;
+  /** Jobs that one client may have queued or running at once. */
+  readonly maxActiveJobsPerClient: number;
   /** A shard running longer than this × the job's median shard time gets a backup execution (0 disables). */
   readonly stragglerFactor: number;
   /** ...once at least this fraction of the job's shards is done. */
@@ -124,6 +126,7 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   retryMaxMs: 5_000,
   workerTtlMs: 60_000,
   maxActiveJobs: 1_000,
+  maxActiveJobsPerClient: 256,
   stragglerFactor: 1.5,
   stragglerMinDoneFraction: 0.75,
   throttleAfterFailures: 3,

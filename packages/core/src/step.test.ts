@@ -252,6 +252,27 @@ describe("job lifecycle", () => {
     });
     expect(d.submitOk(ONE, { jobId: asJobId("j2") })).toBe("j2");
   });
+
+  it("refuses a client over maxActiveJobsPerClient while other clients still submit", () => {
+    const d = new Driver({ ...CFG, maxActiveJobsPerClient: 2 });
+    const j1 = d.submitOk(ONE, { jobId: asJobId("j1") });
+    d.submitOk(ONE, { jobId: asJobId("j2") });
+    const r = d.submit(ONE, { jobId: asJobId("j3") });
+    expect(r).toEqual({
+      outcome: {
+        ok: false,
+        error: {
+          kind: "over-capacity",
+          message: "this client has 2 jobs queued or running, the limit maxActiveJobsPerClient=2; retry later",
+        },
+      },
+      effects: [],
+    });
+    expect(d.submitOk(ONE, { clientId: C2, jobId: asJobId("k1") })).toBe("k1");
+    // An ended job no longer counts.
+    unwrap(d.cancel(j1).outcome);
+    expect(d.submitOk(ONE, { jobId: asJobId("j3") })).toBe("j3");
+  });
 });
 
 describe("idempotent submit", () => {

@@ -251,6 +251,15 @@ function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap["job-su
       message: `${s.activeJobs.length} jobs are queued or running, the limit maxActiveJobs=${s.config.maxActiveJobs}; retry later`,
     });
   }
+  // Counted over the active list (at most maxActiveJobs long), so no per-client index has to be kept in step.
+  let mine = 0;
+  for (const id of s.activeJobs) if (s.jobs.get(id)?.clientId === e.clientId) mine++;
+  if (mine >= s.config.maxActiveJobsPerClient) {
+    return err({
+      kind: "over-capacity",
+      message: `this client has ${mine} jobs queued or running, the limit maxActiveJobsPerClient=${s.config.maxActiveJobsPerClient}; retry later`,
+    });
+  }
   if (s.jobs.has(e.jobId)) {
     // The shell hands out fresh ids; a reused one is a shell bug, reported rather than thrown.
     return err({ kind: "invalid-spec", message: `job id ${e.jobId} is already in use` });
