@@ -1,4 +1,6 @@
+import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { Command, CommanderError, Option } from "commander";
+import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./observability/logging.js";
 import type { CoordinatorOptions } from "./server.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
@@ -37,6 +39,21 @@ function int(name: string, min: number) {
 export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParseResult {
   let result: ParseResult | undefined;
   let out = "";
+  const envErrors: string[] = [];
+  // An integer flag with a DCE_* environment fallback, validated like the flag; the flag wins.
+  const intFlag = (flag: string, envName: string, description: string, min: number, fallback: number): Option => {
+    const parse = int(flag, min);
+    const fromEnv = env[envName];
+    let value = fallback;
+    if (fromEnv !== undefined && fromEnv !== "") {
+      try {
+        value = parse(fromEnv);
+      } catch (e) {
+        envErrors.push(`${envName}: ${(e as Error).message}`);
+      }
+    }
+    return new Option(`${flag} <n>`, `${description} (env ${envName})`).argParser(parse).default(value);
+  };
   const program = new Command("coordinator")
     .description("dce coordinator: owns job state, leases shards to workers, assembles results")
     .version(VERSION)
@@ -96,6 +113,122 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .default(env.DCE_MAX_ACTIVE_JOBS ? Number(env.DCE_MAX_ACTIVE_JOBS) : 1000),
     )
     .addOption(
+      intFlag(
+        "--max-active-jobs-per-client",
+        "DCE_MAX_ACTIVE_JOBS_PER_CLIENT",
+        "jobs one client may have queued or running",
+        1,
+        DEFAULT_CORE_CONFIG.maxActiveJobsPerClient,
+      ),
+    )
+    .addOption(intFlag("--max-dim", "DCE_MAX_DIM", "largest rows or cols of a matrix", 1, DEFAULT_SPEC_LIMITS.maxDim))
+    .addOption(
+      intFlag(
+        "--max-matrix-bytes",
+        "DCE_MAX_MATRIX_BYTES",
+        "largest matrix (A, B or C) in bytes",
+        8,
+        DEFAULT_SPEC_LIMITS.maxMatrixBytes,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--max-job-bytes",
+        "DCE_MAX_JOB_BYTES",
+        "largest A + B + C of one job in bytes",
+        8,
+        DEFAULT_SPEC_LIMITS.maxJobBytes,
+      ),
+    )
+    .addOption(
+      intFlag("--max-tile-bytes", "DCE_MAX_TILE_BYTES", "largest output tile in bytes", 8, DEFAULT_SPEC_LIMITS.maxTileBytes),
+    )
+    .addOption(
+      intFlag(
+        "--max-shards-per-job",
+        "DCE_MAX_SHARDS_PER_JOB",
+        "most shards one job may plan",
+        1,
+        DEFAULT_SPEC_LIMITS.maxShardsPerJob,
+      ),
+    )
+    .addOption(intFlag("--max-long-poll-ms", "DCE_MAX_LONG_POLL_MS", "longest GetJob / AcquireShards wait", 0, 30_000))
+    .addOption(
+      intFlag(
+        "--max-deadline-ms",
+        "DCE_MAX_DEADLINE_MS",
+        "largest call deadline (grpc-timeout) accepted; default max-long-poll-ms + 60000",
+        1000,
+        0,
+      ),
+    )
+    .addOption(intFlag("--max-shards-per-acquire", "DCE_MAX_SHARDS_PER_ACQUIRE", "most leases per AcquireShards", 1, 1024))
+    .addOption(intFlag("--max-open-uploads", "DCE_MAX_OPEN_UPLOADS", "blob uploads open at once", 1, 64))
+    .addOption(intFlag("--upload-idle-ms", "DCE_UPLOAD_IDLE_MS", "an upload without a chunk this long is dropped", 1000, 600_000))
+    .addOption(
+      intFlag(
+        "--max-connections",
+        "DCE_MAX_CONNECTIONS",
+        "connections open at once",
+        1,
+        DEFAULT_CONNECTION_LIMITS.maxConnections,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--max-concurrent-streams",
+        "DCE_MAX_CONCURRENT_STREAMS",
+        "concurrent HTTP/2 streams per connection",
+        1,
+        DEFAULT_CONNECTION_LIMITS.maxConcurrentStreams,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--handshake-timeout-ms",
+        "DCE_HANDSHAKE_TIMEOUT_MS",
+        "time to finish the TLS handshake and open a first stream",
+        100,
+        DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--idle-timeout-ms",
+        "DCE_IDLE_TIMEOUT_MS",
+        "a connection with no open stream this long is closed",
+        100,
+        DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--request-timeout-ms",
+        "DCE_REQUEST_TIMEOUT_MS",
+        "a unary request must arrive whole this long after its headers",
+        100,
+        DEFAULT_CONNECTION_LIMITS.requestTimeoutMs,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--keepalive-interval-ms",
+        "DCE_KEEPALIVE_INTERVAL_MS",
+        "interval of keepalive pings on each connection",
+        100,
+        DEFAULT_CONNECTION_LIMITS.keepaliveIntervalMs,
+      ),
+    )
+    .addOption(
+      intFlag(
+        "--keepalive-timeout-ms",
+        "DCE_KEEPALIVE_TIMEOUT_MS",
+        "a connection whose ping is unanswered this long is closed",
+        100,
+        DEFAULT_CONNECTION_LIMITS.keepaliveTimeoutMs,
+      ),
+    )
+    .addOption(
       new Option("--no-metrics", "do not serve Prometheus metrics at GET /metrics (env DCE_METRICS=0)").default(
         env.DCE_METRICS !== "0",
       ),
@@ -140,6 +273,26 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             maxMessageBytes: o.maxMessageBytes,
             defaultTile: o.defaultTile,
             maxActiveJobs: o.maxActiveJobs,
+            maxActiveJobsPerClient: o.maxActiveJobsPerClient,
+            limits: {
+              maxDim: o.maxDim,
+              maxMatrixBytes: o.maxMatrixBytes,
+              maxJobBytes: o.maxJobBytes,
+              maxTileBytes: o.maxTileBytes,
+              maxShardsPerJob: o.maxShardsPerJob,
+            },
+            maxLongPollMs: o.maxLongPollMs,
+            ...(o.maxDeadlineMs > 0 ? { maxDeadlineMs: o.maxDeadlineMs } : {}),
+            maxShardsPerAcquire: o.maxShardsPerAcquire,
+            maxOpenUploads: o.maxOpenUploads,
+            uploadIdleMs: o.uploadIdleMs,
+            maxConnections: o.maxConnections,
+            maxConcurrentStreams: o.maxConcurrentStreams,
+            handshakeTimeoutMs: o.handshakeTimeoutMs,
+            idleTimeoutMs: o.idleTimeoutMs,
+            requestTimeoutMs: o.requestTimeoutMs,
+            keepaliveIntervalMs: o.keepaliveIntervalMs,
+            keepaliveTimeoutMs: o.keepaliveTimeoutMs,
             metrics: o.metrics,
             ui: o.ui,
           },
@@ -215,6 +368,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       result = { ok: true, command: { kind: "tokens", action: "list", dataDir: o.dataDir, json: o.json === true } };
     });
 
+  if (envErrors.length > 0) return { ok: false, usage: envErrors.join("\n"), exitCode: 2 };
   try {
     program.parse([...argv], { from: "user" });
   } catch (e) {

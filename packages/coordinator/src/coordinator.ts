@@ -52,6 +52,8 @@ export interface CoordinatorConfig {
   readonly maxShardsPerAcquire: number;
   /** Uploads open at once. */
   readonly maxOpenUploads: number;
+  /** An upload without a chunk for this long is dropped, in ms. */
+  readonly uploadIdleMs: number;
   /** How often leases are checked for expiry, in ms. */
   readonly tickIntervalMs: number;
   /** How often the run-time invariant check runs, in ms (0 = never). */
@@ -139,7 +141,7 @@ export class Coordinator {
       dir: config.dataDir,
       maxBlobBytes: config.core.limits.maxMatrixBytes,
       maxOpenUploads: config.maxOpenUploads,
-      uploadIdleMs: 10 * 60_000,
+      uploadIdleMs: config.uploadIdleMs,
     });
     const sink = new ResultSink(config.dataDir, blobs);
     const { journal, report } = await Journal.open({

@@ -13,6 +13,8 @@ export type { AccessDecision, Principal } from "./auth.js";
 export { authorize } from "./auth.js";
 export type { DevCertificateOptions, DevCertificatePaths, WorkerCertificateOptions } from "./certs.js";
 export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, issueWorkerCertificate, loadTlsFiles } from "./certs.js";
+export type { ConnectionLimits } from "./connection-guard.js";
+export { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 export type { CoordinatorConfig, StepObserver } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
 export type {
@@ -40,7 +42,13 @@ export { createOpsHttpHandler } from "./observability/ops-http.js";
 export { registerReflectionService } from "./observability/reflection.js";
 export type { ObservableCoordinator } from "./observability/source.js";
 export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
-export { DEFAULT_MAX_MESSAGE_BYTES, isLoopbackHost, resolveConfig, startCoordinator } from "./server.js";
+export {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  isLoopbackHost,
+  resolveConfig,
+  resolveConnectionLimits,
+  startCoordinator,
+} from "./server.js";
 export type { TokenEntry, TokenRole } from "./tokens.js";
 export { addToken, readTokenFile, revokeToken, TOKEN_FILE, TOKEN_ROLES, TokenFileError } from "./tokens.js";
 export { CODE_OF_ERROR } from "./wire.js";

@@ -9,6 +9,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
 import type { Logger } from "pino";
 import { createAuthenticator } from "./auth.js";
+import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, guardConnections } from "./connection-guard.js";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
 import type { CrashPoint } from "./journal.js";
 import { createDashboard } from "./observability/dashboard.js";
@@ -48,14 +49,36 @@ export interface CoordinatorOptions {
   maxMessageBytes?: number;
   /** Longest long-poll in ms. Default 30 000. */
   maxLongPollMs?: number;
+  /** Largest deadline (grpc-timeout) a call may ask for, in ms; a longer one is INVALID_ARGUMENT. Default maxLongPollMs + 60 000. */
+  maxDeadlineMs?: number;
   /** Tile edge used when a job leaves it 0. Default 256. */
   defaultTile?: number;
-  /** Overrides of the job limits. */
+  /** Overrides of the job limits (maxDim, maxMatrixBytes, maxJobBytes, maxTileBytes, maxShardsPerJob). */
   limits?: Partial<SpecLimits>;
   /** Jobs queued or running at once. Default 1000. */
   maxActiveJobs?: number;
+  /** Jobs one client may have queued or running at once. Default 256. */
+  maxActiveJobsPerClient?: number;
+  /** Most leases one AcquireShards returns. Default 1024. */
+  maxShardsPerAcquire?: number;
+  /** Blob uploads open at once. Default 64. */
+  maxOpenUploads?: number;
+  /** An upload without a chunk for this long is dropped, in ms. Default 600 000. */
+  uploadIdleMs?: number;
+  /** Connections open at once. Default 1024. */
+  maxConnections?: number;
   /** Concurrent HTTP/2 streams per connection. Default 256. */
   maxConcurrentStreams?: number;
+  /** Time to complete the TLS handshake and open a first stream, in ms. Default 10 000. */
+  handshakeTimeoutMs?: number;
+  /** A connection without an open stream this long is closed, in ms. Default 60 000. */
+  idleTimeoutMs?: number;
+  /** A unary request must arrive whole this long after its headers, in ms. Default 60 000. */
+  requestTimeoutMs?: number;
+  /** Interval of the coordinator's keepalive pings on each connection, in ms. Default 30 000. */
+  keepaliveIntervalMs?: number;
+  /** A connection whose ping goes unanswered this long is closed, in ms. Default 10 000. */
+  keepaliveTimeoutMs?: number;
   /** fsync the journal and data files (default true). Turn off only in tests that never crash. */
   fsync?: boolean;
   /** Fault injection for crash-point tests only: SIGKILL at a named step of accepting a result. */
@@ -102,6 +125,13 @@ export function isLoopbackHost(host: string): boolean {
   return LOOPBACK.has(host) || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
+/** An integer option at least `min`, or its default; a RangeError names a bad one. */
+function intOption(name: string, value: number | undefined, fallback: number, min: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < min) throw new RangeError(`${name}=${v}; it must be an integer >= ${min}`);
+  return v;
+}
+
 /** Resolves options to a complete config. Throws a RangeError naming a bad option. */
 export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
   const maxMessageBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -111,23 +141,52 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
   const leaseTtlMs = o.leaseTtlMs ?? DEFAULT_CORE_CONFIG.leaseTtlMs;
   if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < 100)
     throw new RangeError(`leaseTtlMs=${leaseTtlMs}; it must be at least 100`);
+  const limits: SpecLimits = {
+    ...DEFAULT_SPEC_LIMITS,
+    ...(o.defaultTile ? { defaultTile: o.defaultTile } : {}),
+    ...o.limits,
+  };
+  for (const key of ["maxDim", "maxMatrixBytes", "maxJobBytes", "maxTileBytes", "maxShardsPerJob", "defaultTile"] as const) {
+    intOption(key, limits[key], 1, 1);
+  }
   const core: CoreConfig = {
     ...DEFAULT_CORE_CONFIG,
     leaseTtlMs,
     maxAttempts: o.maxAttempts ?? DEFAULT_CORE_CONFIG.maxAttempts,
-    maxActiveJobs: o.maxActiveJobs ?? DEFAULT_CORE_CONFIG.maxActiveJobs,
-    limits: { ...DEFAULT_SPEC_LIMITS, ...(o.defaultTile ? { defaultTile: o.defaultTile } : {}), ...o.limits },
+    maxActiveJobs: intOption("maxActiveJobs", o.maxActiveJobs, DEFAULT_CORE_CONFIG.maxActiveJobs, 1),
+    maxActiveJobsPerClient: intOption(
+      "maxActiveJobsPerClient",
+      o.maxActiveJobsPerClient,
+      DEFAULT_CORE_CONFIG.maxActiveJobsPerClient,
+      1,
+    ),
+    limits,
   };
   return {
     dataDir: o.dataDir ?? ".dce-data",
     maxMessageBytes,
-    maxLongPollMs: o.maxLongPollMs ?? 30_000,
-    maxShardsPerAcquire: 1024,
-    maxOpenUploads: 64,
+    maxLongPollMs: intOption("maxLongPollMs", o.maxLongPollMs, 30_000, 0),
+    maxShardsPerAcquire: intOption("maxShardsPerAcquire", o.maxShardsPerAcquire, 1024, 1),
+    maxOpenUploads: intOption("maxOpenUploads", o.maxOpenUploads, 64, 1),
+    uploadIdleMs: intOption("uploadIdleMs", o.uploadIdleMs, 10 * 60_000, 1_000),
     tickIntervalMs: Math.max(20, Math.min(250, Math.floor(leaseTtlMs / 4))),
     invariantCheckIntervalMs: 5_000,
     fsync: o.fsync ?? true,
     core,
+  };
+}
+
+/** Resolves the connection limits of {@link CoordinatorOptions}. Throws a RangeError naming a bad option. */
+export function resolveConnectionLimits(o: CoordinatorOptions): ConnectionLimits {
+  const d = DEFAULT_CONNECTION_LIMITS;
+  return {
+    maxConnections: intOption("maxConnections", o.maxConnections, d.maxConnections, 1),
+    maxConcurrentStreams: intOption("maxConcurrentStreams", o.maxConcurrentStreams, d.maxConcurrentStreams, 1),
+    handshakeTimeoutMs: intOption("handshakeTimeoutMs", o.handshakeTimeoutMs, d.handshakeTimeoutMs, 100),
+    idleTimeoutMs: intOption("idleTimeoutMs", o.idleTimeoutMs, d.idleTimeoutMs, 100),
+    requestTimeoutMs: intOption("requestTimeoutMs", o.requestTimeoutMs, d.requestTimeoutMs, 100),
+    keepaliveIntervalMs: intOption("keepaliveIntervalMs", o.keepaliveIntervalMs, d.keepaliveIntervalMs, 100),
+    keepaliveTimeoutMs: intOption("keepaliveTimeoutMs", o.keepaliveTimeoutMs, d.keepaliveTimeoutMs, 100),
   };
 }
 
@@ -194,9 +253,12 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       "no client tokens yet: clients get UNAUTHENTICATED until one is made with `coordinator tokens add NAME`",
     );
   }
+  const connectionLimits = resolveConnectionLimits(o);
+  const resolved = resolveConfig(o);
+  const maxDeadlineMs = intOption("maxDeadlineMs", o.maxDeadlineMs, resolved.maxLongPollMs + 60_000, 1_000);
   const metrics = createCoordinatorMetrics({ processMetrics: o.processMetrics ?? true });
   const config: CoordinatorConfig = {
-    ...resolveConfig(o),
+    ...resolved,
     onJournalCommit: metrics.observeJournalWriteMs,
     ...(o.testCrashAt ? { crashAt: o.testCrashAt } : {}),
   };
@@ -223,11 +285,14 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       throw new ConnectError("internal error", Code.Internal);
     }
   };
+  // Request paths of streaming methods: the request timeout applies to unary calls only.
+  const streamingPaths = new Set<string>();
   const handler = connectNodeAdapter({
     routes: (r) => {
       coordinator.routes(r);
       registerHealthService(r, coordinator);
       registerReflectionService(r);
+      for (const h of r.handlers) if (h.method.methodKind !== "unary") streamingPaths.add(h.requestPath);
     },
     // Paths that are no gRPC method: /healthz, /metrics, /ui.
     // Who the caller is, from its TLS certificate and its bearer token; the auth interceptor checks it.
@@ -243,40 +308,37 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     writeMaxBytes: config.maxMessageBytes,
     // Matrix bytes barely compress; gzip would only cost CPU on the data plane.
     acceptCompression: [],
-    maxTimeoutMs: config.maxLongPollMs + 60_000,
+    maxTimeoutMs: maxDeadlineMs,
     shutdownSignal: shutdown.signal,
     // Metrics first: it is the outermost, so it sees the code `normalize` settles on.
     // Authorization next: nothing runs for a caller the access table does not allow.
     interceptors: [metrics.interceptor, auth.interceptor, normalize],
   });
-  const settings = { maxConcurrentStreams: o.maxConcurrentStreams ?? 256 };
+  const settings = { maxConcurrentStreams: connectionLimits.maxConcurrentStreams };
   // HTTP/1.1 is accepted too, for Prometheus, curl and browsers on /metrics, /healthz
   // and /ui; gRPC itself needs HTTP/2, which clients negotiate by ALPN.
   let h2: http2.Http2Server | http2.Http2SecureServer;
   let server: net.Server;
+  let h1: http.Server | undefined;
   if (tls) {
     // A client certificate is asked for but not required at the TLS layer: clients
     // authenticate with tokens and must connect without one. Whether a certificate
     // verified is checked per request (auth.ts); a worker RPC without one is refused.
     const mtls = authEnabled ? { requestCert: true, rejectUnauthorized: false } : {};
-    h2 = http2.createSecureServer({ ...tls, ...mtls, allowHTTP1: true, settings }, handler);
+    h2 = http2.createSecureServer(
+      { ...tls, ...mtls, allowHTTP1: true, settings, handshakeTimeout: connectionLimits.handshakeTimeoutMs },
+      handler,
+    );
     server = h2;
   } else {
     // Plaintext HTTP/2 has no ALPN: tell the protocols apart by the HTTP/2 preface.
     h2 = http2.createServer({ settings }, handler);
-    server = servePlaintextByPreface(h2, http.createServer(handler));
+    h1 = http.createServer(handler);
+    server = servePlaintextByPreface(h2, h1, connectionLimits.handshakeTimeoutMs);
   }
-  const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on("session", (s: http2.ServerHttp2Session) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
-  });
-  // HTTP/1.1 keep-alive connections have no session; they are destroyed after the grace period too.
-  const sockets = new Set<net.Socket>();
-  server.on("connection", (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  });
+  // With allowHTTP1, the TLS server carries the HTTP/1.1 timeouts itself.
+  const h1Servers = [h1 ?? (h2 as unknown as http.Server)];
+  const { sessions, sockets } = guardConnections(server, h2, h1Servers, connectionLimits, (path) => streamingPaths.has(path));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(o.port ?? 7070, host, () => {
@@ -332,11 +394,11 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
  * A plaintext server that hands each connection to `h2` when it opens with the
  * HTTP/2 preface (prior knowledge, as gRPC clients do) and to `h1` otherwise.
  */
-function servePlaintextByPreface(h2: http2.Http2Server, h1: http.Server): net.Server {
+function servePlaintextByPreface(h2: http2.Http2Server, h1: http.Server, timeoutMs: number): net.Server {
   return net.createServer((socket) => {
     let seen = Buffer.alloc(0);
     // A connection that never sends enough bytes to decide is dropped.
-    socket.setTimeout(30_000, () => socket.destroy());
+    socket.setTimeout(timeoutMs, () => socket.destroy());
     const onError = () => socket.destroy();
     const onData = (chunk: Buffer) => {
       seen = Buffer.concat([seen, chunk]);

@@ -1,0 +1,57 @@
+import { describe, expect, it } from "vitest";
+import { parseArgs } from "./args.js";
+import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
+import { resolveConfig, resolveConnectionLimits } from "./server.js";
+
+function serve(argv: string[], env: Record<string, string> = {}) {
+  const r = parseArgs(argv, env);
+  if (!r.ok || r.command.kind !== "serve") throw new Error(`not a serve command: ${JSON.stringify(r)}`);
+  return r.command.options;
+}
+
+describe("coordinator limit flags", () => {
+  it("defaults every limit to the documented value", () => {
+    const o = serve([]);
+    expect(resolveConnectionLimits(o)).toEqual(DEFAULT_CONNECTION_LIMITS);
+    const c = resolveConfig(o);
+    expect(c.core.maxActiveJobsPerClient).toBe(256);
+    expect(c.core.limits).toMatchObject({ maxDim: 1 << 20, maxMatrixBytes: 1 << 30, maxJobBytes: 2 ** 31 });
+    expect([c.maxLongPollMs, c.maxShardsPerAcquire, c.maxOpenUploads, c.uploadIdleMs]).toEqual([30_000, 1024, 64, 600_000]);
+    expect(o.maxDeadlineMs).toBeUndefined();
+  });
+
+  it("takes each limit from its flag, and the flag over its environment variable", () => {
+    const o = serve(
+      [
+        "--max-dim=10",
+        "--max-job-bytes=4096",
+        "--max-active-jobs-per-client=3",
+        "--max-connections=7",
+        "--idle-timeout-ms=1500",
+        "--max-deadline-ms=5000",
+        "--max-long-poll-ms=0",
+      ],
+      { DCE_MAX_CONNECTIONS: "9", DCE_REQUEST_TIMEOUT_MS: "2500" },
+    );
+    const c = resolveConfig(o);
+    expect(c.core.limits.maxDim).toBe(10);
+    expect(c.core.limits.maxJobBytes).toBe(4096);
+    expect(c.core.maxActiveJobsPerClient).toBe(3);
+    expect(c.maxLongPollMs).toBe(0);
+    expect(o.maxDeadlineMs).toBe(5000);
+    expect(resolveConnectionLimits(o)).toMatchObject({ maxConnections: 7, idleTimeoutMs: 1500, requestTimeoutMs: 2500 });
+  });
+
+  it("refuses a bad value in a flag or in the environment with exit code 2", () => {
+    expect(parseArgs(["--max-connections=0"], {})).toMatchObject({ ok: false, exitCode: 2 });
+    expect(parseArgs(["--idle-timeout-ms=abc"], {})).toMatchObject({ ok: false, exitCode: 2 });
+    const env = parseArgs([], { DCE_MAX_DIM: "-1" });
+    expect(env).toMatchObject({ ok: false, exitCode: 2 });
+    expect(!env.ok && env.usage).toContain("DCE_MAX_DIM");
+  });
+
+  it("resolveConfig names a bad programmatic limit", () => {
+    expect(() => resolveConfig({ limits: { maxJobBytes: 0 } })).toThrow(/maxJobBytes=0/);
+    expect(() => resolveConnectionLimits({ idleTimeoutMs: 5 })).toThrow(/idleTimeoutMs=5/);
+  });
+});
