@@ -69,8 +69,12 @@ describe("validateMatMulSpec: matrices", () => {
 
   it("rejects a dimension over maxDim, and accepts exactly maxDim", () => {
     const lim = limits({ maxDim: 100 });
-    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(101, 3, 4), lim))).toBe("matrix A has rows=101, over the limit maxDim=100");
-    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(2, 3, 101), lim))).toBe("matrix B has cols=101, over the limit maxDim=100");
+    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(101, 3, 4), lim))).toBe(
+      "matrix A has rows=101, over the limit maxDim=100",
+    );
+    expect(overLimit("maxDim", validateMatMulSpec(matmulInput(2, 3, 101), lim))).toBe(
+      "matrix B has cols=101, over the limit maxDim=100",
+    );
     expect(validateMatMulSpec(matmulInput(100, 100, 100), lim).ok).toBe(true);
     const big = DEFAULT_SPEC_LIMITS.maxDim + 1;
     expect(overLimit("maxDim", validateMatMulSpec(matmulInput(2, big, 1)))).toBe(

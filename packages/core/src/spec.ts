@@ -77,7 +77,8 @@ function checkMatrix(name: string, m: MatMulSpecInput["a"], limits: SpecLimits):
     ["cols", m.cols],
   ] as const) {
     if (!Number.isInteger(v) || v < 1) return { message: `matrix ${name} has ${field}=${v}; it must be at least 1` };
-    if (v > limits.maxDim) return { limit: "maxDim", message: `matrix ${name} has ${field}=${v}, over the limit maxDim=${limits.maxDim}` };
+    if (v > limits.maxDim)
+      return { limit: "maxDim", message: `matrix ${name} has ${field}=${v}, over the limit maxDim=${limits.maxDim}` };
   }
   const bytes = m.rows * m.cols * 8;
   if (bytes > limits.maxMatrixBytes) {
@@ -99,7 +100,11 @@ function checkMatrix(name: string, m: MatMulSpecInput["a"], limits: SpecLimits):
  */
 export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = DEFAULT_SPEC_LIMITS): Result<MatMulSpec> {
   const refuse = (p: SpecProblem) =>
-    err<MatMulSpec>(p.limit === undefined ? { kind: "invalid-spec", message: p.message } : { kind: "over-limit", limit: p.limit, message: p.message });
+    err<MatMulSpec>(
+      p.limit === undefined
+        ? { kind: "invalid-spec", message: p.message }
+        : { kind: "over-limit", limit: p.limit, message: p.message },
+    );
   const bad = (message: string) => refuse({ message });
   const over = (limit: string, message: string) => refuse({ limit, message });
   const ea = checkMatrix("A", input.a, limits);
