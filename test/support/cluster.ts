@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DescService } from "@bufbuild/protobuf";
-import { type Client, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
+import { type Client, createClient as createConnectClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { issueWorkerCertificate } from "@dce/coordinator";
 
@@ -94,6 +94,20 @@ export interface RawOptions {
   cert?: CertFiles | null;
 }
 
+/**
+ * What a client presents to the coordinator: the CA its TLS certificate is checked
+ * against, a client certificate and key if the coordinator asks for one, and request
+ * headers (a bearer token). Tests that open their own connections (raw HTTP/2, other
+ * gRPC libraries) take everything from here, so they follow the harness's security setup.
+ */
+export interface ClientCredentials {
+  readonly ca: string;
+  readonly cert?: string;
+  readonly key?: string;
+  /** Sent with every request, e.g. `authorization`. Lower-case names. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
 /** A real coordinator process plus worker processes over TLS on loopback. */
 export interface Cluster {
   readonly url: string;
@@ -123,6 +137,13 @@ export interface Cluster {
   restartCoordinator(signal?: NodeJS.Signals): Promise<{ readyMs: number }>;
   /** Starts one more worker, with its own certificate (identity = name) when auth is on. */
   addWorker(name?: string, extraArgs?: string[]): Promise<Proc>;
+  /**
+   * The credentials of a client of this cluster: the CA, the generic worker certificate and
+   * the client token (see {@link ClientCredentials}), so every service answers.
+   */
+  readonly client: ClientCredentials;
+  /** A gRPC transport to the coordinator, with the same defaults as {@link Cluster.raw}. */
+  transport(opts?: RawOptions): Transport;
   /**
    * A raw Connect client for a service of the coordinator (TLS verified against the CA),
    * by default with the client token and the generic worker certificate, so every service answers.
@@ -209,6 +230,26 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     await waitFor(w, (p) => p.stderr.includes("worker registered"), 15_000, "registration");
     return w;
   };
+  const generic = { cert: readFileSync(workerCert.cert, "utf8"), key: readFileSync(workerCert.key, "utf8") };
+  const client: ClientCredentials = { ca, ...generic, headers: auth ? { authorization: `Bearer ${token}` } : {} };
+  const transport = (opts?: RawOptions): Transport => {
+    const bearer = opts?.token === undefined ? (auth ? token : null) : opts.token;
+    const cert = opts?.cert === undefined ? workerCert : opts.cert;
+    const withToken: Interceptor = (next) => (req) => {
+      if (bearer) req.header.set("authorization", `Bearer ${bearer}`);
+      return next(req);
+    };
+    return createGrpcTransport({
+      baseUrl: url,
+      nodeOptions: {
+        ca,
+        ...(cert ? { cert: readFileSync(cert.cert, "utf8"), key: readFileSync(cert.key, "utf8") } : {}),
+      },
+      interceptors: [withToken],
+      readMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
+      writeMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
+    });
+  };
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
@@ -253,27 +294,9 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     tokens,
     workers,
     addWorker,
-    raw: (service, opts) => {
-      const bearer = opts?.token === undefined ? (auth ? token : null) : opts.token;
-      const cert = opts?.cert === undefined ? workerCert : opts.cert;
-      const withToken: Interceptor = (next) => (req) => {
-        if (bearer) req.header.set("authorization", `Bearer ${bearer}`);
-        return next(req);
-      };
-      return createConnectClient(
-        service,
-        createGrpcTransport({
-          baseUrl: url,
-          nodeOptions: {
-            ca,
-            ...(cert ? { cert: readFileSync(cert.cert, "utf8"), key: readFileSync(cert.key, "utf8") } : {}),
-          },
-          interceptors: [withToken],
-          readMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
-          writeMaxBytes: opts?.maxMessageBytes ?? 4 * 1024 * 1024,
-        }),
-      );
-    },
+    client,
+    transport,
+    raw: (service, opts) => createConnectClient(service, transport(opts)),
     close,
     [Symbol.asyncDispose]: close,
   };

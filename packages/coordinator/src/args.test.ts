@@ -17,7 +17,7 @@ describe("coordinator limit flags", () => {
     expect(c.core.maxActiveJobsPerClient).toBe(256);
     expect(c.core.limits).toMatchObject({ maxDim: 1 << 20, maxMatrixBytes: 1 << 30, maxJobBytes: 2 ** 31 });
     expect([c.maxLongPollMs, c.maxShardsPerAcquire, c.maxOpenUploads, c.uploadIdleMs]).toEqual([30_000, 1024, 64, 600_000]);
-    expect(o.maxDeadlineMs).toBeUndefined();
+    expect(o.maxDeadlineMs).toBe(24 * 3_600_000);
   });
 
   it("takes each limit from its flag, and the flag over its environment variable", () => {

@@ -2,7 +2,7 @@ import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./observability/logging.js";
-import type { CoordinatorOptions } from "./server.js";
+import { type CoordinatorOptions, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 
 /** What the `coordinator` command line asks for. */
@@ -157,9 +157,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       intFlag(
         "--max-deadline-ms",
         "DCE_MAX_DEADLINE_MS",
-        "largest call deadline (grpc-timeout) accepted; default max-long-poll-ms + 60000",
+        "largest call deadline (grpc-timeout) accepted",
         1000,
-        0,
+        DEFAULT_MAX_DEADLINE_MS,
       ),
     )
     .addOption(intFlag("--max-shards-per-acquire", "DCE_MAX_SHARDS_PER_ACQUIRE", "most leases per AcquireShards", 1, 1024))
@@ -282,7 +282,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
               maxShardsPerJob: o.maxShardsPerJob,
             },
             maxLongPollMs: o.maxLongPollMs,
-            ...(o.maxDeadlineMs > 0 ? { maxDeadlineMs: o.maxDeadlineMs } : {}),
+            maxDeadlineMs: o.maxDeadlineMs,
             maxShardsPerAcquire: o.maxShardsPerAcquire,
             maxOpenUploads: o.maxOpenUploads,
             uploadIdleMs: o.uploadIdleMs,

@@ -49,7 +49,7 @@ export interface CoordinatorOptions {
   maxMessageBytes?: number;
   /** Longest long-poll in ms. Default 30 000. */
   maxLongPollMs?: number;
-  /** Largest deadline (grpc-timeout) a call may ask for, in ms; a longer one is INVALID_ARGUMENT. Default maxLongPollMs + 60 000. */
+  /** Largest deadline (grpc-timeout) a call may ask for, in ms; a longer one is INVALID_ARGUMENT. Default 24 h. */
   maxDeadlineMs?: number;
   /** Tile edge used when a job leaves it 0. Default 256. */
   defaultTile?: number;
@@ -117,6 +117,12 @@ export interface RunningCoordinator {
 
 /** Default largest message: 4 MiB. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/** Default largest call deadline: 24 h. */
+export const DEFAULT_MAX_DEADLINE_MS = 24 * 3_600_000;
+
+/** Longest error message sent to a client, in characters (it travels in an HTTP/2 trailer). */
+export const MAX_ERROR_MESSAGE_CHARS = 1024;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 
@@ -255,7 +261,10 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   }
   const connectionLimits = resolveConnectionLimits(o);
   const resolved = resolveConfig(o);
-  const maxDeadlineMs = intOption("maxDeadlineMs", o.maxDeadlineMs, resolved.maxLongPollMs + 60_000, 1_000);
+  // A deadline never makes the coordinator hold a call longer than its own bounds (long-polls
+  // end after maxLongPollMs), so this limit only refuses absurd values: clients that wait
+  // long (the SDK's result({ timeoutMs })) put that wait into their call deadlines.
+  const maxDeadlineMs = intOption("maxDeadlineMs", o.maxDeadlineMs, DEFAULT_MAX_DEADLINE_MS, 1_000);
   const metrics = createCoordinatorMetrics({ processMetrics: o.processMetrics ?? true });
   const config: CoordinatorConfig = {
     ...resolved,
@@ -271,11 +280,24 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       : undefined;
   const shutdown = new AbortController();
   // Anything other than a ConnectError is a bug: log it with its cause, answer INTERNAL without details.
+  // A message travels in the grpc-message trailer: one that echoed a huge request field would
+  // overflow the peer's header limit and reset the whole connection (found by test/fuzz).
   const normalize: Interceptor = (next) => async (req) => {
     try {
       return await next(req);
     } catch (e) {
-      if (e instanceof ConnectError) throw e;
+      if (e instanceof ConnectError) {
+        if (e.rawMessage.length <= MAX_ERROR_MESSAGE_CHARS) throw e;
+        const cut = new ConnectError(
+          `${e.rawMessage.slice(0, MAX_ERROR_MESSAGE_CHARS)}…`,
+          e.code,
+          e.metadata,
+          undefined,
+          e.cause,
+        );
+        cut.details.push(...e.details);
+        throw cut;
+      }
       // A request about one job names it, so the error can be found by job id.
       const jobId = req.stream ? undefined : (req.message as { jobId?: unknown }).jobId;
       logger.error(

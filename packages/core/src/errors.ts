@@ -31,21 +31,28 @@ export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
 /** Builds a refused {@link Result}. */
 export const err = <T = never>(error: CoreError): Result<T> => ({ ok: false, error });
 
-/** A one-line, user-facing description of a core error (no internals). */
+/** Ids in messages are cut to this many characters: a client can send an id of any length. */
+const MAX_ID_CHARS = 64;
+const clip = (id: string): string => (id.length > MAX_ID_CHARS ? `${id.slice(0, MAX_ID_CHARS)}…` : id);
+
+/**
+ * A one-line, user-facing description of a core error (no internals). Ids that came
+ * from a request are clipped, so the message stays small whatever the request held.
+ */
 export function describeError(e: CoreError): string {
   switch (e.kind) {
     case "invalid-spec":
       return e.message;
     case "job-not-found":
-      return `job ${e.jobId} not found`;
+      return `job ${clip(e.jobId)} not found`;
     case "worker-not-found":
-      return `worker ${e.workerId} is not registered (register again)`;
+      return `worker ${clip(e.workerId)} is not registered (register again)`;
     case "job-exists":
       return e.message;
     case "stale-fence":
-      return `stale epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} (current epoch ${e.currentEpoch})`;
+      return `stale epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} (current epoch ${e.currentEpoch})`;
     case "lease-lost":
-      return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} expired or was revoked`;
+      return `lease epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} expired or was revoked`;
     case "lease-revoked":
       return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} revoked: ${e.message}`;
     case "already-completed":
@@ -57,7 +64,7 @@ export function describeError(e: CoreError): string {
     case "job-finished":
       return e.message;
     case "result-not-ready":
-      return `job ${e.jobId} has no result: it is ${e.state}`;
+      return `job ${clip(e.jobId)} has no result: it is ${e.state}`;
     case "over-capacity":
       return e.message;
     case "over-limit":
