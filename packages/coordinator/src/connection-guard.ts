@@ -1,3 +1,5 @@
+import type { EventEmitter } from "node:events";
+import type * as http from "node:http";
 import * as http2 from "node:http2";
 import type * as net from "node:net";
 
@@ -54,7 +56,10 @@ export interface GuardedConnections {
  *   keepalive ping goes unanswered for `keepaliveTimeoutMs`;
  * - a unary request (any path not in `isStreamingPath`) that is not received whole
  *   within `requestTimeoutMs` of its headers is reset (RST_STREAM CANCEL);
- * - HTTP/1.1 servers in `h1` get matching header, request and keep-alive timeouts.
+ * - an HTTP/1.1 connection (the plain-HTTP ops endpoints) must send its request headers
+ *   within `handshakeTimeoutMs`, finish each request within `requestTimeoutMs`, and is
+ *   closed after `idleTimeoutMs` between requests. `h1` emits `request` for them, and
+ *   `http1Opened` must be called with each of their sockets when it is handed over.
  *
  * The TLS handshake timeout is an option of the TLS server itself (`handshakeTimeout`).
  * Pinned by test/integration/slow-clients.test.ts.
@@ -62,31 +67,68 @@ export interface GuardedConnections {
 export function guardConnections(
   server: net.Server,
   h2: http2.Http2Server | http2.Http2SecureServer,
-  h1: readonly { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number }[],
+  h1: EventEmitter,
   limits: ConnectionLimits,
   isStreamingPath: (path: string) => boolean,
-): GuardedConnections {
+): GuardedConnections & { http1Opened(socket: net.Socket): void } {
   server.maxConnections = limits.maxConnections;
-  for (const s of h1) {
-    s.headersTimeout = limits.handshakeTimeoutMs;
-    s.requestTimeout = Math.max(limits.requestTimeoutMs, limits.handshakeTimeoutMs);
-    s.keepAliveTimeout = limits.idleTimeoutMs;
-  }
+  // Node's own HTTP/1.1 header and request timeouts do not apply to an HTTP/2 server's
+  // HTTP/1.1 connections (allowHTTP1): one timer per socket does it for both servers.
+  const h1Timers = new WeakMap<net.Socket, NodeJS.Timeout>();
+  const armH1 = (socket: net.Socket, ms: number) => {
+    clearTimeout(h1Timers.get(socket));
+    const timer = setTimeout(() => socket.destroy(), ms);
+    timer.unref();
+    h1Timers.set(socket, timer);
+  };
+  const http1Opened = (socket: net.Socket) => {
+    armH1(socket, limits.handshakeTimeoutMs);
+    socket.once("close", () => clearTimeout(h1Timers.get(socket)));
+  };
+  h1.on(
+    "request",
+    (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+      if (req.httpVersionMajor !== 1) return;
+      const socket = req.socket as net.Socket;
+      armH1(socket, limits.requestTimeoutMs);
+      res.once("close", () => {
+        if (!socket.destroyed) armH1(socket, limits.idleTimeoutMs);
+      });
+    },
+  );
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
+  // The connection of each peer, to end it for good: a closed session only half-closes its
+  // socket and waits for the peer, which an idle or slow client never does.
+  const byPeer = new Map<string, net.Socket>();
+  const peerOf = (s: { remoteAddress?: string | undefined; remotePort?: number | undefined }) =>
+    `${s.remoteAddress}:${s.remotePort}`;
   server.on("connection", (socket: net.Socket) => {
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    const peer = peerOf(socket);
+    byPeer.set(peer, socket);
+    socket.on("close", () => {
+      sockets.delete(socket);
+      if (byPeer.get(peer) === socket) byPeer.delete(peer);
+    });
   });
+  // Over TLS the socket to destroy is the TLS one (it owns the connection's handle), known
+  // once the handshake is done, just after the session was created.
+  server.on("secureConnection", (socket: net.Socket) => byPeer.set(peerOf(socket), socket));
   h2.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
+    const peer = peerOf(session.socket);
+    const kill = () => {
+      session.destroy();
+      byPeer.get(peer)?.destroy();
+    };
     let open = 0;
     let idle: NodeJS.Timeout | undefined;
     const arm = (ms: number) => {
       idle = setTimeout(() => {
-        // GOAWAY; a session without streams is then destroyed by Node, and any that lingers below.
+        // GOAWAY first, so a well-behaved client sees a clean close; then the connection goes.
         session.close();
-        setTimeout(() => session.destroy(), 2_000).unref();
+        setTimeout(kill, 1_000).unref();
       }, ms);
       idle.unref();
     };
@@ -102,11 +144,11 @@ export function guardConnections(
     });
     const keepalive = setInterval(() => {
       if (session.closed || session.destroyed) return;
-      const deadline = setTimeout(() => session.destroy(), limits.keepaliveTimeoutMs);
+      const deadline = setTimeout(kill, limits.keepaliveTimeoutMs);
       deadline.unref();
       const sent = session.ping((err) => {
         clearTimeout(deadline);
-        if (err && !session.destroyed) session.destroy();
+        if (err && !session.destroyed) kill();
       });
       if (!sent) clearTimeout(deadline);
     }, limits.keepaliveIntervalMs);
@@ -127,5 +169,5 @@ export function guardConnections(
     stream.once("end", done);
     stream.once("close", done);
   });
-  return { sessions, sockets };
+  return { sessions, sockets, http1Opened };
 }

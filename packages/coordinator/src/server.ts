@@ -4,6 +4,7 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
@@ -358,9 +359,17 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     h1 = http.createServer(handler);
     server = servePlaintextByPreface(h2, h1, connectionLimits.handshakeTimeoutMs);
   }
-  // With allowHTTP1, the TLS server carries the HTTP/1.1 timeouts itself.
-  const h1Servers = [h1 ?? (h2 as unknown as http.Server)];
-  const { sessions, sockets } = guardConnections(server, h2, h1Servers, connectionLimits, (path) => streamingPaths.has(path));
+  // With allowHTTP1, the TLS server itself serves the HTTP/1.1 requests.
+  const { sessions, sockets, http1Opened } = guardConnections(server, h2, h1 ?? h2, connectionLimits, (path) =>
+    streamingPaths.has(path),
+  );
+  if (tls) {
+    (h2 as http2.Http2SecureServer).on("secureConnection", (socket: TLSSocket) => {
+      if (socket.alpnProtocol !== "h2") http1Opened(socket);
+    });
+  } else {
+    h1?.on("connection", http1Opened);
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(o.port ?? 7070, host, () => {
