@@ -63,6 +63,14 @@ describe("parseArgs", () => {
       caPath: "/flag.pem",
       timeoutMs: 9,
     });
+    expect(
+      ok(parseArgs(split("status j1 --max-message-bytes 8388608"), { DCE_MAX_MESSAGE_BYTES: "1000000" })).connection,
+    ).toMatchObject({
+      maxMessageBytes: 8_388_608,
+    });
+    expect(ok(parseArgs(split("status j1"), { DCE_MAX_MESSAGE_BYTES: "1000000" })).connection).toMatchObject({
+      maxMessageBytes: 1_000_000,
+    });
     // Empty env values count as unset.
     expect(ok(parseArgs(split("status j1"), { DCE_COORDINATOR: "", DCE_CA: "" })).connection).toEqual({
       baseUrl: DEFAULT_COORDINATOR,
@@ -98,6 +106,8 @@ describe("parseArgs", () => {
     [`submit a b -o c --idempotency-key ${"k".repeat(129)}`, /--idempotency-key must be 1 to 128/],
     ["submit a b -o c --timeout-ms 0", /--timeout-ms must be a positive integer/],
     ["submit a b -o c --timeout-ms 1.5", /--timeout-ms must be a positive integer/],
+    ["submit a b -o c --max-message-bytes 65536", /--max-message-bytes must be an integer of bytes above 65536/],
+    ["submit a b -o c --max-message-bytes 4MiB", /--max-message-bytes must be an integer/],
     ["submit a b -o c --coordinator ftp://x", /must start with https:\/\/ or http:\/\//],
     ["submit a b -o c --coordinator nope", /is not a URL/],
     ["submit a b -o c --coordinator http://x --ca ca.pem", /--ca\/DCE_CA needs an https:\/\/ coordinator/],

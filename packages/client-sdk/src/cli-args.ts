@@ -17,6 +17,8 @@ export interface ConnectionConfig {
   readonly token?: string;
   /** Timeout of each RPC in milliseconds (`--timeout-ms`, env `DCE_TIMEOUT_MS`). */
   readonly timeoutMs: number;
+  /** Largest message sent or read (`--max-message-bytes`, env `DCE_MAX_MESSAGE_BYTES`); the SDK default if unset. */
+  readonly maxMessageBytes?: number;
 }
 
 /** Fields every command has. */
@@ -276,6 +278,7 @@ function withCommon(cmd: Command): Command {
     .option("--ca <file>", "PEM of the CA that signed the coordinator certificate (env DCE_CA)")
     .option("--token <token>", "bearer token from `coordinator tokens add` (env DCE_TOKEN, preferred: argv is visible to ps)")
     .option("--timeout-ms <ms>", `timeout of each RPC in ms (env DCE_TIMEOUT_MS; default ${DEFAULT_TIMEOUT_MS})`)
+    .option("--max-message-bytes <n>", "largest RPC message sent or read (env DCE_MAX_MESSAGE_BYTES; default 4194304)")
     .option("--json", "print JSON instead of text");
 }
 
@@ -313,6 +316,15 @@ function resolveConnection(opts: Record<string, unknown>, env: CliEnv): Connecti
         ? parseTimeout(timeoutEnv, "DCE_TIMEOUT_MS")
         : DEFAULT_TIMEOUT_MS;
 
+  const maxFlag = optString(opts, "maxMessageBytes");
+  const maxEnv = nonEmpty(env["DCE_MAX_MESSAGE_BYTES"]);
+  const maxMessageBytes =
+    maxFlag !== undefined
+      ? parseMessageBytes(maxFlag, "--max-message-bytes")
+      : maxEnv !== undefined
+        ? parseMessageBytes(maxEnv, "DCE_MAX_MESSAGE_BYTES")
+        : undefined;
+
   let url: URL;
   try {
     url = new URL(baseUrl);
@@ -325,7 +337,21 @@ function resolveConnection(opts: Record<string, unknown>, env: CliEnv): Connecti
   if (caPath !== undefined && url.protocol !== "https:") {
     throw new UsageError(`--ca/DCE_CA needs an https:// coordinator, got ${JSON.stringify(baseUrl)}`);
   }
-  return { baseUrl, timeoutMs, ...(caPath === undefined ? {} : { caPath }), ...(token === undefined ? {} : { token }) };
+  return {
+    baseUrl,
+    timeoutMs,
+    ...(caPath === undefined ? {} : { caPath }),
+    ...(token === undefined ? {} : { token }),
+    ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),
+  };
+}
+
+/** The SDK needs room for 64 KiB of framing next to each data chunk. */
+function parseMessageBytes(text: string, source: string): number {
+  if (!/^[0-9]+$/.test(text) || Number(text) <= 65_536 || Number(text) > MAX_UINT32) {
+    throw new UsageError(`${source} must be an integer of bytes above 65536, got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
 }
 
 function parseTimeout(text: string, source: string): number {

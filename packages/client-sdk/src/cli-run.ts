@@ -127,6 +127,7 @@ async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<Dce
       timeoutMs: connection.timeoutMs,
       ...(ca === undefined ? {} : { ca }),
       ...(connection.token === undefined ? {} : { token: connection.token }),
+      ...(connection.maxMessageBytes === undefined ? {} : { maxMessageBytes: connection.maxMessageBytes }),
     });
   } catch (e) {
     // Options the SDK rejected that parseArgs let through.
