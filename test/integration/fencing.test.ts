@@ -197,6 +197,22 @@ describe("fencing through a real coordinator", () => {
         Code.InvalidArgument,
       ],
       ["missing spec", () => jobs.submitJob({}), Code.InvalidArgument],
+      [
+        "over maxDim (checked before the blobs are looked up)",
+        () =>
+          jobs.submitJob({
+            matmul: { a: { rows: 2_000_000, cols: 2, blobId: "0".repeat(64) }, b: { rows: 2, cols: 5, blobId: b } },
+          }),
+        Code.ResourceExhausted,
+      ],
+      [
+        "result C over maxMatrixBytes",
+        () =>
+          jobs.submitJob({
+            matmul: { a: { rows: 1_000_000, cols: 2, blobId: a }, b: { rows: 2, cols: 1_000_000, blobId: b } },
+          }),
+        Code.ResourceExhausted,
+      ],
       ["unknown job", () => jobs.getJob({ jobId: "nope" }), Code.NotFound],
       ["unknown job result", () => jobs.getResult({ jobId: "nope" }), Code.NotFound],
       ["unknown job cancel", () => jobs.cancelJob({ jobId: "nope" }), Code.NotFound],
