@@ -153,9 +153,11 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     ...(o.defaultTile ? { defaultTile: o.defaultTile } : {}),
     ...o.limits,
   };
-  for (const key of ["maxDim", "maxMatrixBytes", "maxJobBytes", "maxTileBytes", "maxShardsPerJob", "defaultTile"] as const) {
+  for (const key of ["maxDim", "maxMatrixBytes", "maxJobBytes", "maxTileBytes", "maxShardsPerJob"] as const) {
     intOption(key, limits[key], 1, 1);
   }
+  // 0 picks the tile shape automatically.
+  intOption("defaultTile", limits.defaultTile, 0, 0);
   const core: CoreConfig = {
     ...DEFAULT_CORE_CONFIG,
     leaseTtlMs,
