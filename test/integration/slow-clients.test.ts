@@ -19,6 +19,8 @@ const HANDSHAKE_MS = 1_500;
 const IDLE_MS = 2_500;
 const REQUEST_MS = 3_000;
 const MAX_CONNECTIONS = 400;
+const KEEPALIVE_INTERVAL_MS = 1_000;
+const KEEPALIVE_TIMEOUT_MS = 1_500;
 /** Scheduling slack on a loaded machine, on top of each timeout. */
 const SLACK_MS = 4_000;
 
@@ -90,6 +92,10 @@ describe("slow and idle clients", () => {
         String(REQUEST_MS),
         "--max-connections",
         String(MAX_CONNECTIONS),
+        "--keepalive-interval-ms",
+        String(KEEPALIVE_INTERVAL_MS),
+        "--keepalive-timeout-ms",
+        String(KEEPALIVE_TIMEOUT_MS),
         "--log-level",
         "warn",
       ],
@@ -289,5 +295,76 @@ describe("slow and idle clients", () => {
         `GetJob latency meanwhile max ${maxOf(during).toFixed(0)} ms; VmRSS kB ${rssBefore} -> ${rssAfter}`,
     );
     expect(rssAfter - rssBefore).toBeLessThan(100 * 1024);
+  });
+  it("a connection that holds a stream open but never answers pings is closed by the keepalive timeout", async () => {
+    // HTTP/2 by hand, so that nothing answers the coordinator's PINGs: the preface, empty
+    // SETTINGS, and a health Watch stream (streaming: exempt from the request timeout, and an
+    // open stream keeps the idle timer off). Afterwards the client reads but never writes.
+    const frame = (type: number, flags: number, streamId: number, payload: Buffer) => {
+      const head = Buffer.alloc(9);
+      head.writeUIntBE(payload.length, 0, 3);
+      head.writeUInt8(type, 3);
+      head.writeUInt8(flags, 4);
+      head.writeUInt32BE(streamId, 5);
+      return Buffer.concat([head, payload]);
+    };
+    // HPACK "literal header field without indexing, new name", for short names and values.
+    const literal = (name: string, value: string) =>
+      Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+    const headerBlock = Buffer.concat([
+      literal(":method", "POST"),
+      literal(":scheme", "https"),
+      literal(":path", "/grpc.health.v1.Health/Watch"),
+      literal(":authority", `${host}:${port}`),
+      literal("content-type", "application/grpc"),
+      literal("te", "trailers"),
+      ...Object.entries(cluster.client.headers).map(([k, v]) => literal(k, v)),
+    ]);
+    const watchers: Tracked[] = [];
+    const answered: boolean[] = [];
+    await Promise.all(
+      Array.from(
+        { length: 5 },
+        (_, i) =>
+          new Promise<void>((resolve, reject) => {
+            const s = tls.connect(tlsOptions(["h2"]), () => {
+              s.write(
+                Buffer.concat([
+                  Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+                  frame(0x4, 0, 0, Buffer.alloc(0)),
+                  frame(0x1, 0x4, 1, headerBlock),
+                  frame(0x0, 0x1, 1, Buffer.from([0, 0, 0, 0, 0])),
+                ]),
+              );
+              resolve();
+            });
+            s.once("error", reject);
+            opened.push(s);
+            const t = track(s);
+            // The coordinator answers the Watch (a HEADERS frame on stream 1) before the pings start.
+            let got = Buffer.alloc(0);
+            s.on("data", (d: Buffer) => {
+              got = Buffer.concat([got, d]);
+              let at = 0;
+              while (at + 9 <= got.length) {
+                const length = got.readUIntBE(at, 3);
+                const type = got.readUInt8(at + 3);
+                const stream = got.readUInt32BE(at + 5) & 0x7fff_ffff;
+                if (type === 0x1 && stream === 1) answered[i] = true;
+                at += 9 + length;
+              }
+            });
+            watchers.push(t);
+          }),
+      ),
+    );
+    const limitMs = KEEPALIVE_INTERVAL_MS + KEEPALIVE_TIMEOUT_MS;
+    expect(await waitClosed(watchers, limitMs + KEEPALIVE_INTERVAL_MS + SLACK_MS)).toBe(0);
+    expect(answered.filter(Boolean).length).toBe(5);
+    for (const t of watchers) expect(t.closedAfterMs).toBeGreaterThanOrEqual(KEEPALIVE_TIMEOUT_MS);
+    console.log(
+      `keepalive: 5 connections holding a Watch stream without answering pings closed after ` +
+        `${watchers.map((t) => (t.closedAfterMs ?? 0).toFixed(0)).join(", ")} ms (interval ${KEEPALIVE_INTERVAL_MS}, timeout ${KEEPALIVE_TIMEOUT_MS})`,
+    );
   });
 });
