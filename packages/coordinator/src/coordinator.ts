@@ -532,13 +532,13 @@ export class Coordinator {
         const m = req.matmul;
         if (!m) throw new ConnectError("matmul spec is required", Code.InvalidArgument);
         const spec = { a: m.a, b: m.b, tileRows: m.tileRows, tileCols: m.tileCols, kernel: m.kernel };
-        // Shape and limits first (pure, no I/O): a spec over a limit fails with that limit's name,
-        // whatever blobs it names. An inline matrix gets its blob id once stored, below; the
-        // core checks the whole spec again when the job is created.
+        // Limits first (pure, no I/O): a spec over a limit fails with that limit's name, whatever
+        // blobs it names. Other problems are reported in their usual order, below and by the core.
+        // An inline matrix gets its blob id once stored.
         const early = (r: MatrixRef | undefined) =>
           r && r.blobId === "" && r.inlineData.byteLength > 0 ? { rows: r.rows, cols: r.cols, blobId: "0".repeat(64) } : r;
         const valid = validateMatMulSpec({ ...spec, a: early(m.a), b: early(m.b) }, this.config.core.limits);
-        if (!valid.ok) throw toConnectError(valid.error);
+        if (!valid.ok && valid.error.kind === "over-limit") throw toConnectError(valid.error);
         // The data must be uploaded (or sent inline), and its length must match the declared shape.
         for (const [name, ref] of [
           ["A", m.a],
