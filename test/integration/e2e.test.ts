@@ -101,7 +101,7 @@ describe("small jobs travel inline", () => {
     expect(small.result).toBeUndefined();
   });
 
-  test("inline data that is the wrong size or contradicts its blob id is INVALID_ARGUMENT", async () => {
+  test("inline data that is the wrong size or contradicts its blob id is INVALID_ARGUMENT; over 1 MiB is RESOURCE_EXHAUSTED", async () => {
     const jobs = cluster.raw(JobService);
     const a = new Uint8Array(new Float64Array([1, 2, 3, 4]).buffer);
     const submit = (ref: { rows: number; cols: number; blobId?: string; inlineData: Uint8Array }) =>
@@ -112,8 +112,8 @@ describe("small jobs travel inline", () => {
     });
     const big = new Uint8Array(1024 * 1024 + 8);
     await expect(submit({ rows: 1, cols: big.byteLength / 8, inlineData: big })).rejects.toMatchObject({
-      code: Code.InvalidArgument,
-      rawMessage: expect.stringContaining("inline limit"),
+      code: Code.ResourceExhausted,
+      rawMessage: expect.stringContaining("maxInlineBytes"),
     });
   });
 });

@@ -448,8 +448,8 @@ export class Coordinator {
     const bytes = ref.inlineData.byteLength;
     if (bytes > MAX_INLINE_BYTES) {
       throw new ConnectError(
-        `matrix ${name}: inline_data is ${bytes} bytes, over the inline limit of ${MAX_INLINE_BYTES}; upload it with BlobService`,
-        Code.InvalidArgument,
+        `matrix ${name}: inline_data is ${bytes} bytes, over the limit maxInlineBytes=${MAX_INLINE_BYTES}; upload it with BlobService`,
+        Code.ResourceExhausted,
       );
     }
     const want = ref.rows * ref.cols * 8;
