@@ -18,12 +18,16 @@ export interface RawAnswer {
 
 /** Opens an HTTP/2 session to `url` with the harness's credentials. */
 export function connectRaw(url: string, creds: ClientCredentials): http2.ClientHttp2Session {
-  return http2.connect(url, {
+  const session = http2.connect(url, {
     ca: creds.ca,
     ...(creds.cert && creds.key ? { cert: creds.cert, key: creds.key } : {}),
     // Room for many large bodies in flight (see fuzzTransport in rpc-fuzz.test.ts).
     maxSessionMemory: 1024,
   });
+  // The server may end a session that floods it with garbage (GOAWAY, e.g. ENHANCE_YOUR_CALM):
+  // that is a legitimate answer, seen by the caller as a closed session and reconnected.
+  session.on("error", () => {});
+  return session;
 }
 
 /** gRPC length-prefixed message: flags, 4-byte big-endian length, payload. */
