@@ -38,6 +38,8 @@ export const CODE_OF_ERROR: Record<CoreError["kind"], Code> = {
   "already-completed": Code.AlreadyExists,
   "not-lease-holder": Code.PermissionDenied,
   "invalid-result": Code.InvalidArgument,
+  "result-rejected": Code.FailedPrecondition,
+  "worker-quarantined": Code.PermissionDenied,
   "job-finished": Code.FailedPrecondition,
   "result-not-ready": Code.FailedPrecondition,
   "over-capacity": Code.ResourceExhausted,

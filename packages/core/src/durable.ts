@@ -7,7 +7,11 @@ import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type
  * `persist` effects; the shell makes them durable (journal + fsync) before it
  * acknowledges the request that caused them, and replays them on restart.
  * Leases, heartbeats and retry counters are deliberately not durable: after a
- * restart every unfinished shard is leased again with a higher epoch.
+ * restart every unfinished shard is leased again with a higher epoch. Counts of rejected
+ * results below the quarantine limit are not durable either (each wrong result is caught
+ * on its own, so forgetting them costs at most a few more rejected results), but a
+ * quarantine is: a restart must not hand work again to a worker known to return wrong
+ * results.
  */
 export type DurableRecord =
   | {
@@ -25,7 +29,16 @@ export type DurableRecord =
   | { type: "job-ended"; jobId: JobId; state: "failed" | "cancelled"; error: string; finishedAtMs: number }
   | { type: "job-succeeded"; jobId: JobId; resultBlobId: string; finishedAtMs: number }
   /** Every epoch below `upTo` may have been handed out; a restart continues above it. */
-  | { type: "epochs-reserved"; upTo: number };
+  | { type: "epochs-reserved"; upTo: number }
+  /** A worker identity was quarantined after `rejectedResults` results failed verification. */
+  | { type: "worker-quarantined"; identity: string; rejectedResults: number; reason: string; atMs: number };
+
+/** A quarantined worker identity, as the durable model keeps it. */
+export interface DurableQuarantine {
+  rejectedResults: number;
+  reason: string;
+  atMs: number;
+}
 
 /** What a durable job looks like on disk (snapshot form). */
 export interface DurableJob {
@@ -51,11 +64,13 @@ export interface DurableModel {
   epochFloor: number;
   /** Jobs in creation order. */
   jobs: Map<JobId, DurableJob>;
+  /** Quarantined worker identities. */
+  quarantined: Map<string, DurableQuarantine>;
 }
 
 /** An empty durable model. */
 export function createDurableModel(): DurableModel {
-  return { epochFloor: 1, jobs: new Map() };
+  return { epochFloor: 1, jobs: new Map(), quarantined: new Map() };
 }
 
 /**
@@ -117,6 +132,11 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
     case "epochs-reserved":
       if (r.upTo > model.epochFloor) model.epochFloor = r.upTo;
       return;
+    case "worker-quarantined":
+      if (!model.quarantined.has(r.identity)) {
+        model.quarantined.set(r.identity, { rejectedResults: r.rejectedResults, reason: r.reason, atMs: r.atMs });
+      }
+      return;
   }
 }
 
@@ -137,6 +157,14 @@ export interface Restored {
 export function restoreCoreState(config: Partial<CoreConfig>, model: DurableModel): Restored {
   const s = createCoreState(config);
   s.nextEpoch = Math.max(1, model.epochFloor);
+  for (const [identity, q] of model.quarantined) {
+    s.identities.set(identity, {
+      identity,
+      rejectedResults: q.rejectedResults,
+      quarantinedAtMs: Math.max(1, q.atMs),
+      lastReason: q.reason,
+    });
+  }
   const toFinalize: JobId[] = [];
   const active: JobId[] = [];
   const ordered = [...model.jobs.values()].sort((x, y) => x.createdAtMs - y.createdAtMs);
@@ -186,6 +214,8 @@ export interface DurableSnapshot {
   version: 1;
   epochFloor: number;
   jobs: (Omit<DurableJob, "accepted"> & { accepted: [number, number][] })[];
+  /** Quarantined identities (absent in snapshots written before quarantines existed). */
+  quarantined?: [string, DurableQuarantine][];
 }
 
 /** Serialises the model for a snapshot. */
@@ -194,6 +224,7 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
     version: 1,
     epochFloor: model.epochFloor,
     jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()] })),
+    quarantined: [...model.quarantined.entries()],
   };
 }
 
@@ -202,5 +233,6 @@ export function fromSnapshot(snap: DurableSnapshot): DurableModel {
   const model = createDurableModel();
   model.epochFloor = snap.epochFloor;
   for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted) });
+  for (const [identity, q] of snap.quarantined ?? []) model.quarantined.set(identity, q);
   return model;
 }

@@ -16,6 +16,10 @@ export type CoreError =
   | { kind: "already-completed"; jobId: JobId; shardIndex: number; epoch: number }
   | { kind: "not-lease-holder"; jobId: JobId; shardIndex: number; epoch: number; workerId: WorkerId }
   | { kind: "invalid-result"; jobId: JobId; shardIndex: number; message: string }
+  /** The result arrived in time but is wrong: it failed the coordinator's verification. */
+  | { kind: "result-rejected"; jobId: JobId; shardIndex: number; epoch: number; message: string }
+  /** The worker's identity is quarantined after repeated wrong results. */
+  | { kind: "worker-quarantined"; identity: string; rejectedResults: number }
   | { kind: "job-finished"; jobId: JobId; state: string; message: string }
   | { kind: "result-not-ready"; jobId: JobId; state: string }
   | { kind: "over-capacity"; message: string }
@@ -61,6 +65,10 @@ export function describeError(e: CoreError): string {
       return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} is held by another worker`;
     case "invalid-result":
       return `job ${e.jobId} shard ${e.shardIndex}: ${e.message}`;
+    case "result-rejected":
+      return `job ${e.jobId} shard ${e.shardIndex} epoch ${e.epoch}: result rejected by verification (${e.message}); the shard runs again elsewhere`;
+    case "worker-quarantined":
+      return `worker identity '${e.identity.slice(0, 256)}' is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
     case "job-finished":
       return e.message;
     case "result-not-ready":

@@ -7,18 +7,37 @@
  * @packageDocumentation
  */
 
-export type { DurableJob, DurableModel, DurableRecord, DurableSnapshot, Restored } from "./durable.js";
+export type { DurableJob, DurableModel, DurableQuarantine, DurableRecord, DurableSnapshot, Restored } from "./durable.js";
 export { applyRecord, createDurableModel, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
 export type { CoreError, Result } from "./errors.js";
 export { describeError, err, ok } from "./errors.js";
 export type { ClientId, JobId, WorkerId } from "./ids.js";
 export { asClientId, asJobId, asWorkerId } from "./ids.js";
+export type { ColumnTiling, Projection, TileCheck } from "./freivalds.js";
+export {
+  checkCostFlops,
+  checkTileRows,
+  createProjection,
+  FREIVALDS_DETECTION_FACTOR,
+  FREIVALDS_ROUNDS,
+  probesFromWords,
+  projectRows,
+} from "./freivalds.js";
 export { checkInvariants } from "./invariants.js";
 export type { Plan, TileBounds } from "./plan.js";
 export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
 export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
 export { autoTile, DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
-export type { CoreConfig, CoreState, JobRecord, JobStateName, KernelOffer, LeaseRecord, WorkerRecord } from "./state.js";
+export type {
+  CoreConfig,
+  CoreState,
+  IdentityRecord,
+  JobRecord,
+  JobStateName,
+  KernelOffer,
+  LeaseRecord,
+  WorkerRecord,
+} from "./state.js";
 export { createCoreState, DEFAULT_CORE_CONFIG, isTerminal, ShardStatus } from "./state.js";
 export type {
   CoreEvent,
@@ -35,11 +54,12 @@ export type {
   ResultFinalized,
   ShardCompleted,
   ShardFailed,
+  ShardRejected,
   ShardsRequested,
   StepResult,
   Ticked,
   WorkerRegistered,
 } from "./step.js";
-export { jobOf, resultOf, step } from "./step.js";
+export { checkCompletion, jobOf, resultOf, step } from "./step.js";
 export type { JobView } from "./views.js";
 export { viewJob } from "./views.js";

@@ -52,6 +52,11 @@ export interface JobRecord {
   readonly shardNotBeforeMs: Float64Array;
   /** Last error reported for each shard that failed (sparse). */
   readonly shardLastError: Map<number, string>;
+  /**
+   * Worker identities whose result for a shard failed verification (sparse): the shard's
+   * retry goes to another identity while one that can run the job is registered.
+   */
+  readonly shardAvoid: Map<number, string[]>;
   /** Next never-leased shard index; shards below it were leased at least once. */
   cursor: number;
   /** Shards handed back for another execution, in the order they came back. */
@@ -79,6 +84,12 @@ export interface LeaseRecord {
 export interface WorkerRecord {
   readonly id: WorkerId;
   readonly name: string;
+  /**
+   * Who the worker is, as authenticated by the shell: the subject of its client
+   * certificate, or its registered name when certificates are not in use. Rejected
+   * results and quarantine are kept per identity, so registering again does not reset them.
+   */
+  readonly identity: string;
   readonly kernels: readonly KernelOffer[];
   readonly threads: number;
   lastSeenMs: number;
@@ -88,6 +99,17 @@ export interface WorkerRecord {
   throttledUntilMs: number;
   /** Epochs of the leases it holds. */
   readonly leases: Set<number>;
+}
+
+/** What the coordinator remembers about one worker identity's rejected results. */
+export interface IdentityRecord {
+  readonly identity: string;
+  /** Results of this identity that failed verification (since the coordinator started). */
+  rejectedResults: number;
+  /** When it was quarantined; 0 while it is not. A quarantined identity gets no leases. */
+  quarantinedAtMs: number;
+  /** Why its last result was rejected. */
+  lastReason: string;
 }
 
 /** Tunables of the coordinator's decisions. */
@@ -115,6 +137,11 @@ export interface CoreConfig {
   /** First throttle period; doubles per further failure, capped by throttleMaxMs. */
   readonly throttleBaseMs: number;
   readonly throttleMaxMs: number;
+  /**
+   * Results failing verification after which a worker identity is quarantined (no more
+   * leases, refused registration); 0 never quarantines.
+   */
+  readonly quarantineAfterRejections: number;
   readonly limits: SpecLimits;
 }
 
@@ -132,6 +159,7 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   throttleAfterFailures: 3,
   throttleBaseMs: 1_000,
   throttleMaxMs: 30_000,
+  quarantineAfterRejections: 3,
   limits: DEFAULT_SPEC_LIMITS,
 };
 
@@ -150,6 +178,8 @@ export interface CoreState {
   readonly idempotency: Map<string, JobId>;
   readonly workers: Map<WorkerId, WorkerRecord>;
   readonly leases: Map<number, LeaseRecord>;
+  /** Worker identities with rejected results or a quarantine (durable: quarantines only). */
+  readonly identities: Map<string, IdentityRecord>;
   draining: boolean;
 }
 
@@ -163,6 +193,7 @@ export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
     idempotency: new Map(),
     workers: new Map(),
     leases: new Map(),
+    identities: new Map(),
     draining: false,
   };
 }
@@ -195,6 +226,7 @@ export function createJobRecord(init: {
     shardAttempts: new Uint16Array(n),
     shardNotBeforeMs: new Float64Array(n),
     shardLastError: new Map(),
+    shardAvoid: new Map(),
     cursor: 0,
     retryQueue: [],
     doneCount: 0,

@@ -6,6 +6,7 @@ import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } f
 import {
   type CoreState,
   createJobRecord,
+  type IdentityRecord,
   isTerminal,
   type JobRecord,
   type KernelOffer,
@@ -44,6 +45,11 @@ export interface WorkerRegistered {
   name: string;
   kernels: readonly KernelOffer[];
   threads: number;
+  /**
+   * The worker's authenticated identity (its certificate subject); defaults to `name`
+   * when the shell has no stronger identity. Quarantine is keyed by it.
+   */
+  identity?: string;
 }
 /** A worker asked for up to `maxShards` leases. */
 export interface ShardsRequested {
@@ -72,6 +78,19 @@ export interface ShardCompleted {
   workerId: WorkerId;
   lease: LeaseKey;
   sizeBytes: number;
+}
+/**
+ * The shell checked a worker's result for `lease` and found it wrong (the bytes stay in
+ * the shell and are dropped). The worker's identity is charged whether or not the lease
+ * is still live; a live lease ends and its shard runs again, on another identity if one
+ * can take it.
+ */
+export interface ShardRejected {
+  type: "shard-rejected";
+  nowMs: number;
+  workerId: WorkerId;
+  lease: LeaseKey;
+  reason: string;
 }
 /** A worker reported a shard failure, or handed a lease back unstarted (`release`). `jitter` ∈ [0,1). */
 export interface ShardFailed {
@@ -117,6 +136,7 @@ export type CoreEvent =
   | ShardsRequested
   | HeartbeatReceived
   | ShardCompleted
+  | ShardRejected
   | ShardFailed
   | Ticked
   | ResultFinalized
@@ -152,6 +172,8 @@ export interface OutcomeMap {
   "shards-requested": Result<Grant[]>;
   "heartbeat-received": Result<LeaseCheck[]>;
   "shard-completed": Result<{ bounds: TileBounds }>;
+  /** ok once the rejection is recorded; `requeued`: the lease was live and its shard runs again. */
+  "shard-rejected": Result<{ requeued: boolean; quarantined: boolean }>;
   "shard-failed": Result<{ jobFailed: boolean }>;
   ticked: Result<{ expired: number }>;
   "result-finalized": Result<null>;
@@ -211,6 +233,8 @@ function dispatch(s: CoreState, e: CoreEvent, fx: Effect[]): OutcomeMap[CoreEven
       return heartbeat(s, e);
     case "shard-completed":
       return complete(s, e, fx);
+    case "shard-rejected":
+      return rejected(s, e, fx);
     case "shard-failed":
       return fail(s, e, fx);
     case "ticked":
@@ -311,12 +335,18 @@ function cancel(s: CoreState, e: JobCancelRequested, fx: Effect[]): OutcomeMap["
 
 function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-registered"] {
   if (s.workers.has(e.workerId)) return err({ kind: "invalid-spec", message: `worker id ${e.workerId} is already in use` });
+  const identity = e.identity ?? e.name;
+  const known = s.identities.get(identity);
+  if (known && known.quarantinedAtMs > 0) {
+    return err({ kind: "worker-quarantined", identity, rejectedResults: known.rejectedResults });
+  }
   // An empty fingerprint would leave a job unpinned and let it mix kernel builds.
   const blank = e.kernels.find((k) => k.name === "" || k.fingerprint === "");
   if (blank) return err({ kind: "invalid-spec", message: "every kernel needs a non-empty name and fingerprint" });
   s.workers.set(e.workerId, {
     id: e.workerId,
     name: e.name,
+    identity,
     kernels: e.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
     threads: e.threads,
     lastSeenMs: e.nowMs,
@@ -344,6 +374,10 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
   if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
   worker.lastSeenMs = e.nowMs;
   if (s.draining) return err({ kind: "draining" });
+  const quarantine = s.identities.get(worker.identity);
+  if (quarantine && quarantine.quarantinedAtMs > 0) {
+    return err({ kind: "worker-quarantined", identity: worker.identity, rejectedResults: quarantine.rejectedResults });
+  }
   const grants: Grant[] = [];
   // A worker that keeps failing waits out its throttle period (it long-polls meanwhile).
   if (worker.throttledUntilMs > e.nowMs) return ok(grants);
@@ -387,7 +421,7 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
         });
         continue;
       }
-      const shard = nextShard(job, e.nowMs);
+      const shard = nextShard(s, job, e.nowMs, worker);
       if (shard < 0) break;
       if (job.fingerprint === "") {
         // Pin the implementation at the first grant: a job's bytes never mix kernels.
@@ -464,21 +498,40 @@ function nextBackup(s: CoreState, job: JobRecord, workerId: WorkerId): number {
   return -1;
 }
 
-/** Takes the next grantable shard of `job`: retries whose backoff has passed first, then fresh shards. -1 if none. */
-function nextShard(job: JobRecord, nowMs: number): number {
+/**
+ * Takes the next grantable shard of `job` for `worker`: retries whose backoff has passed
+ * first, then fresh shards. A retry whose last result from this worker's identity was
+ * rejected is left for another identity while one that can run the job is registered.
+ * -1 if none.
+ */
+function nextShard(s: CoreState, job: JobRecord, nowMs: number, worker: WorkerRecord): number {
   const q = job.retryQueue;
   for (let i = 0; i < q.length; i++) {
     const shard = q[i] as number;
-    if ((job.shardNotBeforeMs[shard] ?? 0) <= nowMs) {
-      q.splice(i, 1);
-      return shard;
-    }
+    if ((job.shardNotBeforeMs[shard] ?? 0) > nowMs) continue;
+    const avoid = job.shardAvoid.get(shard);
+    if (avoid?.includes(worker.identity) && anotherTaker(s, job, avoid)) continue;
+    q.splice(i, 1);
+    return shard;
   }
   while (job.cursor < job.plan.shardCount) {
     const shard = job.cursor++;
     if (job.shardStatus[shard] === ShardStatus.pending) return shard;
   }
   return -1;
+}
+
+/** True when a registered, unquarantined worker whose identity is not in `avoid` can run `job`. */
+function anotherTaker(s: CoreState, job: JobRecord, avoid: readonly string[]): boolean {
+  for (const w of s.workers.values()) {
+    if (avoid.includes(w.identity) || isQuarantined(s, w.identity)) continue;
+    if (kernelFor(job, w.kernels, s.config.limits.kernels)) return true;
+  }
+  return false;
+}
+
+function isQuarantined(s: CoreState, identity: string): boolean {
+  return (s.identities.get(identity)?.quarantinedAtMs ?? 0) > 0;
 }
 
 /** Classifies a report about `key` from `workerId`: the live lease, or why it is not valid. */
@@ -618,6 +671,7 @@ function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["sh
   job.leasedCount--;
   job.durationsMs.push(e.nowMs - lease.grantedAtMs);
   worker.failureStreak = 0;
+  job.shardAvoid.delete(shard);
   job.shardStatus[shard] = ShardStatus.done;
   job.doneCount++;
   job.version++;
@@ -678,6 +732,93 @@ function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-fai
   fx.push({ type: "log", level: "warn", msg: "shard failed", fields: { jobId: job.id, shard, epoch: lease.epoch, error: why } });
   requeue(s, job, shard, e.nowMs, e.jitter, why, fx);
   return ok({ jobFailed: isTerminal(job.state) });
+}
+
+function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["shard-rejected"] {
+  const worker = s.workers.get(e.workerId);
+  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
+  worker.lastSeenMs = e.nowMs;
+  const why = `result rejected: ${e.reason.slice(0, 512)}`;
+  const identity = worker.identity;
+  const rec: IdentityRecord = s.identities.get(identity) ?? { identity, rejectedResults: 0, quarantinedAtMs: 0, lastReason: "" };
+  s.identities.set(identity, rec);
+  rec.rejectedResults++;
+  rec.lastReason = why;
+  const { jobId, shardIndex, epoch } = e.lease;
+  fx.push({
+    type: "log",
+    level: "warn",
+    msg: "shard result rejected",
+    fields: { jobId, shard: shardIndex, epoch, workerId: worker.id, identity, rejectedResults: rec.rejectedResults, reason: why },
+  });
+  let requeued = false;
+  // Only the live lease's holder can lose the lease; a late wrong result still counts against its sender.
+  const r = checkLease(s, e.workerId, e.lease, e.nowMs);
+  if (r.ok) {
+    const { job, lease } = r.value;
+    const avoid = job.shardAvoid.get(shardIndex) ?? [];
+    if (!avoid.includes(identity)) job.shardAvoid.set(shardIndex, [...avoid, identity]);
+    job.shardLastError.set(shardIndex, why);
+    if (endLease(s, job, lease)) {
+      // The straggler twin carries on; its result is checked like any other.
+      job.version++;
+      fx.push({ type: "job-changed", jobId: job.id });
+    } else {
+      requeue(s, job, shardIndex, e.nowMs, 0, why, fx);
+      // The shard is not at fault, its executor was: no backoff before another worker takes it.
+      if (!isTerminal(job.state)) job.shardNotBeforeMs[shardIndex] = e.nowMs;
+      requeued = true;
+    }
+  }
+  const limit = s.config.quarantineAfterRejections;
+  let quarantined = false;
+  if (limit > 0 && rec.rejectedResults >= limit && rec.quarantinedAtMs === 0) {
+    quarantine(s, rec, e.nowMs, fx);
+    quarantined = true;
+  }
+  return ok({ requeued, quarantined });
+}
+
+/**
+ * Quarantines a worker identity: it gets no more leases and cannot register again. Its
+ * live leases are taken back at once (like a hand-back: no attempt is charged) so their
+ * shards go to other workers now rather than after the quarantined worker's results.
+ */
+function quarantine(s: CoreState, rec: IdentityRecord, nowMs: number, fx: Effect[]): void {
+  rec.quarantinedAtMs = nowMs;
+  fx.push({
+    type: "persist",
+    record: {
+      type: "worker-quarantined",
+      identity: rec.identity,
+      rejectedResults: rec.rejectedResults,
+      reason: rec.lastReason,
+      atMs: nowMs,
+    },
+  });
+  fx.push({
+    type: "log",
+    level: "error",
+    msg: "worker quarantined",
+    fields: { identity: rec.identity, rejectedResults: rec.rejectedResults, reason: rec.lastReason },
+  });
+  for (const w of s.workers.values()) {
+    if (w.identity !== rec.identity) continue;
+    for (const epoch of [...w.leases]) {
+      const lease = s.leases.get(epoch);
+      const job = lease ? s.jobs.get(lease.jobId) : undefined;
+      if (!lease || !job) continue;
+      const shard = lease.shardIndex;
+      job.version++;
+      fx.push({ type: "job-changed", jobId: job.id });
+      if (endLease(s, job, lease)) continue;
+      job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
+      job.shardStatus[shard] = ShardStatus.pending;
+      job.shardNotBeforeMs[shard] = nowMs;
+      job.retryQueue.push(shard);
+      fx.push({ type: "shards-available" });
+    }
+  }
 }
 
 function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
@@ -791,6 +932,21 @@ function endJob(s: CoreState, job: JobRecord, to: "failed" | "cancelled", messag
     msg: `job ${to}`,
     fields: { jobId: job.id, reason: message },
   });
+}
+
+/**
+ * Whether a completion from `workerId` for `lease` would be considered at `nowMs`:
+ * the live lease, or the error `shard-completed` would answer. Read-only; the shell uses
+ * it to skip verifying results that are refused anyway (stale, duplicate, revoked).
+ */
+export function checkCompletion(
+  s: Readonly<CoreState>,
+  workerId: WorkerId,
+  lease: LeaseKey,
+  nowMs: number,
+): Result<{ job: JobRecord; lease: LeaseRecord }> {
+  if (!s.workers.has(workerId)) return err({ kind: "worker-not-found", workerId });
+  return checkLease(s as CoreState, workerId, lease, nowMs);
 }
 
 /** Reads a job's result address, for its owner only. */

@@ -96,8 +96,16 @@ export class Driver {
     return unwrap(this.submit(spec, opts).outcome).jobId;
   }
 
-  register(id: string, kernels: readonly KernelOffer[] = [REF_A]) {
-    return this.apply({ type: "worker-registered", nowMs: this.nowMs, workerId: asWorkerId(id), name: id, kernels, threads: 1 });
+  register(id: string, kernels: readonly KernelOffer[] = [REF_A], identity?: string) {
+    return this.apply({
+      type: "worker-registered",
+      nowMs: this.nowMs,
+      workerId: asWorkerId(id),
+      name: id,
+      kernels,
+      threads: 1,
+      ...(identity === undefined ? {} : { identity }),
+    });
   }
 
   acquire(id: string | WorkerId, maxShards: number) {
@@ -127,6 +135,10 @@ export class Driver {
       lease,
       sizeBytes: sizeBytes ?? this.sizeOf(lease),
     });
+  }
+
+  reject(id: string | WorkerId, lease: LeaseKey, reason = "row 0 fails Freivalds' test") {
+    return this.apply({ type: "shard-rejected", nowMs: this.nowMs, workerId: asWorkerId(id), lease, reason });
   }
 
   fail(id: string | WorkerId, lease: LeaseKey, opts: { error?: string; release?: boolean; jitter?: number } = {}) {
