@@ -229,6 +229,23 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       ),
     )
     .addOption(
+      new Option("--verify <mode>", "check every worker result with Freivalds' test before accepting it (env DCE_VERIFY)")
+        .choices(["on", "off"])
+        .default(env.DCE_VERIFY ?? "on"),
+    )
+    .addOption(
+      intFlag("--verify-threads", "DCE_VERIFY_THREADS", "threads that check results; 0 = a quarter of the cores, 1 to 4", 0, 0),
+    )
+    .addOption(
+      intFlag(
+        "--quarantine-after",
+        "DCE_QUARANTINE_AFTER",
+        "results failing verification before a worker is quarantined; 0 = never",
+        0,
+        DEFAULT_CORE_CONFIG.quarantineAfterRejections,
+      ),
+    )
+    .addOption(
       new Option("--no-metrics", "do not serve Prometheus metrics at GET /metrics (env DCE_METRICS=0)").default(
         env.DCE_METRICS !== "0",
       ),
@@ -293,6 +310,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             requestTimeoutMs: o.requestTimeoutMs,
             keepaliveIntervalMs: o.keepaliveIntervalMs,
             keepaliveTimeoutMs: o.keepaliveTimeoutMs,
+            verify: o.verify === "on",
+            ...(o.verifyThreads > 0 ? { verifyThreads: o.verifyThreads } : {}),
+            quarantineAfter: o.quarantineAfter,
             metrics: o.metrics,
             ui: o.ui,
           },

@@ -10,19 +10,24 @@ import {
   type CoreConfig,
   type CoreEvent,
   type CoreState,
+  checkCompletion,
   checkInvariants,
   type Effect,
   isTerminal,
   type JobId,
   jobOf,
+  type LeaseKey,
   type OutcomeMap,
   restoreCoreState,
   resultOf,
   ShardStatus,
   type StepResult,
   step,
+  tileBounds,
+  tileSizeBytes,
   validateMatMulSpec,
   viewJob,
+  type WorkerId,
 } from "@dce/core";
 import {
   BlobService,
@@ -35,10 +40,11 @@ import {
   WorkerService,
 } from "@dce/proto";
 import type { Logger } from "pino";
-import { principalKey } from "./auth.js";
+import { DEVELOPMENT_PRINCIPAL, principalKey } from "./auth.js";
 import { BlobError, BlobStore } from "./blob-store.js";
 import { type CrashPoint, Journal, type RecoveryReport } from "./journal.js";
 import { ResultSink } from "./result-sink.js";
+import { type Verdict, Verifier } from "./verify/verifier.js";
 import { fromLeaseRef, toConnectError, toJobStatus, toLeaseRef, toLeaseStatus, toShardLease } from "./wire.js";
 
 /** Settings of a {@link Coordinator}, every default resolved. */
@@ -65,9 +71,30 @@ export interface CoordinatorConfig {
   readonly crashAt?: CrashPoint;
   /** Called with each journal group commit's duration, for metrics. */
   readonly onJournalCommit?: (ms: number, records: number) => void;
+  /** Checking workers' results before accepting them (Freivalds' test; see docs/verification.md). */
+  readonly verify: {
+    /** Check every result (default true). Off, results are accepted as they come. */
+    readonly enabled: boolean;
+    /** Verification threads. */
+    readonly threads: number;
+  };
   /** Decision tunables passed to the core. */
   readonly core: CoreConfig;
 }
+
+/** One verified result, as reported to {@link Coordinator.observeVerification} observers. */
+export interface VerificationEvent {
+  readonly jobId: string;
+  readonly shardIndex: number;
+  readonly workerId: string;
+  /** passed: every row checked and right; unverifiable: right where it could be checked, some rows could not be; rejected; error: the check could not run. */
+  readonly outcome: "passed" | "unverifiable" | "rejected" | "error";
+  /** Wall time of the check, in ms. */
+  readonly ms: number;
+}
+
+/** Called after every result check; see {@link Coordinator.observeVerification}. */
+export type VerificationObserver = (v: VerificationEvent) => void;
 
 /** Space kept free in every message for fields other than the data chunk. */
 export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
@@ -112,6 +139,8 @@ export class Coordinator {
   /** Epochs below this are covered by a durable `epochs-reserved` record. */
   #epochsReservedUpTo: number;
   readonly #observers = new Set<StepObserver>();
+  readonly #verificationObservers = new Set<VerificationObserver>();
+  readonly #verifier: Verifier | undefined;
   /** What recovery found when this coordinator opened its data dir. */
   readonly recovery: RecoveryReport & { jobs: number; activeJobs: number };
 
@@ -128,6 +157,7 @@ export class Coordinator {
     this.#journal = parts.journal;
     this.recovery = parts.recovery;
     this.#epochsReservedUpTo = parts.state.nextEpoch;
+    this.#verifier = config.verify.enabled ? new Verifier({ threads: config.verify.threads }) : undefined;
     this.#ticker = setInterval(() => this.#tick(), config.tickIntervalMs);
     this.#ticker.unref();
   }
@@ -211,6 +241,7 @@ export class Coordinator {
     this.#closed ??= (async () => {
       if (this.#ticker) clearInterval(this.#ticker);
       this.#ticker = undefined;
+      await this.#verifier?.close().catch((e: unknown) => this.#log.warn({ err: e }, "verifier did not close cleanly"));
       this.#wakeWorkers();
       for (const set of this.#jobWaiters.values()) for (const w of set) w();
       try {
@@ -286,6 +317,21 @@ export class Coordinator {
     return () => this.#observers.delete(observer);
   }
 
+  /**
+   * Registers a read-only observer called after every check of a worker's result (only
+   * while verification is on). It must not throw.
+   * @returns a function that removes the observer.
+   */
+  observeVerification(observer: VerificationObserver): () => void {
+    this.#verificationObservers.add(observer);
+    return () => this.#verificationObservers.delete(observer);
+  }
+
+  /** True when results are checked before they are accepted. */
+  get verifying(): boolean {
+    return this.#verifier !== undefined;
+  }
+
   /** The core state, read-only, for snapshots (dashboards, metrics). Do not mutate. */
   get state(): Readonly<CoreState> {
     return this.#state;
@@ -352,9 +398,11 @@ export class Coordinator {
         this.#sink.writeTile(fx.jobId, fx.bounds, tile);
         return;
       case "finalize-result":
+        this.#verifier?.forget(fx.jobId);
         this.#finalize(fx.jobId);
         return;
       case "discard-result":
+        this.#verifier?.forget(fx.jobId);
         this.#sink.release(fx.jobId);
         return;
       case "job-changed": {
@@ -519,6 +567,76 @@ export class Coordinator {
         Code.PermissionDenied,
       );
     }
+  }
+
+  /**
+   * Checks a result before the core sees it. Undefined when there is nothing to check:
+   * verification is off, or the core will refuse the report anyway (stale, duplicate,
+   * revoked, wrong size), so checking it would only cost time. A check that cannot run
+   * answers `unavailable`: the worker retries, and nothing unchecked is accepted.
+   */
+  async #verify(
+    workerId: WorkerId,
+    lease: LeaseKey,
+    data: Uint8Array,
+  ): Promise<Verdict | { ok: false; unavailable: true; reason: string } | undefined> {
+    if (!this.#verifier) return undefined;
+    const pre = checkCompletion(this.#state, workerId, lease, Date.now());
+    if (!pre.ok) return undefined;
+    const { job } = pre.value;
+    if (data.byteLength !== tileSizeBytes(job.plan, lease.shardIndex)) return undefined;
+    const bounds = tileBounds(job.plan, lease.shardIndex);
+    const fields = { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId };
+    let verdict: Verdict;
+    try {
+      verdict = await this.#verifier.check(
+        {
+          id: job.id,
+          plan: job.plan,
+          aPath: this.#blobs.pathOf(job.spec.a.blobId),
+          bPath: this.#blobs.pathOf(job.spec.b.blobId),
+        },
+        bounds,
+        data,
+      );
+    } catch (e) {
+      this.#log.error({ ...fields, err: e }, "result could not be verified; the worker will retry");
+      this.#notifyVerification({ jobId: job.id, shardIndex: lease.shardIndex, workerId, outcome: "error", ms: 0 });
+      return { ok: false, unavailable: true, reason: "the result could not be verified right now; retry" };
+    }
+    const outcome = !verdict.ok ? "rejected" : verdict.rowsUnverifiable > 0 ? "unverifiable" : "passed";
+    if (outcome === "unverifiable" && verdict.ok) {
+      this.#log.warn(
+        { ...fields, rowsUnverifiable: verdict.rowsUnverifiable },
+        "result accepted with rows that cannot be verified (inputs with NaN, Inf or near-overflow values)",
+      );
+    }
+    this.#notifyVerification({ jobId: job.id, shardIndex: lease.shardIndex, workerId, outcome, ms: verdict.ms });
+    return verdict;
+  }
+
+  #notifyVerification(v: VerificationEvent): void {
+    for (const observer of this.#verificationObservers) {
+      try {
+        observer(v);
+      } catch (e) {
+        this.#log.error({ err: e }, "verification observer failed");
+      }
+    }
+  }
+
+  /**
+   * The identity rejected results and quarantine are kept by: the subject of the worker's
+   * verified certificate, or, in development mode (no certificates), the name it registers
+   * with — so one bad worker does not shut out every anonymous one.
+   */
+  #quarantineIdentityOf(ctx: HandlerContext, name: string): string {
+    const p = ctx.values.get(principalKey);
+    return p !== undefined && p !== DEVELOPMENT_PRINCIPAL && p.workerIdentity !== undefined ? p.workerIdentity : name;
+  }
+
+  #clientOf(_ctx: HandlerContext): ClientId {
+    return ANONYMOUS;
   }
 
   // -------------------------------------------------------------------------
@@ -710,6 +828,7 @@ export class Coordinator {
           name: req.name,
           kernels: req.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
           threads: req.threads,
+          identity: this.#quarantineIdentityOf(ctx, req.name),
         });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
         const identity = this.#workerIdentityOf(ctx);
@@ -772,50 +891,64 @@ export class Coordinator {
           throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
         }
         const durables: Promise<void>[] = [];
-        const outcomes = req.results.map((r) => {
-          const lease = fromLeaseRef(r.lease);
-          let data: Uint8Array;
-          if (r.payload.case === "data") data = r.payload.value;
-          else if (r.payload.case === "blobId") {
-            const size = this.#blobs.sizeOf(r.payload.value);
-            if (size === undefined) {
+        const outcomes = await Promise.all(
+          req.results.map(async (r) => {
+            const lease = fromLeaseRef(r.lease);
+            let data: Uint8Array;
+            if (r.payload.case === "data") data = r.payload.value;
+            else if (r.payload.case === "blobId") {
+              const size = this.#blobs.sizeOf(r.payload.value);
+              if (size === undefined) {
+                return create(ShardOutcomeSchema, {
+                  lease: toLeaseRef(lease),
+                  code: Code.NotFound,
+                  message: "result blob not found",
+                });
+              }
+              data = this.#blobs.read(r.payload.value, 0, size).data;
+            } else {
               return create(ShardOutcomeSchema, {
                 lease: toLeaseRef(lease),
-                code: Code.NotFound,
-                message: "result blob not found",
+                code: Code.InvalidArgument,
+                message: "result has no payload",
               });
             }
-            data = this.#blobs.read(r.payload.value, 0, size).data;
-          } else {
-            return create(ShardOutcomeSchema, {
-              lease: toLeaseRef(lease),
-              code: Code.InvalidArgument,
-              message: "result has no payload",
-            });
-          }
-          const out = this.#apply(
-            { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
-            data,
-          );
-          durables.push(out.durable);
-          if (out.outcome.ok) {
-            this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
-            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
-          }
-          const ce = toConnectError(out.outcome.error);
-          this.#log.info(
-            {
-              jobId: lease.jobId,
-              shard: lease.shardIndex,
-              epoch: lease.epoch,
-              workerId,
-              code: Code[ce.code],
-              reason: ce.rawMessage,
-            },
-            "shard result rejected",
-          );
-          return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
-        });
+            const verdict = await this.#verify(workerId, lease, data);
+            if (verdict !== undefined && !verdict.ok) {
+              if ("unavailable" in verdict) {
+                return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.Unavailable, message: verdict.reason });
+              }
+              const out = this.#apply({ type: "shard-rejected", nowMs: Date.now(), workerId, lease, reason: verdict.reason });
+              durables.push(out.durable);
+              const ce = toConnectError(
+                out.outcome.ok ? { kind: "result-rejected", ...lease, message: verdict.reason } : out.outcome.error,
+              );
+              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+            }
+            const out = this.#apply(
+              { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
+              data,
+            );
+            durables.push(out.durable);
+            if (out.outcome.ok) {
+              this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
+              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
+            }
+            const ce = toConnectError(out.outcome.error);
+            this.#log.info(
+              {
+                jobId: lease.jobId,
+                shard: lease.shardIndex,
+                epoch: lease.epoch,
+                workerId,
+                code: Code[ce.code],
+                reason: ce.rawMessage,
+              },
+              "shard result rejected",
+            );
+            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+          }),
+        );
         // One group commit covers every accepted tile of this report (tile bytes first, then records).
         await Promise.all(durables);
         return { outcomes };

@@ -15,7 +15,7 @@ export type { DevCertificateOptions, DevCertificatePaths, WorkerCertificateOptio
 export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, issueWorkerCertificate, loadTlsFiles } from "./certs.js";
 export type { ConnectionLimits } from "./connection-guard.js";
 export { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
-export type { CoordinatorConfig, StepObserver } from "./coordinator.js";
+export type { CoordinatorConfig, StepObserver, VerificationEvent, VerificationObserver } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
 export type {
   Dashboard,
@@ -51,4 +51,6 @@ export {
 } from "./server.js";
 export type { TokenEntry, TokenRole } from "./tokens.js";
 export { addToken, readTokenFile, revokeToken, TOKEN_FILE, TOKEN_ROLES, TokenFileError } from "./tokens.js";
+export type { Verdict, VerifiableJob, VerifierOptions } from "./verify/verifier.js";
+export { defaultVerifyThreads, Verifier } from "./verify/verifier.js";
 export { CODE_OF_ERROR } from "./wire.js";

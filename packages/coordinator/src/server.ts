@@ -20,6 +20,7 @@ import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observabili
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
+import { defaultVerifyThreads } from "./verify/verifier.js";
 
 /** Options for {@link startCoordinator}; every field has a default. */
 export interface CoordinatorOptions {
@@ -68,6 +69,15 @@ export interface CoordinatorOptions {
   uploadIdleMs?: number;
   /** Connections open at once. Default 1024. */
   maxConnections?: number;
+  /**
+   * Check every worker result with Freivalds' test before accepting it. Default true;
+   * false accepts results unchecked (trusted workers only). See docs/verification.md.
+   */
+  verify?: boolean;
+  /** Threads that check results. Default: a quarter of the cores, 1 to 4. */
+  verifyThreads?: number;
+  /** Results failing verification after which a worker identity is quarantined; 0 = never. Default 3. */
+  quarantineAfter?: number;
   /** Concurrent HTTP/2 streams per connection. Default 256. */
   maxConcurrentStreams?: number;
   /** Time to complete the TLS handshake and open a first stream, in ms. Default 10 000. */
@@ -158,6 +168,8 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
   }
   // 0 picks the tile shape automatically.
   intOption("defaultTile", limits.defaultTile, 0, 0);
+  const verifyThreads = intOption("verifyThreads", o.verifyThreads, defaultVerifyThreads(), 1);
+  const quarantineAfter = intOption("quarantineAfter", o.quarantineAfter, DEFAULT_CORE_CONFIG.quarantineAfterRejections, 0);
   const core: CoreConfig = {
     ...DEFAULT_CORE_CONFIG,
     leaseTtlMs,
@@ -169,6 +181,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
       DEFAULT_CORE_CONFIG.maxActiveJobsPerClient,
       1,
     ),
+    quarantineAfterRejections: quarantineAfter,
     limits,
   };
   return {
@@ -181,6 +194,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     tickIntervalMs: Math.max(20, Math.min(250, Math.floor(leaseTtlMs / 4))),
     invariantCheckIntervalMs: 5_000,
     fsync: o.fsync ?? true,
+    verify: { enabled: o.verify ?? true, threads: verifyThreads },
     core,
   };
 }

@@ -125,11 +125,20 @@ export function projectRows(p: Projection, probes: Float64Array, rows: Float64Ar
       let abs = 0;
       for (let j = j0; j < j1; j++) abs += Math.abs(rows[base + j] as number);
       p.s[jb * k + l] = abs;
-      for (let t = 0; t < rounds; t++) {
-        const rt = t * cols;
-        let acc = 0;
-        for (let j = j0; j < j1; j++) acc += (rows[base + j] as number) * (probes[rt + j] as number);
-        p.w[(jb * rounds + t) * k + l] = acc;
+      // Two rounds per pass over the row (half the loads).
+      for (let t = 0; t < rounds; t += 2) {
+        const pair = t + 1 < rounds;
+        const r0 = t * cols;
+        const r1 = pair ? r0 + cols : r0;
+        let acc0 = 0;
+        let acc1 = 0;
+        for (let j = j0; j < j1; j++) {
+          const b = rows[base + j] as number;
+          acc0 += b * (probes[r0 + j] as number);
+          acc1 += b * (probes[r1 + j] as number);
+        }
+        p.w[(jb * rounds + t) * k + l] = acc0;
+        if (pair) p.w[(jb * rounds + t + 1) * k + l] = acc1;
       }
     }
   }
@@ -156,7 +165,7 @@ export function checkTileRows(
   firstRow: number,
   rowCount: number,
 ): TileCheck {
-  const { k, rounds } = p;
+  const { k, rounds, w, s } = p;
   const { cols, tileCols } = p.tiling;
   const jb = Math.floor(colStart / tileCols);
   const sOff = jb * k;
@@ -170,7 +179,7 @@ export function checkTileRows(
     for (let l = 0; l < k; l++) {
       const a = Math.abs(aRows[aBase + l] as number);
       aAbs += a;
-      scale += a * (p.s[sOff + l] as number);
+      scale += a * (s[sOff + l] as number);
     }
     const eta = UNDERFLOW_UNIT * (n * (k + 1 + aAbs) + k + 1);
     // Not finite, NaN or near overflow: no rounding bound applies, the row is not checked.
@@ -188,18 +197,29 @@ export function checkTileRows(
     const tol = 3 * growth * scale + eta;
     let conclusive = true;
     let failed = -1;
-    for (let t = 0; t < rounds; t++) {
-      const w = wOff + t * k;
-      let y = 0;
-      for (let l = 0; l < k; l++) y += (aRows[aBase + l] as number) * (p.w[w + l] as number);
-      if (!Number.isFinite(y)) {
-        conclusive = false;
-        break;
+    // Two rounds per pass over the row of A and the row of the tile (half the loads).
+    for (let t = 0; t < rounds && conclusive; t += 2) {
+      const pair = t + 1 < rounds;
+      const w0 = wOff + t * k;
+      const w1 = pair ? w0 + k : w0;
+      let y0 = 0;
+      let y1 = 0;
+      for (let l = 0; l < k; l++) {
+        const a = aRows[aBase + l] as number;
+        y0 += a * (w[w0 + l] as number);
+        y1 += a * (w[w1 + l] as number);
       }
-      const rt = t * cols + colStart;
-      let x = 0;
-      for (let j = 0; j < n; j++) x += (tile[cBase + j] as number) * (probes[rt + j] as number);
-      if (!(Math.abs(x - y) <= tol) && failed < 0) failed = t;
+      if (!Number.isFinite(y0) || !Number.isFinite(y1)) conclusive = false;
+      const r0 = t * cols + colStart;
+      const r1 = pair ? r0 + cols : r0;
+      let x0 = 0;
+      let x1 = 0;
+      for (let j = 0; j < n; j++) {
+        const c = tile[cBase + j] as number;
+        x0 += c * (probes[r0 + j] as number);
+        x1 += c * (probes[r1 + j] as number);
+      }
+      if (failed < 0 && (!(Math.abs(x0 - y0) <= tol) || !(Math.abs(x1 - y1) <= tol))) failed = t;
     }
     if (!conclusive) {
       unverifiable++;

@@ -34,6 +34,7 @@ describe("parseArgs", () => {
       chaosCrashRate: 0,
       chaosDelayMs: 0,
       chaosDropRate: 0,
+      chaosCorruptRate: 0,
     });
   });
 
@@ -90,6 +91,7 @@ describe("parseArgs", () => {
       DCE_CHAOS_CRASH_RATE: "0.2",
       DCE_CHAOS_DELAY_MS: "50",
       DCE_CHAOS_DROP_RATE: "0.1",
+      DCE_CHAOS_CORRUPT_RATE: "0.3",
     };
     expect(config([], env)).toEqual({
       coordinatorUrl: "http://localhost:7000",
@@ -106,6 +108,7 @@ describe("parseArgs", () => {
       chaosCrashRate: 0.2,
       chaosDelayMs: 50,
       chaosDropRate: 0.1,
+      chaosCorruptRate: 0.3,
     });
     const c = config([...base, "--threads", "2", "--log-level", "error", "--kernels", "auto"], env);
     expect(c.coordinatorUrl).toBe("https://coord.test:7443");
@@ -126,6 +129,8 @@ describe("parseArgs", () => {
       expect(r.ok).toBe(false);
     }
     expect(parseArgs([...base, "--chaos-drop-rate", "2"], {}).ok).toBe(false);
+    expect(parseArgs([...base, "--chaos-corrupt-rate", "1.01"], {}).ok).toBe(false);
+    expect(parseArgs([...base, "--chaos-corrupt-rate", "0.25"], {})).toMatchObject({ ok: true, config: { chaosCorruptRate: 0.25 } });
   });
 
   it("treats an empty environment variable as unset", () => {

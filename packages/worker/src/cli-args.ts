@@ -46,6 +46,8 @@ export interface WorkerCliConfig {
   readonly chaosDelayMs: number;
   /** `--chaos-drop-rate` / `DCE_CHAOS_DROP_RATE`: probability of losing a completion; default 0. */
   readonly chaosDropRate: number;
+  /** `--chaos-corrupt-rate` / `DCE_CHAOS_CORRUPT_RATE`: probability of returning a corrupted result; default 0. */
+  readonly chaosCorruptRate: number;
 }
 
 /**
@@ -146,6 +148,12 @@ const flags: readonly FlagSpec[] = [
     env: "DCE_CHAOS_DROP_RATE",
     help: "chaos: probability of losing a completion RPC (default: 0)",
   },
+  {
+    flag: "--chaos-corrupt-rate <p>",
+    key: "chaosCorruptRate",
+    env: "DCE_CHAOS_CORRUPT_RATE",
+    help: "chaos: probability of returning a wrong result (one entry: a high exponent/mantissa bit flipped or scaled by 1 ± 2^-9..2^-8) (default: 0)",
+  },
 ];
 
 /**
@@ -242,7 +250,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   }
 
   const kernels = parseKernels(raw("kernels") ?? "auto", problems);
-  const rate = (key: "chaosCrashRate" | "chaosDropRate", flag: string): number => {
+  const rate = (key: "chaosCrashRate" | "chaosDropRate" | "chaosCorruptRate", flag: string): number => {
     const text = raw(key);
     if (text === undefined) return 0;
     const p = Number(text);
@@ -254,6 +262,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   };
   const chaosCrashRate = rate("chaosCrashRate", "--chaos-crash-rate");
   const chaosDropRate = rate("chaosDropRate", "--chaos-drop-rate");
+  const chaosCorruptRate = rate("chaosCorruptRate", "--chaos-corrupt-rate");
   const chaosDelayMs = integer("chaosDelayMs", "--chaos-delay-ms", 0, 0);
 
   if (problems.length > 0 || coordinatorUrl === undefined) {
@@ -278,6 +287,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       chaosCrashRate,
       chaosDelayMs,
       chaosDropRate,
+      chaosCorruptRate,
     },
   };
 }

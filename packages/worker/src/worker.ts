@@ -16,6 +16,7 @@ import { type BlobCache, createBlobCache } from "./blob-cache.js";
 import { raceAbort, sleepMs } from "./internal/abort.js";
 import { backoffDelayMs } from "./internal/backoff.js";
 import { bytesToFloat64, float64ToBytes, sha256Hex } from "./internal/bytes.js";
+import { corruptTile } from "./internal/corrupt.js";
 import { createKernel, listKernels } from "./kernels/kernel.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
 import { type ComputePool, createThreadPool } from "./pool.js";
@@ -100,6 +101,12 @@ export interface ChaosOptions {
   readonly delayMs?: number;
   /** Probability of losing a completion (the report is never sent; the lease expires). */
   readonly dropRate?: number;
+  /**
+   * Probability of returning a wrong result: one entry of the tile is corrupted (a high
+   * exponent or mantissa bit flipped, or scaled by 1 ± 2^-9…2^-8; see `internal/corrupt.ts`)
+   * before it is reported. The coordinator's verification must catch every one.
+   */
+  readonly corruptRate?: number;
   /** How to die; the CLI passes an immediate SIGKILL of its own process. */
   readonly crash: () => void;
 }
@@ -545,7 +552,7 @@ export class Worker {
         signal,
       );
       run.phase = "completing";
-      if (await this.#chaos(run)) return;
+      if (await this.#chaos(run, c, plan.n)) return;
       const reportStart = performance.now();
       await this.#complete(run, c, computeMs);
       // Queueing behind other shards counts in neither figure: it is the effect, not the cause.
@@ -568,10 +575,14 @@ export class Worker {
    * Applies `--chaos-*` faults before a report. Returns true when the completion is to
    * be lost on purpose (the lease then expires and the shard runs elsewhere).
    */
-  async #chaos(run: ShardRun): Promise<boolean> {
+  async #chaos(run: ShardRun, c: Float64Array, n: number): Promise<boolean> {
     const chaos = this.#config.chaos;
     if (chaos === undefined) return false;
     const fields = leaseFields(run.lease);
+    if (c.length > 0 && this.#config.random() < (chaos.corruptRate ?? 0)) {
+      const what = corruptTile(c, n, this.#config.random);
+      this.#log.warn({ ...fields, corruption: what.kind, index: what.index }, "chaos: corrupting the result");
+    }
     if ((chaos.delayMs ?? 0) > 0) await sleepMs(Math.floor(this.#config.random() * (chaos.delayMs ?? 0)), run.abort.signal);
     if (this.#config.random() < (chaos.crashRate ?? 0)) {
       this.#log.warn(fields, "chaos: crashing mid-shard");

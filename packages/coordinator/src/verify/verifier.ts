@@ -1,0 +1,298 @@
+import { randomFillSync } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { Worker as Thread } from "node:worker_threads";
+import { checkCostFlops, FREIVALDS_ROUNDS, type Plan, probesFromWords, type TileBounds, type TileCheck } from "@dce/core";
+import { type CheckTask, type ProjectTask, runCheck, runProject } from "./work.js";
+
+/** Settings of a {@link Verifier}. */
+export interface VerifierOptions {
+  /** Verification threads; 0 runs everything on the caller's thread (tests). */
+  readonly threads: number;
+  /** Work of at most this many flops runs inline, skipping a thread hop (tiny tiles). Default 2^18. */
+  readonly inlineMaxFlops?: number;
+  /** Projections kept in memory, in bytes; least recently used ones are dropped beyond. Default 256 MiB. */
+  readonly cacheBytes?: number;
+  /** The thread script; default `verify-thread.js` next to this module (in `dist/`). */
+  readonly threadUrl?: URL;
+  /** Uniformly random 32-bit words; default the operating system's CSPRNG. Tests may pass a seeded source. */
+  readonly randomWords?: (count: number) => Uint32Array;
+}
+
+/** What {@link Verifier.check} needs to know of a job. */
+export interface VerifiableJob {
+  readonly id: string;
+  readonly plan: Plan;
+  /** Paths of A's and B's blob files. */
+  readonly aPath: string;
+  readonly bPath: string;
+}
+
+/** The outcome of checking one result. `ms` is the wall time of the check itself. */
+export type Verdict =
+  | { readonly ok: true; readonly rowsChecked: number; readonly rowsUnverifiable: number; readonly ms: number }
+  | { readonly ok: false; readonly reason: string; readonly ms: number };
+
+/** Default verification threads: a quarter of the cores, at least one, at most four. */
+export function defaultVerifyThreads(): number {
+  return Math.max(1, Math.min(4, Math.floor(availableParallelism() / 4)));
+}
+
+interface Prepared {
+  readonly probes: Float64Array;
+  readonly w: Float64Array;
+  readonly s: Float64Array;
+  readonly bytes: number;
+  /** A's file, opened for inline checks; closed when the projection is dropped. */
+  aFd: number | undefined;
+}
+
+interface Entry {
+  readonly ready: Promise<Prepared>;
+  bytes: number;
+  lastUsed: number;
+}
+
+/**
+ * Checks workers' results with Freivalds' test (see `@dce/core` freivalds) before the
+ * coordinator accepts them. Per job it draws secret probes from a CSPRNG and projects B
+ * once (w = B·r per column block); each tile then costs one pass over its rows of A and
+ * one over the tile. Work runs in a small pool of `worker_threads`, except tiny tasks,
+ * which run inline because a thread hop would cost more than the arithmetic.
+ */
+export class Verifier {
+  readonly #inlineMaxFlops: number;
+  readonly #cacheBytes: number;
+  readonly #randomWords: (count: number) => Uint32Array;
+  readonly #pool: VerifyPool | undefined;
+  readonly #jobs = new Map<string, Entry>();
+  #useClock = 0;
+  #cachedBytes = 0;
+
+  constructor(options: VerifierOptions) {
+    this.#inlineMaxFlops = options.inlineMaxFlops ?? 1 << 18;
+    this.#cacheBytes = options.cacheBytes ?? 256 << 20;
+    this.#randomWords = options.randomWords ?? ((n) => randomFillSync(new Uint32Array(n)));
+    this.#pool =
+      options.threads > 0
+        ? new VerifyPool(options.threads, options.threadUrl ?? new URL("./verify-thread.js", import.meta.url))
+        : undefined;
+  }
+
+  /**
+   * Checks the tile `bytes` (row-major little-endian float64 of `bounds`) of `job`.
+   * Resolves with the verdict; rejects only when the check itself could not run (a
+   * matrix file unreadable, a thread gone), which says nothing about the result.
+   */
+  async check(job: VerifiableJob, bounds: TileBounds, bytes: Uint8Array): Promise<Verdict> {
+    const started = performance.now();
+    const prepared = await this.#prepare(job);
+    const { plan } = job;
+    const m = bounds.rowEnd - bounds.rowStart;
+    const n = bounds.colEnd - bounds.colStart;
+    const task: CheckTask = {
+      kind: "check",
+      aPath: job.aPath,
+      k: plan.inner,
+      cols: plan.cols,
+      tileCols: plan.tileCols,
+      rounds: FREIVALDS_ROUNDS,
+      ...bounds,
+      tile: toFloat64(bytes, m * n),
+      probes: prepared.probes,
+      w: prepared.w,
+      s: prepared.s,
+    };
+    let result: TileCheck;
+    if (this.#pool === undefined || checkCostFlops(m, n, plan.inner) <= this.#inlineMaxFlops) {
+      prepared.aFd ??= openSync(job.aPath, "r");
+      result = runCheck(task, prepared.aFd);
+    } else {
+      result = (await this.#pool.run(task, [task.tile.buffer as ArrayBuffer])) as TileCheck;
+    }
+    const ms = performance.now() - started;
+    return result.ok ? { ...result, ms } : { ok: false, reason: result.reason, ms };
+  }
+
+  /** Drops a job's projection (its result is sealed or discarded). */
+  forget(jobId: string): void {
+    const e = this.#jobs.get(jobId);
+    if (!e) return;
+    this.#jobs.delete(jobId);
+    this.#cachedBytes -= e.bytes;
+    void e.ready.then(closeA, () => {});
+  }
+
+  /** Stops the threads and drops every projection. Idempotent. */
+  async close(): Promise<void> {
+    for (const id of [...this.#jobs.keys()]) this.forget(id);
+    await this.#pool?.close();
+  }
+
+  #prepare(job: VerifiableJob): Promise<Prepared> {
+    const known = this.#jobs.get(job.id);
+    if (known) {
+      known.lastUsed = ++this.#useClock;
+      return known.ready;
+    }
+    const { plan } = job;
+    const rounds = FREIVALDS_ROUNDS;
+    const blocks = plan.colTiles;
+    const lengths = [rounds * plan.cols, blocks * rounds * plan.inner, blocks * plan.inner];
+    const bytes = lengths.reduce((x, y) => x + y, 0) * 8;
+    const alloc = (len: number) =>
+      this.#pool ? new Float64Array(new SharedArrayBuffer(len * 8)) : new Float64Array(new ArrayBuffer(len * 8));
+    const probes = alloc(lengths[0] as number);
+    // The probes are secret: drawn here, they never leave this process (not logged, not sent).
+    probes.set(probesFromWords(this.#randomWords(probes.length), rounds, plan.cols));
+    const prepared: Prepared = { probes, w: alloc(lengths[1] as number), s: alloc(lengths[2] as number), bytes, aFd: undefined };
+    const task: ProjectTask = {
+      kind: "project",
+      bPath: job.bPath,
+      k: plan.inner,
+      cols: plan.cols,
+      tileCols: plan.tileCols,
+      rounds,
+      probes: prepared.probes,
+      w: prepared.w,
+      s: prepared.s,
+    };
+    let ready: Promise<Prepared>;
+    if (this.#pool === undefined || 2 * plan.inner * plan.cols * (rounds + 1) <= 4 * this.#inlineMaxFlops) {
+      try {
+        runProject(task);
+        ready = Promise.resolve(prepared);
+      } catch (e) {
+        ready = Promise.reject(e);
+      }
+    } else {
+      ready = this.#pool.run(task, []).then(() => prepared);
+    }
+    const entry: Entry = { ready, bytes, lastUsed: ++this.#useClock };
+    this.#jobs.set(job.id, entry);
+    this.#cachedBytes += bytes;
+    // A failed projection is not kept: the next result tries again.
+    ready.catch(() => {
+      if (this.#jobs.get(job.id) === entry) this.forget(job.id);
+    });
+    this.#evict(job.id);
+    return ready;
+  }
+
+  /** Drops least recently used projections beyond the cache budget (never `keep`). */
+  #evict(keep: string): void {
+    while (this.#cachedBytes > this.#cacheBytes && this.#jobs.size > 1) {
+      let oldest: string | undefined;
+      let oldestUse = Number.POSITIVE_INFINITY;
+      for (const [id, e] of this.#jobs) {
+        if (id !== keep && e.lastUsed < oldestUse) {
+          oldest = id;
+          oldestUse = e.lastUsed;
+        }
+      }
+      if (oldest === undefined) return;
+      this.forget(oldest);
+    }
+  }
+}
+
+function closeA(p: Prepared): void {
+  if (p.aFd !== undefined) closeSync(p.aFd);
+  p.aFd = undefined;
+}
+
+/** The tile as float64 values, copied (wire bytes may be unaligned, and a thread gets the copy). */
+function toFloat64(bytes: Uint8Array, length: number): Float64Array {
+  const copy = new Float64Array(length);
+  new Uint8Array(copy.buffer).set(bytes.subarray(0, length * 8));
+  return copy;
+}
+
+interface PoolTask {
+  readonly id: number;
+  readonly task: ProjectTask | CheckTask;
+  readonly transfer: ArrayBuffer[];
+  readonly resolve: (check: TileCheck | undefined) => void;
+  readonly reject: (e: Error) => void;
+}
+
+interface PoolSlot {
+  thread: Thread | undefined;
+  task: PoolTask | undefined;
+}
+
+type PoolReply = { id: number; ok: true; check: TileCheck | undefined } | { id: number; ok: false; error: string };
+
+/** A fixed set of verification threads, one task each at a time, FIFO beyond. */
+class VerifyPool {
+  readonly #url: URL;
+  readonly #slots: PoolSlot[] = [];
+  readonly #queue: PoolTask[] = [];
+  #nextId = 1;
+  #closed = false;
+
+  constructor(threads: number, url: URL) {
+    this.#url = url;
+    for (let i = 0; i < threads; i++) this.#slots.push({ thread: undefined, task: undefined });
+  }
+
+  run(task: ProjectTask | CheckTask, transfer: ArrayBuffer[]): Promise<TileCheck | undefined> {
+    if (this.#closed) return Promise.reject(new Error("verifier is closed"));
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ id: this.#nextId++, task, transfer, resolve, reject });
+      this.#dispatch();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const err = new Error("verifier is closed");
+    for (const t of this.#queue.splice(0)) t.reject(err);
+    const stopping: Promise<number>[] = [];
+    for (const slot of this.#slots) {
+      slot.task?.reject(err);
+      slot.task = undefined;
+      if (slot.thread) stopping.push(slot.thread.terminate());
+      slot.thread = undefined;
+    }
+    await Promise.allSettled(stopping);
+  }
+
+  #spawn(slot: PoolSlot): Thread {
+    const thread = new Thread(this.#url);
+    // A verification thread must never keep the coordinator alive on its own.
+    thread.unref();
+    slot.thread = thread;
+    thread.on("message", (res: PoolReply) => {
+      const t = slot.task;
+      if (slot.thread !== thread || t === undefined || t.id !== res.id) return;
+      slot.task = undefined;
+      if (res.ok) t.resolve(res.check);
+      else t.reject(new Error(res.error));
+      this.#dispatch();
+    });
+    const onDeath = (cause: unknown) => {
+      if (slot.thread !== thread) return;
+      slot.thread = undefined;
+      const t = slot.task;
+      slot.task = undefined;
+      t?.reject(new Error(`verification thread died: ${cause instanceof Error ? cause.message : String(cause)}`));
+      if (!this.#closed) this.#dispatch();
+    };
+    thread.on("error", onDeath);
+    thread.on("exit", (code) => onDeath(`exit code ${code}`));
+    return thread;
+  }
+
+  #dispatch(): void {
+    for (const slot of this.#slots) {
+      if (this.#queue.length === 0) return;
+      if (slot.task !== undefined) continue;
+      const t = this.#queue.shift() as PoolTask;
+      slot.task = t;
+      const thread = slot.thread ?? this.#spawn(slot);
+      thread.postMessage({ id: t.id, task: t.task }, t.transfer);
+    }
+  }
+}
