@@ -160,7 +160,13 @@ function renderWorkers(s) {
         h("span", { "data-testid": "worker-name" }, w.name || "(unnamed)"),
         h("span", { class: "sub-line mono", title: w.id }, shortId(w.id)),
       ),
-      h("td", {}, h("span", { class: `dot dot-${w.status}` }), w.status),
+      h(
+        "td",
+        { title: w.rejectedResults ? `${w.rejectedResults} result(s) failed verification` : "" },
+        h("span", { class: `dot dot-${w.status}` }),
+        h("span", { "data-testid": "worker-status" }, w.status),
+        w.rejectedResults ? h("span", { class: "sub-line" }, `${w.rejectedResults} rejected`) : "",
+      ),
       h("td", { class: "num" }, fmtNum(w.threads)),
       h("td", {}, chips.length ? h("div", { class: "chips" }, chips) : h("span", { class: "none" }, "—")),
       h("td", { class: "num" }, `${fmtRate(w.shardsPerSec)}/s`),
@@ -170,7 +176,10 @@ function renderWorkers(s) {
   });
   body.replaceChildren(...rows);
   $("workers-empty").hidden = rows.length > 0;
-  $("workers-hint").textContent = rows.length ? `${rows.length} registered` : "";
+  const quarantined = s.workers.filter((w) => w.status === "quarantined").length;
+  $("workers-hint").textContent = rows.length
+    ? `${rows.length - quarantined} registered${quarantined ? ` · ${quarantined} quarantined` : ""}`
+    : "";
 }
 
 function renderTiles(s) {

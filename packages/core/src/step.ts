@@ -172,8 +172,12 @@ export interface OutcomeMap {
   "shards-requested": Result<Grant[]>;
   "heartbeat-received": Result<LeaseCheck[]>;
   "shard-completed": Result<{ bounds: TileBounds }>;
-  /** ok once the rejection is recorded; `requeued`: the lease was live and its shard runs again. */
-  "shard-rejected": Result<{ requeued: boolean; quarantined: boolean }>;
+  /**
+   * ok once the rejection is recorded. `leaseEnded`: the lease was live and is over;
+   * `requeued`: its shard runs again (false when a straggler twin carries on);
+   * `quarantined`: this rejection quarantined the worker's identity.
+   */
+  "shard-rejected": Result<{ leaseEnded: boolean; requeued: boolean; quarantined: boolean }>;
   "shard-failed": Result<{ jobFailed: boolean }>;
   ticked: Result<{ expired: number }>;
   "result-finalized": Result<null>;
@@ -752,6 +756,7 @@ function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["sha
     fields: { jobId, shard: shardIndex, epoch, workerId: worker.id, identity, rejectedResults: rec.rejectedResults, reason: why },
   });
   let requeued = false;
+  let leaseEnded = false;
   // Only the live lease's holder can lose the lease; a late wrong result still counts against its sender.
   const r = checkLease(s, e.workerId, e.lease, e.nowMs);
   if (r.ok) {
@@ -759,6 +764,7 @@ function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["sha
     const avoid = job.shardAvoid.get(shardIndex) ?? [];
     if (!avoid.includes(identity)) job.shardAvoid.set(shardIndex, [...avoid, identity]);
     job.shardLastError.set(shardIndex, why);
+    leaseEnded = true;
     if (endLease(s, job, lease)) {
       // The straggler twin carries on; its result is checked like any other.
       job.version++;
@@ -776,7 +782,7 @@ function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["sha
     quarantine(s, rec, e.nowMs, fx);
     quarantined = true;
   }
-  return ok({ requeued, quarantined });
+  return ok({ leaseEnded, requeued, quarantined });
 }
 
 /**

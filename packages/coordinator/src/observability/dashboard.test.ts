@@ -57,6 +57,26 @@ describe("dashboard snapshot", () => {
     expect(dash.snapshot("unknown").focusJobId).toBe(b);
   });
 
+  it("shows a quarantined worker, and keeps listing its identity after the process is forgotten", () => {
+    const fake = new FakeCoordinator({ quarantineAfterRejections: 1, workerTtlMs: 1_000 });
+    const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
+    fake.submit(4, 4, 4, 2);
+    const bad = fake.register("w-bad", 1, "CN=bad");
+    fake.register("w-good", 1, "CN=good");
+    const [g] = fake.acquire(bad, 1);
+    if (!g) throw new Error("expected a grant");
+    expect(fake.reject(bad, g).ok).toBe(true);
+    expect(dash.snapshot().workers).toEqual([
+      expect.objectContaining({ name: "w-bad", identity: "CN=bad", status: "quarantined", rejectedResults: 1 }),
+      expect.objectContaining({ name: "w-good", identity: "CN=good", status: "idle", rejectedResults: 0 }),
+    ]);
+    fake.tick(5_000); // both processes forgotten; the quarantine stays
+    expect(dash.snapshot().workers).toEqual([
+      expect.objectContaining({ id: "", name: "CN=bad", identity: "CN=bad", status: "quarantined", rejectedResults: 1 }),
+    ]);
+    dash.close();
+  });
+
   it("marks stale workers and retried tiles", () => {
     const fake = new FakeCoordinator();
     const dash = createDashboard(fake, { nowMs: () => fake.nowMs, staleAfterMs: 500 });

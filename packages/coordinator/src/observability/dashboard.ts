@@ -64,14 +64,24 @@ export interface DashboardLease {
   readonly expiresInMs: number;
 }
 
-/** One worker as the dashboard shows it. */
+/**
+ * One worker as the dashboard shows it. A quarantined identity with no registered
+ * process left is listed too, with an empty `id`, so the operator still sees it.
+ */
 export interface DashboardWorker {
   readonly id: string;
   readonly name: string;
+  /** The identity rejected results and quarantine are kept by (certificate subject or name). */
+  readonly identity: string;
   readonly threads: number;
   readonly kernels: readonly string[];
-  /** busy: holds leases; idle: none; stale: not heard from for `staleAfterMs`. */
-  readonly status: "busy" | "idle" | "stale";
+  /**
+   * quarantined: its identity returned too many results that failed verification and gets
+   * no more work; otherwise busy: holds leases; idle: none; stale: not heard from for `staleAfterMs`.
+   */
+  readonly status: "busy" | "idle" | "stale" | "quarantined";
+  /** Results of its identity that failed verification. */
+  readonly rejectedResults: number;
   readonly registeredAtMs: number;
   /** Last contact (register, pull, heartbeat, report), ms since the epoch. */
   readonly lastSeenMs: number;
@@ -349,18 +359,47 @@ function listWorkers(
     }
     leases.sort((x, y) => x.epoch - y.epoch);
     const registeredAtMs = a?.registeredAtMs ?? w.lastSeenMs;
+    const ident = s.identities.get(w.identity);
     out.push({
       id: w.id,
       name: w.name,
+      identity: w.identity,
+      rejectedResults: ident?.rejectedResults ?? 0,
       threads: w.threads,
       kernels: w.kernels.map((k) => k.name),
-      status: nowMs - w.lastSeenMs > staleAfterMs ? "stale" : w.leases.size > 0 ? "busy" : "idle",
+      status:
+        (ident?.quarantinedAtMs ?? 0) > 0
+          ? "quarantined"
+          : nowMs - w.lastSeenMs > staleAfterMs
+            ? "stale"
+            : w.leases.size > 0
+              ? "busy"
+              : "idle",
       registeredAtMs,
       lastSeenMs: w.lastSeenMs,
       leaseCount: w.leases.size,
       leases,
       shardsCompleted: a?.completed ?? 0,
       shardsPerSec: a ? recentRate(a.recent, nowMs, registeredAtMs) : 0,
+    });
+  }
+  const listed = new Set(out.map((w) => w.identity));
+  for (const ident of s.identities.values()) {
+    if (ident.quarantinedAtMs === 0 || listed.has(ident.identity)) continue;
+    out.push({
+      id: "",
+      name: ident.identity,
+      identity: ident.identity,
+      threads: 0,
+      kernels: [],
+      status: "quarantined",
+      rejectedResults: ident.rejectedResults,
+      registeredAtMs: ident.quarantinedAtMs,
+      lastSeenMs: ident.quarantinedAtMs,
+      leaseCount: 0,
+      leases: [],
+      shardsCompleted: 0,
+      shardsPerSec: 0,
     });
   }
   return out.sort((x, y) => x.name.localeCompare(y.name) || x.id.localeCompare(y.id));

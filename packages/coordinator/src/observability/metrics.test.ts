@@ -24,6 +24,38 @@ function setup() {
 }
 
 describe("metrics derived from core steps", () => {
+  it("counts verification outcomes, rejected results and quarantined identities; every lease end is accounted for", async () => {
+    const fake = new FakeCoordinator({ quarantineAfterRejections: 2 });
+    const metrics = createCoordinatorMetrics({ processMetrics: false });
+    metrics.attach(fake);
+    fake.submit(8, 4, 8, 2); // 16 shards
+    const bad = fake.register("bad", 4, "mallory");
+    const good = fake.register("good", 1, "alice");
+    const [g1, g2, g3] = fake.acquire(bad, 3);
+    if (!g1 || !g2 || !g3) throw new Error("expected three grants");
+    fake.verified({ jobId: g1.lease.jobId, shardIndex: 0, workerId: bad, outcome: "rejected", ms: 2 });
+    expect(fake.reject(bad, g1).ok).toBe(true);
+    fake.verified({ jobId: g2.lease.jobId, shardIndex: 1, workerId: bad, outcome: "rejected", ms: 3 });
+    expect(fake.reject(bad, g2).ok).toBe(true); // the second: quarantined, g3 taken back
+    const [g4] = fake.acquire(good, 1);
+    if (!g4) throw new Error("expected a grant");
+    fake.verified({ jobId: g4.lease.jobId, shardIndex: g4.lease.shardIndex, workerId: good, outcome: "passed", ms: 1 });
+    expect(fake.complete(good, g4).ok).toBe(true);
+    expect(await value(metrics, "dce_shard_verifications_total", { outcome: "rejected" })).toBe(2);
+    expect(await value(metrics, "dce_shard_verifications_total", { outcome: "passed" })).toBe(1);
+    expect(await value(metrics, "dce_shard_verifications_total", { outcome: "error" })).toBe(0);
+    expect(await value(metrics, "dce_shard_completions_rejected_total", { reason: "corrupt" })).toBe(2);
+    expect(await value(metrics, "dce_workers_quarantined")).toBe(1);
+    expect(await value(metrics, "dce_worker_rejected_results", { identity: "mallory", quarantined: "true" })).toBe(2);
+    const histogram = await metrics.registry.getSingleMetric("dce_shard_verification_seconds")?.get();
+    expect(histogram?.values.find((v) => v.metricName === "dce_shard_verification_seconds_count")?.value).toBe(3);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "failed" })).toBe(2);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "released" })).toBe(1);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "completed" })).toBe(1);
+    expect(await value(metrics, "dce_leases_granted_total")).toBe(4);
+    expect(await value(metrics, "dce_leases_active")).toBe(0);
+  });
+
   it("counts a job from submit to success, per worker", async () => {
     const { fake, metrics } = setup();
     const job = fake.submit(8, 4, 8, 4); // 2 x 2 = 4 shards

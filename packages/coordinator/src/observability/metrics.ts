@@ -78,8 +78,11 @@ export interface CoordinatorMetrics {
  */
 export type LeaseEndReason = "completed" | "superseded" | "expired" | "failed" | "released" | "revoked";
 
-/** Why a completion was refused, as the `reason` label of `dce_shard_completions_rejected_total`. */
-export type RejectionReason = "stale" | "duplicate" | "revoked" | "other";
+/**
+ * Why a completion was refused, as the `reason` label of `dce_shard_completions_rejected_total`;
+ * `corrupt`: the result failed verification.
+ */
+export type RejectionReason = "stale" | "duplicate" | "revoked" | "corrupt" | "other";
 
 /** Maps a core error kind from `shard-completed` to its {@link RejectionReason}. */
 export function rejectionReason(kind: CoreError["kind"]): RejectionReason {
@@ -91,6 +94,8 @@ export function rejectionReason(kind: CoreError["kind"]): RejectionReason {
       return "duplicate";
     case "lease-revoked":
       return "revoked";
+    case "result-rejected":
+      return "corrupt";
     default:
       return "other";
   }
@@ -104,7 +109,9 @@ export function codeLabel(code: Code | 0): string {
 }
 
 const JOB_STATES: readonly JobStateName[] = ["queued", "running", "succeeded", "failed", "cancelled"];
-const REASONS: readonly RejectionReason[] = ["stale", "duplicate", "revoked", "other"];
+const REASONS: readonly RejectionReason[] = ["stale", "duplicate", "revoked", "corrupt", "other"];
+const VERIFY_OUTCOMES = ["passed", "unverifiable", "rejected", "error"] as const;
+const VERIFY_BUCKETS_S = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const LEASE_ENDS: readonly LeaseEndReason[] = ["completed", "superseded", "expired", "failed", "released", "revoked"];
 // Long-polls (GetJob, AcquireShards) hold a call up to 30 s, so the buckets reach past it.
 const RPC_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -197,6 +204,28 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
     },
   });
   new Gauge({
+    name: "dce_workers_quarantined",
+    help: "Worker identities quarantined after results that failed verification (they get no more work).",
+    registers,
+    collect() {
+      let n = 0;
+      for (const ident of state()?.identities.values() ?? []) if (ident.quarantinedAtMs > 0) n++;
+      this.set(n);
+    },
+  });
+  new Gauge({
+    name: "dce_worker_rejected_results",
+    help: "Results that failed verification, by worker identity (only identities with at least one), and whether it is quarantined.",
+    labelNames: ["identity", "quarantined"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const ident of state()?.identities.values() ?? []) {
+        this.set({ identity: ident.identity, quarantined: ident.quarantinedAtMs > 0 ? "true" : "false" }, ident.rejectedResults);
+      }
+    },
+  });
+  new Gauge({
     name: "dce_coordinator_draining",
     help: "1 while the coordinator drains (grants no new work), else 0.",
     registers,
@@ -248,6 +277,19 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
   const resultBytes = new Counter({
     name: "dce_shard_result_bytes_total",
     help: "Bytes of accepted shard results (tiles of C).",
+    registers,
+  });
+  const verifications = new Counter({
+    name: "dce_shard_verifications_total",
+    help: "Worker results checked before acceptance, by outcome: passed, unverifiable (some rows' inputs hold NaN/Inf or near-overflow values), rejected, error (the check could not run; the worker retries).",
+    labelNames: ["outcome"] as const,
+    registers,
+  });
+  for (const outcome of VERIFY_OUTCOMES) verifications.inc({ outcome }, 0);
+  const verifySeconds = new Histogram({
+    name: "dce_shard_verification_seconds",
+    help: "Time to check one worker result (Freivalds' test), in seconds.",
+    buckets: VERIFY_BUCKETS_S,
     registers,
   });
   const leasesGranted = new Counter({ name: "dce_leases_granted_total", help: "Shard leases granted.", registers });
@@ -359,6 +401,10 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
       end("superseded", removed);
     } else if (event.type === "shard-failed" && outcome.ok) {
       end(event.release ? "released" : "failed", 1);
+    } else if (event.type === "shard-rejected" && outcome.ok) {
+      // The wrong result's own lease fails; others go back when their identity is quarantined.
+      end("failed", (outcome as OutcomeMap["shard-rejected"] & { ok: true }).value.leaseEnded ? 1 : 0);
+      end("released", removed);
     } else if (event.type === "ticked" && outcome.ok) {
       end("expired", Math.min(removed, (outcome as OutcomeMap["ticked"] & { ok: true }).value.expired));
     }
@@ -405,6 +451,9 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
         }
         break;
       }
+      case "shard-rejected":
+        if (outcome.ok) rejected.inc({ reason: "corrupt" });
+        break;
       case "shard-failed":
         if (outcome.ok) (event.release ? shardsReleased : shardFailures).inc();
         break;
@@ -487,7 +536,16 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
       source = s;
       for (const job of s.state.jobs.values()) marks.set(job, { state: job.state, retried: job.retriedCount });
       leaseCount = s.state.leases.size;
-      const unobserve = s.observe(onStep);
+      const unobserveSteps = s.observe(onStep);
+      const unobserveChecks =
+        s.observeVerification?.((v) => {
+          verifications.inc({ outcome: v.outcome });
+          if (v.outcome !== "error") verifySeconds.observe(v.ms / 1000);
+        }) ?? (() => {});
+      const unobserve = () => {
+        unobserveSteps();
+        unobserveChecks();
+      };
       let done = false;
       const off = () => {
         if (done) return;

@@ -1,5 +1,5 @@
 import type { CoreState } from "@dce/core";
-import type { StepObserver } from "../coordinator.js";
+import type { StepObserver, VerificationObserver } from "../coordinator.js";
 
 /**
  * What the observability features read from a coordinator: its step hook and its
@@ -11,4 +11,6 @@ export interface ObservableCoordinator {
   observe(observer: StepObserver): () => void;
   /** The live core state. Read only: never mutate it. */
   readonly state: Readonly<CoreState>;
+  /** Registers an observer of result checks (absent on sources that do not verify); returns its remover. */
+  observeVerification?(observer: VerificationObserver): () => void;
 }

@@ -15,7 +15,7 @@ import {
   step,
   type WorkerId,
 } from "@dce/core";
-import type { StepObserver } from "../coordinator.js";
+import type { StepObserver, VerificationEvent, VerificationObserver } from "../coordinator.js";
 import type { ObservableCoordinator } from "../observability/source.js";
 
 const BLOB_A = "a".repeat(64);
@@ -26,6 +26,7 @@ export class FakeCoordinator implements ObservableCoordinator {
   readonly state: CoreState;
   nowMs = 1_000_000;
   readonly #observers = new Set<StepObserver>();
+  readonly #checkObservers = new Set<VerificationObserver>();
   #seq = 0;
 
   constructor(config: Partial<CoreConfig> = {}) {
@@ -35,6 +36,16 @@ export class FakeCoordinator implements ObservableCoordinator {
   observe(observer: StepObserver): () => void {
     this.#observers.add(observer);
     return () => this.#observers.delete(observer);
+  }
+
+  observeVerification(observer: VerificationObserver): () => void {
+    this.#checkObservers.add(observer);
+    return () => this.#checkObservers.delete(observer);
+  }
+
+  /** Reports a result check to the verification observers, as the coordinator does. */
+  verified(v: VerificationEvent): void {
+    for (const o of this.#checkObservers) o(v);
   }
 
   apply<E extends CoreEvent>(event: E): StepResult<OutcomeMap[E["type"]]> {
@@ -63,7 +74,7 @@ export class FakeCoordinator implements ObservableCoordinator {
     return jobId;
   }
 
-  register(name: string, threads = 1): WorkerId {
+  register(name: string, threads = 1, identity?: string): WorkerId {
     const workerId = asWorkerId(`worker-${++this.#seq}`);
     this.apply({
       type: "worker-registered",
@@ -72,6 +83,7 @@ export class FakeCoordinator implements ObservableCoordinator {
       name,
       kernels: [{ name: "reference", fingerprint: "fp" }],
       threads,
+      ...(identity === undefined ? {} : { identity }),
     });
     return workerId;
   }
@@ -86,6 +98,12 @@ export class FakeCoordinator implements ObservableCoordinator {
     const b = g.bounds;
     const sizeBytes = (b.rowEnd - b.rowStart) * (b.colEnd - b.colStart) * 8;
     return this.apply({ type: "shard-completed", nowMs: this.nowMs, workerId, lease: g.lease, sizeBytes }).outcome;
+  }
+
+  /** The shell found `g`'s result wrong. */
+  reject(workerId: WorkerId, g: Grant): OutcomeMap["shard-rejected"] {
+    return this.apply({ type: "shard-rejected", nowMs: this.nowMs, workerId, lease: g.lease, reason: "row 0 fails Freivalds' test" })
+      .outcome;
   }
 
   fail(workerId: WorkerId, g: Grant, release = false): OutcomeMap["shard-failed"] {
