@@ -147,6 +147,25 @@ export class Oracle {
     }
   }
 
+  /**
+   * A result failed verification and the core recorded it: the lease ended exactly when it
+   * was live and the sender's; a quarantine ends every live lease of the sender's identity.
+   */
+  onRejected(
+    workerId: WorkerId,
+    key: LeaseKey,
+    out: { leaseEnded: boolean; quarantined: boolean },
+    nowMs: number,
+    sameIdentity: (w: WorkerId) => boolean,
+  ): void {
+    const why = this.#whyInvalid(workerId, key, nowMs);
+    const where = `rejected result of ${shardKey(key.jobId, key.shardIndex)}@${key.epoch} by ${workerId}`;
+    if (out.leaseEnded && why !== undefined) this.fail(`${where} ended a lease that was not live: ${why}`);
+    if (!out.leaseEnded && why === undefined) this.fail(`${where} left its live lease running`);
+    if (out.leaseEnded) this.#kill(key.epoch);
+    if (out.quarantined) for (const [ep, l] of [...this.#live]) if (sameIdentity(l.workerId)) this.#kill(ep);
+  }
+
   onTick(expired: number, nowMs: number): void {
     let due = 0;
     for (const [ep, l] of this.#live) {
@@ -232,6 +251,7 @@ export class Oracle {
         return;
       }
       case "epochs-reserved":
+      case "worker-quarantined":
         return;
       case "job-ended":
         // No run cancels a job, and maxAttempts is out of reach: any failure is a bug.

@@ -108,6 +108,9 @@ describe("simulation", () => {
       "reregistrations",
       "dropped",
       "duplicated",
+      "corruptedResults",
+      "corruptRejected",
+      "quarantines",
     ] as const) {
       if (count >= 1_000) expect(totals[k] ?? 0, `no run exercised ${k}`).toBeGreaterThan(0);
     }

@@ -13,11 +13,15 @@ import {
   asClientId,
   asJobId,
   asWorkerId,
+  checkCompletion,
+  checkTileRows,
   type CoreConfig,
   type CoreError,
   type CoreEvent,
   type CoreState,
   checkInvariants,
+  createProjection,
+  FREIVALDS_ROUNDS,
   type DurableRecord,
   type Grant,
   type JobId,
@@ -25,6 +29,9 @@ import {
   type MatMulSpec,
   type MatMulSpecInput,
   type OutcomeMap,
+  type Projection,
+  probesFromWords,
+  projectRows,
   type Result,
   applyRecord as realApplyRecord,
   createDurableModel as realCreateDurableModel,
@@ -35,6 +42,8 @@ import {
   ShardStatus,
   type StepResult,
   type TileBounds,
+  type TileCheck,
+  tileBounds,
   type WorkerId,
 } from "@dce/core";
 import { EventQueue } from "./event-queue.js";
@@ -116,6 +125,10 @@ export interface SimStats {
   reregistrations: number;
   dropped: number;
   duplicated: number;
+  /** Results a corrupting worker changed on purpose, those the verification rejected, and quarantines. */
+  corruptedResults: number;
+  corruptRejected: number;
+  quarantines: number;
 }
 
 /** The outcome of one seed: its stats, or the first violated guarantee. */
@@ -173,9 +186,24 @@ interface Scenario {
   readonly clockSkewMs: number;
   /** Chance that a restart reads a snapshot of a journal prefix plus the rest of the journal. */
   readonly snapshotP: number;
+  /** One worker slot that corrupts a fraction of its results (only when every worker runs one build). */
+  readonly corrupter: { slot: number; p: number } | undefined;
 }
 
-function drawScenario(rng: Rng, inputs: Map<string, Matrix>): Scenario {
+/**
+ * Adds the corrupting-worker part of a scenario from its own stream (`vrng`), so the
+ * draws of every other part, and so the runs of existing seeds, stay as they were.
+ */
+function withCorruption(sc: Omit<Scenario, "corrupter">, vrng: Rng): Scenario {
+  const oneBuild = sc.workers.every((w) => w.build === sc.workers[0]?.build);
+  const corrupter =
+    oneBuild && sc.workers.length >= 2 && vrng.chance(0.35)
+      ? { slot: vrng.int(0, sc.workers.length - 1), p: vrng.pick([0.2, 0.5, 1]) }
+      : undefined;
+  return { ...sc, config: { ...sc.config, quarantineAfterRejections: vrng.pick([0, 1, 2, 3]) }, corrupter };
+}
+
+function drawScenario(rng: Rng, inputs: Map<string, Matrix>): Omit<Scenario, "corrupter"> {
   const ttlMs = rng.pick([150, 300, 600]);
   const nWorkers = rng.int(2, 8);
   const mixedBuilds = rng.chance(0.3);
@@ -337,6 +365,8 @@ interface Pending {
 
 interface SimWorker {
   readonly slot: number;
+  /** Its identity was quarantined: like the real worker, it stops for good. */
+  quarantined: boolean;
   readonly build: Fingerprint;
   readonly threads: number;
   inc: number;
@@ -374,7 +404,12 @@ interface CoordProc {
   readonly parked: Map<number, { env: Envelope & { req: Extract<Req, { t: "acquire" }> } }>;
   /** Result buffers to drop once the job's success is durable. */
   readonly releaseOnDurable: Set<JobId>;
+  /** Per-job verification probes and projection of B (secret, in memory only). */
+  readonly verify: Map<JobId, { probes: Float64Array; proj: Projection }>;
 }
+
+/** The identity a simulated worker registers with: its slot, the same across restarts and re-registrations. */
+const identityOf = (workerId: WorkerId): string => workerId.split(".")[0] ?? workerId;
 
 const CLIENT = asClientId("sim-client");
 const leaseKeyOf = (l: LeaseKey): string => `${l.jobId}/${l.shardIndex}@${l.epoch}`;
@@ -385,6 +420,10 @@ const errKind = (o: Outcome): string => (o.ok ? "ok" : o.error.kind);
 
 class World {
   readonly rng: Rng;
+  /** A second stream for verification probes and corruption, so the main stream's draws are unchanged. */
+  readonly vrng: Rng;
+  /** Tiles a corrupting worker changed on purpose. */
+  readonly corrupted = new WeakSet<Float64Array>();
   readonly sc: Scenario;
   readonly core: SimCore;
   readonly trace: ((line: string) => void) | undefined;
@@ -419,7 +458,8 @@ class World {
     opts: SimOptions,
   ) {
     this.rng = createRng(seed);
-    this.sc = drawScenario(this.rng, this.inputs);
+    this.vrng = createRng((seed ^ 0x5f3759df) >>> 0);
+    this.sc = withCorruption(drawScenario(this.rng, this.inputs), this.vrng);
     this.core = opts.core ?? REAL_CORE;
     this.horizon = (opts.replyGating ?? "commit-horizon") === "commit-horizon";
     this.trace = opts.trace;
@@ -431,6 +471,7 @@ class World {
     });
     this.workers = this.sc.workers.map((w, slot) => ({
       slot,
+      quarantined: false,
       build: w.build,
       threads: w.threads,
       inc: 0,
@@ -469,6 +510,9 @@ class World {
       reregistrations: 0,
       dropped: 0,
       duplicated: 0,
+      corruptedResults: 0,
+      corruptRejected: 0,
+      quarantines: 0,
     };
   }
 
@@ -730,6 +774,7 @@ class World {
           name: workerId,
           kernels: [{ name: "reference", fingerprint: req.build }],
           threads: req.threads,
+          identity: identityOf(workerId),
         });
         if (this.trace) this.log(`coord<-${who} register → ${fmtOutcome(out.outcome)} ${workerId}`);
         this.reply(c, env, out.outcome, persisted);
@@ -759,6 +804,11 @@ class World {
         return;
       }
       case "complete": {
+        const verdict = this.verifyResult(c, req.workerId, req.lease, req.tile);
+        if (verdict !== undefined && !verdict.ok) {
+          this.onRejectedResult(c, env, req, verdict.reason);
+          return;
+        }
         const { out, persisted } = this.apply(
           c,
           { type: "shard-completed", nowMs: now, workerId: req.workerId, lease: req.lease, sizeBytes: req.tile.length * 8 },
@@ -795,6 +845,62 @@ class World {
         return;
       }
     }
+  }
+
+  /**
+   * Checks a result like the coordinator shell: only for a live lease and a tile of the
+   * right size (anything else the core refuses anyway), with Freivalds' test from the core.
+   * An honest tile must pass and a corrupted one must fail, whatever the probes.
+   */
+  verifyResult(c: CoordProc, workerId: WorkerId, lease: LeaseKey, tile: Float64Array): TileCheck | undefined {
+    const pre = checkCompletion(c.state, workerId, lease, this.cnow(c));
+    if (!pre.ok) return undefined;
+    const job = pre.value.job;
+    const { plan } = job;
+    const bd = tileBounds(plan, lease.shardIndex);
+    const m = bd.rowEnd - bd.rowStart;
+    const n = bd.colEnd - bd.colStart;
+    if (tile.length !== m * n) return undefined;
+    const a = this.inputs.get(job.spec.a.blobId);
+    const b = this.inputs.get(job.spec.b.blobId);
+    if (!a || !b) this.oracle.fail(`job ${job.id} names unknown input blobs`);
+    let v = c.verify.get(job.id);
+    if (!v) {
+      const rounds = FREIVALDS_ROUNDS;
+      const words = Uint32Array.from({ length: rounds * plan.cols }, () => this.vrng.u32());
+      const probes = probesFromWords(words, rounds, plan.cols);
+      const proj = createProjection(plan.inner, rounds, { cols: plan.cols, tileCols: plan.tileCols });
+      projectRows(proj, probes, b.data, 0, plan.inner);
+      v = { probes, proj };
+      c.verify.set(job.id, v);
+    }
+    const aRows = a.data.subarray(bd.rowStart * plan.inner, bd.rowEnd * plan.inner);
+    const verdict = checkTileRows(v.proj, v.probes, bd.colStart, tile, n, aRows, 0, m);
+    const where = `${leaseKeyOf(lease)} from ${workerId}`;
+    if (!verdict.ok && !this.corrupted.has(tile)) this.oracle.fail(`honest result ${where} rejected: ${verdict.reason}`);
+    if (verdict.ok && this.corrupted.has(tile)) this.oracle.fail(`corrupted result ${where} passed verification`);
+    return verdict;
+  }
+
+  /** A result failed verification: the core records it (and may quarantine); the worker gets FAILED_PRECONDITION. */
+  onRejectedResult(c: CoordProc, env: Envelope, req: Extract<Req, { t: "complete" }>, reason: string): void {
+    const now = this.cnow(c);
+    const { out, persisted } = this.apply(c, { type: "shard-rejected", nowMs: now, workerId: req.workerId, lease: req.lease, reason });
+    if (this.trace) this.log(`coord<-w complete ${req.workerId} ${leaseKeyOf(req.lease)} → REJECTED ${fmtOutcome(out.outcome)}`);
+    this.stats.corruptRejected++;
+    const identity = identityOf(req.workerId);
+    const corrupterId = this.sc.corrupter === undefined ? undefined : `w${this.sc.corrupter.slot}`;
+    if (identity !== corrupterId) this.oracle.fail(`a result of honest identity ${identity} was rejected`);
+    if (out.outcome.ok) {
+      if (out.outcome.value.quarantined) this.stats.quarantines++;
+      this.oracle.onRejected(req.workerId, req.lease, out.outcome.value, now, (w) => identityOf(w) === identity);
+    } else if (out.outcome.error.kind !== "worker-not-found") {
+      this.oracle.fail(`shard-rejected answered ${out.outcome.error.kind}`);
+    }
+    const answer: Outcome = out.outcome.ok
+      ? { ok: false, error: { kind: "result-rejected", ...req.lease, message: reason } }
+      : out.outcome;
+    this.reply(c, env, answer, persisted);
   }
 
   /** AcquireShards: reserve epochs durably, then grant; with nothing to grant, long-poll until woken or the deadline. */
@@ -928,6 +1034,7 @@ class World {
       wakeScheduled: false,
       parked: new Map(),
       releaseOnDurable: new Set(),
+      verify: new Map(),
     };
     this.coord = c;
     if (this.trace)
@@ -956,7 +1063,7 @@ class World {
   }
 
   startWorker(w: SimWorker): void {
-    if (w.up) return;
+    if (w.up || w.quarantined) return;
     w.inc++;
     w.up = true;
     w.pausedUntilMs = 0;
@@ -986,6 +1093,17 @@ class World {
     w.id = undefined;
     this.register(w);
     return false;
+  }
+
+  /** Refused as quarantined: like the real worker, this one stops and does not come back. */
+  quarantineStop(w: SimWorker): void {
+    if (this.sc.corrupter?.slot !== w.slot) this.oracle.fail(`honest worker w${w.slot} was refused as quarantined`);
+    if (this.trace) this.log(`worker w${w.slot} quarantined: stops`);
+    w.quarantined = true;
+    w.up = false;
+    w.inc++;
+    w.runs.clear();
+    w.pending.clear();
   }
 
   poll(w: SimWorker): void {
@@ -1035,6 +1153,15 @@ class World {
     const b = this.inputs.get(run.spec.b.blobId);
     if (!a || !b) this.oracle.fail(`grant ${key} names unknown input blobs`);
     run.tile = computeTile(a, b, run.bounds, w.build);
+    if (this.sc.corrupter?.slot === w.slot && run.tile.length > 0 && this.vrng.chance(this.sc.corrupter.p)) {
+      // Far above any rounding: a NaN, a flipped top exponent bit, or one entry off by a quarter of (1 + |v|).
+      const i = this.vrng.int(0, run.tile.length - 1);
+      const v = run.tile[i] as number;
+      const mode = this.vrng.int(0, 2);
+      run.tile[i] = mode === 0 ? Number.NaN : mode === 1 ? flipTopExponentBit(v) : v + (1 + Math.abs(v)) / 4;
+      this.corrupted.add(run.tile);
+      this.stats.corruptedResults++;
+    }
     const other = [...w.runs.values()].find((r) => r.key !== key);
     if (other && w.id !== undefined && !this.calm && this.rng.chance(this.sc.garbledP)) {
       // Must be refused: epochs are unique per grant, so this epoch is not a lease of that shard.
@@ -1054,6 +1181,10 @@ class World {
     switch (req.t) {
       case "register": {
         w.registering = false;
+        if (!outcome.ok && outcome.error.kind === "worker-quarantined") {
+          this.quarantineStop(w);
+          return;
+        }
         if (!outcome.ok) {
           this.at(50, { k: "worker-register", slot: w.slot, inc: w.inc });
           return;
@@ -1067,6 +1198,10 @@ class World {
         w.polling = false;
         if (notFound) {
           if (this.reregister(w, p.workerId)) this.poll(w);
+          return;
+        }
+        if (!outcome.ok && outcome.error.kind === "worker-quarantined") {
+          this.quarantineStop(w);
           return;
         }
         if (!outcome.ok) {
@@ -1454,3 +1589,11 @@ export function runSim(seed: number, opts: SimOptions = {}): SimResult {
 
 /** Exposed for tests of the simulator itself. */
 export type { CoreError };
+
+/** Flips bit 62 (the top exponent bit): 2^±1024 times the magnitude, or Inf/NaN; 0 becomes 2. */
+function flipTopExponentBit(v: number): number {
+  const x = new Float64Array([v]);
+  const bits = new BigUint64Array(x.buffer);
+  bits[0] = (bits[0] as bigint) ^ (1n << 62n);
+  return x[0] as number;
+}
