@@ -61,7 +61,9 @@ try {
   });
   for (let i = 0; i < WORKERS; i++) {
     const args = ["--coordinator", coordinator.url, "--ca", certs.caCert, "--threads", String(THREADS), "--name", `bench-w${i}`];
-    workers.push(spawn(process.execPath, [join(root, "packages/worker/bin/worker.js"), ...args], { stdio: ["ignore", "ignore", "pipe"] }));
+    workers.push(
+      spawn(process.execPath, [join(root, "packages/worker/bin/worker.js"), ...args], { stdio: ["ignore", "ignore", "pipe"] }),
+    );
   }
   await Promise.all(
     workers.map(

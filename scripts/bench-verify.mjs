@@ -52,7 +52,13 @@ async function run(label, m, k, n, tileSize, shards, threads) {
   const bPath = join(dir, `b-${label}`);
   writeFileSync(aPath, new Uint8Array(a.buffer));
   writeFileSync(bPath, new Uint8Array(b.buffer));
-  const plan = planMatMul({ a: { rows: m, cols: k, blobId: "" }, b: { rows: k, cols: n, blobId: "" }, tileRows: tileSize, tileCols: tileSize, kernel: "reference" });
+  const plan = planMatMul({
+    a: { rows: m, cols: k, blobId: "" },
+    b: { rows: k, cols: n, blobId: "" },
+    tileRows: tileSize,
+    tileCols: tileSize,
+    kernel: "reference",
+  });
   const verifier = new Verifier({ threads });
   const job = { id: label, plan, aPath, bPath };
   const count = Math.min(shards, plan.shardCount);

@@ -13,16 +13,16 @@ import {
   asClientId,
   asJobId,
   asWorkerId,
-  checkCompletion,
-  checkTileRows,
   type CoreConfig,
   type CoreError,
   type CoreEvent,
   type CoreState,
+  checkCompletion,
   checkInvariants,
+  checkTileRows,
   createProjection,
-  FREIVALDS_ROUNDS,
   type DurableRecord,
+  FREIVALDS_ROUNDS,
   type Grant,
   type JobId,
   type LeaseKey,
@@ -885,7 +885,13 @@ class World {
   /** A result failed verification: the core records it (and may quarantine); the worker gets FAILED_PRECONDITION. */
   onRejectedResult(c: CoordProc, env: Envelope, req: Extract<Req, { t: "complete" }>, reason: string): void {
     const now = this.cnow(c);
-    const { out, persisted } = this.apply(c, { type: "shard-rejected", nowMs: now, workerId: req.workerId, lease: req.lease, reason });
+    const { out, persisted } = this.apply(c, {
+      type: "shard-rejected",
+      nowMs: now,
+      workerId: req.workerId,
+      lease: req.lease,
+      reason,
+    });
     if (this.trace) this.log(`coord<-w complete ${req.workerId} ${leaseKeyOf(req.lease)} → REJECTED ${fmtOutcome(out.outcome)}`);
     this.stats.corruptRejected++;
     const identity = identityOf(req.workerId);

@@ -77,6 +77,8 @@ export interface CoordinatorConfig {
     readonly enabled: boolean;
     /** Verification threads. */
     readonly threads: number;
+    /** Tile bytes waiting for a verification thread beyond which results are answered UNAVAILABLE. */
+    readonly maxBacklogBytes: number;
   };
   /** Decision tunables passed to the core. */
   readonly core: CoreConfig;
@@ -587,6 +589,10 @@ export class Coordinator {
     if (data.byteLength !== tileSizeBytes(job.plan, lease.shardIndex)) return undefined;
     const bounds = tileBounds(job.plan, lease.shardIndex);
     const fields = { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId };
+    if (this.#verifier.backlogBytes > this.config.verify.maxBacklogBytes) {
+      // Back-pressure: the worker retries later (its heartbeats keep the lease alive meanwhile).
+      return { ok: false, unavailable: true, reason: "the coordinator is busy verifying results; retry" };
+    }
     let verdict: Verdict;
     try {
       verdict = await this.#verifier.check(
@@ -891,6 +897,7 @@ export class Coordinator {
           throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
         }
         const durables: Promise<void>[] = [];
+        let unverified: string | undefined;
         const outcomes = await Promise.all(
           req.results.map(async (r) => {
             const lease = fromLeaseRef(r.lease);
@@ -916,6 +923,7 @@ export class Coordinator {
             const verdict = await this.#verify(workerId, lease, data);
             if (verdict !== undefined && !verdict.ok) {
               if ("unavailable" in verdict) {
+                unverified = verdict.reason;
                 return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.Unavailable, message: verdict.reason });
               }
               const out = this.#apply({ type: "shard-rejected", nowMs: Date.now(), workerId, lease, reason: verdict.reason });
@@ -951,6 +959,8 @@ export class Coordinator {
         );
         // One group commit covers every accepted tile of this report (tile bytes first, then records).
         await Promise.all(durables);
+        // The whole call fails so the worker retries it (the others in it are then ALREADY_EXISTS).
+        if (unverified !== undefined) throw new ConnectError(unverified, Code.Unavailable);
         return { outcomes };
       },
 

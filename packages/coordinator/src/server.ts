@@ -194,7 +194,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     tickIntervalMs: Math.max(20, Math.min(250, Math.floor(leaseTtlMs / 4))),
     invariantCheckIntervalMs: 5_000,
     fsync: o.fsync ?? true,
-    verify: { enabled: o.verify ?? true, threads: verifyThreads },
+    verify: { enabled: o.verify ?? true, threads: verifyThreads, maxBacklogBytes: 512 * 1024 * 1024 },
     core,
   };
 }

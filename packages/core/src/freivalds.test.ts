@@ -51,7 +51,8 @@ function dot(a: Float64Array, b: Float64Array, i: number, j: number, k: number, 
     return s;
   }
   if (order === "pairwise") {
-    const rec = (lo: number, hi: number): number => (hi - lo === 1 ? term(lo) : rec(lo, (lo + hi) >> 1) + rec((lo + hi) >> 1, hi));
+    const rec = (lo: number, hi: number): number =>
+      hi - lo === 1 ? term(lo) : rec(lo, (lo + hi) >> 1) + rec((lo + hi) >> 1, hi);
     return k === 0 ? 0 : rec(0, k);
   }
   // Blocked by 4 with partial sums added at the end, as register-tiled kernels do.
@@ -101,7 +102,8 @@ function threshold(p: Problem, i: number, j0: number, nt: number): number {
   let s = 0;
   let aAbs = 0;
   for (let l = 0; l < p.k; l++) aAbs += Math.abs(p.a[i * p.k + l] as number);
-  for (let j = j0; j < j0 + nt; j++) for (let l = 0; l < p.k; l++) s += Math.abs(p.a[i * p.k + l] as number) * Math.abs(p.b[l * p.n + j] as number);
+  for (let j = j0; j < j0 + nt; j++)
+    for (let l = 0; l < p.k; l++) s += Math.abs(p.a[i * p.k + l] as number) * Math.abs(p.b[l * p.n + j] as number);
   const eta = 2 ** -1070 * (nt * (p.k + 1 + aAbs) + p.k + 1);
   return 3 * U * (p.k + nt + 2) * s + eta;
 }
@@ -109,7 +111,12 @@ function threshold(p: Problem, i: number, j0: number, nt: number): number {
 /** Values with magnitudes spread over many binades, zeros and signs, built from one integer each. */
 const value = fc.oneof(
   { weight: 6, arbitrary: fc.double({ min: -1, max: 1, noNaN: true }) },
-  { weight: 2, arbitrary: fc.tuple(fc.double({ min: -1, max: 1, noNaN: true }), fc.integer({ min: -60, max: 60 })).map(([x, e]) => x * 2 ** e) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(fc.double({ min: -1, max: 1, noNaN: true }), fc.integer({ min: -60, max: 60 }))
+      .map(([x, e]) => x * 2 ** e),
+  },
   { weight: 1, arbitrary: fc.constantFrom(0, -0, 1, -1, 2 ** -1070, 3e150, -3e150) },
 );
 
@@ -138,9 +145,17 @@ describe("Freivalds check", () => {
     expect(() => probesFromWords(new Uint32Array(3), 2, 2)).toThrow(RangeError);
   });
 
-  test.prop([problem, fc.constantFrom<Order>("ascending", "descending", "pairwise", "blocked"), fc.integer({ min: 1, max: 17 }), fc.integer()], {
-    numRuns: 300,
-  })("never rejects an honest product, whatever the summation order, tiling or probes", (p, order, tileCols, seed) => {
+  test.prop(
+    [
+      problem,
+      fc.constantFrom<Order>("ascending", "descending", "pairwise", "blocked"),
+      fc.integer({ min: 1, max: 17 }),
+      fc.integer(),
+    ],
+    {
+      numRuns: 300,
+    },
+  )("never rejects an honest product, whatever the summation order, tiling or probes", (p, order, tileCols, seed) => {
     const c = multiply(p, order);
     for (const r of checkAll(p, c, tileCols, seed)) expect(r).toMatchObject({ ok: true });
   });
@@ -160,9 +175,19 @@ describe("Freivalds check", () => {
     }
   });
 
-  test.prop([problem, fc.integer({ min: 1, max: 17 }), fc.integer(), fc.nat(), fc.double({ min: 1, max: 1e6, noNaN: true }), fc.boolean()], {
-    numRuns: 300,
-  })("rejects a result with one entry off by more than 128·T_i", (p, tileCols, seed, pick, extra, negative) => {
+  test.prop(
+    [
+      problem,
+      fc.integer({ min: 1, max: 17 }),
+      fc.integer(),
+      fc.nat(),
+      fc.double({ min: 1, max: 1e6, noNaN: true }),
+      fc.boolean(),
+    ],
+    {
+      numRuns: 300,
+    },
+  )("rejects a result with one entry off by more than 128·T_i", (p, tileCols, seed, pick, extra, negative) => {
     const c = multiply(p, "ascending");
     const idx = pick % c.length;
     const i = Math.floor(idx / p.n);
@@ -178,27 +203,32 @@ describe("Freivalds check", () => {
     expect(results[Math.floor(j / tileCols)]).toMatchObject({ ok: false });
   });
 
-  test.prop([problem, fc.integer({ min: 1, max: 17 }), fc.integer(), fc.nat(), fc.integer({ min: 44, max: 62 })], { numRuns: 300 })(
-    "rejects bit flips in the high mantissa or exponent bits of a value that is not tiny",
-    (p, tileCols, seed, pick, bit) => {
-      const c = multiply(p, "pairwise");
-      const idx = pick % c.length;
-      const i = Math.floor(idx / p.n);
-      const j = idx % p.n;
-      const j0 = Math.floor(j / tileCols) * tileCols;
-      const t = threshold(p, i, j0, Math.min(tileCols, p.n - j0));
-      const before = c[idx] as number;
-      const view = new DataView(c.buffer);
-      view.setBigUint64(idx * 8, view.getBigUint64(idx * 8, true) ^ (1n << BigInt(bit)), true);
-      const after = c[idx] as number;
-      // The flip must move the value by more than the detection threshold (else it is below rounding).
-      fc.pre(t > 0 && t < 1e280 && !(Math.abs(after - before) <= FREIVALDS_DETECTION_FACTOR * t * 1.01));
-      expect(checkAll(p, c, tileCols, seed)[Math.floor(j / tileCols)]).toMatchObject({ ok: false });
-    },
-  );
+  test.prop([problem, fc.integer({ min: 1, max: 17 }), fc.integer(), fc.nat(), fc.integer({ min: 44, max: 62 })], {
+    numRuns: 300,
+  })("rejects bit flips in the high mantissa or exponent bits of a value that is not tiny", (p, tileCols, seed, pick, bit) => {
+    const c = multiply(p, "pairwise");
+    const idx = pick % c.length;
+    const i = Math.floor(idx / p.n);
+    const j = idx % p.n;
+    const j0 = Math.floor(j / tileCols) * tileCols;
+    const t = threshold(p, i, j0, Math.min(tileCols, p.n - j0));
+    const before = c[idx] as number;
+    const view = new DataView(c.buffer);
+    view.setBigUint64(idx * 8, view.getBigUint64(idx * 8, true) ^ (1n << BigInt(bit)), true);
+    const after = c[idx] as number;
+    // The flip must move the value by more than the detection threshold (else it is below rounding).
+    fc.pre(t > 0 && t < 1e280 && !(Math.abs(after - before) <= FREIVALDS_DETECTION_FACTOR * t * 1.01));
+    expect(checkAll(p, c, tileCols, seed)[Math.floor(j / tileCols)]).toMatchObject({ ok: false });
+  });
 
   it("rejects NaN, Inf and huge values with certainty, and reports the row", () => {
-    const p: Problem = { m: 3, k: 4, n: 2, a: Float64Array.from({ length: 12 }, (_, i) => i - 5.5), b: Float64Array.from({ length: 8 }, (_, i) => 0.25 * i - 1) };
+    const p: Problem = {
+      m: 3,
+      k: 4,
+      n: 2,
+      a: Float64Array.from({ length: 12 }, (_, i) => i - 5.5),
+      b: Float64Array.from({ length: 8 }, (_, i) => 0.25 * i - 1),
+    };
     for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e300]) {
       const c = multiply(p, "ascending");
       c[3] = bad;
@@ -208,7 +238,13 @@ describe("Freivalds check", () => {
   });
 
   it("a perturbation within the rounding bound passes: it is indistinguishable from another summation order", () => {
-    const p: Problem = { m: 2, k: 50, n: 3, a: Float64Array.from({ length: 100 }, (_, i) => Math.sin(i)), b: Float64Array.from({ length: 150 }, (_, i) => Math.cos(i)) };
+    const p: Problem = {
+      m: 2,
+      k: 50,
+      n: 3,
+      a: Float64Array.from({ length: 100 }, (_, i) => Math.sin(i)),
+      b: Float64Array.from({ length: 150 }, (_, i) => Math.cos(i)),
+    };
     const c = multiply(p, "ascending");
     c[1] = (c[1] as number) + 4 * U * Math.abs(c[1] as number); // a few ulps
     expect(checkAll(p, c, 3, 11)).toEqual([{ ok: true, rowsChecked: 2, rowsUnverifiable: 0 }]);
@@ -226,7 +262,13 @@ describe("Freivalds check", () => {
 
   it("one round misses a small error about as often as the bound allows, and never beyond it", () => {
     // Error δ = 8·T_i: the bound says a single round misses with probability ≤ 2/8 + 2^-32.
-    const p: Problem = { m: 1, k: 8, n: 8, a: Float64Array.from({ length: 8 }, (_, i) => 1 + i / 8), b: Float64Array.from({ length: 64 }, (_, i) => 1 - i / 64) };
+    const p: Problem = {
+      m: 1,
+      k: 8,
+      n: 8,
+      a: Float64Array.from({ length: 8 }, (_, i) => 1 + i / 8),
+      b: Float64Array.from({ length: 64 }, (_, i) => 1 - i / 64),
+    };
     const c = multiply(p, "ascending");
     const t = threshold(p, 0, 0, 8);
     c[2] = (c[2] as number) + 8 * t;

@@ -11,8 +11,6 @@ export type { DurableJob, DurableModel, DurableQuarantine, DurableRecord, Durabl
 export { applyRecord, createDurableModel, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
 export type { CoreError, Result } from "./errors.js";
 export { describeError, err, ok } from "./errors.js";
-export type { ClientId, JobId, WorkerId } from "./ids.js";
-export { asClientId, asJobId, asWorkerId } from "./ids.js";
 export type { ColumnTiling, Projection, TileCheck } from "./freivalds.js";
 export {
   checkCostFlops,
@@ -23,6 +21,8 @@ export {
   probesFromWords,
   projectRows,
 } from "./freivalds.js";
+export type { ClientId, JobId, WorkerId } from "./ids.js";
+export { asClientId, asJobId, asWorkerId } from "./ids.js";
 export { checkInvariants } from "./invariants.js";
 export type { Plan, TileBounds } from "./plan.js";
 export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";

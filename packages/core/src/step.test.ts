@@ -1052,7 +1052,10 @@ describe("verified results: rejection, requeue and quarantine", () => {
     const { d } = pair({ ...CFG, quarantineAfterRejections: 2, maxAttempts: 5 });
     const [g1, g2, g3] = d.grants("w1", 3);
     if (!g1 || !g2 || !g3) throw new Error("no grants");
-    expect(d.reject("w1", g1.lease).outcome).toEqual({ ok: true, value: { leaseEnded: true, requeued: true, quarantined: false } });
+    expect(d.reject("w1", g1.lease).outcome).toEqual({
+      ok: true,
+      value: { leaseEnded: true, requeued: true, quarantined: false },
+    });
     d.advance(10);
     const r = d.reject("w1", g2.lease);
     expect(r.outcome).toEqual({ ok: true, value: { leaseEnded: true, requeued: true, quarantined: true } });
@@ -1091,7 +1094,10 @@ describe("verified results: rejection, requeue and quarantine", () => {
     for (let i = 0; i < 4; i++) {
       const [g] = d.grants("w1", 1);
       if (!g) throw new Error("no grant");
-      expect(d.reject("w1", g.lease).outcome).toEqual({ ok: true, value: { leaseEnded: true, requeued: true, quarantined: false } });
+      expect(d.reject("w1", g.lease).outcome).toEqual({
+        ok: true,
+        value: { leaseEnded: true, requeued: true, quarantined: false },
+      });
     }
     expect(d.state.identities.get("alice")).toMatchObject({ rejectedResults: 4, quarantinedAtMs: 0 });
     // Every shard now waits for bob; alice still may ask (she is not quarantined) but gets none of them.
@@ -1105,7 +1111,10 @@ describe("verified results: rejection, requeue and quarantine", () => {
     d.advance(CFG.leaseTtlMs ?? 0);
     d.tick();
     const before = d.job(jobId).version;
-    expect(d.reject("w1", g.lease).outcome).toEqual({ ok: true, value: { leaseEnded: false, requeued: false, quarantined: false } });
+    expect(d.reject("w1", g.lease).outcome).toEqual({
+      ok: true,
+      value: { leaseEnded: false, requeued: false, quarantined: false },
+    });
     expect(d.job(jobId).version).toBe(before);
     expect(d.state.identities.get("alice")?.rejectedResults).toBe(1);
     expect(d.reject("ghost", g.lease).outcome).toEqual({ ok: false, error: { kind: "worker-not-found", workerId: "ghost" } });
@@ -1126,7 +1135,10 @@ describe("verified results: rejection, requeue and quarantine", () => {
     const [backup] = d.grants("w2", 1);
     expect(backup?.lease.shardIndex).toBe(slow.lease.shardIndex);
     if (!backup) throw new Error("no backup");
-    expect(d.reject("w1", slow.lease).outcome).toEqual({ ok: true, value: { leaseEnded: true, requeued: false, quarantined: false } });
+    expect(d.reject("w1", slow.lease).outcome).toEqual({
+      ok: true,
+      value: { leaseEnded: true, requeued: false, quarantined: false },
+    });
     expectInvariants(d);
     expect(d.complete("w2", backup.lease).outcome.ok).toBe(true);
   });
@@ -1150,7 +1162,10 @@ describe("verified results: rejection, requeue and quarantine", () => {
     if (!g) throw new Error("no grant");
     const versionBefore = d.job(g.lease.jobId).version;
     expect(checkCompletion(d.state, asWorkerId("w1"), g.lease, d.nowMs)).toMatchObject({ ok: true });
-    expect(checkCompletion(d.state, asWorkerId("w2"), g.lease, d.nowMs)).toMatchObject({ ok: false, error: { kind: "not-lease-holder" } });
+    expect(checkCompletion(d.state, asWorkerId("w2"), g.lease, d.nowMs)).toMatchObject({
+      ok: false,
+      error: { kind: "not-lease-holder" },
+    });
     expect(checkCompletion(d.state, asWorkerId("nobody"), g.lease, d.nowMs)).toMatchObject({
       ok: false,
       error: { kind: "worker-not-found" },

@@ -130,7 +130,10 @@ describe("parseArgs", () => {
     }
     expect(parseArgs([...base, "--chaos-drop-rate", "2"], {}).ok).toBe(false);
     expect(parseArgs([...base, "--chaos-corrupt-rate", "1.01"], {}).ok).toBe(false);
-    expect(parseArgs([...base, "--chaos-corrupt-rate", "0.25"], {})).toMatchObject({ ok: true, config: { chaosCorruptRate: 0.25 } });
+    expect(parseArgs([...base, "--chaos-corrupt-rate", "0.25"], {})).toMatchObject({
+      ok: true,
+      config: { chaosCorruptRate: 0.25 },
+    });
   });
 
   it("treats an empty environment variable as unset", () => {

@@ -48,7 +48,10 @@ describe("metrics derived from core steps", () => {
     expect(await value(metrics, "dce_workers_quarantined")).toBe(1);
     expect(await value(metrics, "dce_worker_rejected_results", { identity: "mallory", quarantined: "true" })).toBe(2);
     const histogram = await metrics.registry.getSingleMetric("dce_shard_verification_seconds")?.get();
-    expect(histogram?.values.find((v) => v.metricName === "dce_shard_verification_seconds_count")?.value).toBe(3);
+    const count = histogram?.values.find(
+      (v) => (v as { metricName?: string }).metricName === "dce_shard_verification_seconds_count",
+    );
+    expect(count?.value).toBe(3);
     expect(await value(metrics, "dce_leases_ended_total", { reason: "failed" })).toBe(2);
     expect(await value(metrics, "dce_leases_ended_total", { reason: "released" })).toBe(1);
     expect(await value(metrics, "dce_leases_ended_total", { reason: "completed" })).toBe(1);

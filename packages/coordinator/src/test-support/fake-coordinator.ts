@@ -102,8 +102,13 @@ export class FakeCoordinator implements ObservableCoordinator {
 
   /** The shell found `g`'s result wrong. */
   reject(workerId: WorkerId, g: Grant): OutcomeMap["shard-rejected"] {
-    return this.apply({ type: "shard-rejected", nowMs: this.nowMs, workerId, lease: g.lease, reason: "row 0 fails Freivalds' test" })
-      .outcome;
+    return this.apply({
+      type: "shard-rejected",
+      nowMs: this.nowMs,
+      workerId,
+      lease: g.lease,
+      reason: "row 0 fails Freivalds' test",
+    }).outcome;
   }
 
   fail(workerId: WorkerId, g: Grant, release = false): OutcomeMap["shard-failed"] {

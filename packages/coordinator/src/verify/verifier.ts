@@ -114,6 +114,11 @@ export class Verifier {
     return result.ok ? { ...result, ms } : { ok: false, reason: result.reason, ms };
   }
 
+  /** Bytes of tiles waiting for or in a verification thread. */
+  get backlogBytes(): number {
+    return this.#pool?.backlogBytes ?? 0;
+  }
+
   /** Drops a job's projection (its result is sealed or discarded). */
   forget(jobId: string): void {
     const e = this.#jobs.get(jobId);
@@ -230,6 +235,8 @@ class VerifyPool {
   readonly #queue: PoolTask[] = [];
   #nextId = 1;
   #closed = false;
+  /** Bytes of tiles queued or running. */
+  backlogBytes = 0;
 
   constructor(threads: number, url: URL) {
     this.#url = url;
@@ -238,9 +245,13 @@ class VerifyPool {
 
   run(task: ProjectTask | CheckTask, transfer: ArrayBuffer[]): Promise<TileCheck | undefined> {
     if (this.#closed) return Promise.reject(new Error("verifier is closed"));
-    return new Promise((resolve, reject) => {
+    const bytes = task.kind === "check" ? task.tile.byteLength : 0;
+    this.backlogBytes += bytes;
+    return new Promise<TileCheck | undefined>((resolve, reject) => {
       this.#queue.push({ id: this.#nextId++, task, transfer, resolve, reject });
       this.#dispatch();
+    }).finally(() => {
+      this.backlogBytes -= bytes;
     });
   }
 

@@ -37,7 +37,16 @@ const value = fc.oneof(
 );
 
 /** Checks every column tile of C (m × n) against A (m × k) and B (k × n); true when all pass. */
-function verifies(m: number, k: number, n: number, a: Float64Array, b: Float64Array, c: Float64Array, tileCols: number, seed: number) {
+function verifies(
+  m: number,
+  k: number,
+  n: number,
+  a: Float64Array,
+  b: Float64Array,
+  c: Float64Array,
+  tileCols: number,
+  seed: number,
+) {
   const rounds = FREIVALDS_ROUNDS;
   let x = seed >>> 0 || 1;
   const words = Uint32Array.from({ length: rounds * n }, () => {
@@ -86,7 +95,10 @@ for (const candidate of kernels) {
     it("never rejects a big honest tile with heavy cancellation", () => {
       const kernel = candidate.create();
       const [m, k, n] = [33, 1031, 40];
-      const a = Float64Array.from({ length: m * k }, (_, i) => (i % 2 ? 1 : -1) * (1 + (i % 97) * 2 ** -20) * 2 ** ((i % 11) * 3));
+      const a = Float64Array.from(
+        { length: m * k },
+        (_, i) => (i % 2 ? 1 : -1) * (1 + (i % 97) * 2 ** -20) * 2 ** ((i % 11) * 3),
+      );
       const b = Float64Array.from({ length: k * n }, (_, i) => (i % 3 ? 0.5 : -0.75) + (i % 13) * 2 ** -30);
       const c = new Float64Array(m * n);
       kernel.gemm(m, n, k, a, b, c);
