@@ -6,10 +6,12 @@ import { type Cluster, randomMatrix, startCluster } from "../support/cluster.js"
 
 // A real coordinator process with no real workers: the test plays the workers over
 // raw Connect calls, so it can send duplicate, stale and malformed reports on purpose.
+// Its tiles are placeholder bytes, so result verification is off here: this suite is
+// about fencing (verification has its own, test/integration/verification.test.ts).
 
 let cluster: Cluster;
 beforeAll(async () => {
-  cluster = await startCluster({ workers: 0, leaseTtlMs: 600 });
+  cluster = await startCluster({ workers: 0, leaseTtlMs: 600, extraCoordinatorArgs: ["--verify", "off"] });
 });
 afterAll(async () => {
   await cluster?.close();

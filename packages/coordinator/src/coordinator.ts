@@ -641,10 +641,6 @@ export class Coordinator {
     return p !== undefined && p !== DEVELOPMENT_PRINCIPAL && p.workerIdentity !== undefined ? p.workerIdentity : name;
   }
 
-  #clientOf(_ctx: HandlerContext): ClientId {
-    return ANONYMOUS;
-  }
-
   // -------------------------------------------------------------------------
 
   #jobService(): ServiceImpl<typeof JobService> {
