@@ -36,6 +36,7 @@ import {
   type MatrixRef,
   MatrixRefSchema,
   type ShardLease,
+  type ShardOutcome,
   ShardOutcomeSchema,
   WorkerService,
 } from "@dce/proto";
@@ -97,6 +98,9 @@ export interface VerificationEvent {
 
 /** Called after every result check; see {@link Coordinator.observeVerification}. */
 export type VerificationObserver = (v: VerificationEvent) => void;
+
+/** What checking one result came to: a verdict, or the check could not run now. */
+type CheckOutcome = Verdict | { ok: false; unavailable: true; reason: string };
 
 /** Space kept free in every message for fields other than the data chunk. */
 export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
@@ -572,52 +576,56 @@ export class Coordinator {
   }
 
   /**
-   * Checks a result before the core sees it. Undefined when there is nothing to check:
-   * verification is off, or the core will refuse the report anyway (stale, duplicate,
-   * revoked, wrong size), so checking it would only cost time. A check that cannot run
-   * answers `unavailable`: the worker retries, and nothing unchecked is accepted.
+   * Checks a result before the core sees it: the verdict, at once for tiny tiles or as a
+   * promise for big ones. Undefined when there is nothing to check: verification is off,
+   * or the core will refuse the report anyway (stale, duplicate, revoked, wrong size), so
+   * checking it would only cost time. A check that cannot run answers `unavailable`: the
+   * worker retries, and nothing unchecked is accepted.
    */
-  async #verify(
-    workerId: WorkerId,
-    lease: LeaseKey,
-    data: Uint8Array,
-  ): Promise<Verdict | { ok: false; unavailable: true; reason: string } | undefined> {
+  #verify(workerId: WorkerId, lease: LeaseKey, data: Uint8Array): CheckOutcome | undefined | Promise<CheckOutcome | undefined> {
     if (!this.#verifier) return undefined;
     const pre = checkCompletion(this.#state, workerId, lease, Date.now());
     if (!pre.ok) return undefined;
     const { job } = pre.value;
     if (data.byteLength !== tileSizeBytes(job.plan, lease.shardIndex)) return undefined;
     const bounds = tileBounds(job.plan, lease.shardIndex);
-    const fields = { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId };
+    const target = {
+      id: job.id,
+      plan: job.plan,
+      aPath: this.#blobs.pathOf(job.spec.a.blobId),
+      bPath: this.#blobs.pathOf(job.spec.b.blobId),
+    };
+    const failed = (e: unknown): CheckOutcome => {
+      this.#log.error(
+        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, err: e },
+        "result could not be verified; the worker will retry",
+      );
+      this.#notifyVerification({ jobId: job.id, shardIndex: lease.shardIndex, workerId, outcome: "error", ms: 0 });
+      return { ok: false, unavailable: true, reason: "the result could not be verified right now; retry" };
+    };
+    try {
+      const now = this.#verifier.checkNow(target, bounds, data);
+      if (now !== undefined) return this.#checked(workerId, lease, now);
+    } catch (e) {
+      return failed(e);
+    }
     if (this.#verifier.backlogBytes > this.config.verify.maxBacklogBytes) {
       // Back-pressure: the worker retries later (its heartbeats keep the lease alive meanwhile).
       return { ok: false, unavailable: true, reason: "the coordinator is busy verifying results; retry" };
     }
-    let verdict: Verdict;
-    try {
-      verdict = await this.#verifier.check(
-        {
-          id: job.id,
-          plan: job.plan,
-          aPath: this.#blobs.pathOf(job.spec.a.blobId),
-          bPath: this.#blobs.pathOf(job.spec.b.blobId),
-        },
-        bounds,
-        data,
-      );
-    } catch (e) {
-      this.#log.error({ ...fields, err: e }, "result could not be verified; the worker will retry");
-      this.#notifyVerification({ jobId: job.id, shardIndex: lease.shardIndex, workerId, outcome: "error", ms: 0 });
-      return { ok: false, unavailable: true, reason: "the result could not be verified right now; retry" };
-    }
+    return this.#verifier.check(target, bounds, data).then((v) => this.#checked(workerId, lease, v), failed);
+  }
+
+  /** Reports a verdict to the log and the verification observers. */
+  #checked(workerId: WorkerId, lease: LeaseKey, verdict: Verdict): Verdict {
     const outcome = !verdict.ok ? "rejected" : verdict.rowsUnverifiable > 0 ? "unverifiable" : "passed";
-    if (outcome === "unverifiable" && verdict.ok) {
+    if (verdict.ok && verdict.rowsUnverifiable > 0) {
       this.#log.warn(
-        { ...fields, rowsUnverifiable: verdict.rowsUnverifiable },
+        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, rowsUnverifiable: verdict.rowsUnverifiable },
         "result accepted with rows that cannot be verified (inputs with NaN, Inf or near-overflow values)",
       );
     }
-    this.#notifyVerification({ jobId: job.id, shardIndex: lease.shardIndex, workerId, outcome, ms: verdict.ms });
+    this.#notifyVerification({ jobId: lease.jobId, shardIndex: lease.shardIndex, workerId, outcome, ms: verdict.ms });
     return verdict;
   }
 
@@ -892,67 +900,87 @@ export class Coordinator {
         if (!this.#state.workers.has(workerId)) {
           throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
         }
-        const durables: Promise<void>[] = [];
-        let unverified: string | undefined;
-        const outcomes = await Promise.all(
-          req.results.map(async (r) => {
-            const lease = fromLeaseRef(r.lease);
-            let data: Uint8Array;
-            if (r.payload.case === "data") data = r.payload.value;
-            else if (r.payload.case === "blobId") {
-              const size = this.#blobs.sizeOf(r.payload.value);
-              if (size === undefined) {
-                return create(ShardOutcomeSchema, {
+        type Item = { lease: LeaseKey; data?: Uint8Array; early?: ShardOutcome; verdict?: CheckOutcome | undefined };
+        const items: Item[] = req.results.map((r) => {
+          const lease = fromLeaseRef(r.lease);
+          if (r.payload.case === "data") return { lease, data: r.payload.value };
+          if (r.payload.case === "blobId") {
+            const size = this.#blobs.sizeOf(r.payload.value);
+            if (size === undefined) {
+              return {
+                lease,
+                early: create(ShardOutcomeSchema, {
                   lease: toLeaseRef(lease),
                   code: Code.NotFound,
                   message: "result blob not found",
-                });
-              }
-              data = this.#blobs.read(r.payload.value, 0, size).data;
-            } else {
-              return create(ShardOutcomeSchema, {
-                lease: toLeaseRef(lease),
-                code: Code.InvalidArgument,
-                message: "result has no payload",
-              });
+                }),
+              };
             }
-            const verdict = await this.#verify(workerId, lease, data);
-            if (verdict !== undefined && !verdict.ok) {
-              if ("unavailable" in verdict) {
-                unverified = verdict.reason;
-                return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.Unavailable, message: verdict.reason });
-              }
-              const out = this.#apply({ type: "shard-rejected", nowMs: Date.now(), workerId, lease, reason: verdict.reason });
-              durables.push(out.durable);
-              const ce = toConnectError(
-                out.outcome.ok ? { kind: "result-rejected", ...lease, message: verdict.reason } : out.outcome.error,
-              );
-              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
-            }
-            const out = this.#apply(
-              { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
-              data,
+            return { lease, data: this.#blobs.read(r.payload.value, 0, size).data };
+          }
+          return {
+            lease,
+            early: create(ShardOutcomeSchema, {
+              lease: toLeaseRef(lease),
+              code: Code.InvalidArgument,
+              message: "result has no payload",
+            }),
+          };
+        });
+        // Check every result first (tiny ones at once, big ones in the verification threads), then
+        // hand them all to the core in one go, so one group commit still covers the whole report.
+        const waiting: Promise<void>[] = [];
+        for (const item of items) {
+          if (item.data === undefined) continue;
+          const v = this.#verify(workerId, item.lease, item.data);
+          if (v instanceof Promise) {
+            waiting.push(
+              v.then((x) => {
+                item.verdict = x;
+              }),
             );
-            durables.push(out.durable);
-            if (out.outcome.ok) {
-              this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
-              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
+          } else item.verdict = v;
+        }
+        if (waiting.length > 0) await Promise.all(waiting);
+        const durables: Promise<void>[] = [];
+        let unverified: string | undefined;
+        const outcomes = items.map(({ lease, data, early, verdict }) => {
+          if (early !== undefined || data === undefined) return early as ShardOutcome;
+          if (verdict !== undefined && !verdict.ok) {
+            if ("unavailable" in verdict) {
+              unverified = verdict.reason;
+              return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.Unavailable, message: verdict.reason });
             }
-            const ce = toConnectError(out.outcome.error);
-            this.#log.info(
-              {
-                jobId: lease.jobId,
-                shard: lease.shardIndex,
-                epoch: lease.epoch,
-                workerId,
-                code: Code[ce.code],
-                reason: ce.rawMessage,
-              },
-              "shard result rejected",
+            const out = this.#apply({ type: "shard-rejected", nowMs: Date.now(), workerId, lease, reason: verdict.reason });
+            durables.push(out.durable);
+            const ce = toConnectError(
+              out.outcome.ok ? { kind: "result-rejected", ...lease, message: verdict.reason } : out.outcome.error,
             );
             return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
-          }),
-        );
+          }
+          const out = this.#apply(
+            { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
+            data,
+          );
+          durables.push(out.durable);
+          if (out.outcome.ok) {
+            this.#log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
+            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
+          }
+          const ce = toConnectError(out.outcome.error);
+          this.#log.info(
+            {
+              jobId: lease.jobId,
+              shard: lease.shardIndex,
+              epoch: lease.epoch,
+              workerId,
+              code: Code[ce.code],
+              reason: ce.rawMessage,
+            },
+            "shard result rejected",
+          );
+          return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+        });
         // One group commit covers every accepted tile of this report (tile bytes first, then records).
         await Promise.all(durables);
         // The whole call fails so the worker retries it (the others in it are then ALREADY_EXISTS).

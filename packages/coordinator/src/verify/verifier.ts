@@ -49,6 +49,8 @@ interface Prepared {
 
 interface Entry {
   readonly ready: Promise<Prepared>;
+  /** Set once the projection is ready, so tiny checks can run without waiting a tick. */
+  prepared: Prepared | undefined;
   bytes: number;
   lastUsed: number;
 }
@@ -87,6 +89,33 @@ export class Verifier {
   async check(job: VerifiableJob, bounds: TileBounds, bytes: Uint8Array): Promise<Verdict> {
     const started = performance.now();
     const prepared = await this.#prepare(job);
+    return this.#run(job, prepared, bounds, bytes, started);
+  }
+
+  /**
+   * Checks the tile at once, on the caller's thread, when that is cheap: the job's
+   * projection is ready (or cheap to make inline) and the tile is tiny. Undefined when the
+   * check must go through {@link check} instead. Throws when a matrix cannot be read.
+   */
+  checkNow(job: VerifiableJob, bounds: TileBounds, bytes: Uint8Array): Verdict | undefined {
+    const m = bounds.rowEnd - bounds.rowStart;
+    const n = bounds.colEnd - bounds.colStart;
+    if (this.#pool !== undefined && checkCostFlops(m, n, job.plan.inner) > this.#inlineMaxFlops) return undefined;
+    const started = performance.now();
+    void this.#prepare(job).catch(() => {});
+    const prepared = this.#jobs.get(job.id)?.prepared;
+    if (prepared === undefined) return undefined;
+    const out = this.#run(job, prepared, bounds, bytes, started);
+    return out instanceof Promise ? undefined : out;
+  }
+
+  #run(
+    job: VerifiableJob,
+    prepared: Prepared,
+    bounds: TileBounds,
+    bytes: Uint8Array,
+    started: number,
+  ): Verdict | Promise<Verdict> {
     const { plan } = job;
     const m = bounds.rowEnd - bounds.rowStart;
     const n = bounds.colEnd - bounds.colStart;
@@ -103,15 +132,15 @@ export class Verifier {
       w: prepared.w,
       s: prepared.s,
     };
-    let result: TileCheck;
+    const verdict = (result: TileCheck): Verdict => {
+      const ms = performance.now() - started;
+      return result.ok ? { ...result, ms } : { ok: false, reason: result.reason, ms };
+    };
     if (this.#pool === undefined || checkCostFlops(m, n, plan.inner) <= this.#inlineMaxFlops) {
       prepared.aFd ??= openSync(job.aPath, "r");
-      result = runCheck(task, prepared.aFd);
-    } else {
-      result = (await this.#pool.run(task, [task.tile.buffer as ArrayBuffer])) as TileCheck;
+      return verdict(runCheck(task, prepared.aFd));
     }
-    const ms = performance.now() - started;
-    return result.ok ? { ...result, ms } : { ok: false, reason: result.reason, ms };
+    return this.#pool.run(task, [task.tile.buffer as ArrayBuffer]).then((r) => verdict(r as TileCheck));
   }
 
   /** Bytes of tiles waiting for or in a verification thread. */
@@ -163,17 +192,22 @@ export class Verifier {
       s: prepared.s,
     };
     let ready: Promise<Prepared>;
+    let now: Prepared | undefined;
     if (this.#pool === undefined || 2 * plan.inner * plan.cols * (rounds + 1) <= 4 * this.#inlineMaxFlops) {
       try {
         runProject(task);
+        now = prepared;
         ready = Promise.resolve(prepared);
       } catch (e) {
         ready = Promise.reject(e);
       }
     } else {
-      ready = this.#pool.run(task, []).then(() => prepared);
+      ready = this.#pool.run(task, []).then(() => {
+        entry.prepared = prepared;
+        return prepared;
+      });
     }
-    const entry: Entry = { ready, bytes, lastUsed: ++this.#useClock };
+    const entry: Entry = { ready, prepared: now, bytes, lastUsed: ++this.#useClock };
     this.#jobs.set(job.id, entry);
     this.#cachedBytes += bytes;
     // A failed projection is not kept: the next result tries again.
