@@ -55,3 +55,33 @@ describe("coordinator limit flags", () => {
     expect(() => resolveConnectionLimits({ idleTimeoutMs: 5 })).toThrow(/idleTimeoutMs=5/);
   });
 });
+
+describe("coordinator verification flags", () => {
+  it("verifies by default, quarantines after 3, picks the thread count itself", () => {
+    const c = resolveConfig(serve([]));
+    expect(c.verify.enabled).toBe(true);
+    expect(c.verify.threads).toBeGreaterThanOrEqual(1);
+    expect(c.verify.threads).toBeLessThanOrEqual(4);
+    expect(c.core.quarantineAfterRejections).toBe(3);
+  });
+
+  it("takes --verify, --verify-threads and --quarantine-after from flags over the environment", () => {
+    const fromEnv = resolveConfig(serve([], { DCE_VERIFY: "off", DCE_VERIFY_THREADS: "3", DCE_QUARANTINE_AFTER: "0" }));
+    expect([fromEnv.verify.enabled, fromEnv.verify.threads, fromEnv.core.quarantineAfterRejections]).toEqual([false, 3, 0]);
+    const flags = resolveConfig(
+      serve(["--verify", "on", "--verify-threads", "2", "--quarantine-after", "5"], {
+        DCE_VERIFY: "off",
+        DCE_QUARANTINE_AFTER: "1",
+      }),
+    );
+    expect([flags.verify.enabled, flags.verify.threads, flags.core.quarantineAfterRejections]).toEqual([true, 2, 5]);
+  });
+
+  it("refuses bad values with exit code 2, and resolveConfig names them", () => {
+    expect(parseArgs(["--verify", "maybe"], {})).toMatchObject({ ok: false, exitCode: 2 });
+    expect(parseArgs(["--quarantine-after=-1"], {})).toMatchObject({ ok: false, exitCode: 2 });
+    expect(parseArgs([], { DCE_VERIFY_THREADS: "x" })).toMatchObject({ ok: false, exitCode: 2 });
+    expect(() => resolveConfig({ verifyThreads: 0 })).toThrow(/verifyThreads=0/);
+    expect(() => resolveConfig({ quarantineAfter: 1.5 })).toThrow(/quarantineAfter=1.5/);
+  });
+});
