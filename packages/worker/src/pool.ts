@@ -90,14 +90,12 @@ interface Job {
   readonly resolve: (r: GemmResult) => void;
   readonly reject: (e: unknown) => void;
   readonly onAbort: () => void;
-  /** When the task was handed to its thread (performance.now()). */
-  startedAt?: number;
 }
 
 interface Slot {
   thread: Thread | undefined;
   /** The message in flight on this thread: one task, or a batch of tiny ones. */
-  batch: { readonly id: number; readonly jobs: Job[] } | undefined;
+  batch: { readonly id: number; readonly jobs: Job[]; readonly startedAt: number } | undefined;
 }
 
 /** Tasks of at most this many multiply-adds go to a thread in batches (one message for many). */
@@ -182,9 +180,8 @@ class ThreadPool implements ComputePool {
       const batch = slot.batch;
       if (slot.thread !== thread || batch === undefined || batch.id !== res.id) return;
       slot.batch = undefined;
-      const now = performance.now();
       // A batch's thread time is shared evenly by its tasks.
-      const share = (now - (batch.jobs[0]?.startedAt ?? now)) / Math.max(1, batch.jobs.length);
+      const share = (performance.now() - batch.startedAt) / Math.max(1, batch.jobs.length);
       for (const [i, job] of batch.jobs.entries()) {
         const r = res.results[i];
         if (r === undefined) job.reject(new Error("kernel thread sent no result for a task"));
@@ -228,7 +225,7 @@ class ThreadPool implements ComputePool {
         }
       }
       const id = this.#nextId++;
-      slot.batch = { id, jobs };
+      slot.batch = { id, jobs, startedAt: performance.now() };
       const thread = slot.thread ?? this.#spawn(slot);
       const transfer: ArrayBuffer[] = [];
       const tasks: ThreadTask[] = jobs.map((job) => {
@@ -247,8 +244,6 @@ class ThreadPool implements ComputePool {
           ldb: task.ldb ?? task.n,
         };
       });
-      const now = performance.now();
-      for (const job of jobs) job.startedAt = now;
       const req: ThreadRequest = { id, tasks };
       thread.postMessage(req, transfer);
     }

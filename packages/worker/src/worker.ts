@@ -138,6 +138,11 @@ const acquireSlackMs = 10_000;
 const releaseTimeoutMs = 5_000;
 /** Most leases held beyond one per thread (tiny shards). */
 const maxSpareLeases = 256;
+/** Running average for the pipeline figures: the first sample, then 80% old, 20% new. */
+function ewma(old: number, x: number): number {
+  return old === 0 ? x : old * 0.8 + x * 0.2;
+}
+
 /** Most results in one CompleteShards. */
 const maxReportBatch = 512;
 
@@ -452,8 +457,7 @@ export class Worker {
         );
         const grantMs = performance.now() - askedAt;
         // Only a grant that came back at once measures latency; a long-poll that waited for work measures idleness.
-        if (res.leases.length > 0 && grantMs < 50)
-          this.#grantMs = this.#grantMs === 0 ? grantMs : this.#grantMs * 0.8 + grantMs * 0.2;
+        if (res.leases.length > 0 && grantMs < 50) this.#grantMs = ewma(this.#grantMs, grantMs);
         for (const shard of res.leases) {
           // A grant that raced with close() goes straight back.
           if (signal.aborted) void this.#handBack(shard.lease, "worker is draining");
@@ -485,7 +489,6 @@ export class Worker {
 
   /** Folds one shard's timings into the running averages {@link #holdLimit} uses. */
   #observeShard(workMs: number, latencyMs: number): void {
-    const ewma = (old: number, x: number) => (old === 0 ? x : old * 0.8 + x * 0.2);
     this.#shardWorkMs = ewma(this.#shardWorkMs, Math.max(workMs, 0.001));
     this.#shardLatencyMs = ewma(this.#shardLatencyMs, latencyMs);
   }
