@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { WideWindowSessionManager } from "@dce/proto/http2";
 import { BlobService, JobService } from "@dce/proto";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import {
@@ -240,6 +241,10 @@ function resolveConfig(options: ClientOptions): ClientConfig {
 
 function createTransport(options: ClientOptions, config: ClientConfig): Transport {
   const { ca, token } = options;
+  const nodeOptions =
+    ca === undefined ? {} : { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) };
+  // Notice a dead connection under a long-poll long before the RPC deadline.
+  const ping = { pingIntervalMs: 5_000, pingTimeoutMs: 5_000 };
   // The gRPC transport always speaks HTTP/2 (it has no httpVersion option).
   return createGrpcTransport({
     interceptors: [tlsErrorsAsUnavailable, ...(token === undefined ? [] : [bearerToken(token)])],
@@ -248,12 +253,8 @@ function createTransport(options: ClientOptions, config: ClientConfig): Transpor
     writeMaxBytes: config.maxMessageBytes,
     // float64 data barely compresses; gzip only costs CPU on the data plane.
     acceptCompression: [],
-    // Notice a dead connection under a long-poll long before the RPC deadline.
-    pingIntervalMs: 5_000,
-    pingTimeoutMs: 5_000,
-    ...(ca === undefined
-      ? {}
-      : { nodeOptions: { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) } }),
+    // Wide flow-control windows: a 4 MiB chunk crosses in one window, not 64.
+    sessionManager: new WideWindowSessionManager(options.baseUrl, ping, nodeOptions),
   });
 }
 

@@ -1,0 +1,53 @@
+/**
+ * HTTP/2 flow control shared by every dce endpoint (coordinator, worker, SDK), Node.js only
+ * (`@dce/proto/http2`).
+ *
+ * Node's HTTP/2 defaults to 64 KiB windows, per stream and per connection, so a 4 MiB
+ * message crosses loopback in 64 windows, each waiting for a WINDOW_UPDATE round trip.
+ * Measured here: 4 MiB `ReadBlob` calls carried 103–138 MiB/s with the defaults and
+ * 178–187 MiB/s with these windows. The windows also bound memory: a peer can have at most
+ * {@link HTTP2_CONNECTION_WINDOW_BYTES} unread bytes buffered per connection.
+ *
+ * @packageDocumentation
+ */
+import type * as http2 from "node:http2";
+import { Http2SessionManager } from "@connectrpc/connect-node";
+
+/** Receive window per stream: one default 4 MiB message and its framing. */
+export const HTTP2_STREAM_WINDOW_BYTES = 4 * 1024 * 1024 + 64 * 1024;
+/** Receive window per connection: several large messages in flight on one connection. */
+export const HTTP2_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/** SETTINGS to announce on a session (server or client). */
+export const http2WindowSettings: http2.Settings = { initialWindowSize: HTTP2_STREAM_WINDOW_BYTES };
+
+/** Widens a session's connection-level receive window (Node offers no option for it). */
+export function widenConnectionWindow(session: http2.Http2Session): void {
+  if (!session.destroyed) session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES);
+}
+
+/**
+ * A connect-node session manager whose sessions announce {@link http2WindowSettings} and
+ * open their connection window wide. Pass it as `sessionManager` to `createGrpcTransport`.
+ */
+export class WideWindowSessionManager extends Http2SessionManager {
+  readonly #widened = new WeakSet<http2.Http2Session>();
+
+  constructor(
+    url: URL | string,
+    pingOptions?: ConstructorParameters<typeof Http2SessionManager>[1],
+    options?: http2.ClientSessionOptions | http2.SecureClientSessionOptions,
+  ) {
+    super(url, pingOptions, { ...options, settings: { ...options?.settings, ...http2WindowSettings } });
+  }
+
+  override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<http2.ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session !== undefined && !this.#widened.has(session)) {
+      this.#widened.add(session);
+      widenConnectionWindow(session);
+    }
+    return stream;
+  }
+}
