@@ -4,10 +4,12 @@
  * @packageDocumentation
  */
 import { createHash } from "node:crypto";
+import { dirname } from "node:path";
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { type BeginUploadResponse, BlobService, JobService } from "@dce/proto";
 import { WideWindowSessionManager } from "@dce/proto/http2";
-import { BlobService, JobService } from "@dce/proto";
+import { accessLocalStore, writeWholeFile } from "@dce/proto/local-store";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import {
   type ClientConfig,
@@ -60,6 +62,14 @@ export interface ClientOptions {
    * default 60_000. 0 disables the retries.
    */
   readonly reconnectBudgetMs?: number;
+  /**
+   * Move matrix bytes through the coordinator's blob files instead of RPCs when it offers
+   * its store (`coordinator --local-store on`, the default) and this process can reach
+   * it: same host, permission on the data dir. Uploads are written into the upload file
+   * and C is read from its blob file; both are still checked against their SHA-256.
+   * Default true; anything that fails falls back to the RPCs.
+   */
+  readonly useLocalStore?: boolean;
   /**
    * Transport to use instead of the gRPC-over-HTTP/2 one built from
    * `baseUrl`/`ca`/`maxMessageBytes`, e.g. `createRouterTransport()` in tests.
@@ -236,6 +246,7 @@ function resolveConfig(options: ClientOptions): ClientConfig {
     chunkBytes: maxMessageBytes - MESSAGE_OVERHEAD_BYTES,
     longPollWaitMs,
     reconnectBudgetMs,
+    useLocalStore: options.useLocalStore ?? true,
   };
 }
 
@@ -344,6 +355,13 @@ async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: Request
   if (begin.uploadId === "") {
     throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
   }
+  if (await writeLocally(ctx, begin, bytes)) {
+    const finish = await ctx.blobs.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, callOptions);
+    if (finish.blobId !== sha256) {
+      throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
+    }
+    return { rows, cols, blobId: sha256 };
+  }
   // max_chunk_bytes 0 means the coordinator set no limit of its own.
   const chunkBytes = begin.maxChunkBytes > 0 ? Math.min(begin.maxChunkBytes, ctx.config.chunkBytes) : ctx.config.chunkBytes;
   for (let offset = 0; offset < bytes.length; offset += chunkBytes) {
@@ -362,6 +380,23 @@ async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: Request
     throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
   }
   return { rows, cols, blobId: sha256 };
+}
+
+/**
+ * Writes an upload straight into its file when the coordinator offers its store and it is
+ * reachable from here; false (and nothing lost) when it cannot, so the chunks go by RPC.
+ */
+async function writeLocally(ctx: ClientContext, begin: BeginUploadResponse, bytes: Uint8Array): Promise<boolean> {
+  if (!ctx.config.useLocalStore || begin.localPath === "") return false;
+  const store = accessLocalStore(begin.localStore);
+  if (store === undefined || dirname(dirname(begin.localPath)) !== store.dir) return false;
+  try {
+    await writeWholeFile(begin.localPath, bytes);
+    return true;
+  } catch {
+    // Chunks rewrite the file from offset 0, so a partial write here does no harm.
+    return false;
+  }
 }
 
 /** Largest matrix sent inline in SubmitJob (the coordinator's limit). */

@@ -6,7 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MatrixRef as WireMatrixRef } from "@dce/proto";
+import type { LocalStore, MatrixRef as WireMatrixRef } from "@dce/proto";
+import { accessLocalStore, readFileRange } from "@dce/proto/local-store";
 import { JobCancelledError, JobFailedError } from "./errors.js";
 import { type ClientContext, checkTimeoutMs, retryTransient, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
 import { assertLittleEndianHost } from "./internal/host.js";
@@ -227,8 +228,37 @@ async function waitForResult(ctx: ClientContext, jobId: string, options: WaitOpt
   if (ref.rows === 0 || ref.cols === 0 || res.sizeBytes !== expectedBytes) {
     throw new ConnectError(`result of job ${jobId} is ${ref.rows}x${ref.cols} but ${res.sizeBytes} bytes`, Code.DataLoss);
   }
-  const data = await readBlob(ctx, ref.blobId, Number(expectedBytes), options);
+  const data =
+    (await readLocalBlob(ctx, res.localStore, ref.blobId, Number(expectedBytes))) ??
+    (await readBlob(ctx, ref.blobId, Number(expectedBytes), options));
   return { rows: ref.rows, cols: ref.cols, data };
+}
+
+/**
+ * Reads a blob from the coordinator's store on this host, when it is offered and
+ * reachable, and checks its SHA-256; undefined when it cannot (read it by RPC then).
+ */
+async function readLocalBlob(
+  ctx: ClientContext,
+  offered: LocalStore | undefined,
+  blobId: string,
+  sizeBytes: number,
+): Promise<Float64Array | undefined> {
+  const store = ctx.config.useLocalStore ? accessLocalStore(offered) : undefined;
+  if (store === undefined) return undefined;
+  assertLittleEndianHost();
+  const buffer = new ArrayBuffer(sizeBytes);
+  const bytes = new Uint8Array(buffer);
+  try {
+    await readFileRange(store.blobPath(blobId), 0, bytes, sizeBytes);
+  } catch {
+    return undefined;
+  }
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  if (sha256 !== blobId) {
+    throw new ConnectError(`blob ${blobId} content has SHA-256 ${sha256}`, Code.DataLoss);
+  }
+  return new Float64Array(buffer);
 }
 
 /** Reads a whole blob into a fresh Float64Array, chunk by chunk, and checks its SHA-256. */

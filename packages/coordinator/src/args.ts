@@ -234,6 +234,14 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .default(env.DCE_VERIFY ?? "on"),
     )
     .addOption(
+      new Option(
+        "--local-store <mode>",
+        "offer the blob store to workers and clients on this host, which then move matrix bytes through files instead of RPCs (env DCE_LOCAL_STORE)",
+      )
+        .choices(["on", "off"])
+        .default(env.DCE_LOCAL_STORE ?? "on"),
+    )
+    .addOption(
       intFlag("--verify-threads", "DCE_VERIFY_THREADS", "threads that check results; 0 = a quarter of the cores, 1 to 4", 0, 0),
     )
     .addOption(
@@ -311,6 +319,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             keepaliveIntervalMs: o.keepaliveIntervalMs,
             keepaliveTimeoutMs: o.keepaliveTimeoutMs,
             verify: o.verify === "on",
+            localStore: o.localStore === "on",
             ...(o.verifyThreads > 0 ? { verifyThreads: o.verifyThreads } : {}),
             quarantineAfter: o.quarantineAfter,
             metrics: o.metrics,

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import {
   closeSync,
   existsSync,
@@ -6,14 +6,17 @@ import {
   linkSync,
   mkdirSync,
   openSync,
+  readFileSync,
   readSync,
   renameSync,
   rmSync,
   statSync,
   unlinkSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
+import { open } from "node:fs/promises";
+import { join, resolve } from "node:path";
 
 /** Why a blob operation was refused; mapped to a transport code by the service layer. */
 export class BlobError extends Error {
@@ -62,12 +65,21 @@ export class BlobStore {
   readonly #uploadDir: string;
   readonly #uploads = new Map<string, UploadSession>();
   readonly #sizes = new Map<string, number>();
+  /** Absolute root of the store, as peers on this host see it. */
+  readonly dir: string;
+  /** Random id in `dir/store-id`: a peer that reads it there knows it sees this store. */
+  readonly storeId: string;
 
   constructor(opts: BlobStoreOptions) {
     this.#opts = opts;
+    this.dir = resolve(opts.dir);
     this.#blobDir = join(opts.dir, "blobs");
     this.#uploadDir = join(opts.dir, "uploads");
+    // Owner-only when created here: processes that can read the data dir can read every
+    // blob, and the local store (LocalStore in the protocol) is offered on that basis.
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
     mkdirSync(this.#blobDir, { recursive: true });
+    this.storeId = ensureStoreId(join(opts.dir, "store-id"));
     // Uploads in progress do not survive a restart: clients start them again.
     rmSync(this.#uploadDir, { recursive: true, force: true });
     mkdirSync(this.#uploadDir, { recursive: true });
@@ -132,6 +144,55 @@ export class BlobStore {
     u.hash.update(data);
     u.received += data.byteLength;
     return u.received;
+  }
+
+  /** The file an upload's bytes go to; a peer on this host may write it directly. */
+  uploadPathOf(uploadId: string): string {
+    return resolve(this.#session(uploadId).path);
+  }
+
+  /**
+   * Completes an upload whose bytes a peer on this host wrote straight into its file
+   * ({@link uploadPathOf}): checks the size and SHA-256 as for chunks, reading the file
+   * off the event loop, then stores it. Returns the blob id.
+   */
+  async finishLocal(uploadId: string): Promise<string> {
+    const u = this.#session(uploadId);
+    if (u.received !== 0) {
+      throw new BlobError(
+        "invalid",
+        `upload ${uploadId} already has ${u.received} bytes in chunks; it cannot also be written locally`,
+      );
+    }
+    this.#drop(u);
+    try {
+      const hash = createHash("sha256");
+      const fh = await open(u.path, "r");
+      let size: number;
+      try {
+        size = (await fh.stat()).size;
+        if (size !== u.sizeBytes)
+          throw new BlobError("invalid", `the locally written upload has ${size} bytes; ${u.sizeBytes} were declared`);
+        const buf = Buffer.allocUnsafe(Math.min(size, 8 * 1024 * 1024));
+        for (let pos = 0; pos < size; ) {
+          const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+          if (bytesRead === 0) throw new BlobError("invalid", `the locally written upload ends at ${pos} bytes`);
+          hash.update(buf.subarray(0, bytesRead));
+          pos += bytesRead;
+        }
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      const digest = hash.digest("hex");
+      if (digest !== u.sha256)
+        throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
+      this.adopt(u.path, digest, u.sizeBytes);
+      return digest;
+    } catch (e) {
+      rmSync(u.path, { force: true });
+      throw e;
+    }
   }
 
   /** Completes an upload after checking its size and hash; returns the blob id. */
@@ -239,6 +300,20 @@ export class BlobStore {
     this.#uploads.delete(u.id);
     closeSync(u.fd);
   }
+}
+
+/** Reads the store id, creating it (durably) the first time. */
+function ensureStoreId(path: string): string {
+  if (existsSync(path)) {
+    const id = readFileSync(path, "utf8").trim();
+    if (/^[0-9a-f]{32}$/.test(id)) return id;
+  }
+  const id = randomBytes(16).toString("hex");
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, `${id}\n`);
+  fsyncPath(tmp);
+  renameSync(tmp, path);
+  return id;
 }
 
 function fsyncPath(path: string): void {

@@ -68,6 +68,8 @@ export interface CoordinatorConfig {
   readonly invariantCheckIntervalMs: number;
   /** fsync journal commits and data files (default true; off only for tests that do not crash). */
   readonly fsync: boolean;
+  /** Offer the blob store to workers and clients on this host (LocalStore in responses). */
+  readonly localStore: boolean;
   /** Fault injection for crash-point tests only (see {@link CrashPoint}). */
   readonly crashAt?: CrashPoint;
   /** Called with each journal group commit's duration, for metrics. */
@@ -757,6 +759,7 @@ export class Coordinator {
         return {
           result: { rows: job.plan.rows, cols: job.plan.cols, blobId },
           sizeBytes: BigInt(job.plan.rows * job.plan.cols * 8),
+          ...this.#localStoreField(),
         };
       },
 
@@ -778,21 +781,32 @@ export class Coordinator {
     };
   }
 
+  /** The blob store as peers on this host may reach it, when offered. */
+  #localStore(): { dir: string; storeId: string } | undefined {
+    return this.config.localStore ? { dir: this.#blobs.dir, storeId: this.#blobs.storeId } : undefined;
+  }
+
+  #localStoreField(): { localStore?: { dir: string; storeId: string } } {
+    const local = this.#localStore();
+    return local ? { localStore: local } : {};
+  }
+
   #blobService(): ServiceImpl<typeof BlobService> {
+    const toConnect = (e: unknown): unknown => {
+      if (!(e instanceof BlobError)) return e;
+      const code = {
+        invalid: Code.InvalidArgument,
+        "not-found": Code.NotFound,
+        "over-limit": Code.ResourceExhausted,
+        "out-of-order": Code.FailedPrecondition,
+      }[e.kind];
+      return new ConnectError(e.message, code);
+    };
     const guard = <T>(fn: () => T): T => {
       try {
         return fn();
       } catch (e) {
-        if (e instanceof BlobError) {
-          const code = {
-            invalid: Code.InvalidArgument,
-            "not-found": Code.NotFound,
-            "over-limit": Code.ResourceExhausted,
-            "out-of-order": Code.FailedPrecondition,
-          }[e.kind];
-          throw new ConnectError(e.message, code);
-        }
-        throw e;
+        throw toConnect(e);
       }
     };
     return {
@@ -802,9 +816,14 @@ export class Coordinator {
             throw new ConnectError("size_bytes out of range", Code.InvalidArgument);
           }
           const r = this.#blobs.begin(Number(req.sizeBytes), req.sha256, Date.now());
-          return r
-            ? { uploadId: r.uploadId, alreadyPresent: false, maxChunkBytes: this.maxChunkBytes }
-            : { uploadId: "", alreadyPresent: true, maxChunkBytes: this.maxChunkBytes };
+          if (!r) return { uploadId: "", alreadyPresent: true, maxChunkBytes: this.maxChunkBytes };
+          const local = this.#localStore();
+          return {
+            uploadId: r.uploadId,
+            alreadyPresent: false,
+            maxChunkBytes: this.maxChunkBytes,
+            ...(local ? { localStore: local, localPath: this.#blobs.uploadPathOf(r.uploadId) } : {}),
+          };
         }),
       uploadChunk: (req) =>
         guard(() => {
@@ -812,7 +831,17 @@ export class Coordinator {
           const received = this.#blobs.append(req.uploadId, Number(req.offset), req.data, Date.now());
           return { receivedBytes: BigInt(received) };
         }),
-      finishUpload: (req) => guard(() => ({ blobId: this.#blobs.finish(req.uploadId) })),
+      finishUpload: async (req) => {
+        if (!req.writtenLocally) return guard(() => ({ blobId: this.#blobs.finish(req.uploadId) }));
+        if (!this.config.localStore) {
+          throw new ConnectError("this coordinator does not accept local uploads (--local-store off)", Code.FailedPrecondition);
+        }
+        try {
+          return { blobId: await this.#blobs.finishLocal(req.uploadId) };
+        } catch (e) {
+          throw toConnect(e);
+        }
+      },
       readBlob: (req) =>
         guard(() => {
           if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("offset out of range", Code.InvalidArgument);
@@ -853,6 +882,7 @@ export class Coordinator {
           leaseTtlMs: ttl,
           heartbeatIntervalMs: Math.max(50, Math.floor(ttl / 3)),
           maxMessageBytes: this.config.maxMessageBytes,
+          ...this.#localStoreField(),
         };
       },
 

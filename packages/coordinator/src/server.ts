@@ -77,6 +77,11 @@ export interface CoordinatorOptions {
   verify?: boolean;
   /** Threads that check results. Default: a quarter of the cores, 1 to 4. */
   verifyThreads?: number;
+  /**
+   * Offer the blob store to workers and clients on this host (default true): those that
+   * can read the data dir move matrix bytes through files instead of RPCs. See docs/limits.md.
+   */
+  localStore?: boolean;
   /** Results failing verification after which a worker identity is quarantined; 0 = never. Default 3. */
   quarantineAfter?: number;
   /** Concurrent HTTP/2 streams per connection. Default 256. */
@@ -195,6 +200,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     tickIntervalMs: Math.max(20, Math.min(250, Math.floor(leaseTtlMs / 4))),
     invariantCheckIntervalMs: 5_000,
     fsync: o.fsync ?? true,
+    localStore: o.localStore ?? true,
     verify: { enabled: o.verify ?? true, threads: verifyThreads, maxBacklogBytes: 512 * 1024 * 1024 },
     core,
   };

@@ -66,8 +66,9 @@ const UNDERFLOW_UNIT = 2 ** -1070;
 const PROBE_STEP = 2 ** -31;
 
 /**
- * Probe vectors from uniformly random 32-bit words: `rounds × cols` values, round-major
- * (`r[t·cols + j]`), each (z + ½)·2^-31 for the signed 32-bit z of one word, so 2^32
+ * Probe vectors from uniformly random 32-bit words: `rounds × cols` values, interleaved
+ * by column (`r[j·rounds + t]` is round t's entry for column j, so one pass over a row
+ * serves every round), each (z + ½)·2^-31 for the signed 32-bit z of one word, so 2^32
  * equally likely values in (−1, 1), all exact in float64. The caller draws `words` from
  * a CSPRNG and keeps the result secret.
  * @throws RangeError if `words` is shorter than `rounds × cols`.
@@ -91,7 +92,8 @@ export interface ColumnTiling {
 /**
  * The per-job precomputation: for every column block J of the tiling and every round t,
  * w_J,t = B[:,J]·r_t[J] (length k), plus s_J = |B[:,J]|·1 for the tolerance.
- * Layout: `w[((J·rounds) + t)·k + l]`, `s[J·k + l]`.
+ * Layout: `w[(J·k + l)·rounds + t]` (the rounds of one l side by side, read together),
+ * `s[J·k + l]`.
  */
 export interface Projection {
   readonly k: number;
@@ -108,6 +110,79 @@ export function createProjection(k: number, rounds: number, tiling: ColumnTiling
 }
 
 /**
+ * The dot products of one vector `x[xOff..xOff+len)` with `rounds` interleaved vectors
+ * `v[(vOff + i)·rounds + t]`, plus Σ|x_i|·g_i when `g` is given (else Σ|x_i|), each summed
+ * in index order, so the result does not depend on how many rounds are computed at once.
+ * Writes `out[0]` = the magnitude sum, `out[1 + t]` = round t. One pass over x.
+ */
+function interleavedDots(
+  x: Float64Array,
+  xOff: number,
+  len: number,
+  v: Float64Array,
+  vOff: number,
+  rounds: number,
+  g: Float64Array | undefined,
+  gOff: number,
+  out: Float64Array,
+): void {
+  if (rounds === 7) {
+    // The production case (FREIVALDS_ROUNDS): every accumulator in a register.
+    let m = 0;
+    let y0 = 0;
+    let y1 = 0;
+    let y2 = 0;
+    let y3 = 0;
+    let y4 = 0;
+    let y5 = 0;
+    let y6 = 0;
+    let vi = vOff * 7;
+    // Two copies of the loop so the hot one has no branch; |a|·1 would round the same.
+    if (g === undefined) {
+      for (let i = 0; i < len; i++, vi += 7) {
+        const a = x[xOff + i] as number;
+        m += Math.abs(a);
+        y0 += a * (v[vi] as number);
+        y1 += a * (v[vi + 1] as number);
+        y2 += a * (v[vi + 2] as number);
+        y3 += a * (v[vi + 3] as number);
+        y4 += a * (v[vi + 4] as number);
+        y5 += a * (v[vi + 5] as number);
+        y6 += a * (v[vi + 6] as number);
+      }
+    } else {
+      for (let i = 0; i < len; i++, vi += 7) {
+        const a = x[xOff + i] as number;
+        m += Math.abs(a) * (g[gOff + i] as number);
+        y0 += a * (v[vi] as number);
+        y1 += a * (v[vi + 1] as number);
+        y2 += a * (v[vi + 2] as number);
+        y3 += a * (v[vi + 3] as number);
+        y4 += a * (v[vi + 4] as number);
+        y5 += a * (v[vi + 5] as number);
+        y6 += a * (v[vi + 6] as number);
+      }
+    }
+    out[0] = m;
+    out[1] = y0;
+    out[2] = y1;
+    out[3] = y2;
+    out[4] = y3;
+    out[5] = y4;
+    out[6] = y5;
+    out[7] = y6;
+    return;
+  }
+  out.fill(0, 0, rounds + 1);
+  for (let i = 0; i < len; i++) {
+    const a = x[xOff + i] as number;
+    out[0] = (out[0] as number) + (g === undefined ? Math.abs(a) : Math.abs(a) * (g[gOff + i] as number));
+    const vi = (vOff + i) * rounds;
+    for (let t = 0; t < rounds; t++) out[1 + t] = (out[1 + t] as number) + a * (v[vi + t] as number);
+  }
+}
+
+/**
  * Adds rows `[firstRow, firstRow + rowCount)` of B (row-major, `rowCount × cols` values
  * in `rows`) to a projection, so B can be streamed in chunks. Each row must be added once.
  * @param probes from {@link probesFromWords}, `rounds × cols`.
@@ -116,30 +191,17 @@ export function projectRows(p: Projection, probes: Float64Array, rows: Float64Ar
   const { k, rounds } = p;
   const { cols, tileCols } = p.tiling;
   const blocks = Math.ceil(cols / tileCols);
+  const out = new Float64Array(rounds + 1);
   for (let i = 0; i < rowCount; i++) {
     const l = firstRow + i;
     const base = i * cols;
     for (let jb = 0; jb < blocks; jb++) {
       const j0 = jb * tileCols;
       const j1 = Math.min(j0 + tileCols, cols);
-      let abs = 0;
-      for (let j = j0; j < j1; j++) abs += Math.abs(rows[base + j] as number);
-      p.s[jb * k + l] = abs;
-      // Two rounds per pass over the row (half the loads).
-      for (let t = 0; t < rounds; t += 2) {
-        const pair = t + 1 < rounds;
-        const r0 = t * cols;
-        const r1 = pair ? r0 + cols : r0;
-        let acc0 = 0;
-        let acc1 = 0;
-        for (let j = j0; j < j1; j++) {
-          const b = rows[base + j] as number;
-          acc0 += b * (probes[r0 + j] as number);
-          acc1 += b * (probes[r1 + j] as number);
-        }
-        p.w[(jb * rounds + t) * k + l] = acc0;
-        if (pair) p.w[(jb * rounds + t + 1) * k + l] = acc1;
-      }
+      interleavedDots(rows, base + j0, j1 - j0, probes, j0, rounds, undefined, 0, out);
+      p.s[jb * k + l] = out[0] as number;
+      const wi = (jb * k + l) * rounds;
+      for (let t = 0; t < rounds; t++) p.w[wi + t] = out[1 + t] as number;
     }
   }
 }
@@ -166,21 +228,20 @@ export function checkTileRows(
   rowCount: number,
 ): TileCheck {
   const { k, rounds, w, s } = p;
-  const { cols, tileCols } = p.tiling;
+  const { tileCols } = p.tiling;
   const jb = Math.floor(colStart / tileCols);
-  const sOff = jb * k;
-  const wOff = jb * rounds * k;
   const growth = (k + n + 2) * U;
+  // One pass over a row of A gives the scale and every A_i·w_t; one pass over the row of
+  // the tile gives Σ|Ĉ_ij| and every Ĉ_i·r_t.
+  const ay = new Float64Array(rounds + 1);
+  const cx = new Float64Array(rounds + 1);
   let unverifiable = 0;
   for (let i = 0; i < rowCount; i++) {
     const aBase = i * k;
-    let scale = 0;
+    interleavedDots(aRows, aBase, k, w, jb * k, rounds, s, jb * k, ay);
+    const scale = ay[0] as number;
     let aAbs = 0;
-    for (let l = 0; l < k; l++) {
-      const a = Math.abs(aRows[aBase + l] as number);
-      aAbs += a;
-      scale += a * (s[sOff + l] as number);
-    }
+    for (let l = 0; l < k; l++) aAbs += Math.abs(aRows[aBase + l] as number);
     const eta = UNDERFLOW_UNIT * (n * (k + 1 + aAbs) + k + 1);
     // Not finite, NaN or near overflow: no rounding bound applies, the row is not checked.
     if (!(scale <= MAX_ROW_SCALE) || !Number.isFinite(eta)) {
@@ -188,44 +249,25 @@ export function checkTileRows(
       continue;
     }
     const cBase = (firstRow + i) * n;
-    let cAbs = 0;
-    for (let j = 0; j < n; j++) cAbs += Math.abs(tile[cBase + j] as number);
+    interleavedDots(tile, cBase, n, probes, colStart, rounds, undefined, 0, cx);
+    const cAbs = cx[0] as number;
     // Written so that NaN fails too.
     if (!(cAbs <= (1 + 4 * growth) * scale + eta)) {
       return { ok: false, row: firstRow + i, reason: `row ${firstRow + i} is larger than any product of these inputs can be` };
     }
     const tol = 3 * growth * scale + eta;
     let conclusive = true;
-    let failed = -1;
-    // Two rounds per pass over the row of A and the row of the tile (half the loads).
-    for (let t = 0; t < rounds && conclusive; t += 2) {
-      const pair = t + 1 < rounds;
-      const w0 = wOff + t * k;
-      const w1 = pair ? w0 + k : w0;
-      let y0 = 0;
-      let y1 = 0;
-      for (let l = 0; l < k; l++) {
-        const a = aRows[aBase + l] as number;
-        y0 += a * (w[w0 + l] as number);
-        y1 += a * (w[w1 + l] as number);
-      }
-      if (!Number.isFinite(y0) || !Number.isFinite(y1)) conclusive = false;
-      const r0 = t * cols + colStart;
-      const r1 = pair ? r0 + cols : r0;
-      let x0 = 0;
-      let x1 = 0;
-      for (let j = 0; j < n; j++) {
-        const c = tile[cBase + j] as number;
-        x0 += c * (probes[r0 + j] as number);
-        x1 += c * (probes[r1 + j] as number);
-      }
-      if (failed < 0 && (!(Math.abs(x0 - y0) <= tol) || !(Math.abs(x1 - y1) <= tol))) failed = t;
+    let failed = false;
+    for (let t = 1; t <= rounds; t++) {
+      const y = ay[t] as number;
+      if (!Number.isFinite(y)) conclusive = false;
+      else if (!(Math.abs((cx[t] as number) - y) <= tol)) failed = true;
     }
     if (!conclusive) {
       unverifiable++;
       continue;
     }
-    if (failed >= 0) return { ok: false, row: firstRow + i, reason: `row ${firstRow + i} fails Freivalds' test` };
+    if (failed) return { ok: false, row: firstRow + i, reason: `row ${firstRow + i} fails Freivalds' test` };
   }
   return { ok: true, rowsChecked: rowCount - unverifiable, rowsUnverifiable: unverifiable };
 }

@@ -25,6 +25,8 @@ export interface WorkerCliConfig {
   readonly name: string | undefined;
   /** `--cache-bytes` / `DCE_CACHE_BYTES`; default 1 GiB. */
   readonly cacheBytes: number;
+  /** `--local-store` / `DCE_LOCAL_STORE`: `auto` (default) reads the coordinator's blob files when it can; `off` always uses ReadBlob. */
+  readonly localStore: "auto" | "off";
   /** `--max-message-bytes` / `DCE_MAX_MESSAGE_BYTES`; default 4 MiB. */
   readonly maxMessageBytes: number;
   /** `--shutdown-grace-ms` / `DCE_SHUTDOWN_GRACE_MS`; default 10 000. */
@@ -98,6 +100,12 @@ const flags: readonly FlagSpec[] = [
     key: "cacheBytes",
     env: "DCE_CACHE_BYTES",
     help: "input-matrix cache budget in bytes (default: 1073741824)",
+  },
+  {
+    flag: "--local-store <mode>",
+    key: "localStore",
+    env: "DCE_LOCAL_STORE",
+    help: "auto|off; auto reads input blocks from the coordinator's blob files when it offers them and they are readable here, off always uses ReadBlob (default: auto)",
   },
   {
     flag: "--max-message-bytes <n>",
@@ -240,6 +248,8 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   const maxMessageBytes = integer("maxMessageBytes", "--max-message-bytes", defaultMaxMessageBytes, minMaxMessageBytes);
   const shutdownGraceMs = integer("shutdownGraceMs", "--shutdown-grace-ms", defaultShutdownGraceMs, 0);
   const retryBudgetMs = integer("retryBudgetMs", "--retry-budget-ms", 0, 0);
+  const localStore = raw("localStore") ?? "auto";
+  if (localStore !== "auto" && localStore !== "off") problems.push(`--local-store must be auto or off, got "${localStore}"`);
   const logLevel = raw("logLevel") ?? "info";
   if (!(logLevels as readonly string[]).includes(logLevel)) {
     problems.push(`--log-level must be one of ${logLevels.join(", ")}, got "${logLevel}"`);
@@ -278,6 +288,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       threads,
       name: raw("name"),
       cacheBytes,
+      localStore: localStore as "auto" | "off",
       maxMessageBytes,
       shutdownGraceMs,
       retryBudgetMs,

@@ -66,6 +66,7 @@ async function main(): Promise<number> {
     name: config.name,
     threads: config.threads,
     cacheBytes: config.cacheBytes,
+    useLocalStore: config.localStore === "auto",
     maxMessageBytes: config.maxMessageBytes,
     shutdownGraceMs: config.shutdownGraceMs,
     retryBudgetMs: config.retryBudgetMs,

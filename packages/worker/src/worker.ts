@@ -2,7 +2,6 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { hostname } from "node:os";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { WideWindowSessionManager } from "@dce/proto/http2";
 import {
   BlobService,
   type LeaseRef,
@@ -13,6 +12,8 @@ import {
   type ShardResult,
   WorkerService,
 } from "@dce/proto";
+import { WideWindowSessionManager } from "@dce/proto/http2";
+import { accessLocalStore, type LocalStoreAccess, readFileRange } from "@dce/proto/local-store";
 import { type BlobCache, createBlobCache } from "./blob-cache.js";
 import { raceAbort, sleepMs } from "./internal/abort.js";
 import { backoffDelayMs } from "./internal/backoff.js";
@@ -62,6 +63,12 @@ export interface WorkerOptions {
   readonly maxMessageBytes?: number | undefined;
   /** Byte budget of the input-matrix cache (LRU by blob id); default 1 GiB. 0 disables it. */
   readonly cacheBytes?: number | undefined;
+  /**
+   * Read input blocks straight from the coordinator's blob files when it offers its store
+   * and this process can read it (same host, permission on the data dir); default true.
+   * Otherwise, and on any error reading a file, blocks come by ReadBlob.
+   */
+  readonly useLocalStore?: boolean | undefined;
   /**
    * Leases held beyond one per thread, whose inputs are fetched while the threads
    * compute (pipelining); default adaptive: 1 for large shards, up to 256 for tiny ones.
@@ -122,6 +129,7 @@ interface WorkerConfig {
   readonly threads: number | undefined;
   readonly maxMessageBytes: number;
   readonly cacheBytes: number;
+  readonly useLocalStore: boolean;
   readonly prefetch: number | undefined;
   readonly shutdownGraceMs: number;
   readonly retryBudgetMs: number;
@@ -281,6 +289,8 @@ export class Worker {
   #leaseTtlMs = 0;
   #heartbeatIntervalMs = 0;
   #coordinatorMaxMessageBytes = 0;
+  /** The coordinator's blob store, when it is offered and readable from here. */
+  #localStore: LocalStoreAccess | undefined;
   #registering: Promise<void> | undefined;
 
   readonly #runs = new Map<string, ShardRun>();
@@ -404,6 +414,7 @@ export class Worker {
     this.#leaseTtlMs = res.leaseTtlMs;
     this.#heartbeatIntervalMs = res.heartbeatIntervalMs;
     this.#coordinatorMaxMessageBytes = res.maxMessageBytes;
+    this.#localStore = this.#config.useLocalStore ? accessLocalStore(res.localStore) : undefined;
     this.#log.info(
       {
         workerId: res.workerId,
@@ -414,6 +425,8 @@ export class Worker {
         leaseTtlMs: res.leaseTtlMs,
         heartbeatIntervalMs: res.heartbeatIntervalMs,
         maxMessageBytes: this.#messageLimitBytes(),
+        // Where input blocks come from: the coordinator's files on this host, or ReadBlob.
+        inputs: this.#localStore ? `local store ${this.#localStore.dir}` : "ReadBlob",
       },
       "worker registered",
     );
@@ -643,6 +656,16 @@ export class Worker {
     const expectedTotal = BigInt(ref.rows) * BigInt(ref.cols) * 8n;
     // Shared memory: kernel threads read it in place, without a copy per shard.
     const out = new Uint8Array(new SharedArrayBuffer(lengthBytes));
+    const local = this.#localStore;
+    if (local !== undefined) {
+      try {
+        await readFileRange(local.blobPath(ref.blobId), offsetBytes, out, Number(expectedTotal));
+        return out;
+      } catch (e) {
+        // The file may have gone (or never been readable): ReadBlob still works.
+        this.#log.warn({ blobId: ref.blobId, err: e }, "reading the local blob file failed; using ReadBlob");
+      }
+    }
     let pos = 0;
     while (pos < lengthBytes) {
       const maxBytes = Math.min(this.#chunkLimitBytes(), lengthBytes - pos);
@@ -1027,6 +1050,7 @@ function resolveConfig(o: WorkerOptions): WorkerConfig {
     threads: o.threads,
     maxMessageBytes: o.maxMessageBytes ?? defaultMaxMessageBytes,
     cacheBytes: o.cacheBytes ?? defaultCacheBytes,
+    useLocalStore: o.useLocalStore ?? true,
     prefetch: o.prefetch,
     shutdownGraceMs: o.shutdownGraceMs ?? defaultShutdownGraceMs,
     retryBudgetMs: o.retryBudgetMs ?? 0,

@@ -20,6 +20,8 @@ export interface ClientConfig {
   readonly longPollWaitMs: number;
   /** How long idempotent reads keep retrying while the coordinator is unreachable. */
   readonly reconnectBudgetMs: number;
+  /** Move matrix bytes through the coordinator's blob files when it offers them and they are reachable. */
+  readonly useLocalStore: boolean;
 }
 
 /** What a client and its handles share. */

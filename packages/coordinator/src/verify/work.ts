@@ -72,11 +72,36 @@ export function runProject(t: ProjectTask): void {
   }
 }
 
+/** Largest row panel of A a verification thread keeps between checks. */
+const PANEL_CACHE_BYTES = 64 << 20;
+/**
+ * The last row panel of A this thread read. The tiles of one row band arrive together
+ * (a worker leases a row band's tiles in a row), and each needs the same rows of A; blob
+ * files never change, so the path and rows name the bytes.
+ */
+let lastPanel: { key: string; rows: Float64Array } | undefined;
+
 /** Checks one tile against the rows of A, read in chunks. */
 export function runCheck(t: CheckTask, fd?: number): TileCheck {
   const p: Projection = { k: t.k, rounds: t.rounds, tiling: { cols: t.cols, tileCols: t.tileCols }, w: t.w, s: t.s };
   const m = t.rowEnd - t.rowStart;
   const n = t.colEnd - t.colStart;
+  if (fd === undefined && m * t.k * 8 <= PANEL_CACHE_BYTES) {
+    // In a verification thread: read the whole panel once for the tiles of its band.
+    const key = `${t.aPath}:${t.rowStart}:${t.rowEnd}:${t.k}`;
+    if (lastPanel?.key !== key) {
+      lastPanel = undefined;
+      const rows = new Float64Array(m * t.k);
+      const handle = openSync(t.aPath, "r");
+      try {
+        readExactly(handle, rows, t.rowStart * t.k * 8);
+      } finally {
+        closeSync(handle);
+      }
+      lastPanel = { key, rows };
+    }
+    return checkTileRows(p, t.probes, t.colStart, t.tile, n, lastPanel.rows, 0, m);
+  }
   const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / (t.k * 8)));
   const own = fd === undefined;
   const handle = fd ?? openSync(t.aPath, "r");

@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { LocalStore } from "./common_pb.js";
+import { file_dce_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dce/v1/blob.proto.
  */
 export const file_dce_v1_blob: GenFile = /*@__PURE__*/
-  fileDesc("ChFkY2UvdjEvYmxvYi5wcm90bxIGZGNlLnYxIjgKEkJlZ2luVXBsb2FkUmVxdWVzdBISCgpzaXplX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoCSJaChNCZWdpblVwbG9hZFJlc3BvbnNlEhEKCXVwbG9hZF9pZBgBIAEoCRIXCg9hbHJlYWR5X3ByZXNlbnQYAiABKAgSFwoPbWF4X2NodW5rX2J5dGVzGAMgASgNIkUKElVwbG9hZENodW5rUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSDgoGb2Zmc2V0GAIgASgEEgwKBGRhdGEYAyABKAwiLQoTVXBsb2FkQ2h1bmtSZXNwb25zZRIWCg5yZWNlaXZlZF9ieXRlcxgBIAEoBCIoChNGaW5pc2hVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSInChRGaW5pc2hVcGxvYWRSZXNwb25zZRIPCgdibG9iX2lkGAEgASgJIkUKD1JlYWRCbG9iUmVxdWVzdBIPCgdibG9iX2lkGAEgASgJEg4KBm9mZnNldBgCIAEoBBIRCgltYXhfYnl0ZXMYAyABKA0iNQoQUmVhZEJsb2JSZXNwb25zZRIMCgRkYXRhGAEgASgMEhMKC3RvdGFsX2J5dGVzGAIgASgEMqcCCgtCbG9iU2VydmljZRJGCgtCZWdpblVwbG9hZBIaLmRjZS52MS5CZWdpblVwbG9hZFJlcXVlc3QaGy5kY2UudjEuQmVnaW5VcGxvYWRSZXNwb25zZRJGCgtVcGxvYWRDaHVuaxIaLmRjZS52MS5VcGxvYWRDaHVua1JlcXVlc3QaGy5kY2UudjEuVXBsb2FkQ2h1bmtSZXNwb25zZRJJCgxGaW5pc2hVcGxvYWQSGy5kY2UudjEuRmluaXNoVXBsb2FkUmVxdWVzdBocLmRjZS52MS5GaW5pc2hVcGxvYWRSZXNwb25zZRI9CghSZWFkQmxvYhIXLmRjZS52MS5SZWFkQmxvYlJlcXVlc3QaGC5kY2UudjEuUmVhZEJsb2JSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChFkY2UvdjEvYmxvYi5wcm90bxIGZGNlLnYxIjgKEkJlZ2luVXBsb2FkUmVxdWVzdBISCgpzaXplX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoCSKXAQoTQmVnaW5VcGxvYWRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSFwoPYWxyZWFkeV9wcmVzZW50GAIgASgIEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRInCgtsb2NhbF9zdG9yZRgEIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlEhIKCmxvY2FsX3BhdGgYBSABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDCItChNVcGxvYWRDaHVua1Jlc3BvbnNlEhYKDnJlY2VpdmVkX2J5dGVzGAEgASgEIkEKE0ZpbmlzaFVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEhcKD3dyaXR0ZW5fbG9jYWxseRgCIAEoCCInChRGaW5pc2hVcGxvYWRSZXNwb25zZRIPCgdibG9iX2lkGAEgASgJIkUKD1JlYWRCbG9iUmVxdWVzdBIPCgdibG9iX2lkGAEgASgJEg4KBm9mZnNldBgCIAEoBBIRCgltYXhfYnl0ZXMYAyABKA0iNQoQUmVhZEJsb2JSZXNwb25zZRIMCgRkYXRhGAEgASgMEhMKC3RvdGFsX2J5dGVzGAIgASgEMqcCCgtCbG9iU2VydmljZRJGCgtCZWdpblVwbG9hZBIaLmRjZS52MS5CZWdpblVwbG9hZFJlcXVlc3QaGy5kY2UudjEuQmVnaW5VcGxvYWRSZXNwb25zZRJGCgtVcGxvYWRDaHVuaxIaLmRjZS52MS5VcGxvYWRDaHVua1JlcXVlc3QaGy5kY2UudjEuVXBsb2FkQ2h1bmtSZXNwb25zZRJJCgxGaW5pc2hVcGxvYWQSGy5kY2UudjEuRmluaXNoVXBsb2FkUmVxdWVzdBocLmRjZS52MS5GaW5pc2hVcGxvYWRSZXNwb25zZRI9CghSZWFkQmxvYhIXLmRjZS52MS5SZWFkQmxvYlJlcXVlc3QaGC5kY2UudjEuUmVhZEJsb2JSZXNwb25zZWIGcHJvdG8z", [file_dce_v1_common]);
 
 /**
  * @generated from message dce.v1.BeginUploadRequest
@@ -58,6 +60,20 @@ export type BeginUploadResponse = Message<"dce.v1.BeginUploadResponse"> & {
    * @generated from field: uint32 max_chunk_bytes = 3;
    */
   maxChunkBytes: number;
+
+  /**
+   * Set when the coordinator offers local uploads: a client on its host that can write
+   * local_path (the upload's file, already created) may write the whole blob there and
+   * call FinishUpload with written_locally instead of sending chunks.
+   *
+   * @generated from field: dce.v1.LocalStore local_store = 4;
+   */
+  localStore?: LocalStore | undefined;
+
+  /**
+   * @generated from field: string local_path = 5;
+   */
+  localPath: string;
 };
 
 /**
@@ -121,6 +137,14 @@ export type FinishUploadRequest = Message<"dce.v1.FinishUploadRequest"> & {
    * @generated from field: string upload_id = 1;
    */
   uploadId: string;
+
+  /**
+   * The bytes were written into BeginUploadResponse.local_path, not sent as chunks. The
+   * coordinator checks their size and SHA-256 as for chunks.
+   *
+   * @generated from field: bool written_locally = 2;
+   */
+  writtenLocally: boolean;
 };
 
 /**

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/common.proto.
  */
 export const file_dce_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIs4CCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDSqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAViBnByb3RvMw");
+  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIs4CCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDSIrCgpMb2NhbFN0b3JlEgsKA2RpchgBIAEoCRIQCghzdG9yZV9pZBgCIAEoCSqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAViBnByb3RvMw");
 
 /**
  * A dense float64 matrix stored on the coordinator as one content-addressed blob.
@@ -176,6 +176,39 @@ export type JobStatus = Message<"dce.v1.JobStatus"> & {
  */
 export const JobStatusSchema: GenMessage<JobStatus> = /*@__PURE__*/
   messageDesc(file_dce_v1_common, 1);
+
+/**
+ * The coordinator's blob store as a directory on its host. A process on the same host
+ * that may read it (or write an upload into it) can move matrix bytes through the file
+ * system instead of RPCs; file permissions on the data dir decide who can. A blob lives at
+ * <dir>/blobs/<first 2 hex digits>/<sha256>. The file <dir>/store-id holds store_id: a peer
+ * that reads the same id there knows the path names this coordinator's store, not a
+ * namesake on another machine.
+ *
+ * @generated from message dce.v1.LocalStore
+ */
+export type LocalStore = Message<"dce.v1.LocalStore"> & {
+  /**
+   * Absolute path of the store's root directory.
+   *
+   * @generated from field: string dir = 1;
+   */
+  dir: string;
+
+  /**
+   * Random id written once into <dir>/store-id.
+   *
+   * @generated from field: string store_id = 2;
+   */
+  storeId: string;
+};
+
+/**
+ * Describes the message dce.v1.LocalStore.
+ * Use `create(LocalStoreSchema)` to create a new message.
+ */
+export const LocalStoreSchema: GenMessage<LocalStore> = /*@__PURE__*/
+  messageDesc(file_dce_v1_common, 2);
 
 /**
  * Lifecycle of a job. Terminal states never change again.

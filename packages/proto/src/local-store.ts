@@ -1,0 +1,91 @@
+/**
+ * The coordinator's blob store seen from a process on the same host (`@dce/proto/local-store`,
+ * Node.js only). When the coordinator offers it (`LocalStore` in RegisterWorker, BeginUpload
+ * and GetResult responses) and this process can read the directory, matrix bytes move
+ * through the file system instead of RPCs: a worker reads its input blocks from the blob
+ * files, a client writes its uploads into the upload file and reads C from its blob file.
+ * File permissions on the data dir decide who can; anyone else keeps using the RPCs.
+ *
+ * @packageDocumentation
+ */
+import { readFileSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { isAbsolute, join } from "node:path";
+import type { LocalStore } from "./gen/dce/v1/common_pb.js";
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** A coordinator's blob store that this process has checked it can read. */
+export interface LocalStoreAccess {
+  readonly dir: string;
+  readonly storeId: string;
+  /** Path of a blob's file. */
+  blobPath(blobId: string): string;
+}
+
+const checked = new Map<string, LocalStoreAccess | undefined>();
+
+/**
+ * The store when this process can read it: `dir/store-id` holds `storeId` (so `dir` names
+ * the coordinator's store, not a namesake on another machine). The answer is remembered
+ * per store. Undefined when none is offered or it cannot be read here.
+ */
+export function accessLocalStore(store: LocalStore | undefined): LocalStoreAccess | undefined {
+  if (store === undefined || store.dir === "" || store.storeId === "" || !isAbsolute(store.dir)) return undefined;
+  const key = `${store.storeId}\0${store.dir}`;
+  if (checked.has(key)) return checked.get(key);
+  let access: LocalStoreAccess | undefined;
+  try {
+    if (readFileSync(join(store.dir, "store-id"), "utf8").trim() === store.storeId) {
+      const dir = store.dir;
+      access = {
+        dir,
+        storeId: store.storeId,
+        blobPath(blobId: string): string {
+          if (!SHA256_HEX.test(blobId)) throw new RangeError(`not a blob id: ${blobId.slice(0, 80)}`);
+          return join(dir, "blobs", blobId.slice(0, 2), blobId);
+        },
+      };
+    }
+  } catch {
+    access = undefined;
+  }
+  checked.set(key, access);
+  return access;
+}
+
+/**
+ * Reads `target.byteLength` bytes at `offset` of the file at `path` into `target` (which
+ * may view a SharedArrayBuffer), off the event loop. Checks the file holds exactly
+ * `expectedFileBytes` first; throws when it does not or ends early.
+ */
+export async function readFileRange(path: string, offset: number, target: Uint8Array, expectedFileBytes: number): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    const size = (await fh.stat()).size;
+    if (size !== expectedFileBytes) throw new Error(`${path} holds ${size} bytes, expected ${expectedFileBytes}`);
+    let pos = 0;
+    while (pos < target.byteLength) {
+      const { bytesRead } = await fh.read(target, pos, target.byteLength - pos, offset + pos);
+      if (bytesRead === 0) throw new Error(`${path} ends at ${offset + pos} bytes`);
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes all of `data` into the existing file at `path` (an upload the coordinator created, which syncs it). */
+export async function writeWholeFile(path: string, data: Uint8Array): Promise<void> {
+  const fh = await open(path, "r+");
+  try {
+    await fh.truncate(0);
+    let pos = 0;
+    while (pos < data.byteLength) {
+      const { bytesWritten } = await fh.write(data, pos, data.byteLength - pos, pos);
+      pos += bytesWritten;
+    }
+  } finally {
+    await fh.close();
+  }
+}
