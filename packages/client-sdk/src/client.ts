@@ -4,12 +4,11 @@
  * @packageDocumentation
  */
 import { createHash } from "node:crypto";
-import { dirname } from "node:path";
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { type BeginUploadResponse, BlobService, JobService } from "@dce/proto";
 import { WideWindowSessionManager } from "@dce/proto/http2";
-import { accessLocalStore, writeWholeFile } from "@dce/proto/local-store";
+import { writeUploadLocally } from "@dce/proto/local-store";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import {
   type ClientConfig,
@@ -355,7 +354,7 @@ async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: Request
   if (begin.uploadId === "") {
     throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
   }
-  if (await writeLocally(ctx, begin, bytes)) {
+  if (ctx.config.useLocalStore && (await writeUploadLocally(begin, bytes))) {
     const finish = await ctx.blobs.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, callOptions);
     if (finish.blobId !== sha256) {
       throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
@@ -380,23 +379,6 @@ async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: Request
     throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
   }
   return { rows, cols, blobId: sha256 };
-}
-
-/**
- * Writes an upload straight into its file when the coordinator offers its store and it is
- * reachable from here; false (and nothing lost) when it cannot, so the chunks go by RPC.
- */
-async function writeLocally(ctx: ClientContext, begin: BeginUploadResponse, bytes: Uint8Array): Promise<boolean> {
-  if (!ctx.config.useLocalStore || begin.localPath === "") return false;
-  const store = accessLocalStore(begin.localStore);
-  if (store === undefined || dirname(dirname(begin.localPath)) !== store.dir) return false;
-  try {
-    await writeWholeFile(begin.localPath, bytes);
-    return true;
-  } catch {
-    // Chunks rewrite the file from offset 0, so a partial write here does no harm.
-    return false;
-  }
 }
 
 /** Largest matrix sent inline in SubmitJob (the coordinator's limit). */

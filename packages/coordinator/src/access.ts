@@ -36,7 +36,7 @@ export type Allowed = readonly Role[] | typeof ANYONE;
  *   answers NOT_FOUND (the coordinator scopes jobs by the token's name).
  * - Admins may do what clients do on every job, and read the metrics and the dashboard data.
  * - Workers pull shards, renew and report their own leases (a worker id is bound to
- *   the certificate that registered it), and read the input blobs.
+ *   the certificate that registered it), read the input blobs and upload result tiles.
  * - The health check and server reflection stay open: load balancers and `grpcurl`
  *   need them, and they reveal nothing the public schema does not.
  */
@@ -46,9 +46,12 @@ export const ACCESS: Readonly<Record<string, Allowed>> = {
   "dce.v1.JobService/GetResult": ["client", "admin"],
   "dce.v1.JobService/CancelJob": ["client", "admin"],
 
-  "dce.v1.BlobService/BeginUpload": ["client", "admin"],
-  "dce.v1.BlobService/UploadChunk": ["client", "admin"],
-  "dce.v1.BlobService/FinishUpload": ["client", "admin"],
+  // Workers upload result tiles too large for one message, or through the local store.
+  // The upload only stores bytes under their SHA-256; a tile counts once CompleteShards
+  // names it on the worker's own lease and it passes verification.
+  "dce.v1.BlobService/BeginUpload": ["client", "admin", "worker"],
+  "dce.v1.BlobService/UploadChunk": ["client", "admin", "worker"],
+  "dce.v1.BlobService/FinishUpload": ["client", "admin", "worker"],
   // Clients download results and workers fetch inputs; blob ids are SHA-256 digests of
   // content, so a reader must already know what it asks for.
   "dce.v1.BlobService/ReadBlob": ["client", "admin", "worker"],

@@ -10,7 +10,8 @@
  */
 import { readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
-import { isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
+import type { BeginUploadResponse } from "./gen/dce/v1/blob_pb.js";
 import type { LocalStore } from "./gen/dce/v1/common_pb.js";
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -87,5 +88,24 @@ export async function writeWholeFile(path: string, data: Uint8Array): Promise<vo
     }
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Writes an upload's bytes straight into its file when BeginUpload offered the local
+ * store and it is reachable from here. True when written: finish the upload with
+ * `written_locally`. False (nothing lost) when it cannot: send the chunks, which rewrite
+ * the file from offset 0, so a partial write here does no harm.
+ */
+export async function writeUploadLocally(begin: BeginUploadResponse, bytes: Uint8Array): Promise<boolean> {
+  if (begin.localPath === "") return false;
+  const store = accessLocalStore(begin.localStore);
+  // The upload file must lie inside the store that proved itself (`dir/uploads/<id>`).
+  if (store === undefined || dirname(dirname(begin.localPath)) !== store.dir) return false;
+  try {
+    await writeWholeFile(begin.localPath, bytes);
+    return true;
+  } catch {
+    return false;
   }
 }

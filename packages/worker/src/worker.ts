@@ -13,7 +13,7 @@ import {
   WorkerService,
 } from "@dce/proto";
 import { WideWindowSessionManager } from "@dce/proto/http2";
-import { accessLocalStore, type LocalStoreAccess, readFileRange } from "@dce/proto/local-store";
+import { accessLocalStore, type LocalStoreAccess, readFileRange, writeUploadLocally } from "@dce/proto/local-store";
 import { type BlobCache, createBlobCache } from "./blob-cache.js";
 import { raceAbort, sleepMs } from "./internal/abort.js";
 import { backoffDelayMs } from "./internal/backoff.js";
@@ -151,6 +151,9 @@ const maxSpareLeases = 256;
 function ewma(old: number, x: number): number {
   return old === 0 ? x : old * 0.8 + x * 0.2;
 }
+
+/** Smallest tile sent through the local store rather than inline in CompleteShards. */
+const localTileMinBytes = 1024 * 1024;
 
 /** Most results in one CompleteShards. */
 const maxReportBatch = 512;
@@ -697,10 +700,13 @@ export class Worker {
     // safe; it is only pointless once the lease has certainly run out.
     const giveUp = () => Date.now() >= run.expiresAtMs;
     const bytes = float64ToBytes(c);
-    const payload: ShardResult["payload"] =
-      bytes.byteLength > this.#chunkLimitBytes()
-        ? { case: "blobId", value: await this.#uploadTile(bytes, signal, giveUp) }
-        : { case: "data", value: bytes };
+    // A large tile goes as a blob: by chunks when it does not fit a message, or through
+    // the coordinator's local store, where writing a file beats carrying it in an RPC.
+    const asBlob =
+      bytes.byteLength > this.#chunkLimitBytes() || (this.#localStore !== undefined && bytes.byteLength >= localTileMinBytes);
+    const payload: ShardResult["payload"] = asBlob
+      ? { case: "blobId", value: await this.#uploadTile(bytes, signal, giveUp) }
+      : { case: "data", value: bytes };
     let outcome: ShardOutcome | undefined;
     try {
       outcome = await this.#report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
@@ -809,6 +815,14 @@ export class Worker {
     // Blob ids are the lower-case hex SHA-256 of the bytes (common.proto, MatrixRef.blob_id),
     // which is the only id we have when the coordinator already holds the blob.
     if (begin.alreadyPresent) return sha256;
+    if (this.#localStore !== undefined && (await writeUploadLocally(begin, bytes))) {
+      const done = await this.#retry(
+        "FinishUpload",
+        () => bc.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, opts),
+        policy,
+      );
+      return done.blobId;
+    }
     const chunkBytes = Math.min(begin.maxChunkBytes || Number.POSITIVE_INFINITY, this.#chunkLimitBytes());
     for (let offset = 0; offset < bytes.byteLength; offset += chunkBytes) {
       const data = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.byteLength));
