@@ -152,6 +152,9 @@ function ewma(old: number, x: number): number {
   return old === 0 ? x : old * 0.8 + x * 0.2;
 }
 
+/** A matrix A up to this size is fetched whole rather than by row panels. */
+const wholeMatrixMaxBytes = 4 * 1024 * 1024;
+
 /** Smallest tile sent through the local store rather than inline in CompleteShards. */
 const localTileMinBytes = 1024 * 1024;
 
@@ -623,6 +626,11 @@ export class Worker {
     const cached = this.#cache.get(plan.a.blobId);
     if (cached !== undefined && cached.length === plan.a.rows * plan.a.cols) {
       return cached.subarray(from, from + plan.m * plan.k);
+    }
+    if (plan.a.rows * plan.a.cols * 8 <= Math.min(wholeMatrixMaxBytes, this.#config.cacheBytes / 4)) {
+      // A small A is cheaper to fetch once whole than panel by panel.
+      const whole = await this.#cache.getOrLoad(plan.a.blobId, (s) => this.#fetchMatrix(plan.a, s), signal);
+      return whole.subarray(from, from + plan.m * plan.k);
     }
     // A row panel is a block of its own in the cache: the shards of one row band (the
     // same rows, other columns) fetch it once per worker.

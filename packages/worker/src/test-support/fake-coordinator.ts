@@ -100,6 +100,8 @@ export class FakeCoordinator {
   };
   /** Bytes served per blob id. */
   readonly bytesRead = new Map<string, number>();
+  /** Every ReadBlob, in order. */
+  readonly readCalls: { blobId: string; offset: number }[] = [];
   readonly failShardCalls: FailShardCall[] = [];
   readonly completeCalls: CompleteCall[] = [];
   /** Heartbeat requests: the lease keys each one carried. */
@@ -253,6 +255,7 @@ export class FakeCoordinator {
           const blob = this.blobs.get(req.blobId);
           if (blob === undefined) throw new ConnectError(`blob ${req.blobId} not found`, Code.NotFound);
           const offset = Number(req.offset);
+          this.readCalls.push({ blobId: req.blobId, offset });
           const data = blob.subarray(offset, offset + Math.min(req.maxBytes, this.maxChunkBytes));
           this.bytesRead.set(req.blobId, (this.bytesRead.get(req.blobId) ?? 0) + data.byteLength);
           return { data, totalBytes: BigInt(blob.byteLength) };
