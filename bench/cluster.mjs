@@ -66,8 +66,11 @@ function waitForLine(child, needle, what, timeoutMs = 30_000) {
   });
 }
 
-/** A coordinator process and `workers` worker processes offering `kernels`. */
-export async function startCluster({ workers, kernels, threads }) {
+/**
+ * A coordinator process and `workers` worker processes offering `kernels`;
+ * `coordinatorArgs` are extra coordinator flags (e.g. `--local-store off`).
+ */
+export async function startCluster({ workers, kernels, threads, coordinatorArgs = [] }) {
   const port = await freePort();
   const url = `https://127.0.0.1:${port}`;
   const dataDir = mkdtempSync(join(dir, "data-"));
@@ -86,6 +89,7 @@ export async function startCluster({ workers, kernels, threads }) {
       dataDir,
       "--log-level",
       process.env.DCE_BENCH_LOGLEVEL ?? "warn",
+      ...coordinatorArgs,
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );

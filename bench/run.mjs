@@ -4,7 +4,8 @@
 // throughput and small-job latency, compares with NumPy on 2 cores measured in the same
 // run, prints one table and writes the same figures as JSON under bench/results/.
 //
-//   pnpm bench [--large] [--sizes 1024,2048] [--kernels native-blas,wasm-simd] [--repeat 3] [--quick]
+//   pnpm bench [--large] [--sizes 1024,2048] [--kernels native-blas,wasm-simd] [--workers 1,2] [--repeat 3]
+//              [--quick] [--skip sdk,variants,cli,tiny,latency]
 //
 // Every configuration gets fresh processes, so the peak RSS figures (VmHWM) belong to it.
 import { execFileSync, spawn } from "node:child_process";
@@ -155,42 +156,18 @@ async function main() {
 
   // --- end to end through the SDK ----------------------------------------------------
   if (!skip.has("sdk")) {
+    // The default set-up, plus, for the first kernel on 2 workers, the same jobs with
+    // matrix bytes over RPCs only (no local store) and with verification off.
+    const variants = [
+      { path: "default", coordinatorArgs: [] },
+      { path: "rpc only", coordinatorArgs: ["--local-store", "off"], only: true },
+      { path: "no verify", coordinatorArgs: ["--verify", "off"], only: true },
+    ];
     for (const kernel of kernels) {
       for (const workers of workerCounts) {
-        const threads = workers === 1 ? cores : Math.max(1, Math.floor(cores / workers));
-        const cluster = await startCluster({ workers, kernels: kernel, threads });
-        try {
-          // warm-up: kernels loaded, connections open
-          const w = randomMatrix(300, 300, 7);
-          await (await cluster.client.submitMatMul(w, w, { kernel })).result();
-          for (const n of sizes) {
-            const secs = [];
-            for (const { a, b } of inputs.get(n)) {
-              const t0 = performance.now();
-              const job = await cluster.client.submitMatMul(a, b, { kernel });
-              const c = await job.result();
-              secs.push((performance.now() - t0) / 1000);
-              spotCheck(a, b, c);
-            }
-            const s = Math.min(...secs);
-            const np = numpy[String(n)];
-            const row = {
-              kind: "sdk",
-              n,
-              kernel,
-              workers,
-              threadsPerWorker: threads,
-              seconds: s,
-              medianSeconds: median(secs),
-              gflops: (2 * n ** 3) / s / 1e9,
-              ratioToNumpy: np ? s / np : undefined,
-              rss: cluster.rss(),
-            };
-            results.rows.push(row);
-            log(`  sdk n=${n} ${kernel} ${workers}w: ${s.toFixed(3)} s${np ? ` (${(s / np).toFixed(2)}x NumPy)` : ""}`);
-          }
-        } finally {
-          await cluster.stop();
+        for (const { path, coordinatorArgs, only } of variants) {
+          if (only && (kernel !== kernels[0] || workers !== 2 || skip.has("variants"))) continue;
+          await benchSdk({ kernel, workers, path, coordinatorArgs, inputs, numpy });
         }
       }
     }
@@ -303,6 +280,45 @@ async function main() {
   console.log(`\nresults written to ${file}`);
 }
 
+/** One SDK configuration over every size: fresh processes, a warm-up job, `repeat` timed jobs per size. */
+async function benchSdk({ kernel, workers, path, coordinatorArgs, inputs, numpy }) {
+  const threads = workers === 1 ? cores : Math.max(1, Math.floor(cores / workers));
+  const cluster = await startCluster({ workers, kernels: kernel, threads, coordinatorArgs });
+  try {
+    // warm-up: kernels loaded, connections open
+    const w = randomMatrix(300, 300, 7);
+    await (await cluster.client.submitMatMul(w, w, { kernel })).result();
+    for (const n of sizes) {
+      const secs = [];
+      for (const { a, b } of inputs.get(n)) {
+        const t0 = performance.now();
+        const job = await cluster.client.submitMatMul(a, b, { kernel });
+        const c = await job.result();
+        secs.push((performance.now() - t0) / 1000);
+        spotCheck(a, b, c);
+      }
+      const s = Math.min(...secs);
+      const np = numpy[String(n)];
+      results.rows.push({
+        kind: "sdk",
+        path,
+        n,
+        kernel,
+        workers,
+        threadsPerWorker: threads,
+        seconds: s,
+        medianSeconds: median(secs),
+        gflops: (2 * n ** 3) / s / 1e9,
+        ratioToNumpy: np ? s / np : undefined,
+        rss: cluster.rss(),
+      });
+      log(`  sdk n=${n} ${kernel} ${workers}w ${path}: ${s.toFixed(3)} s${np ? ` (${(s / np).toFixed(2)}x NumPy)` : ""}`);
+    }
+  } finally {
+    await cluster.stop();
+  }
+}
+
 function mib(bytes) {
   return bytes === undefined ? "?" : `${(bytes / 2 ** 20).toFixed(0)}`;
 }
@@ -316,12 +332,17 @@ function printTable() {
     );
   }
   lines.push("");
-  lines.push("what             n      kernel        workers  wall s   GFLOP/s  x NumPy  coord RSS MiB  worker RSS MiB");
+  lines.push("path: default = local store on (same host) and verification on; rpc only = coordinator --local-store off;");
+  lines.push("      no verify = coordinator --verify off.");
+  lines.push(
+    "what             path       n      kernel        workers  wall s   GFLOP/s  x NumPy  coord RSS MiB  worker RSS MiB",
+  );
   for (const r of results.rows) {
     if (r.kind === "sdk" || r.kind === "cli") {
       lines.push(
         [
           (r.kind === "sdk" ? "SDK" : "CLI dce submit").padEnd(16),
+          (r.path ?? "default").padEnd(10),
           String(r.n).padEnd(6),
           r.kernel.padEnd(13),
           `${r.workers}x${r.threadsPerWorker ?? 1}t`.padEnd(8),
