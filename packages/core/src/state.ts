@@ -142,6 +142,13 @@ export interface CoreConfig {
    * leases, refused registration); 0 never quarantines.
    */
   readonly quarantineAfterRejections: number;
+  /**
+   * Spread a job over the workers that can run it: one request takes at most the job's
+   * unleased shards divided among those workers (rounded up), and at least one per
+   * thread of the asking worker. Without it, a worker that asks first may take every
+   * shard of a small job and run them one after another while the others idle.
+   */
+  readonly spreadShards: boolean;
   readonly limits: SpecLimits;
 }
 
@@ -160,6 +167,7 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   throttleBaseMs: 1_000,
   throttleMaxMs: 30_000,
   quarantineAfterRejections: 3,
+  spreadShards: true,
   limits: DEFAULT_SPEC_LIMITS,
 };
 

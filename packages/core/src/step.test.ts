@@ -21,7 +21,10 @@ import {
 } from "./testing/model.js";
 import { viewJob } from "./views.js";
 
+// One worker often takes a whole job here, to test ordering, epochs and retries; the
+// spreading of a job over workers has its own tests.
 const CFG: Partial<CoreConfig> = {
+  spreadShards: false,
   leaseTtlMs: 1_000,
   maxAttempts: 3,
   retryBaseMs: 100,
@@ -1188,5 +1191,44 @@ describe("verified results: rejection, requeue and quarantine", () => {
     // A snapshot from before quarantines existed still loads.
     const { quarantined: _, ...old } = snap;
     expect(fromSnapshot(old).quarantined.size).toBe(0);
+  });
+});
+
+describe("spreading a job over workers (spreadShards)", () => {
+  const SPREAD: Partial<CoreConfig> = { ...CFG, spreadShards: true };
+  /** 3×3 tiles of a 9×9 result: 9 shards. */
+  const NINE = matmulInput(9, 2, 9, { tileRows: 3, tileCols: 3 });
+
+  it("a worker asking for every shard of a small job gets its share; the next worker gets the rest", () => {
+    const { d, jobId } = setup(NINE, SPREAD);
+    expect(d.grants("w1", 100).map((g) => g.lease.shardIndex)).toEqual([0, 1, 2, 3, 4]); // ceil(9 / 2)
+    expect(d.grants("w2", 100).map((g) => g.lease.shardIndex)).toEqual([5, 6, 7, 8]); // its share, all that is left
+    expect(d.job(jobId).leasedCount).toBe(9);
+    expectInvariants(d);
+  });
+
+  it("a worker alone takes everything it asks for, and the share is never below its threads", () => {
+    const d = new Driver(SPREAD);
+    unwrap(d.register("w1").outcome);
+    const jobId = d.submitOk(NINE);
+    expect(d.grants("w1", 100)).toHaveLength(9);
+    expect(d.job(jobId).leasedCount).toBe(9);
+  });
+
+  it("workers that cannot run the job (other kernel) or are quarantined do not count", () => {
+    const d = new Driver(SPREAD);
+    unwrap(d.register("w1").outcome);
+    unwrap(d.register("w2", [FOREIGN]).outcome);
+    d.submitOk(NINE);
+    expect(d.grants("w1", 100)).toHaveLength(9);
+  });
+
+  it("a large job is not held back: a request for fewer than the share gets all it asks", () => {
+    const { d } = setup(matmulInput(64, 2, 64, { tileRows: 4, tileCols: 4 }), SPREAD); // 256 shards
+    expect(d.grants("w1", 100)).toHaveLength(100);
+    expect(d.grants("w2", 100)).toHaveLength(100); // its share is 128
+    expect(d.grants("w1", 100)).toHaveLength(28); // 128 − 100 held
+    expect(d.grants("w2", 100)).toHaveLength(28);
+    expectInvariants(d);
   });
 });

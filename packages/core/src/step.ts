@@ -393,7 +393,11 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
     const offer = kernelFor(job, worker.kernels, s.config.limits.kernels);
     if (!offer) continue;
     let changed = false;
-    while (grants.length < want) {
+    // Fair share: a worker takes at most its share of the job's unleased shards (and at
+    // least one per thread), so a job of a few shards is spread over the workers instead
+    // of queued behind one worker's threads. Jobs of many shards are not held back.
+    const stop = s.config.spreadShards ? grants.length + fairShare(s, job, worker) : want;
+    while (grants.length < want && grants.length < stop) {
       const backup = nextBackup(s, job, worker.id);
       if (backup >= 0) {
         // A straggler's backup: a second live lease with a higher epoch; the first valid result wins.
@@ -483,6 +487,22 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
     }
   }
   return ok(grants);
+}
+
+/**
+ * How many more shards of `job` `worker` may take now: the job's shards not yet done,
+ * divided among the unquarantined workers that can run it (rounded up), less the ones
+ * this worker already holds; at least the worker's thread count.
+ */
+function fairShare(s: CoreState, job: JobRecord, worker: WorkerRecord): number {
+  let takers = 0;
+  for (const w of s.workers.values()) {
+    if (!isQuarantined(s, w.identity) && kernelFor(job, w.kernels, s.config.limits.kernels)) takers++;
+  }
+  let held = 0;
+  for (const epoch of worker.leases) if (s.leases.get(epoch)?.jobId === job.id) held++;
+  const share = Math.ceil((job.plan.shardCount - job.doneCount) / Math.max(1, takers));
+  return Math.max(worker.threads, 1, share - held);
 }
 
 /** Takes a straggler of `job` that still needs a backup and that `workerId` is not already running. -1 if none. */

@@ -3,7 +3,7 @@ import { checkInvariants } from "./invariants.js";
 import type { CoreConfig } from "./state.js";
 import { Driver, effectsOf, matmulInput, unwrap } from "./testing/model.js";
 
-const CFG: Partial<CoreConfig> = { leaseTtlMs: 60_000, maxAttempts: 3, retryBaseMs: 100, retryMaxMs: 1_000 };
+const CFG: Partial<CoreConfig> = { spreadShards: false, leaseTtlMs: 60_000, maxAttempts: 3, retryBaseMs: 100, retryMaxMs: 1_000 };
 /** 8 shards: 8×1 result with 1×1 tiles. */
 const EIGHT = matmulInput(8, 2, 1, { tileRows: 1, tileCols: 1 });
 
