@@ -12,8 +12,9 @@ import { bearer, getHttp1, parseScrape } from "../support/ops.js";
 // (LocalStore, proven by <data dir>/store-id) and the SDK and workers on its host move
 // matrix bytes through files instead of RPCs. dce_blob_bytes_total counts exactly the
 // matrix bytes that cross the RPCs (UploadChunk and inline SubmitJob in; ReadBlob, inline
-// grant inputs and inline GetJob C out; tile results in CompleteShards are not counted),
-// so with the local store a large job moves none, and without it every byte shows.
+// grant inputs and inline GetJob C out; tile results inline in CompleteShards are not
+// counted, tiles uploaded by workers are), so with the local store a large job moves none,
+// and without it every input and C byte shows.
 // Results are compared bit for bit with a naive multiply (the reference kernel's bytes,
 // test/integration/e2e.test.ts).
 
@@ -75,17 +76,22 @@ function logged(p: Proc, msg: string): Record<string, unknown>[] {
 const inputsOf = (w: Proc) => logged(w, "worker registered").map((l) => l.inputs);
 
 /** Runs an N x N by N x N job through the SDK and checks C bit for bit. */
-async function runJob(cluster: Cluster, seed: number, useLocalStore?: boolean): Promise<{ jobId: string; c: Float64Array }> {
+async function runJob(
+  cluster: Cluster,
+  seed: number,
+  useLocalStore?: boolean,
+  tile = TILE,
+): Promise<{ jobId: string; c: Float64Array }> {
   const client = createClient({ ...cluster.clientOptions, ...(useLocalStore === undefined ? {} : { useLocalStore }) });
   const a = randomMatrix(N, N, seed);
   const b = randomMatrix(N, N, seed + 1);
-  const job = await client.submitMatMul(a, b, { tileSize: TILE, kernel: "reference" });
+  const job = await client.submitMatMul(a, b, { tileSize: tile, kernel: "reference" });
   const c = await job.result({ signal: AbortSignal.timeout(60_000) });
   expect([c.rows, c.cols]).toEqual([N, N]);
   expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
   const st = await job.status();
   expect(st.state).toBe("succeeded");
-  expect(st.shardsTotal).toBe((N / TILE) ** 2);
+  expect(st.shardsTotal).toBe(Math.ceil(N / tile) ** 2);
   return { jobId: job.id, c: c.data };
 }
 
@@ -126,7 +132,7 @@ describe("local store offered (coordinator default)", () => {
     // GetResult is checked with the jobs below.
   });
 
-  test("with the defaults a large job moves no matrix bytes over RPCs: uploads, worker inputs and C go through files", async () => {
+  test("with the defaults a large job moves no matrix bytes over RPCs: uploads, worker inputs, large tiles and C go through files", async () => {
     const workers = [await cluster.addWorker("local-1"), await cluster.addWorker("local-2")];
     for (const w of workers) expect(inputsOf(w)).toEqual([`local store ${cluster.dataDir}`]);
     const before = await counters(cluster);
@@ -136,6 +142,18 @@ describe("local store offered (coordinator default)", () => {
     // the workers read their blocks from the blob files (no ReadBlob) and the SDK read C
     // from its blob file (no ReadBlob either).
     expect(d).toEqual({ in: 0, out: 0, uploadChunks: 0, readBlobs: 0, finishUploads: 2 });
+
+    // One shard whose tile is all of C (1.28 MB, over the worker's 1 MiB threshold): the
+    // worker writes the tile into an upload file too, instead of sending it in CompleteShards.
+    const beforeTile = await counters(cluster);
+    await runJob(cluster, 13, undefined, N);
+    expect(delta(await counters(cluster), beforeTile)).toEqual({
+      in: 0,
+      out: 0,
+      uploadChunks: 0,
+      readBlobs: 0,
+      finishUploads: 3,
+    });
     for (const w of workers) {
       expect(logged(w, "reading the local blob file failed; using ReadBlob")).toEqual([]);
       w.child.kill("SIGTERM");

@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
+import { BeginUploadResponseSchema } from "./gen/dce/v1/blob_pb.js";
 import { LocalStoreSchema } from "./gen/dce/v1/common_pb.js";
-import { accessLocalStore, readFileRange, writeWholeFile } from "./local-store.js";
+import { accessLocalStore, readFileRange, writeUploadLocally, writeWholeFile } from "./local-store.js";
 
 // The local store is only used when `<dir>/store-id` proves the directory is the
 // coordinator's; everything else (another host's namesake, a relative path, a missing
@@ -165,5 +166,75 @@ describe("writeWholeFile", () => {
     const path = join(tempDir(), "missing");
     await expect(writeWholeFile(path, Uint8Array.from([1]))).rejects.toMatchObject({ code: "ENOENT" });
     expect(() => readFileSync(path)).toThrow();
+  });
+});
+
+describe("writeUploadLocally", () => {
+  /** A store with one upload file, as BeginUpload would have created it. */
+  const setUp = () => {
+    const { dir, storeId } = storeDir();
+    mkdirSync(join(dir, "uploads"));
+    const localPath = join(dir, "uploads", "u1");
+    writeFileSync(localPath, "");
+    return { dir, storeId, localPath };
+  };
+  const begin = (localPath: string, dir: string, storeId: string) =>
+    create(BeginUploadResponseSchema, { uploadId: "u1", localPath, localStore: { dir, storeId } });
+  const bytes = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]);
+
+  it("writes the upload file of a store that proves itself", async () => {
+    const { dir, storeId, localPath } = setUp();
+    await expect(writeUploadLocally(begin(localPath, dir, storeId), bytes)).resolves.toBe(true);
+    expect(Array.from(readFileSync(localPath))).toEqual(Array.from(bytes));
+  });
+
+  it("writes nothing and answers false when no store or no path is offered, or the store does not prove itself", async () => {
+    const { dir, storeId, localPath } = setUp();
+    await expect(writeUploadLocally(create(BeginUploadResponseSchema, { uploadId: "u1", localPath }), bytes)).resolves.toBe(
+      false,
+    );
+    await expect(writeUploadLocally(begin("", dir, storeId), bytes)).resolves.toBe(false);
+    await expect(writeUploadLocally(begin(localPath, dir, randomBytes(16).toString("hex")), bytes)).resolves.toBe(false);
+    expect(readFileSync(localPath).byteLength).toBe(0);
+  });
+
+  it("writes nothing outside <dir>/uploads of the proven store", async () => {
+    const { dir, storeId, localPath } = setUp();
+    const elsewhere = join(tempDir(), "uploads", "u1");
+    mkdirSync(dirname(elsewhere));
+    writeFileSync(elsewhere, "");
+    // Files of the store that are not uploads: blobs, the journal, the id itself.
+    mkdirSync(join(dir, "blobs", "ab"), { recursive: true });
+    const blob = join(dir, "blobs", "ab", BLOB_ID);
+    writeFileSync(blob, "keep");
+    mkdirSync(join(dir, "journal"));
+    const journal = join(dir, "journal", "000001.log");
+    writeFileSync(journal, "keep");
+    const paths = [
+      elsewhere,
+      blob,
+      journal,
+      join(dir, "store-id"),
+      `${dir}/uploads/../journal/000001.log`,
+      `${dir}/blobs/../uploads/u1`,
+      `${dir}/uploads/./u1`,
+      `${dir}/uploads/..`,
+      "uploads/u1",
+    ];
+    for (const path of paths) {
+      await expect(writeUploadLocally(begin(path, dir, storeId), bytes), path).resolves.toBe(false);
+    }
+    expect(readFileSync(elsewhere).byteLength).toBe(0);
+    expect(readFileSync(blob, "utf8")).toBe("keep");
+    expect(readFileSync(journal, "utf8")).toBe("keep");
+    expect(readFileSync(join(dir, "store-id"), "utf8")).toBe(`${storeId}\n`);
+    expect(readFileSync(localPath).byteLength).toBe(0);
+  });
+
+  it("answers false when the upload file is gone (the chunks then go by RPC)", async () => {
+    const { dir, storeId, localPath } = setUp();
+    rmSync(localPath);
+    await expect(writeUploadLocally(begin(localPath, dir, storeId), bytes)).resolves.toBe(false);
+    expect(existsSync(localPath)).toBe(false);
   });
 });

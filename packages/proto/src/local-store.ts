@@ -10,7 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
-import { dirname, isAbsolute, join } from "node:path";
+import { basename, isAbsolute, join } from "node:path";
 import type { BeginUploadResponse } from "./gen/dce/v1/blob_pb.js";
 import type { LocalStore } from "./gen/dce/v1/common_pb.js";
 
@@ -100,8 +100,10 @@ export async function writeWholeFile(path: string, data: Uint8Array): Promise<vo
 export async function writeUploadLocally(begin: BeginUploadResponse, bytes: Uint8Array): Promise<boolean> {
   if (begin.localPath === "") return false;
   const store = accessLocalStore(begin.localStore);
-  // The upload file must lie inside the store that proved itself (`dir/uploads/<id>`).
-  if (store === undefined || dirname(dirname(begin.localPath)) !== store.dir) return false;
+  // The upload file must lie inside the store that proved itself (`dir/uploads/<id>`), in
+  // normal form: not any `dir/<folder>/<file>` such as a journal segment or a blob.
+  // Covered by local-store.test.ts "writes nothing outside <dir>/uploads of the proven store".
+  if (store === undefined || begin.localPath !== join(store.dir, "uploads", basename(begin.localPath))) return false;
   try {
     await writeWholeFile(begin.localPath, bytes);
     return true;
