@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { type BeginUploadResponse, BlobService, JobService } from "@dce/proto";
+import { BlobService, JobService } from "@dce/proto";
 import { WideWindowSessionManager } from "@dce/proto/http2";
 import { writeUploadLocally } from "@dce/proto/local-store";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
