@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient } from "@dce/client-sdk";
@@ -122,6 +122,9 @@ describe("local store offered (coordinator default)", () => {
 
   test("RegisterWorker, BeginUpload and GetResult name the data dir and its store id", async () => {
     expect(storeId).toMatch(/^[0-9a-f]{32}$/);
+    // The gate of the local store: the data dir (made by `coordinator tokens add` before the
+    // first start, as the README does it) is closed to group and others.
+    expect(statSync(cluster.dataDir).mode & 0o077).toBe(0);
     const reg = await cluster.raw(WorkerService).registerWorker({ name: "probe", kernels: [offer], threads: 1 });
     expect(reg.localStore).toMatchObject({ dir: cluster.dataDir, storeId });
     const data = randomBytes(64);

@@ -37,6 +37,13 @@ describe("the token file", () => {
     expect(statSync(tokenFilePath(dir)).mode & 0o777).toBe(0o600);
   });
 
+  it("creates a missing data dir owner-only, as the coordinator would (its blobs are offered as a local store on that basis)", async () => {
+    // `tokens add` usually runs before the first start, so it is the one that creates the dir.
+    const dataDir = join(tmp(), "data");
+    await addToken(dataDir, "alice", "client");
+    expect(statSync(dataDir).mode & 0o077).toBe(0);
+  });
+
   it("refuses a second token of the same name; rotation replaces it and keeps the role", async () => {
     const dir = tmp();
     const first = await addToken(dir, "ops", "admin");

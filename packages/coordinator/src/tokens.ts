@@ -166,7 +166,9 @@ export async function revokeToken(dataDir: string, name: string): Promise<void> 
  * `tokens` commands at once do not lose each other's change.
  */
 async function updateTokenFile(dataDir: string, change: (entries: TokenEntry[]) => TokenEntry[]): Promise<void> {
-  await mkdir(dataDir, { recursive: true });
+  // Owner-only, like the coordinator creates it (BlobStore): this command usually runs
+  // first, and the dir's mode is what keeps other users from the blobs (SECURITY.md).
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const path = tokenFilePath(dataDir);
   const release = await lock(`${path}.lock`);
   try {
