@@ -153,14 +153,16 @@ describe("workers prove their identity with a client certificate", () => {
 });
 
 describe("clients prove their identity with a bearer token", () => {
-  test("a worker certificate without a token is no client: UNAUTHENTICATED on JobService and uploads", async () => {
+  test("a worker certificate without a token is no client: UNAUTHENTICATED on JobService; uploads are open to workers", async () => {
     const jobs = cluster.raw(JobService, { token: null });
     const r = await outcome(jobs.getJob({ jobId: "x" }));
     expect(r.code).toBe(Code.Unauthenticated);
     expect(r.message).toContain("bearer token");
     expect((await outcome(jobs.submitJob({}))).code).toBe(Code.Unauthenticated);
     const blobs = cluster.raw(BlobService, { token: null });
-    expect((await outcome(blobs.beginUpload({ sizeBytes: 8n, sha256: "0".repeat(64) }))).code).toBe(Code.Unauthenticated);
+    // Workers upload result tiles (too large for one message, or through the local store).
+    const begin = await blobs.beginUpload({ sizeBytes: 8n, sha256: "0".repeat(64) });
+    expect(begin.uploadId).not.toBe("");
   });
 
   test("a missing, wrong or malformed token: UNAUTHENTICATED, and the message never echoes it", async () => {
