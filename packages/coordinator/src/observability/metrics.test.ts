@@ -65,10 +65,11 @@ describe("metrics derived from core steps", () => {
     const w1 = fake.register("w1");
     const w2 = fake.register("w2");
     expect(await value(metrics, "dce_jobs", { state: "queued" })).toBe(1);
+    // The job is spread: each worker takes its share, 2 of the 4 shards.
     const g1 = fake.acquire(w1, 3);
     const g2 = fake.acquire(w2, 3);
-    expect(g1).toHaveLength(3);
-    expect(g2).toHaveLength(1);
+    expect(g1).toHaveLength(2);
+    expect(g2).toHaveLength(2);
     expect(await value(metrics, "dce_shards", { state: "leased" })).toBe(4);
     expect(await value(metrics, "dce_leases_active")).toBe(4);
     for (const g of g1) expect(fake.complete(w1, g).ok).toBe(true);
@@ -82,8 +83,8 @@ describe("metrics derived from core steps", () => {
     expect(await value(metrics, "dce_leases_granted_total")).toBe(4);
     expect(await value(metrics, "dce_shards_completed_total")).toBe(4);
     expect(await value(metrics, "dce_shard_result_bytes_total")).toBe(8 * 8 * 8);
-    expect(await value(metrics, "dce_worker_shards_completed_total", { worker_name: "w1" })).toBe(3);
-    expect(await value(metrics, "dce_worker_shards_completed_total", { worker_name: "w2" })).toBe(1);
+    expect(await value(metrics, "dce_worker_shards_completed_total", { worker_name: "w1" })).toBe(2);
+    expect(await value(metrics, "dce_worker_shards_completed_total", { worker_name: "w2" })).toBe(2);
     expect(await value(metrics, "dce_workers")).toBe(2);
     expect(await value(metrics, "dce_worker_threads")).toBe(2);
     expect(await value(metrics, "dce_workers_registered_total")).toBe(2);
@@ -129,8 +130,8 @@ describe("metrics derived from core steps", () => {
     const { fake, metrics } = setup();
     const job = fake.submit(4, 4, 4, 2); // 4 shards
     const w1 = fake.register("w1");
+    const grants = fake.acquire(w1, 4); // alone, w1 takes the whole job
     const w2 = fake.register("w2");
-    const grants = fake.acquire(w1, 4);
     fake.nowMs += 100;
     for (const g of grants.slice(0, 3)) expect(fake.complete(w1, g).ok).toBe(true);
     // The last shard runs past 1.5 x the median (100 ms): it gets a backup on another worker, which wins.
@@ -146,9 +147,9 @@ describe("metrics derived from core steps", () => {
     expect(await value(metrics, "dce_leases_ended_total", { reason: "superseded" })).toBe(1);
     // A cancelled job's live leases are revoked.
     const other = fake.submit(4, 4, 4, 2);
-    fake.acquire(w1, 3);
+    fake.acquire(w1, 3); // its share of 4 shards over 2 workers: 2
     fake.cancel(other);
-    expect(await value(metrics, "dce_leases_ended_total", { reason: "revoked" })).toBe(3);
+    expect(await value(metrics, "dce_leases_ended_total", { reason: "revoked" })).toBe(2);
     expect(await value(metrics, "dce_leases_active")).toBe(0);
     // Every grant ended exactly one way.
     let ended = 0;
