@@ -8,7 +8,7 @@ import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
-import { http2WindowSettings, widenConnectionWindow } from "@dce/proto/http2";
+import { http2ServerWindowSettings, widenServerConnectionWindow } from "@dce/proto/http2";
 import type { Logger } from "pino";
 import { createAuthenticator } from "./auth.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, guardConnections } from "./connection-guard.js";
@@ -360,8 +360,9 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     // Authorization next: nothing runs for a caller the access table does not allow.
     interceptors: [metrics.interceptor, auth.interceptor, normalize],
   });
-  // Wide flow-control windows (see @dce/proto/http2): 4 MiB blob chunks in one window.
-  const settings = { maxConcurrentStreams: connectionLimits.maxConcurrentStreams, ...http2WindowSettings };
+  // Wider flow-control windows than Node's 64 KiB (see @dce/proto/http2), bounded so one
+  // connection can make the coordinator buffer at most 4 MiB unread.
+  const settings = { maxConcurrentStreams: connectionLimits.maxConcurrentStreams, ...http2ServerWindowSettings };
   // HTTP/1.1 is accepted too, for Prometheus, curl and browsers on /metrics, /healthz
   // and /ui; gRPC itself needs HTTP/2, which clients negotiate by ALPN.
   let h2: http2.Http2Server | http2.Http2SecureServer;
@@ -387,7 +388,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   const { sessions, sockets, http1Opened } = guardConnections(server, h2, h1 ?? h2, connectionLimits, (path) =>
     streamingPaths.has(path),
   );
-  h2.on("session", widenConnectionWindow);
+  h2.on("session", widenServerConnectionWindow);
   if (tls) {
     (h2 as http2.Http2SecureServer).on("secureConnection", (socket: TLSSocket) => {
       if (socket.alpnProtocol !== "h2") http1Opened(socket);

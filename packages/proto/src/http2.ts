@@ -6,7 +6,9 @@
  * message crosses loopback in 64 windows, each waiting for a WINDOW_UPDATE round trip.
  * Measured here: 4 MiB `ReadBlob` calls carried 103–138 MiB/s with the defaults and
  * 178–187 MiB/s with these windows. The windows also bound memory: a peer can have at most
- * {@link HTTP2_CONNECTION_WINDOW_BYTES} unread bytes buffered per connection.
+ * the connection window of unread bytes buffered per connection. Clients (workers, SDK)
+ * only receive what they asked for and open wide windows; the coordinator, which any
+ * caller can send to, opens narrower ones (see {@link HTTP2_SERVER_CONNECTION_WINDOW_BYTES}).
  *
  * @packageDocumentation
  */
@@ -18,12 +20,27 @@ export const HTTP2_STREAM_WINDOW_BYTES = 4 * 1024 * 1024 + 64 * 1024;
 /** Receive window per connection: several large messages in flight on one connection. */
 export const HTTP2_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 
-/** SETTINGS to announce on a session (server or client). */
-export const http2WindowSettings: http2.Settings = { initialWindowSize: HTTP2_STREAM_WINDOW_BYTES };
+/** Receive window per stream on the coordinator. */
+export const HTTP2_SERVER_STREAM_WINDOW_BYTES = 1024 * 1024;
+/**
+ * Receive window per connection on the coordinator: what one connection can make it
+ * buffer unread, whatever its streams send (oversized messages included).
+ */
+export const HTTP2_SERVER_CONNECTION_WINDOW_BYTES = 4 * 1024 * 1024;
 
-/** Widens a session's connection-level receive window (Node offers no option for it). */
+/** SETTINGS a client session announces. */
+export const http2WindowSettings: http2.Settings = { initialWindowSize: HTTP2_STREAM_WINDOW_BYTES };
+/** SETTINGS the coordinator announces. */
+export const http2ServerWindowSettings: http2.Settings = { initialWindowSize: HTTP2_SERVER_STREAM_WINDOW_BYTES };
+
+/** Widens a client session's connection-level receive window (Node offers no option for it). */
 export function widenConnectionWindow(session: http2.Http2Session): void {
   if (!session.destroyed) session.setLocalWindowSize(HTTP2_CONNECTION_WINDOW_BYTES);
+}
+
+/** Widens a coordinator session's connection-level receive window. */
+export function widenServerConnectionWindow(session: http2.Http2Session): void {
+  if (!session.destroyed) session.setLocalWindowSize(HTTP2_SERVER_CONNECTION_WINDOW_BYTES);
 }
 
 /**
