@@ -435,10 +435,16 @@ describe("fuzzing every RPC of a running coordinator", () => {
         const cases = fc.sample(caseArb, { numRuns: RAW_RUNS, seed: SEED + 2000 + mi });
         await pool(cases, 8, async (c) => {
           const path = `/${method.parent.typeName}/${method.name}`;
-          let answer: RawAnswer = await rawCall(liveSession(), path, c.headers, c.body, CALL_TIMEOUT_MS);
-          for (let retry = 0; retry < 3 && answer.grpcStatus === undefined && answer.http === 0 && !answer.timedOut; retry++) {
-            answer = await rawCall(liveSession(), path, c.headers, c.body, CALL_TIMEOUT_MS);
-          }
+          // A call cut short because its connection ended (the flood protection above replaces
+          // it) has no answer to judge: send it again on a fresh connection.
+          const call = async (): Promise<{ answer: RawAnswer; cut: boolean }> => {
+            const session = liveSession();
+            const answer = await rawCall(session, path, c.headers, c.body, CALL_TIMEOUT_MS);
+            const unanswered = answer.grpcStatus === undefined && answer.connectCode === undefined && !answer.timedOut;
+            return { answer, cut: unanswered && (answer.http === 0 || session.closed || session.destroyed) };
+          };
+          let { answer, cut } = await call();
+          for (let retry = 0; retry < 3 && cut; retry++) ({ answer, cut } = await call());
           let code: Code | 0 | undefined;
           if (answer.grpcStatus !== undefined) code = answer.grpcStatus as Code | 0;
           else if (answer.connectCode !== undefined) code = CODE_NAMES[answer.connectCode] ?? Code.Unknown;
