@@ -135,8 +135,10 @@ describe("local store offered (coordinator default)", () => {
     // GetResult is checked with the jobs below.
   });
 
-  test("with the defaults a large job moves no matrix bytes over RPCs: uploads, worker inputs, large tiles and C go through files", async () => {
-    const workers = [await cluster.addWorker("local-1"), await cluster.addWorker("local-2")];
+  test("with the defaults a large job moves no matrix bytes over RPCs: uploads, worker inputs, tiles over a message and C go through files", async () => {
+    // Messages of at most 1 MiB, so the one-tile job below has a tile too large for one.
+    const small = ["--max-message-bytes", "1048576"];
+    const workers = [await cluster.addWorker("local-1", small), await cluster.addWorker("local-2", small)];
     for (const w of workers) expect(inputsOf(w)).toEqual([`local store ${cluster.dataDir}`]);
     const before = await counters(cluster);
     localJobId = (await runJob(cluster, 11)).jobId;
@@ -146,8 +148,9 @@ describe("local store offered (coordinator default)", () => {
     // from its blob file (no ReadBlob either).
     expect(d).toEqual({ in: 0, out: 0, uploadChunks: 0, readBlobs: 0, finishUploads: 2 });
 
-    // One shard whose tile is all of C (1.28 MB, over the worker's 1 MiB threshold): the
-    // worker writes the tile into an upload file too, instead of sending it in CompleteShards.
+    // One shard whose tile is all of C (1.28 MB, more than the workers' 1 MiB messages): the
+    // worker uploads the tile as a blob, and writes it into the upload file instead of
+    // sending chunks.
     const beforeTile = await counters(cluster);
     await runJob(cluster, 13, undefined, N);
     expect(delta(await counters(cluster), beforeTile)).toEqual({
