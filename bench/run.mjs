@@ -5,7 +5,7 @@
 // run, prints one table and writes the same figures as JSON under bench/results/.
 //
 //   pnpm bench [--large] [--sizes 1024,2048] [--kernels native-blas,wasm-simd] [--workers 1,2] [--repeat 3]
-//              [--quick] [--skip sdk,variants,cli,tiny,latency]
+//              [--quick] [--skip kernels,sdk,variants,cli,tiny,latency]
 //
 // Every configuration gets fresh processes, so the peak RSS figures (VmHWM) belong to it.
 import { execFileSync, spawn } from "node:child_process";
@@ -152,6 +152,28 @@ async function main() {
         b: randomMatrix(n, n, n * 10 + r * 2 + 2),
       })),
     );
+  }
+
+  // --- each kernel alone, one thread, in-process (no engine around it) -------------------
+  if (!skip.has("kernels")) {
+    log("kernels alone, one thread ...");
+    const out = execFileSync(
+      process.execPath,
+      [
+        join(root, "packages/worker/bench/kernels.mjs"),
+        "--json",
+        "--sizes",
+        "1024",
+        "--kernels",
+        "native-blas,wasm-simd,wasm-simd-nofma",
+      ],
+      { encoding: "utf8" },
+    );
+    for (const line of out.split("\n").filter(Boolean)) {
+      const k = JSON.parse(line);
+      results.rows.push({ kind: "kernel", ...k });
+      log(`  kernel ${k.kernel}: ${k.gflops ? `${k.gflops["1024"].toFixed(1)} GFLOP/s` : k.unavailable}`);
+    }
   }
 
   // --- end to end through the SDK ----------------------------------------------------
@@ -354,6 +376,12 @@ function printTable() {
         ].join(" "),
       );
     }
+  }
+  for (const r of results.rows) {
+    if (r.kind === "kernel")
+      lines.push(
+        `kernel alone, one thread, n=1024: ${r.kernel.padEnd(16)} ${r.gflops ? `${r.gflops["1024"].toFixed(1)} GFLOP/s  (${r.fingerprint})` : `unavailable: ${r.unavailable}`}`,
+      );
   }
   for (const r of results.rows) {
     if (r.kind === "tiny-shards")

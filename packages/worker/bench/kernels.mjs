@@ -1,6 +1,6 @@
 // Micro-benchmark (not a test): GFLOP/s of each kernel on one thread, for square products.
 //
-//   pnpm --filter @dce/worker build && node packages/worker/bench/kernels.mjs [--sizes 512,1024,2048] [--kernels LIST]
+//   pnpm --filter @dce/worker build && node packages/worker/bench/kernels.mjs [--sizes 512,1024,2048] [--kernels LIST] [--json]
 //
 // LIST names kernels as the worker does (native-blas, wasm-simd, reference) plus
 // wasm-simd-nofma (the wasm kernel without FMA). Each figure is the best of several runs
@@ -14,6 +14,8 @@ const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "512,1024,2048" },
     kernels: { type: "string", default: "native-blas,wasm-simd,wasm-simd-nofma,reference" },
+    // One JSON line per kernel instead of the table (for `pnpm bench`).
+    json: { type: "boolean", default: false },
   },
 });
 const sizes = values.sizes.split(",").map(Number);
@@ -35,15 +37,18 @@ function random(len, seed) {
   });
 }
 
-console.log(`node ${process.version}, ${process.arch}, one thread`);
+if (!values.json) console.log(`node ${process.version}, ${process.arch}, one thread`);
 const rows = [];
 for (const label of values.kernels.split(",")) {
   const kernel = load(label);
   if (kernel instanceof KernelUnavailableError) {
-    console.log(`${label.padEnd(16)} ${kernel.message}`);
+    console.log(
+      values.json ? JSON.stringify({ kernel: label, unavailable: kernel.message }) : `${label.padEnd(16)} ${kernel.message}`,
+    );
     continue;
   }
   const row = [label.padEnd(16)];
+  const gflops = {};
   for (const n of sizes) {
     const a = random(n * n, 1);
     const b = random(n * n, 2);
@@ -58,8 +63,10 @@ for (const label of values.kernels.split(",")) {
       kernel.gemm(n, n, n, a, b, c);
       bestMs = Math.min(bestMs, performance.now() - t);
     }
-    row.push(`n=${n}: ${((2 * n ** 3) / bestMs / 1e6).toFixed(1).padStart(6)} GFLOP/s`);
+    gflops[n] = (2 * n ** 3) / bestMs / 1e6;
+    row.push(`n=${n}: ${gflops[n].toFixed(1).padStart(6)} GFLOP/s`);
   }
   rows.push(row.join("  "));
-  console.log(`${rows.at(-1)}   [${kernel.fingerprint}]`);
+  if (values.json) console.log(JSON.stringify({ kernel: label, fingerprint: kernel.fingerprint, gflops }));
+  else console.log(`${rows.at(-1)}   [${kernel.fingerprint}]`);
 }
