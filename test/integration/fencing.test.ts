@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { BlobService, JobService, JobState, LeaseState, WorkerService } from "@dce/proto";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { codeOf } from "../support/assertions.js";
 import { type Cluster, randomMatrix, startCluster } from "../support/cluster.js";
 
 // A real coordinator process with no real workers: the test plays the workers over
@@ -56,15 +57,6 @@ async function registerFake(name: string, fingerprint = "test/1"): Promise<strin
   const w = cluster.raw(WorkerService);
   const r = await w.registerWorker({ name, kernels: [{ name: "reference", fingerprint }], threads: 1 });
   return r.workerId;
-}
-
-async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
 }
 
 describe("kernel fingerprint pinning through a real coordinator", () => {

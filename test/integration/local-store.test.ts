@@ -5,6 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient } from "@dce/client-sdk";
 import { BlobService, JobService, WorkerService } from "@dce/proto";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { codeOf, logLines } from "../support/assertions.js";
 import { type Cluster, naiveMultiply, type Proc, randomMatrix, sameBytes, startCluster } from "../support/cluster.js";
 import { bearer, getHttp1, parseScrape } from "../support/ops.js";
 
@@ -59,17 +60,7 @@ function delta(after: Counters, before: Counters): Counters {
 
 /** JSON log lines of a process's stderr with the given `msg`. */
 function logged(p: Proc, msg: string): Record<string, unknown>[] {
-  return p.stderr
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .map((l) => {
-      try {
-        return JSON.parse(l) as Record<string, unknown>;
-      } catch {
-        return {};
-      }
-    })
-    .filter((l) => l.msg === msg);
+  return logLines(p.stderr).filter((l) => l.msg === msg);
 }
 
 /** Where a worker said its input blocks come from. */
@@ -97,15 +88,6 @@ async function runJob(
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const offer = { name: "probe", fingerprint: "probe/1" };
-
-async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
-  try {
-    await p;
-    return "ok";
-  } catch (e) {
-    return ConnectError.from(e).code;
-  }
-}
 
 describe("local store offered (coordinator default)", () => {
   let cluster: Cluster;
