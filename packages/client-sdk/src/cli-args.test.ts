@@ -15,7 +15,7 @@ describe("parseArgs", () => {
   it("parses a waiting submit with defaults", () => {
     expect(ok(parseArgs(split("submit a.npy b.npy -o c.npy"), {}))).toEqual({
       kind: "submit",
-      connection: { baseUrl: DEFAULT_COORDINATOR, timeoutMs: 30_000 },
+      connection: { baseUrl: DEFAULT_COORDINATOR, timeoutMs: 30_000, localStore: "auto" },
       json: false,
       aPath: "a.npy",
       bPath: "b.npy",
@@ -28,14 +28,14 @@ describe("parseArgs", () => {
     const cmd = ok(
       parseArgs(
         split(
-          "submit a.npy b.npy --no-wait --json --tile 128x256 --kernel blocked --idempotency-key run-1 --coordinator http://localhost:9 --timeout-ms 500",
+          "submit a.npy b.npy --no-wait --json --tile 128x256 --kernel blocked --idempotency-key run-1 --coordinator http://localhost:9 --timeout-ms 500 --local-store off",
         ),
         {},
       ),
     );
     expect(cmd).toEqual({
       kind: "submit",
-      connection: { baseUrl: "http://localhost:9", timeoutMs: 500 },
+      connection: { baseUrl: "http://localhost:9", timeoutMs: 500, localStore: "off" },
       json: true,
       aPath: "a.npy",
       bPath: "b.npy",
@@ -52,16 +52,21 @@ describe("parseArgs", () => {
   });
 
   it("falls back to DCE_COORDINATOR, DCE_CA and DCE_TIMEOUT_MS, and the flags win", () => {
-    const env = { DCE_COORDINATOR: "https://env:1", DCE_CA: "/env/ca.pem", DCE_TIMEOUT_MS: "1234" };
+    const env = { DCE_COORDINATOR: "https://env:1", DCE_CA: "/env/ca.pem", DCE_TIMEOUT_MS: "1234", DCE_LOCAL_STORE: "off" };
     expect(ok(parseArgs(split("status j1"), env)).connection).toEqual({
       baseUrl: "https://env:1",
       caPath: "/env/ca.pem",
       timeoutMs: 1234,
+      localStore: "off",
     });
-    expect(ok(parseArgs(split("status j1 --coordinator https://flag:2 --ca /flag.pem --timeout-ms 9"), env)).connection).toEqual({
+    expect(
+      ok(parseArgs(split("status j1 --coordinator https://flag:2 --ca /flag.pem --timeout-ms 9 --local-store auto"), env))
+        .connection,
+    ).toEqual({
       baseUrl: "https://flag:2",
       caPath: "/flag.pem",
       timeoutMs: 9,
+      localStore: "auto",
     });
     expect(
       ok(parseArgs(split("status j1 --max-message-bytes 8388608"), { DCE_MAX_MESSAGE_BYTES: "1000000" })).connection,
@@ -75,6 +80,7 @@ describe("parseArgs", () => {
     expect(ok(parseArgs(split("status j1"), { DCE_COORDINATOR: "", DCE_CA: "" })).connection).toEqual({
       baseUrl: DEFAULT_COORDINATOR,
       timeoutMs: 30_000,
+      localStore: "auto",
     });
   });
 
@@ -108,6 +114,7 @@ describe("parseArgs", () => {
     ["submit a b -o c --timeout-ms 1.5", /--timeout-ms must be a positive integer/],
     ["submit a b -o c --max-message-bytes 65536", /--max-message-bytes must be an integer of bytes above 65536/],
     ["submit a b -o c --max-message-bytes 4MiB", /--max-message-bytes must be an integer/],
+    ["status j1 --local-store on", /--local-store\/DCE_LOCAL_STORE must be auto or off, got "on"/],
     ["submit a b -o c --coordinator ftp://x", /must start with https:\/\/ or http:\/\//],
     ["submit a b -o c --coordinator nope", /is not a URL/],
     ["submit a b -o c --coordinator http://x --ca ca.pem", /--ca\/DCE_CA needs an https:\/\/ coordinator/],

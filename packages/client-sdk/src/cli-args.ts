@@ -19,6 +19,8 @@ export interface ConnectionConfig {
   readonly timeoutMs: number;
   /** Largest message sent or read (`--max-message-bytes`, env `DCE_MAX_MESSAGE_BYTES`); the SDK default if unset. */
   readonly maxMessageBytes?: number;
+  /** `--local-store auto|off` (env `DCE_LOCAL_STORE`): move matrix bytes through the coordinator's files when it offers them; default auto. */
+  readonly localStore: "auto" | "off";
 }
 
 /** Fields every command has. */
@@ -279,6 +281,10 @@ function withCommon(cmd: Command): Command {
     .option("--token <token>", "bearer token from `coordinator tokens add` (env DCE_TOKEN, preferred: argv is visible to ps)")
     .option("--timeout-ms <ms>", `timeout of each RPC in ms (env DCE_TIMEOUT_MS; default ${DEFAULT_TIMEOUT_MS})`)
     .option("--max-message-bytes <n>", "largest RPC message sent or read (env DCE_MAX_MESSAGE_BYTES; default 4194304)")
+    .option(
+      "--local-store <mode>",
+      "auto|off: on the coordinator's host, write uploads and read C through its files instead of RPCs (env DCE_LOCAL_STORE; default auto)",
+    )
     .option("--json", "print JSON instead of text");
 }
 
@@ -325,6 +331,11 @@ function resolveConnection(opts: Record<string, unknown>, env: CliEnv): Connecti
         ? parseMessageBytes(maxEnv, "DCE_MAX_MESSAGE_BYTES")
         : undefined;
 
+  const localStore = optString(opts, "localStore") ?? nonEmpty(env["DCE_LOCAL_STORE"]) ?? "auto";
+  if (localStore !== "auto" && localStore !== "off") {
+    throw new UsageError(`--local-store/DCE_LOCAL_STORE must be auto or off, got ${JSON.stringify(localStore)}`);
+  }
+
   let url: URL;
   try {
     url = new URL(baseUrl);
@@ -340,6 +351,7 @@ function resolveConnection(opts: Record<string, unknown>, env: CliEnv): Connecti
   return {
     baseUrl,
     timeoutMs,
+    localStore,
     ...(caPath === undefined ? {} : { caPath }),
     ...(token === undefined ? {} : { token }),
     ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),

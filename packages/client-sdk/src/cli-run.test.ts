@@ -66,7 +66,7 @@ describe("dce submit", () => {
     const b = parseNpy(t.fs.get("b.npy") ?? new Uint8Array());
     expect([c.rows, c.cols]).toEqual([3, 2]);
     expect(c.data).toEqual(matmul(a.data, b.data, 3, 4, 2));
-    expect(t.clientOptions[0]).toEqual({ baseUrl: "http://x:1", timeoutMs: 30_000 });
+    expect(t.clientOptions[0]).toEqual({ baseUrl: "http://x:1", timeoutMs: 30_000, useLocalStore: true });
     expect(t.fake.callsOf("SubmitJob")[0]?.request["matmul"]).toMatchObject({ tileRows: 2, tileCols: 2 });
   });
 

@@ -125,6 +125,7 @@ async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<Dce
     return deps.createClient({
       baseUrl: connection.baseUrl,
       timeoutMs: connection.timeoutMs,
+      useLocalStore: connection.localStore === "auto",
       ...(ca === undefined ? {} : { ca }),
       ...(connection.token === undefined ? {} : { token: connection.token }),
       ...(connection.maxMessageBytes === undefined ? {} : { maxMessageBytes: connection.maxMessageBytes }),
