@@ -26,7 +26,11 @@ describe("corruptTile (worker --chaos-corrupt-rate)", () => {
           expect(delta > 0 || Number.isNaN(delta)).toBe(true);
         },
       ),
-      { numRuns: 500 },
+      {
+        numRuns: 500,
+        // Found by a random run: the chosen row holds only a subnormal, the other row 1024.
+        examples: [[2, 3, [0, 0, -5e-324, -1024.0000000000002, ...new Array<number>(77).fill(0)], [0, 2 / 3, 0, 0]]],
+      },
     );
   });
 

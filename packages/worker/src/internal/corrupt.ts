@@ -31,7 +31,8 @@ export function corruptTile(c: Float64Array, n: number, random: () => number): C
     }
   };
   scan(row * n, Math.min(c.length, (row + 1) * n));
-  if (index < 0) scan(0, c.length);
+  // A row of zeros or of values below 2^-900: take the largest entry of the whole tile.
+  if (index < 0 || best < 2 ** -900) scan(0, c.length);
   if (index < 0 || best < 2 ** -900) {
     // Nothing but zeros (or values so tiny that scaling them rounds back): a 1 is wrong by far more than rounding.
     index = Math.min(c.length - 1, Math.floor(random() * c.length));
