@@ -111,9 +111,10 @@ export function createProjection(k: number, rounds: number, tiling: ColumnTiling
 
 /**
  * The dot products of one vector `x[xOff..xOff+len)` with `rounds` interleaved vectors
- * `v[(vOff + i)·rounds + t]`, plus Σ|x_i|·g_i when `g` is given (else Σ|x_i|), each summed
- * in index order, so the result does not depend on how many rounds are computed at once.
- * Writes `out[0]` = the magnitude sum, `out[1 + t]` = round t. One pass over x.
+ * `v[(vOff + i)·rounds + t]`, plus Σ|x_i|·g_i when `g` is given (else Σ|x_i|), and Σ|x_i|,
+ * each summed in index order, so the result does not depend on how many rounds are
+ * computed at once. Writes `out[0]` = the magnitude sum, `out[1 + t]` = round t and
+ * `out[rounds + 1]` = Σ|x_i|. One pass over x.
  */
 function interleavedDots(
   x: Float64Array,
@@ -129,6 +130,7 @@ function interleavedDots(
   if (rounds === 7) {
     // The production case (FREIVALDS_ROUNDS): every accumulator in a register.
     let m = 0;
+    let abs = 0;
     let y0 = 0;
     let y1 = 0;
     let y2 = 0;
@@ -153,6 +155,7 @@ function interleavedDots(
     } else {
       for (let i = 0; i < len; i++, vi += 7) {
         const a = x[xOff + i] as number;
+        abs += Math.abs(a);
         m += Math.abs(a) * (g[gOff + i] as number);
         y0 += a * (v[vi] as number);
         y1 += a * (v[vi + 1] as number);
@@ -171,12 +174,14 @@ function interleavedDots(
     out[5] = y4;
     out[6] = y5;
     out[7] = y6;
+    out[8] = g === undefined ? m : abs;
     return;
   }
-  out.fill(0, 0, rounds + 1);
+  out.fill(0, 0, rounds + 2);
   for (let i = 0; i < len; i++) {
     const a = x[xOff + i] as number;
     out[0] = (out[0] as number) + (g === undefined ? Math.abs(a) : Math.abs(a) * (g[gOff + i] as number));
+    out[rounds + 1] = (out[rounds + 1] as number) + Math.abs(a);
     const vi = (vOff + i) * rounds;
     for (let t = 0; t < rounds; t++) out[1 + t] = (out[1 + t] as number) + a * (v[vi + t] as number);
   }
@@ -191,7 +196,7 @@ export function projectRows(p: Projection, probes: Float64Array, rows: Float64Ar
   const { k, rounds } = p;
   const { cols, tileCols } = p.tiling;
   const blocks = Math.ceil(cols / tileCols);
-  const out = new Float64Array(rounds + 1);
+  const out = new Float64Array(rounds + 2);
   for (let i = 0; i < rowCount; i++) {
     const l = firstRow + i;
     const base = i * cols;
@@ -233,15 +238,14 @@ export function checkTileRows(
   const growth = (k + n + 2) * U;
   // One pass over a row of A gives the scale and every A_i·w_t; one pass over the row of
   // the tile gives Σ|Ĉ_ij| and every Ĉ_i·r_t.
-  const ay = new Float64Array(rounds + 1);
-  const cx = new Float64Array(rounds + 1);
+  const ay = new Float64Array(rounds + 2);
+  const cx = new Float64Array(rounds + 2);
   let unverifiable = 0;
   for (let i = 0; i < rowCount; i++) {
     const aBase = i * k;
     interleavedDots(aRows, aBase, k, w, jb * k, rounds, s, jb * k, ay);
     const scale = ay[0] as number;
-    let aAbs = 0;
-    for (let l = 0; l < k; l++) aAbs += Math.abs(aRows[aBase + l] as number);
+    const aAbs = ay[rounds + 1] as number;
     const eta = UNDERFLOW_UNIT * (n * (k + 1 + aAbs) + k + 1);
     // Not finite, NaN or near overflow: no rounding bound applies, the row is not checked.
     if (!(scale <= MAX_ROW_SCALE) || !Number.isFinite(eta)) {
