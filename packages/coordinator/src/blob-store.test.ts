@@ -38,14 +38,20 @@ async function expectBlobError(p: Promise<unknown>, kind: BlobError["kind"], mes
   expect((e as BlobError).message).toMatch(message);
 }
 
+/** Begins an upload of `data`, which the store must not hold yet. */
+function beginNew(store: BlobStore, data: Uint8Array): { uploadId: string } {
+  const begun = store.begin(data.byteLength, sha256(data), 0);
+  if (begun === undefined) throw new Error("blob unexpectedly present");
+  return begun;
+}
+
 describe("BlobStore.finishLocal", () => {
   it("adopts bytes written into the upload file: the blob reads back and the upload is gone", async () => {
     const store = open();
     // Larger than finishLocal's 8 MiB read buffer, so the hash is fed in several reads.
     const data = randomBytes(9 * 1024 * 1024 + 8);
     const id = sha256(data);
-    const begun = store.begin(data.byteLength, id, 0);
-    if (begun === undefined) throw new Error("blob unexpectedly present");
+    const begun = beginNew(store, data);
     const path = store.uploadPathOf(begun.uploadId);
     expect(path).toBe(join(store.dir, "uploads", begun.uploadId));
     expect(existsSync(path)).toBe(true); // created by begin, for the peer to write
@@ -88,8 +94,7 @@ describe("BlobStore.finishLocal", () => {
     const store = open();
     const data = randomBytes(4096);
     const id = sha256(data);
-    const begun = store.begin(data.byteLength, id, 0);
-    if (begun === undefined) throw new Error("blob unexpectedly present");
+    const begun = beginNew(store, data);
     const path = store.uploadPathOf(begun.uploadId);
     if (write) writeFileSync(path, write(data));
     await expectBlobError(store.finishLocal(begun.uploadId), "invalid", message);
@@ -98,8 +103,7 @@ describe("BlobStore.finishLocal", () => {
     expect(store.sizeOf(id)).toBeUndefined();
     // The upload is over; the same content can be uploaded again from the start.
     await expectBlobError(store.finishLocal(begun.uploadId), "not-found", /not found/);
-    const again = store.begin(data.byteLength, id, 0);
-    if (again === undefined) throw new Error("blob unexpectedly present");
+    const again = beginNew(store, data);
     writeFileSync(store.uploadPathOf(again.uploadId), data);
     await expect(store.finishLocal(again.uploadId)).resolves.toBe(id);
   });
@@ -108,8 +112,7 @@ describe("BlobStore.finishLocal", () => {
     const store = open();
     const data = randomBytes(4096);
     const id = sha256(data);
-    const begun = store.begin(data.byteLength, id, 0);
-    if (begun === undefined) throw new Error("blob unexpectedly present");
+    const begun = beginNew(store, data);
     const path = store.uploadPathOf(begun.uploadId);
     const wrong = Buffer.from(data);
     wrong[100] = (wrong[100] ?? 0) ^ 1;
@@ -130,8 +133,7 @@ describe("BlobStore.finishLocal", () => {
     const store = open();
     const data = randomBytes(4096);
     const id = sha256(data);
-    const begun = store.begin(data.byteLength, id, 0);
-    if (begun === undefined) throw new Error("blob unexpectedly present");
+    const begun = beginNew(store, data);
     store.append(begun.uploadId, 0, data.subarray(0, 1024), 0);
     await expectBlobError(
       store.finishLocal(begun.uploadId),
@@ -151,8 +153,7 @@ describe("BlobStore.finishLocal", () => {
     const store = open();
     const data = randomBytes(4096);
     const id = sha256(data);
-    const begun = store.begin(data.byteLength, id, 0);
-    if (begun === undefined) throw new Error("blob unexpectedly present");
+    const begun = beginNew(store, data);
     writeFileSync(store.uploadPathOf(begun.uploadId), data);
     const finishing = store.finishLocal(begun.uploadId);
     expect(() => store.append(begun.uploadId, 0, data.subarray(0, 8), 0)).toThrow(/not found/);
