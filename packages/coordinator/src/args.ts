@@ -1,7 +1,7 @@
 import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/proto/logging";
 import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "./observability/logging.js";
 import { type CoordinatorOptions, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 

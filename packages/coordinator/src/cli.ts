@@ -1,7 +1,7 @@
+import { createLogger } from "@dce/proto/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
-import { createLogger } from "./observability/logging.js";
 import { startCoordinator } from "./server.js";
 import { addToken, readTokenFile, revokeToken, TokenFileError } from "./tokens.js";
 

@@ -1,7 +1,7 @@
+import { LOG_FORMATS, type LogFormat } from "@dce/proto/logging";
 import { Command, CommanderError, Option } from "commander";
 import { isKernelName, type KernelName, kernelNames } from "./kernels/names.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
-import { LOG_FORMATS, type LogFormat } from "./logging.js";
 import { version } from "./version.js";
 
 /** Log levels `--log-level` accepts (pino's). */

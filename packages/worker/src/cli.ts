@@ -11,9 +11,9 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { createLogger } from "@dce/proto/logging";
 import { parseArgs } from "./cli-args.js";
 import { selectKernels } from "./kernels/kernel.js";
-import { createLogger } from "./logging.js";
 import { version } from "./version.js";
 import { RetryBudgetExceededError, Worker } from "./worker.js";
 

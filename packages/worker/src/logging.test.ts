@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
+import { createLogger, resolveLogFormat } from "@dce/proto/logging";
 import { describe, expect, it } from "vitest";
-import { createLogger, resolveLogFormat } from "./logging.js";
 
 function sink() {
   let text = "";

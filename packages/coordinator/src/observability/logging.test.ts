@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
+import { createLogger, REDACTED_LOG_PATHS, resolveLogFormat } from "@dce/proto/logging";
 import { describe, expect, it } from "vitest";
 import { parseArgs } from "../args.js";
-import { createLogger, REDACTED_LOG_PATHS, resolveLogFormat } from "./logging.js";
 
 /** A destination that keeps what is written. */
 function sink() {

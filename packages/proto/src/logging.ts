@@ -1,5 +1,9 @@
-// The same logger factory as @dce/coordinator's (src/observability/logging.ts): the two bins
-// share no runtime package, and their logs must read the same. Keep them in step.
+/**
+ * The logger of every dce process (`@dce/proto/logging`, Node.js only): the coordinator
+ * and the worker write the same lines, with the same redaction.
+ *
+ * @packageDocumentation
+ */
 import { type DestinationStream, type Logger, pino } from "pino";
 import pinoPretty from "pino-pretty";
 
@@ -8,6 +12,9 @@ export type LogFormat = "json" | "pretty";
 
 /** What `--log-format` accepts: a {@link LogFormat}, or `auto` (pretty on a terminal, JSON otherwise). */
 export const LOG_FORMATS = ["auto", "json", "pretty"] as const;
+
+/** Levels `--log-level` accepts (pino's). */
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /**
  * Field paths whose values never reach a log line, whatever the level: credentials
@@ -49,7 +56,7 @@ export interface LoggerOptions {
   readonly format?: LogFormat | "auto";
   /** Whether the destination is a terminal (decides `auto`, and colours in `pretty`). */
   readonly isTty?: boolean;
-  /** Fields on every line, e.g. `{ svc: "worker", pid }`. */
+  /** Fields on every line, e.g. `{ svc: "coordinator", pid }` or `{ svc: "worker", pid }`. */
   readonly base?: Record<string, unknown>;
   /** Where lines go; default file descriptor 2 (stderr). */
   readonly destination?: number | NodeJS.WritableStream;
@@ -63,7 +70,7 @@ export function resolveLogFormat(format: LogFormat | "auto", isTty: boolean): Lo
 }
 
 /**
- * Creates the worker's pino logger: JSON lines (the default when the output is not
+ * Creates a dce process's pino logger: JSON lines (the default when the output is not
  * a terminal), or pino-pretty lines (on a terminal, or when asked). Either way the
  * {@link REDACTED_LOG_PATHS} are redacted.
  */
