@@ -16,6 +16,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { encodeNpy, parseNpy } from "@dce/client-sdk";
+import { randomMatrix } from "../scripts/random-matrix.mjs";
 import { BIN, prepare, startCluster } from "./cluster.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -38,21 +39,6 @@ const cores = cpus().length;
 const dir = mkdtempSync(join(tmpdir(), "dce-bench-"));
 const results = { startedAt: new Date().toISOString(), node: process.version, cores, rows: [], notes: [] };
 const log = (s) => process.stderr.write(`${s}\n`);
-
-/** A reproducible random matrix with entries in [-1, 1). */
-function randomMatrix(rows, cols, seed) {
-  const data = new Float64Array(rows * cols);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < data.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    data[i] = x / 2147483648 - 1;
-  }
-  return { rows, cols, data };
-}
 
 /** Checks 64 random entries of C against dot products (catches a wrong or missing result). */
 function spotCheck(a, b, c) {

@@ -9,25 +9,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Verifier } from "@dce/coordinator";
 import { planMatMul, tileBounds } from "@dce/core";
+import { randomMatrix } from "./random-matrix.mjs";
 
 const env = process.env;
 const N = Number(env.DCE_BENCH_N ?? 4096);
 const TILE = Number(env.DCE_BENCH_TILE ?? 1024);
 const dir = mkdtempSync(join(tmpdir(), "dce-bench-verify-"));
-
-function random(len, seed) {
-  let x = seed >>> 0 || 1;
-  const data = new Float64Array(len);
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    data[i] = (x / 0x100000000) * 2 - 1;
-  }
-  return data;
-}
 
 /** An honest tile of A·B (ascending k), computed here for the benchmark only. */
 function tile(a, b, k, cols, bd) {
@@ -46,8 +33,8 @@ function tile(a, b, k, cols, bd) {
 }
 
 async function run(label, m, k, n, tileSize, shards, threads) {
-  const a = random(m * k, 1);
-  const b = random(k * n, 2);
+  const a = randomMatrix(m, k, 1).data;
+  const b = randomMatrix(k, n, 2).data;
   const aPath = join(dir, `a-${label}`);
   const bPath = join(dir, `b-${label}`);
   writeFileSync(aPath, new Uint8Array(a.buffer));

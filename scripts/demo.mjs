@@ -9,26 +9,13 @@ import { fileURLToPath } from "node:url";
 import { createClient } from "@dce/client-sdk";
 import { addToken, generateDevCertificates, issueWorkerCertificate, startCoordinator } from "@dce/coordinator";
 import { pino } from "pino";
+import { randomMatrix } from "./random-matrix.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const M = Number(process.env.DCE_DEMO_M ?? 384);
 const K = Number(process.env.DCE_DEMO_K ?? 512);
 const N = Number(process.env.DCE_DEMO_N ?? 448);
 const TILE = Number(process.env.DCE_DEMO_TILE ?? 96);
-
-function random(rows, cols, seed) {
-  let x = seed >>> 0 || 1;
-  const data = new Float64Array(rows * cols);
-  for (let i = 0; i < data.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    data[i] = (x / 0x100000000) * 2 - 1;
-  }
-  return { rows, cols, data };
-}
 
 function naive(a, b) {
   const c = new Float64Array(a.rows * b.cols);
@@ -111,8 +98,8 @@ try {
   );
   console.log("2 worker processes registered");
 
-  const a = random(M, K, 1);
-  const b = random(K, N, 2);
+  const a = randomMatrix(M, K, 1);
+  const b = randomMatrix(K, N, 2);
   const client = createClient({ baseUrl: coordinator.url, ca: readFileSync(certs.caCert, "utf8"), token: clientToken });
   const t0 = performance.now();
   const job = await client.submitMatMul(a, b, { tileSize: TILE, kernel: "reference" });
