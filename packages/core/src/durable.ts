@@ -9,9 +9,10 @@ import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type
  * Leases, heartbeats and retry counters are deliberately not durable: after a
  * restart every unfinished shard is leased again with a higher epoch. Counts of rejected
  * results below the quarantine limit are not durable either (each wrong result is caught
- * on its own, so forgetting them costs at most a few more rejected results), but a
- * quarantine is: a restart must not hand work again to a worker known to return wrong
- * results.
+ * on its own, so forgetting them costs at most a few more rejected results), and neither
+ * is a worker (registration) quarantine: every worker registers again after a restart,
+ * under a new id. An identity quarantine is durable: a restart must not hand work again
+ * to an identity known to return wrong results (see `quarantine.ts`).
  */
 export type DurableRecord =
   | {
@@ -30,7 +31,7 @@ export type DurableRecord =
   | { type: "job-succeeded"; jobId: JobId; resultBlobId: string; finishedAtMs: number }
   /** Every epoch below `upTo` may have been handed out; a restart continues above it. */
   | { type: "epochs-reserved"; upTo: number }
-  /** A worker identity was quarantined after `rejectedResults` results failed verification. */
+  /** A worker identity was quarantined after `rejectedResults` of its results failed verification (see `quarantine.ts`). */
   | { type: "worker-quarantined"; identity: string; rejectedResults: number; reason: string; atMs: number };
 
 /** A quarantined worker identity, as the durable model keeps it. */
@@ -161,7 +162,9 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
     s.identities.set(identity, {
       identity,
       rejectedResults: q.rejectedResults,
+      rejectingWorkers: 0,
       quarantinedAtMs: Math.max(1, q.atMs),
+      quarantinedWorkers: [],
       lastReason: q.reason,
     });
   }

@@ -18,8 +18,11 @@ export type CoreError =
   | { kind: "invalid-result"; jobId: JobId; shardIndex: number; message: string }
   /** The result arrived in time but is wrong: it failed the coordinator's verification. */
   | { kind: "result-rejected"; jobId: JobId; shardIndex: number; epoch: number; message: string }
-  /** The worker's identity is quarantined after repeated wrong results. */
-  | { kind: "worker-quarantined"; identity: string; rejectedResults: number }
+  /**
+   * The worker is shut out after repeated wrong results: the registration `workerId` by
+   * its own results, or (no `workerId`) every worker of `identity`.
+   */
+  | { kind: "worker-quarantined"; identity: string; rejectedResults: number; workerId?: string }
   | { kind: "job-finished"; jobId: JobId; state: string; message: string }
   | { kind: "result-not-ready"; jobId: JobId; state: string }
   | { kind: "over-capacity"; message: string }
@@ -68,6 +71,9 @@ export function describeError(e: CoreError): string {
     case "result-rejected":
       return `job ${e.jobId} shard ${e.shardIndex} epoch ${e.epoch}: result rejected by verification (${e.message}); the shard runs again elsewhere`;
     case "worker-quarantined":
+      if (e.workerId !== undefined) {
+        return `worker ${clip(e.workerId)} (identity '${e.identity.slice(0, 256)}') is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
+      }
       return `worker identity '${e.identity.slice(0, 256)}' is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
     case "job-finished":
       return e.message;

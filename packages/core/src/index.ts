@@ -26,6 +26,8 @@ export { asClientId, asJobId, asWorkerId } from "./ids.js";
 export { checkInvariants } from "./invariants.js";
 export type { Plan, TileBounds } from "./plan.js";
 export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
+export type { QuarantineDecision } from "./quarantine.js";
+export { isShutOut, sameIdentityPeers } from "./quarantine.js";
 export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
 export { autoTile, DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
 export type {
@@ -36,6 +38,7 @@ export type {
   JobStateName,
   KernelOffer,
   LeaseRecord,
+  QuarantinedWorker,
   WorkerRecord,
 } from "./state.js";
 export { createCoreState, DEFAULT_CORE_CONFIG, isTerminal, ShardStatus } from "./state.js";

@@ -87,7 +87,7 @@ export interface WorkerRecord {
   /**
    * Who the worker is, as authenticated by the shell: the subject of its client
    * certificate, or its registered name when certificates are not in use. Rejected
-   * results and quarantine are kept per identity, so registering again does not reset them.
+   * results count against the worker and against its identity; see `quarantine.ts`.
    */
   readonly identity: string;
   readonly kernels: readonly KernelOffer[];
@@ -99,15 +99,34 @@ export interface WorkerRecord {
   throttledUntilMs: number;
   /** Epochs of the leases it holds. */
   readonly leases: Set<number>;
+  /** Results of this registration that failed verification. */
+  rejectedResults: number;
+  /** When this registration was quarantined; 0 while it is not. A quarantined worker gets no leases. */
+  quarantinedAtMs: number;
+}
+
+/** A worker registration quarantined for its own wrong results, as its identity remembers it. */
+export interface QuarantinedWorker {
+  readonly workerId: WorkerId;
+  readonly name: string;
+  readonly rejectedResults: number;
+  readonly atMs: number;
 }
 
 /** What the coordinator remembers about one worker identity's rejected results. */
 export interface IdentityRecord {
   readonly identity: string;
-  /** Results of this identity that failed verification (since the coordinator started). */
+  /** Results of this identity that failed verification (since the coordinator started), over all its registrations. */
   rejectedResults: number;
-  /** When it was quarantined; 0 while it is not. A quarantined identity gets no leases. */
+  /** Registrations of this identity with at least one rejected result (since the coordinator started). */
+  rejectingWorkers: number;
+  /**
+   * When the identity was quarantined; 0 while it is not. A quarantined identity gets no
+   * leases and cannot register.
+   */
   quarantinedAtMs: number;
+  /** Its registrations quarantined for their own results (kept after the worker is forgotten). */
+  readonly quarantinedWorkers: QuarantinedWorker[];
   /** Why its last result was rejected. */
   lastReason: string;
 }
@@ -138,8 +157,9 @@ export interface CoreConfig {
   readonly throttleBaseMs: number;
   readonly throttleMaxMs: number;
   /**
-   * Results failing verification after which a worker identity is quarantined (no more
-   * leases, refused registration); 0 never quarantines.
+   * Results failing verification after which a worker registration is quarantined (no
+   * more leases); its identity is quarantined (refused registration too) once that many
+   * came from two or more of its registrations. 0 never quarantines. See `quarantine.ts`.
    */
   readonly quarantineAfterRejections: number;
   /**

@@ -1010,7 +1010,10 @@ describe("verified results: rejection, requeue and quarantine", () => {
     const [g] = d.grants("w1", 1);
     if (!g) throw new Error("no grant");
     const r = d.reject("w1", g.lease);
-    expect(r.outcome).toEqual({ ok: true, value: { leaseEnded: true, requeued: true, quarantined: false } });
+    expect(r.outcome).toEqual({
+      ok: true,
+      value: { leaseEnded: true, requeued: true, quarantined: false, identityQuarantined: false },
+    });
     expect(effectsOf(r.effects, "log")[0]).toMatchObject({ level: "warn", msg: "shard result rejected" });
     expect(effectsOf(r.effects, "persist")).toEqual([]);
     expect(d.state.leases.has(g.lease.epoch)).toBe(false);
@@ -1051,40 +1054,34 @@ describe("verified results: rejection, requeue and quarantine", () => {
     expect(d.grants("w1", 1)[0]?.lease.shardIndex).toBe(0);
   });
 
-  it("after quarantineAfterRejections rejections the identity is quarantined: durable, logged at error, no more work", () => {
+  it("after quarantineAfterRejections rejections the worker is quarantined: logged at error, no more work", () => {
     const { d } = pair({ ...CFG, quarantineAfterRejections: 2, maxAttempts: 5 });
     const [g1, g2, g3] = d.grants("w1", 3);
     if (!g1 || !g2 || !g3) throw new Error("no grants");
     expect(d.reject("w1", g1.lease).outcome).toEqual({
       ok: true,
-      value: { leaseEnded: true, requeued: true, quarantined: false },
+      value: { leaseEnded: true, requeued: true, quarantined: false, identityQuarantined: false },
     });
     d.advance(10);
     const r = d.reject("w1", g2.lease);
-    expect(r.outcome).toEqual({ ok: true, value: { leaseEnded: true, requeued: true, quarantined: true } });
-    expect(effectsOf(r.effects, "persist")).toEqual([
-      {
-        type: "persist",
-        record: {
-          type: "worker-quarantined",
-          identity: "alice",
-          rejectedResults: 2,
-          reason: "result rejected: row 0 fails Freivalds' test",
-          atMs: d.nowMs,
-        },
-      },
-    ]);
+    expect(r.outcome).toEqual({
+      ok: true,
+      value: { leaseEnded: true, requeued: true, quarantined: true, identityQuarantined: false },
+    });
+    // One process's results are no evidence about its identity: nothing durable (quarantine.test.ts has the identity rule).
+    expect(effectsOf(r.effects, "persist")).toEqual([]);
     expect(effectsOf(r.effects, "log").find((l) => l.msg === "worker quarantined")).toMatchObject({
       level: "error",
-      fields: { identity: "alice", rejectedResults: 2 },
+      fields: { workerId: "w1", identity: "alice", scope: "worker", rejectedResults: 2 },
     });
     // Its third lease was taken back at once, without charging an attempt.
     expect(d.state.leases.has(g3.lease.epoch)).toBe(false);
     expect(d.job(g3.lease.jobId).shardAttempts[g3.lease.shardIndex]).toBe(0);
     expectInvariants(d);
-    const refused = { ok: false, error: { kind: "worker-quarantined", identity: "alice", rejectedResults: 2 } };
-    expect(d.acquire("w1", 1).outcome).toEqual(refused);
-    expect(d.register("w1-new", [REF_A], "alice").outcome).toEqual(refused);
+    expect(d.acquire("w1", 1).outcome).toEqual({
+      ok: false,
+      error: { kind: "worker-quarantined", identity: "alice", rejectedResults: 2, workerId: "w1" },
+    });
     // Its late report about the revoked lease is stale; bob finishes everything.
     expect(d.complete("w1", g3.lease).outcome).toMatchObject({ ok: false, error: { kind: "lease-lost" } });
     for (const g of d.grants("w2", 4)) expect(d.complete("w2", g.lease).outcome.ok).toBe(true);
@@ -1099,7 +1096,7 @@ describe("verified results: rejection, requeue and quarantine", () => {
       if (!g) throw new Error("no grant");
       expect(d.reject("w1", g.lease).outcome).toEqual({
         ok: true,
-        value: { leaseEnded: true, requeued: true, quarantined: false },
+        value: { leaseEnded: true, requeued: true, quarantined: false, identityQuarantined: false },
       });
     }
     expect(d.state.identities.get("alice")).toMatchObject({ rejectedResults: 4, quarantinedAtMs: 0 });
@@ -1116,7 +1113,7 @@ describe("verified results: rejection, requeue and quarantine", () => {
     const before = d.job(jobId).version;
     expect(d.reject("w1", g.lease).outcome).toEqual({
       ok: true,
-      value: { leaseEnded: false, requeued: false, quarantined: false },
+      value: { leaseEnded: false, requeued: false, quarantined: false, identityQuarantined: false },
     });
     expect(d.job(jobId).version).toBe(before);
     expect(d.state.identities.get("alice")?.rejectedResults).toBe(1);
@@ -1140,7 +1137,7 @@ describe("verified results: rejection, requeue and quarantine", () => {
     if (!backup) throw new Error("no backup");
     expect(d.reject("w1", slow.lease).outcome).toEqual({
       ok: true,
-      value: { leaseEnded: true, requeued: false, quarantined: false },
+      value: { leaseEnded: true, requeued: false, quarantined: false, identityQuarantined: false },
     });
     expectInvariants(d);
     expect(d.complete("w2", backup.lease).outcome.ok).toBe(true);
@@ -1176,16 +1173,20 @@ describe("verified results: rejection, requeue and quarantine", () => {
     expect(d.job(g.lease.jobId).version).toBe(versionBefore);
   });
 
-  it("a quarantine survives a restart through the durable model; counts below the limit do not", () => {
+  it("an identity quarantine survives a restart through the durable model; counts below the limit do not", () => {
     const { d } = pair({ ...CFG, quarantineAfterRejections: 1 });
-    const [g] = d.grants("w2", 1);
-    if (!g) throw new Error("no grant");
+    unwrap(d.register("w3", [REF_A], "bob").outcome);
+    const [g2] = d.grants("w2", 1);
+    const [g3] = d.grants("w3", 1);
+    if (!g2 || !g3) throw new Error("no grant");
     const model = createDurableModel();
-    const r = d.reject("w2", g.lease);
-    for (const fx of effectsOf(r.effects, "persist")) applyRecord(model, fx.record);
+    // Two workers of bob each return a wrong result: the second one quarantines the identity.
+    for (const r of [d.reject("w2", g2.lease), d.reject("w3", g3.lease)]) {
+      for (const fx of effectsOf(r.effects, "persist")) applyRecord(model, fx.record);
+    }
     const snap = JSON.parse(JSON.stringify(toSnapshot(model)));
     const restored = restoreCoreState(CFG, fromSnapshot(snap)).state;
-    expect(restored.identities.get("bob")).toMatchObject({ rejectedResults: 1 });
+    expect(restored.identities.get("bob")).toMatchObject({ rejectedResults: 2 });
     expect(restored.identities.get("bob")?.quarantinedAtMs).toBeGreaterThan(0);
     expect(restored.identities.has("alice")).toBe(false);
     // A snapshot from before quarantines existed still loads.

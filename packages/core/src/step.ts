@@ -2,11 +2,11 @@ import type { DurableRecord } from "./durable.js";
 import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
+import { applyQuarantineRule, checkIdentity, countRejection, isShutOut, shutOutError } from "./quarantine.js";
 import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
 import {
   type CoreState,
   createJobRecord,
-  type IdentityRecord,
   isTerminal,
   type JobRecord,
   type KernelOffer,
@@ -47,7 +47,8 @@ export interface WorkerRegistered {
   threads: number;
   /**
    * The worker's authenticated identity (its certificate subject); defaults to `name`
-   * when the shell has no stronger identity. Quarantine is keyed by it.
+   * when the shell has no stronger identity. See `quarantine.ts` for how rejected results
+   * count against the worker and against its identity.
    */
   identity?: string;
 }
@@ -175,9 +176,10 @@ export interface OutcomeMap {
   /**
    * ok once the rejection is recorded. `leaseEnded`: the lease was live and is over;
    * `requeued`: its shard runs again (false when a straggler twin carries on);
-   * `quarantined`: this rejection quarantined the worker's identity.
+   * `quarantined`: this rejection shut the sending worker out (it or its identity was
+   * quarantined); `identityQuarantined`: its identity was, so every worker presenting it is.
    */
-  "shard-rejected": Result<{ leaseEnded: boolean; requeued: boolean; quarantined: boolean }>;
+  "shard-rejected": Result<{ leaseEnded: boolean; requeued: boolean; quarantined: boolean; identityQuarantined: boolean }>;
   "shard-failed": Result<{ jobFailed: boolean }>;
   ticked: Result<{ expired: number }>;
   "result-finalized": Result<null>;
@@ -340,10 +342,8 @@ function cancel(s: CoreState, e: JobCancelRequested, fx: Effect[]): OutcomeMap["
 function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-registered"] {
   if (s.workers.has(e.workerId)) return err({ kind: "invalid-spec", message: `worker id ${e.workerId} is already in use` });
   const identity = e.identity ?? e.name;
-  const known = s.identities.get(identity);
-  if (known && known.quarantinedAtMs > 0) {
-    return err({ kind: "worker-quarantined", identity, rejectedResults: known.rejectedResults });
-  }
+  const refused = checkIdentity(s, identity);
+  if (!refused.ok) return refused;
   // An empty fingerprint would leave a job unpinned and let it mix kernel builds.
   const blank = e.kernels.find((k) => k.name === "" || k.fingerprint === "");
   if (blank) return err({ kind: "invalid-spec", message: "every kernel needs a non-empty name and fingerprint" });
@@ -357,6 +357,8 @@ function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-registe
     failureStreak: 0,
     throttledUntilMs: 0,
     leases: new Set(),
+    rejectedResults: 0,
+    quarantinedAtMs: 0,
   });
   return ok({ workerId: e.workerId });
 }
@@ -378,10 +380,8 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
   if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
   worker.lastSeenMs = e.nowMs;
   if (s.draining) return err({ kind: "draining" });
-  const quarantine = s.identities.get(worker.identity);
-  if (quarantine && quarantine.quarantinedAtMs > 0) {
-    return err({ kind: "worker-quarantined", identity: worker.identity, rejectedResults: quarantine.rejectedResults });
-  }
+  const shutOut = shutOutError(s, worker);
+  if (shutOut) return err(shutOut);
   const grants: Grant[] = [];
   // A worker that keeps failing waits out its throttle period (it long-polls meanwhile).
   if (worker.throttledUntilMs > e.nowMs) return ok(grants);
@@ -497,7 +497,7 @@ function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["sh
 function fairShare(s: CoreState, job: JobRecord, worker: WorkerRecord): number {
   let takers = 0;
   for (const w of s.workers.values()) {
-    if (!isQuarantined(s, w.identity) && kernelFor(job, w.kernels, s.config.limits.kernels)) takers++;
+    if (!isShutOut(s, w) && kernelFor(job, w.kernels, s.config.limits.kernels)) takers++;
   }
   let held = 0;
   for (const epoch of worker.leases) if (s.leases.get(epoch)?.jobId === job.id) held++;
@@ -548,14 +548,10 @@ function nextShard(s: CoreState, job: JobRecord, nowMs: number, worker: WorkerRe
 /** True when a registered, unquarantined worker whose identity is not in `avoid` can run `job`. */
 function anotherTaker(s: CoreState, job: JobRecord, avoid: readonly string[]): boolean {
   for (const w of s.workers.values()) {
-    if (avoid.includes(w.identity) || isQuarantined(s, w.identity)) continue;
+    if (avoid.includes(w.identity) || isShutOut(s, w)) continue;
     if (kernelFor(job, w.kernels, s.config.limits.kernels)) return true;
   }
   return false;
-}
-
-function isQuarantined(s: CoreState, identity: string): boolean {
-  return (s.identities.get(identity)?.quarantinedAtMs ?? 0) > 0;
 }
 
 /** Classifies a report about `key` from `workerId`: the live lease, or why it is not valid. */
@@ -764,16 +760,22 @@ function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["sha
   worker.lastSeenMs = e.nowMs;
   const why = `result rejected: ${e.reason.slice(0, 512)}`;
   const identity = worker.identity;
-  const rec: IdentityRecord = s.identities.get(identity) ?? { identity, rejectedResults: 0, quarantinedAtMs: 0, lastReason: "" };
-  s.identities.set(identity, rec);
-  rec.rejectedResults++;
-  rec.lastReason = why;
+  const rec = countRejection(s, worker, why);
   const { jobId, shardIndex, epoch } = e.lease;
   fx.push({
     type: "log",
     level: "warn",
     msg: "shard result rejected",
-    fields: { jobId, shard: shardIndex, epoch, workerId: worker.id, identity, rejectedResults: rec.rejectedResults, reason: why },
+    fields: {
+      jobId,
+      shard: shardIndex,
+      epoch,
+      workerId: worker.id,
+      identity,
+      rejectedResults: rec.rejectedResults,
+      workerRejectedResults: worker.rejectedResults,
+      reason: why,
+    },
   });
   let requeued = false;
   let leaseEnded = false;
@@ -796,54 +798,35 @@ function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["sha
       requeued = true;
     }
   }
-  const limit = s.config.quarantineAfterRejections;
-  let quarantined = false;
-  if (limit > 0 && rec.rejectedResults >= limit && rec.quarantinedAtMs === 0) {
-    quarantine(s, rec, e.nowMs, fx);
-    quarantined = true;
-  }
-  return ok({ leaseEnded, requeued, quarantined });
+  const q = applyQuarantineRule(s, worker, e.nowMs, fx);
+  for (const w of q.shutOut) takeBack(s, w, e.nowMs, fx);
+  return ok({
+    leaseEnded,
+    requeued,
+    quarantined: q.workerQuarantined || q.identityQuarantined,
+    identityQuarantined: q.identityQuarantined,
+  });
 }
 
 /**
- * Quarantines a worker identity: it gets no more leases and cannot register again. Its
- * live leases are taken back at once (like a hand-back: no attempt is charged) so their
- * shards go to other workers now rather than after the quarantined worker's results.
+ * Takes back the live leases of a quarantined worker at once (like a hand-back: no
+ * attempt is charged), so their shards go to other workers now rather than after the
+ * quarantined worker's results.
  */
-function quarantine(s: CoreState, rec: IdentityRecord, nowMs: number, fx: Effect[]): void {
-  rec.quarantinedAtMs = nowMs;
-  fx.push({
-    type: "persist",
-    record: {
-      type: "worker-quarantined",
-      identity: rec.identity,
-      rejectedResults: rec.rejectedResults,
-      reason: rec.lastReason,
-      atMs: nowMs,
-    },
-  });
-  fx.push({
-    type: "log",
-    level: "error",
-    msg: "worker quarantined",
-    fields: { identity: rec.identity, rejectedResults: rec.rejectedResults, reason: rec.lastReason },
-  });
-  for (const w of s.workers.values()) {
-    if (w.identity !== rec.identity) continue;
-    for (const epoch of [...w.leases]) {
-      const lease = s.leases.get(epoch);
-      const job = lease ? s.jobs.get(lease.jobId) : undefined;
-      if (!lease || !job) continue;
-      const shard = lease.shardIndex;
-      job.version++;
-      fx.push({ type: "job-changed", jobId: job.id });
-      if (endLease(s, job, lease)) continue;
-      job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
-      job.shardStatus[shard] = ShardStatus.pending;
-      job.shardNotBeforeMs[shard] = nowMs;
-      job.retryQueue.push(shard);
-      fx.push({ type: "shards-available" });
-    }
+function takeBack(s: CoreState, w: WorkerRecord, nowMs: number, fx: Effect[]): void {
+  for (const epoch of [...w.leases]) {
+    const lease = s.leases.get(epoch);
+    const job = lease ? s.jobs.get(lease.jobId) : undefined;
+    if (!lease || !job) continue;
+    const shard = lease.shardIndex;
+    job.version++;
+    fx.push({ type: "job-changed", jobId: job.id });
+    if (endLease(s, job, lease)) continue;
+    job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
+    job.shardStatus[shard] = ShardStatus.pending;
+    job.shardNotBeforeMs[shard] = nowMs;
+    job.retryQueue.push(shard);
+    fx.push({ type: "shards-available" });
   }
 }
 
