@@ -22,6 +22,7 @@ import {
   resultOf,
   ShardStatus,
   type StepResult,
+  sameIdentityPeers,
   step,
   tileBounds,
   tileSizeBytes,
@@ -642,9 +643,10 @@ export class Coordinator {
   }
 
   /**
-   * The identity rejected results and quarantine are kept by: the subject of the worker's
-   * verified certificate, or, in development mode (no certificates), the name it registers
-   * with — so one bad worker does not shut out every anonymous one.
+   * The identity rejected results count against (besides the worker itself; see the core's
+   * `quarantine.ts`): the CN of the worker's verified certificate, or, in development mode
+   * (no certificates), the name it registers with — so one bad worker does not shut out
+   * every anonymous one.
    */
   #quarantineIdentityOf(ctx: HandlerContext, name: string): string {
     const p = ctx.values.get(principalKey);
@@ -876,6 +878,18 @@ export class Coordinator {
           { workerId, identity, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads },
           "worker registered",
         );
+        // Live: heard from within a long poll and a lease TTL (the dashboard's "stale" bound).
+        const liveSinceMs = Date.now() - this.config.maxLongPollMs - this.config.core.leaseTtlMs - 5_000;
+        const peers = sameIdentityPeers(this.#state, workerId, liveSinceMs).slice(0, 8);
+        if (peers.length > 0) {
+          const others = peers.map((w) => ({ workerId: w.id, name: w.name }));
+          const hint =
+            "give each worker its own certificate (coordinator init-certs --workers N): wrong results from two workers of one identity quarantine all of them";
+          this.#log.warn(
+            { workerId, name: req.name, identity: peers[0]?.identity, others, hint },
+            "two live workers present the same identity",
+          );
+        }
         const ttl = this.config.core.leaseTtlMs;
         return {
           workerId,

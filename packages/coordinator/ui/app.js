@@ -164,7 +164,8 @@ function renderWorkers(s) {
         "td",
         { title: w.rejectedResults ? `${w.rejectedResults} result(s) failed verification` : "" },
         h("span", { class: `dot dot-${w.status}` }),
-        h("span", { "data-testid": "worker-status" }, w.status),
+        // "quarantined" alone: this worker, for its own results; "(identity)": every worker with its certificate.
+        h("span", { "data-testid": "worker-status" }, w.quarantine === "identity" ? "quarantined (identity)" : w.status),
         w.rejectedResults ? h("span", { class: "sub-line" }, `${w.rejectedResults} rejected`) : "",
       ),
       h("td", { class: "num" }, fmtNum(w.threads)),

@@ -57,22 +57,50 @@ describe("dashboard snapshot", () => {
     expect(dash.snapshot("unknown").focusJobId).toBe(b);
   });
 
-  it("shows a quarantined worker, and keeps listing its identity after the process is forgotten", () => {
+  it("shows a quarantined worker beside an honest one of the same identity, and keeps listing it after the process is forgotten", () => {
     const fake = new FakeCoordinator({ quarantineAfterRejections: 1, workerTtlMs: 1_000 });
     const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
     fake.submit(4, 4, 4, 2);
-    const bad = fake.register("w-bad", 1, "CN=bad");
-    fake.register("w-good", 1, "CN=good");
+    const bad = fake.register("w-bad", 1, "CN=shared");
+    fake.register("w-good", 1, "CN=shared");
     const [g] = fake.acquire(bad, 1);
     if (!g) throw new Error("expected a grant");
     expect(fake.reject(bad, g).ok).toBe(true);
     expect(dash.snapshot().workers).toEqual([
-      expect.objectContaining({ name: "w-bad", identity: "CN=bad", status: "quarantined", rejectedResults: 1 }),
-      expect.objectContaining({ name: "w-good", identity: "CN=good", status: "idle", rejectedResults: 0 }),
+      expect.objectContaining({
+        name: "w-bad",
+        identity: "CN=shared",
+        status: "quarantined",
+        quarantine: "worker",
+        rejectedResults: 1,
+      }),
+      expect.objectContaining({ name: "w-good", identity: "CN=shared", status: "idle", quarantine: "", rejectedResults: 0 }),
     ]);
-    fake.tick(5_000); // both processes forgotten; the quarantine stays
+    fake.tick(5_000); // both processes forgotten; the quarantined one stays listed
     expect(dash.snapshot().workers).toEqual([
-      expect.objectContaining({ id: "", name: "CN=bad", identity: "CN=bad", status: "quarantined", rejectedResults: 1 }),
+      expect.objectContaining({ id: bad, name: "w-bad", status: "quarantined", quarantine: "worker", rejectedResults: 1 }),
+    ]);
+    dash.close();
+  });
+
+  it("lists a quarantined identity, also once none of its workers is left", () => {
+    const fake = new FakeCoordinator({ quarantineAfterRejections: 2, workerTtlMs: 1_000 });
+    const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
+    fake.submit(4, 4, 4, 2);
+    // One wrong result from each of two workers of CN=bad: the identity reaches the limit.
+    for (const name of ["w-bad-1", "w-bad-2"]) {
+      const w = fake.register(name, 1, "CN=bad");
+      const [g] = fake.acquire(w, 1);
+      if (!g) throw new Error("expected a grant");
+      expect(fake.reject(w, g).ok).toBe(true);
+    }
+    expect(dash.snapshot().workers.map((w) => [w.name, w.status, w.quarantine, w.rejectedResults])).toEqual([
+      ["w-bad-1", "quarantined", "identity", 1],
+      ["w-bad-2", "quarantined", "identity", 1],
+    ]);
+    fake.tick(5_000);
+    expect(dash.snapshot().workers).toEqual([
+      expect.objectContaining({ id: "", name: "CN=bad", status: "quarantined", quarantine: "identity", rejectedResults: 2 }),
     ]);
     dash.close();
   });

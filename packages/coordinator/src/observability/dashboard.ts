@@ -65,22 +65,29 @@ export interface DashboardLease {
 }
 
 /**
- * One worker as the dashboard shows it. A quarantined identity with no registered
- * process left is listed too, with an empty `id`, so the operator still sees it.
+ * One worker as the dashboard shows it. A worker quarantined for its own results stays
+ * listed after its process is forgotten, and so does a quarantined identity with no
+ * worker left (with an empty `id`), so the operator still sees them.
  */
 export interface DashboardWorker {
   readonly id: string;
   readonly name: string;
-  /** The identity rejected results and quarantine are kept by (certificate subject or name). */
+  /** The identity its results also count against (certificate CN, or name without certificates). */
   readonly identity: string;
   readonly threads: number;
   readonly kernels: readonly string[];
   /**
-   * quarantined: its identity returned too many results that failed verification and gets
-   * no more work; otherwise busy: holds leases; idle: none; stale: not heard from for `staleAfterMs`.
+   * quarantined: it (or its identity) returned too many results that failed verification
+   * and gets no more work; otherwise busy: holds leases; idle: none; stale: not heard from
+   * for `staleAfterMs`.
    */
   readonly status: "busy" | "idle" | "stale" | "quarantined";
-  /** Results of its identity that failed verification. */
+  /**
+   * What is quarantined: "worker", this registration for its own results; "identity",
+   * every worker presenting its identity; "" nothing.
+   */
+  readonly quarantine: "" | "worker" | "identity";
+  /** Results of this worker that failed verification (of its identity, for an identity-only row). */
   readonly rejectedResults: number;
   readonly registeredAtMs: number;
   /** Last contact (register, pull, heartbeat, report), ms since the epoch. */
@@ -359,22 +366,17 @@ function listWorkers(
     }
     leases.sort((x, y) => x.epoch - y.epoch);
     const registeredAtMs = a?.registeredAtMs ?? w.lastSeenMs;
-    const ident = s.identities.get(w.identity);
+    const quarantine = quarantineOf(s, w.identity, w.quarantinedAtMs);
     out.push({
       id: w.id,
       name: w.name,
       identity: w.identity,
-      rejectedResults: ident?.rejectedResults ?? 0,
+      rejectedResults: w.rejectedResults,
       threads: w.threads,
       kernels: w.kernels.map((k) => k.name),
       status:
-        (ident?.quarantinedAtMs ?? 0) > 0
-          ? "quarantined"
-          : nowMs - w.lastSeenMs > staleAfterMs
-            ? "stale"
-            : w.leases.size > 0
-              ? "busy"
-              : "idle",
+        quarantine !== "" ? "quarantined" : nowMs - w.lastSeenMs > staleAfterMs ? "stale" : w.leases.size > 0 ? "busy" : "idle",
+      quarantine,
       registeredAtMs,
       lastSeenMs: w.lastSeenMs,
       leaseCount: w.leases.size,
@@ -383,26 +385,42 @@ function listWorkers(
       shardsPerSec: a ? recentRate(a.recent, nowMs, registeredAtMs) : 0,
     });
   }
-  const listed = new Set(out.map((w) => w.identity));
-  for (const ident of s.identities.values()) {
-    if (ident.quarantinedAtMs === 0 || listed.has(ident.identity)) continue;
+  // Quarantined workers whose process is forgotten, then quarantined identities with no row left.
+  const gone = (id: string, name: string, identity: string, rejectedResults: number, atMs: number, q: "worker" | "identity") =>
     out.push({
-      id: "",
-      name: ident.identity,
-      identity: ident.identity,
+      id,
+      name,
+      identity,
       threads: 0,
       kernels: [],
       status: "quarantined",
-      rejectedResults: ident.rejectedResults,
-      registeredAtMs: ident.quarantinedAtMs,
-      lastSeenMs: ident.quarantinedAtMs,
+      quarantine: q,
+      rejectedResults,
+      registeredAtMs: atMs,
+      lastSeenMs: atMs,
       leaseCount: 0,
       leases: [],
       shardsCompleted: 0,
       shardsPerSec: 0,
     });
+  for (const ident of s.identities.values()) {
+    for (const q of ident.quarantinedWorkers) {
+      if (s.workers.has(q.workerId)) continue;
+      gone(q.workerId, q.name, ident.identity, q.rejectedResults, q.atMs, quarantineOf(s, ident.identity, q.atMs) || "worker");
+    }
+  }
+  const listed = new Set(out.map((w) => w.identity));
+  for (const ident of s.identities.values()) {
+    if (ident.quarantinedAtMs === 0 || listed.has(ident.identity)) continue;
+    gone("", ident.identity, ident.identity, ident.rejectedResults, ident.quarantinedAtMs, "identity");
   }
   return out.sort((x, y) => x.name.localeCompare(y.name) || x.id.localeCompare(y.id));
+}
+
+/** What is quarantined for a worker of `identity` quarantined itself at `workerAtMs` (0: not). */
+function quarantineOf(s: Readonly<CoreState>, identity: string, workerAtMs: number): "" | "worker" | "identity" {
+  if ((s.identities.get(identity)?.quarantinedAtMs ?? 0) > 0) return "identity";
+  return workerAtMs > 0 ? "worker" : "";
 }
 
 /** Class of one shard: d done, l leased, r retried, p pending. */

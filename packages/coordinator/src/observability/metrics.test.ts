@@ -24,7 +24,7 @@ function setup() {
 }
 
 describe("metrics derived from core steps", () => {
-  it("counts verification outcomes, rejected results and quarantined identities; every lease end is accounted for", async () => {
+  it("counts verification outcomes, rejected results, quarantined workers and identities; every lease end is accounted for", async () => {
     const fake = new FakeCoordinator({ quarantineAfterRejections: 2 });
     const metrics = createCoordinatorMetrics({ processMetrics: false });
     metrics.attach(fake);
@@ -46,7 +46,8 @@ describe("metrics derived from core steps", () => {
     expect(await value(metrics, "dce_shard_verifications_total", { outcome: "error" })).toBe(0);
     expect(await value(metrics, "dce_shard_completions_rejected_total", { reason: "corrupt" })).toBe(2);
     expect(await value(metrics, "dce_workers_quarantined")).toBe(1);
-    expect(await value(metrics, "dce_worker_rejected_results", { identity: "mallory", quarantined: "true" })).toBe(2);
+    expect(await value(metrics, "dce_worker_identities_quarantined")).toBe(0);
+    expect(await value(metrics, "dce_worker_rejected_results", { identity: "mallory", quarantined: "false" })).toBe(2);
     const histogram = await metrics.registry.getSingleMetric("dce_shard_verification_seconds")?.get();
     const count = histogram?.values.find(
       (v) => (v as { metricName?: string }).metricName === "dce_shard_verification_seconds_count",
@@ -57,6 +58,14 @@ describe("metrics derived from core steps", () => {
     expect(await value(metrics, "dce_leases_ended_total", { reason: "completed" })).toBe(1);
     expect(await value(metrics, "dce_leases_granted_total")).toBe(4);
     expect(await value(metrics, "dce_leases_active")).toBe(0);
+    // A second worker of the same identity returns a wrong result: now the identity is quarantined.
+    const again = fake.register("bad-again", 1, "mallory");
+    const [g5] = fake.acquire(again, 1);
+    if (!g5) throw new Error("expected a grant");
+    expect(fake.reject(again, g5).ok).toBe(true);
+    expect(await value(metrics, "dce_workers_quarantined")).toBe(1);
+    expect(await value(metrics, "dce_worker_identities_quarantined")).toBe(1);
+    expect(await value(metrics, "dce_worker_rejected_results", { identity: "mallory", quarantined: "true" })).toBe(3);
   });
 
   it("counts a job from submit to success, per worker", async () => {

@@ -205,7 +205,17 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
   });
   new Gauge({
     name: "dce_workers_quarantined",
-    help: "Worker identities quarantined after results that failed verification (they get no more work).",
+    help: "Workers (registrations) quarantined for their own results that failed verification since the coordinator started; they get no more work.",
+    registers,
+    collect() {
+      let n = 0;
+      for (const ident of state()?.identities.values() ?? []) n += ident.quarantinedWorkers.length;
+      this.set(n);
+    },
+  });
+  new Gauge({
+    name: "dce_worker_identities_quarantined",
+    help: "Worker identities quarantined after wrong results from two or more of their workers: none of their workers gets work, and they cannot register.",
     registers,
     collect() {
       let n = 0;
@@ -215,7 +225,7 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
   });
   new Gauge({
     name: "dce_worker_rejected_results",
-    help: "Results that failed verification, by worker identity (only identities with at least one), and whether it is quarantined.",
+    help: "Results that failed verification, by worker identity (only identities with at least one), and whether the identity is quarantined.",
     labelNames: ["identity", "quarantined"] as const,
     registers,
     collect() {
@@ -402,7 +412,7 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
     } else if (event.type === "shard-failed" && outcome.ok) {
       end(event.release ? "released" : "failed", 1);
     } else if (event.type === "shard-rejected" && outcome.ok) {
-      // The wrong result's own lease fails; others go back when their identity is quarantined.
+      // The wrong result's own lease fails; others go back when their worker or identity is quarantined.
       end("failed", (outcome as OutcomeMap["shard-rejected"] & { ok: true }).value.leaseEnded ? 1 : 0);
       end("released", removed);
     } else if (event.type === "ticked" && outcome.ok) {
