@@ -16,10 +16,13 @@ export const BIN = {
 let certs;
 let dir;
 
-/** Makes the dev CA and certificates under `workDir`; call once before {@link startCluster}. */
-export async function prepare(workDir) {
+/**
+ * Makes the dev CA and certificates under `workDir`, one for each of up to `maxWorkers`
+ * worker processes; call once before {@link startCluster}.
+ */
+export async function prepare(workDir, maxWorkers = 16) {
   dir = workDir;
-  certs = await generateDevCertificates({ outDir: join(dir, "certs") });
+  certs = await generateDevCertificates({ outDir: join(dir, "certs"), workers: maxWorkers });
   return certs;
 }
 
@@ -74,7 +77,7 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
   const port = await freePort();
   const url = `https://127.0.0.1:${port}`;
   const dataDir = mkdtempSync(join(dir, "data-"));
-  // Secure by default: the workers present the CA-signed worker certificate, the client a token.
+  // Secure by default: each worker presents its own CA-signed certificate, the client a token.
   const token = await addToken(dataDir, "bench", "client");
   const coordinator = spawn(
     process.execPath,
@@ -102,6 +105,8 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
   });
   await waitUntilServing(url, coordinator);
   const procs = [];
+  if (workers > certs.workers.length)
+    throw new Error(`${workers} workers, but prepare() wrote ${certs.workers.length} certificates`);
   for (let i = 0; i < workers; i++) {
     const w = spawn(
       process.execPath,
@@ -113,9 +118,9 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
         "--ca",
         certs.caCert,
         "--cert",
-        certs.workerCert,
+        certs.workers[i].cert,
         "--key",
-        certs.workerKey,
+        certs.workers[i].key,
         "--threads",
         String(threads),
         "--kernels",

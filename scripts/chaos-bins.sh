@@ -9,8 +9,7 @@ set -u
 P="$(cd "$(dirname "$0")/.." && pwd)/node_modules/.bin"
 WORK="${1:-$(mktemp -d)}"
 mkdir -p "$WORK" && cd "$WORK" && echo "working in $WORK"
-$P/coordinator init-certs --out certs >/dev/null
-for w in 1 2 3; do $P/coordinator init-certs --out certs --worker chaos$w >/dev/null; done
+$P/coordinator init-certs --out certs --workers 4 >/dev/null   # worker-1..3 for the chaos workers, worker-4 for the clean run
 CHAOS_TOKEN=$($P/coordinator tokens add chaos --data-dir data)
 CLEAN_TOKEN=$($P/coordinator tokens add clean --data-dir clean)
 python3 -c "
@@ -25,7 +24,7 @@ export DCE_COORDINATOR=https://127.0.0.1:7272 DCE_CA=certs/ca.pem DCE_TOKEN=$CHA
 # 3 chaotic workers, respawned when they die (bounded loop); each one's pid is in w$w.pid
 for w in 1 2 3; do
   ( end=$((SECONDS+90)); while [ $SECONDS -lt $end ] && [ ! -f stop ]; do
-      $P/worker --threads 1 --name chaos$w --cert certs/worker-chaos$w.pem --key certs/worker-chaos$w-key.pem \
+      $P/worker --threads 1 --name chaos$w --cert certs/worker-$w.pem --key certs/worker-$w-key.pem \
         --chaos-crash-rate 0.2 --chaos-delay-ms 30 --log-level warn >>w$w.log 2>&1 & echo $! > w$w.pid; wait $!
       echo "worker $w exited $?" >> respawn.log; sleep 0.2; done ) 2>>respawn.log &
 done
@@ -35,7 +34,7 @@ for i in 0 1 2 3 4; do timeout 120 $P/dce result $(head -1 id$i.txt) -o C$i.npy 
 touch stop; sleep 0.5; for w in 1 2 3; do kill $(cat w$w.pid) 2>/dev/null; done; kill $(cat coord.pid)
 # clean 1-worker run
 $P/coordinator --tls-dir certs --port 7273 --data-dir clean --log-level warn >clean.log 2>&1 & CP=$!; sleep 0.8
-$P/worker --coordinator https://127.0.0.1:7273 --threads 1 --cert certs/worker.pem --key certs/worker-key.pem --log-level warn >cw.log 2>&1 & WP=$!
+$P/worker --coordinator https://127.0.0.1:7273 --threads 1 --cert certs/worker-4.pem --key certs/worker-4-key.pem --log-level warn >cw.log 2>&1 & WP=$!
 for i in 0 1 2 3 4; do DCE_TOKEN=$CLEAN_TOKEN $P/dce submit A$i.npy B$i.npy -o K$i.npy --tile 48 --coordinator https://127.0.0.1:7273 >/dev/null; done
 kill $WP $CP
 for i in 0 1 2 3 4; do a=$(sha256sum < C$i.npy); b=$(sha256sum < K$i.npy); [ "$a" = "$b" ] && echo "job $i identical" || echo "job $i DIFFERS"; done

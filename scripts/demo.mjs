@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@dce/client-sdk";
-import { addToken, generateDevCertificates, issueWorkerCertificate, startCoordinator } from "@dce/coordinator";
+import { addToken, generateDevCertificates, startCoordinator } from "@dce/coordinator";
 import { pino } from "pino";
 import { randomMatrix } from "./random-matrix.mjs";
 
@@ -33,9 +33,10 @@ const workers = [];
 let coordinator;
 let exitCode = 1;
 try {
-  // What an operator does once (secure by default): a CA with server and worker
-  // certificates, and a bearer token for the client and one for the admin.
-  const certs = await generateDevCertificates({ outDir: join(dir, "certs") });
+  // What an operator does once (secure by default, as `coordinator init-certs`): a CA with
+  // a server certificate and one certificate per worker (worker-1.pem, worker-2.pem), and a
+  // bearer token for the client and one for the admin.
+  const certs = await generateDevCertificates({ outDir: join(dir, "certs"), workers: 2 });
   const dataDir = join(dir, "data");
   const clientToken = await addToken(dataDir, "demo", "client");
   const adminToken = await addToken(dataDir, "demo-admin", "admin");
@@ -53,9 +54,10 @@ try {
     `dashboard: ${coordinator.url}/ui#token=${adminToken}   (DCE_DEMO_HOLD_MS=60000 keeps the cluster up after the job)`,
   );
   console.log(`metrics:   curl --cacert ${certs.caCert} -H "Authorization: Bearer ${adminToken}" ${coordinator.url}/metrics`);
-  for (const name of ["demo-w1", "demo-w2"]) {
-    // Each worker has its own certificate: its CN is the identity its leases are bound to.
-    const cert = await issueWorkerCertificate({ dir: certs.dir, name });
+  for (const [i, cert] of certs.workers.entries()) {
+    // Each worker has its own certificate: its CN (worker-1, worker-2) is the identity its
+    // leases are bound to, and the one its wrong results would count against.
+    const name = `demo-w${i + 1}`;
     const w = spawn(
       process.execPath,
       [

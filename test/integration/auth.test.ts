@@ -32,7 +32,9 @@ const scratch = mkdtempSync(join(tmpdir(), "dce-auth-"));
 beforeAll(async () => {
   cluster = await startCluster({ workers: 0 });
   const other = await generateDevCertificates({ outDir: join(scratch, "other-ca") });
-  foreign = { cert: other.workerCert, key: other.workerKey };
+  const [w] = other.workers;
+  if (!w) throw new Error("init-certs wrote no worker certificate");
+  foreign = { cert: w.cert, key: w.key };
 });
 afterAll(async () => {
   await cluster?.close();

@@ -77,6 +77,13 @@ export interface ClusterOptions {
    * cluster a client and an admin token. False starts the coordinator with `--dev-no-auth`.
    */
   auth?: boolean;
+  /**
+   * The README's setup: `init-certs --workers N` writes worker-1.pem … worker-N.pem and the
+   * first N workers started present them (identities worker-1 … worker-N), whatever their
+   * names. Later workers, and every worker without this option, get a certificate issued
+   * for their name (identity = name).
+   */
+  initCertsWorkers?: number;
 }
 
 /** A certificate and its key, as PEM file paths. */
@@ -90,7 +97,7 @@ export interface RawOptions {
   maxMessageBytes?: number;
   /** Bearer token sent with every call; default the cluster's client token, null for none. */
   token?: string | null;
-  /** Client certificate presented; default the generic `worker.pem` (CN dce-worker), null for none. */
+  /** Client certificate presented; default {@link Cluster.workerCert}, null for none. */
   cert?: CertFiles | null;
 }
 
@@ -122,7 +129,7 @@ export interface Cluster {
   readonly token: string;
   /** Bearer token of the admin "test-admin" (empty with `auth: false`). */
   readonly adminToken: string;
-  /** The generic worker certificate from init-certs (OU=worker, CN=dce-worker). */
+  /** A worker certificate from init-certs that no worker of the cluster presents (the last one it wrote). */
   readonly workerCert: CertFiles;
   /** Options for `createClient` of the SDK: URL, CA and the client token. */
   readonly clientOptions: { baseUrl: string; ca: string; token?: string };
@@ -135,7 +142,7 @@ export interface Cluster {
   readonly workers: Proc[];
   /** Kills the coordinator (SIGKILL by default) and starts it again on the same port and data dir. */
   restartCoordinator(signal?: NodeJS.Signals): Promise<{ readyMs: number }>;
-  /** Starts one more worker, with its own certificate (identity = name) when auth is on. */
+  /** Starts one more worker with its own certificate when auth is on: identity = name, or worker-i (see `initCertsWorkers`). */
   addWorker(name?: string, extraArgs?: string[]): Promise<Proc>;
   /**
    * The credentials of a client of this cluster: the CA, the generic worker certificate and
@@ -173,13 +180,17 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const auth = o.auth ?? true;
   const tokens = (...args: string[]) => runCoordinatorCommand(["tokens", ...args, "--data-dir", dataDir]);
   const [, token, adminToken] = await Promise.all([
-    runCoordinatorCommand(["init-certs", "--out", tlsDir]),
+    runCoordinatorCommand(["init-certs", "--out", tlsDir, "--workers", String((o.initCertsWorkers ?? 0) + 1)]),
     auth ? tokens("add", "test-client") : "",
     auth ? tokens("add", "test-admin", "--role", "admin") : "",
   ]);
   const caPath = join(tlsDir, "ca.pem");
   const ca = readFileSync(caPath, "utf8");
-  const workerCert: CertFiles = { cert: join(tlsDir, "worker.pem"), key: join(tlsDir, "worker-key.pem") };
+  const initCert = (i: number): CertFiles => ({
+    cert: join(tlsDir, `worker-${i}.pem`),
+    key: join(tlsDir, `worker-${i}-key.pem`),
+  });
+  const workerCert = initCert((o.initCertsWorkers ?? 0) + 1);
   const issueWorkerCert = (name: string, opts: { validDays?: number; now?: Date } = {}) =>
     issueWorkerCertificate({ dir: tlsDir, name, ...opts });
   const launch = async (port: number, env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> => {
@@ -211,7 +222,8 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const workers: Proc[] = [];
   const procs: Proc[] = [coordinator];
   const addWorker = async (name = `w${workers.length + 1}`, extraArgs: string[] = []): Promise<Proc> => {
-    const own = auth ? await issueWorkerCert(name) : undefined;
+    const fromInitCerts = workers.length < (o.initCertsWorkers ?? 0);
+    const own = !auth ? undefined : fromInitCerts ? initCert(workers.length + 1) : await issueWorkerCert(name);
     const w = spawnNode(name, BIN.worker, [
       "--coordinator",
       url,

@@ -40,6 +40,20 @@ describe("coordinator flags for authentication", () => {
     expect(parseArgs(["tokens", "add", "x", "--role", "worker"], {})).toMatchObject({ ok: false, exitCode: 2 });
   });
 
+  it("init-certs writes one certificate per worker: 2 by default, --workers N for more", () => {
+    expect(command(["init-certs", "--out", "certs"])).toMatchObject({ kind: "init-certs", outDir: "certs", workers: 2 });
+    expect(command(["init-certs", "--out", "certs", "--workers", "4"])).toMatchObject({ kind: "init-certs", workers: 4 });
+    expect(command(["init-certs", "--out", "certs", "--workers", "0"])).toMatchObject({ kind: "init-certs", workers: 0 });
+    for (const bad of [
+      ["--workers", "-1"],
+      ["--workers", "2.5"],
+      ["--workers", "1001"],
+      ["--workers", "2", "--worker", "w"],
+    ]) {
+      expect(parseArgs(["init-certs", "--out", "certs", ...bad], {})).toMatchObject({ ok: false, exitCode: 2 });
+    }
+  });
+
   it("issues one more worker certificate with init-certs --worker", () => {
     expect(command(["init-certs", "--out", "certs", "--worker", "gpu-3", "--valid-days", "30"])).toEqual({
       kind: "issue-worker-cert",

@@ -2,13 +2,14 @@ import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/proto/logging";
 import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
+import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 import { type CoordinatorOptions, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 
 /** What the `coordinator` command line asks for. */
 export type CoordinatorCommand =
   | { kind: "serve"; options: CoordinatorOptions; logLevel: string; logFormat: LogFormat | "auto" }
-  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number }
+  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number; workers: number }
   | { kind: "issue-worker-cert"; outDir: string; name: string; validDays: number }
   | { kind: "tokens"; action: "add"; dataDir: string; name: string; role: TokenRole }
   | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole }
@@ -331,24 +332,35 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
 
   program
     .command("init-certs")
-    .description("write a development CA plus server, worker and client certificates (pure JavaScript, no openssl)")
-    .requiredOption("--out <dir>", "folder to write ca.pem, server.pem, server-key.pem, worker*.pem, client*.pem")
+    .description("write a development CA plus server, client and one certificate per worker (pure JavaScript, no openssl)")
+    .requiredOption("--out <dir>", "folder to write ca.pem, server.pem, client.pem, worker-1.pem ... worker-N.pem and their keys")
     .option("--hosts <list>", "comma-separated names and IPs for the server certificate", "localhost,127.0.0.1,::1")
     .addOption(new Option("--valid-days <n>", "validity in days").argParser(int("--valid-days", 1)).default(825))
+    .addOption(
+      new Option(
+        "--workers <n>",
+        `worker certificates to write, one per worker process: worker-<i>.pem with CN worker-<i> (default ${DEFAULT_DEV_WORKER_CERTS}, at most ${MAX_DEV_WORKER_CERTS})`,
+      ).argParser(int("--workers", 0)),
+    )
     .option(
       "--worker <name>",
       "only issue one more worker certificate, CN=<name>, from the CA already in --out (writes worker-<name>.pem and worker-<name>-key.pem)",
     )
     .action((o) => {
       if (o.worker !== undefined) {
+        if (o.workers !== undefined) throw new CommanderError(2, "dce.invalidArg", "--worker and --workers cannot be combined");
         result = { ok: true, command: { kind: "issue-worker-cert", outDir: o.out, name: o.worker, validDays: o.validDays } };
         return;
+      }
+      const workers: number = o.workers ?? DEFAULT_DEV_WORKER_CERTS;
+      if (workers > MAX_DEV_WORKER_CERTS) {
+        throw new CommanderError(2, "dce.invalidArg", `--workers must be at most ${MAX_DEV_WORKER_CERTS}, got ${workers}`);
       }
       const hosts = String(o.hosts)
         .split(",")
         .map((h) => h.trim())
         .filter((h) => h !== "");
-      result = { ok: true, command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays } };
+      result = { ok: true, command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays, workers } };
     });
 
   // Client tokens: only their SHA-256 is stored, in DATA_DIR/tokens.json.

@@ -49,8 +49,7 @@ describe("generateDevCertificates: files", () => {
       paths.caKey,
       paths.serverCert,
       paths.serverKey,
-      paths.workerCert,
-      paths.workerKey,
+      ...paths.workers.flatMap((w) => [w.cert, w.key]),
       paths.clientCert,
       paths.clientKey,
     ];
@@ -61,8 +60,10 @@ describe("generateDevCertificates: files", () => {
         "ca-key.pem",
         "server.pem",
         "server-key.pem",
-        "worker.pem",
-        "worker-key.pem",
+        "worker-1.pem",
+        "worker-1-key.pem",
+        "worker-2.pem",
+        "worker-2-key.pem",
         "client.pem",
         "client-key.pem",
       ].sort(),
@@ -74,7 +75,7 @@ describe("generateDevCertificates: files", () => {
   });
 
   it("writes keys as PKCS#8 EC P-256 PEM with mode 0600 and certificates with mode 0644", async () => {
-    for (const key of [paths.caKey, paths.serverKey, paths.workerKey, paths.clientKey]) {
+    for (const key of [paths.caKey, paths.serverKey, ...paths.workers.map((w) => w.key), paths.clientKey]) {
       const pem = await readFile(key, "utf8");
       expect(pem.startsWith("-----BEGIN PRIVATE KEY-----\n")).toBe(true);
       const k = createPrivateKey(pem);
@@ -82,7 +83,7 @@ describe("generateDevCertificates: files", () => {
       expect(k.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
       if (process.platform !== "win32") expect((await stat(key)).mode & 0o777).toBe(0o600);
     }
-    for (const c of [paths.caCert, paths.serverCert, paths.workerCert, paths.clientCert]) {
+    for (const c of [paths.caCert, paths.serverCert, ...paths.workers.map((w) => w.cert), paths.clientCert]) {
       expect((await readFile(c, "utf8")).startsWith("-----BEGIN CERTIFICATE-----")).toBe(true);
       if (process.platform !== "win32") expect((await stat(c)).mode & 0o777).toBe(0o644);
     }
@@ -93,6 +94,22 @@ describe("generateDevCertificates: files", () => {
     await expect(generateDevCertificates({ outDir, hosts: [] })).rejects.toThrow(/hosts/);
     await expect(generateDevCertificates({ outDir, validDays: 0 })).rejects.toThrow(/validDays/);
     await expect(generateDevCertificates({ outDir, validDays: Number.NaN })).rejects.toThrow(/validDays/);
+    for (const workers of [-1, 1.5, 1001]) {
+      await expect(generateDevCertificates({ outDir, workers })).rejects.toThrow(/workers must be an integer from 0 to 1000/);
+    }
+  });
+
+  it("writes one certificate per worker, each with its own identity and key", async () => {
+    const dir = join(root, "four");
+    const four = await generateDevCertificates({ outDir: dir, workers: 4 });
+    expect(four.workers.map((w) => [w.identity, w.cert.slice(dir.length + 1), w.key.slice(dir.length + 1)])).toEqual(
+      [1, 2, 3, 4].map((i) => [`worker-${i}`, `worker-${i}.pem`, `worker-${i}-key.pem`]),
+    );
+    const certs = await Promise.all(four.workers.map((w) => cert(w.cert)));
+    expect(certs.map((c) => c.subject.split("\n").sort())).toEqual([1, 2, 3, 4].map((i) => [`CN=worker-${i}`, "OU=worker"]));
+    expect(new Set(certs.map((c) => c.publicKey.export({ type: "spki", format: "pem" }))).size).toBe(4);
+    const none = await generateDevCertificates({ outDir: join(root, "none"), workers: 0 });
+    expect(none.workers).toEqual([]);
   });
 });
 
@@ -141,20 +158,20 @@ describe("generateDevCertificates: certificate contents", () => {
 
   it("issues worker and client certificates for clientAuth with role OUs", async () => {
     const ca = await cert(paths.caCert);
-    const worker = await cert(paths.workerCert);
+    const worker = await cert(paths.workers[0]?.cert ?? "");
     const client = await cert(paths.clientCert);
-    for (const [c, name] of [
-      [worker, "worker"],
-      [client, "client"],
+    for (const [c, name, cn] of [
+      [worker, "worker", "worker-1"],
+      [client, "client", "dce-client"],
     ] as const) {
       expect(c.ca).toBe(false);
       expect(c.checkIssued(ca)).toBe(true);
       expect(c.verify(ca.publicKey)).toBe(true);
-      expect(c.subject.split("\n").sort()).toEqual([`CN=dce-${name}`, `OU=${name}`]);
+      expect(c.subject.split("\n").sort()).toEqual([`CN=${cn}`, `OU=${name}`]);
       expect(c.keyUsage).toEqual([CLIENT_AUTH]);
       expect(c.subjectAltName).toBeUndefined();
     }
-    expect(worker.checkPrivateKey(createPrivateKey(await readFile(paths.workerKey)))).toBe(true);
+    expect(worker.checkPrivateKey(createPrivateKey(await readFile(paths.workers[0]?.key ?? "")))).toBe(true);
     expect(client.checkPrivateKey(createPrivateKey(await readFile(paths.clientKey)))).toBe(true);
     // Keys are distinct per role.
     expect(worker.checkPrivateKey(createPrivateKey(await readFile(paths.clientKey)))).toBe(false);
@@ -170,7 +187,7 @@ describe("generateDevCertificates: certificate contents", () => {
   it("uses distinct random positive serial numbers", async () => {
     const serials = await Promise.all(
       [paths, other]
-        .flatMap((p) => [p.caCert, p.serverCert, p.workerCert, p.clientCert])
+        .flatMap((p) => [p.caCert, p.serverCert, ...p.workers.map((w) => w.cert), p.clientCert])
         .map(async (f) => (await cert(f)).serialNumber),
     );
     expect(new Set(serials).size).toBe(serials.length);
@@ -190,7 +207,7 @@ describe("generateDevCertificates: certificate contents", () => {
       validDays: 30,
       now,
     });
-    for (const f of [custom.caCert, custom.serverCert, custom.workerCert, custom.clientCert]) {
+    for (const f of [custom.caCert, custom.serverCert, ...custom.workers.map((w) => w.cert), custom.clientCert]) {
       const c = await cert(f);
       expect(new Date(c.validFrom).toISOString()).toBe("2030-06-01T11:00:00.000Z");
       expect(new Date(c.validTo).toISOString()).toBe("2030-07-01T12:00:00.000Z");
@@ -361,7 +378,7 @@ describe("TLS handshake with the generated certificates", () => {
   });
 
   it("rejects a clientAuth-only certificate presented as a server certificate", async () => {
-    const w = role(paths.dir, "worker");
+    const w = role(paths.dir, "worker-1");
     const wrong = await startServer({ cert: w.cert, key: w.key });
     const result = await connect(wrong.port, {
       ca: w.ca,
@@ -386,7 +403,7 @@ describe("mutual TLS with the generated certificates", () => {
   });
 
   it("accepts the worker certificate", async () => {
-    const w = role(paths.dir, "worker");
+    const w = role(paths.dir, "worker-1");
     const result = await connect(server.port, {
       ca: w.ca,
       cert: w.cert,
@@ -395,10 +412,10 @@ describe("mutual TLS with the generated certificates", () => {
     });
     expect(result).toEqual({
       authorized: true,
-      data: "hello dce-worker",
+      data: "hello worker-1",
       error: undefined,
     });
-    expect(server.accepted).toContain("dce-worker");
+    expect(server.accepted).toContain("worker-1");
   });
 
   it("accepts the client certificate", async () => {
@@ -431,7 +448,7 @@ describe("mutual TLS with the generated certificates", () => {
   it("rejects a worker certificate issued by a different dev CA", async () => {
     const acceptedBefore = server.accepted.length;
     const rejectedBefore = server.rejected.length;
-    const foreign = role(other.dir, "worker");
+    const foreign = role(other.dir, "worker-1");
     const ca = await readFile(paths.caCert, "utf8");
     const result = await connect(server.port, {
       ca,
@@ -480,8 +497,8 @@ describe("mutual TLS with the generated certificates", () => {
       expect(result.authorized).toBe(true);
       return result.data;
     };
-    expect(await attempt(paths.dir, "worker")).toBe("hello dce-worker");
-    expect(await attempt(other.dir, "worker")).toBe("untrusted dce-worker UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+    expect(await attempt(paths.dir, "worker-1")).toBe("hello worker-1");
+    expect(await attempt(other.dir, "worker-1")).toBe("untrusted worker-1 UNABLE_TO_VERIFY_LEAF_SIGNATURE");
     expect(await attempt(paths.dir, "server")).toBe("untrusted dce-coordinator INVALID_PURPOSE");
     await lenient.close();
   });

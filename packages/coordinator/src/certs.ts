@@ -3,7 +3,8 @@
  *
  * Produces a throw-away certificate authority plus server, worker and client
  * certificates so that a local dce cluster can run with TLS and mutual TLS
- * without an openssl binary. Everything is generated in-process with WebCrypto
+ * without an openssl binary. Each worker gets its own certificate: its CN is the
+ * identity the coordinator charges the worker's wrong results against. Everything is generated in-process with WebCrypto
  * (ECDSA P-256, SHA-256) via `@peculiar/x509`.
  *
  * FOR DEVELOPMENT ONLY: the CA private key is written next to the certificates
@@ -18,6 +19,7 @@ import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import * as x509 from "@peculiar/x509";
+import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 
 /** Absolute paths of the PEM files written by {@link generateDevCertificates}. */
 export interface DevCertificatePaths {
@@ -31,14 +33,22 @@ export interface DevCertificatePaths {
   readonly serverCert: string;
   /** Coordinator server private key (`server-key.pem`, mode 0600). */
   readonly serverKey: string;
-  /** Worker client certificate (`worker.pem`). */
-  readonly workerCert: string;
-  /** Worker client private key (`worker-key.pem`, mode 0600). */
-  readonly workerKey: string;
+  /** One client certificate per worker (`worker-1.pem` … `worker-N.pem`, CN `worker-1` …), in order. */
+  readonly workers: readonly DevWorkerCertificate[];
   /** Job-submitting client certificate (`client.pem`). */
   readonly clientCert: string;
   /** Job-submitting client private key (`client-key.pem`, mode 0600). */
   readonly clientKey: string;
+}
+
+/** One worker's certificate files from {@link generateDevCertificates}. */
+export interface DevWorkerCertificate {
+  /** The certificate's CN: the worker identity the coordinator sees (`worker-<i>`). */
+  readonly identity: string;
+  /** Client certificate (`worker-<i>.pem`). */
+  readonly cert: string;
+  /** Its private key (`worker-<i>-key.pem`, mode 0600). */
+  readonly key: string;
 }
 
 /** Options for {@link generateDevCertificates}. */
@@ -51,6 +61,12 @@ export interface DevCertificateOptions {
    * Defaults to {@link DEFAULT_DEV_CERT_HOSTS}.
    */
   hosts?: string[];
+  /**
+   * Worker certificates to write, one per worker process (default
+   * {@link DEFAULT_DEV_WORKER_CERTS}; 0 to {@link MAX_DEV_WORKER_CERTS}). More can be issued
+   * later with {@link issueWorkerCertificate}.
+   */
+  workers?: number;
   /** Lifetime in days counted from `now` (default 825, the common browser maximum). */
   validDays?: number;
   /** Reference time (default: the current time). Certificates are valid from `now - 1h`. */
@@ -63,8 +79,11 @@ export const DEFAULT_DEV_CERT_HOSTS: readonly string[] = ["localhost", "127.0.0.
 /** Default certificate lifetime in days. */
 export const DEFAULT_DEV_CERT_VALID_DAYS = 825;
 
-/** Roles with a leaf certificate in a dev certificate directory. */
-export type DevCertificateRole = "server" | "worker" | "client";
+/**
+ * Leaf certificates in a dev certificate directory, by file name without `.pem`: the
+ * server, the client, and workers (`worker-1`, or `worker-<name>` from {@link issueWorkerCertificate}).
+ */
+export type DevCertificateRole = "server" | "client" | `worker-${string}`;
 
 const ALGORITHM: webcrypto.EcKeyGenParams = {
   name: "ECDSA",
@@ -87,7 +106,9 @@ const CERT_MODE = 0o644;
  *   keyUsage keyCertSign + cRLSign; subjectKeyIdentifier).
  * - `server.pem` / `server-key.pem`: "CN=dce-coordinator", subjectAltName from `hosts`,
  *   extendedKeyUsage serverAuth.
- * - `worker.pem` / `worker-key.pem`: "OU=worker, CN=dce-worker", extendedKeyUsage clientAuth.
+ * - `worker-<i>.pem` / `worker-<i>-key.pem` for i = 1 … `workers`: "OU=worker, CN=worker-<i>",
+ *   extendedKeyUsage clientAuth. One per worker process: the coordinator charges wrong
+ *   results to the worker and to its CN, and quarantines a CN whose workers keep returning them.
  * - `client.pem` / `client-key.pem`: "OU=client, CN=dce-client", extendedKeyUsage clientAuth.
  *
  * All keys are ECDSA P-256 written as unencrypted PKCS#8 PEM with mode 0600; certificates are
@@ -100,11 +121,16 @@ const CERT_MODE = 0o644;
  * PKI (the CA key written here is unprotected).
  *
  * @returns Absolute paths of every file written.
- * @throws If `hosts` is empty, `validDays` is not a positive finite number, or writing fails.
+ * @throws If `hosts` is empty, `validDays` is not a positive finite number, `workers` is not an
+ *   integer from 0 to {@link MAX_DEV_WORKER_CERTS}, or writing fails.
  */
 export async function generateDevCertificates(options: DevCertificateOptions): Promise<DevCertificatePaths> {
   const hosts = options.hosts ?? [...DEFAULT_DEV_CERT_HOSTS];
   const validDays = options.validDays ?? DEFAULT_DEV_CERT_VALID_DAYS;
+  const workerCount = options.workers ?? DEFAULT_DEV_WORKER_CERTS;
+  if (!Number.isInteger(workerCount) || workerCount < 0 || workerCount > MAX_DEV_WORKER_CERTS) {
+    throw new Error(`generateDevCertificates: workers must be an integer from 0 to ${MAX_DEV_WORKER_CERTS}, got ${workerCount}`);
+  }
   const now = options.now ?? new Date();
   if (hosts.length === 0) throw new Error("generateDevCertificates: hosts must not be empty");
   if (hosts.some((h) => h.trim() === "")) {
@@ -148,39 +174,44 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
     false,
   );
   const server = await issueLeaf("CN=dce-coordinator", x509.ExtendedKeyUsage.serverAuth, [san]);
-  const worker = await issueLeaf("OU=worker, CN=dce-worker", x509.ExtendedKeyUsage.clientAuth);
+  const workers: { identity: string; issued: IssuedLeaf }[] = [];
+  for (let i = 1; i <= workerCount; i++) {
+    const identity = `worker-${i}`;
+    workers.push({ identity, issued: await issueLeaf(`OU=worker, CN=${identity}`, x509.ExtendedKeyUsage.clientAuth) });
+  }
   const client = await issueLeaf("OU=client, CN=dce-client", x509.ExtendedKeyUsage.clientAuth);
 
   const dir = resolve(options.outDir);
   await mkdir(dir, { recursive: true });
+  const files = (stem: string) => ({ cert: join(dir, `${stem}.pem`), key: join(dir, `${stem}-key.pem`) });
   const paths: DevCertificatePaths = {
     dir,
     caCert: join(dir, "ca.pem"),
     caKey: join(dir, "ca-key.pem"),
     serverCert: join(dir, "server.pem"),
     serverKey: join(dir, "server-key.pem"),
-    workerCert: join(dir, "worker.pem"),
-    workerKey: join(dir, "worker-key.pem"),
+    workers: workers.map((w) => ({ identity: w.identity, ...files(w.identity) })),
     clientCert: join(dir, "client.pem"),
     clientKey: join(dir, "client-key.pem"),
   };
   // Keys first, so a certificate never exists on disk without its key.
   await writeFileAtomic(paths.caKey, privateKeyPem(caKeys.privateKey), KEY_MODE);
   await writeFileAtomic(paths.caCert, ca.toString("pem"), CERT_MODE);
-  for (const [cert, key, issued] of [
-    [paths.serverCert, paths.serverKey, server],
-    [paths.workerCert, paths.workerKey, worker],
-    [paths.clientCert, paths.clientKey, client],
-  ] as const) {
-    await writeFileAtomic(key, privateKeyPem(issued.keys.privateKey), KEY_MODE);
-    await writeFileAtomic(cert, issued.cert.toString("pem"), CERT_MODE);
+  const leaves: [{ cert: string; key: string }, IssuedLeaf][] = [
+    [files("server"), server],
+    ...workers.map((w): [{ cert: string; key: string }, IssuedLeaf] => [files(w.identity), w.issued]),
+    [files("client"), client],
+  ];
+  for (const [file, issued] of leaves) {
+    await writeFileAtomic(file.key, privateKeyPem(issued.keys.privateKey), KEY_MODE);
+    await writeFileAtomic(file.cert, issued.cert.toString("pem"), CERT_MODE);
   }
   return paths;
 }
 
 /**
- * Reads the CA certificate and the certificate/key pair of one role from a directory written by
- * {@link generateDevCertificates}, in the shape `tls.createServer` / `tls.connect` accept
+ * Reads the CA certificate and the certificate/key pair of one role (e.g. `server`,
+ * `worker-1`) from a directory written by {@link generateDevCertificates}, in the shape `tls.createServer` / `tls.connect` accept
  * (`{ ca, cert, key }` PEM strings). Development use only.
  */
 export function loadTlsFiles(dir: string, role: DevCertificateRole): { ca: string; cert: string; key: string } {
@@ -249,6 +280,9 @@ export async function issueWorkerCertificate(o: WorkerCertificateOptions): Promi
   return paths;
 }
 
+/** A leaf certificate and its key pair. */
+type IssuedLeaf = { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair };
+
 /** Issues a leaf certificate signed by `ca` for a fresh ECDSA P-256 key pair. */
 async function issueLeafCertificate(
   ca: { cert: x509.X509Certificate; privateKey: webcrypto.CryptoKey },
@@ -256,7 +290,7 @@ async function issueLeafCertificate(
   usage: x509.ExtendedKeyUsage,
   validity: { notBefore: Date; notAfter: Date },
   extra: x509.Extension[] = [],
-): Promise<{ cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair }> {
+): Promise<IssuedLeaf> {
   const crypto = webcrypto;
   const keys = await generateKeyPair();
   const cert = await x509.X509CertificateGenerator.create(

@@ -5,6 +5,12 @@ import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 import { addToken, readTokenFile, revokeToken, TokenFileError } from "./tokens.js";
 
+/** "worker-1.pem", "worker-1.pem, worker-2.pem" or "worker-1.pem … worker-N.pem". */
+function workerFileRange(n: number): string {
+  if (n <= 2) return Array.from({ length: n }, (_, i) => `worker-${i + 1}.pem`).join(", ");
+  return `worker-1.pem … worker-${n}.pem`;
+}
+
 /** Entry point of the `coordinator` bin. The only module that touches `process`. */
 async function main(): Promise<number> {
   const parsed = parseArgs(process.argv.slice(2), process.env);
@@ -18,10 +24,14 @@ async function main(): Promise<number> {
     return 0;
   }
   if (cmd.kind === "init-certs") {
-    const paths = await generateDevCertificates({ outDir: cmd.outDir, hosts: cmd.hosts, validDays: cmd.validDays });
-    process.stdout.write(
-      `wrote development certificates to ${paths.dir} (ca.pem, server.pem, worker.pem, client.pem and keys)\n`,
-    );
+    const paths = await generateDevCertificates({
+      outDir: cmd.outDir,
+      hosts: cmd.hosts,
+      validDays: cmd.validDays,
+      workers: cmd.workers,
+    });
+    const workers = paths.workers.length === 0 ? "" : ` one per worker: ${workerFileRange(paths.workers.length)},`;
+    process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem,${workers} client.pem and keys)\n`);
     return 0;
   }
   if (cmd.kind === "issue-worker-cert") {

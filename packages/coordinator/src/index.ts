@@ -11,12 +11,18 @@ export type { CoordinatorCommand } from "./args.js";
 export { parseArgs } from "./args.js";
 export type { AccessDecision, Principal } from "./auth.js";
 export { authorize } from "./auth.js";
-export type { DevCertificateOptions, DevCertificatePaths, WorkerCertificateOptions } from "./certs.js";
+export type {
+  DevCertificateOptions,
+  DevCertificatePaths,
+  DevWorkerCertificate,
+  WorkerCertificateOptions,
+} from "./certs.js";
 export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, issueWorkerCertificate, loadTlsFiles } from "./certs.js";
 export type { ConnectionLimits } from "./connection-guard.js";
 export { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 export type { CoordinatorConfig, StepObserver, VerificationEvent, VerificationObserver } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
+export { DEFAULT_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 export type {
   Dashboard,
   DashboardJob,
