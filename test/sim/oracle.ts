@@ -149,12 +149,13 @@ export class Oracle {
 
   /**
    * A result failed verification and the core recorded it: the lease ended exactly when it
-   * was live and the sender's; a quarantine ends every live lease of the sender's identity.
+   * was live and the sender's; a quarantine ends every live lease of the sender, or of
+   * every worker of its identity when the identity is quarantined.
    */
   onRejected(
     workerId: WorkerId,
     key: LeaseKey,
-    out: { leaseEnded: boolean; quarantined: boolean },
+    out: { leaseEnded: boolean; quarantined: boolean; identityQuarantined: boolean },
     nowMs: number,
     sameIdentity: (w: WorkerId) => boolean,
   ): void {
@@ -163,7 +164,8 @@ export class Oracle {
     if (out.leaseEnded && why !== undefined) this.fail(`${where} ended a lease that was not live: ${why}`);
     if (!out.leaseEnded && why === undefined) this.fail(`${where} left its live lease running`);
     if (out.leaseEnded) this.#kill(key.epoch);
-    if (out.quarantined) for (const [ep, l] of [...this.#live]) if (sameIdentity(l.workerId)) this.#kill(ep);
+    const shutOut = (w: WorkerId) => (out.identityQuarantined ? sameIdentity(w) : out.quarantined && w === workerId);
+    for (const [ep, l] of [...this.#live]) if (shutOut(l.workerId)) this.#kill(ep);
   }
 
   onTick(expired: number, nowMs: number): void {

@@ -111,6 +111,7 @@ describe("simulation", () => {
       "corruptedResults",
       "corruptRejected",
       "quarantines",
+      "sharedIdentityWorkerQuarantines",
     ] as const) {
       if (count >= 1_000) expect(totals[k] ?? 0, `no run exercised ${k}`).toBeGreaterThan(0);
     }
@@ -144,6 +145,23 @@ describe("simulation", () => {
       });
       const f = firstFailure(broken, 3_000);
       expect(f?.error).toMatch(/stale or repeated completion .* was accepted: epoch \d+ is not a live lease/);
+    });
+
+    test("one worker's wrong results quarantine the identity it shares with an honest worker (the rule before issue 12)", () => {
+      const broken = wrap((state, event) => {
+        const out = realStep(state, event);
+        const o = out.outcome as { ok: boolean; value?: { quarantined: boolean } };
+        if (event.type === "shard-rejected" && o.ok && o.value?.quarantined) {
+          const identity = state.workers.get(event.workerId)?.identity ?? "";
+          const rec = state.identities.get(identity);
+          if (rec && rec.quarantinedAtMs === 0) rec.quarantinedAtMs = event.nowMs;
+        }
+        return out;
+      });
+      const f = firstFailure(broken, 3_000);
+      expect(f?.error).toMatch(
+        /honest worker w\d+ was refused as quarantined|quarantined on evidence from 1 corrupting registration/,
+      );
     });
 
     test("a repeated completion of an accepted shard is accepted again", () => {

@@ -61,6 +61,7 @@ import {
 } from "./matrix.js";
 import { Oracle, SimViolation } from "./oracle.js";
 import { createRng, type Rng } from "./prng.js";
+import { type Corrupter, QuarantineWatch } from "./quarantine-watch.js";
 
 /** The parts of the core the simulator runs; a test can pass a modified copy (mutation checks). */
 export interface SimCore {
@@ -129,6 +130,8 @@ export interface SimStats {
   corruptedResults: number;
   corruptRejected: number;
   quarantines: number;
+  /** Quarantines of the corrupter alone while it shared its identity with an honest worker. */
+  sharedIdentityWorkerQuarantines: number;
 }
 
 /** The outcome of one seed: its stats, or the first violated guarantee. */
@@ -186,8 +189,11 @@ interface Scenario {
   readonly clockSkewMs: number;
   /** Chance that a restart reads a snapshot of a journal prefix plus the rest of the journal. */
   readonly snapshotP: number;
-  /** One worker slot that corrupts a fraction of its results (only when every worker runs one build). */
-  readonly corrupter: { slot: number; p: number } | undefined;
+  /**
+   * One worker slot that corrupts a fraction of its results (only when every worker runs
+   * one build); with three workers or more, it sometimes presents an honest slot's identity.
+   */
+  readonly corrupter: Corrupter | undefined;
 }
 
 /**
@@ -196,11 +202,12 @@ interface Scenario {
  */
 function withCorruption(sc: Omit<Scenario, "corrupter">, vrng: Rng): Scenario {
   const oneBuild = sc.workers.every((w) => w.build === sc.workers[0]?.build);
-  const corrupter =
-    oneBuild && sc.workers.length >= 2 && vrng.chance(0.35)
-      ? { slot: vrng.int(0, sc.workers.length - 1), p: vrng.pick([0.2, 0.5, 1]) }
-      : undefined;
-  return { ...sc, config: { ...sc.config, quarantineAfterRejections: vrng.pick([0, 1, 2, 3]) }, corrupter };
+  const n = sc.workers.length;
+  const drawn = oneBuild && n >= 2 && vrng.chance(0.35) ? { slot: vrng.int(0, n - 1), p: vrng.pick([0.2, 0.5, 1]) } : undefined;
+  const config = { ...sc.config, quarantineAfterRejections: vrng.pick([0, 1, 2, 3]) };
+  // A twin leaves at least one worker of another identity to finish the jobs should the shared one go.
+  const twin = drawn && n >= 3 && vrng.chance(0.5) ? (drawn.slot + vrng.int(1, n - 1)) % n : undefined;
+  return { ...sc, config, corrupter: drawn && { ...drawn, twin } };
 }
 
 function drawScenario(rng: Rng, inputs: Map<string, Matrix>): Omit<Scenario, "corrupter"> {
@@ -365,7 +372,7 @@ interface Pending {
 
 interface SimWorker {
   readonly slot: number;
-  /** Its identity was quarantined: like the real worker, it stops for good. */
+  /** It (or its identity) was quarantined: like the real worker, it stops for good. */
   quarantined: boolean;
   readonly build: Fingerprint;
   readonly threads: number;
@@ -408,9 +415,6 @@ interface CoordProc {
   readonly verify: Map<JobId, { probes: Float64Array; proj: Projection }>;
 }
 
-/** The identity a simulated worker registers with: its slot, the same across restarts and re-registrations. */
-const identityOf = (workerId: WorkerId): string => workerId.split(".")[0] ?? workerId;
-
 const CLIENT = asClientId("sim-client");
 const leaseKeyOf = (l: LeaseKey): string => `${l.jobId}/${l.shardIndex}@${l.epoch}`;
 const fmtOutcome = (o: Outcome): string => (o.ok ? "ok" : `ERR ${o.error.kind}`);
@@ -424,6 +428,8 @@ class World {
   readonly vrng: Rng;
   /** Tiles a corrupting worker changed on purpose. */
   readonly corrupted = new WeakSet<Float64Array>();
+  /** Identities workers present (their slot's, the same across registrations), and who may be quarantined. */
+  readonly quarantine: QuarantineWatch;
   readonly sc: Scenario;
   readonly core: SimCore;
   readonly trace: ((line: string) => void) | undefined;
@@ -460,6 +466,7 @@ class World {
     this.rng = createRng(seed);
     this.vrng = createRng((seed ^ 0x5f3759df) >>> 0);
     this.sc = withCorruption(drawScenario(this.rng, this.inputs), this.vrng);
+    this.quarantine = new QuarantineWatch(this.sc.corrupter, this.sc.config.quarantineAfterRejections ?? 0);
     this.core = opts.core ?? REAL_CORE;
     this.horizon = (opts.replyGating ?? "commit-horizon") === "commit-horizon";
     this.trace = opts.trace;
@@ -513,6 +520,7 @@ class World {
       corruptedResults: 0,
       corruptRejected: 0,
       quarantines: 0,
+      sharedIdentityWorkerQuarantines: 0,
     };
   }
 
@@ -774,7 +782,7 @@ class World {
           name: workerId,
           kernels: [{ name: "reference", fingerprint: req.build }],
           threads: req.threads,
-          identity: identityOf(workerId),
+          identity: this.quarantine.identityOf(workerId),
         });
         if (this.trace) this.log(`coord<-${who} register → ${fmtOutcome(out.outcome)} ${workerId}`);
         this.reply(c, env, out.outcome, persisted);
@@ -894,12 +902,15 @@ class World {
     });
     if (this.trace) this.log(`coord<-w complete ${req.workerId} ${leaseKeyOf(req.lease)} → REJECTED ${fmtOutcome(out.outcome)}`);
     this.stats.corruptRejected++;
-    const identity = identityOf(req.workerId);
-    const corrupterId = this.sc.corrupter === undefined ? undefined : `w${this.sc.corrupter.slot}`;
-    if (identity !== corrupterId) this.oracle.fail(`a result of honest identity ${identity} was rejected`);
+    const identity = this.quarantine.identityOf(req.workerId);
+    const wrong = this.quarantine.onRejected(req.workerId, c.state);
+    if (wrong !== undefined) this.oracle.fail(wrong);
     if (out.outcome.ok) {
-      if (out.outcome.value.quarantined) this.stats.quarantines++;
-      this.oracle.onRejected(req.workerId, req.lease, out.outcome.value, now, (w) => identityOf(w) === identity);
+      const q = out.outcome.value;
+      if (q.quarantined) this.stats.quarantines++;
+      if (q.quarantined && !q.identityQuarantined && this.sc.corrupter?.twin !== undefined)
+        this.stats.sharedIdentityWorkerQuarantines++;
+      this.oracle.onRejected(req.workerId, req.lease, q, now, (w) => this.quarantine.identityOf(w) === identity);
     } else if (out.outcome.error.kind !== "worker-not-found") {
       this.oracle.fail(`shard-rejected answered ${out.outcome.error.kind}`);
     }
@@ -1102,8 +1113,9 @@ class World {
   }
 
   /** Refused as quarantined: like the real worker, this one stops and does not come back. */
-  quarantineStop(w: SimWorker): void {
-    if (this.sc.corrupter?.slot !== w.slot) this.oracle.fail(`honest worker w${w.slot} was refused as quarantined`);
+  quarantineStop(w: SimWorker, error: CoreError): void {
+    const wrong = this.quarantine.onRefused(w.slot, error);
+    if (wrong !== undefined) this.oracle.fail(wrong);
     if (this.trace) this.log(`worker w${w.slot} quarantined: stops`);
     w.quarantined = true;
     w.up = false;
@@ -1188,7 +1200,7 @@ class World {
       case "register": {
         w.registering = false;
         if (!outcome.ok && outcome.error.kind === "worker-quarantined") {
-          this.quarantineStop(w);
+          this.quarantineStop(w, outcome.error);
           return;
         }
         if (!outcome.ok) {
@@ -1207,7 +1219,7 @@ class World {
           return;
         }
         if (!outcome.ok && outcome.error.kind === "worker-quarantined") {
-          this.quarantineStop(w);
+          this.quarantineStop(w, outcome.error);
           return;
         }
         if (!outcome.ok) {
