@@ -142,10 +142,13 @@ export interface Cluster {
   readonly workers: Proc[];
   /** Kills the coordinator (SIGKILL by default) and starts it again on the same port and data dir. */
   restartCoordinator(signal?: NodeJS.Signals): Promise<{ readyMs: number }>;
-  /** Starts one more worker with its own certificate when auth is on: identity = name, or worker-i (see `initCertsWorkers`). */
-  addWorker(name?: string, extraArgs?: string[]): Promise<Proc>;
   /**
-   * The credentials of a client of this cluster: the CA, the generic worker certificate and
+   * Starts one more worker. With auth on it presents `opts.cert`, else its own certificate:
+   * identity = name, or worker-i (see `initCertsWorkers`).
+   */
+  addWorker(name?: string, extraArgs?: string[], opts?: { cert?: CertFiles }): Promise<Proc>;
+  /**
+   * The credentials of a client of this cluster: the CA, {@link Cluster.workerCert} and
    * the client token (see {@link ClientCredentials}), so every service answers.
    */
   readonly client: ClientCredentials;
@@ -153,7 +156,7 @@ export interface Cluster {
   transport(opts?: RawOptions): Transport;
   /**
    * A raw Connect client for a service of the coordinator (TLS verified against the CA),
-   * by default with the client token and the generic worker certificate, so every service answers.
+   * by default with the client token and {@link Cluster.workerCert}, so every service answers.
    */
   raw<S extends DescService>(service: S, opts?: RawOptions): Client<S>;
   close(): Promise<void>;
@@ -221,9 +224,13 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const port = Number(new URL(url).port);
   const workers: Proc[] = [];
   const procs: Proc[] = [coordinator];
-  const addWorker = async (name = `w${workers.length + 1}`, extraArgs: string[] = []): Promise<Proc> => {
+  const addWorker = async (
+    name = `w${workers.length + 1}`,
+    extraArgs: string[] = [],
+    opts: { cert?: CertFiles } = {},
+  ): Promise<Proc> => {
     const fromInitCerts = workers.length < (o.initCertsWorkers ?? 0);
-    const own = !auth ? undefined : fromInitCerts ? initCert(workers.length + 1) : await issueWorkerCert(name);
+    const own = !auth ? undefined : (opts.cert ?? (fromInitCerts ? initCert(workers.length + 1) : await issueWorkerCert(name)));
     const w = spawnNode(name, BIN.worker, [
       "--coordinator",
       url,
@@ -242,8 +249,8 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     await waitFor(w, (p) => p.stderr.includes("worker registered"), 15_000, "registration");
     return w;
   };
-  const generic = { cert: readFileSync(workerCert.cert, "utf8"), key: readFileSync(workerCert.key, "utf8") };
-  const client: ClientCredentials = { ca, ...generic, headers: auth ? { authorization: `Bearer ${token}` } : {} };
+  const presented = { cert: readFileSync(workerCert.cert, "utf8"), key: readFileSync(workerCert.key, "utf8") };
+  const client: ClientCredentials = { ca, ...presented, headers: auth ? { authorization: `Bearer ${token}` } : {} };
   const transport = (opts?: RawOptions): Transport => {
     const bearer = opts?.token === undefined ? (auth ? token : null) : opts.token;
     const cert = opts?.cert === undefined ? workerCert : opts.cert;
