@@ -27,6 +27,7 @@ beforeAll(() => {
     mounted = true;
   } catch (e) {
     mountError = String((e as { stderr?: Buffer }).stderr ?? e).trim();
+    console.warn(`disk-full.test.ts is skipped: cannot mount a tmpfs (${mountError}); run as root to cover it`);
   }
 });
 

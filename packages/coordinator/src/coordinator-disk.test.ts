@@ -146,6 +146,7 @@ describe("coordinator on a full or failing data dir", () => {
     expect(e.rawMessage).toContain(`data dir ${s.dir} is full (ENOSPC) while writing tiles of job ${job.jobId}`);
     const { status } = await s.jobs.getJob({ jobId: job.jobId });
     expect(status).toMatchObject({ state: JobState.RUNNING, shardsDone: 1, shardsLeased: 3 });
+    expect(s.logs.some((l) => l.includes("tiles refused by the disk; the worker retries"))).toBe(true);
 
     faults.clear();
     const ok = await complete(s, workerId, leases.slice(1), job);

@@ -1077,7 +1077,10 @@ export class Coordinator {
         // One group commit covers every accepted tile of this report (tile bytes first, then records).
         await Promise.all(durables);
         // As below: the worker retries the call (holding its leases) until the disk has room.
-        if (diskError !== undefined) throw diskError;
+        if (diskError !== undefined) {
+          this.#log.warn({ workerId, err: diskError.rawMessage }, "tiles refused by the disk; the worker retries");
+          throw diskError;
+        }
         // The whole call fails so the worker retries it (the others in it are then ALREADY_EXISTS).
         if (unverified !== undefined) throw new ConnectError(unverified, Code.Unavailable);
         return { outcomes };
