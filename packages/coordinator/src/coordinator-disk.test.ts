@@ -127,35 +127,47 @@ async function resultOf(s: Started, jobId: string): Promise<{ state: JobState; c
   const { status } = await s.jobs.getJob({ jobId, waitMs: 10_000, untilTerminal: true });
   if (status?.state !== JobState.SUCCEEDED) return { state: status?.state ?? JobState.UNSPECIFIED };
   const r = await s.jobs.getResult({ jobId });
-  const { data } = await s.blobs.readBlob({ blobId: r.result?.blobId ?? "", offset: 0n, maxBytes: 0 });
-  return { state: status.state, c: new Float64Array(data.slice().buffer) };
+  const c = new Uint8Array(Number(r.sizeBytes));
+  for (let off = 0; off < c.byteLength; ) {
+    const { data } = await s.blobs.readBlob({ blobId: r.result?.blobId ?? "", offset: BigInt(off), maxBytes: 0 });
+    c.set(data, off);
+    off += data.byteLength;
+  }
+  return { state: status.state, c: new Float64Array(c.buffer) };
 }
 
 describe("coordinator on a full or failing data dir", () => {
-  it("a tile the disk refuses is not accepted: RESOURCE_EXHAUSTED, the lease stays, and the retry once space is back completes C exactly", async () => {
-    const exit = vi.spyOn(process, "exit").mockImplementation(() => undefined as never);
-    const s = await start();
-    const job = await submit(s, 8, 6, 8, 4); // 4 tiles
-    const { workerId, leases } = await leaseAll(s);
-    expect(leases).toHaveLength(4);
-    await complete(s, workerId, leases.slice(0, 1), job);
+  it.each([
+    ["a small C (assembled in memory)", 8, 6, 8, 4],
+    ["a C over the in-memory limit (tiles written straight to its file)", 1500, 2, 1500, 750],
+  ])(
+    "%s: a tile the disk refuses is not accepted: RESOURCE_EXHAUSTED, the lease stays, and the retry once space is back completes C exactly",
+    async (_label, m, k, n, tile) => {
+      const exit = vi.spyOn(process, "exit").mockImplementation(() => undefined as never);
+      const s = await start();
+      const job = await submit(s, m, k, n, tile); // 2 x 2 tiles
+      const { workerId, leases } = await leaseAll(s);
+      expect(leases).toHaveLength(4);
+      await complete(s, workerId, leases.slice(0, 1), job);
 
-    faults.arm({ op: "write", path: /results\//, code: "ENOSPC" });
-    const e = await failure(complete(s, workerId, leases.slice(1, 3), job));
-    expect(e.code).toBe(Code.ResourceExhausted);
-    expect(e.rawMessage).toContain(`data dir ${s.dir} is full (ENOSPC) while writing tiles of job ${job.jobId}`);
-    const { status } = await s.jobs.getJob({ jobId: job.jobId });
-    expect(status).toMatchObject({ state: JobState.RUNNING, shardsDone: 1, shardsLeased: 3 });
-    expect(s.logs.some((l) => l.includes("tiles refused by the disk; the worker retries"))).toBe(true);
+      faults.arm({ op: "write", path: /results\//, code: "ENOSPC" });
+      const e = await failure(complete(s, workerId, leases.slice(1, 3), job));
+      expect(e.code).toBe(Code.ResourceExhausted);
+      expect(e.rawMessage).toMatch(
+        new RegExp(`^data dir ${s.dir} is full \\(ENOSPC\\) while writing (tiles|a tile) of job ${job.jobId}`),
+      );
+      const { status } = await s.jobs.getJob({ jobId: job.jobId });
+      expect(status).toMatchObject({ state: JobState.RUNNING, shardsDone: 1, shardsLeased: 3 });
+      expect(s.logs.some((l) => l.includes("tiles refused by the disk; the worker retries"))).toBe(true);
 
-    faults.clear();
-    const ok = await complete(s, workerId, leases.slice(1), job);
-    expect(ok.outcomes.map((o) => o.code)).toEqual([0, 0, 0]);
-    const r = await resultOf(s, job.jobId);
-    expect(r.state).toBe(JobState.SUCCEEDED);
-    expect(r.c).toEqual(job.c);
-    expect(exit).not.toHaveBeenCalled();
-  });
+      faults.clear();
+      for (const l of leases.slice(1)) expect((await complete(s, workerId, [l], job)).outcomes[0]?.code).toBe(0);
+      const r = await resultOf(s, job.jobId);
+      expect(r.state).toBe(JobState.SUCCEEDED);
+      expect(r.c).toEqual(job.c);
+      expect(exit).not.toHaveBeenCalled();
+    },
+  );
 
   it("a C that cannot be sealed leaves the job running (not failed) and is sealed again once the disk allows", async () => {
     const s = await start();
