@@ -72,6 +72,8 @@ export interface ClusterOptions {
   extraWorkerArgs?: string[];
   /** Environment of the first coordinator process only (restarts run without it). */
   coordinatorEnv?: Record<string, string>;
+  /** The coordinator's `--data-dir` (e.g. a small file system); default a folder in the cluster's temp dir. */
+  dataDir?: string;
   /**
    * Authentication (default true): workers get their own CA-signed certificates and the
    * cluster a client and an admin token. False starts the coordinator with `--dev-no-auth`.
@@ -179,7 +181,7 @@ export async function runCoordinatorCommand(args: string[]): Promise<string> {
 export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), "dce-test-"));
   const tlsDir = join(dir, "certs");
-  const dataDir = join(dir, "data");
+  const dataDir = o.dataDir ?? join(dir, "data");
   const auth = o.auth ?? true;
   const tokens = (...args: string[]) => runCoordinatorCommand(["tokens", ...args, "--data-dir", dataDir]);
   const [, token, adminToken] = await Promise.all([

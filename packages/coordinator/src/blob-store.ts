@@ -17,6 +17,8 @@ import {
 } from "node:fs";
 import { open } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import type { DataDirSpace } from "./disk-space.js";
+import { dataDirError, withDataDir } from "./storage-errors.js";
 
 /** Why a blob operation was refused; mapped to a transport code by the service layer. */
 export class BlobError extends Error {
@@ -50,6 +52,8 @@ export interface BlobStoreOptions {
   readonly maxOpenUploads: number;
   /** An upload idle this long is dropped. */
   readonly uploadIdleMs: number;
+  /** Free-space admission of uploads and inline matrices; none when absent. */
+  readonly space?: DataDirSpace;
 }
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -58,6 +62,11 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
  * Content-addressed storage of float64 matrix bytes on local disk: a blob's id is the
  * hex SHA-256 of its bytes, so an identical upload is recognised and skipped. Uploads
  * stream into a temporary file while being hashed; nothing is held in memory whole.
+ *
+ * A write the disk refuses (full, over quota, I/O error) throws a `DataDirError`
+ * (RESOURCE_EXHAUSTED or UNAVAILABLE, naming the data dir) and leaves nothing half
+ * written: the upload or temporary file is deleted, and no blob id is handed out for
+ * bytes that are not all on disk. Covered by blob-store-disk.test.ts.
  */
 export class BlobStore {
   readonly #opts: BlobStoreOptions;
@@ -79,7 +88,7 @@ export class BlobStore {
     // blob, and the local store (LocalStore in the protocol) is offered on that basis.
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
     mkdirSync(this.#blobDir, { recursive: true });
-    this.storeId = ensureStoreId(join(opts.dir, "store-id"));
+    this.storeId = withDataDir(this.dir, "writing store-id", () => ensureStoreId(join(opts.dir, "store-id")));
     // Uploads in progress do not survive a restart: clients start them again.
     rmSync(this.#uploadDir, { recursive: true, force: true });
     mkdirSync(this.#uploadDir, { recursive: true });
@@ -121,9 +130,10 @@ export class BlobStore {
         `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
       );
     }
+    this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
     const id = randomUUID();
     const path = join(this.#uploadDir, id);
-    const fd = openSync(path, "w");
+    const fd = withDataDir(this.dir, `creating upload ${id}`, () => openSync(path, "w"));
     this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), received: 0, lastActiveMs: nowMs });
     return { uploadId: id };
   }
@@ -139,8 +149,17 @@ export class BlobStore {
     if (u.received + data.byteLength > u.sizeBytes) {
       throw new BlobError("invalid", `chunk ends at ${u.received + data.byteLength}, past the declared size ${u.sizeBytes}`);
     }
-    let off = 0;
-    while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, u.received + off);
+    // A chunk the disk refuses ends the upload and frees its space: its bytes are gone
+    // and a later chunk would only fail the same way. The client begins again.
+    withDataDir(
+      this.dir,
+      `writing upload ${uploadId}`,
+      () => {
+        let off = 0;
+        while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, u.received + off);
+      },
+      () => this.#discard(u),
+    );
     u.hash.update(data);
     u.received += data.byteLength;
     return u.received;
@@ -191,7 +210,7 @@ export class BlobStore {
       return digest;
     } catch (e) {
       rmSync(u.path, { force: true });
-      throw e;
+      throw dataDirError(e, this.dir, `storing upload ${uploadId}`) ?? e;
     }
   }
 
@@ -204,48 +223,81 @@ export class BlobStore {
       throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
     }
     const digest = u.hash.digest("hex");
-    if (digest === u.sha256) fsyncPath(u.path);
     if (digest !== u.sha256) {
       rmSync(u.path, { force: true });
       throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
     }
-    this.adopt(u.path, digest, u.sizeBytes);
+    withDataDir(
+      this.dir,
+      `storing upload ${uploadId}`,
+      () => {
+        fsyncPath(u.path);
+        this.adopt(u.path, digest, u.sizeBytes);
+      },
+      () => rmSync(u.path, { force: true }),
+    );
     return digest;
   }
 
   /**
    * Moves (or, with `keepSource`, hard-links) a finished, fsynced file into the store
-   * under its hash, deduplicating, and makes the new name durable.
+   * under its hash, deduplicating, and makes the new name durable. When that fails, a
+   * name it made is taken back (so the blob is not seen as stored) and the error thrown;
+   * the source is left to the caller.
    */
   adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean } = {}): void {
     const dir = join(this.#blobDir, blobId.slice(0, 2));
     const dest = join(dir, blobId);
     mkdirSync(dir, { recursive: true });
-    if (existsSync(dest)) {
-      if (!opts.keepSource) unlinkSync(path);
-    } else if (opts.keepSource) {
-      linkSync(path, dest);
-    } else {
-      renameSync(path, dest);
+    let made = false;
+    try {
+      if (existsSync(dest)) {
+        if (!opts.keepSource) unlinkSync(path);
+      } else if (opts.keepSource) {
+        linkSync(path, dest);
+        made = true;
+      } else {
+        renameSync(path, dest);
+        made = true;
+      }
+      fsyncPath(dir);
+    } catch (e) {
+      // A name that may not survive a crash must not be handed out: BeginUpload would then
+      // answer "already present" for bytes the next start may not have.
+      try {
+        if (made && opts.keepSource) rmSync(dest, { force: true });
+        else if (made) renameSync(dest, path);
+      } catch {
+        // Reported below. A file left under its hash still holds exactly those bytes
+        // (synced before it was named); it is only not known to survive a crash.
+      }
+      throw e;
     }
-    fsyncPath(dir);
     this.#sizes.set(blobId, sizeBytes);
   }
 
-  /** Stores bytes directly (used for results that arrive inline). */
+  /** Stores bytes directly (matrices sent inline in SubmitJob). */
   put(data: Uint8Array): string {
     const blobId = createHash("sha256").update(data).digest("hex");
     if (this.sizeOf(blobId) === data.byteLength) return blobId;
+    this.#opts.space?.require(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
     const tmp = join(this.#uploadDir, randomUUID());
-    const fd = openSync(tmp, "w");
-    try {
-      let off = 0;
-      while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off, off);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    this.adopt(tmp, blobId, data.byteLength);
+    withDataDir(
+      this.dir,
+      `storing inline matrix ${blobId}`,
+      () => {
+        const fd = openSync(tmp, "w");
+        try {
+          let off = 0;
+          while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off, off);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        this.adopt(tmp, blobId, data.byteLength);
+      },
+      () => rmSync(tmp, { force: true }),
+    );
     return blobId;
   }
 
@@ -258,36 +310,39 @@ export class BlobStore {
     }
     const len = Math.min(maxBytes, total - offset);
     const data = Buffer.allocUnsafe(len);
-    const fd = openSync(this.pathOf(blobId), "r");
-    try {
-      let got = 0;
-      while (got < len) {
-        const n = readSync(fd, data, got, len - got, offset + got);
-        if (n === 0) throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`);
-        got += n;
+    withDataDir(this.dir, `reading blob ${blobId}`, () => {
+      const fd = openSync(this.pathOf(blobId), "r");
+      try {
+        let got = 0;
+        while (got < len) {
+          const n = readSync(fd, data, got, len - got, offset + got);
+          if (n === 0) throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`);
+          got += n;
+        }
+      } finally {
+        closeSync(fd);
       }
-    } finally {
-      closeSync(fd);
-    }
+    });
     return { data, totalBytes: total };
+  }
+
+  /** Bytes that uploads in progress were declared with and have not sent yet. */
+  pendingUploadBytes(): number {
+    let n = 0;
+    for (const u of this.#uploads.values()) n += u.sizeBytes - u.received;
+    return n;
   }
 
   /** Drops uploads idle longer than the limit. */
   expireIdle(nowMs: number): void {
     for (const u of [...this.#uploads.values()]) {
-      if (nowMs - u.lastActiveMs > this.#opts.uploadIdleMs) {
-        this.#drop(u);
-        rmSync(u.path, { force: true });
-      }
+      if (nowMs - u.lastActiveMs > this.#opts.uploadIdleMs) this.#discard(u);
     }
   }
 
   /** Closes every open upload. */
   close(): void {
-    for (const u of [...this.#uploads.values()]) {
-      this.#drop(u);
-      rmSync(u.path, { force: true });
-    }
+    for (const u of [...this.#uploads.values()]) this.#discard(u);
   }
 
   #session(uploadId: string): UploadSession {
@@ -299,6 +354,12 @@ export class BlobStore {
   #drop(u: UploadSession): void {
     this.#uploads.delete(u.id);
     closeSync(u.fd);
+  }
+
+  /** Ends an upload and deletes its file. */
+  #discard(u: UploadSession): void {
+    this.#drop(u);
+    rmSync(u.path, { force: true });
   }
 }
 

@@ -3,6 +3,7 @@ import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
+import { DataDirError } from "./storage-errors.js";
 import { addToken, readTokenFile, revokeToken, TokenFileError } from "./tokens.js";
 
 /** "worker-1.pem", "worker-1.pem, worker-2.pem" or "worker-1.pem … worker-N.pem". */
@@ -57,6 +58,11 @@ async function main(): Promise<number> {
     const testCrashAt = parseCrashPoint(process.env.DCE_TEST_CRASH_AT);
     running = await startCoordinator({ ...cmd.options, logger, ...(testCrashAt ? { testCrashAt } : {}) });
   } catch (e) {
+    // A full or failing data dir is no usage error: exit 1, like a port in use.
+    if (e instanceof DataDirError) {
+      process.stderr.write(`coordinator: ${e.rawMessage}\n`);
+      return 1;
+    }
     process.stderr.write(`coordinator: ${(e as Error).message}\n`);
     return (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? 1 : 2;
   }
@@ -120,7 +126,7 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
       }
     }
   } catch (e) {
-    process.stderr.write(`coordinator tokens: ${(e as Error).message}\n`);
+    process.stderr.write(`coordinator tokens: ${e instanceof DataDirError ? e.rawMessage : (e as Error).message}\n`);
     return e instanceof TokenFileError ? 2 : 1;
   }
 }

@@ -44,8 +44,11 @@ import {
 import type { Logger } from "pino";
 import { DEVELOPMENT_PRINCIPAL, principalKey } from "./auth.js";
 import { BlobError, BlobStore } from "./blob-store.js";
+import { DataDirSpace } from "./disk-space.js";
 import { type CrashPoint, Journal, type RecoveryReport } from "./journal.js";
 import { ResultSink } from "./result-sink.js";
+import { DataDirError } from "./storage-errors.js";
+import { stageTiles } from "./tile-staging.js";
 import { type Verdict, Verifier } from "./verify/verifier.js";
 import { fromLeaseRef, toConnectError, toJobStatus, toLeaseRef, toLeaseStatus, toShardLease } from "./wire.js";
 
@@ -134,6 +137,9 @@ export class Coordinator {
   readonly #blobs: BlobStore;
   readonly #sink: ResultSink;
   readonly #journal: Journal;
+  /** Delay before the next try of each result that could not be sealed (disk full), in ms. */
+  readonly #sealRetryMs = new Map<string, number>();
+  #stopping = false;
   readonly #jobWaiters = new Map<string, Set<Waiter>>();
   readonly #workerWaiters = new Set<Waiter>();
   /**
@@ -177,17 +183,22 @@ export class Coordinator {
    * reseals results whose last tile was accepted before a crash.
    */
   static async open(config: CoordinatorConfig, logger: Logger): Promise<Coordinator> {
+    const space = new DataDirSpace(config.dataDir);
     const blobs = new BlobStore({
       dir: config.dataDir,
       maxBlobBytes: config.core.limits.maxMatrixBytes,
       maxOpenUploads: config.maxOpenUploads,
       uploadIdleMs: config.uploadIdleMs,
+      space,
     });
-    const sink = new ResultSink(config.dataDir, blobs);
+    const sink = new ResultSink(config.dataDir, blobs, space);
+    // Space that uploads in progress and running jobs' results will still take.
+    space.promise(() => blobs.pendingUploadBytes() + sink.unwrittenBytes());
     const { journal, report } = await Journal.open({
       dir: join(config.dataDir, "journal"),
       fsync: config.fsync,
       beforeCommit: () => sink.syncDirty(),
+      onSnapshotFailed: (e) => logger.error({ err: e }, "journal snapshot failed; the segments are kept until one succeeds"),
       ...(config.onJournalCommit ? { onCommit: config.onJournalCommit } : {}),
       ...(config.crashAt ? { crashAt: config.crashAt } : {}),
     });
@@ -300,6 +311,8 @@ export class Coordinator {
       // commit in progress. Found by the simulation suite (test/sim, seeds 26 and 5495).
       durable = this.#journal.commit().catch((e: unknown) => this.#diskFailed(e));
     }
+    // Steps whose caller does not wait (ticks, sealing) must not leave a rejection unhandled.
+    durable.catch(() => {});
     for (const observer of this.#observers) {
       try {
         observer(event, out as StepResult<OutcomeMap[CoreEvent["type"]]>);
@@ -310,10 +323,26 @@ export class Coordinator {
     return { ...out, durable };
   }
 
-  /** Memory is ahead of disk: stop at once; a restart recovers from the journal. */
+  /**
+   * Memory is ahead of disk: stop; a restart recovers from the journal, which holds
+   * everything acknowledged and nothing of the failed write. The calls that waited for
+   * it are answered first, with what happened (a full data dir is RESOURCE_EXHAUSTED,
+   * naming it); covered by coordinator-disk.test.ts and test/integration/disk-full.test.ts.
+   */
   #diskFailed(e: unknown): never {
-    this.#log.fatal({ err: e }, "journal write failed; stopping (restart recovers from the journal)");
-    process.exit(70);
+    if (!this.#stopping) {
+      this.#stopping = true;
+      this.#log.fatal({ err: e }, "journal write failed; stopping (restart recovers from the journal)");
+      setTimeout(() => process.exit(70), 200);
+    }
+    if (e instanceof ConnectError) throw e;
+    throw new ConnectError(
+      "the journal could not be written; the coordinator restarts",
+      Code.Unavailable,
+      undefined,
+      undefined,
+      e,
+    );
   }
 
   /**
@@ -352,6 +381,7 @@ export class Coordinator {
       let out: { durable: Promise<void> } | undefined;
       try {
         const blobId = this.#sink.finalize(jobId);
+        this.#sealRetryMs.delete(jobId);
         out = this.#apply({ type: "result-finalized", nowMs: Date.now(), jobId, resultBlobId: blobId });
         // The job's summary: with "job submitted" and "job started" it tells the story at info level.
         const job = this.#state.jobs.get(jobId);
@@ -372,12 +402,25 @@ export class Coordinator {
           "job succeeded",
         );
       } catch (e) {
+        if (e instanceof DataDirError) {
+          // Not the job's fault: it stays running, its tiles kept, and sealing is tried again.
+          const ms = Math.min(2 * (this.#sealRetryMs.get(jobId) ?? 500), 30_000);
+          this.#sealRetryMs.set(jobId, ms);
+          this.#log.error({ jobId, err: e.rawMessage, retryInMs: ms }, "result could not be sealed; trying again");
+          setTimeout(() => {
+            if (this.#closed === undefined && this.#state.jobs.get(jobId)?.finalizing) this.#finalize(jobId);
+          }, ms).unref();
+          return;
+        }
         this.#log.error({ jobId, err: e }, "result could not be sealed");
         this.#apply({ type: "result-failed", nowMs: Date.now(), jobId, message: String(e) });
         return;
       }
       // The buffer goes only once the success is durable: a crash before that reseals it.
-      void out.durable.then(() => this.#sink.release(jobId));
+      out.durable.then(
+        () => this.#sink.release(jobId),
+        () => {},
+      );
     });
   }
 
@@ -400,11 +443,17 @@ export class Coordinator {
         // Journaled by #apply, which also decides when replies and wake-ups may go out.
         return;
       case "prepare-result":
-        this.#sink.prepare(fx.jobId, fx.rows, fx.cols);
+        try {
+          this.#sink.prepare(fx.jobId, fx.rows, fx.cols);
+        } catch (e) {
+          // The job is acknowledged anyway; its first tile opens the buffer (see stageTiles).
+          if (!(e instanceof DataDirError)) throw e;
+          this.#log.error({ jobId: fx.jobId, err: e.rawMessage }, "result buffer not created yet");
+        }
         return;
       case "write-tile":
-        if (!tile) throw new Error("write-tile without tile bytes");
-        this.#sink.writeTile(fx.jobId, fx.bounds, tile);
+        // Tiles are written by stageTiles before the step; only an unstaged one comes here.
+        if (tile) this.#sink.writeTile(fx.jobId, fx.bounds, tile);
         return;
       case "finalize-result":
         this.#verifier?.forget(fx.jobId);
@@ -691,6 +740,11 @@ export class Coordinator {
           }
         }
         const clientId = this.#clientOf(ctx);
+        // A new job's C must fit on disk (a retry of a submitted one is answered as before).
+        // The key is the core's (state.ts): a client's idempotency key names at most one job.
+        if (valid.ok && !this.#state.idempotency.has(`${clientId}\u0000${req.idempotencyKey}`)) {
+          this.#sink.admit(valid.value.a.rows, valid.value.b.cols);
+        }
         const out = this.#apply({
           type: "job-submitted",
           nowMs: Date.now(),
@@ -986,10 +1040,19 @@ export class Coordinator {
           } else item.verdict = v;
         }
         if (waiting.length > 0) await Promise.all(waiting);
+        // Tile bytes go to the result buffers before the core accepts them (see stageTiles).
+        const nowMs = Date.now();
+        const stagedAll = stageTiles(this.#state, this.#sink, workerId, items, nowMs);
         const durables: Promise<void>[] = [];
         let unverified: string | undefined;
-        const outcomes = items.map(({ lease, data, early, verdict }) => {
+        let diskError: DataDirError | undefined;
+        const outcomes = items.map(({ lease, data, early, verdict }, i) => {
           if (early !== undefined || data === undefined) return early as ShardOutcome;
+          const staged = stagedAll[i];
+          if (staged instanceof DataDirError) {
+            diskError ??= staged;
+            return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: staged.code, message: staged.rawMessage });
+          }
           if (verdict !== undefined && !verdict.ok) {
             if ("unavailable" in verdict) {
               unverified = verdict.reason;
@@ -1003,8 +1066,8 @@ export class Coordinator {
             return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
           }
           const out = this.#apply(
-            { type: "shard-completed", nowMs: Date.now(), workerId, lease, sizeBytes: data.byteLength },
-            data,
+            { type: "shard-completed", nowMs, workerId, lease, sizeBytes: data.byteLength },
+            staged === "written" ? undefined : data,
           );
           durables.push(out.durable);
           if (out.outcome.ok) {
@@ -1027,6 +1090,11 @@ export class Coordinator {
         });
         // One group commit covers every accepted tile of this report (tile bytes first, then records).
         await Promise.all(durables);
+        // As below: the worker retries the call (holding its leases) until the disk has room.
+        if (diskError !== undefined) {
+          this.#log.warn({ workerId, err: diskError.rawMessage }, "tiles refused by the disk; the worker retries");
+          throw diskError;
+        }
         // The whole call fails so the worker retries it (the others in it are then ALREADY_EXISTS).
         if (unverified !== undefined) throw new ConnectError(unverified, Code.Unavailable);
         return { outcomes };

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, truncateSync } from "node:fs";
 import { type FileHandle, open, rename, unlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { crc32 } from "node:zlib";
 import {
   applyRecord,
@@ -12,6 +12,7 @@ import {
   fromSnapshot,
   toSnapshot,
 } from "@dce/core";
+import { dataDirError } from "./storage-errors.js";
 
 /** Options of {@link Journal.open}. */
 export interface JournalOptions {
@@ -25,6 +26,11 @@ export interface JournalOptions {
   readonly beforeCommit?: () => Promise<void>;
   /** Called with each group commit's duration (write + fsync), for metrics. */
   readonly onCommit?: (ms: number, records: number) => void;
+  /**
+   * Called when a snapshot could not be written (e.g. the disk is full). Not fatal: the
+   * records are in the segments, which are kept until a later snapshot succeeds.
+   */
+  readonly onSnapshotFailed?: (e: unknown) => void;
   /**
    * Fault injection for crash-point tests only: SIGKILL this process at `point` of the
    * `nth` group commit that carries an accepted shard.
@@ -119,7 +125,7 @@ function fsyncDir(dir: string): void {
  */
 export class Journal {
   readonly model: DurableModel;
-  readonly #opts: Required<Omit<JournalOptions, "beforeCommit" | "onCommit" | "crashAt">> & JournalOptions;
+  readonly #opts: Required<Omit<JournalOptions, "beforeCommit" | "onCommit" | "onSnapshotFailed" | "crashAt">> & JournalOptions;
   #seq: number;
   #fh: FileHandle;
   #segmentBytes: number;
@@ -212,8 +218,10 @@ export class Journal {
 
   /**
    * Resolves once every record appended so far is on disk. Concurrent callers share
-   * one write and one fdatasync (group commit). Rejects if the disk failed; the
-   * coordinator then stops, since memory is ahead of disk.
+   * one write and one fdatasync (group commit). Rejects if the disk failed (with a
+   * `DataDirError` for a full or failing disk), and so does every later commit: memory
+   * is ahead of disk, and the coordinator stops. The failed batch is cut off the
+   * segment first, so after a restart none of its records count, as its callers were told.
    */
   commit(): Promise<void> {
     if (this.#failed) return Promise.reject(this.#failed);
@@ -247,17 +255,35 @@ export class Journal {
       this.#maybeCrash("after-journal-fsync", armed);
       this.#segmentBytes += buf.byteLength;
     } catch (e) {
-      this.#failed = e instanceof Error ? e : new Error(String(e));
+      // Whatever part of the batch reached the file goes: it was never acknowledged.
+      await this.#fh.truncate(this.#segmentBytes).catch(() => {});
+      const dataDir = dirname(resolve(this.#opts.dir));
+      const mapped = dataDirError(
+        e,
+        dataDir,
+        `writing the journal (${segName(this.#seq)}), so nothing of this request was saved and the coordinator restarts`,
+      );
+      this.#failed = mapped ?? (e instanceof Error ? e : new Error(String(e)));
       throw this.#failed;
     }
     this.#opts.onCommit?.(performance.now() - t0, batch.length);
-    if (this.#segmentBytes >= this.#opts.snapshotAfterBytes) await this.#snapshot();
+    if (this.#segmentBytes >= this.#opts.snapshotAfterBytes) await this.#trySnapshot();
   }
 
-  /** Forces a snapshot now (after the pending commit). */
+  /** Forces a snapshot now (after the pending commit); a failed snapshot is reported to `onSnapshotFailed`. */
   snapshot(): Promise<void> {
-    this.#chain = this.#chain.then(() => this.#write()).then(() => this.#snapshot());
+    this.#chain = this.#chain.then(() => this.#write()).then(() => this.#trySnapshot());
     return this.#chain;
+  }
+
+  /** {@link #snapshot}, whose failure only costs the space of the old segments. */
+  async #trySnapshot(): Promise<void> {
+    try {
+      await this.#snapshot();
+    } catch (e) {
+      await unlink(join(this.#opts.dir, `${SNAPSHOT}.tmp`)).catch(() => {});
+      this.#opts.onSnapshotFailed?.(e);
+    }
   }
 
   /**

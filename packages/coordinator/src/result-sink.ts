@@ -3,6 +3,7 @@ import {
   closeSync,
   existsSync,
   fdatasync,
+  fstatSync,
   fsyncSync,
   ftruncateSync,
   mkdirSync,
@@ -16,6 +17,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import type { TileBounds } from "@dce/core";
 import type { BlobStore } from "./blob-store.js";
+import type { DataDirSpace } from "./disk-space.js";
+import { withDataDir, withDataDirAsync } from "./storage-errors.js";
 
 const fdatasyncAsync = promisify(fdatasync);
 
@@ -43,14 +46,24 @@ const MIRROR_MAX_BYTES = 16 * 1024 * 1024;
  * the place its shard index fixes, so the final bytes cannot depend on the order in
  * which tiles arrive. Buffers of unfinished jobs survive a restart (their accepted
  * tiles are not recomputed); sealing hashes the file and links it into the blob store.
+ *
+ * A write the disk refuses throws a `DataDirError` (RESOURCE_EXHAUSTED or UNAVAILABLE,
+ * naming the data dir). The coordinator writes a tile and {@link flush}es it before the
+ * core accepts it, so a full disk refuses the tile (the worker retries) rather than
+ * losing one already accepted; covered by result-sink-disk.test.ts.
  */
 export class ResultSink {
+  readonly #dataDir: string;
   readonly #dir: string;
   readonly #open = new Map<string, OpenResult>();
   readonly #dirty = new Set<string>();
   readonly #store: BlobStore;
+  readonly #space: DataDirSpace | undefined;
 
-  constructor(dataDir: string, store: BlobStore) {
+  /** `space`, when given, admits new jobs' C by free space ({@link admit}). */
+  constructor(dataDir: string, store: BlobStore, space?: DataDirSpace) {
+    this.#dataDir = store.dir;
+    this.#space = space;
     this.#dir = join(dataDir, "results");
     this.#store = store;
     mkdirSync(this.#dir, { recursive: true });
@@ -69,14 +82,32 @@ export class ResultSink {
     return this.#open.has(jobId) || existsSync(join(this.#dir, `${jobId}.f64`));
   }
 
-  /** Opens (creating a sparse file if needed) the result buffer of a job. */
+  /**
+   * Checks that a new job's C (rows × cols float64) fits on disk next to what is
+   * promised already; call before the job is accepted.
+   * @throws DataDirError RESOURCE_EXHAUSTED when it does not.
+   */
+  admit(rows: number, cols: number): void {
+    this.#space?.require(rows * cols * 8, `the result of this job (${rows}x${cols})`);
+  }
+
+  /** Opens (creating a sparse file if needed) the result buffer of a job; does nothing when it is open. */
   prepare(jobId: string, rows: number, cols: number): void {
     if (this.#open.has(jobId)) return;
     const path = join(this.#dir, `${jobId}.f64`);
     const sizeBytes = rows * cols * 8;
     const existed = existsSync(path);
-    const fd = openSync(path, existed ? "r+" : "w+");
-    if (!existed) ftruncateSync(fd, sizeBytes);
+    const fd = withDataDir(this.#dataDir, `creating the result buffer of job ${jobId}`, () => {
+      const fd = openSync(path, existed ? "r+" : "w+");
+      try {
+        if (!existed) ftruncateSync(fd, sizeBytes);
+      } catch (e) {
+        closeSync(fd);
+        rmSync(path, { force: true });
+        throw e;
+      }
+      return fd;
+    });
     let mirror: Buffer | undefined;
     if (sizeBytes <= MIRROR_MAX_BYTES) {
       mirror = Buffer.alloc(sizeBytes);
@@ -86,10 +117,15 @@ export class ResultSink {
     this.#open.set(jobId, { path, fd, cols, sizeBytes, mirror, dirtyFrom: 0, dirtyTo: 0 });
   }
 
-  /** Writes one tile (row-major m × n float64 bytes) at its bounds. Durable after {@link syncDirty}. */
+  /**
+   * Writes one tile (row-major m × n float64 bytes) at its bounds: into the file, or for
+   * a small C into memory until {@link flush}. Durable after {@link syncDirty}.
+   * @throws DataDirError when the disk refuses the write.
+   */
   writeTile(jobId: string, b: TileBounds, data: Uint8Array): void {
     const r = this.#open.get(jobId);
     if (!r) throw new Error(`no result buffer for job ${jobId}`);
+    this.#dirty.add(jobId);
     const n = b.colEnd - b.colStart;
     const rowBytes = n * 8;
     if (r.mirror !== undefined) {
@@ -104,28 +140,65 @@ export class ResultSink {
         r.dirtyFrom = Math.min(r.dirtyFrom, b.rowStart);
         r.dirtyTo = Math.max(r.dirtyTo, b.rowEnd);
       }
-    } else if (n === r.cols) {
-      // Full-width tile: one contiguous write.
-      writeAll(r.fd, data, 0, data.byteLength, b.rowStart * r.cols * 8);
-    } else {
-      for (let i = b.rowStart; i < b.rowEnd; i++) {
-        writeAll(r.fd, data, (i - b.rowStart) * rowBytes, rowBytes, (i * r.cols + b.colStart) * 8);
-      }
+      return;
     }
-    this.#dirty.add(jobId);
+    withDataDir(this.#dataDir, `writing a tile of job ${jobId}`, () => {
+      if (n === r.cols) {
+        // Full-width tile: one contiguous write.
+        writeAll(r.fd, data, 0, data.byteLength, b.rowStart * r.cols * 8);
+      } else {
+        for (let i = b.rowStart; i < b.rowEnd; i++) {
+          writeAll(r.fd, data, (i - b.rowStart) * rowBytes, rowBytes, (i * r.cols + b.colStart) * 8);
+        }
+      }
+    });
   }
 
-  /** Flushes every buffer written since the last call (run before the journal records them). */
+  /**
+   * Writes the tiles of a job still only in memory to its file (one write for all of
+   * them), so a full disk shows now rather than at the next journal commit.
+   * @throws DataDirError when the disk refuses; those rows stay to be written again.
+   */
+  flush(jobId: string): void {
+    const r = this.#open.get(jobId);
+    if (r) withDataDir(this.#dataDir, `writing tiles of job ${jobId}`, () => flushMirror(r));
+  }
+
+  /** Bytes of open result buffers not allocated on disk yet: what running jobs will still write. */
+  unwrittenBytes(): number {
+    let n = 0;
+    for (const r of this.#open.values()) {
+      try {
+        n += Math.max(0, r.sizeBytes - fstatSync(r.fd).blocks * 512);
+      } catch {
+        n += r.sizeBytes;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Flushes every buffer written since the last call (run before the journal records them).
+   * @throws DataDirError when the disk refuses; the buffers stay marked for the next call.
+   */
   async syncDirty(): Promise<void> {
     const ids = [...this.#dirty];
     this.#dirty.clear();
-    await Promise.all(
-      ids.map((id) => {
-        const r = this.#open.get(id);
-        if (!r) return Promise.resolve();
-        flushMirror(r);
-        return fdatasyncAsync(r.fd);
-      }),
+    await withDataDirAsync(
+      this.#dataDir,
+      "syncing result tiles",
+      () =>
+        Promise.all(
+          ids.map((id) => {
+            const r = this.#open.get(id);
+            if (!r) return Promise.resolve();
+            flushMirror(r);
+            return fdatasyncAsync(r.fd);
+          }),
+        ),
+      () => {
+        for (const id of ids) if (this.#open.has(id)) this.#dirty.add(id);
+      },
     );
   }
 
@@ -137,6 +210,10 @@ export class ResultSink {
   finalize(jobId: string): string {
     const r = this.#open.get(jobId);
     if (!r) throw new Error(`no result buffer for job ${jobId}`);
+    return withDataDir(this.#dataDir, `storing the result of job ${jobId}`, () => this.#seal(jobId, r));
+  }
+
+  #seal(jobId: string, r: OpenResult): string {
     const hash = createHash("sha256");
     if (r.mirror !== undefined) {
       flushMirror(r);

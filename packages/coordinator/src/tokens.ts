@@ -13,7 +13,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
+import { dataDirError, withDataDirAsync } from "./storage-errors.js";
 
 /** Roles a token can carry (the `worker` role comes from a certificate only). */
 export type TokenRole = "client" | "admin";
@@ -174,20 +175,23 @@ async function updateTokenFile(dataDir: string, change: (entries: TokenEntry[]) 
   try {
     const next = change(readTokenFile(dataDir));
     const tmp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
-    try {
-      const handle = await open(tmp, "wx", 0o600);
-      try {
-        await handle.writeFile(`${JSON.stringify({ version: 1, tokens: next }, null, 2)}\n`, "utf8");
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await chmod(tmp, 0o600);
-      await rename(tmp, path);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    // A full disk is reported as such (naming the data dir), and the half-written temp file goes.
+    await withDataDirAsync(
+      resolve(dataDir),
+      `writing ${TOKEN_FILE}`,
+      async () => {
+        const handle = await open(tmp, "wx", 0o600);
+        try {
+          await handle.writeFile(`${JSON.stringify({ version: 1, tokens: next }, null, 2)}\n`, "utf8");
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await chmod(tmp, 0o600);
+        await rename(tmp, path);
+      },
+      () => rm(tmp, { force: true }),
+    );
   } finally {
     release();
   }
@@ -199,7 +203,14 @@ async function lock(path: string): Promise<() => void> {
   for (;;) {
     try {
       const fd = openSync(path, "wx", 0o600);
-      writeFileSync(fd, String(process.pid));
+      try {
+        writeFileSync(fd, String(process.pid));
+      } catch (e) {
+        // An empty lock file (disk full) would block every tokens command for 30 s.
+        closeSync(fd);
+        unlinkSync(path);
+        throw dataDirError(e, resolve(dirname(path)), `writing ${basename(path)}`) ?? e;
+      }
       closeSync(fd);
       return () => {
         try {

@@ -280,6 +280,23 @@ describe("Worker pull loop", () => {
     expect(bits(job.result())).toEqual(bits(product(m, n, k, a, b)));
   });
 
+  it("begins a tile upload again when the coordinator dropped it (its disk refused a chunk), without failing the shard", async () => {
+    const fake = new FakeCoordinator({ maxMessageBytes: 140_000, maxChunkBytes: 30_000 });
+    const logger = captureLogger();
+    const [m, k, n] = [100, 3, 100];
+    const a = randomMatrix(m, k, 15);
+    const b = randomMatrix(k, n, 16);
+    const job = fake.addJob(fake.putMatrix(m, k, a), fake.putMatrix(k, n, b), 100, 100);
+    fake.refuseChunks = 1;
+    const worker = newWorker(fake, { pool: new HeldPool(1), logger });
+    await worker.start();
+    await waitFor("the tile", () => fake.doneCount(job.jobId) === 1);
+    expect(fake.calls.beginUpload).toBe(2);
+    expect(fake.failShardCalls).toEqual([]);
+    expect(logger.lines.some((l) => l.msg === "tile upload lost by the coordinator; uploading again")).toBe(true);
+    expect(bits(job.result())).toEqual(bits(product(m, n, k, a, b)));
+  });
+
   it.each([
     ["CANCELLED", (fake: FakeCoordinator, jobId: string) => fake.cancelJob(jobId)],
     ["LOST", (fake: FakeCoordinator, jobId: string) => fake.loseLease(jobId, 0)],

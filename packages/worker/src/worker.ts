@@ -807,12 +807,29 @@ export class Worker {
     }
   }
 
-  /** Uploads a tile too large for one message; returns its blob id. */
+  /**
+   * Uploads a tile too large for one message; returns its blob id. An upload the
+   * coordinator no longer holds (NOT_FOUND: it dropped it when its disk refused a chunk,
+   * it expired, or the coordinator restarted) is begun again while the lease lasts.
+   */
   async #uploadTile(bytes: Uint8Array, signal: AbortSignal, giveUp: () => boolean): Promise<string> {
+    const sha256 = await sha256Hex(bytes);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#uploadTileOnce(bytes, sha256, signal, giveUp);
+      } catch (e) {
+        const err = ConnectError.from(e);
+        if (err.code !== Code.NotFound || signal.aborted || giveUp()) throw e;
+        this.#log.warn({ err: err.rawMessage, attempt }, "tile upload lost by the coordinator; uploading again");
+        await sleepMs(backoffDelayMs(attempt, this.#config.random), signal);
+      }
+    }
+  }
+
+  async #uploadTileOnce(bytes: Uint8Array, sha256: string, signal: AbortSignal, giveUp: () => boolean): Promise<string> {
     const bc = this.#bc();
     const opts = { signal, timeoutMs: this.#config.rpcTimeoutMs };
     const policy = { signal, workerScoped: false, giveUp };
-    const sha256 = await sha256Hex(bytes);
     const begin = await this.#retry(
       "BeginUpload",
       () => bc.beginUpload({ sizeBytes: BigInt(bytes.byteLength), sha256 }, opts),

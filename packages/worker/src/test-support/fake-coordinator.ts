@@ -108,6 +108,8 @@ export class FakeCoordinator {
   readonly heartbeats: string[][] = [];
   /** Outcome override for a result: return a code (and message) instead of the normal decision. */
   completeOverride: ((lease: LeaseRef) => { code: number; message: string } | undefined) | undefined;
+  /** The next this many chunks are refused as a full disk refuses them: RESOURCE_EXHAUSTED, and the upload is dropped. */
+  refuseChunks = 0;
 
   readonly #workers = new Set<string>();
   #workerSeq = 0;
@@ -231,6 +233,11 @@ export class FakeCoordinator {
         },
         uploadChunk: (req) => {
           this.#enter("uploadChunk");
+          if (this.refuseChunks > 0) {
+            this.refuseChunks--;
+            this.#uploads.delete(req.uploadId);
+            throw new ConnectError("data dir /test is full (ENOSPC) while writing upload", Code.ResourceExhausted);
+          }
           const u = this.#uploads.get(req.uploadId);
           if (u === undefined) throw new ConnectError("unknown upload", Code.NotFound);
           if (Number(req.offset) !== u.received) throw new ConnectError("out of order", Code.InvalidArgument);
