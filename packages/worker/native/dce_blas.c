@@ -7,7 +7,8 @@
 // worker_threads thread can load it.
 //
 // Exports:
-//   gemm(m, n, k, a, b, c)  c = a × b, row-major Float64Arrays, c overwritten
+//   dgemm(m, n, k, a, lda, b, ldb, c, ldc, beta)
+//                           C = A × B (+ C when beta is 1), row-major, strided
 //   config()                openblas_get_config(), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH …"
 //   corename()              openblas_get_corename(), the CPU kernel set in use
 //   setNumThreads(n)        openblas_set_num_threads(n) (called with 1 at load)
@@ -63,41 +64,53 @@ static int get_f64(napi_env env, napi_value v, const char* label, int64_t need, 
   return 1;
 }
 
-// gemm(m, n, k, a, b, c[, ldb]): c (m x n) = a (m x k) * b, where b is k rows of stride
-// ldb (default n) of which the first n columns are used: a column panel of a wider B is
-// read in place, without a copy.
-static napi_value gemm(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+// dgemm(m, n, k, a, lda, b, ldb, c, ldc, beta): C = A * B + beta * C, row-major, where A is
+// m rows of stride lda, B is k rows of stride ldb and C is m rows of stride ldc, each
+// Float64Array starting at its first element. beta must be 0 (C is written without being
+// read: NaN already in C does not leak through) or 1 (the product is added to C). Any
+// block of a larger product is such a call on subarrays, which is how native-blas.ts
+// cuts a long product into panels (a stop request is checked between them).
+static napi_value dgemm(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 6 && argc != 7) {
-    napi_throw_type_error(env, NULL, "gemm(m, n, k, a, b, c[, ldb]) takes 6 or 7 arguments");
+  if (argc != 10) {
+    napi_throw_type_error(env, NULL, "dgemm(m, n, k, a, lda, b, ldb, c, ldc, beta) takes 10 arguments");
     return NULL;
   }
-  int64_t m, n, k, ldb;
-  double *a, *b, *c;
-  if (!get_dim(env, argv[0], "m", &m) || !get_dim(env, argv[1], "n", &n) || !get_dim(env, argv[2], "k", &k)) return NULL;
-  ldb = n;
-  if (argc == 7 && !get_dim(env, argv[6], "ldb", &ldb)) return NULL;
-  if (ldb < n) {
-    napi_throw_range_error(env, NULL, "ldb must be at least n");
+  int64_t m, n, k, lda, ldb, ldc;
+  if (!get_dim(env, argv[0], "m", &m) || !get_dim(env, argv[1], "n", &n) || !get_dim(env, argv[2], "k", &k) ||
+      !get_dim(env, argv[4], "lda", &lda) || !get_dim(env, argv[6], "ldb", &ldb) || !get_dim(env, argv[8], "ldc", &ldc)) {
     return NULL;
   }
+  double beta;
+  if (napi_get_value_double(env, argv[9], &beta) != napi_ok || (beta != 0.0 && beta != 1.0)) {
+    napi_throw_range_error(env, NULL, "beta must be 0 or 1");
+    return NULL;
+  }
+  // BLAS requires every leading dimension to be at least max(1, row length).
+  if (lda < (k > 1 ? k : 1) || ldb < (n > 1 ? n : 1) || ldc < (n > 1 ? n : 1)) {
+    napi_throw_range_error(env, NULL, "lda must be >= max(1, k), ldb and ldc >= max(1, n)");
+    return NULL;
+  }
+  int64_t a_need = m == 0 ? 0 : (m - 1) * lda + k;
   int64_t b_need = k == 0 ? 0 : (k - 1) * ldb + n;
-  if (!get_f64(env, argv[3], "a", m * k, &a) || !get_f64(env, argv[4], "b", b_need, &b) ||
-      !get_f64(env, argv[5], "c", m * n, &c)) {
+  int64_t c_need = m == 0 ? 0 : (m - 1) * ldc + n;
+  double *a, *b, *c;
+  if (!get_f64(env, argv[3], "a", a_need, &a) || !get_f64(env, argv[5], "b", b_need, &b) ||
+      !get_f64(env, argv[7], "c", c_need, &c)) {
     return NULL;
   }
   if (m == 0 || n == 0) return NULL;
   if (k == 0) {
-    // BLAS requires lda >= 1; the empty sum is +0 everywhere.
-    memset(c, 0, (size_t)(m * n) * sizeof(double));
+    // The empty sum is +0 everywhere; adding it changes nothing.
+    if (beta == 0.0) {
+      for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(double));
+    }
     return NULL;
   }
-  if (ldb < 1) ldb = 1;
-  // beta = 0: BLAS writes C without reading it (NaN already in C does not leak through).
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)k, b,
-              (blasint)ldb, 0.0, c, (blasint)n);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)lda, b,
+              (blasint)ldb, beta, c, (blasint)ldc);
   return NULL;
 }
 
@@ -141,7 +154,7 @@ NAPI_MODULE_INIT() {
   // One BLAS thread per compute thread: the worker's pool is the parallelism.
   openblas_set_num_threads(1);
   napi_property_descriptor props[] = {
-      {"gemm", NULL, gemm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dgemm", NULL, dgemm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"config", NULL, config, NULL, NULL, NULL, napi_enumerable, NULL},
       {"corename", NULL, corename, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setNumThreads", NULL, set_num_threads, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -1,7 +1,9 @@
+import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { referenceKernel } from "./kernels/reference.js";
 import { type ComputePool, createThreadPool } from "./pool.js";
 import { compileThreadScript, removeCompiledThreadScript } from "./test-support/compile-thread.js";
+import { openblasInstalled } from "./test-support/openblas.js";
 
 const pools: ComputePool[] = [];
 function pool(threads: number): ComputePool {
@@ -20,6 +22,35 @@ function random(len: number, seed: number): Float64Array {
     x = (x * 1103515245 + 12345) % 2 ** 31;
     return x / 2 ** 31 - 0.5;
   });
+}
+
+/** CPU time of this process so far, all threads (the pool's included), in milliseconds. */
+function cpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+/** CPU time of each thread of this process so far, in clock ticks, by thread id (Linux). */
+function threadTicks(): Map<string, number> {
+  const ticks = new Map<string, number>();
+  for (const tid of readdirSync("/proc/self/task")) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks.set(tid, Number(fields[11]) + Number(fields[12])); // utime + stime
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return ticks;
+}
+
+async function until(cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 function expected(m: number, n: number, k: number, a: Float64Array, b: Float64Array): Float64Array {
@@ -83,6 +114,75 @@ describe("createThreadPool", () => {
     expect(Date.now() - started).toBeLessThan(1_000);
     const { c } = await p.run({ kernel: "reference", m: 1, n: 1, k: 1, a: Float64Array.of(5), b: Float64Array.of(6) });
     expect(c[0]).toBe(30);
+  });
+
+  it("aborting a running task frees its slot for the task queued behind it", async () => {
+    const p = pool(1);
+    const size = 700; // ~0.3 G multiply-adds: about a second of CPU
+    const ac = new AbortController();
+    const long = p.run(
+      { kernel: "reference", m: size, n: size, k: size, a: random(size * size, 4), b: random(size * size, 5) },
+      ac.signal,
+    );
+    const next = p.run({ kernel: "reference", m: 1, n: 1, k: 1, a: Float64Array.of(7), b: Float64Array.of(6) });
+    setTimeout(() => ac.abort(new Error("cancelled")), 20);
+    await expect(long).rejects.toThrow("cancelled");
+    const abortCpu = cpuMs();
+    expect((await next).c[0]).toBe(42);
+    // A fresh thread, not the rest of the aborted product (CPU time: immune to other load).
+    expect(cpuMs() - abortCpu).toBeLessThan(300);
+  });
+
+  // Terminating a thread cannot interrupt native code: without the stop flag the old
+  // thread goes on with its product (about 0.6 s of CPU here). CPU time, not wall time,
+  // so that other load on the machine does not change the outcome.
+  it.skipIf(!openblasInstalled)(
+    "native-blas abort: the kernel itself stops within a panel, and the slot takes work again once its thread has exited",
+    async () => {
+      const p = pool(1);
+      const n = 2560; // 17 G multiply-adds: about 0.7 s of CPU at 48 GFLOP/s
+      await p.run({ kernel: "native-blas", m: 1, n: 1, k: 1, a: Float64Array.of(1), b: Float64Array.of(1) }); // addon loaded
+      const a = new Float64Array(n * n).fill(0.5);
+      const b = new Float64Array(n * n).fill(2);
+      const ac = new AbortController();
+      const before = threadTicks();
+      const long = p.run({ kernel: "native-blas", m: n, n, k: n, a, b }, ac.signal);
+      // The kernel's thread: the one (not the main thread) that has computed for 100 ms.
+      let kernelTid: string | undefined;
+      await until(() => {
+        const busy = [...threadTicks()].find(([tid, t]) => tid !== String(process.pid) && t - (before.get(tid) ?? 0) >= 10);
+        kernelTid = busy?.[0];
+        return kernelTid !== undefined;
+      }, 10_000);
+      const abortCpu = cpuMs();
+      ac.abort(new Error("lease lost"));
+      await expect(long).rejects.toThrow("lease lost");
+      const { c } = await p.run({ kernel: "native-blas", m: 1, n: 1, k: 1, a: Float64Array.of(5), b: Float64Array.of(6) });
+      expect(c[0]).toBe(30);
+      // Until the next task ran: at most one panel (2^30 multiply-adds, ~45 ms) and a fresh
+      // thread, not the rest of the product.
+      expect(cpuMs() - abortCpu).toBeLessThan(300);
+      // And the kernel's thread computes nothing more (it has exited, or at least stopped).
+      const after = threadTicks().get(kernelTid as string);
+      await new Promise((r) => setTimeout(r, 500));
+      const later = threadTicks().get(kernelTid as string);
+      expect(later === undefined || later - (after ?? 0) <= 1, `kernel thread ticks ${after} then ${later}`).toBe(true);
+    },
+  );
+
+  it("aborting every task of a batch of tiny tasks leaves the pool working", async () => {
+    const p = pool(1);
+    const ac = new AbortController();
+    const runs = Array.from({ length: 64 }, (_, i) =>
+      p.run({ kernel: "reference", m: 2, n: 2, k: 2, a: Float64Array.of(i, 0, 0, i), b: Float64Array.of(1, 2, 3, 4) }, ac.signal),
+    );
+    queueMicrotask(() => queueMicrotask(() => ac.abort(new Error("job cancelled"))));
+    const settled = await Promise.allSettled(runs);
+    expect(settled.every((r) => r.status === "rejected")).toBe(true);
+    const after = await Promise.all(
+      [1, 2, 3].map((x) => p.run({ kernel: "reference", m: 1, n: 1, k: 1, a: Float64Array.of(x), b: Float64Array.of(3) })),
+    );
+    expect(after.map((r) => r.c[0])).toEqual([3, 6, 9]);
   });
 
   it("aborting a queued task removes it from the queue", async () => {

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker as Thread } from "node:worker_threads";
-import type { ThreadRequest, ThreadResponse, ThreadTask } from "./internal/thread-protocol.js";
+import type { ThreadData, ThreadRequest, ThreadResponse, ThreadTask } from "./internal/thread-protocol.js";
 
 /** One matrix product for a {@link ComputePool}: `c (m×n) = a (m×k) × b (k×n)`, row-major. */
 export interface GemmTask {
@@ -47,9 +47,11 @@ export interface ComputePool {
   /**
    * Runs one task. Tasks beyond `size` wait in FIFO order.
    *
-   * Aborting `signal` rejects with `signal.reason` at once; if the task was already
-   * running, its thread is terminated (the only way to stop a synchronous kernel)
-   * and replaced by a fresh one.
+   * Aborting `signal` rejects with `signal.reason` at once. If the task was already
+   * running, its kernel is stopped: the thread's stop flag is set (native kernels check
+   * it between panels) and the thread terminated (which interrupts JavaScript and
+   * WebAssembly at once). The slot takes new work once that thread has exited, on a
+   * fresh thread, so the pool never computes more than `size` tasks at a time.
    *
    * @throws the kernel's error (e.g. RangeError for an unknown kernel), an Error if the
    *   thread died, or an Error after {@link ComputePool.close}.
@@ -94,6 +96,10 @@ interface Job {
 
 interface Slot {
   thread: Thread | undefined;
+  /** The stop flag of `thread` (see `StopFlag`), set when its running task is aborted. */
+  stop: Int32Array;
+  /** Set while an aborted thread is still exiting (its kernel stops within a panel): no work meanwhile. */
+  retiring: Promise<void> | undefined;
   /** The message in flight on this thread: one task, or a batch of tiny ones. */
   batch: { readonly id: number; readonly jobs: Job[]; readonly startedAt: number } | undefined;
 }
@@ -119,7 +125,7 @@ class ThreadPool implements ComputePool {
     this.size = threads;
     this.#threadUrl = threadUrl;
     for (let i = 0; i < threads; i++) {
-      const slot: Slot = { thread: undefined, batch: undefined };
+      const slot: Slot = { thread: undefined, stop: new Int32Array(0), batch: undefined, retiring: undefined };
       this.#slots.push(slot);
       this.#spawn(slot);
     }
@@ -167,6 +173,7 @@ class ThreadPool implements ComputePool {
         slot.batch = undefined;
         if (slot.thread !== undefined) terminating.push(slot.thread.terminate());
         slot.thread = undefined;
+        if (slot.retiring !== undefined) terminating.push(slot.retiring.then(() => 0));
       }
       await Promise.allSettled(terminating);
     })();
@@ -174,8 +181,12 @@ class ThreadPool implements ComputePool {
   }
 
   #spawn(slot: Slot): Thread {
-    const thread = new Thread(this.#threadUrl);
+    // A fresh flag per thread: a stop is never cleared, the stopped thread is replaced.
+    const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+    const workerData: ThreadData = { stop };
+    const thread = new Thread(this.#threadUrl, { workerData });
     slot.thread = thread;
+    slot.stop = stop;
     thread.on("message", (res: ThreadResponse) => {
       const batch = slot.batch;
       if (slot.thread !== thread || batch === undefined || batch.id !== res.id) return;
@@ -213,12 +224,12 @@ class ThreadPool implements ComputePool {
   #dispatch(): void {
     for (const slot of this.#slots) {
       if (this.#queue.length === 0) return;
-      if (slot.batch !== undefined) continue;
+      if (slot.batch !== undefined || slot.retiring !== undefined) continue;
       const first = this.#queue.shift() as Job;
       const jobs = [first];
       if (isTiny(first.task)) {
         // Spread tiny tasks over the idle threads rather than piling them on one.
-        const idle = this.#slots.filter((s) => s.batch === undefined).length;
+        const idle = this.#slots.filter((s) => s.batch === undefined && s.retiring === undefined).length;
         const take = Math.min(MAX_BATCH - 1, Math.ceil(this.#queue.length / Math.max(1, idle)));
         while (jobs.length <= take && this.#queue.length > 0 && isTiny((this.#queue[0] as Job).task)) {
           jobs.push(this.#queue.shift() as Job);
@@ -267,10 +278,25 @@ class ThreadPool implements ComputePool {
       return;
     }
     slot.batch = undefined;
-    // A synchronous kernel cannot be interrupted; terminating its thread is the abort.
-    void slot.thread?.terminate();
-    if (this.#closing === undefined) this.#spawn(slot);
     job.reject(reason);
+    const thread = slot.thread;
+    slot.thread = undefined; // from now on its messages and its exit are ignored
+    if (thread === undefined) return;
+    // Terminating interrupts JavaScript and WebAssembly kernels, not native code: a
+    // native kernel sees the flag after its current panel, and only then can the
+    // thread exit. Until it has, the slot stays busy (pool.test.ts "native-blas abort").
+    Atomics.store(slot.stop, 0, 1);
+    slot.retiring = thread.terminate().then(
+      () => this.#retired(slot),
+      () => this.#retired(slot),
+    );
+  }
+
+  /** An aborted thread has exited: the slot starts a fresh thread and takes work again. */
+  #retired(slot: Slot): void {
+    slot.retiring = undefined;
+    if (this.#closing !== undefined) return;
+    this.#spawn(slot);
     this.#dispatch();
   }
 }

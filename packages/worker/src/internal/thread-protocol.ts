@@ -1,5 +1,11 @@
 /** Messages between the pool (main thread) and `kernel-thread.ts`. Type-only. */
 
+/** The `workerData` a kernel thread starts with. */
+export interface ThreadData {
+  /** This thread's stop flag (see `StopFlag` in kernels/kernel.ts), set by the pool to abort the running task. */
+  readonly stop: Int32Array;
+}
+
 /**
  * One gemm. `a` and `b` arrive transferred, or shared (a `SharedArrayBuffer` view,
  * read in place); `b` is `k × ldb` of which columns `[bColStart, bColStart + n)` are used.

@@ -31,16 +31,38 @@ export interface Kernel {
    * @param a - `m × k`, row-major.
    * @param b - `k × n`, row-major.
    * @param c - `m × n`, row-major; written, never read.
-   * @throws RangeError if an array is shorter than its shape needs.
+   * @param stop - Optional {@link StopFlag}: a kernel whose long products cannot be
+   *   interrupted by terminating its thread (native code) checks it between panels of
+   *   the product; the others ignore it. Checking never changes the result's bits.
+   * @throws RangeError if an array is shorter than its shape needs, or
+   *   KernelStoppedError once `stop` is set (`c` then holds a partial product).
    */
-  gemm(m: number, n: number, k: number, a: Float64Array, b: Float64Array, c: Float64Array): void;
+  gemm(m: number, n: number, k: number, a: Float64Array, b: Float64Array, c: Float64Array, stop?: StopFlag): void;
   /**
    * Optional: the same product with `b` a `k × ldb` row-major matrix of which the first
    * `n` columns are used (a column panel of a wider B, read in place). Must give the
    * same bits as {@link Kernel.gemm} on those columns copied out.
    */
-  gemmStrided?(m: number, n: number, k: number, a: Float64Array, b: Float64Array, ldb: number, c: Float64Array): void;
+  gemmStrided?(
+    m: number,
+    n: number,
+    k: number,
+    a: Float64Array,
+    b: Float64Array,
+    ldb: number,
+    c: Float64Array,
+    stop?: StopFlag,
+  ): void;
 }
+
+/**
+ * A request to stop a running product, shared between threads: an `Int32Array` over a
+ * `SharedArrayBuffer` whose element 0 another thread sets to non-zero with
+ * `Atomics.store` when the product is no longer wanted. It is never cleared: the
+ * compute pool gives each kernel thread its own flag, and the thread is replaced after
+ * a stop.
+ */
+export type StopFlag = Int32Array;
 
 // The registry is a fixed table: kernels are code, not configuration. Each entry
 // creates the kernel for the calling thread, or throws KernelUnavailableError.

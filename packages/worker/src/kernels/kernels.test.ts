@@ -6,12 +6,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type ComputePool, createThreadPool } from "../pool.js";
 import { compileThreadScript, removeCompiledThreadScript } from "../test-support/compile-thread.js";
 import { FakeCoordinator } from "../test-support/fake-coordinator.js";
+import { openblasInstalled } from "../test-support/openblas.js";
 import { Worker } from "../worker.js";
 import { createKernel, type Kernel, listKernels, selectKernels } from "./kernel.js";
 import { kernelNames } from "./names.js";
-import { createNativeBlasKernel, nativeBlasAddonPath } from "./native-blas.js";
+import { createNativeBlasKernel, nativeBlasAddonPath, nativeBlasPanels } from "./native-blas.js";
 import { referenceKernel } from "./reference.js";
-import { KernelUnavailableError } from "./support.js";
+import { KernelStoppedError, KernelUnavailableError } from "./support.js";
 import { createWasmSimdKernel } from "./wasm-simd.js";
 
 /** Deterministic values in [-0.5, 0.5). */
@@ -59,16 +60,6 @@ const shapes: [number, number, number][] = [
   [163, 1031, 19],
   [11, 2, 2],
 ];
-
-// OpenBLAS counts as installed when the dynamic linker knows libopenblas; then the
-// native-blas tests must run (and fail if the addon was not built), never skip.
-const openblasInstalled = (() => {
-  try {
-    return /libopenblas\.so/.test(execFileSync("ldconfig", ["-p"], { encoding: "utf8" }));
-  } catch {
-    return false;
-  }
-})();
 
 interface Candidate {
   readonly label: string;
@@ -279,10 +270,61 @@ describe.skipIf(!openblasInstalled)("native-blas", () => {
   it("is built and loads where OpenBLAS is installed, with one BLAS thread", () => {
     expect(existsSync(nativeBlasAddonPath)).toBe(true);
     const kernel = createNativeBlasKernel();
-    expect(kernel.fingerprint).toMatch(/^native-blas\/OpenBLAS \d+\.\d+\.\d+.*\/\S+$/);
+    // driver version 2: products are cut into panels, which changes the bits of deep ones
+    expect(kernel.fingerprint).toMatch(/^native-blas\/2\/OpenBLAS \d+\.\d+\.\d+.*\/\S+$/);
     const addon = createRequire(import.meta.url)(nativeBlasAddonPath) as { numThreads(): number };
     expect(addon.numThreads()).toBe(1);
     expect(createKernel("native-blas").fingerprint).toBe(kernel.fingerprint);
+  });
+
+  it("stops before its next panel once the stop flag is set, and an unset flag changes nothing", () => {
+    const kernel = createNativeBlasKernel();
+    const [m, n, k] = [37, 53, 600];
+    const a = random(m * k, 11);
+    const b = random(k * n, 12);
+    const stop = new Int32Array(new SharedArrayBuffer(4));
+    const c = new Float64Array(m * n);
+    kernel.gemm(m, n, k, a, b, c, stop);
+    expect(bits(c)).toEqual(bits(gemmWith(kernel, m, n, k, a, b)));
+    Atomics.store(stop, 0, 1);
+    expect(() => kernel.gemm(m, n, k, a, b, c, stop)).toThrow(KernelStoppedError);
+    expect(() => kernel.gemmStrided?.(m, n, k, a, b, n, c, stop)).toThrow(KernelStoppedError);
+  });
+
+  it("sums products cut by rows and by depth exactly (integer inputs, so every order gives the same bits)", () => {
+    const [m, n, k] = [1100, 4096, 512];
+    expect(nativeBlasPanels(m, n, k)).toEqual({ rows: 550, depth: 256 }); // two row panels, two depth panels
+    const ints = (len: number, seed: number) => random(len, seed).map((x) => Math.round(x * 16));
+    const a = ints(m * k, 13);
+    const b = ints(k * n, 14);
+    const c = gemmWith(createNativeBlasKernel(), m, n, k, a, b);
+    for (const i of [0, 549, 550, 1099]) {
+      for (let j = 0; j < n; j += 7) {
+        let want = 0;
+        for (let p = 0; p < k; p++) want += (a[i * k + p] as number) * (b[p * n + j] as number);
+        expect(c[i * n + j]).toBe(want);
+      }
+    }
+  });
+});
+
+describe("nativeBlasPanels", () => {
+  it("cuts by shape only: depth at most 256 in equal parts, rows so that a panel is at most 2^30 multiply-adds", () => {
+    expect(nativeBlasPanels(512, 512, 256)).toEqual({ rows: 512, depth: 256 }); // one call, as before panels
+    expect(nativeBlasPanels(1024, 1024, 1024)).toEqual({ rows: 1024, depth: 256 });
+    expect(nativeBlasPanels(5, 4, 257)).toEqual({ rows: 5, depth: 129 });
+    expect(nativeBlasPanels(2304, 4608, 4608)).toEqual({ rows: 768, depth: 256 });
+    expect(nativeBlasPanels(3, 3, 0)).toEqual({ rows: 3, depth: 0 });
+    fc.assert(
+      fc.property(fc.nat(20_000), fc.nat(20_000), fc.nat(20_000), (m, n, k) => {
+        const { rows, depth } = nativeBlasPanels(m, n, k);
+        expect(depth).toBeLessThanOrEqual(256);
+        expect(depth * Math.ceil(k / Math.max(depth, 1))).toBeGreaterThanOrEqual(k);
+        expect(rows).toBeGreaterThanOrEqual(Math.min(m, 1));
+        if (rows > 1) expect(rows * n * depth).toBeLessThanOrEqual(2 ** 30 + n * depth);
+        expect(nativeBlasPanels(m, n, k)).toEqual({ rows, depth });
+      }),
+    );
   });
 });
 

@@ -1,4 +1,4 @@
-/** What the optional kernels share: their "unavailable" error and where their assets live. */
+/** What the kernels share: their "unavailable" and "stopped" errors, and where their assets live. */
 
 /**
  * Thrown when a kernel cannot run on this machine or in this build (e.g. OpenBLAS is
@@ -15,6 +15,21 @@ export class KernelUnavailableError extends Error {
     super(`${kernel} unavailable: ${reason}`, options);
     this.kernel = kernel;
     this.reason = reason;
+  }
+}
+
+/**
+ * Thrown by a kernel that saw its `stop` flag (see `Kernel.gemm`) set between two panels
+ * of a product: nobody wants the result any more (the lease was cancelled or lost). The
+ * output array then holds a partial product.
+ */
+export class KernelStoppedError extends Error {
+  override readonly name = "KernelStoppedError";
+  /** The kernel's registry name. */
+  readonly kernel: string;
+  constructor(kernel: string) {
+    super(`${kernel} stopped: the product is no longer wanted`);
+    this.kernel = kernel;
   }
 }
 
