@@ -16,7 +16,7 @@
  * @module
  */
 import * as http2 from "node:http2";
-import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouterOptions, createConnectRouter } from "@connectrpc/connect";
 import {
   type ConnectNodeAdapterOptions,
   universalRequestFromNodeRequest,
@@ -24,6 +24,7 @@ import {
 } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { INTERNAL_MESSAGE } from "./error-boundary.js";
+import { wellFormedJsonDecoder } from "./well-formed-json.js";
 
 /** A Node request listener, HTTP/1.1 or HTTP/2 (connect-node's `NodeHandlerFn`). */
 export type NodeHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
@@ -38,10 +39,19 @@ export interface RpcHandlerOptions extends Omit<ConnectNodeAdapterOptions, "requ
 
 /**
  * Creates the request listener that serves `options.routes` and hands every other path
- * to `options.fallback` (404 without one). Compression defaults to none accepted.
+ * to `options.fallback` (404 without one). Compression defaults to none accepted. JSON
+ * requests are decoded by `wellFormedJsonDecoder`, so no lone surrogate gets in.
  */
 export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
-  const router = createConnectRouter({ ...options, acceptCompression: options.acceptCompression ?? [] });
+  const router = createConnectRouter({
+    ...options,
+    acceptCompression: options.acceptCompression ?? [],
+    // connect-es's JSON codec reads `textDecoder` from these options (createJsonSerialization), though
+    // the router's type does not list it; test/integration/unanswered-calls.test.ts pins that it is used.
+    jsonOptions: { ...options.jsonOptions, textDecoder: wellFormedJsonDecoder } as NonNullable<
+      ConnectRouterOptions["jsonOptions"]
+    >,
+  });
   options.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const fallback: NodeHandler =
