@@ -139,8 +139,6 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** Default largest call deadline: 24 h. */
 export const DEFAULT_MAX_DEADLINE_MS = 24 * 3_600_000;
 
-export { MAX_ERROR_MESSAGE_CHARS } from "./error-boundary.js";
-
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 
 /** True when `host` only accepts connections from this machine (a name or address, not a wildcard). */
