@@ -4,6 +4,13 @@
  * the generated protobuf-es schemas, hand-made HTTP/2 requests, and an independent
  * gRPC client (@grpc/grpc-js + @grpc/proto-loader reading the .proto files).
  *
+ * - Every call ends with a status well before the client gives up: a call still open
+ *   `GRACE_MS` after the deadline it sent fails the run (issue 12: a Heartbeat whose
+ *   worker_id held emoji got no answer), and so does DEADLINE_EXCEEDED (nothing here may
+ *   take that long). String fields carry astral characters, combining marks, CJK, very
+ *   long text, pairs straddling every cut point the coordinator uses, and lone surrogates
+ *   (sent as gRPC+JSON, the way a JavaScript client can send them).
+ * - Every status message is well-formed and at most 1024 code points.
  * - A well-formed message (one that decodes with the schema) is answered with a
  *   documented code: never INTERNAL, UNKNOWN or DATA_LOSS.
  * - Bytes that are not a valid message may get INTERNAL from the protocol layer (as
@@ -13,19 +20,9 @@
  * Replay a run: DCE_FUZZ_SEED=<seed printed below> pnpm exec vitest run --project integration test/fuzz
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import {
-  type DescMessage,
-  type DescMethod,
-  type DescService,
-  fromBinary,
-  fromJsonString,
-  type Message,
-  toBinary,
-  toJsonString,
-} from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient as createConnectClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createClient } from "@dce/client-sdk";
@@ -39,8 +36,22 @@ import * as reflectionV1 from "../../packages/coordinator/src/gen/grpc/reflectio
 import * as reflectionV1alpha from "../../packages/coordinator/src/gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { type Cluster, naiveMultiply, ROOT, randomMatrix, sameBytes, startCluster } from "../support/cluster.js";
 import { type LoadedMethod, loadedMethods, requestObjectArb } from "./support/grpc-js-fuzz.js";
+import {
+  badMessage,
+  codeName,
+  decodes,
+  describeMessage,
+  GRACE_MS,
+  NO_ANSWER,
+  pool,
+  roughSize,
+  short,
+  Tally,
+  vmRssKb,
+} from "./support/harness.js";
 import { type FuzzContext, messageArb, servicesOf } from "./support/proto-arbitraries.js";
-import { connectRaw, envelope, type RawAnswer, rawCall } from "./support/raw-http2.js";
+import { rawCaseArb } from "./support/raw-cases.js";
+import { connectRaw, type RawAnswer, rawCall } from "./support/raw-http2.js";
 
 const SEED = Number(process.env.DCE_FUZZ_SEED ?? 20_240_611);
 /** Requests per unary RPC and client; streaming RPCs get fewer (each holds a stream until its deadline). */
@@ -49,6 +60,9 @@ const RAW_RUNS = 110;
 const GRPC_JS_RUNS = 130;
 const STREAM_RUNS = 25;
 const CONCURRENCY = 16;
+/** Larger messages are sent as binary protobuf only (see roughSize). */
+const JSON_MAX_BYTES = 64 * 1024;
+/** Deadline (grpc-timeout) of a unary call; health Watch streams get 300 ms, reflection 2 s. */
 const CALL_TIMEOUT_MS = 8_000;
 
 /** Codes a well-formed request may get (README "Errors", docs/limits.md). */
@@ -72,90 +86,14 @@ const CODE_NAMES: Record<string, Code> = Object.fromEntries(
     .map(([k, v]) => [k.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase(), v as Code]),
 );
 
-interface Failure {
-  readonly rpc: string;
-  readonly client: string;
-  readonly kind: string;
-  readonly answer: string;
-  readonly request: string;
-}
-
-/** Counts per RPC and per answer, and the failures, over the whole file. */
-class Tally {
-  readonly perRpc = new Map<string, Map<string, number>>();
-  readonly perClient = new Map<string, number>();
-  readonly failures: Failure[] = [];
-  total = 0;
-  add(rpc: string, client: string, answer: string): void {
-    const m = this.perRpc.get(rpc) ?? new Map<string, number>();
-    this.perRpc.set(rpc, m);
-    m.set(answer, (m.get(answer) ?? 0) + 1);
-    this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
-    this.total++;
-  }
-  fail(f: Failure): void {
-    if (this.failures.length < 300) this.failures.push(f);
-  }
-}
-
-const codeName = (c: Code | 0) => (c === 0 ? "OK" : (Code[c] ?? String(c)));
-
-/** Runs `tasks` with at most `limit` in flight. */
-async function pool<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      await fn(items[i] as T, i);
-    }
-  });
-  await Promise.all(workers);
-}
-
-function vmRssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) : 0;
-}
-
-/** Does `bytes` decode as `schema`? (Then the request is well-formed, whatever it says.) */
-function decodes(schema: DescMessage, bytes: Uint8Array): boolean {
-  try {
-    fromBinary(schema, bytes);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function decodesJson(schema: DescMessage, json: string): boolean {
-  try {
-    fromJsonString(schema, json);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const short = (s: string) => (s.length > 300 ? `${s.slice(0, 300)}... (${s.length} chars)` : s);
-
-function describeMessage(schema: DescMessage, m: Message): string {
-  try {
-    return short(toJsonString(schema, m as never));
-  } catch {
-    return "(not printable as JSON)";
-  }
-}
-
-/** An arbitrary that builds its value only when it is picked (large bodies are costly to build). */
-const lazy = <T>(build: () => T): fc.Arbitrary<T> => fc.constant(0).map(build);
-
 /**
  * A Connect transport with the harness's credentials that sends messages over the
  * coordinator's limit (so the server, not the client, refuses them). Its HTTP/2
  * session may buffer far more than Node's default 10 MB: many large requests are in
  * flight at once, and a client session over its memory limit fails every stream on it.
+ * With `json`, messages travel as gRPC+JSON.
  */
-function fuzzTransport(cluster: Cluster): Transport {
+function fuzzTransport(cluster: Cluster, json = false): Transport {
   const creds = cluster.client;
   const withHeaders: Interceptor = (next) => (req) => {
     for (const [k, v] of Object.entries(creds.headers)) req.header.set(k, v);
@@ -170,6 +108,8 @@ function fuzzTransport(cluster: Cluster): Transport {
     },
     readMaxBytes: 16 * 1024 * 1024,
     writeMaxBytes: 16 * 1024 * 1024,
+    // gRPC+JSON carries lone surrogates as "\ud800" escapes: binary protobuf cannot.
+    useBinaryFormat: !json,
     interceptors: [withHeaders],
   });
 }
@@ -214,23 +154,9 @@ describe("fuzzing every RPC of a running coordinator", () => {
 
   afterAll(async () => {
     if (sampler) clearInterval(sampler);
-    const lines = [...tally.perRpc.entries()]
-      .sort(([x], [y]) => x.localeCompare(y))
-      .map(([rpc, codes]) => {
-        const n = [...codes.values()].reduce((s, v) => s + v, 0);
-        const parts = [...codes.entries()].sort((x, y) => y[1] - x[1]).map(([c, k]) => `${c} ${k}`);
-        return `  ${rpc.padEnd(52)} ${String(n).padStart(5)}  ${parts.join(", ")}`;
-      });
-    const codes = new Map<string, number>();
-    for (const m of tally.perRpc.values()) for (const [c, k] of m) codes.set(c, (codes.get(c) ?? 0) + k);
     console.log(
       [
-        `fuzz: ${tally.total} requests (seed ${SEED}); per client: ${[...tally.perClient].map(([c, n]) => `${c} ${n}`).join(", ")}`,
-        ...lines,
-        `  codes: ${[...codes.entries()]
-          .sort((x, y) => y[1] - x[1])
-          .map(([c, k]) => `${c} ${k}`)
-          .join(", ")}`,
+        ...tally.summary(SEED),
         `  coordinator VmRSS: start ${rss[0]} kB, after the first phase ${rss[rssMarks.afterSchema]} kB, max ${Math.max(...rss)} kB, end ${rss.at(-1)} kB`,
       ].join("\n"),
     );
@@ -239,33 +165,43 @@ describe("fuzzing every RPC of a running coordinator", () => {
 
   it("answers random well-formed messages (Connect client, protobuf-es schemas) with documented codes", async () => {
     const before = tally.failures.length;
-    const transport = fuzzTransport(cluster);
+    type CallOptions = { headers: Record<string, string>; signal: AbortSignal };
+    type Call = (req: unknown, opts: CallOptions) => unknown;
+    const transports = { connect: fuzzTransport(cluster), "connect-json": fuzzTransport(cluster, true) };
     for (const [mi, method] of METHODS.entries()) {
-      const service = method.parent;
-      const client = createConnectClient(service, transport) as unknown as Record<
-        string,
-        (req: unknown, opts: { timeoutMs: number }) => unknown
-      >;
-      const call = client[method.localName] as (req: unknown, opts: { timeoutMs: number }) => unknown;
+      const calls = Object.fromEntries(
+        Object.entries(transports).map(([name, t]) => {
+          const client = createConnectClient(method.parent, t) as unknown as Record<string, Call>;
+          return [name, client[method.localName] as Call];
+        }),
+      ) as Record<keyof typeof transports, Call>;
       const streaming = method.methodKind !== "unary";
       const runs = streaming ? STREAM_RUNS : SCHEMA_RUNS;
+      // Streams that watch (health Watch) run until their deadline, which ends them with OK.
+      const deadlineMs = method.methodKind === "unary" ? CALL_TIMEOUT_MS : method.methodKind === "server_streaming" ? 300 : 2_000;
       const inputs = fc.sample(messageArb(method.input, ctx), { numRuns: runs, seed: SEED + mi });
-      await pool(inputs, CONCURRENCY, async (msg) => {
+      await pool(inputs, CONCURRENCY, async (msg, i) => {
+        // Every other request as gRPC+JSON, so that lone surrogates reach the server.
+        const client = i % 2 === 1 && roughSize(msg, JSON_MAX_BYTES) < JSON_MAX_BYTES ? "connect-json" : "connect";
+        const call = calls[client];
+        // The deadline goes to the server; the client itself waits GRACE_MS longer for the status.
+        const giveUp = new AbortController();
+        const timer = setTimeout(() => giveUp.abort(), deadlineMs + GRACE_MS);
+        const opts = { headers: { "grpc-timeout": `${deadlineMs}m` }, signal: giveUp.signal };
         let code: Code | 0 = 0;
         let message = "";
         try {
           if (method.methodKind === "unary") {
-            await call(msg, { timeoutMs: CALL_TIMEOUT_MS });
+            await call(msg, opts);
           } else if (method.methodKind === "server_streaming") {
-            // Streams that watch (health Watch) run until their deadline.
-            for await (const _ of call(msg, { timeoutMs: 300 }) as AsyncIterable<unknown>) {
+            for await (const _ of call(msg, opts) as AsyncIterable<unknown>) {
               // drain
             }
           } else {
             const input = (async function* () {
               yield msg;
             })();
-            for await (const _ of call(input, { timeoutMs: 2_000 }) as AsyncIterable<unknown>) {
+            for await (const _ of call(input, opts) as AsyncIterable<unknown>) {
               // drain
             }
           }
@@ -273,14 +209,25 @@ describe("fuzzing every RPC of a running coordinator", () => {
           const ce = ConnectError.from(e);
           code = ce.code;
           message = ce.rawMessage;
+        } finally {
+          clearTimeout(timer);
         }
-        tally.add(rpcName(method), "connect", codeName(code));
-        if (code !== 0 && NEVER_FOR_WELL_FORMED.has(code)) {
+        const label = giveUp.signal.aborted ? NO_ANSWER : codeName(code);
+        tally.add(rpcName(method), client, label);
+        const why =
+          label === NO_ANSWER
+            ? `no status ${GRACE_MS} ms after the ${deadlineMs} ms deadline`
+            : code === Code.DeadlineExceeded
+              ? "ran into its deadline"
+              : code !== 0 && NEVER_FOR_WELL_FORMED.has(code)
+                ? "well-formed"
+                : badMessage(message);
+        if (why !== undefined) {
           tally.fail({
             rpc: rpcName(method),
-            client: "connect",
-            kind: "well-formed",
-            answer: `${codeName(code)}: ${message}`,
+            client,
+            kind: why,
+            answer: `${label}: ${short(message)}`,
             request: describeMessage(method.input, msg),
           });
         }
@@ -308,130 +255,11 @@ describe("fuzzing every RPC of a running coordinator", () => {
     };
     const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024)); // 64 MiB of zeros in ~64 KiB
     const auth = cluster.client.headers;
-    const grpcHeaders = { "content-type": "application/grpc", te: "trailers", ...auth };
-    type RawCase = { kind: string; headers: Record<string, string>; body: Uint8Array; wellFormed: boolean };
     const unary = METHODS.filter((m) => m.methodKind === "unary");
     try {
       for (const [mi, method] of unary.entries()) {
         const valid = fc.sample(messageArb(method.input, ctx), { numRuns: RAW_RUNS, seed: SEED + 1000 + mi });
-        const caseArb: fc.Arbitrary<RawCase> = fc.integer({ min: 0, max: valid.length - 1 }).chain((vi) => {
-          const bytes = toBinary(method.input, valid[vi] as never);
-          const grpcCase = (kind: string, payload: Uint8Array, wellFormed = decodes(method.input, payload)): RawCase => ({
-            kind,
-            headers: grpcHeaders,
-            body: envelope(payload),
-            wellFormed,
-          });
-          return fc.oneof(
-            fc.uint8Array({ maxLength: 200 }).map((g) => grpcCase("garbage", g)),
-            fc.nat(bytes.length).map((n) => grpcCase("truncated", bytes.subarray(0, n))),
-            fc.tuple(fc.nat(Math.max(0, bytes.length - 1)), fc.integer({ min: 0, max: 255 })).map(([at, v]) => {
-              const copy = Uint8Array.from(bytes);
-              if (copy.length > 0) copy[at] = v;
-              return grpcCase("mutated", copy);
-            }),
-            // An unknown field (number 4095, varint) is valid protobuf and must be ignored.
-            lazy(() => grpcCase("unknown-field", Buffer.concat([bytes, Buffer.from([0xf8, 0xff, 0x01, 0x2a])]))),
-            // A varint of 11 bytes is never valid.
-            lazy(() =>
-              grpcCase("overlong-varint", Buffer.concat([Buffer.from([0x08]), Buffer.alloc(10, 0xff), Buffer.from([0x01])])),
-            ),
-            lazy(() => ({
-              kind: "short-envelope",
-              headers: grpcHeaders,
-              body: envelope(bytes, { declaredLength: bytes.length + 100 }),
-              wellFormed: false,
-            })),
-            lazy(() => ({
-              kind: "4GiB-declared",
-              headers: grpcHeaders,
-              body: envelope(bytes, { declaredLength: 0xffff_ffff }),
-              wellFormed: false,
-            })),
-            lazy(() => ({
-              kind: "compressed-flag",
-              headers: grpcHeaders,
-              body: envelope(bytes, { flags: 1 }),
-              wellFormed: false,
-            })),
-            lazy(() => ({
-              kind: "gzip-bomb",
-              headers: { ...grpcHeaders, "grpc-encoding": "gzip" },
-              body: envelope(bomb, { flags: 1 }),
-              wellFormed: false,
-            })),
-            lazy(() => ({
-              kind: "unknown-encoding",
-              headers: { ...grpcHeaders, "grpc-encoding": "snappy" },
-              body: envelope(bytes, { flags: 1 }),
-              wellFormed: false,
-            })),
-            lazy(() => ({
-              kind: "two-messages",
-              headers: grpcHeaders,
-              body: Buffer.concat([envelope(bytes), envelope(bytes)]),
-              wellFormed: false,
-            })),
-            lazy(() => ({ kind: "empty-body", headers: grpcHeaders, body: new Uint8Array(0), wellFormed: false })),
-            // Over the 4 MiB limit, with a valid unknown field (number 4095, 6 MiB of bytes) so that it decodes.
-            lazy(() =>
-              grpcCase(
-                "oversized",
-                Buffer.concat([bytes, Buffer.from([0xfa, 0xff, 0x01, 0x80, 0x80, 0x80, 0x03]), Buffer.alloc(6 << 20)]),
-              ),
-            ),
-            fc.constantFrom("text/plain", "application/xml", "application/grpc+thrift", "multipart/form-data", "").map((ct) => ({
-              kind: "wrong-content-type",
-              headers: { ...grpcHeaders, "content-type": ct },
-              body: envelope(bytes),
-              wellFormed: false,
-            })),
-            // The Connect protocol with JSON: NaN, infinities, negative and fractional sizes, huge numbers.
-            fc
-              .tuple(
-                fc.constantFrom("unknownField", ...method.input.fields.map((f) => f.jsonName)),
-                fc.constantFrom(
-                  '"NaN"',
-                  '"Infinity"',
-                  "-1",
-                  "-1.5",
-                  "1e400",
-                  '"-5"',
-                  "18446744073709551616",
-                  "null",
-                  "[]",
-                  '{"x":1}',
-                  '"\\u0000"',
-                ),
-              )
-              .map(([field, v]) => {
-                const json = `{"${field}":${v}}`;
-                return {
-                  kind: "connect-json",
-                  headers: { "content-type": "application/json", "connect-protocol-version": "1", ...auth },
-                  body: Buffer.from(json),
-                  wellFormed: decodesJson(method.input, json),
-                };
-              }),
-            lazy(() => ({
-              kind: "connect-json-garbage",
-              headers: { "content-type": "application/json", "connect-protocol-version": "1", ...auth },
-              body: Buffer.from('{"unterminated'),
-              wellFormed: false,
-            })),
-            lazy(() => ({
-              kind: "connect-gzip-bomb",
-              headers: {
-                "content-type": "application/proto",
-                "content-encoding": "gzip",
-                "connect-protocol-version": "1",
-                ...auth,
-              },
-              body: bomb,
-              wellFormed: false,
-            })),
-          );
-        });
+        const caseArb = rawCaseArb(method, valid, { auth, bomb });
         const cases = fc.sample(caseArb, { numRuns: RAW_RUNS, seed: SEED + 2000 + mi });
         await pool(cases, 8, async (c) => {
           const path = `/${method.parent.typeName}/${method.name}`;
@@ -453,13 +281,14 @@ describe("fuzzing every RPC of a running coordinator", () => {
             code !== undefined
               ? codeName(code)
               : answer.timedOut
-                ? "TIMEOUT"
+                ? NO_ANSWER
                 : answer.http
                   ? `HTTP ${answer.http}`
                   : `RST ${answer.reset ?? "?"}`;
           tally.add(rpcName(method), "raw-http2", label);
           const bad =
             answer.timedOut ||
+            (code !== undefined && code !== 0 && badMessage(answer.message) !== undefined) ||
             (code !== undefined && code !== 0 && (c.wellFormed ? NEVER_FOR_WELL_FORMED : NEVER).has(code)) ||
             // Without a gRPC or Connect status, only "415 Unsupported Media Type" for a content type we do not speak is fine.
             (code === undefined && !(c.kind === "wrong-content-type" && answer.http === 415));
@@ -467,7 +296,7 @@ describe("fuzzing every RPC of a running coordinator", () => {
             tally.fail({
               rpc: rpcName(method),
               client: "raw-http2",
-              kind: `${c.kind}${c.wellFormed ? " (decodes)" : ""}`,
+              kind: `${c.kind}${c.wellFormed ? " (decodes)" : ""}${code !== undefined && code !== 0 ? ` ${badMessage(answer.message) ?? ""}` : ""}`,
               answer: `${label}: ${answer.message}`,
               request: short(Buffer.from(c.body.subarray(0, 120)).toString("hex")),
             });
@@ -521,23 +350,40 @@ describe("fuzzing every RPC of a running coordinator", () => {
       return md;
     };
     const identity = (b: Buffer) => b;
-    const send = (m: LoadedMethod, body: Buffer): Promise<number> =>
+    // The deadline travels as grpc-timeout metadata rather than grpc-js's own `deadline`, whose
+    // local timer would end the call at the very instant the server is due to answer.
+    const send = (m: LoadedMethod, body: Buffer): Promise<{ code: Code | 0 | typeof NO_ANSWER; message: string }> =>
       new Promise((resolve) => {
-        const deadline = Date.now() + (m.responseStream ? 300 : CALL_TIMEOUT_MS);
+        const deadlineMs = m.responseStream ? 300 : m.requestStream ? 2_000 : CALL_TIMEOUT_MS;
+        const md = metadata();
+        md.set("grpc-timeout", `${deadlineMs}m`);
+        let call: grpc.ClientUnaryCall | grpc.ClientReadableStream<Buffer> | grpc.ClientDuplexStream<Buffer, Buffer>;
+        let settled = false;
+        const done = (code: number | typeof NO_ANSWER, message = "") => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve({ code: code as Code | 0 | typeof NO_ANSWER, message });
+        };
+        const timer = setTimeout(() => {
+          done(NO_ANSWER);
+          call.cancel();
+        }, deadlineMs + GRACE_MS);
         if (m.requestStream || m.responseStream) {
-          const call = m.requestStream
-            ? client.makeBidiStreamRequest(m.path, identity, identity, metadata(), { deadline })
-            : client.makeServerStreamRequest(m.path, identity, identity, body, metadata(), { deadline });
-          call.on("data", () => {});
-          call.on("error", (e: grpc.ServiceError) => resolve(e.code));
-          call.on("status", (s: grpc.StatusObject) => resolve(s.code));
+          const stream = m.requestStream
+            ? client.makeBidiStreamRequest(m.path, identity, identity, md)
+            : client.makeServerStreamRequest(m.path, identity, identity, body, md);
+          call = stream;
+          stream.on("data", () => {});
+          stream.on("error", (e: grpc.ServiceError) => done(e.code, e.details));
+          stream.on("status", (s: grpc.StatusObject) => done(s.code, s.details));
           if (m.requestStream) {
-            (call as grpc.ClientDuplexStream<Buffer, Buffer>).write(body);
-            (call as grpc.ClientDuplexStream<Buffer, Buffer>).end();
+            (stream as grpc.ClientDuplexStream<Buffer, Buffer>).write(body);
+            (stream as grpc.ClientDuplexStream<Buffer, Buffer>).end();
           }
           return;
         }
-        client.makeUnaryRequest(m.path, identity, identity, body, metadata(), { deadline }, (err) => resolve(err ? err.code : 0));
+        call = client.makeUnaryRequest(m.path, identity, identity, body, md, (err) => done(err ? err.code : 0, err?.details));
       });
     const strings = ctx.strings;
     try {
@@ -564,17 +410,21 @@ describe("fuzzing every RPC of a running coordinator", () => {
           jobs.push({ body, wellFormed: decodes(desc.input, body), what: `bytes ${body.toString("hex").slice(0, 240)}` });
         }
         await pool(jobs, CONCURRENCY, async (j) => {
-          const code = (await send(m, j.body)) as Code | 0;
-          tally.add(rpc, "grpc-js", codeName(code));
-          if (code !== 0 && (j.wellFormed ? NEVER_FOR_WELL_FORMED : NEVER).has(code)) {
-            tally.fail({
-              rpc,
-              client: "grpc-js",
-              kind: j.wellFormed ? "well-formed" : "malformed",
-              answer: codeName(code),
-              request: j.what,
-            });
-          }
+          const { code, message } = await send(m, j.body);
+          const label = code === NO_ANSWER ? NO_ANSWER : codeName(code);
+          tally.add(rpc, "grpc-js", label);
+          const why =
+            code === NO_ANSWER
+              ? `no status ${GRACE_MS} ms after the deadline`
+              : code === Code.DeadlineExceeded
+                ? "ran into its deadline"
+                : code !== 0 && (j.wellFormed ? NEVER_FOR_WELL_FORMED : NEVER).has(code)
+                  ? j.wellFormed
+                    ? "well-formed"
+                    : "malformed"
+                  : badMessage(message);
+          if (why !== undefined)
+            tally.fail({ rpc, client: "grpc-js", kind: why, answer: `${label}: ${short(message)}`, request: j.what });
         });
       }
     } finally {

@@ -77,7 +77,7 @@ export interface Authenticator {
   readonly enabled: boolean;
   /** Works out who sent a request from its TLS peer certificate and its authorization header. */
   principalOf(req: NodeRequest): Principal;
-  /** For `connectNodeAdapter({ contextValues })`: stores the principal under {@link principalKey}. */
+  /** For `createRpcHandler({ contextValues })`: stores the principal under {@link principalKey}. */
   contextValues(req: NodeRequest): ContextValues;
   /** Checks every RPC against the access table. */
   readonly interceptor: Interceptor;

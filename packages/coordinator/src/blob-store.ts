@@ -17,6 +17,7 @@ import {
 } from "node:fs";
 import { open } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { quote } from "@dce/core";
 import type { DataDirSpace } from "./disk-space.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
@@ -304,7 +305,7 @@ export class BlobStore {
   /** Reads `[offset, offset + maxBytes)` of a blob (shorter at its end). */
   read(blobId: string, offset: number, maxBytes: number): { data: Uint8Array; totalBytes: number } {
     const total = this.sizeOf(blobId);
-    if (total === undefined) throw new BlobError("not-found", `blob ${blobId.slice(0, 64)} not found`);
+    if (total === undefined) throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {
       throw new BlobError("invalid", `offset ${offset} is outside the blob (0..${total})`);
     }
@@ -347,7 +348,7 @@ export class BlobStore {
 
   #session(uploadId: string): UploadSession {
     const u = this.#uploads.get(uploadId);
-    if (!u) throw new BlobError("not-found", `upload ${uploadId.slice(0, 64)} not found (finished, expired or never begun)`);
+    if (!u) throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`);
     return u;
   }
 

@@ -18,6 +18,7 @@ import { readFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
+import { clipCodePoints } from "@dce/core";
 import * as x509 from "@peculiar/x509";
 import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 
@@ -250,7 +251,7 @@ const WORKER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export async function issueWorkerCertificate(o: WorkerCertificateOptions): Promise<{ cert: string; key: string }> {
   if (!WORKER_NAME.test(o.name)) {
     throw new Error(
-      `worker name ${JSON.stringify(o.name.slice(0, 80))} is not valid: 1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit`,
+      `worker name ${JSON.stringify(clipCodePoints(o.name, 80))} is not valid: 1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit`,
     );
   }
   const validDays = o.validDays ?? DEFAULT_DEV_CERT_VALID_DAYS;

@@ -18,6 +18,7 @@ import {
   jobOf,
   type LeaseKey,
   type OutcomeMap,
+  quote,
   restoreCoreState,
   resultOf,
   ShardStatus,
@@ -621,7 +622,7 @@ export class Coordinator {
     if (owner !== undefined && owner !== caller) {
       this.#log.warn({ workerId, owner, caller }, "worker call refused: the worker id belongs to another identity");
       throw new ConnectError(
-        `worker ${workerId.slice(0, 64)} was registered by another identity; register your own worker`,
+        `worker ${quote(workerId, 64)} was registered by another identity; register your own worker`,
         Code.PermissionDenied,
       );
     }
@@ -729,7 +730,7 @@ export class Coordinator {
           if (ref.inlineData.byteLength > 0) this.#storeInline(name, ref);
           const size = this.#blobs.sizeOf(ref.blobId);
           if (size === undefined) {
-            throw new ConnectError(`matrix ${name}: blob ${ref.blobId.slice(0, 64)} not found; upload it first`, Code.NotFound);
+            throw new ConnectError(`matrix ${name}: blob ${quote(ref.blobId, 64)} not found; upload it first`, Code.NotFound);
           }
           const want = ref.rows * ref.cols * 8;
           if (size !== want) {
@@ -996,7 +997,7 @@ export class Coordinator {
         const workerId = asWorkerId(req.workerId);
         this.#checkWorkerOwner(ctx, workerId);
         if (!this.#state.workers.has(workerId)) {
-          throw new ConnectError(`worker ${req.workerId.slice(0, 64)} is not registered (register again)`, Code.NotFound);
+          throw new ConnectError(`worker ${quote(req.workerId, 64)} is not registered (register again)`, Code.NotFound);
         }
         type Item = { lease: LeaseKey; data?: Uint8Array; early?: ShardOutcome; verdict?: CheckOutcome | undefined };
         const items: Item[] = req.results.map((r) => {

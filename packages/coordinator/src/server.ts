@@ -6,7 +6,6 @@ import * as net from "node:net";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
 import { http2ServerWindowSettings, widenServerConnectionWindow } from "@dce/proto/http2";
 import { createLogger } from "@dce/proto/logging";
@@ -14,12 +13,14 @@ import type { Logger } from "pino";
 import { createAuthenticator } from "./auth.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, guardConnections } from "./connection-guard.js";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
+import { createErrorBoundary } from "./error-boundary.js";
 import type { CrashPoint } from "./journal.js";
 import { createDashboard } from "./observability/dashboard.js";
 import { registerHealthService } from "./observability/health.js";
 import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observability/metrics.js";
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
+import { createRpcHandler } from "./rpc-handler.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
 import { defaultVerifyThreads } from "./verify/verifier.js";
 
@@ -137,9 +138,6 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 /** Default largest call deadline: 24 h. */
 export const DEFAULT_MAX_DEADLINE_MS = 24 * 3_600_000;
-
-/** Longest error message sent to a client, in characters (it travels in an HTTP/2 trailer). */
-export const MAX_ERROR_MESSAGE_CHARS = 1024;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 
@@ -304,24 +302,13 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       : undefined;
   const shutdown = new AbortController();
   // Anything other than a ConnectError is a bug: log it with its cause, answer INTERNAL without details.
-  // A message travels in the grpc-message trailer: one that echoed a huge request field would
-  // overflow the peer's header limit and reset the whole connection (found by test/fuzz).
+  // Innermost, so the metrics interceptor records INTERNAL for it; the error boundary makes every
+  // message safe to send (error-boundary.ts).
   const normalize: Interceptor = (next) => async (req) => {
     try {
       return await next(req);
     } catch (e) {
-      if (e instanceof ConnectError) {
-        if (e.rawMessage.length <= MAX_ERROR_MESSAGE_CHARS) throw e;
-        const cut = new ConnectError(
-          `${e.rawMessage.slice(0, MAX_ERROR_MESSAGE_CHARS)}…`,
-          e.code,
-          e.metadata,
-          undefined,
-          e.cause,
-        );
-        cut.details.push(...e.details);
-        throw cut;
-      }
+      if (e instanceof ConnectError) throw e;
       // A request about one job names it, so the error can be found by job id.
       const jobId = req.stream ? undefined : (req.message as { jobId?: unknown }).jobId;
       logger.error(
@@ -333,7 +320,8 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   };
   // Request paths of streaming methods: the request timeout applies to unary calls only.
   const streamingPaths = new Set<string>();
-  const handler = connectNodeAdapter({
+  const handler = createRpcHandler({
+    logger,
     routes: (r) => {
       coordinator.routes(r);
       registerHealthService(r, coordinator);
@@ -356,9 +344,10 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     acceptCompression: [],
     maxTimeoutMs: maxDeadlineMs,
     shutdownSignal: shutdown.signal,
-    // Metrics first: it is the outermost, so it sees the code `normalize` settles on.
-    // Authorization next: nothing runs for a caller the access table does not allow.
-    interceptors: [metrics.interceptor, auth.interceptor, normalize],
+    // The error boundary is the outermost: every message of every interceptor and handler leaves
+    // through it. Metrics next, so it sees the code `normalize` settles on. Authorization next:
+    // nothing runs for a caller the access table does not allow.
+    interceptors: [createErrorBoundary(logger), metrics.interceptor, auth.interceptor, normalize],
   });
   // Wider flow-control windows than Node's 64 KiB (see @dce/proto/http2), bounded so one
   // connection can make the coordinator buffer at most 4 MiB unread.

@@ -14,6 +14,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { clipCodePoints, quote } from "@dce/core";
 import { dataDirError, withDataDirAsync } from "./storage-errors.js";
 
 /** Roles a token can carry (the `worker` role comes from a certificate only). */
@@ -59,7 +60,7 @@ export function tokenFilePath(dataDir: string): string {
 export function checkTokenName(name: string): void {
   if (!NAME.test(name)) {
     throw new TokenFileError(
-      `token name ${JSON.stringify(name.slice(0, 80))} is not valid: 1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit`,
+      `token name ${JSON.stringify(clipCodePoints(name, 80))} is not valid: 1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit`,
     );
   }
 }
@@ -156,7 +157,7 @@ export async function addToken(
  */
 export async function revokeToken(dataDir: string, name: string): Promise<void> {
   await updateTokenFile(dataDir, (entries) => {
-    if (!entries.some((e) => e.name === name)) throw new TokenFileError(`no token named ${name.slice(0, 80)}`);
+    if (!entries.some((e) => e.name === name)) throw new TokenFileError(`no token named ${quote(name, 80)}`);
     return entries.filter((e) => e.name !== name);
   });
 }

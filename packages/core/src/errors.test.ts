@@ -34,6 +34,15 @@ describe("describeError", () => {
     expect(describeError(e)).toBe(text);
   });
 
+  it("cuts a quoted id by code point and escapes its control characters", () => {
+    // The 64th UTF-16 unit is the first half of a surrogate pair: slice(0, 64) would split it.
+    const id = `${"w".repeat(63)}\u{1f680}\n${"漢".repeat(3000)}`;
+    const text = describeError({ kind: "worker-not-found", workerId: id });
+    expect(text).toBe(`worker ${"w".repeat(63)}… is not registered (register again)`);
+    expect(() => encodeURIComponent(text)).not.toThrow();
+    expect(describeError({ kind: "job-not-found", jobId: "a\u001b[2Jb" })).toBe("job a\\u001b[2Jb not found");
+  });
+
   it("never names the other worker in not-lease-holder", () => {
     const text = describeError({ kind: "not-lease-holder", jobId: j, shardIndex: 0, epoch: 1, workerId: asWorkerId("secret-w") });
     expect(text).not.toContain("secret-w");

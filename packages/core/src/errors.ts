@@ -1,4 +1,5 @@
 import type { JobId, WorkerId } from "./ids.js";
+import { quote } from "./text.js";
 
 /**
  * Every expected way a core decision can refuse a request. The core never throws
@@ -38,13 +39,14 @@ export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
 /** Builds a refused {@link Result}. */
 export const err = <T = never>(error: CoreError): Result<T> => ({ ok: false, error });
 
-/** Ids in messages are cut to this many characters: a client can send an id of any length. */
-const MAX_ID_CHARS = 64;
-const clip = (id: string): string => (id.length > MAX_ID_CHARS ? `${id.slice(0, MAX_ID_CHARS)}…` : id);
+/** Ids in messages are cut to this many code points: a client can send an id of any length. */
+const MAX_ID_CODE_POINTS = 64;
+const clip = (id: string): string => quote(id, MAX_ID_CODE_POINTS);
 
 /**
  * A one-line, user-facing description of a core error (no internals). Ids that came
- * from a request are clipped, so the message stays small whatever the request held.
+ * from a request are quoted with `quote` (cut by code point, control characters escaped),
+ * so the message stays small and well-formed whatever the request held.
  */
 export function describeError(e: CoreError): string {
   switch (e.kind) {
@@ -61,20 +63,20 @@ export function describeError(e: CoreError): string {
     case "lease-lost":
       return `lease epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} expired or was revoked`;
     case "lease-revoked":
-      return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} revoked: ${e.message}`;
+      return `lease epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} revoked: ${e.message}`;
     case "already-completed":
-      return `job ${e.jobId} shard ${e.shardIndex} epoch ${e.epoch} was already accepted`;
+      return `job ${clip(e.jobId)} shard ${e.shardIndex} epoch ${e.epoch} was already accepted`;
     case "not-lease-holder":
-      return `lease epoch ${e.epoch} for job ${e.jobId} shard ${e.shardIndex} is held by another worker`;
+      return `lease epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} is held by another worker`;
     case "invalid-result":
-      return `job ${e.jobId} shard ${e.shardIndex}: ${e.message}`;
+      return `job ${clip(e.jobId)} shard ${e.shardIndex}: ${e.message}`;
     case "result-rejected":
-      return `job ${e.jobId} shard ${e.shardIndex} epoch ${e.epoch}: result rejected by verification (${e.message}); the shard runs again elsewhere`;
+      return `job ${clip(e.jobId)} shard ${e.shardIndex} epoch ${e.epoch}: result rejected by verification (${e.message}); the shard runs again elsewhere`;
     case "worker-quarantined":
       if (e.workerId !== undefined) {
-        return `worker ${clip(e.workerId)} (identity '${e.identity.slice(0, 256)}') is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
+        return `worker ${clip(e.workerId)} (identity '${quote(e.identity, 256)}') is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
       }
-      return `worker identity '${e.identity.slice(0, 256)}' is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
+      return `worker identity '${quote(e.identity, 256)}' is quarantined after ${e.rejectedResults} results failed verification; it gets no more work`;
     case "job-finished":
       return e.message;
     case "result-not-ready":

@@ -64,5 +64,6 @@ export type {
   WorkerRegistered,
 } from "./step.js";
 export { checkCompletion, jobOf, resultOf, step } from "./step.js";
+export { clipCodePoints, ELLIPSIS, quote, toWellFormed } from "./text.js";
 export type { JobView } from "./views.js";
 export { viewJob } from "./views.js";

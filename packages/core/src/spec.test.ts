@@ -247,7 +247,7 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
     );
     const long = "x".repeat(500);
     expect(rejection(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: long })))).toBe(
-      `unknown kernel '${"x".repeat(64)}'; known kernels: auto, native-blas, wasm-simd, reference`,
+      `unknown kernel '${"x".repeat(63)}…'; known kernels: auto, native-blas, wasm-simd, reference`,
     );
     expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "reference" }))).kernel).toBe("reference");
     expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "auto" }))).kernel).toBe("auto");

@@ -1,4 +1,5 @@
 import { err, ok, type Result } from "./errors.js";
+import { quote } from "./text.js";
 
 /** A matrix the coordinator holds as one content-addressed blob (row-major little-endian float64). */
 export interface MatrixDesc {
@@ -154,7 +155,7 @@ export function validateMatMulSpec(input: MatMulSpecInput, limits: SpecLimits = 
   }
   const kernel = input.kernel === "" ? "auto" : input.kernel;
   if (kernel !== "auto" && !limits.kernels.includes(kernel)) {
-    return bad(`unknown kernel '${kernel.slice(0, 64)}'; known kernels: auto, ${limits.kernels.join(", ")}`);
+    return bad(`unknown kernel '${quote(kernel, 64)}'; known kernels: auto, ${limits.kernels.join(", ")}`);
   }
   return ok({
     a: { rows: a.rows, cols: a.cols, blobId: a.blobId },

@@ -768,7 +768,14 @@ describe("cancel", () => {
     expect(d.job(jobId).error).toBe("cancelled by client");
     const other = d.submitOk(ONE);
     unwrap(d.cancel(other, C1, "r".repeat(5_000)).outcome);
-    expect(d.job(other).error).toBe("r".repeat(1024));
+    expect(d.job(other).error).toBe(`${"r".repeat(1023)}…`);
+    // Cut by code point: a surrogate pair straddling the bound is dropped whole, never split.
+    const third = d.submitOk(ONE);
+    unwrap(d.cancel(third, C1, `${"r".repeat(1022)}\u{1f680}${"r".repeat(10)}`).outcome);
+    expect(d.job(third).error).toBe(`${"r".repeat(1022)}\u{1f680}…`);
+    const fourth = d.submitOk(ONE);
+    unwrap(d.cancel(fourth, C1, `${"r".repeat(1023)}\u{1f680}${"r".repeat(10)}`).outcome);
+    expect(d.job(fourth).error).toBe(`${"r".repeat(1023)}…`);
   });
 
   it("cancel twice is ok and changes nothing the second time", () => {

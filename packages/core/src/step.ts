@@ -14,6 +14,7 @@ import {
   ShardStatus,
   type WorkerRecord,
 } from "./state.js";
+import { clipCodePoints, quote } from "./text.js";
 
 // ---------------------------------------------------------------------------
 // Events: what happened. Every input the decision depends on (time, fresh ids,
@@ -270,7 +271,7 @@ function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap["job-su
       return err({
         kind: "job-exists",
         jobId: existing,
-        message: `idempotency key '${e.idempotencyKey.slice(0, 128)}' was already used for job ${existing} with a different spec`,
+        message: `idempotency key '${quote(e.idempotencyKey, 128)}' was already used for job ${existing} with a different spec`,
       });
     }
   }
@@ -335,7 +336,7 @@ function cancel(s: CoreState, e: JobCancelRequested, fx: Effect[]): OutcomeMap["
       message: `job ${job.id} already ${job.state}; it cannot be cancelled`,
     });
   }
-  endJob(s, job, "cancelled", e.reason === "" ? "cancelled by client" : e.reason.slice(0, 1024), e.nowMs, fx);
+  endJob(s, job, "cancelled", e.reason === "" ? "cancelled by client" : clipCodePoints(e.reason, 1024), e.nowMs, fx);
   return ok({ jobId: job.id });
 }
 
@@ -729,7 +730,7 @@ function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-fai
   if (!r.ok) return r;
   const { job, lease } = r.value;
   const shard = lease.shardIndex;
-  const why = e.error.slice(0, 1024);
+  const why = clipCodePoints(e.error, 1024);
   if (!e.release) chargeFailure(s, e.workerId, e.nowMs, fx);
   if (endLease(s, job, lease)) {
     // The shard's other execution goes on; nothing to re-queue.
@@ -758,7 +759,7 @@ function rejected(s: CoreState, e: ShardRejected, fx: Effect[]): OutcomeMap["sha
   const worker = s.workers.get(e.workerId);
   if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
   worker.lastSeenMs = e.nowMs;
-  const why = `result rejected: ${e.reason.slice(0, 512)}`;
+  const why = `result rejected: ${clipCodePoints(e.reason, 512)}`;
   const identity = worker.identity;
   const rec = countRejection(s, worker, why);
   const { jobId, shardIndex, epoch } = e.lease;

@@ -56,6 +56,69 @@ const NASTY_STRINGS = [
   "z".repeat(10_000),
 ];
 
+/**
+ * UTF-16 units at which the coordinator cuts client text for a message (ids at 64, token
+ * and worker names at 80, idempotency keys at 128, health service names at 200, reflection
+ * names and identities at 256, rejection reasons at 512, stored texts and whole messages at
+ * 1024). A string whose pair straddles one of them splits if anything cuts it with slice().
+ */
+export const CUT_POINTS = [64, 80, 128, 200, 256, 512, 1024] as const;
+
+const ROCKET = "\u{1f680}";
+/** The kind of text issue 12 reported: ASCII, emoji and CJK mixed, about 3 KB of UTF-8. */
+const MIXED = `worker-\u{1f680}-漢字テスト-\u{1f4a5}-é-ascii-`.repeat(90);
+
+/**
+ * Text beyond ASCII: astral characters (emoji, ZWJ sequences, flags, mathematical letters),
+ * combining marks, CJK, bidi overrides and controls, very long mixed strings, and a pair
+ * straddling every cut point of {@link CUT_POINTS} (an all-emoji run of either parity
+ * straddles every cut point at once, whatever prefix a message puts before it).
+ */
+export const UNICODE_STRINGS: readonly string[] = [
+  MIXED,
+  `x${MIXED}`,
+  ROCKET.repeat(1600),
+  `a${ROCKET.repeat(1600)}`,
+  "e\u0301".repeat(1600),
+  `Z${"\u0336\u0301\u0316\u0489".repeat(200)}`,
+  "\u{1f469}\u200d\u{1f469}\u200d\u{1f467}\u200d\u{1f466}\u{1f1fa}\u{1f1f3}",
+  "\u{1d518}\u{1d52b}\u{1d526}\u{1d520}\u{1d52c}\u{1d521}\u{1d522}",
+  "漢字".repeat(1500),
+  "\u202eevil\u202c \u2066x\u2069 \u2028 \u0085 \u001b[2J\r\n\u0000",
+  ...CUT_POINTS.flatMap((k) => [`${"a".repeat(k - 1)}${ROCKET}${MIXED}`, `${"漢".repeat(k - 1)}${ROCKET}tail`]),
+];
+
+/**
+ * Lone surrogates. A JavaScript client encoding protobuf binary replaces them with U+FFFD
+ * (TextEncoder), so the server only sees them through JSON (`"\ud800"` escapes): the fuzz
+ * suite sends part of its requests as gRPC+JSON for that.
+ */
+export const LONE_SURROGATES: readonly string[] = [
+  "\ud800",
+  "a\udfff",
+  `${"a".repeat(63)}\ud83d`,
+  `${"a".repeat(127)}\ude80${"b".repeat(200)}`,
+  `\ude80${ROCKET}\ud83d`.repeat(700),
+];
+
+/** Random text of astral, combining, CJK and ASCII characters whose pair straddles a cut point. */
+function straddling(): fc.Arbitrary<string> {
+  const bmp = fc.constantFrom("a", "Z", "-", "é", "漢", "\u0301", " ");
+  const any = fc.constantFrom("a", "漢", "\u0301", ROCKET, "\u{1f1fa}", "\u{1d518}", "\u200d", "\ud800");
+  return fc
+    .tuple(fc.constantFrom(...CUT_POINTS), fc.integer({ min: 0, max: 2 }), fc.array(any, { maxLength: 1500 }))
+    .chain(([k, before, tail]) =>
+      fc
+        .string({ unit: bmp, minLength: k - 1 - before, maxLength: k - 1 - before })
+        .map((head) => `${head}${ROCKET}${tail.join("")}`),
+    );
+}
+
+/** Short non-ASCII text, for the elements of very long lists. */
+function smallUnicode(): fc.Arbitrary<string> {
+  return fc.oneof(fc.string({ unit: "grapheme", maxLength: 8 }), fc.constantFrom(ROCKET, "e\u0301", "漢", "\ud800", "\u001b"));
+}
+
 /** Rare, large values: a field of about 1 MiB, and one over the 4 MiB message limit. */
 const HUGE_STRING = "h".repeat(1 << 20);
 const OVERSIZED_BYTES = new Uint8Array(5 * 1024 * 1024);
@@ -88,8 +151,12 @@ function str(ctx: FuzzContext): fc.Arbitrary<string> {
   return fc.oneof(
     { arbitrary: fc.constantFrom(...(ctx.strings.length > 0 ? ctx.strings : [""])), weight: 6 },
     { arbitrary: fc.constantFrom(...NASTY_STRINGS), weight: 3 },
-    { arbitrary: fc.string({ maxLength: 24 }), weight: 3 },
-    { arbitrary: fc.string({ unit: "binary", maxLength: 24 }), weight: 2 },
+    { arbitrary: fc.string({ maxLength: 24 }), weight: 2 },
+    { arbitrary: fc.string({ unit: "binary", maxLength: 24 }), weight: 1 },
+    { arbitrary: fc.string({ unit: "grapheme", maxLength: 24 }), weight: 1 },
+    { arbitrary: ctx.small ? smallUnicode() : fc.constantFrom(...UNICODE_STRINGS), weight: 2 },
+    { arbitrary: ctx.small ? smallUnicode() : straddling(), weight: 2 },
+    { arbitrary: fc.constantFrom(...(ctx.small ? LONE_SURROGATES.slice(0, 3) : LONE_SURROGATES)), weight: 1 },
     { arbitrary: fc.constant(ctx.small ? "" : HUGE_STRING), weight: 1 },
   );
 }

@@ -13,6 +13,7 @@ export interface RawAnswer {
   readonly reset?: number;
   /** True when no answer came within the time limit. */
   readonly timedOut?: boolean;
+  /** The status message: `grpc-message` decoded, a Connect error's `message`, or the start of the body. */
   readonly message: string;
 }
 
@@ -63,10 +64,12 @@ export function rawCall(
       clearTimeout(timer);
       const text = Buffer.concat(chunks).toString("utf8");
       let connectCode: string | undefined;
+      let connectMessage: string | undefined;
       if (contentType.startsWith("application/json") && http !== 200) {
         try {
-          const parsed = JSON.parse(text) as { code?: unknown };
+          const parsed = JSON.parse(text) as { code?: unknown; message?: unknown };
           if (typeof parsed.code === "string") connectCode = parsed.code;
+          if (typeof parsed.message === "string") connectMessage = parsed.message;
         } catch {
           // not a Connect error body
         }
@@ -75,7 +78,7 @@ export function rawCall(
         http,
         ...(grpcStatus !== undefined ? { grpcStatus } : {}),
         ...(connectCode !== undefined ? { connectCode } : {}),
-        message: grpcMessage || text.slice(0, 200),
+        message: grpcMessage || (connectMessage ?? text.slice(0, 200)),
         ...extra,
       });
     };

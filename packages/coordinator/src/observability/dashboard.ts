@@ -1,6 +1,7 @@
 import {
   type CoreEvent,
   type CoreState,
+  clipCodePoints,
   isTerminal,
   type JobRecord,
   type JobStateName,
@@ -325,7 +326,7 @@ function viewJob(job: JobRecord, nowMs: number): DashboardJob {
     elapsedMs,
     etaMs,
     shardsPerSec,
-    error: job.error.slice(0, 500),
+    error: clipCodePoints(job.error, 500),
   };
 }
 

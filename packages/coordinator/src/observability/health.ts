@@ -1,4 +1,5 @@
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { quote } from "@dce/core";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import type { ObservableCoordinator } from "./source.js";
 
@@ -21,7 +22,7 @@ export function registerHealthService(router: ConnectRouter, source: ObservableC
   const known = (name: string) => name === "" || router.handlers.some((h) => h.service.typeName === name);
   router.service(Health, {
     check(req) {
-      if (!known(req.service)) throw new ConnectError(`unknown service ${req.service.slice(0, 200)}`, Code.NotFound);
+      if (!known(req.service)) throw new ConnectError(`unknown service ${quote(req.service, 200)}`, Code.NotFound);
       return { status: status() };
     },
     list() {

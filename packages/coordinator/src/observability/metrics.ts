@@ -65,7 +65,8 @@ export interface CoordinatorMetrics {
   /**
    * A Connect server interceptor counting RPCs and timing them by service, method and
    * code, and counting the data bytes of `UploadChunk` (in) and `ReadBlob` (out). Put
-   * it first in `interceptors` so it sees the final code of every call.
+   * it before the others (only the error boundary, which keeps codes, goes first) so
+   * it sees the final code of every call.
    */
   readonly interceptor: Interceptor;
 }

@@ -66,7 +66,7 @@ export const DEFAULT_UI_DIR = new URL("../../ui/", import.meta.url);
 
 /**
  * Creates the handler for every request that is not a gRPC method: pass it as
- * `fallback` to `connectNodeAdapter`. It serves
+ * `fallback` to `createRpcHandler` (`rpc-handler.ts`). It serves
  *
  * - `GET /healthz`: 200 "ok" while serving, 503 "draining" once draining;
  * - `GET /metrics`: the Prometheus text format (when `metrics` is set);

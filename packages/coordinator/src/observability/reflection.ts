@@ -2,6 +2,7 @@ import { type DescFile, type DescService, toBinary } from "@bufbuild/protobuf";
 import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
+import { quote } from "@dce/core";
 import { ServerReflection as ServerReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
@@ -104,7 +105,7 @@ function answer(
     visit(file);
     return { case: "fileDescriptorResponse", value: { fileDescriptorProto: out } };
   };
-  const clip = (s: string) => s.slice(0, 256);
+  const clip = (s: string) => quote(s, 256);
   switch (q.case) {
     case "listServices":
       return { case: "listServicesResponse", value: { service: index.services.map((name) => ({ name })) } };
