@@ -9,9 +9,21 @@ import { NpyFormatError } from "./errors.js";
 
 /** What the header says about the array, once validated. */
 export interface NpyHeader {
-  descr: "<f8" | "<f4";
+  /** Byte order (`<` little, `>` big) and float width in bytes. */
+  descr: NpyDescr;
+  /** True when the data is stored column by column. */
+  fortranOrder: boolean;
   rows: number;
   cols: number;
+}
+
+/** The dtypes dce reads: float64 and float32, either byte order. */
+export type NpyDescr = "<f8" | ">f8" | "<f4" | ">f4";
+
+const SUPPORTED_DESCRS: readonly string[] = ["<f8", ">f8", "<f4", ">f4"] satisfies NpyDescr[];
+
+function isSupportedDescr(descr: string): descr is NpyDescr {
+  return SUPPORTED_DESCRS.includes(descr);
 }
 
 /**
@@ -36,14 +48,13 @@ export function parseHeader(text: string): NpyHeader {
   if (descr === undefined || fortranOrder === undefined || shape === undefined) {
     throw new NpyFormatError("malformed .npy header: missing key");
   }
-  if (descr.kind !== "str" || (descr.value !== "<f8" && descr.value !== "<f4")) {
-    throw new NpyFormatError(`dtype ${reprShort(descr)} is not supported; expected float64 ('<f8') or float32 ('<f4')`);
+  if (descr.kind !== "str" || !isSupportedDescr(descr.value)) {
+    throw new NpyFormatError(
+      `dtype ${reprShort(descr)} is not supported; expected float64 ('<f8', '>f8') or float32 ('<f4', '>f4')`,
+    );
   }
   if (fortranOrder.kind !== "bool") {
     throw new NpyFormatError(`malformed .npy header: fortran_order is ${reprShort(fortranOrder)}`);
-  }
-  if (fortranOrder.value) {
-    throw new NpyFormatError("fortran_order: True is not supported; save the array in C order");
   }
   if (shape.kind !== "tuple" || !shape.items.every((d) => d.kind === "int" && d.value >= 0)) {
     throw new NpyFormatError(`malformed .npy header: shape is ${reprShort(shape)}`);
@@ -55,7 +66,7 @@ export function parseHeader(text: string): NpyHeader {
   if (rows?.kind !== "int" || cols?.kind !== "int") {
     throw new NpyFormatError(`malformed .npy header: shape is ${reprShort(shape)}`);
   }
-  return { descr: descr.value, rows: rows.value, cols: cols.value };
+  return { descr: descr.value, fortranOrder: fortranOrder.value, rows: rows.value, cols: cols.value };
 }
 
 // The subset of Python literals an .npy header can hold (numpy reads it with

@@ -1,15 +1,17 @@
 /**
  * Reading and writing NumPy `.npy` files (format versions 1.0, 2.0 and 3.0).
  *
- * Only 2-D, C-order, little-endian float64 (`<f8`) and float32 (`<f4`, upcast
- * on read) arrays are supported: that is what dce multiplies. See
+ * Only 2-D float64 and float32 arrays are supported: that is what dce
+ * multiplies. Either byte order and either memory order (C or Fortran) is
+ * read and converted to little-endian float64 in C order; files are always
+ * written as little-endian float64 in C order. See
  * https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
  *
  * @packageDocumentation
  */
 import { NpyFormatError } from "./errors.js";
 import { assertLittleEndianHost } from "./internal/host.js";
-import { parseHeader } from "./npy-header.js";
+import { type NpyHeader, parseHeader } from "./npy-header.js";
 import type { Matrix } from "./types.js";
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
@@ -19,21 +21,34 @@ const ARRAY_ALIGN_BYTES = 64;
 // numpy leaves room for the growth axis to reach 21 digits; encodeNpy copies
 // this so its output is byte-identical to numpy.save (pinned by "matches numpy.save bytes").
 const GROWTH_AXIS_MAX_DIGITS = 21;
+// Columns transposed together when reading a Fortran-order file: each row of
+// the result gets this many contiguous writes, while the reads walk as many
+// columns of the file side by side.
+const TRANSPOSE_BAND_COLS = 64;
 
 /**
  * Parses a NumPy `.npy` file holding a 2-D float64 or float32 array.
  *
- * Accepts format versions 1.0, 2.0 and 3.0, dtype `<f8` and `<f4` (float32 is
- * upcast to float64), and C order only. The result owns a fresh, aligned
- * `Float64Array`: it never aliases `bytes`. Zero-sized dimensions are parsed;
- * the SDK rejects them when the matrix is used. Bytes after the data are
- * ignored, as numpy does.
+ * Accepts format versions 1.0, 2.0 and 3.0; dtype `<f8`, `>f8`, `<f4` or
+ * `>f4` (float32 is upcast to float64); C or Fortran order
+ * (`fortran_order: True`, what `numpy.save` writes for a transposed array).
+ * The result is always row-major little-endian float64 and owns a fresh,
+ * aligned `Float64Array`: it never aliases `bytes`. Zero-sized dimensions are
+ * parsed; the SDK rejects them when the matrix is used. Bytes after the data
+ * are ignored, as numpy does.
+ *
+ * Memory: the conversion reads `bytes` in place, so whatever the layout the
+ * only allocation is the result (8 bytes per element) next to the caller's
+ * `bytes`. A `<f8` C-order file is copied as is; other layouts are converted
+ * element by element, and a Fortran-order file is transposed, which is slower
+ * (pinned by "allocates nothing but the result" in npy.test.ts).
  *
  * @param bytes - The whole file.
  * @returns The matrix, row-major.
  * @throws {@link NpyFormatError} with a one-line message naming the problem:
  *   bad magic, unknown version, truncated or unparsable header, unsupported
- *   dtype, `fortran_order: True`, a shape that is not 2-D, or truncated data.
+ *   dtype (any other than the four above, e.g. integers or objects), a shape
+ *   that is not 2-D, or truncated data.
  */
 export function parseNpy(bytes: Uint8Array): Matrix {
   assertLittleEndianHost();
@@ -60,7 +75,7 @@ export function parseNpy(bytes: Uint8Array): Matrix {
   const headerText = new TextDecoder(major === 3 ? "utf-8" : "latin1").decode(bytes.subarray(headerStart, dataStart));
   const header = parseHeader(headerText);
 
-  const itemBytes = header.descr === "<f8" ? 8 : 4;
+  const itemBytes = header.descr.endsWith("8") ? 8 : 4;
   const count = header.rows * header.cols;
   const dataBytes = count * itemBytes;
   if (!Number.isSafeInteger(dataBytes)) {
@@ -72,13 +87,50 @@ export function parseNpy(bytes: Uint8Array): Matrix {
       `truncated data: shape (${header.rows}, ${header.cols}) needs ${dataBytes} bytes, file has ${available}`,
     );
   }
-  // Copy into a fresh ArrayBuffer, so the typed array below is aligned even
-  // when the data offset inside `bytes` is not a multiple of 8. Not
-  // bytes.slice(): on a Node Buffer that is a view of the shared pool.
-  const copy = new ArrayBuffer(dataBytes);
-  new Uint8Array(copy).set(bytes.subarray(dataStart, dataStart + dataBytes));
-  const data = header.descr === "<f8" ? new Float64Array(copy) : Float64Array.from(new Float32Array(copy));
+  const data = toFloat64RowMajor(bytes.subarray(dataStart, dataStart + dataBytes), header, itemBytes);
   return { rows: header.rows, cols: header.cols, data };
+}
+
+/**
+ * Converts the data section of a file to a fresh little-endian float64 array
+ * in C order. Reads `src` where it lies and allocates only the result.
+ */
+function toFloat64RowMajor(src: Uint8Array, header: NpyHeader, itemBytes: 4 | 8): Float64Array {
+  const { rows, cols } = header;
+  const count = rows * cols;
+  // With one row or one column, both orders store the elements in the same sequence.
+  const columnMajor = header.fortranOrder && rows > 1 && cols > 1;
+  if (header.descr === "<f8" && !columnMajor) {
+    // Already the result's bytes: one copy into a fresh ArrayBuffer, aligned even
+    // when the data offset inside `bytes` is not a multiple of 8. Not
+    // src.slice(): on a Node Buffer that is a view of the shared pool.
+    const copy = new ArrayBuffer(count * 8);
+    new Uint8Array(copy).set(src);
+    return new Float64Array(copy);
+  }
+  // A DataView reads at any alignment in either byte order, without a staging copy.
+  const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+  const littleEndian = header.descr.startsWith("<");
+  const read =
+    itemBytes === 8
+      ? (offset: number) => view.getFloat64(offset, littleEndian)
+      : (offset: number) => view.getFloat32(offset, littleEndian);
+  const out = new Float64Array(count);
+  if (!columnMajor) {
+    for (let k = 0; k < count; k++) out[k] = read(k * itemBytes);
+    return out;
+  }
+  // Element (i, j) is at index j * rows + i of the file. Transposed in bands of
+  // columns, so neither the reads nor the writes stride across the whole matrix
+  // one element at a time.
+  for (let j0 = 0; j0 < cols; j0 += TRANSPOSE_BAND_COLS) {
+    const j1 = Math.min(cols, j0 + TRANSPOSE_BAND_COLS);
+    for (let i = 0; i < rows; i++) {
+      const rowStart = i * cols;
+      for (let j = j0; j < j1; j++) out[rowStart + j] = read((j * rows + i) * itemBytes);
+    }
+  }
+  return out;
 }
 
 /**
