@@ -111,7 +111,7 @@ describe("dce submit", () => {
           return b;
         })(),
       },
-      "error: b.npy: dtype '<i8' is not supported; expected float64 ('<f8') or float32 ('<f4')\n",
+      "error: b.npy: dtype '<i8' is not supported; expected float64 ('<f8', '>f8') or float32 ('<f4', '>f4')\n",
     ],
     [
       "not npy",
