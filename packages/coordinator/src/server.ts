@@ -1,9 +1,7 @@
-import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
-import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -20,6 +18,7 @@ import { registerHealthService } from "./observability/health.js";
 import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observability/metrics.js";
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
+import { loadServerTls, type ServerTlsFiles } from "./tls-dir.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
 import { defaultVerifyThreads } from "./verify/verifier.js";
 
@@ -248,24 +247,11 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     );
   }
   const authEnabled = !o.insecure && !o.devNoAuth;
-  let tls: { cert: Buffer; key: Buffer; ca?: Buffer } | undefined;
+  let tls: ServerTlsFiles | undefined;
   if (!o.insecure) {
     if (!o.tlsDir)
       throw new Error("TLS needs a certificate folder: pass --tls-dir DIR (create one with `coordinator init-certs --out DIR`)");
-    try {
-      tls = { cert: readFileSync(join(o.tlsDir, "server.pem")), key: readFileSync(join(o.tlsDir, "server-key.pem")) };
-    } catch (e) {
-      throw new Error(`cannot read server.pem / server-key.pem in ${o.tlsDir}: ${(e as Error).message}`);
-    }
-    if (authEnabled) {
-      try {
-        tls.ca = readFileSync(join(o.tlsDir, "ca.pem"));
-      } catch (e) {
-        throw new Error(
-          `cannot read ca.pem in ${o.tlsDir}, the CA worker certificates must be signed by: ${(e as Error).message}`,
-        );
-      }
-    }
+    tls = loadServerTls(o.tlsDir, authEnabled);
   }
   const dataDir = o.dataDir ?? ".dce-data";
   const tokens = authEnabled
