@@ -54,6 +54,16 @@ describe("coordinator flags for authentication", () => {
     }
   });
 
+  it("init-certs keeps an existing CA unless --force; --force makes no sense with --worker", () => {
+    expect(command(["init-certs", "--out", "certs"])).toMatchObject({ kind: "init-certs", force: false });
+    expect(command(["init-certs", "--out", "certs", "--force"])).toMatchObject({ kind: "init-certs", force: true });
+    expect(parseArgs(["init-certs", "--out", "certs", "--worker", "w", "--force"], {})).toMatchObject({
+      ok: false,
+      exitCode: 2,
+      usage: expect.stringContaining("--worker keeps the CA in --out"),
+    });
+  });
+
   it("issues one more worker certificate with init-certs --worker", () => {
     expect(command(["init-certs", "--out", "certs", "--worker", "gpu-3", "--valid-days", "30"])).toEqual({
       kind: "issue-worker-cert",

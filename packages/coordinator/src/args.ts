@@ -9,7 +9,7 @@ import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 /** What the `coordinator` command line asks for. */
 export type CoordinatorCommand =
   | { kind: "serve"; options: CoordinatorOptions; logLevel: string; logFormat: LogFormat | "auto" }
-  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number; workers: number }
+  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number; workers: number; force: boolean }
   | { kind: "issue-worker-cert"; outDir: string; name: string; validDays: number }
   | { kind: "tokens"; action: "add"; dataDir: string; name: string; role: TokenRole }
   | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole }
@@ -346,9 +346,16 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       "--worker <name>",
       "only issue one more worker certificate, CN=<name>, from the CA already in --out (writes worker-<name>.pem and worker-<name>-key.pem)",
     )
+    .option("--force", "replace a CA already in --out; every certificate it signed (server, client, workers) stops being trusted")
     .action((o) => {
       if (o.worker !== undefined) {
         if (o.workers !== undefined) throw new CommanderError(2, "dce.invalidArg", "--worker and --workers cannot be combined");
+        if (o.force)
+          throw new CommanderError(
+            2,
+            "dce.invalidArg",
+            "--worker keeps the CA in --out; --force (replace it) cannot be combined with it",
+          );
         result = { ok: true, command: { kind: "issue-worker-cert", outDir: o.out, name: o.worker, validDays: o.validDays } };
         return;
       }
@@ -360,7 +367,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .split(",")
         .map((h) => h.trim())
         .filter((h) => h !== "");
-      result = { ok: true, command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays, workers } };
+      result = {
+        ok: true,
+        command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays, workers, force: o.force === true },
+      };
     });
 
   // Client tokens: only their SHA-256 is stored, in DATA_DIR/tokens.json.

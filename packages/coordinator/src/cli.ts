@@ -1,6 +1,6 @@
 import { createLogger } from "@dce/proto/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
-import { generateDevCertificates, issueWorkerCertificate } from "./certs.js";
+import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 import { DataDirError } from "./storage-errors.js";
@@ -24,17 +24,7 @@ async function main(): Promise<number> {
     process.stdout.write(cmd.text);
     return 0;
   }
-  if (cmd.kind === "init-certs") {
-    const paths = await generateDevCertificates({
-      outDir: cmd.outDir,
-      hosts: cmd.hosts,
-      validDays: cmd.validDays,
-      workers: cmd.workers,
-    });
-    const workers = paths.workers.length === 0 ? "" : ` one per worker: ${workerFileRange(paths.workers.length)},`;
-    process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem,${workers} client.pem and keys)\n`);
-    return 0;
-  }
+  if (cmd.kind === "init-certs") return await runInitCerts(cmd);
   if (cmd.kind === "issue-worker-cert") {
     try {
       const paths = await issueWorkerCertificate({ dir: cmd.outDir, name: cmd.name, validDays: cmd.validDays });
@@ -99,6 +89,40 @@ async function main(): Promise<number> {
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
+}
+
+/**
+ * `coordinator init-certs`: a new development CA and its certificates. A CA already in
+ * the folder is kept unless `--force`: replacing it leaves every certificate it signed
+ * untrusted, on this machine and wherever copies went.
+ */
+async function runInitCerts(cmd: Extract<CoordinatorCommand, { kind: "init-certs" }>): Promise<number> {
+  let paths: Awaited<ReturnType<typeof generateDevCertificates>>;
+  try {
+    paths = await generateDevCertificates({
+      outDir: cmd.outDir,
+      hosts: cmd.hosts,
+      validDays: cmd.validDays,
+      workers: cmd.workers,
+      replaceCa: cmd.force,
+    });
+  } catch (e) {
+    if (!(e instanceof ExistingCaError)) throw e;
+    process.stderr.write(
+      `coordinator init-certs: ${e.caCert} already exists; nothing was written. A new CA would make every certificate the current one signed untrusted (server.pem, client.pem, worker-*.pem, and copies elsewhere).\n` +
+        `  To add a worker certificate signed by this CA: coordinator init-certs --out ${cmd.outDir} --worker NAME\n` +
+        `  To replace the CA anyway: coordinator init-certs --out ${cmd.outDir} --force\n`,
+    );
+    return 2;
+  }
+  const workers = paths.workers.length === 0 ? "" : ` one per worker: ${workerFileRange(paths.workers.length)},`;
+  process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem,${workers} client.pem and keys)\n`);
+  if (paths.replacedCa) {
+    process.stderr.write(
+      `coordinator init-certs: replaced the CA in ${paths.dir}: certificates signed by the previous CA are no longer valid. Restart the coordinator (its --tls-dir) with the new files, and give workers and clients the new ca.pem (--ca / DCE_CA) and workers new certificates (--cert / --key)\n`,
+    );
+  }
+  return 0;
 }
 
 /** `coordinator tokens …`: edits DATA_DIR/tokens.json. A new token goes to stdout once, alone on its line. */
