@@ -1,10 +1,11 @@
+import { resolve } from "node:path";
 import { createLogger } from "@dce/proto/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 import { DataDirError } from "./storage-errors.js";
-import { addToken, readTokenFile, revokeToken, TokenFileError } from "./tokens.js";
+import { addToken, readTokenFile, revokeToken, TokenFileError, tokenFilePath } from "./tokens.js";
 
 /** "worker-1.pem", "worker-1.pem, worker-2.pem" or "worker-1.pem … worker-N.pem". */
 function workerFileRange(n: number): string {
@@ -61,7 +62,7 @@ async function main(): Promise<number> {
     {
       url: running.url,
       auth: running.auth,
-      dataDir: running.coordinator.config.dataDir,
+      dataDir: resolve(running.coordinator.config.dataDir),
       healthz: `${running.url}/healthz`,
       ...(cmd.options.metrics !== false ? { metrics: `${running.url}/metrics` } : {}),
       ...(cmd.options.ui !== false ? { dashboard: `${running.url}/ui` } : {}),
@@ -133,14 +134,15 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
       case "rotate": {
         const token = await addToken(cmd.dataDir, cmd.name, cmd.role, { replace: cmd.action === "rotate" });
         process.stdout.write(`${token}\n`);
+        // The file named in full: a coordinator with another --data-dir / DCE_DATA_DIR would not know the token.
         process.stderr.write(
-          `token for ${cmd.name} ${cmd.action === "add" ? "created" : "rotated"}; it is shown only this once (the coordinator keeps its hash)\n`,
+          `token for ${cmd.name} ${cmd.action === "add" ? "created" : "rotated"} in ${resolve(tokenFilePath(cmd.dataDir))}, for a coordinator with --data-dir ${resolve(cmd.dataDir)} (or DCE_DATA_DIR); it is shown only this once (the coordinator keeps its hash)\n`,
         );
         return 0;
       }
       case "revoke":
         await revokeToken(cmd.dataDir, cmd.name);
-        process.stderr.write(`token for ${cmd.name} revoked\n`);
+        process.stderr.write(`token for ${cmd.name} revoked in ${resolve(tokenFilePath(cmd.dataDir))}\n`);
         return 0;
       case "list": {
         const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt }) => ({ name, role, createdAt }));

@@ -137,6 +137,9 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** Default largest call deadline: 24 h. */
 export const DEFAULT_MAX_DEADLINE_MS = 24 * 3_600_000;
 
+/** The data dir when none is given: `coordinator` and `coordinator tokens` share it, like `DCE_DATA_DIR`. */
+export const DEFAULT_DATA_DIR = ".dce-data";
+
 /** Longest error message sent to a client, in characters (it travels in an HTTP/2 trailer). */
 export const MAX_ERROR_MESSAGE_CHARS = 1024;
 
@@ -190,7 +193,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     limits,
   };
   return {
-    dataDir: o.dataDir ?? ".dce-data",
+    dataDir: o.dataDir ?? DEFAULT_DATA_DIR,
     maxMessageBytes,
     maxLongPollMs: intOption("maxLongPollMs", o.maxLongPollMs, 30_000, 0),
     maxShardsPerAcquire: intOption("maxShardsPerAcquire", o.maxShardsPerAcquire, 1024, 1),
@@ -253,7 +256,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       throw new Error("TLS needs a certificate folder: pass --tls-dir DIR (create one with `coordinator init-certs --out DIR`)");
     tls = loadServerTls(o.tlsDir, authEnabled);
   }
-  const dataDir = o.dataDir ?? ".dce-data";
+  const dataDir = o.dataDir ?? DEFAULT_DATA_DIR;
   const tokens = authEnabled
     ? new TokenStore(dataDir, { onError: (message) => logger.error({ file: tokenFilePath(dataDir) }, message) })
     : undefined;
