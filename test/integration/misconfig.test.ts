@@ -133,7 +133,7 @@ describe("init-certs on a folder that holds a CA", () => {
     const forced = run(BIN.coordinator, ["init-certs", "--out", "twice", "--force"]);
     expect(forced.status).toBe(0);
     expect(forced.stderr).toContain("replaced the CA");
-    expect(forced.stderr).toContain("certificates signed by the previous CA are no longer valid");
+    expect(forced.stderr).toContain("certificates signed by the previous CA are no longer valid, among them worker-extra.pem");
     expect(readFileSync(join(scratch, "twice", "ca.pem"), "utf8")).not.toBe(ca);
   });
 });

@@ -1,4 +1,5 @@
-import { resolve } from "node:path";
+import { readdirSync } from "node:fs";
+import { basename, resolve } from "node:path";
 import { createLogger } from "@dce/proto/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
@@ -119,8 +120,13 @@ async function runInitCerts(cmd: Extract<CoordinatorCommand, { kind: "init-certs
   const workers = paths.workers.length === 0 ? "" : ` one per worker: ${workerFileRange(paths.workers.length)},`;
   process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem,${workers} client.pem and keys)\n`);
   if (paths.replacedCa) {
+    // Worker certificates this run did not rewrite (an earlier --workers N or --worker NAME) are the old CA's.
+    const written = new Set(paths.workers.map((w) => basename(w.cert)));
+    const stale = readdirSync(paths.dir).filter((f) => /^worker-.+\.pem$/.test(f) && !f.endsWith("-key.pem") && !written.has(f));
     process.stderr.write(
-      `coordinator init-certs: replaced the CA in ${paths.dir}: certificates signed by the previous CA are no longer valid. Restart the coordinator (its --tls-dir) with the new files, and give workers and clients the new ca.pem (--ca / DCE_CA) and workers new certificates (--cert / --key)\n`,
+      `coordinator init-certs: replaced the CA in ${paths.dir}: certificates signed by the previous CA are no longer valid${
+        stale.length === 0 ? "" : `, among them ${stale.sort().join(", ")} in this folder`
+      }. Restart the coordinator (its --tls-dir) with the new files, and give workers and clients the new ca.pem (--ca / DCE_CA) and workers new certificates (--cert / --key)\n`,
     );
   }
   return 0;
