@@ -292,10 +292,14 @@ describe("through the bins", () => {
     expect(anonymous.status).toBe(1);
     expect(anonymous.stderr).toMatch(/^error: unauthenticated: /);
 
-    // Workers without a certificate, or with one from another CA, exit without work.
-    for (const [name, certArgs] of [
-      ["no-cert", []],
-      ["other-ca", ["--cert", foreign.cert, "--key", foreign.key]],
+    // Workers without a certificate, or with one from another CA, exit without work and say what to fix.
+    for (const [name, certArgs, problem] of [
+      ["no-cert", [], "requires a client certificate and this worker presented none"],
+      [
+        "other-ca",
+        ["--cert", foreign.cert, "--key", foreign.key],
+        `refused this worker's client certificate (subject "OU=worker, CN=worker-1", issuer "CN=dce dev CA", from --cert ${foreign.cert})`,
+      ],
     ] as const) {
       const w = spawnNode(name, BIN.worker, [
         "--coordinator",
@@ -311,6 +315,8 @@ describe("through the bins", () => {
       });
       expect(await w.exited).toBe(1);
       expect(w.stderr).toContain("[unauthenticated]");
+      expect(w.stderr).toContain(JSON.stringify(problem).slice(1, -1)); // a JSON log line
+      expect(w.stderr).toContain("To fix: give --cert / --key (DCE_WORKER_CERT / DCE_WORKER_KEY) a certificate signed by the CA");
       expect(w.stderr).not.toContain("worker registered");
     }
 

@@ -129,7 +129,17 @@ describe("dce submit", () => {
   it("a missing CA file is an input problem (exit 2)", async () => {
     const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
     expect(await t.run("submit a.npy b.npy -o c.npy --ca nope.pem")).toBe(2);
-    expect(t.err()).toBe("error: cannot read CA file nope.pem: no such file\n");
+    expect(t.err()).toBe("error: cannot read --ca file nope.pem: no such file\n");
+  });
+
+  it("a CA file that is not PEM is an input problem (exit 2) naming --ca and the file; nothing is sent", async () => {
+    const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2), "ca.der": Uint8Array.of(0x30, 0x82, 0x01), "ca.txt": npy(1, 1) });
+    expect(await t.run("submit a.npy b.npy -o c.npy --ca ca.der")).toBe(2);
+    expect(t.err()).toMatch(/^error: --ca file ca\.der is DER, not PEM \(convert it/);
+    expect(await t.run("status j1 --ca ca.txt")).toBe(2);
+    expect(t.err()).toContain("error: --ca file ca.txt is not PEM: it has no -----BEGIN CERTIFICATE----- block\n");
+    expect(t.clientOptions).toEqual([]);
+    expect(t.fake.calls).toEqual([]);
   });
 
   it("a failed job exits 1 with the reason, and writes nothing", async () => {

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { pemProblem } from "@dce/proto/tls";
 import cliProgress from "cli-progress";
 import type { CliCommand, ConnectionConfig, ResultCommand, SubmitCommand } from "./cli-args.js";
 import type { ClientOptions, DceClient } from "./client.js";
@@ -119,7 +120,10 @@ export async function runCommand(command: CliCommand, deps: CliDeps): Promise<nu
 async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<DceClient> {
   let ca: Uint8Array | undefined;
   if (connection.caPath !== undefined) {
-    ca = await readInput(connection.caPath, "CA file ", deps);
+    ca = await readInput(connection.caPath, "--ca file ", deps);
+    // Node ignores a CA that is not PEM and then trusts nothing: refuse it like a missing file.
+    const problem = pemProblem(ca, "certificate");
+    if (problem !== undefined) throw new InputError(`--ca file ${connection.caPath} ${problem}`);
   }
   try {
     return deps.createClient({
@@ -137,7 +141,7 @@ async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<Dce
   }
 }
 
-/** Reads an input file; `what` (e.g. "CA file ") prefixes the path in the message. */
+/** Reads an input file; `what` (e.g. "--ca file ") prefixes the path in the message. */
 async function readInput(path: string, what: string, deps: CliDeps): Promise<Uint8Array> {
   try {
     return await deps.readFile(path);

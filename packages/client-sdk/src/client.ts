@@ -18,7 +18,7 @@ import {
   toCallOptions,
 } from "./internal/context.js";
 import { assertLittleEndianHost } from "./internal/host.js";
-import { tlsErrorsAsUnavailable } from "./internal/tls-errors.js";
+import { tlsErrorInterceptor } from "./internal/tls-errors.js";
 import { createJobHandle, type JobHandle } from "./job-handle.js";
 import type { Matrix, MatrixRef, RequestOptions } from "./types.js";
 
@@ -257,7 +257,7 @@ function createTransport(options: ClientOptions, config: ClientConfig): Transpor
   const ping = { pingIntervalMs: 5_000, pingTimeoutMs: 5_000 };
   // The gRPC transport always speaks HTTP/2 (it has no httpVersion option).
   return createGrpcTransport({
-    interceptors: [tlsErrorsAsUnavailable, ...(token === undefined ? [] : [bearerToken(token)])],
+    interceptors: [tlsErrorInterceptor({ baseUrl: options.baseUrl, ca }), ...(token === undefined ? [] : [bearerToken(token)])],
     baseUrl: options.baseUrl,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,

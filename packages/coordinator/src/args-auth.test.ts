@@ -54,6 +54,36 @@ describe("coordinator flags for authentication", () => {
     }
   });
 
+  it("takes the data dir of the tokens commands from where the server's comes from: the same env, default and flag", () => {
+    const dataDir = (argv: string[], env: Record<string, string> = {}) => (command(argv, env) as { dataDir?: string }).dataDir;
+    const serverDataDir = (env: Record<string, string>) => (command([], env) as { options: { dataDir: string } }).options.dataDir;
+    for (const env of [{}, { DCE_DATA_DIR: "/env" }, { DCE_DATA_DIR: "" }]) {
+      for (const sub of [
+        ["tokens", "add", "a"],
+        ["tokens", "rotate", "a"],
+        ["tokens", "revoke", "a"],
+        ["tokens", "list"],
+      ]) {
+        expect(dataDir(sub, env)).toBe(serverDataDir(env));
+      }
+    }
+    // --data-dir before the subcommand (where the server's goes) still names the tokens' folder.
+    expect(dataDir(["--data-dir", "/srv", "tokens", "add", "a"], { DCE_DATA_DIR: "/env" })).toBe("/srv");
+    expect(dataDir(["--data-dir", "/srv", "tokens", "list"])).toBe("/srv");
+    // After it, it is the subcommand's own, which wins.
+    expect(dataDir(["--data-dir", "/srv", "tokens", "revoke", "a", "--data-dir", "/d"])).toBe("/d");
+  });
+
+  it("init-certs keeps an existing CA unless --force; --force makes no sense with --worker", () => {
+    expect(command(["init-certs", "--out", "certs"])).toMatchObject({ kind: "init-certs", force: false });
+    expect(command(["init-certs", "--out", "certs", "--force"])).toMatchObject({ kind: "init-certs", force: true });
+    expect(parseArgs(["init-certs", "--out", "certs", "--worker", "w", "--force"], {})).toMatchObject({
+      ok: false,
+      exitCode: 2,
+      usage: expect.stringContaining("--worker keeps the CA in --out"),
+    });
+  });
+
   it("issues one more worker certificate with init-certs --worker", () => {
     expect(command(["init-certs", "--out", "certs", "--worker", "gpu-3", "--valid-days", "30"])).toEqual({
       kind: "issue-worker-cert",

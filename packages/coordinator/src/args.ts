@@ -3,13 +3,13 @@ import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/proto/logging";
 import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
-import { type CoordinatorOptions, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
+import { type CoordinatorOptions, DEFAULT_DATA_DIR, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 
 /** What the `coordinator` command line asks for. */
 export type CoordinatorCommand =
   | { kind: "serve"; options: CoordinatorOptions; logLevel: string; logFormat: LogFormat | "auto" }
-  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number; workers: number }
+  | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number; workers: number; force: boolean }
   | { kind: "issue-worker-cert"; outDir: string; name: string; validDays: number }
   | { kind: "tokens"; action: "add"; dataDir: string; name: string; role: TokenRole }
   | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole }
@@ -87,7 +87,11 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         "turn authentication off: no client certificates, no tokens, every caller may do everything (development; loopback hosts only; env DCE_DEV_NO_AUTH=1)",
       ).default(env.DCE_DEV_NO_AUTH === "1"),
     )
-    .addOption(new Option("--data-dir <dir>", "folder for blobs and results").default(env.DCE_DATA_DIR ?? ".dce-data"))
+    .addOption(
+      new Option("--data-dir <dir>", "folder for blobs, results, the journal and tokens.json (env DCE_DATA_DIR)").default(
+        env.DCE_DATA_DIR || DEFAULT_DATA_DIR,
+      ),
+    )
     .addOption(
       new Option("--lease-ttl-ms <ms>", "lease lifetime")
         .argParser(int("--lease-ttl-ms", 100))
@@ -346,9 +350,16 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       "--worker <name>",
       "only issue one more worker certificate, CN=<name>, from the CA already in --out (writes worker-<name>.pem and worker-<name>-key.pem)",
     )
+    .option("--force", "replace a CA already in --out; every certificate it signed (server, client, workers) stops being trusted")
     .action((o) => {
       if (o.worker !== undefined) {
         if (o.workers !== undefined) throw new CommanderError(2, "dce.invalidArg", "--worker and --workers cannot be combined");
+        if (o.force)
+          throw new CommanderError(
+            2,
+            "dce.invalidArg",
+            "--worker keeps the CA in --out; --force (replace it) cannot be combined with it",
+          );
         result = { ok: true, command: { kind: "issue-worker-cert", outDir: o.out, name: o.worker, validDays: o.validDays } };
         return;
       }
@@ -360,14 +371,24 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .split(",")
         .map((h) => h.trim())
         .filter((h) => h !== "");
-      result = { ok: true, command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays, workers } };
+      result = {
+        ok: true,
+        command: { kind: "init-certs", outDir: o.out, hosts, validDays: o.validDays, workers, force: o.force === true },
+      };
     });
 
-  // Client tokens: only their SHA-256 is stored, in DATA_DIR/tokens.json.
+  // Client tokens: only their SHA-256 is stored, in DATA_DIR/tokens.json. The data dir is
+  // the server's: same flag, same DCE_DATA_DIR, same default.
   const dataDirOption = () =>
-    new Option("--data-dir <dir>", "the coordinator's data dir, which holds tokens.json").default(
-      env.DCE_DATA_DIR ?? ".dce-data",
+    new Option("--data-dir <dir>", "the coordinator's data dir, which holds tokens.json (env DCE_DATA_DIR)").default(
+      env.DCE_DATA_DIR || DEFAULT_DATA_DIR,
     );
+  // `coordinator --data-dir DIR tokens add NAME`: the flag before the subcommand is the
+  // server's; it still names the data dir meant, so it wins over the default and the env.
+  const tokensDataDir = (sub: Command): string =>
+    sub.getOptionValueSource("dataDir") !== "cli" && program.getOptionValueSource("dataDir") === "cli"
+      ? String(program.opts().dataDir)
+      : String(sub.opts().dataDir);
   const tokens = program
     .command("tokens")
     .description("manage client bearer tokens (a running coordinator picks up changes within a second)");
@@ -386,27 +407,28 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         ).choices(TOKEN_ROLES),
       )
       .addOption(dataDirOption())
-      .action((name: string, o) => {
+      .action((name: string, o, sub: Command) => {
+        const dataDir = tokensDataDir(sub);
         result =
           action === "add"
-            ? { ok: true, command: { kind: "tokens", action, dataDir: o.dataDir, name, role: o.role ?? "client" } }
-            : { ok: true, command: { kind: "tokens", action, dataDir: o.dataDir, name, ...(o.role ? { role: o.role } : {}) } };
+            ? { ok: true, command: { kind: "tokens", action, dataDir, name, role: o.role ?? "client" } }
+            : { ok: true, command: { kind: "tokens", action, dataDir, name, ...(o.role ? { role: o.role } : {}) } };
       });
   }
   tokens
     .command("revoke <name>")
     .description("delete the token of NAME; a running coordinator refuses it within a second")
     .addOption(dataDirOption())
-    .action((name: string, o) => {
-      result = { ok: true, command: { kind: "tokens", action: "revoke", dataDir: o.dataDir, name } };
+    .action((name: string, _o, sub: Command) => {
+      result = { ok: true, command: { kind: "tokens", action: "revoke", dataDir: tokensDataDir(sub), name } };
     });
   tokens
     .command("list")
     .description("list token names, roles and creation times (never the tokens)")
     .addOption(dataDirOption())
     .option("--json", "print JSON")
-    .action((o) => {
-      result = { ok: true, command: { kind: "tokens", action: "list", dataDir: o.dataDir, json: o.json === true } };
+    .action((o, sub: Command) => {
+      result = { ok: true, command: { kind: "tokens", action: "list", dataDir: tokensDataDir(sub), json: o.json === true } };
     });
 
   if (envErrors.length > 0) return { ok: false, usage: envErrors.join("\n"), exitCode: 2 };

@@ -1,10 +1,10 @@
 import "reflect-metadata";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { generateDevCertificates, issueWorkerCertificate } from "./certs.js";
+import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -39,5 +39,42 @@ describe("issueWorkerCertificate", () => {
       await expect(issueWorkerCertificate({ dir, name })).rejects.toThrow("is not valid");
     }
     await expect(issueWorkerCertificate({ dir, name: "w1" })).rejects.toThrow("cannot read the CA");
+  });
+});
+
+describe("generateDevCertificates over an existing CA", () => {
+  it("refuses to replace it without replaceCa, writing nothing; replaces it with replaceCa and says so", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dce-certs-"));
+    dirs.push(dir);
+    const first = await generateDevCertificates({ outDir: dir, workers: 1 });
+    expect(first.replacedCa).toBe(false);
+    const before = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), "utf8")]));
+    const refused = await generateDevCertificates({ outDir: dir, workers: 3 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(ExistingCaError);
+    expect((refused as ExistingCaError).caCert).toBe(join(dir, "ca.pem"));
+    // Nothing written: not the CA, not a leaf, not worker-3.
+    expect(Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), "utf8")]))).toEqual(before);
+
+    // The kept CA still issues workers (init-certs --worker NAME).
+    const more = await issueWorkerCertificate({ dir, name: "more" });
+    const ca = new X509Certificate(readFileSync(first.caCert));
+    expect(new X509Certificate(readFileSync(more.cert)).verify(ca.publicKey)).toBe(true);
+
+    const second = await generateDevCertificates({ outDir: dir, workers: 1, replaceCa: true });
+    expect(second.replacedCa).toBe(true);
+    const server = new X509Certificate(readFileSync(second.serverCert));
+    expect(server.verify(ca.publicKey)).toBe(false);
+    expect(server.verify(new X509Certificate(readFileSync(second.caCert)).publicKey)).toBe(true);
+  });
+
+  it("counts a lone ca-key.pem as a CA too", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dce-certs-"));
+    dirs.push(dir);
+    await generateDevCertificates({ outDir: dir, workers: 0 });
+    rmSync(join(dir, "ca.pem"));
+    await expect(generateDevCertificates({ outDir: dir })).rejects.toBeInstanceOf(ExistingCaError);
   });
 });

@@ -14,7 +14,7 @@
  */
 import "reflect-metadata";
 import { createPrivateKey, KeyObject, webcrypto } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
@@ -40,6 +40,8 @@ export interface DevCertificatePaths {
   readonly clientCert: string;
   /** Job-submitting client private key (`client-key.pem`, mode 0600). */
   readonly clientKey: string;
+  /** True when a CA was already in the directory and has been replaced (`replaceCa`). */
+  readonly replacedCa: boolean;
 }
 
 /** One worker's certificate files from {@link generateDevCertificates}. */
@@ -54,8 +56,16 @@ export interface DevWorkerCertificate {
 
 /** Options for {@link generateDevCertificates}. */
 export interface DevCertificateOptions {
-  /** Output directory; created recursively. Existing files with the same names are replaced. */
+  /**
+   * Output directory; created recursively. Existing files with the same names are
+   * replaced, except a CA: see `replaceCa`.
+   */
   outDir: string;
+  /**
+   * Replace a CA (`ca.pem` or `ca-key.pem`) already in `outDir`. Every certificate the old
+   * CA signed then stops being trusted. Default false: {@link ExistingCaError}.
+   */
+  replaceCa?: boolean;
   /**
    * Names the server certificate is valid for. Entries that parse as IPv4/IPv6
    * addresses become IP subjectAltNames, everything else a DNS subjectAltName.
@@ -79,6 +89,20 @@ export const DEFAULT_DEV_CERT_HOSTS: readonly string[] = ["localhost", "127.0.0.
 
 /** Default certificate lifetime in days. */
 export const DEFAULT_DEV_CERT_VALID_DAYS = 825;
+
+/**
+ * {@link generateDevCertificates} found a CA in `outDir` and was not asked to replace it:
+ * a new CA would leave every certificate the current one signed untrusted.
+ */
+export class ExistingCaError extends Error {
+  override readonly name = "ExistingCaError";
+  /** The CA certificate found (absolute path). */
+  readonly caCert: string;
+  constructor(caCert: string) {
+    super(`${caCert} already exists; a new CA would invalidate every certificate it signed (pass replaceCa to replace it)`);
+    this.caCert = caCert;
+  }
+}
 
 /**
  * Leaf certificates in a dev certificate directory, by file name without `.pem`: the
@@ -122,6 +146,7 @@ const CERT_MODE = 0o644;
  * PKI (the CA key written here is unprotected).
  *
  * @returns Absolute paths of every file written.
+ * @throws ExistingCaError if `outDir` holds a CA and `replaceCa` is not set (nothing is written).
  * @throws If `hosts` is empty, `validDays` is not a positive finite number, `workers` is not an
  *   integer from 0 to {@link MAX_DEV_WORKER_CERTS}, or writing fails.
  */
@@ -141,6 +166,9 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
     throw new Error(`generateDevCertificates: validDays must be a positive number, got ${validDays}`);
   }
   if (Number.isNaN(now.getTime())) throw new Error("generateDevCertificates: now is an invalid Date");
+  const dir = resolve(options.outDir);
+  const replacedCa = existsSync(join(dir, "ca.pem")) || existsSync(join(dir, "ca-key.pem"));
+  if (replacedCa && options.replaceCa !== true) throw new ExistingCaError(join(dir, "ca.pem"));
 
   const notBefore = new Date(now.getTime() - HOUR_MS);
   const notAfter = new Date(now.getTime() + validDays * DAY_MS);
@@ -182,7 +210,6 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
   }
   const client = await issueLeaf("OU=client, CN=dce-client", x509.ExtendedKeyUsage.clientAuth);
 
-  const dir = resolve(options.outDir);
   await mkdir(dir, { recursive: true });
   const files = (stem: string) => ({ cert: join(dir, `${stem}.pem`), key: join(dir, `${stem}-key.pem`) });
   const paths: DevCertificatePaths = {
@@ -194,6 +221,7 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
     workers: workers.map((w) => ({ identity: w.identity, ...files(w.identity) })),
     clientCert: join(dir, "client.pem"),
     clientKey: join(dir, "client-key.pem"),
+    replacedCa,
   };
   // Keys first, so a certificate never exists on disk without its key.
   await writeFileAtomic(paths.caKey, privateKeyPem(caKeys.privateKey), KEY_MODE);

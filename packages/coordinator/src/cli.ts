@@ -1,10 +1,12 @@
+import { readdirSync } from "node:fs";
+import { basename, resolve } from "node:path";
 import { createLogger } from "@dce/proto/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
-import { generateDevCertificates, issueWorkerCertificate } from "./certs.js";
+import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 import { DataDirError } from "./storage-errors.js";
-import { addToken, readTokenFile, revokeToken, TokenFileError } from "./tokens.js";
+import { addToken, readTokenFile, revokeToken, TokenFileError, tokenFilePath } from "./tokens.js";
 
 /** "worker-1.pem", "worker-1.pem, worker-2.pem" or "worker-1.pem … worker-N.pem". */
 function workerFileRange(n: number): string {
@@ -24,17 +26,7 @@ async function main(): Promise<number> {
     process.stdout.write(cmd.text);
     return 0;
   }
-  if (cmd.kind === "init-certs") {
-    const paths = await generateDevCertificates({
-      outDir: cmd.outDir,
-      hosts: cmd.hosts,
-      validDays: cmd.validDays,
-      workers: cmd.workers,
-    });
-    const workers = paths.workers.length === 0 ? "" : ` one per worker: ${workerFileRange(paths.workers.length)},`;
-    process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem,${workers} client.pem and keys)\n`);
-    return 0;
-  }
+  if (cmd.kind === "init-certs") return await runInitCerts(cmd);
   if (cmd.kind === "issue-worker-cert") {
     try {
       const paths = await issueWorkerCertificate({ dir: cmd.outDir, name: cmd.name, validDays: cmd.validDays });
@@ -71,7 +63,7 @@ async function main(): Promise<number> {
     {
       url: running.url,
       auth: running.auth,
-      dataDir: running.coordinator.config.dataDir,
+      dataDir: resolve(running.coordinator.config.dataDir),
       healthz: `${running.url}/healthz`,
       ...(cmd.options.metrics !== false ? { metrics: `${running.url}/metrics` } : {}),
       ...(cmd.options.ui !== false ? { dashboard: `${running.url}/ui` } : {}),
@@ -101,6 +93,45 @@ async function main(): Promise<number> {
   });
 }
 
+/**
+ * `coordinator init-certs`: a new development CA and its certificates. A CA already in
+ * the folder is kept unless `--force`: replacing it leaves every certificate it signed
+ * untrusted, on this machine and wherever copies went.
+ */
+async function runInitCerts(cmd: Extract<CoordinatorCommand, { kind: "init-certs" }>): Promise<number> {
+  let paths: Awaited<ReturnType<typeof generateDevCertificates>>;
+  try {
+    paths = await generateDevCertificates({
+      outDir: cmd.outDir,
+      hosts: cmd.hosts,
+      validDays: cmd.validDays,
+      workers: cmd.workers,
+      replaceCa: cmd.force,
+    });
+  } catch (e) {
+    if (!(e instanceof ExistingCaError)) throw e;
+    process.stderr.write(
+      `coordinator init-certs: ${e.caCert} already exists; nothing was written. A new CA would make every certificate the current one signed untrusted (server.pem, client.pem, worker-*.pem, and copies elsewhere).\n` +
+        `  To add a worker certificate signed by this CA: coordinator init-certs --out ${cmd.outDir} --worker NAME\n` +
+        `  To replace the CA anyway: coordinator init-certs --out ${cmd.outDir} --force\n`,
+    );
+    return 2;
+  }
+  const workers = paths.workers.length === 0 ? "" : ` one per worker: ${workerFileRange(paths.workers.length)},`;
+  process.stdout.write(`wrote development certificates to ${paths.dir} (ca.pem, server.pem,${workers} client.pem and keys)\n`);
+  if (paths.replacedCa) {
+    // Worker certificates this run did not rewrite (an earlier --workers N or --worker NAME) are the old CA's.
+    const written = new Set(paths.workers.map((w) => basename(w.cert)));
+    const stale = readdirSync(paths.dir).filter((f) => /^worker-.+\.pem$/.test(f) && !f.endsWith("-key.pem") && !written.has(f));
+    process.stderr.write(
+      `coordinator init-certs: replaced the CA in ${paths.dir}: certificates signed by the previous CA are no longer valid${
+        stale.length === 0 ? "" : `, among them ${stale.sort().join(", ")} in this folder`
+      }. Restart the coordinator (its --tls-dir) with the new files, and give workers and clients the new ca.pem (--ca / DCE_CA) and workers new certificates (--cert / --key)\n`,
+    );
+  }
+  return 0;
+}
+
 /** `coordinator tokens …`: edits DATA_DIR/tokens.json. A new token goes to stdout once, alone on its line. */
 async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): Promise<number> {
   try {
@@ -109,14 +140,15 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
       case "rotate": {
         const token = await addToken(cmd.dataDir, cmd.name, cmd.role, { replace: cmd.action === "rotate" });
         process.stdout.write(`${token}\n`);
+        // The file named in full: a coordinator with another --data-dir / DCE_DATA_DIR would not know the token.
         process.stderr.write(
-          `token for ${cmd.name} ${cmd.action === "add" ? "created" : "rotated"}; it is shown only this once (the coordinator keeps its hash)\n`,
+          `token for ${cmd.name} ${cmd.action === "add" ? "created" : "rotated"} in ${resolve(tokenFilePath(cmd.dataDir))}, for a coordinator with --data-dir ${resolve(cmd.dataDir)} (or DCE_DATA_DIR); it is shown only this once (the coordinator keeps its hash)\n`,
         );
         return 0;
       }
       case "revoke":
         await revokeToken(cmd.dataDir, cmd.name);
-        process.stderr.write(`token for ${cmd.name} revoked\n`);
+        process.stderr.write(`token for ${cmd.name} revoked in ${resolve(tokenFilePath(cmd.dataDir))}\n`);
         return 0;
       case "list": {
         const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt }) => ({ name, role, createdAt }));

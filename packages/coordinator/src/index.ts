@@ -17,7 +17,13 @@ export type {
   DevWorkerCertificate,
   WorkerCertificateOptions,
 } from "./certs.js";
-export { DEFAULT_DEV_CERT_HOSTS, generateDevCertificates, issueWorkerCertificate, loadTlsFiles } from "./certs.js";
+export {
+  DEFAULT_DEV_CERT_HOSTS,
+  ExistingCaError,
+  generateDevCertificates,
+  issueWorkerCertificate,
+  loadTlsFiles,
+} from "./certs.js";
 export type { ConnectionLimits } from "./connection-guard.js";
 export { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 export type { CoordinatorConfig, StepObserver, VerificationEvent, VerificationObserver } from "./coordinator.js";

@@ -1,9 +1,7 @@
-import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
-import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
@@ -21,6 +19,7 @@ import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observabili
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
 import { createRpcHandler } from "./rpc-handler.js";
+import { loadServerTls, type ServerTlsFiles } from "./tls-dir.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
 import { defaultVerifyThreads } from "./verify/verifier.js";
 
@@ -139,6 +138,9 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** Default largest call deadline: 24 h. */
 export const DEFAULT_MAX_DEADLINE_MS = 24 * 3_600_000;
 
+/** The data dir when none is given: `coordinator` and `coordinator tokens` share it, like `DCE_DATA_DIR`. */
+export const DEFAULT_DATA_DIR = ".dce-data";
+
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 
 /** True when `host` only accepts connections from this machine (a name or address, not a wildcard). */
@@ -189,7 +191,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     limits,
   };
   return {
-    dataDir: o.dataDir ?? ".dce-data",
+    dataDir: o.dataDir ?? DEFAULT_DATA_DIR,
     maxMessageBytes,
     maxLongPollMs: intOption("maxLongPollMs", o.maxLongPollMs, 30_000, 0),
     maxShardsPerAcquire: intOption("maxShardsPerAcquire", o.maxShardsPerAcquire, 1024, 1),
@@ -246,26 +248,13 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     );
   }
   const authEnabled = !o.insecure && !o.devNoAuth;
-  let tls: { cert: Buffer; key: Buffer; ca?: Buffer } | undefined;
+  let tls: ServerTlsFiles | undefined;
   if (!o.insecure) {
     if (!o.tlsDir)
       throw new Error("TLS needs a certificate folder: pass --tls-dir DIR (create one with `coordinator init-certs --out DIR`)");
-    try {
-      tls = { cert: readFileSync(join(o.tlsDir, "server.pem")), key: readFileSync(join(o.tlsDir, "server-key.pem")) };
-    } catch (e) {
-      throw new Error(`cannot read server.pem / server-key.pem in ${o.tlsDir}: ${(e as Error).message}`);
-    }
-    if (authEnabled) {
-      try {
-        tls.ca = readFileSync(join(o.tlsDir, "ca.pem"));
-      } catch (e) {
-        throw new Error(
-          `cannot read ca.pem in ${o.tlsDir}, the CA worker certificates must be signed by: ${(e as Error).message}`,
-        );
-      }
-    }
+    tls = loadServerTls(o.tlsDir, authEnabled);
   }
-  const dataDir = o.dataDir ?? ".dce-data";
+  const dataDir = o.dataDir ?? DEFAULT_DATA_DIR;
   const tokens = authEnabled
     ? new TokenStore(dataDir, { onError: (message) => logger.error({ file: tokenFilePath(dataDir) }, message) })
     : undefined;

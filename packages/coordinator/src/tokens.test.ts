@@ -99,7 +99,11 @@ describe("TokenStore", () => {
     now += TOKEN_RELOAD_INTERVAL_MS - 1;
     expect(store.verify(token).ok).toBe(true);
     now += 1;
-    expect(store.verify(token)).toEqual({ ok: false, reason: "token not recognised (wrong, revoked or rotated)" });
+    expect(store.verify(token)).toEqual({
+      ok: false,
+      reason:
+        "token not recognised (wrong, revoked or rotated, or added with `coordinator tokens` to another data dir than this coordinator's)",
+    });
     const bob = await addToken(dir, "bob", "admin");
     now += TOKEN_RELOAD_INTERVAL_MS;
     expect(store.verify(bob)).toEqual({ ok: true, name: "bob", role: "admin" });

@@ -275,7 +275,12 @@ export class TokenStore {
     for (const { entry, hash } of this.#entries) {
       if (timingSafeEqual(presented, hash) && found === undefined) found = entry;
     }
-    if (!found) return { ok: false, reason: "token not recognised (wrong, revoked or rotated)" };
+    if (!found)
+      return {
+        ok: false,
+        reason:
+          "token not recognised (wrong, revoked or rotated, or added with `coordinator tokens` to another data dir than this coordinator's)",
+      };
     return { ok: true, name: found.name, role: found.role };
   }
 

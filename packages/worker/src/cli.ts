@@ -13,6 +13,7 @@ import { hostname } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createLogger } from "@dce/proto/logging";
 import { parseArgs } from "./cli-args.js";
+import { explainCredentialFailure, tlsFileProblems } from "./credentials.js";
 import { selectKernels } from "./kernels/kernel.js";
 import { version } from "./version.js";
 import { RetryBudgetExceededError, Worker } from "./worker.js";
@@ -46,6 +47,13 @@ async function main(): Promise<number> {
   const cert = read(config.certFile, "--cert");
   const key = read(config.keyFile, "--key");
   if (ca === null || cert === null || key === null) return 2;
+  const given = (path: string | undefined, bytes: Buffer | undefined) =>
+    path === undefined || bytes === undefined ? undefined : { path, bytes };
+  const files = { ca: given(config.caFile, ca), cert: given(config.certFile, cert), key: given(config.keyFile, key) };
+  // Node ignores a CA file that is not PEM and then trusts nothing: refuse it here, like a missing file.
+  const problems = tlsFileProblems(files);
+  for (const problem of problems) process.stderr.write(`error: ${problem}\n`);
+  if (problems.length > 0) return 2;
 
   // Which kernels this worker advertises (the Worker registers with listKernels()). With
   // auto, a kernel that cannot run here is logged once and left out; one named
@@ -109,7 +117,11 @@ async function main(): Promise<number> {
     return 0;
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
-    if (e instanceof RetryBudgetExceededError) {
+    // Trust failures stop the worker at once (worker.ts does not retry them): say what to fix.
+    const explained = await explainCredentialFailure(e, { coordinatorUrl: config.coordinatorUrl, files });
+    if (explained !== undefined) {
+      logger.fatal(explained.fields, explained.message);
+    } else if (e instanceof RetryBudgetExceededError) {
       logger.fatal(
         { err: message, coordinator: config.coordinatorUrl, retryBudgetMs: e.retryBudgetMs },
         `giving up: cannot reach the coordinator at ${config.coordinatorUrl} within the retry budget of ${e.retryBudgetMs} ms`,

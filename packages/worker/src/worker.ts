@@ -14,6 +14,7 @@ import {
 } from "@dce/proto";
 import { WideWindowSessionManager } from "@dce/proto/http2";
 import { accessLocalStore, type LocalStoreAccess, readFileRange, writeUploadLocally } from "@dce/proto/local-store";
+import { isTlsMisconfiguration } from "@dce/proto/tls";
 import { type BlobCache, createBlobCache } from "./blob-cache.js";
 import { raceAbort, sleepMs } from "./internal/abort.js";
 import { backoffDelayMs } from "./internal/backoff.js";
@@ -1165,6 +1166,8 @@ function planShard(shard: ShardLease, defaultKernel: string): ShardPlan {
 
 /** Transient: worth retrying after a pause (the coordinator may be restarting or overloaded). */
 function isTransient(err: ConnectError): boolean {
+  // Another CA, an expired certificate, a refused one: no retry changes the answer.
+  if (isTlsMisconfiguration(err)) return false;
   // A broken connection can surface as ABORTED or INTERNAL too (connect-node maps
   // ECONNRESET and destroyed streams to ABORTED), which would otherwise read as the
   // coordinator's own "stale lease" ABORTED. Errors raised on this side carry the

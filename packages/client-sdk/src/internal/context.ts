@@ -6,6 +6,7 @@
  */
 import { type Client, Code, type CallOptions as ConnectCallOptions, ConnectError } from "@connectrpc/connect";
 import type { BlobService, JobService } from "@dce/proto";
+import { isTlsMisconfiguration } from "@dce/proto/tls";
 import type { RequestOptions } from "../types.js";
 
 /** `ClientOptions` with every default filled in. */
@@ -106,7 +107,8 @@ export async function retryTransient<T>(config: ClientConfig, signal: AbortSigna
       return await fn();
     } catch (e) {
       const err = ConnectError.from(e);
-      if (!TRANSIENT.has(err.code) || signal?.aborted) throw e;
+      // A certificate that is not trusted now will not be in a minute either.
+      if (!TRANSIENT.has(err.code) || signal?.aborted || isTlsMisconfiguration(err)) throw e;
       const now = performance.now();
       firstFailureMs ??= now;
       if (now - firstFailureMs + delayMs > config.reconnectBudgetMs) throw e;

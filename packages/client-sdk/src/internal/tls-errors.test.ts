@@ -36,4 +36,27 @@ describe("mapTlsError", () => {
     const plain = new Error("x");
     expect(mapTlsError(plain)).toBe(plain);
   });
+
+  it("a failure of trust says to fix --ca / DCE_CA (the SDK's `ca`)", () => {
+    const cause = nodeError("UNABLE_TO_VERIFY_LEAF_SIGNATURE", "unable to verify the first certificate");
+    const internal = new ConnectError(cause.message, Code.Internal, undefined, undefined, cause);
+    expect((mapTlsError(internal) as ConnectError).rawMessage).toBe(
+      "TLS handshake with the coordinator failed (UNABLE_TO_VERIFY_LEAF_SIGNATURE): unable to verify the first certificate; " +
+        "the coordinator's certificate is not signed by a CA this process trusts; with no --ca / DCE_CA (SDK: `ca`) only the system CAs are trusted. " +
+        "To fix: give --ca / DCE_CA (SDK: `ca`) the CA that signed it, the ca.pem of the coordinator's --tls-dir",
+    );
+    const withCa = mapTlsError(internal, { ca: "not a certificate" }) as ConnectError;
+    expect(withCa.code).toBe(Code.Unavailable);
+    expect(withCa.rawMessage).toContain(
+      "is not signed by the CA in --ca / DCE_CA (SDK: `ca`). To fix: give --ca / DCE_CA (SDK: `ca`) the CA",
+    );
+  });
+
+  it("other TLS failures keep the plain message", () => {
+    const cause = nodeError("ERR_SSL_WRONG_VERSION_NUMBER", "wrong version number");
+    const mapped = mapTlsError(new ConnectError(cause.message, Code.Internal, undefined, undefined, cause)) as ConnectError;
+    expect(mapped.rawMessage).toBe(
+      "TLS handshake with the coordinator failed (ERR_SSL_WRONG_VERSION_NUMBER): wrong version number",
+    );
+  });
 });
