@@ -1,4 +1,5 @@
 import type { ClientId, JobId } from "./ids.js";
+import { restoreShardDeaths } from "./shard-deaths.js";
 import type { MatMulSpec } from "./spec.js";
 import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type JobStateName, ShardStatus } from "./state.js";
 
@@ -11,7 +12,8 @@ import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type
  * results below the quarantine limit are not durable either (each wrong result is caught
  * on its own, so forgetting them costs at most a few more rejected results), but a
  * quarantine is: a restart must not hand work again to a worker known to return wrong
- * results.
+ * results. Deaths of a shard's workers are durable too, so a coordinator that restarts
+ * often cannot let a poison shard kill workers forever (see poison.ts).
  */
 export type DurableRecord =
   | {
@@ -30,6 +32,8 @@ export type DurableRecord =
   | { type: "job-succeeded"; jobId: JobId; resultBlobId: string; finishedAtMs: number }
   /** Every epoch below `upTo` may have been handed out; a restart continues above it. */
   | { type: "epochs-reserved"; upTo: number }
+  /** The holder of lease `epoch` of a shard died (the lease expired); see poison.ts. */
+  | { type: "shard-died"; jobId: JobId; shardIndex: number; epoch: number; workerId: string }
   /** A worker identity was quarantined after `rejectedResults` results failed verification. */
   | { type: "worker-quarantined"; identity: string; rejectedResults: number; reason: string; atMs: number };
 
@@ -38,6 +42,12 @@ export interface DurableQuarantine {
   rejectedResults: number;
   reason: string;
   atMs: number;
+}
+
+/** One death of a shard's worker, as the durable model keeps it. */
+export interface DurableDeath {
+  epoch: number;
+  workerId: string;
 }
 
 /** What a durable job looks like on disk (snapshot form). */
@@ -56,6 +66,8 @@ export interface DurableJob {
   resultBlobId: string;
   /** shard index → accepted epoch, for accepted shards only. */
   accepted: Map<number, number>;
+  /** shard index → deaths of its workers, in journal order (shards with deaths only). */
+  deaths: Map<number, DurableDeath[]>;
 }
 
 /** The durable model: the journal folds into this, and a snapshot serialises it. */
@@ -95,6 +107,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
         finishedAtMs: 0,
         resultBlobId: "",
         accepted: new Map(),
+        deaths: new Map(),
       });
       return;
     case "kernel-pinned": {
@@ -127,6 +140,16 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       j.state = "succeeded";
       j.resultBlobId = r.resultBlobId;
       j.finishedAtMs = r.finishedAtMs;
+      return;
+    }
+    case "shard-died": {
+      const j = model.jobs.get(r.jobId);
+      if (!j) return;
+      const list = j.deaths.get(r.shardIndex) ?? [];
+      // One lease dies once: a repeated record (replayed after a snapshot) counts once.
+      if (list.some((d) => d.epoch === r.epoch)) return;
+      list.push({ epoch: r.epoch, workerId: r.workerId });
+      j.deaths.set(r.shardIndex, list);
       return;
     }
     case "epochs-reserved":
@@ -184,6 +207,7 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
     job.kernel = d.kernel;
     job.fingerprint = d.fingerprint;
     job.resultBlobId = d.resultBlobId;
+    restoreShardDeaths(job, d.deaths);
     for (const [shard, epoch] of d.accepted) {
       if (shard < 0 || shard >= n) continue;
       job.shardStatus[shard] = ShardStatus.done;
@@ -213,7 +237,11 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
 export interface DurableSnapshot {
   version: 1;
   epochFloor: number;
-  jobs: (Omit<DurableJob, "accepted"> & { accepted: [number, number][] })[];
+  jobs: (Omit<DurableJob, "accepted" | "deaths"> & {
+    accepted: [number, number][];
+    /** Deaths per shard (absent in snapshots written before deaths were kept). */
+    deaths?: [number, DurableDeath[]][];
+  })[];
   /** Quarantined identities (absent in snapshots written before quarantines existed). */
   quarantined?: [string, DurableQuarantine][];
 }
@@ -223,7 +251,7 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
   return {
     version: 1,
     epochFloor: model.epochFloor,
-    jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()] })),
+    jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()], deaths: [...j.deaths.entries()] })),
     quarantined: [...model.quarantined.entries()],
   };
 }
@@ -232,7 +260,7 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
 export function fromSnapshot(snap: DurableSnapshot): DurableModel {
   const model = createDurableModel();
   model.epochFloor = snap.epochFloor;
-  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted) });
+  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted), deaths: new Map(j.deaths ?? []) });
   for (const [identity, q] of snap.quarantined ?? []) model.quarantined.set(identity, q);
   return model;
 }

@@ -2,6 +2,8 @@ import type { DurableRecord } from "./durable.js";
 import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
+import { judgeShardDeaths, observeLeaseEnd } from "./poison.js";
+import { noteShardDeath } from "./shard-deaths.js";
 import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
 import {
   type CoreState,
@@ -694,6 +696,7 @@ function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["sh
   job.shardEpoch[shard] = lease.epoch;
   job.leasedCount--;
   job.durationsMs.push(e.nowMs - lease.grantedAtMs);
+  observeLeaseEnd(s.leaseEnds, false);
   worker.failureStreak = 0;
   job.shardAvoid.delete(shard);
   job.shardStatus[shard] = ShardStatus.done;
@@ -735,6 +738,7 @@ function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-fai
   const shard = lease.shardIndex;
   const why = e.error.slice(0, 1024);
   if (!e.release) chargeFailure(s, e.workerId, e.nowMs, fx);
+  if (!e.release) observeLeaseEnd(s.leaseEnds, false);
   if (endLease(s, job, lease)) {
     // The shard's other execution goes on; nothing to re-queue.
     job.version++;
@@ -852,6 +856,9 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
   // Collect first: requeue may end a job, which removes that job's leases from the map.
   const due: LeaseRecord[] = [];
   for (const lease of s.leases.values()) if (lease.expiresAtMs <= e.nowMs) due.push(lease);
+  // The whole tick's deaths count before any is judged: a mass expiry is the fleet's.
+  const before = { ...s.leaseEnds };
+  for (const _ of due) observeLeaseEnd(s.leaseEnds, true);
   for (const lease of due) {
     if (!s.leases.has(lease.epoch)) continue;
     const job = s.jobs.get(lease.jobId);
@@ -864,10 +871,20 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
       msg: "lease expired",
       fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId },
     });
-    if (endLease(s, job, lease)) continue; // its straggler twin goes on
+    const shard = lease.shardIndex;
     const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
-    job.shardLastError.set(lease.shardIndex, why);
-    requeue(s, job, lease.shardIndex, e.nowMs, e.jitter, why, fx);
+    // A death is not a failed attempt: only the death rule (poison.ts) can fail the job for it,
+    // even while a straggler twin still runs the shard (a poison shard's twins die too).
+    const verdict = judgeShardDeaths(noteShardDeath(s, job, lease, before, fx), s.leaseEnds, s.config);
+    if (verdict.poison) {
+      job.shardLastError.set(shard, why);
+      endJob(s, job, "failed", `shard ${shard}: ${verdict.reason}; last error: ${why}`, e.nowMs, fx);
+      continue;
+    }
+    if (endLease(s, job, lease)) continue; // its straggler twin goes on
+    job.shardLastError.set(shard, why);
+    job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
+    requeue(s, job, shard, e.nowMs, e.jitter, why, fx);
   }
   for (const w of [...s.workers.values()]) {
     if (w.leases.size === 0 && e.nowMs - w.lastSeenMs > s.config.workerTtlMs) {
