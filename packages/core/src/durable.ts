@@ -1,4 +1,5 @@
 import type { ClientId, JobId } from "./ids.js";
+import { createLeaseEnds, type LeaseEnds, observeLeaseEnd } from "./poison.js";
 import { restoreShardDeaths } from "./shard-deaths.js";
 import type { MatMulSpec } from "./spec.js";
 import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type JobStateName, ShardStatus } from "./state.js";
@@ -78,11 +79,16 @@ export interface DurableModel {
   jobs: Map<JobId, DurableJob>;
   /** Quarantined worker identities. */
   quarantined: Map<string, DurableQuarantine>;
+  /**
+   * The fleet's ended leases as the death rule counts them (accepted shards and deaths, in
+   * journal order): the same numbers the running coordinator had (poison.ts).
+   */
+  leaseEnds: LeaseEnds;
 }
 
 /** An empty durable model. */
 export function createDurableModel(): DurableModel {
-  return { epochFloor: 1, jobs: new Map(), quarantined: new Map() };
+  return { epochFloor: 1, jobs: new Map(), quarantined: new Map(), leaseEnds: createLeaseEnds() };
 }
 
 /**
@@ -123,6 +129,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       const j = model.jobs.get(r.jobId);
       if (!j || j.accepted.has(r.shardIndex)) return;
       j.accepted.set(r.shardIndex, r.epoch);
+      observeLeaseEnd(model.leaseEnds, false);
       if (r.epoch >= model.epochFloor) model.epochFloor = r.epoch + 1;
       return;
     }
@@ -150,6 +157,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       if (list.some((d) => d.epoch === r.epoch)) return;
       list.push({ epoch: r.epoch, workerId: r.workerId });
       j.deaths.set(r.shardIndex, list);
+      observeLeaseEnd(model.leaseEnds, true);
       return;
     }
     case "epochs-reserved":
@@ -180,6 +188,7 @@ export interface Restored {
 export function restoreCoreState(config: Partial<CoreConfig>, model: DurableModel): Restored {
   const s = createCoreState(config);
   s.nextEpoch = Math.max(1, model.epochFloor);
+  Object.assign(s.leaseEnds, model.leaseEnds);
   for (const [identity, q] of model.quarantined) {
     s.identities.set(identity, {
       identity,
@@ -244,6 +253,8 @@ export interface DurableSnapshot {
   })[];
   /** Quarantined identities (absent in snapshots written before quarantines existed). */
   quarantined?: [string, DurableQuarantine][];
+  /** The fleet's ended leases (absent in snapshots written before deaths were kept). */
+  leaseEnds?: LeaseEnds;
 }
 
 /** Serialises the model for a snapshot. */
@@ -253,6 +264,7 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
     epochFloor: model.epochFloor,
     jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()], deaths: [...j.deaths.entries()] })),
     quarantined: [...model.quarantined.entries()],
+    leaseEnds: { ...model.leaseEnds },
   };
 }
 
@@ -262,5 +274,6 @@ export function fromSnapshot(snap: DurableSnapshot): DurableModel {
   model.epochFloor = snap.epochFloor;
   for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted), deaths: new Map(j.deaths ?? []) });
   for (const [identity, q] of snap.quarantined ?? []) model.quarantined.set(identity, q);
+  if (snap.leaseEnds) model.leaseEnds = { ...snap.leaseEnds };
   return model;
 }

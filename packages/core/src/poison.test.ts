@@ -7,6 +7,7 @@ import {
   type LeaseEnds,
   observeLeaseEnd,
   type PoisonRule,
+  RECENT_LEASE_ENDS,
   restoredShardDeath,
   type ShardDeaths,
 } from "./poison.js";
@@ -14,51 +15,72 @@ import { DEFAULT_CORE_CONFIG } from "./state.js";
 
 const RULE: PoisonRule = { maxShardDeaths: 16, poisonMinWorkers: 3, poisonMaxChance: 1e-9 };
 
+/** Ends `ends` leases, every `1/rate`-th with a death (none for rate 0). */
+function run(fleet: LeaseEnds, ends: number, rate: number): void {
+  let owed = 0;
+  for (let i = 0; i < ends; i++) {
+    owed += rate;
+    const died = owed >= 1;
+    if (died) owed -= 1;
+    observeLeaseEnd(fleet, died);
+  }
+}
+
 /**
- * A shard that died `n` times (on `workers` distinct processes) while the rest of the
- * fleet ended `others.ends` leases, `others.deaths` of them with a death.
+ * A shard that died `n` times (on `workers` distinct processes) after the fleet ended
+ * `past.ends` leases at death rate `past.rate`, while it ended `meanwhile.ends` more at
+ * `meanwhile.rate` (spread between the deaths).
  */
-function shard(n: number, others: LeaseEnds, workers = n): { d: ShardDeaths; fleet: LeaseEnds } {
+function shard(
+  n: number,
+  past: { ends: number; rate: number },
+  meanwhile = { ends: 0, rate: 0 },
+  workers = n,
+): { d: ShardDeaths; fleet: LeaseEnds } {
   const fleet = createLeaseEnds();
-  for (let i = 0; i < 50; i++) observeLeaseEnd(fleet, false); // before the window: not counted
+  run(fleet, past.ends, past.rate);
   let d: ShardDeaths | undefined;
   for (let i = 0; i < n; i++) {
     const before = { ...fleet };
     observeLeaseEnd(fleet, true);
     d = addShardDeath(d, `w${i % workers}`, before);
+    run(fleet, Math.round(meanwhile.ends / n), meanwhile.rate);
   }
   if (!d) throw new Error("no deaths");
-  fleet.ends += others.ends;
-  fleet.deaths += others.deaths;
   return { d, fleet };
 }
 
-const judge = (n: number, others: LeaseEnds, workers = n, rule = RULE) => {
-  const { d, fleet } = shard(n, others, workers);
-  return judgeShardDeaths(d, fleet, rule);
+const judge = (...args: Parameters<typeof shard>) => {
+  const { d, fleet } = shard(...args);
+  return judgeShardDeaths(d, fleet, RULE);
 };
 
 describe("fleetDeathRate", () => {
-  it("is Laplace's estimate over the other leases that ended since the shard's first death", () => {
-    const { d, fleet } = shard(3, { ends: 98, deaths: 9 });
-    // the shard's own 3 deaths are not the fleet's; the 50 leases before its window are not counted
-    expect(fleetDeathRate(d, fleet)).toBe((9 + 1) / (98 + 2));
+  it("is Laplace's estimate over the recent past and the other leases since the shard's first death", () => {
+    const { d, fleet } = shard(3, { ends: 0, rate: 0 }, { ends: 99, rate: 0.1 });
+    expect(fleetDeathRate(d, fleet)).toBe((9 + 1) / (99 + 2)); // the shard's own 3 deaths are not the fleet's
+    const calm = shard(3, { ends: 10 * RECENT_LEASE_ENDS, rate: 0 });
+    // the recent past counts about RECENT_LEASE_ENDS leases
+    expect(1 / fleetDeathRate(calm.d, calm.fleet) - 2).toBeCloseTo(RECENT_LEASE_ENDS, 0);
   });
 
-  it("is 1/2 with no other lease to compare with, and after a restart until the next death opens a window", () => {
-    const { d, fleet } = shard(4, { ends: 0, deaths: 0 });
+  it("is 1/2 with no lease to compare with, and for restored deaths until the next death opens a window", () => {
+    const { d, fleet } = shard(4, { ends: 0, rate: 0 });
     expect(fleetDeathRate(d, fleet)).toBe(0.5);
     const restored = restoredShardDeath(restoredShardDeath(undefined, "w0"), "w1");
     expect(restored).toEqual({ deaths: 2, workers: ["w0", "w1"], window: undefined });
-    expect(fleetDeathRate(restored, { ends: 1_000, deaths: 0 })).toBe(0.5);
+    expect(fleetDeathRate(restored, fleet)).toBe(0.5);
   });
 
-  it("counts the leases that died in the same tick as the shard's first death as the fleet's", () => {
+  it("counts other workers' leases that died in the same tick as the fleet's, not those that died with its holder", () => {
     const fleet = createLeaseEnds();
     const before = { ...fleet };
-    for (let i = 0; i < 4; i++) observeLeaseEnd(fleet, true); // one worker died holding 4 leases
-    const d = addShardDeath(undefined, "w0", before);
+    run(fleet, 5, 1); // its holder died with 2 leases, others with 3
+    const d = addShardDeath(undefined, "w0", before, 1);
     expect(fleetDeathRate(d, fleet)).toBe((3 + 1) / (3 + 2));
+    observeLeaseEnd(fleet, false);
+    const again = addShardDeath(d, "w1", { ...fleet }, 4);
+    expect(again.window).toEqual({ from: before, own: 7 });
   });
 });
 
@@ -71,38 +93,47 @@ describe("judgeShardDeaths", () => {
     }).toEqual(RULE);
   });
 
-  it("a fleet that loses one lease in five meanwhile: 12 deaths of one shard are bad luck, 13 are poison", () => {
-    // q = (199 + 1) / (998 + 2) = 0.2; 0.2^12 = 4e-9 > 1e-9 ≥ 0.2^13 = 8e-10
-    expect(judge(12, { ends: 998, deaths: 199 })).toEqual({ poison: false });
-    expect(judge(13, { ends: 998, deaths: 199 })).toEqual({
+  it("a fleet that loses one lease in five: 12 deaths of one shard are bad luck, 13 are poison", () => {
+    const storm = { ends: 5_000, rate: 0.2 };
+    expect(judge(12, storm, storm)).toEqual({ poison: false });
+    expect(judge(13, storm, storm)).toEqual({
       poison: true,
       reason:
-        "13 workers died running it (13 distinct processes; the other leases died at a rate of 0.20 meanwhile, so 13 deaths had a chance of 10^-9.1, limit 1e-9)",
+        "13 workers died running it (13 distinct processes; the fleet's other leases died at a rate of 0.20, so 13 deaths had a chance of 10^-9.1, limit 1e-9)",
     });
   });
 
-  it("a fleet that otherwise survives: 3 deaths with a thousand other leases done meanwhile, 5 with a hundred", () => {
-    expect(judge(2, { ends: 998, deaths: 0 })).toEqual({ poison: false });
-    expect(judge(3, { ends: 998, deaths: 0 })).toMatchObject({
+  it("a fleet that otherwise survives: 4 deaths after a few hundred leases, 5 after a hundred, even with nothing else running since", () => {
+    expect(judge(3, { ends: 2_000, rate: 0 }).poison).toBe(false);
+    expect(judge(4, { ends: 2_000, rate: 0 })).toMatchObject({
       poison: true,
-      reason: expect.stringContaining("at a rate of 1.0e-3 meanwhile, so 3 deaths had a chance of 10^-9.0"),
+      reason: expect.stringContaining("at a rate of 3.9e-3, so 4 deaths had a chance of 10^-9.6"),
     });
-    expect(judge(4, { ends: 98, deaths: 0 }).poison).toBe(false);
-    expect(judge(5, { ends: 98, deaths: 0 }).poison).toBe(true);
+    expect(judge(4, { ends: 100, rate: 0 }).poison).toBe(false);
+    expect(judge(5, { ends: 100, rate: 0 }).poison).toBe(true);
+  });
+
+  it("a calm past weighs less as the fleet starts dying around the shard", () => {
+    expect(judge(6, { ends: 2_000, rate: 0 }, { ends: 0, rate: 0 }).poison).toBe(true);
+    expect(judge(6, { ends: 2_000, rate: 0 }, { ends: 600, rate: 0.2 }).poison).toBe(false);
   });
 
   it("needs poisonMinWorkers distinct processes: one process that keeps losing its leases is not enough", () => {
-    expect(judge(15, { ends: 10_000, deaths: 0 }, 2)).toEqual({ poison: false });
-    expect(judge(15, { ends: 10_000, deaths: 0 }, 3).poison).toBe(true);
+    const calm = { ends: 10_000, rate: 0 };
+    expect(judge(15, calm, calm, 2)).toEqual({ poison: false });
+    expect(judge(15, calm, calm, 3).poison).toBe(true);
   });
 
   it("maxShardDeaths bounds the deaths whatever the fleet does; 0 never fails a job for deaths", () => {
-    expect(judge(15, { ends: 0, deaths: 0 })).toEqual({ poison: false });
-    expect(judge(16, { ends: 0, deaths: 0 }, 1)).toEqual({
+    expect(judge(15, { ends: 0, rate: 0 })).toEqual({ poison: false });
+    expect(judge(16, { ends: 0, rate: 0 }, undefined, 1)).toEqual({
       poison: true,
       reason: "16 workers died running it (1 distinct processes; maxShardDeaths=16)",
     });
-    expect(judge(100, { ends: 10_000, deaths: 0 }, 100, { ...RULE, maxShardDeaths: 0 })).toEqual({ poison: false });
-    expect(judge(15, { ends: 10_000, deaths: 0 }, 15, { ...RULE, poisonMaxChance: 0 })).toEqual({ poison: false });
+    const { d, fleet } = shard(100, { ends: 10_000, rate: 0 });
+    expect(judgeShardDeaths(d, fleet, { ...RULE, maxShardDeaths: 0 })).toEqual({ poison: false });
+    expect(judgeShardDeaths(shard(15, { ends: 10_000, rate: 0 }).d, fleet, { ...RULE, poisonMaxChance: 0 })).toEqual({
+      poison: false,
+    });
   });
 });

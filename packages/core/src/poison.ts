@@ -13,46 +13,56 @@
  *
  * - at least {@link PoisonRule.poisonMinWorkers} distinct worker processes died holding
  *   it (one process that keeps losing its leases is not enough);
- * - and its deaths would have had a chance of at most {@link PoisonRule.poisonMaxChance}
- *   were it like the rest of the fleet over the same time: with `q` the share of the
- *   other leases that ended with a death since the shard's first death, and `d` its
- *   deaths, `q^d ≤ poisonMaxChance`. A fleet that loses one lease in five needs 13 deaths
- *   of one shard before 10⁻⁹; a fleet that otherwise survives needs 3 when a thousand
- *   other leases end meanwhile, 5 when a hundred do;
+ * - and its `d` deaths would have had a chance `q^d` of at most
+ *   {@link PoisonRule.poisonMaxChance} were it like the rest of the fleet, `q` being the
+ *   share of the fleet's other leases that ended with a death: those of the recent past
+ *   (about the last {@link RECENT_LEASE_ENDS} before the shard's first death) and all of
+ *   them since, leaving out the shard's own deaths and the leases that died with its
+ *   holders. A fleet that loses one lease in five needs 13 deaths of one shard before
+ *   10⁻⁹; a fleet that otherwise survives needs 4 once it has ended a few hundred leases,
+ *   5 after a hundred;
  * - or, whatever the fleet does, {@link PoisonRule.maxShardDeaths} deaths: a bound on how
- *   long a poison shard can keep killing workers, also when there is no other work to
- *   compare it with.
+ *   long a poison shard can keep killing workers, also with nothing to compare it with.
  *
- * `q` is Laplace's estimate, (deaths + 1) / (ends + 2): 1/2 before the window holds any
- * other lease, and never 0. An innocent shard whose deaths are independent draws at the
- * fleet's rate meets the chance limit with probability at most about that limit (when the
- * window holds few leases the estimate is rough, and `maxShardDeaths` is what bounds the
- * risk: 0.2¹⁶ ≈ 7·10⁻¹²). Reported failures still count against `maxAttempts` as before.
+ * `q` is Laplace's estimate, (deaths + 1) / (ends + 2): 1/2 with no lease to compare,
+ * never 0. An innocent shard whose deaths are independent draws at the fleet's rate meets
+ * the chance limit with probability about that limit. The estimate lags when a calm fleet
+ * suddenly starts dying and little else runs meanwhile; `maxShardDeaths` bounds what a
+ * wrong estimate can cost. Reported failures still count against `maxAttempts`.
  *
- * Pure: the counters are plain numbers moved by the events that end leases, so every
- * decision replays from the same events. They are not durable: after a restart the window
- * starts again, while the deaths themselves are restored from the journal.
+ * Pure: the counters are plain numbers moved by accepted results and expired leases, the
+ * two lease ends the journal records, so a restart rebuilds them from the journal exactly
+ * (durable.ts); only a shard's window starts again at its next death.
  */
 import type { CoreConfig } from "./state.js";
 
-/** Leases that ended since the coordinator started: all of them, and those that ended with their holder's death. */
+/** Leases the recent counts remember: each ended lease decays the older ones by 1/256. */
+export const RECENT_LEASE_ENDS = 256;
+
+/**
+ * Ended leases: accepted results and expirations (hand-backs and reported failures are
+ * not counted). `ends`/`deaths` count all of them; `recentEnds`/`recentDeaths` decay
+ * by 1/{@link RECENT_LEASE_ENDS} per ended lease.
+ */
 export interface LeaseEnds {
   ends: number;
   deaths: number;
+  recentEnds: number;
+  recentDeaths: number;
 }
 
 /** No lease ended yet. */
 export function createLeaseEnds(): LeaseEnds {
-  return { ends: 0, deaths: 0 };
+  return { ends: 0, deaths: 0, recentEnds: 0, recentDeaths: 0 };
 }
 
-/**
- * Counts one ended lease: completed or reported failed (`died` false), or expired
- * (`died` true). Hand-backs are not executions and are not counted.
- */
+/** Counts one ended lease: an accepted result (`died` false) or an expired lease (`died` true). */
 export function observeLeaseEnd(fleet: LeaseEnds, died: boolean): void {
+  const keep = 1 - 1 / RECENT_LEASE_ENDS;
   fleet.ends++;
+  fleet.recentEnds = fleet.recentEnds * keep + 1;
   if (died) fleet.deaths++;
+  fleet.recentDeaths = fleet.recentDeaths * keep + (died ? 1 : 0);
 }
 
 /** What the rule knows about one shard's deaths. */
@@ -64,26 +74,33 @@ export interface ShardDeaths {
   /**
    * The fleet's counters when the shard's window began (just before the tick of its first
    * death in this coordinator's life; undefined for deaths restored from the journal), and
-   * the shard's deaths in the window.
+   * the leases that died in the window with the shard's deaths: its own, and the others its
+   * dying holders held (one worker death, whichever lease caused it).
    */
-  readonly window: { readonly from: Readonly<LeaseEnds>; readonly deaths: number } | undefined;
+  readonly window: { readonly from: Readonly<LeaseEnds>; readonly own: number } | undefined;
 }
 
 /**
- * The shard's deaths after one more: its holder `workerId` died; `before` is the fleet's
- * counters before the tick that saw the death (the first death of a window opens it there,
- * so the leases that died in the same tick count as the fleet's). Pure.
+ * The shard's deaths after one more: its holder `workerId` died, and with it `diedWith`
+ * other leases it held; `before` is the fleet's counters before the tick that saw the
+ * death (the first death of a window opens it there, so other workers' leases that died in
+ * the same tick count as the fleet's). Pure.
  */
-export function addShardDeath(d: ShardDeaths | undefined, workerId: string, before: Readonly<LeaseEnds>): ShardDeaths {
+export function addShardDeath(
+  d: ShardDeaths | undefined,
+  workerId: string,
+  before: Readonly<LeaseEnds>,
+  diedWith = 0,
+): ShardDeaths {
   const workers = d?.workers ?? [];
   return {
     deaths: (d?.deaths ?? 0) + 1,
     workers: workers.includes(workerId) ? workers : [...workers, workerId],
-    window: { from: d?.window?.from ?? { ...before }, deaths: (d?.window?.deaths ?? 0) + 1 },
+    window: { from: d?.window?.from ?? { ...before }, own: (d?.window?.own ?? 0) + 1 + Math.max(0, diedWith) },
   };
 }
 
-/** A death restored from the journal: counted, with no window (the fleet's counters restart with the coordinator). */
+/** A death restored from the journal: counted, with no window (it opens at the next death). */
 export function restoredShardDeath(d: ShardDeaths | undefined, workerId: string): ShardDeaths {
   const workers = d?.workers ?? [];
   return {
@@ -94,15 +111,15 @@ export function restoredShardDeath(d: ShardDeaths | undefined, workerId: string)
 }
 
 /**
- * The share of the fleet's other leases that ended with a death during the shard's window,
- * (deaths + 1) / (ends + 2): in (0, 1), 1/2 with no other lease.
+ * The share of the fleet's other leases that ended with a death, recent past and window
+ * together (see the module comment): (deaths + 1) / (ends + 2), in (0, 1).
  */
 export function fleetDeathRate(d: ShardDeaths, fleet: Readonly<LeaseEnds>): number {
   const w = d.window;
   if (!w) return 0.5;
-  const ends = Math.max(0, fleet.ends - w.from.ends - w.deaths);
-  const deaths = Math.min(ends, Math.max(0, fleet.deaths - w.from.deaths - w.deaths));
-  return (deaths + 1) / (ends + 2);
+  const ends = Math.max(0, fleet.ends - w.from.ends - w.own);
+  const deaths = Math.min(ends, Math.max(0, fleet.deaths - w.from.deaths - w.own));
+  return (w.from.recentDeaths + deaths + 1) / (w.from.recentEnds + ends + 2);
 }
 
 /** The tunables of the rule (fields of {@link CoreConfig}). */
@@ -129,6 +146,6 @@ export function judgeShardDeaths(d: ShardDeaths, fleet: Readonly<LeaseEnds>, rul
   const rate = q < 0.01 ? q.toExponential(1) : q.toFixed(2);
   return {
     poison: true,
-    reason: `${head}; the other leases died at a rate of ${rate} meanwhile, so ${d.deaths} deaths had a chance of 10^${log10Chance.toFixed(1)}, limit ${rule.poisonMaxChance})`,
+    reason: `${head}; the fleet's other leases died at a rate of ${rate}, so ${d.deaths} deaths had a chance of 10^${log10Chance.toFixed(1)}, limit ${rule.poisonMaxChance})`,
   };
 }

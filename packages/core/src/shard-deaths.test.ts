@@ -90,7 +90,7 @@ describe("worker deaths", () => {
     const job = d.job(jobId);
     expect(job.state).toBe("failed");
     expect(job.error).toMatch(
-      /^shard 7: (\d+) workers died running it \(\1 distinct processes; the other leases died at a rate of \S+ meanwhile, so \1 deaths had a chance of 10\^-\d+\.\d, limit 1e-9\); last error: lease epoch \d+ held by worker [a-d]\.\d+ expired$/,
+      /^shard 7: (\d+) workers died running it \(\1 distinct processes; the fleet's other leases died at a rate of \S+, so \1 deaths had a chance of 10\^-\d+\.\d, limit 1e-9\); last error: lease epoch \d+ held by worker [a-d]\.\d+ expired$/,
     );
     const died = records.filter((r) => r.type === "shard-died");
     expect(died.every((r) => r.type === "shard-died" && r.shardIndex === 7)).toBe(true);

@@ -3,7 +3,7 @@ import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
 import { judgeShardDeaths, observeLeaseEnd } from "./poison.js";
-import { noteShardDeath } from "./shard-deaths.js";
+import { recordDeaths } from "./shard-deaths.js";
 import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
 import {
   type CoreState,
@@ -738,7 +738,6 @@ function fail(s: CoreState, e: ShardFailed, fx: Effect[]): OutcomeMap["shard-fai
   const shard = lease.shardIndex;
   const why = e.error.slice(0, 1024);
   if (!e.release) chargeFailure(s, e.workerId, e.nowMs, fx);
-  if (!e.release) observeLeaseEnd(s.leaseEnds, false);
   if (endLease(s, job, lease)) {
     // The shard's other execution goes on; nothing to re-queue.
     job.version++;
@@ -856,14 +855,13 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
   // Collect first: requeue may end a job, which removes that job's leases from the map.
   const due: LeaseRecord[] = [];
   for (const lease of s.leases.values()) if (lease.expiresAtMs <= e.nowMs) due.push(lease);
-  // The whole tick's deaths count before any is judged: a mass expiry is the fleet's.
-  const before = { ...s.leaseEnds };
-  for (const _ of due) observeLeaseEnd(s.leaseEnds, true);
+  // Every death of the tick is recorded before any is judged: a mass expiry is the fleet's.
+  recordDeaths(s, due, fx);
   for (const lease of due) {
+    expired++; // also one that its job's failure earlier in this tick already ended
     if (!s.leases.has(lease.epoch)) continue;
     const job = s.jobs.get(lease.jobId);
     if (!job) continue;
-    expired++;
     chargeFailure(s, lease.workerId, e.nowMs, fx);
     fx.push({
       type: "log",
@@ -875,7 +873,8 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
     const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
     // A death is not a failed attempt: only the death rule (poison.ts) can fail the job for it,
     // even while a straggler twin still runs the shard (a poison shard's twins die too).
-    const verdict = judgeShardDeaths(noteShardDeath(s, job, lease, before, fx), s.leaseEnds, s.config);
+    const deaths = job.shardDeaths.get(shard);
+    const verdict = deaths ? judgeShardDeaths(deaths, s.leaseEnds, s.config) : ({ poison: false } as const);
     if (verdict.poison) {
       job.shardLastError.set(shard, why);
       endJob(s, job, "failed", `shard ${shard}: ${verdict.reason}; last error: ${why}`, e.nowMs, fx);
