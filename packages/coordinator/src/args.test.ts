@@ -57,11 +57,11 @@ describe("coordinator limit flags", () => {
 });
 
 describe("coordinator failure flags", () => {
-  it("--max-shard-deaths defaults to 16, takes the flag over DCE_MAX_SHARD_DEATHS, and 0 turns it off", () => {
-    expect(resolveConfig(serve([])).core.maxShardDeaths).toBe(16);
+  it("--max-shard-deaths defaults to 32, takes the flag over DCE_MAX_SHARD_DEATHS, and 0 turns it off", () => {
+    expect(resolveConfig(serve([])).core.maxShardDeaths).toBe(32);
     expect(resolveConfig(serve([], { DCE_MAX_SHARD_DEATHS: "0" })).core.maxShardDeaths).toBe(0);
     expect(resolveConfig(serve(["--max-shard-deaths", "8"], { DCE_MAX_SHARD_DEATHS: "0" })).core.maxShardDeaths).toBe(8);
-    expect(resolveConfig(serve(["--max-attempts", "2"])).core).toMatchObject({ maxAttempts: 2, maxShardDeaths: 16 });
+    expect(resolveConfig(serve(["--max-attempts", "2"])).core).toMatchObject({ maxAttempts: 2, maxShardDeaths: 32 });
     expect(parseArgs(["--max-shard-deaths=-1"], {})).toMatchObject({ ok: false, exitCode: 2 });
     expect(() => resolveConfig({ maxShardDeaths: 1.5 })).toThrow(/maxShardDeaths=1.5/);
   });

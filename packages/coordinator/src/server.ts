@@ -51,7 +51,7 @@ export interface CoordinatorOptions {
   /**
    * Deaths of workers running one shard after which its job fails whatever the fleet does;
    * fewer fail it when its deaths stand out from the fleet's (core `poison.ts`). 0: deaths
-   * never fail a job. Default 16.
+   * never fail a job. Default 32.
    */
   maxShardDeaths?: number;
   /** Largest message read or written, in bytes. Default 4 MiB. */

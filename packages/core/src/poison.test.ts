@@ -13,7 +13,7 @@ import {
 } from "./poison.js";
 import { DEFAULT_CORE_CONFIG } from "./state.js";
 
-const RULE: PoisonRule = { maxShardDeaths: 16, poisonMinWorkers: 3, poisonMaxChance: 1e-9 };
+const RULE: PoisonRule = { maxShardDeaths: 32, poisonMinWorkers: 3, poisonMaxChance: 1e-9 };
 
 /** Ends `ends` leases, every `1/rate`-th with a death (none for rate 0). */
 function run(fleet: LeaseEnds, ends: number, rate: number): void {
@@ -125,10 +125,11 @@ describe("judgeShardDeaths", () => {
   });
 
   it("maxShardDeaths bounds the deaths whatever the fleet does; 0 never fails a job for deaths", () => {
-    expect(judge(15, { ends: 0, rate: 0 })).toEqual({ poison: false });
-    expect(judge(16, { ends: 0, rate: 0 }, undefined, 1)).toEqual({
+    expect(judge(29, { ends: 0, rate: 0 })).toEqual({ poison: false }); // 0.5^29 > 1e-9
+    expect(judge(31, { ends: 0, rate: 0 }, undefined, 2)).toEqual({ poison: false });
+    expect(judge(32, { ends: 0, rate: 0 }, undefined, 1)).toEqual({
       poison: true,
-      reason: "16 workers died running it (1 distinct processes; maxShardDeaths=16)",
+      reason: "32 workers died running it (1 distinct processes; maxShardDeaths=32)",
     });
     const { d, fleet } = shard(100, { ends: 10_000, rate: 0 });
     expect(judgeShardDeaths(d, fleet, { ...RULE, maxShardDeaths: 0 })).toEqual({ poison: false });

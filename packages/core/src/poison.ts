@@ -9,7 +9,9 @@
  * re-executes work lost with a worker without counting it; Spark counts an executor loss
  * against a task only when the task caused it.
  *
- * The rule here calls a shard poison from deaths only when they follow the shard:
+ * A death is charged only to the leases its worker was running, one per compute thread
+ * (shard-deaths.ts): the spares it had prefetched never ran. The rule here calls a shard
+ * poison from deaths only when they follow the shard:
  *
  * - at least {@link PoisonRule.poisonMinWorkers} distinct worker processes died holding
  *   it (one process that keeps losing its leases is not enough);
@@ -21,14 +23,14 @@
  *   holders. A fleet that loses one lease in five needs 13 deaths of one shard before
  *   10⁻⁹; a fleet that otherwise survives needs 4 once it has ended a few hundred leases,
  *   5 after a hundred;
- * - or, whatever the fleet does, {@link PoisonRule.maxShardDeaths} deaths: a bound on how
- *   long a poison shard can keep killing workers, also with nothing to compare it with.
+ * - or, whatever the fleet does, {@link PoisonRule.maxShardDeaths} deaths: a last bound
+ *   for a fleet that loses more than half its leases (the rule above then needs over 30).
  *
- * `q` is Laplace's estimate, (deaths + 1) / (ends + 2): 1/2 with no lease to compare,
- * never 0. An innocent shard whose deaths are independent draws at the fleet's rate meets
- * the chance limit with probability about that limit. The estimate lags when a calm fleet
- * suddenly starts dying and little else runs meanwhile; `maxShardDeaths` bounds what a
- * wrong estimate can cost. Reported failures still count against `maxAttempts`.
+ * `q` is Laplace's estimate, (deaths + 1) / (ends + 2): 1/2 with no lease to compare (30
+ * deaths), never 0. An innocent shard whose deaths are independent draws at the fleet's
+ * rate meets the chance limit with probability about that limit. The estimate lags when a
+ * calm fleet suddenly starts dying and little else runs meanwhile. Reported failures
+ * still count against `maxAttempts`.
  *
  * Pure: the counters are plain numbers moved by accepted results and expired leases, the
  * two lease ends the journal records, so a restart rebuilds them from the journal exactly

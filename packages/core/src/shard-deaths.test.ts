@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { applyRecord, createDurableModel, type DurableRecord, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
-import { asJobId } from "./ids.js";
+import { asJobId, asWorkerId } from "./ids.js";
 import { checkInvariants } from "./invariants.js";
 import type { ShardDeaths } from "./poison.js";
 import { type CoreConfig, isTerminal } from "./state.js";
-import { Driver, effectsOf, matmulInput, unwrap } from "./testing/model.js";
+import { Driver, effectsOf, matmulInput, REF_A, unwrap } from "./testing/model.js";
 
 const CFG: Partial<CoreConfig> = {
   leaseTtlMs: 1_000,
@@ -112,6 +112,30 @@ describe("worker deaths", () => {
     expect(d.grants("a.2", 2).map((x) => x.lease.shardIndex)).toEqual([1]);
     expect(d.grants("b.1", 1).map((x) => x.lease.shardIndex)).toEqual([g?.lease.shardIndex]);
     expect(d.job(jobId).shardAvoid.get(0)).toEqual(["a"]);
+  });
+
+  it("a death is charged to the leases the worker was running, one per thread; its prefetched spares go back uncharged", () => {
+    const d = new Driver({ ...CFG, spreadShards: false });
+    const records: DurableRecord[] = [];
+    d.apply({ type: "worker-registered", nowMs: d.nowMs, workerId: asWorkerId("w2"), name: "w2", kernels: [REF_A], threads: 2 });
+    const jobId = d.submitOk(BIG);
+    const first = d.grants("w2", 5); // 2 threads: the 2 oldest run, 3 are spares
+    d.advance(500);
+    const later = d.grants("w2", 2); // after its last heartbeat: they expire 500 ms later
+    d.advance(500);
+    const t1 = d.tick();
+    for (const f of effectsOf(t1.effects, "persist")) records.push(f.record);
+    d.advance(500);
+    const t2 = d.tick();
+    for (const f of effectsOf(t2.effects, "persist")) records.push(f.record);
+    expect(unwrap(t1.outcome).expired + unwrap(t2.outcome).expired).toBe(7);
+    const died = records.flatMap((r) => (r.type === "shard-died" ? [r.epoch] : []));
+    expect(died).toEqual(first.slice(0, 2).map((g) => g.lease.epoch));
+    expect([...d.job(jobId).shardDeaths.keys()]).toEqual(first.slice(0, 2).map((g) => g.lease.shardIndex));
+    expect(d.state.leaseEnds.deaths).toBe(2);
+    // Every one of them runs again, none counted as an attempt.
+    for (const g of [...first, ...later]) expect(d.job(jobId).shardAttempts[g.lease.shardIndex]).toBe(0);
+    expect(d.job(jobId).retryQueue).toHaveLength(7);
   });
 
   it("reported failures still count against maxAttempts", () => {

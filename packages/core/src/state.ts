@@ -103,6 +103,8 @@ export interface WorkerRecord {
   throttledUntilMs: number;
   /** Epochs of the leases it holds. */
   readonly leases: Set<number>;
+  /** When its leases last expired (it died, or stalled past its TTL); unset until then. See shard-deaths.ts. */
+  diedAtMs?: number;
 }
 
 /** What the coordinator remembers about one worker identity's rejected results. */
@@ -170,7 +172,7 @@ export interface CoreConfig {
 export const DEFAULT_CORE_CONFIG: CoreConfig = {
   leaseTtlMs: 10_000,
   maxAttempts: 5,
-  maxShardDeaths: 16,
+  maxShardDeaths: 32,
   poisonMinWorkers: 3,
   poisonMaxChance: 1e-9,
   retryBaseMs: 100,

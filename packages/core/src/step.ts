@@ -856,7 +856,7 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
   const due: LeaseRecord[] = [];
   for (const lease of s.leases.values()) if (lease.expiresAtMs <= e.nowMs) due.push(lease);
   // Every death of the tick is recorded before any is judged: a mass expiry is the fleet's.
-  recordDeaths(s, due, fx);
+  const charged = recordDeaths(s, due, e.nowMs, fx);
   for (const lease of due) {
     expired++; // also one that its job's failure earlier in this tick already ended
     if (!s.leases.has(lease.epoch)) continue;
@@ -867,13 +867,20 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
       type: "log",
       level: "warn",
       msg: "lease expired",
-      fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId },
+      // charged: counted as a death of the shard (a lease its worker was running, shard-deaths.ts)
+      fields: {
+        jobId: job.id,
+        shard: lease.shardIndex,
+        epoch: lease.epoch,
+        workerId: lease.workerId,
+        charged: charged.has(lease.epoch) ? 1 : 0,
+      },
     });
     const shard = lease.shardIndex;
     const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
     // A death is not a failed attempt: only the death rule (poison.ts) can fail the job for it,
     // even while a straggler twin still runs the shard (a poison shard's twins die too).
-    const deaths = job.shardDeaths.get(shard);
+    const deaths = charged.has(lease.epoch) ? job.shardDeaths.get(shard) : undefined;
     const verdict = deaths ? judgeShardDeaths(deaths, s.leaseEnds, s.config) : ({ poison: false } as const);
     if (verdict.poison) {
       job.shardLastError.set(shard, why);
