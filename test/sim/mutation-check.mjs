@@ -7,6 +7,7 @@
 //   node test/sim/mutation-check.mjs                  every mutant, 10 000 seeds each
 //   node test/sim/mutation-check.mjs stale-epoch      one mutant
 //   DCE_SIM_SEEDS=2000 node test/sim/mutation-check.mjs
+//   DCE_SIM_SEEDS=0 node test/sim/mutation-check.mjs deaths-count-as-attempts   only the chaos modes' 20 seeds
 //
 // Exit code 0 when every mutant that must die died; 1 otherwise. If the core changed so
 // that an edit no longer applies, the script says so (update the `find` text below).
@@ -125,6 +126,30 @@ const MUTANTS = [
     why: "restoreCoreState ignores the durable epoch floor (epochs resume above accepted ones only)",
     mustDie: true,
     edits: [{ file: "src/durable.ts", find: "s.nextEpoch = Math.max(1, model.epochFloor);", replace: "s.nextEpoch = 1;" }],
+  },
+  {
+    name: "deaths-count-as-attempts",
+    why: "issue 12: an expired lease counts against maxAttempts again, as before (the crash-storm mode must fail)",
+    mustDie: true,
+    edits: [
+      {
+        file: "src/step.ts",
+        find: "    job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);\n    requeue(",
+        replace: "    requeue(",
+      },
+    ],
+  },
+  {
+    name: "deaths-never-poison",
+    why: "issue 12: worker deaths never fail a job (the poison mode must fail)",
+    mustDie: true,
+    edits: [
+      {
+        file: "src/poison.ts",
+        find: "  if (rule.maxShardDeaths <= 0) return { poison: false };",
+        replace: "  if (rule.maxShardDeaths >= 0) return { poison: false };",
+      },
+    ],
   },
 ];
 

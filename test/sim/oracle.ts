@@ -20,6 +20,8 @@ export interface OracleWorld {
   blob(blobId: string): Float64Array | undefined;
   /** The single-process product for a spec, as the build `fingerprint` computes it. */
   expected(spec: MatMulSpec, fingerprint: string): Float64Array;
+  /** True for a job the run means to fail (a poison shard's); its end is judged by the world. */
+  failureExpected?(jobId: JobId): boolean;
 }
 
 interface LiveLease {
@@ -47,6 +49,9 @@ export class Oracle {
   readonly #durableKeys = new Map<string, JobId>();
   readonly #durablePins = new Map<JobId, string>();
   readonly #durableSucceeded = new Map<JobId, string>();
+  /** Lease epochs that expired (the only leases whose holders may be recorded as dead). */
+  readonly #expired = new Set<number>();
+  readonly #durableDeaths = new Set<number>();
   /** Idempotency key → job id the client was told (the reply left, so it must be durable). */
   readonly #acked = new Map<string, JobId>();
   atMs = 0;
@@ -173,10 +178,16 @@ export class Oracle {
     for (const [ep, l] of this.#live) {
       if (l.expiresAtMs <= nowMs) {
         due++;
+        this.#expired.add(ep);
         this.#kill(ep);
       }
     }
     if (due !== expired) this.fail(`tick expired ${expired} leases; ${due} had run past their TTL`);
+  }
+
+  /** A job ended other than by success: its leases ended with it. */
+  onJobEnded(jobId: JobId): void {
+    for (const [ep, l] of [...this.#live]) if (l.jobId === jobId) this.#kill(ep);
   }
 
   /** The coordinator restarted from `accepted` (job → shard → epoch, as restored) with `nextEpoch`. */
@@ -255,8 +266,15 @@ export class Oracle {
       case "epochs-reserved":
       case "worker-quarantined":
         return;
+      case "shard-died":
+        // Only an expired lease is a death: a restart (leases lost, never expired) must add none.
+        if (!this.#expired.has(r.epoch)) this.fail(`journal records a death of lease epoch ${r.epoch}, which never expired`);
+        if (this.#durableDeaths.has(r.epoch)) this.fail(`journal records the death of lease epoch ${r.epoch} twice`);
+        this.#durableDeaths.add(r.epoch);
+        return;
       case "job-ended":
-        // No run cancels a job, and maxAttempts is out of reach: any failure is a bug.
+        if (r.state === "failed" && this.world.failureExpected?.(r.jobId) === true) return;
+        // No run cancels a job, and maxAttempts is out of reach: any failure but a poison shard's is a bug.
         this.fail(`job ${r.jobId} ended ${r.state}: ${r.error}`);
     }
   }

@@ -6,9 +6,12 @@
 //   DCE_SIM_SEED=123 DCE_SIM_VERBOSE=1 pnpm exec vitest run test/sim   ... with its event trace
 //   DCE_SIM_SEEDS=100000 DCE_SIM_FIRST_SEED=5000000 pnpm test:sim      more seeds (nightly)
 //   DCE_SIM_CORE=/tmp/mutant/dist/index.js pnpm test:sim              run a modified copy of the core
+//   DCE_SIM_MODE=crash-storm DCE_SIM_SEED=3 pnpm exec vitest run test/sim   replay one seed of a chaos mode
+//   DCE_SIM_STORM_SEEDS=200 pnpm exec vitest run test/sim -t "worker deaths"  more chaos-mode seeds
 import { pathToFileURL } from "node:url";
 import { type CoreEvent, ShardStatus, type StepResult, tileBounds } from "@dce/core";
 import { describe, expect, test } from "vitest";
+import { MAX_POISON_DEATHS, type SimMode } from "./chaos-modes.js";
 import { REAL_CORE, runSim, type SimCore, type SimResult, type SimStats } from "./sim.js";
 
 const env = process.env;
@@ -24,18 +27,23 @@ const core: SimCore = env["DCE_SIM_CORE"] ? ((await import(pathToFileURL(env["DC
 const gatingVar = env["DCE_SIM_REPLY_GATING"];
 const replyGating = gatingVar === "own-records" ? ("own-records" as const) : ("commit-horizon" as const);
 const opts = { core, replyGating };
+const modeVar = env["DCE_SIM_MODE"] as SimMode | undefined;
+/** Seeds of each chaos mode (issue 12) in the normal run. */
+const stormSeeds = Number(env["DCE_SIM_STORM_SEEDS"] ?? 20);
 
-function repro(seed: number): string {
+function repro(seed: number, mode: SimMode = modeVar ?? "default"): string {
   const coreVar = env["DCE_SIM_CORE"] ? `DCE_SIM_CORE=${env["DCE_SIM_CORE"]} ` : "";
   const gating = gatingVar ? `DCE_SIM_REPLY_GATING=${gatingVar} ` : "";
-  return `${coreVar}${gating}DCE_SIM_SEED=${seed} pnpm exec vitest run test/sim`;
+  const modeText = mode === "default" ? "" : `DCE_SIM_MODE=${mode} `;
+  return `${coreVar}${gating}${modeText}DCE_SIM_SEED=${seed} pnpm exec vitest run test/sim`;
 }
 
 /** Re-runs a failed seed with tracing on and returns the last lines before the violation. */
-function traceTail(seed: number, lines = 40): string[] {
+function traceTail(seed: number, lines = 40, mode: SimMode = modeVar ?? "default"): string[] {
   const tail: string[] = [];
   runSim(seed, {
     ...opts,
+    mode,
     trace: (l) => {
       tail.push(l);
       if (tail.length > lines) tail.shift();
@@ -44,9 +52,9 @@ function traceTail(seed: number, lines = 40): string[] {
   return tail;
 }
 
-function report(r: Extract<SimResult, { ok: false }>, withTrace: boolean): string {
-  const parts = [`seed ${r.seed} failed: ${r.error}`, `reproduce: ${repro(r.seed)}`];
-  if (withTrace) parts.push("last events:", ...traceTail(r.seed).map((l) => `  ${l}`));
+function report(r: Extract<SimResult, { ok: false }>, withTrace: boolean, mode?: SimMode): string {
+  const parts = [`seed ${r.seed} failed: ${r.error}`, `reproduce: ${repro(r.seed, mode)}`];
+  if (withTrace) parts.push("last events:", ...traceTail(r.seed, 40, mode).map((l) => `  ${l}`));
   return parts.join("\n");
 }
 
@@ -59,7 +67,11 @@ describe("simulation", () => {
   if (one !== undefined) {
     test(`seed ${one}`, () => {
       const seed = Number(one);
-      const r = runSim(seed, { ...opts, ...(verbose ? { trace: (l: string) => console.log(l) } : {}) });
+      const r = runSim(seed, {
+        ...opts,
+        ...(modeVar ? { mode: modeVar } : {}),
+        ...(verbose ? { trace: (l: string) => console.log(l) } : {}),
+      });
       console.log(JSON.stringify(r.stats));
       if (!r.ok) expect.fail(report(r, !verbose));
     });
@@ -115,6 +127,42 @@ describe("simulation", () => {
     ] as const) {
       if (count >= 1_000) expect(totals[k] ?? 0, `no run exercised ${k}`).toBeGreaterThan(0);
     }
+  });
+
+  describe("worker deaths (issue 12; chaos-modes.ts)", () => {
+    /** Runs `stormSeeds` seeds of `mode`; fails with the first failing seeds' reports. */
+    const runMode = (mode: SimMode): SimStats[] => {
+      const stats: SimStats[] = [];
+      const failures: Extract<SimResult, { ok: false }>[] = [];
+      for (let seed = 1; seed <= stormSeeds; seed++) {
+        const r = runSim(seed, { ...opts, mode });
+        stats.push(r.stats);
+        if (!r.ok) failures.push(r);
+      }
+      if (failures.length > 0) {
+        const shown = failures.slice(0, 2).map((f, i) => report(f, i === 0, mode));
+        expect.fail([`${failures.length} of ${stormSeeds} seeds failed (${mode})`, ...shown].join("\n\n"));
+      }
+      return stats;
+    };
+    const sum = (xs: SimStats[], k: keyof SimStats) => xs.reduce((n, x) => n + x[k], 0);
+
+    test(`${stormSeeds} runs of 3 000+ shards with workers dying at rate 0.2: no job fails`, () => {
+      const stats = runMode("crash-storm");
+      for (const s of stats) expect(s.shards).toBeGreaterThanOrEqual(3_000);
+      const figures = { runs: stats.length, shards: sum(stats, "shards"), workerCrashes: sum(stats, "workerCrashes") };
+      console.log(
+        `crash-storm: ${JSON.stringify({ ...figures, shardDeaths: sum(stats, "shardDeaths"), coordinatorCrashes: sum(stats, "coordinatorCrashes") })}`,
+      );
+      expect(figures.workerCrashes).toBeGreaterThan(0.15 * figures.shards);
+    });
+
+    test(`${stormSeeds} runs with a shard that kills every worker running it: its job fails naming it within ${MAX_POISON_DEATHS} deaths`, () => {
+      const stats = runMode("poison");
+      const deaths = stats.map((s) => s.poisonDeaths);
+      console.log(`poison: deaths of the poison shard per run ${JSON.stringify(deaths)}`);
+      for (const d of deaths) expect(d).toBeGreaterThanOrEqual(3);
+    });
   });
 
   describe("catches a broken core (the core is wrapped, not edited; see mutation-check.mjs for edited copies)", () => {

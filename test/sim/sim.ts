@@ -46,6 +46,7 @@ import {
   tileBounds,
   type WorkerId,
 } from "@dce/core";
+import { type ChaosPart, checkPoisonEnd, drawChaosScenario, type SimMode } from "./chaos-modes.js";
 import { EventQueue } from "./event-queue.js";
 import {
   computeTile,
@@ -97,6 +98,8 @@ export interface SimOptions {
    * job a crash would take back, and no grant leaves before its epoch reservation is durable.
    */
   readonly replyGating?: "own-records" | "commit-horizon";
+  /** The kind of run drawn from the seed (chaos-modes.ts); default: the usual mixed faults. */
+  readonly mode?: SimMode;
 }
 
 /** What one run did; the counters show which faults a run of many seeds actually exercised. */
@@ -132,6 +135,9 @@ export interface SimStats {
   quarantines: number;
   /** Quarantines of the corrupter alone while it shared its identity with an honest worker. */
   sharedIdentityWorkerQuarantines: number;
+  /** Deaths of shards' workers the coordinator noted (lease expiries), and those of the poison shard. */
+  shardDeaths: number;
+  poisonDeaths: number;
 }
 
 /** The outcome of one seed: its stats, or the first violated guarantee. */
@@ -194,6 +200,10 @@ interface Scenario {
    * one build); with three workers or more, it sometimes presents an honest slot's identity.
    */
   readonly corrupter: Corrupter | undefined;
+  /** Workers that die on their own (chaos modes only). */
+  readonly chaos?: ChaosPart["chaos"];
+  readonly maxEvents?: number;
+  readonly invariantEvery?: number;
 }
 
 /**
@@ -411,6 +421,8 @@ interface CoordProc {
   readonly parked: Map<number, { env: Envelope & { req: Extract<Req, { t: "acquire" }> } }>;
   /** Result buffers to drop once the job's success is durable. */
   readonly releaseOnDurable: Set<JobId>;
+  /** Result buffers of ended jobs, dropped at the next fsync (once the end is durable), as the real shell does. */
+  readonly discardOnDurable: Set<JobId>;
   /** Per-job verification probes and projection of B (secret, in memory only). */
   readonly verify: Map<JobId, { probes: Float64Array; proj: Projection }>;
 }
@@ -456,6 +468,12 @@ class World {
   readonly blobs = new Map<string, Float64Array>();
   readonly workers: SimWorker[];
   readonly clients: Client[];
+  /** Core steps so far. */
+  steps = 0;
+  /** Jobs that ended (failed) in the current step; their leases are gone with them. */
+  jobsEnded: JobId[] = [];
+  /** Idempotency key of every job id ever created. */
+  readonly keyOf = new Map<JobId, string>();
   /** Build of every worker id ever registered. */
   readonly buildOf = new Map<WorkerId, Fingerprint>();
 
@@ -465,7 +483,11 @@ class World {
   ) {
     this.rng = createRng(seed);
     this.vrng = createRng((seed ^ 0x5f3759df) >>> 0);
-    this.sc = withCorruption(drawScenario(this.rng, this.inputs), this.vrng);
+    const mode = opts.mode ?? "default";
+    this.sc =
+      mode === "default"
+        ? withCorruption(drawScenario(this.rng, this.inputs), this.vrng)
+        : drawChaosScenario(mode, this.rng, this.inputs);
     this.quarantine = new QuarantineWatch(this.sc.corrupter, this.sc.config.quarantineAfterRejections ?? 0);
     this.core = opts.core ?? REAL_CORE;
     this.horizon = (opts.replyGating ?? "commit-horizon") === "commit-horizon";
@@ -475,6 +497,7 @@ class World {
       diskBuffer: (id) => this.diskBuffers.get(id),
       blob: (id) => this.blobs.get(id),
       expected: (spec, fp) => this.expected(spec, fp),
+      failureExpected: (jobId) => this.isPoisonJob(jobId),
     });
     this.workers = this.sc.workers.map((w, slot) => ({
       slot,
@@ -519,6 +542,8 @@ class World {
       duplicated: 0,
       corruptedResults: 0,
       corruptRejected: 0,
+      shardDeaths: 0,
+      poisonDeaths: 0,
       quarantines: 0,
       sharedIdentityWorkerQuarantines: 0,
     };
@@ -595,6 +620,12 @@ class World {
     for (const fx of out.effects) {
       switch (fx.type) {
         case "persist":
+          if (fx.record.type === "job-ended") this.jobsEnded.push(fx.record.jobId);
+          if (fx.record.type === "shard-died") {
+            this.stats.shardDeaths++;
+            if (this.isPoisonJob(fx.record.jobId) && fx.record.shardIndex === this.sc.chaos?.poison?.shard)
+              this.stats.poisonDeaths++;
+          }
           c.pendingRecords.push(fx.record);
           persisted = true;
           if (this.trace) this.log(`  persist ${fx.record.type} ${JSON.stringify(fx.record).slice(0, 140)}`);
@@ -624,8 +655,7 @@ class World {
           this.at(this.rng.int(0, 3), { k: "coord-finalize", inc: c.inc, jobId: fx.jobId });
           break;
         case "discard-result":
-          c.mem.delete(fx.jobId);
-          this.diskBuffers.delete(fx.jobId);
+          c.discardOnDurable.add(fx.jobId);
           break;
         case "shards-available":
           wake = true;
@@ -638,8 +668,10 @@ class World {
       }
     }
     if (writes > 1) this.oracle.fail(`one ${event.type} wrote ${writes} tiles`);
+    if (event.type !== "ticked") this.flushJobsEnded(); // a tick's wait for the oracle's expiry count
     if (writes > 0 && this.crashPointHit("accept")) this.crashAtEndOfHandler = true;
-    const broken = checkInvariants(c.state);
+    // Every step, or every n-th in the big runs of a chaos mode (the check reads every shard).
+    const broken = ++this.steps % (this.sc.invariantEvery ?? 1) === 0 ? checkInvariants(c.state) : [];
     if (broken.length > 0) this.oracle.fail(`checkInvariants after ${event.type}: ${broken.join("; ")}`);
     // Like the real shell, long-polls are woken only once the step's records are durable.
     if (wake) {
@@ -675,6 +707,11 @@ class World {
       this.crashAtEndOfHandler = true;
       return;
     }
+    for (const id of c.discardOnDurable) {
+      c.mem.delete(id);
+      this.diskBuffers.delete(id);
+    }
+    c.discardOnDurable.clear();
     for (const id of c.releaseOnDurable) {
       if (this.oracle.durableSucceeded(id) !== undefined) {
         c.mem.delete(id);
@@ -767,6 +804,7 @@ class World {
             `coord<-${who} submit ${req.key} → ${fmtOutcome(out.outcome)}${out.outcome.ok ? ` ${out.outcome.value.jobId}` : ""}`,
           );
         if (out.outcome.ok && out.outcome.value.created) {
+          this.keyOf.set(out.outcome.value.jobId, req.key);
           this.oracle.onJobCreated(`${CLIENT}\u0000${req.key}`, req.key, out.outcome.value.jobId);
         }
         this.reply(c, env, out.outcome, persisted);
@@ -1051,6 +1089,7 @@ class World {
       wakeScheduled: false,
       parked: new Map(),
       releaseOnDurable: new Set(),
+      discardOnDurable: new Set(),
       verify: new Map(),
     };
     this.coord = c;
@@ -1146,9 +1185,26 @@ class World {
     if (w.runs.delete(key)) this.poll(w);
   }
 
+  flushJobsEnded(): void {
+    for (const id of this.jobsEnded.splice(0)) this.oracle.onJobEnded(id);
+  }
+
+  /** True for the job whose shard kills its workers (poison mode), known by its key before its client hears its id. */
+  isPoisonJob(jobId: JobId): boolean {
+    const p = this.sc.chaos?.poison;
+    return p !== undefined && this.keyOf.get(jobId) === this.clients[p.job]?.plan.key;
+  }
+
   onComputed(w: SimWorker, key: string): void {
     const run = w.runs.get(key);
     if (!run || run.tile) return;
+    const chaos = this.sc.chaos;
+    const poisoned = this.isPoisonJob(run.lease.jobId) && run.lease.shardIndex === chaos?.poison?.shard;
+    if (chaos && (poisoned || this.rng.chance(chaos.crashRate))) {
+      // Like `worker --chaos-crash-rate` / `--chaos-crash-on-shard`: it dies before reporting, and a respawn loop restarts it.
+      this.onFault({ kind: "worker-crash", slot: w.slot, comebackMs: this.rng.int(...chaos.respawnMs) });
+      return;
+    }
     if (!this.calm && this.rng.chance(this.sc.shardFailP)) {
       this.stats.shardFailures++;
       if (w.id !== undefined)
@@ -1457,6 +1513,7 @@ class World {
         if (out.outcome.ok) {
           this.stats.expired += out.outcome.value.expired;
           this.oracle.onTick(out.outcome.value.expired, this.cnow(c));
+          this.flushJobsEnded();
           if (out.outcome.value.expired > 0) this.log(`coord tick: ${out.outcome.value.expired} leases expired`);
         }
         this.at(this.sc.tickMs, { k: "coord-tick", inc: c.inc });
@@ -1519,7 +1576,8 @@ class World {
     if (!this.calm || !c || c.pendingRecords.length > 0) return false;
     for (const cl of this.clients) {
       if (cl.jobId === undefined) return false;
-      if (c.state.jobs.get(cl.jobId)?.state !== "succeeded") return false;
+      const state = c.state.jobs.get(cl.jobId)?.state;
+      if (state !== "succeeded" && !(state === "failed" && this.isPoisonJob(cl.jobId))) return false;
     }
     return true;
   }
@@ -1534,6 +1592,12 @@ class World {
     for (const cl of this.clients) {
       const id = cl.jobId as JobId;
       const job = c.state.jobs.get(id);
+      const poison = this.sc.chaos?.poison;
+      if (poison && this.isPoisonJob(id)) {
+        const wrong = checkPoisonEnd(job?.state, job?.error ?? "", poison.shard, this.stats.poisonDeaths);
+        if (wrong !== undefined) this.oracle.fail(wrong);
+        continue;
+      }
       if (job?.state !== "succeeded") this.oracle.fail(`job ${id} is ${job?.state ?? "missing"} at the end`);
       this.stats.shards += job.plan.shardCount;
       const blob = this.blobs.get(job.resultBlobId);
@@ -1565,7 +1629,7 @@ class World {
     });
     for (const f of sc.faults) this.at(f.atMs, { k: "fault", fault: f.fault });
     this.at(sc.faultEndMs, { k: "calm" });
-    const maxEvents = 200_000;
+    const maxEvents = sc.maxEvents ?? 200_000;
     const maxMs = sc.faultEndMs + 120_000;
     for (;;) {
       const next = this.q.pop();

@@ -56,6 +56,25 @@ describe("coordinator limit flags", () => {
   });
 });
 
+describe("coordinator failure flags", () => {
+  it("--max-shard-deaths defaults to 32, takes the flag over DCE_MAX_SHARD_DEATHS, and 0 turns it off", () => {
+    expect(resolveConfig(serve([])).core.maxShardDeaths).toBe(32);
+    expect(resolveConfig(serve([], { DCE_MAX_SHARD_DEATHS: "0" })).core.maxShardDeaths).toBe(0);
+    expect(resolveConfig(serve(["--max-shard-deaths", "8"], { DCE_MAX_SHARD_DEATHS: "0" })).core.maxShardDeaths).toBe(8);
+    expect(resolveConfig(serve(["--max-attempts", "2"])).core).toMatchObject({ maxAttempts: 2, maxShardDeaths: 32 });
+    expect(parseArgs(["--max-shard-deaths=-1"], {})).toMatchObject({ ok: false, exitCode: 2 });
+    expect(() => resolveConfig({ maxShardDeaths: 1.5 })).toThrow(/maxShardDeaths=1.5/);
+  });
+
+  it("--help explains that a worker death is not a failed attempt", () => {
+    const r = parseArgs(["--help"], {});
+    const text = r.ok && r.command.kind === "print" ? r.command.text.replace(/\s+/g, " ") : "";
+    expect(text).toContain("--max-shard-deaths <n>");
+    expect(text).toContain("a worker dying with it is not one");
+    expect(text).toContain("(env DCE_MAX_SHARD_DEATHS)");
+  });
+});
+
 describe("coordinator verification flags", () => {
   it("verifies by default, quarantines after 3, picks the thread count itself", () => {
     const c = resolveConfig(serve([]));

@@ -98,9 +98,21 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .default(env.DCE_LEASE_TTL_MS ? Number(env.DCE_LEASE_TTL_MS) : 10_000),
     )
     .addOption(
-      new Option("--max-attempts <n>", "executions of a shard before its job fails")
+      new Option(
+        "--max-attempts <n>",
+        "reported failures of a shard (the kernel threw, or its result failed verification) before its job fails; a worker dying with it is not one (see --max-shard-deaths)",
+      )
         .argParser(int("--max-attempts", 1))
         .default(env.DCE_MAX_ATTEMPTS ? Number(env.DCE_MAX_ATTEMPTS) : 5),
+    )
+    .addOption(
+      intFlag(
+        "--max-shard-deaths",
+        "DCE_MAX_SHARD_DEATHS",
+        "worker deaths (expired leases) while running one shard after which its job fails whatever the fleet does; fewer fail it, from 3 distinct workers on, when its deaths would have had a chance below 1e-9 at the fleet's death rate; 0 = deaths never fail a job",
+        0,
+        DEFAULT_CORE_CONFIG.maxShardDeaths,
+      ),
     )
     .addOption(
       new Option("--max-message-bytes <n>", "largest RPC message read or written")
@@ -300,6 +312,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             dataDir: o.dataDir,
             leaseTtlMs: o.leaseTtlMs,
             maxAttempts: o.maxAttempts,
+            maxShardDeaths: o.maxShardDeaths,
             maxMessageBytes: o.maxMessageBytes,
             defaultTile: o.defaultTile,
             maxActiveJobs: o.maxActiveJobs,

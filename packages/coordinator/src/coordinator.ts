@@ -462,7 +462,12 @@ export class Coordinator {
         return;
       case "discard-result":
         this.#verifier?.forget(fx.jobId);
-        this.#sink.release(fx.jobId);
+        // The buffer goes once the job's end is durable: a crash before that finds the job
+        // running with its accepted tiles (found by test/sim's poison mode).
+        void this.#journal.commit().then(
+          () => this.#sink.release(fx.jobId),
+          () => {}, // #apply stops the process on a failed commit
+        );
         return;
       case "job-changed": {
         const set = this.#jobWaiters.get(fx.jobId);

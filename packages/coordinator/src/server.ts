@@ -46,8 +46,14 @@ export interface CoordinatorOptions {
   dataDir?: string;
   /** Lease lifetime in ms. Default 10 000. */
   leaseTtlMs?: number;
-  /** Executions of one shard before its job fails. Default 5. */
+  /** Reported failures (and rejected results) of one shard before its job fails. Default 5. */
   maxAttempts?: number;
+  /**
+   * Deaths of workers running one shard after which its job fails whatever the fleet does;
+   * fewer fail it when its deaths stand out from the fleet's (core `poison.ts`). 0: deaths
+   * never fail a job. Default 32.
+   */
+  maxShardDeaths?: number;
   /** Largest message read or written, in bytes. Default 4 MiB. */
   maxMessageBytes?: number;
   /** Longest long-poll in ms. Default 30 000. */
@@ -180,6 +186,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     ...DEFAULT_CORE_CONFIG,
     leaseTtlMs,
     maxAttempts: o.maxAttempts ?? DEFAULT_CORE_CONFIG.maxAttempts,
+    maxShardDeaths: intOption("maxShardDeaths", o.maxShardDeaths, DEFAULT_CORE_CONFIG.maxShardDeaths, 0),
     maxActiveJobs: intOption("maxActiveJobs", o.maxActiveJobs, DEFAULT_CORE_CONFIG.maxActiveJobs, 1),
     maxActiveJobsPerClient: intOption(
       "maxActiveJobsPerClient",

@@ -1,4 +1,6 @@
 import type { ClientId, JobId } from "./ids.js";
+import { createLeaseEnds, type LeaseEnds, observeLeaseEnd } from "./poison.js";
+import { restoreShardDeaths } from "./shard-deaths.js";
 import type { MatMulSpec } from "./spec.js";
 import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type JobStateName, ShardStatus } from "./state.js";
 
@@ -12,7 +14,9 @@ import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type
  * on its own, so forgetting them costs at most a few more rejected results), and neither
  * is a worker (registration) quarantine: every worker registers again after a restart,
  * under a new id. An identity quarantine is durable: a restart must not hand work again
- * to an identity known to return wrong results (see `quarantine.ts`).
+ * to an identity known to return wrong results (see `quarantine.ts`). Deaths of a shard's
+ * workers are durable too, so a coordinator that restarts often cannot let a poison shard
+ * kill workers forever (see poison.ts).
  */
 export type DurableRecord =
   | {
@@ -31,6 +35,8 @@ export type DurableRecord =
   | { type: "job-succeeded"; jobId: JobId; resultBlobId: string; finishedAtMs: number }
   /** Every epoch below `upTo` may have been handed out; a restart continues above it. */
   | { type: "epochs-reserved"; upTo: number }
+  /** The holder of lease `epoch` of a shard died (the lease expired); see poison.ts. */
+  | { type: "shard-died"; jobId: JobId; shardIndex: number; epoch: number; workerId: string }
   /** A worker identity was quarantined after `rejectedResults` of its results failed verification (see `quarantine.ts`). */
   | { type: "worker-quarantined"; identity: string; rejectedResults: number; reason: string; atMs: number };
 
@@ -39,6 +45,12 @@ export interface DurableQuarantine {
   rejectedResults: number;
   reason: string;
   atMs: number;
+}
+
+/** One death of a shard's worker, as the durable model keeps it. */
+export interface DurableDeath {
+  epoch: number;
+  workerId: string;
 }
 
 /** What a durable job looks like on disk (snapshot form). */
@@ -57,6 +69,8 @@ export interface DurableJob {
   resultBlobId: string;
   /** shard index → accepted epoch, for accepted shards only. */
   accepted: Map<number, number>;
+  /** shard index → deaths of its workers, in journal order (shards with deaths only). */
+  deaths: Map<number, DurableDeath[]>;
 }
 
 /** The durable model: the journal folds into this, and a snapshot serialises it. */
@@ -67,11 +81,16 @@ export interface DurableModel {
   jobs: Map<JobId, DurableJob>;
   /** Quarantined worker identities. */
   quarantined: Map<string, DurableQuarantine>;
+  /**
+   * The fleet's ended leases as the death rule counts them (accepted shards and deaths, in
+   * journal order): the same numbers the running coordinator had (poison.ts).
+   */
+  leaseEnds: LeaseEnds;
 }
 
 /** An empty durable model. */
 export function createDurableModel(): DurableModel {
-  return { epochFloor: 1, jobs: new Map(), quarantined: new Map() };
+  return { epochFloor: 1, jobs: new Map(), quarantined: new Map(), leaseEnds: createLeaseEnds() };
 }
 
 /**
@@ -96,6 +115,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
         finishedAtMs: 0,
         resultBlobId: "",
         accepted: new Map(),
+        deaths: new Map(),
       });
       return;
     case "kernel-pinned": {
@@ -111,6 +131,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       const j = model.jobs.get(r.jobId);
       if (!j || j.accepted.has(r.shardIndex)) return;
       j.accepted.set(r.shardIndex, r.epoch);
+      observeLeaseEnd(model.leaseEnds, false);
       if (r.epoch >= model.epochFloor) model.epochFloor = r.epoch + 1;
       return;
     }
@@ -128,6 +149,17 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       j.state = "succeeded";
       j.resultBlobId = r.resultBlobId;
       j.finishedAtMs = r.finishedAtMs;
+      return;
+    }
+    case "shard-died": {
+      const j = model.jobs.get(r.jobId);
+      if (!j) return;
+      const list = j.deaths.get(r.shardIndex) ?? [];
+      // One lease dies once: a repeated record (replayed after a snapshot) counts once.
+      if (list.some((d) => d.epoch === r.epoch)) return;
+      list.push({ epoch: r.epoch, workerId: r.workerId });
+      j.deaths.set(r.shardIndex, list);
+      observeLeaseEnd(model.leaseEnds, true);
       return;
     }
     case "epochs-reserved":
@@ -158,6 +190,7 @@ export interface Restored {
 export function restoreCoreState(config: Partial<CoreConfig>, model: DurableModel): Restored {
   const s = createCoreState(config);
   s.nextEpoch = Math.max(1, model.epochFloor);
+  Object.assign(s.leaseEnds, model.leaseEnds);
   for (const [identity, q] of model.quarantined) {
     s.identities.set(identity, {
       identity,
@@ -187,6 +220,7 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
     job.kernel = d.kernel;
     job.fingerprint = d.fingerprint;
     job.resultBlobId = d.resultBlobId;
+    restoreShardDeaths(job, d.deaths);
     for (const [shard, epoch] of d.accepted) {
       if (shard < 0 || shard >= n) continue;
       job.shardStatus[shard] = ShardStatus.done;
@@ -216,9 +250,15 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
 export interface DurableSnapshot {
   version: 1;
   epochFloor: number;
-  jobs: (Omit<DurableJob, "accepted"> & { accepted: [number, number][] })[];
+  jobs: (Omit<DurableJob, "accepted" | "deaths"> & {
+    accepted: [number, number][];
+    /** Deaths per shard (absent in snapshots written before deaths were kept). */
+    deaths?: [number, DurableDeath[]][];
+  })[];
   /** Quarantined identities (absent in snapshots written before quarantines existed). */
   quarantined?: [string, DurableQuarantine][];
+  /** The fleet's ended leases (absent in snapshots written before deaths were kept). */
+  leaseEnds?: LeaseEnds;
 }
 
 /** Serialises the model for a snapshot. */
@@ -226,8 +266,9 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
   return {
     version: 1,
     epochFloor: model.epochFloor,
-    jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()] })),
+    jobs: [...model.jobs.values()].map((j) => ({ ...j, accepted: [...j.accepted.entries()], deaths: [...j.deaths.entries()] })),
     quarantined: [...model.quarantined.entries()],
+    leaseEnds: { ...model.leaseEnds },
   };
 }
 
@@ -235,7 +276,8 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
 export function fromSnapshot(snap: DurableSnapshot): DurableModel {
   const model = createDurableModel();
   model.epochFloor = snap.epochFloor;
-  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted) });
+  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted), deaths: new Map(j.deaths ?? []) });
   for (const [identity, q] of snap.quarantined ?? []) model.quarantined.set(identity, q);
+  if (snap.leaseEnds) model.leaseEnds = { ...snap.leaseEnds };
   return model;
 }

@@ -7,7 +7,15 @@
  * @packageDocumentation
  */
 
-export type { DurableJob, DurableModel, DurableQuarantine, DurableRecord, DurableSnapshot, Restored } from "./durable.js";
+export type {
+  DurableDeath,
+  DurableJob,
+  DurableModel,
+  DurableQuarantine,
+  DurableRecord,
+  DurableSnapshot,
+  Restored,
+} from "./durable.js";
 export { applyRecord, createDurableModel, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
 export type { CoreError, Result } from "./errors.js";
 export { describeError, err, ok } from "./errors.js";
@@ -26,6 +34,15 @@ export { asClientId, asJobId, asWorkerId } from "./ids.js";
 export { checkInvariants } from "./invariants.js";
 export type { Plan, TileBounds } from "./plan.js";
 export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
+export type { DeathVerdict, LeaseEnds, PoisonRule, ShardDeaths } from "./poison.js";
+export {
+  addShardDeath,
+  createLeaseEnds,
+  fleetDeathRate,
+  judgeShardDeaths,
+  observeLeaseEnd,
+  restoredShardDeath,
+} from "./poison.js";
 export type { QuarantineDecision } from "./quarantine.js";
 export { isShutOut, sameIdentityPeers } from "./quarantine.js";
 export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";

@@ -1,5 +1,6 @@
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type Plan, planMatMul } from "./plan.js";
+import { createLeaseEnds, type LeaseEnds, type ShardDeaths } from "./poison.js";
 import { DEFAULT_SPEC_LIMITS, type MatMulSpec, type SpecLimits } from "./spec.js";
 
 /** Lifecycle of a job: queued → running → succeeded | failed | cancelled. */
@@ -46,15 +47,18 @@ export interface JobRecord {
   readonly durationsMs: number[];
   /** Leased shards that ran too long and wait for a backup execution. */
   backupQueue: number[];
-  /** Executions started per shard (failed attempts count, released ones do not). */
+  /** Executions started per shard (failed attempts count; released ones and deaths do not). */
   readonly shardAttempts: Uint16Array;
+  /** Deaths of the workers that held each shard (sparse; see poison.ts). Durable. */
+  readonly shardDeaths: Map<number, ShardDeaths>;
   /** Earliest time a re-queued shard may be granted again (retry backoff). */
   readonly shardNotBeforeMs: Float64Array;
   /** Last error reported for each shard that failed (sparse). */
   readonly shardLastError: Map<number, string>;
   /**
-   * Worker identities whose result for a shard failed verification (sparse): the shard's
-   * retry goes to another identity while one that can run the job is registered.
+   * Worker identities whose result for a shard failed verification, or that died holding
+   * it (sparse): the shard's retry goes to another identity while one that can run the
+   * job is registered.
    */
   readonly shardAvoid: Map<number, string[]>;
   /** Next never-leased shard index; shards below it were leased at least once. */
@@ -99,6 +103,8 @@ export interface WorkerRecord {
   throttledUntilMs: number;
   /** Epochs of the leases it holds. */
   readonly leases: Set<number>;
+  /** When its leases last expired (it died, or stalled past its TTL); unset until then. See shard-deaths.ts. */
+  diedAtMs?: number;
   /** Results of this registration that failed verification. */
   rejectedResults: number;
   /** When this registration was quarantined; 0 while it is not. A quarantined worker gets no leases. */
@@ -135,8 +141,18 @@ export interface IdentityRecord {
 export interface CoreConfig {
   /** A lease expires this long after grant or last renewal. */
   readonly leaseTtlMs: number;
-  /** Executions of one shard before its job fails (poison shard). */
+  /** Reported failures (and rejected results) of one shard before its job fails (poison shard). */
   readonly maxAttempts: number;
+  /**
+   * Deaths of workers holding one shard after which its job fails, whatever the rest of the
+   * fleet does; 0 never fails a job for deaths. Fewer deaths suffice when they follow the
+   * shard rather than the fleet (poison.ts).
+   */
+  readonly maxShardDeaths: number;
+  /** Distinct worker processes that must have died holding a shard before the death-rate rule may call it poison. */
+  readonly poisonMinWorkers: number;
+  /** The death-rate rule calls a shard poison once its deaths had at most this chance at the fleet's death rate (poison.ts). */
+  readonly poisonMaxChance: number;
   /** First retry delay; doubles each attempt, with jitter in [0.5, 1.5). */
   readonly retryBaseMs: number;
   /** Cap on the retry delay. */
@@ -176,6 +192,9 @@ export interface CoreConfig {
 export const DEFAULT_CORE_CONFIG: CoreConfig = {
   leaseTtlMs: 10_000,
   maxAttempts: 5,
+  maxShardDeaths: 32,
+  poisonMinWorkers: 3,
+  poisonMaxChance: 1e-9,
   retryBaseMs: 100,
   retryMaxMs: 5_000,
   workerTtlMs: 60_000,
@@ -208,6 +227,8 @@ export interface CoreState {
   readonly leases: Map<number, LeaseRecord>;
   /** Worker identities with rejected results or a quarantine (durable: quarantines only). */
   readonly identities: Map<string, IdentityRecord>;
+  /** Leases that ended since this coordinator started, and how many with their holder's death (not durable). */
+  readonly leaseEnds: LeaseEnds;
   draining: boolean;
 }
 
@@ -222,6 +243,7 @@ export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
     workers: new Map(),
     leases: new Map(),
     identities: new Map(),
+    leaseEnds: createLeaseEnds(),
     draining: false,
   };
 }
@@ -252,6 +274,7 @@ export function createJobRecord(init: {
     durationsMs: [],
     backupQueue: [],
     shardAttempts: new Uint16Array(n),
+    shardDeaths: new Map(),
     shardNotBeforeMs: new Float64Array(n),
     shardLastError: new Map(),
     shardAvoid: new Map(),

@@ -2,7 +2,9 @@ import type { DurableRecord } from "./durable.js";
 import { err, ok, type Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
+import { judgeShardDeaths, observeLeaseEnd } from "./poison.js";
 import { applyQuarantineRule, checkIdentity, countRejection, isShutOut, shutOutError } from "./quarantine.js";
+import { recordDeaths } from "./shard-deaths.js";
 import { type MatMulSpec, type MatMulSpecInput, sameSpec, validateMatMulSpec } from "./spec.js";
 import {
   type CoreState,
@@ -691,6 +693,7 @@ function complete(s: CoreState, e: ShardCompleted, fx: Effect[]): OutcomeMap["sh
   job.shardEpoch[shard] = lease.epoch;
   job.leasedCount--;
   job.durationsMs.push(e.nowMs - lease.grantedAtMs);
+  observeLeaseEnd(s.leaseEnds, false);
   worker.failureStreak = 0;
   job.shardAvoid.delete(shard);
   job.shardStatus[shard] = ShardStatus.done;
@@ -836,22 +839,42 @@ function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
   // Collect first: requeue may end a job, which removes that job's leases from the map.
   const due: LeaseRecord[] = [];
   for (const lease of s.leases.values()) if (lease.expiresAtMs <= e.nowMs) due.push(lease);
+  // Every death of the tick is recorded before any is judged: a mass expiry is the fleet's.
+  const charged = recordDeaths(s, due, e.nowMs, fx);
   for (const lease of due) {
+    expired++; // also one that its job's failure earlier in this tick already ended
     if (!s.leases.has(lease.epoch)) continue;
     const job = s.jobs.get(lease.jobId);
     if (!job) continue;
-    expired++;
     chargeFailure(s, lease.workerId, e.nowMs, fx);
     fx.push({
       type: "log",
       level: "warn",
       msg: "lease expired",
-      fields: { jobId: job.id, shard: lease.shardIndex, epoch: lease.epoch, workerId: lease.workerId },
+      // charged: counted as a death of the shard (a lease its worker was running, shard-deaths.ts)
+      fields: {
+        jobId: job.id,
+        shard: lease.shardIndex,
+        epoch: lease.epoch,
+        workerId: lease.workerId,
+        charged: charged.has(lease.epoch) ? 1 : 0,
+      },
     });
-    if (endLease(s, job, lease)) continue; // its straggler twin goes on
+    const shard = lease.shardIndex;
     const why = `lease epoch ${lease.epoch} held by worker ${lease.workerId} expired`;
-    job.shardLastError.set(lease.shardIndex, why);
-    requeue(s, job, lease.shardIndex, e.nowMs, e.jitter, why, fx);
+    // A death is not a failed attempt: only the death rule (poison.ts) can fail the job for it,
+    // even while a straggler twin still runs the shard (a poison shard's twins die too).
+    const deaths = charged.has(lease.epoch) ? job.shardDeaths.get(shard) : undefined;
+    const verdict = deaths ? judgeShardDeaths(deaths, s.leaseEnds, s.config) : ({ poison: false } as const);
+    if (verdict.poison) {
+      job.shardLastError.set(shard, why);
+      endJob(s, job, "failed", `shard ${shard}: ${verdict.reason}; last error: ${why}`, e.nowMs, fx);
+      continue;
+    }
+    if (endLease(s, job, lease)) continue; // its straggler twin goes on
+    job.shardLastError.set(shard, why);
+    job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);
+    requeue(s, job, shard, e.nowMs, e.jitter, why, fx);
   }
   for (const w of [...s.workers.values()]) {
     if (w.leases.size === 0 && e.nowMs - w.lastSeenMs > s.config.workerTtlMs) {

@@ -36,6 +36,7 @@ describe("parseArgs", () => {
       chaosDelayMs: 0,
       chaosDropRate: 0,
       chaosCorruptRate: 0,
+      chaosCrashOnShard: undefined,
     });
   });
 
@@ -96,6 +97,7 @@ describe("parseArgs", () => {
       DCE_CHAOS_DELAY_MS: "50",
       DCE_CHAOS_DROP_RATE: "0.1",
       DCE_CHAOS_CORRUPT_RATE: "0.3",
+      DCE_CHAOS_CRASH_ON_SHARD: "21",
       DCE_LOCAL_STORE: "off",
     };
     expect(config([], env)).toEqual({
@@ -115,8 +117,13 @@ describe("parseArgs", () => {
       chaosDelayMs: 50,
       chaosDropRate: 0.1,
       chaosCorruptRate: 0.3,
+      chaosCrashOnShard: 21,
     });
-    const c = config([...base, "--threads", "2", "--log-level", "error", "--kernels", "auto"], env);
+    const c = config(
+      [...base, "--threads", "2", "--log-level", "error", "--kernels", "auto", "--chaos-crash-on-shard", "0"],
+      env,
+    );
+    expect(c.chaosCrashOnShard).toBe(0);
     expect(c.coordinatorUrl).toBe("https://coord.test:7443");
     expect(c.threads).toBe(2);
     expect(c.logLevel).toBe("error");
@@ -140,6 +147,15 @@ describe("parseArgs", () => {
       ok: true,
       config: { chaosCorruptRate: 0.25 },
     });
+  });
+
+  it("--chaos-crash-on-shard takes a shard index (an integer >= 0)", () => {
+    for (const bad of ["-1", "1.5", "x"]) {
+      expect(usage([...base, "--chaos-crash-on-shard", bad]).usage).toContain(
+        `--chaos-crash-on-shard must be an integer >= 0, got "${bad}"`,
+      );
+    }
+    expect(config([...base, "--chaos-crash-on-shard", "7"]).chaosCrashOnShard).toBe(7);
   });
 
   it("treats an empty environment variable as unset", () => {

@@ -50,6 +50,8 @@ export interface WorkerCliConfig {
   readonly chaosDropRate: number;
   /** `--chaos-corrupt-rate` / `DCE_CHAOS_CORRUPT_RATE`: probability of returning a corrupted result; default 0. */
   readonly chaosCorruptRate: number;
+  /** `--chaos-crash-on-shard` / `DCE_CHAOS_CRASH_ON_SHARD`: die whenever running this shard index of any job; default none. */
+  readonly chaosCrashOnShard: number | undefined;
 }
 
 /**
@@ -161,6 +163,12 @@ const flags: readonly FlagSpec[] = [
     key: "chaosCorruptRate",
     env: "DCE_CHAOS_CORRUPT_RATE",
     help: "chaos: probability of returning a wrong result (one entry: a high exponent/mantissa bit flipped or scaled by 1 ± 2^-9..2^-8) (default: 0)",
+  },
+  {
+    flag: "--chaos-crash-on-shard <n>",
+    key: "chaosCrashOnShard",
+    env: "DCE_CHAOS_CRASH_ON_SHARD",
+    help: "chaos: exit abruptly whenever running shard index n of any job, a poison shard (default: none)",
   },
 ];
 
@@ -274,6 +282,8 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   const chaosDropRate = rate("chaosDropRate", "--chaos-drop-rate");
   const chaosCorruptRate = rate("chaosCorruptRate", "--chaos-corrupt-rate");
   const chaosDelayMs = integer("chaosDelayMs", "--chaos-delay-ms", 0, 0);
+  const chaosCrashOnShard =
+    raw("chaosCrashOnShard") === undefined ? undefined : integer("chaosCrashOnShard", "--chaos-crash-on-shard", 0, 0);
 
   if (problems.length > 0 || coordinatorUrl === undefined) {
     return usageError(problems.map((p) => `error: ${p}`).join("\n"), program);
@@ -299,6 +309,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       chaosDelayMs,
       chaosDropRate,
       chaosCorruptRate,
+      chaosCrashOnShard,
     },
   };
 }

@@ -79,13 +79,18 @@ async function main(): Promise<number> {
     shutdownGraceMs: config.shutdownGraceMs,
     retryBudgetMs: config.retryBudgetMs,
     logger,
-    ...(config.chaosCrashRate > 0 || config.chaosDelayMs > 0 || config.chaosDropRate > 0 || config.chaosCorruptRate > 0
+    ...(config.chaosCrashRate > 0 ||
+    config.chaosDelayMs > 0 ||
+    config.chaosDropRate > 0 ||
+    config.chaosCorruptRate > 0 ||
+    config.chaosCrashOnShard !== undefined
       ? {
           chaos: {
             crashRate: config.chaosCrashRate,
             delayMs: config.chaosDelayMs,
             dropRate: config.chaosDropRate,
             corruptRate: config.chaosCorruptRate,
+            ...(config.chaosCrashOnShard === undefined ? {} : { crashOnShard: config.chaosCrashOnShard }),
             // Abrupt on purpose: no drain, no flush, exactly like a crash.
             crash: () => process.kill(process.pid, "SIGKILL"),
           },

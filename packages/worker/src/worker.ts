@@ -116,6 +116,8 @@ export interface ChaosOptions {
    * before it is reported. The coordinator's verification must catch every one.
    */
   readonly corruptRate?: number;
+  /** Die, like `crashRate`, whenever the shard with this index (of any job) is run: a poison shard. */
+  readonly crashOnShard?: number;
   /** How to die; the CLI passes an immediate SIGKILL of its own process. */
   readonly crash: () => void;
 }
@@ -605,6 +607,10 @@ export class Worker {
       this.#log.warn({ ...fields, corruption: what.kind, index: what.index }, "chaos: corrupting the result");
     }
     if ((chaos.delayMs ?? 0) > 0) await sleepMs(Math.floor(this.#config.random() * (chaos.delayMs ?? 0)), run.abort.signal);
+    if (run.lease.shardIndex === chaos.crashOnShard) {
+      this.#log.warn(fields, "chaos: crashing on the poison shard");
+      chaos.crash();
+    }
     if (this.#config.random() < (chaos.crashRate ?? 0)) {
       this.#log.warn(fields, "chaos: crashing mid-shard");
       chaos.crash();

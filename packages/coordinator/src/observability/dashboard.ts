@@ -428,10 +428,12 @@ function quarantineOf(s: Readonly<CoreState>, identity: string, workerAtMs: numb
 function shardClass(job: JobRecord, i: number, live: boolean): "d" | "l" | "r" | "p" {
   const status = job.shardStatus[i];
   if (status === ShardStatus.done) return "d";
-  const attempts = job.shardAttempts[i] ?? 0;
-  if (status === ShardStatus.leased) return live && attempts > 1 ? "r" : "l";
+  // A lost lease leaves a last error: a worker's death is not an attempt (core poison.ts),
+  // so attempts alone miss the shards retried after deaths.
+  const tries = (job.shardAttempts[i] ?? 0) + (job.shardLastError.has(i) ? 1 : 0);
+  if (status === ShardStatus.leased) return live && tries > 1 ? "r" : "l";
   // A pending shard that was leased before is waiting for its retry (a hand-back undoes its attempt).
-  return live && attempts > 0 ? "r" : "p";
+  return live && tries > 0 ? "r" : "p";
 }
 
 /**
