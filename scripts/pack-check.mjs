@@ -41,7 +41,7 @@ try {
   run("pnpm", ["-r", "--filter", "./packages/*", "exec", "pnpm", "pack", "--pack-destination", tarballs], root);
   const files = readdirSync(tarballs).filter((f) => f.endsWith(".tgz"));
   console.log(`packed: ${files.join(", ")}`);
-  if (files.length !== 5) throw new Error(`expected 5 tarballs, got ${files.length}`);
+  if (files.length !== 6) throw new Error(`expected 6 tarballs, got ${files.length}`);
   run("mkdir", ["-p", app], work);
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "dce-pack-check", private: true, type: "module" }));
   run("npm", ["install", "--no-audit", "--no-fund", ...files.map((f) => join(tarballs, f))], app);

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { pemProblem } from "@dce/proto/tls";
+import { pemProblem } from "@dce/runtime/tls";
 import cliProgress from "cli-progress";
 import type { CliCommand, ConnectionConfig, ResultCommand, SubmitCommand } from "./cli-args.js";
 import type { ClientOptions, DceClient } from "./client.js";

@@ -7,8 +7,8 @@ import { createHash } from "node:crypto";
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BlobService, JobService } from "@dce/proto";
-import { WideWindowSessionManager } from "@dce/proto/http2";
-import { writeUploadLocally } from "@dce/proto/local-store";
+import { WideWindowSessionManager } from "@dce/runtime/http2";
+import { writeUploadLocally } from "@dce/runtime/local-store";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import {
   type ClientConfig,

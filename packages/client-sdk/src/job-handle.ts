@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { LocalStore, MatrixRef as WireMatrixRef } from "@dce/proto";
-import { accessLocalStore, readFileRange } from "@dce/proto/local-store";
+import { accessLocalStore, readFileRange } from "@dce/runtime/local-store";
 import { JobCancelledError, JobFailedError } from "./errors.js";
 import { type ClientContext, checkTimeoutMs, retryTransient, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
 import { assertLittleEndianHost } from "./internal/host.js";

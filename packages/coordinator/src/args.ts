@@ -1,5 +1,5 @@
 import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/proto/logging";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";

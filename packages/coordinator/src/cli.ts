@@ -1,6 +1,6 @@
 import { readdirSync } from "node:fs";
 import { basename, resolve } from "node:path";
-import { createLogger } from "@dce/proto/logging";
+import { createLogger } from "@dce/runtime/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
 import { parseCrashPoint } from "./journal.js";

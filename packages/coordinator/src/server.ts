@@ -5,8 +5,8 @@ import * as net from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
-import { http2ServerWindowSettings, widenServerConnectionWindow } from "@dce/proto/http2";
-import { createLogger } from "@dce/proto/logging";
+import { http2ServerWindowSettings, widenServerConnectionWindow } from "@dce/runtime/http2";
+import { createLogger } from "@dce/runtime/logging";
 import type { Logger } from "pino";
 import { createAuthenticator } from "./auth.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, guardConnections } from "./connection-guard.js";
@@ -345,7 +345,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     // nothing runs for a caller the access table does not allow.
     interceptors: [createErrorBoundary(logger), metrics.interceptor, auth.interceptor, normalize],
   });
-  // Wider flow-control windows than Node's 64 KiB (see @dce/proto/http2), bounded so one
+  // Wider flow-control windows than Node's 64 KiB (see @dce/runtime/http2), bounded so one
   // connection can make the coordinator buffer at most 4 MiB unread.
   const settings = { maxConcurrentStreams: connectionLimits.maxConcurrentStreams, ...http2ServerWindowSettings };
   // HTTP/1.1 is accepted too, for Prometheus, curl and browsers on /metrics, /healthz

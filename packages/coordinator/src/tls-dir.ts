@@ -10,7 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { keyPairProblem, pemProblem } from "@dce/proto/tls";
+import { keyPairProblem, pemProblem } from "@dce/runtime/tls";
 
 /** The TLS options the coordinator's server takes: its certificate and key, and the CA of clients. */
 export interface ServerTlsFiles {

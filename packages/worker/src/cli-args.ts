@@ -1,4 +1,4 @@
-import { LOG_FORMATS, type LogFormat } from "@dce/proto/logging";
+import { LOG_FORMATS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
 import { isKernelName, type KernelName, kernelNames } from "./kernels/names.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";

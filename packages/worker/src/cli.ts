@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { createLogger } from "@dce/proto/logging";
+import { createLogger } from "@dce/runtime/logging";
 import { parseArgs } from "./cli-args.js";
 import { explainCredentialFailure, tlsFileProblems } from "./credentials.js";
 import { selectKernels } from "./kernels/kernel.js";

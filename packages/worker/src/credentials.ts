@@ -19,7 +19,7 @@ import {
   readPemCertificates,
   summarizeCertificate,
   tlsFailureIn,
-} from "@dce/proto/tls";
+} from "@dce/runtime/tls";
 
 /** A file the worker was given: its path as given, and its bytes. */
 export interface GivenFile {

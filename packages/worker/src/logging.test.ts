@@ -1,5 +1,5 @@
 import { Writable } from "node:stream";
-import { createLogger, resolveLogFormat } from "@dce/proto/logging";
+import { createLogger, resolveLogFormat } from "@dce/runtime/logging";
 import { describe, expect, it } from "vitest";
 
 function sink() {

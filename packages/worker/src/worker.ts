@@ -12,9 +12,9 @@ import {
   type ShardResult,
   WorkerService,
 } from "@dce/proto";
-import { WideWindowSessionManager } from "@dce/proto/http2";
-import { accessLocalStore, type LocalStoreAccess, readFileRange, writeUploadLocally } from "@dce/proto/local-store";
-import { isTlsMisconfiguration } from "@dce/proto/tls";
+import { WideWindowSessionManager } from "@dce/runtime/http2";
+import { accessLocalStore, type LocalStoreAccess, readFileRange, writeUploadLocally } from "@dce/runtime/local-store";
+import { isTlsMisconfiguration } from "@dce/runtime/tls";
 import { type BlobCache, createBlobCache } from "./blob-cache.js";
 import { raceAbort, sleepMs } from "./internal/abort.js";
 import { backoffDelayMs } from "./internal/backoff.js";

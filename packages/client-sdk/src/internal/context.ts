@@ -6,7 +6,7 @@
  */
 import { type Client, Code, type CallOptions as ConnectCallOptions, ConnectError } from "@connectrpc/connect";
 import type { BlobService, JobService } from "@dce/proto";
-import { isTlsMisconfiguration } from "@dce/proto/tls";
+import { isTlsMisconfiguration } from "@dce/runtime/tls";
 import type { RequestOptions } from "../types.js";
 
 /** `ClientOptions` with every default filled in. */

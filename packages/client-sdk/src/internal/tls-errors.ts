@@ -6,7 +6,7 @@
  * UNAVAILABLE. When the failure is one of trust (another CA, an expired certificate, a
  * host name the certificate does not list), the message names the option to fix
  * (`ca`, dce's `--ca` / `DCE_CA`) and the coordinator's certificate; the classification
- * is the worker's too (`@dce/proto/tls`). Pinned by "tls-errors.test.ts" and by the
+ * is the worker's too (`@dce/runtime/tls`). Pinned by "tls-errors.test.ts" and by the
  * integration tests "a client that does not trust the server's CA is refused" and
  * "dce with another CA names --ca".
  *
@@ -14,7 +14,7 @@
  */
 import type { X509Certificate } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { explainTlsFailure, fetchPeerCertificate, readPemCertificates, tlsFailureIn } from "@dce/proto/tls";
+import { explainTlsFailure, fetchPeerCertificate, readPemCertificates, tlsFailureIn } from "@dce/runtime/tls";
 
 /** How messages name the client's options: the SDK's, then the dce command's. */
 const CA_OPTION = "--ca / DCE_CA (SDK: `ca`)";

@@ -1,5 +1,5 @@
 import { Writable } from "node:stream";
-import { createLogger, REDACTED_LOG_PATHS, resolveLogFormat } from "@dce/proto/logging";
+import { createLogger, REDACTED_LOG_PATHS, resolveLogFormat } from "@dce/runtime/logging";
 import { describe, expect, it } from "vitest";
 import { parseArgs } from "../args.js";
 

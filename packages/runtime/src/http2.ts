@@ -1,6 +1,6 @@
 /**
  * HTTP/2 flow control shared by every dce endpoint (coordinator, worker, SDK), Node.js only
- * (`@dce/proto/http2`).
+ * (`@dce/runtime/http2`).
  *
  * Node's HTTP/2 defaults to 64 KiB windows, per stream and per connection, so a 4 MiB
  * message crosses loopback in 64 windows, each waiting for a WINDOW_UPDATE round trip.

@@ -1,6 +1,6 @@
 /**
  * Checks of the PEM files every dce process is given (`--ca`, `--cert`, `--key`, the
- * coordinator's `--tls-dir`), Node.js only (re-exported by `@dce/proto/tls`).
+ * coordinator's `--tls-dir`), Node.js only (re-exported by `@dce/runtime/tls`).
  *
  * Node's TLS options take PEM only, and they ignore text that is not PEM: a CA file
  * holding anything else leaves the process trusting nothing, and the failure shows up

@@ -3,9 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { create } from "@bufbuild/protobuf";
+import { BeginUploadResponseSchema, LocalStoreSchema } from "@dce/proto";
 import { afterEach, describe, expect, it } from "vitest";
-import { BeginUploadResponseSchema } from "./gen/dce/v1/blob_pb.js";
-import { LocalStoreSchema } from "./gen/dce/v1/common_pb.js";
 import { accessLocalStore, readFileRange, writeUploadLocally, writeWholeFile } from "./local-store.js";
 
 // The local store is only used when `<dir>/store-id` proves the directory is the

@@ -1,5 +1,5 @@
 /**
- * TLS misconfiguration, shared by the worker and the SDK (`@dce/proto/tls`, Node.js only):
+ * TLS misconfiguration, shared by the worker and the SDK (`@dce/runtime/tls`, Node.js only):
  * which TLS failures are a matter of trust (retrying cannot fix them), what the peer's
  * certificate was, and a message saying which option to fix. Also the PEM checks of
  * `pem.ts`, which every bin runs at start.

@@ -1,5 +1,5 @@
 /**
- * The coordinator's blob store seen from a process on the same host (`@dce/proto/local-store`,
+ * The coordinator's blob store seen from a process on the same host (`@dce/runtime/local-store`,
  * Node.js only). When the coordinator offers it (`LocalStore` in RegisterWorker, BeginUpload
  * and GetResult responses) and this process can read the directory, matrix bytes move
  * through the file system instead of RPCs: a worker reads its input blocks from the blob
@@ -11,8 +11,7 @@
 import { readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { basename, isAbsolute, join } from "node:path";
-import type { BeginUploadResponse } from "./gen/dce/v1/blob_pb.js";
-import type { LocalStore } from "./gen/dce/v1/common_pb.js";
+import type { BeginUploadResponse, LocalStore } from "@dce/proto";
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 

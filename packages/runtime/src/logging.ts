@@ -1,5 +1,5 @@
 /**
- * The logger of every dce process (`@dce/proto/logging`, Node.js only): the coordinator
+ * The logger of every dce process (`@dce/runtime/logging`, Node.js only): the coordinator
  * and the worker write the same lines, with the same redaction.
  *
  * @packageDocumentation
