@@ -7,6 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { watchLauncher } from "@dce/runtime/launcher";
 import { parseArgs } from "./cli-args.js";
 import { EXIT_FAILURE, runCommand } from "./cli-run.js";
 import { createClient } from "./client.js";
@@ -48,6 +49,8 @@ async function main(): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // Under npx, a supervisor's SIGTERM stops npm and sh but not this process: act on it.
+  watchLauncher(process, () => process.kill(process.pid, "SIGTERM"));
   try {
     return await runCommand(parsed.command, {
       createClient,

@@ -1,5 +1,6 @@
 import { readdirSync } from "node:fs";
 import { basename, resolve } from "node:path";
+import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
@@ -90,6 +91,8 @@ async function main(): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    // Under npx, a supervisor's SIGTERM stops npm and sh but not this process: act on it.
+    watchLauncher(process, () => process.kill(process.pid, "SIGTERM"));
   });
 }
 

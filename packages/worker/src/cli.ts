@@ -11,6 +11,7 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
 import { parseArgs } from "./cli-args.js";
 import { explainCredentialFailure, tlsFileProblems } from "./credentials.js";
@@ -114,6 +115,8 @@ async function main(): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // Under npx, a supervisor's SIGTERM stops npm and sh but not this process: act on it.
+  watchLauncher(process, () => process.kill(process.pid, "SIGTERM"));
 
   logger.debug({ version, coordinator: config.coordinatorUrl }, "worker starting");
   try {
