@@ -120,7 +120,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         .default(env.DCE_MAX_MESSAGE_BYTES ? Number(env.DCE_MAX_MESSAGE_BYTES) : 4 * 1024 * 1024),
     )
     .addOption(
-      new Option("--default-tile <n>", "tile edge when a job leaves it 0; 0 = chosen from the job's shape (row bands)")
+      new Option(
+        "--default-tile <n>",
+        "tile edge when a job leaves it 0; 0 = chosen from the job's shape (square-ish tiles of at most 2 MiB, at most 64 per job)",
+      )
         .argParser(int("--default-tile", 0))
         .default(env.DCE_DEFAULT_TILE ? Number(env.DCE_DEFAULT_TILE) : 0),
     )

@@ -14,6 +14,10 @@ describe("describeError", () => {
       { kind: "stale-fence", jobId: j, shardIndex: 3, epoch: 4, currentEpoch: 7 },
       "stale epoch 4 for job j1 shard 3 (current epoch 7)",
     ],
+    [
+      { kind: "stale-fence", jobId: j, shardIndex: 3, epoch: 304, currentEpoch: 292 },
+      "lease epoch 304 for job j1 shard 3 lost the race: the shard was completed under epoch 292",
+    ],
     [{ kind: "lease-lost", jobId: j, shardIndex: 3, epoch: 4 }, "lease epoch 4 for job j1 shard 3 expired or was revoked"],
     [
       { kind: "lease-revoked", jobId: j, shardIndex: 3, epoch: 4, message: "job is cancelled" },

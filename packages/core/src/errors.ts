@@ -59,7 +59,11 @@ export function describeError(e: CoreError): string {
     case "job-exists":
       return e.message;
     case "stale-fence":
-      return `stale epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} (current epoch ${e.currentEpoch})`;
+      // A later epoch than the current one can only be a backup (or original) that lost
+      // the race: the shard was completed under the earlier epoch.
+      return e.epoch > e.currentEpoch
+        ? `lease epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} lost the race: the shard was completed under epoch ${e.currentEpoch}`
+        : `stale epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} (current epoch ${e.currentEpoch})`;
     case "lease-lost":
       return `lease epoch ${e.epoch} for job ${clip(e.jobId)} shard ${e.shardIndex} expired or was revoked`;
     case "lease-revoked":
