@@ -130,7 +130,7 @@ export interface DceClient {
    *
    * @example
    * ```ts
-   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem });
+   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem, token: process.env.DCE_TOKEN });
    * const job = await client.submitMatMul(a, b, { idempotencyKey: "run-42" });
    * for await (const p of job.progress()) console.log(p.shardsDone, "/", p.shardsTotal);
    * const c = await job.result(); // throws JobFailedError | JobCancelledError
@@ -171,6 +171,7 @@ const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
  * const client = createClient({
  *   baseUrl: "https://127.0.0.1:7070",
  *   ca: await readFile("ca.pem", "utf8"),
+ *   token: process.env.DCE_TOKEN, // from `coordinator tokens add NAME`
  * });
  * const a = parseNpy(await readFile("a.npy"));
  * const b = parseNpy(await readFile("b.npy"));
