@@ -1,94 +1,114 @@
-// Checks that the packages are publishable: `pnpm pack` each one, install the
-// tarballs together into an empty folder with npm, and run a real job there through
-// the installed bins (coordinator init-certs and tokens add, coordinator, worker with
-// its certificate, dce submit with its token).
+// Checks that the packages are publishable and that README's "Use dce in your app"
+// works as written: `pnpm pack:tarballs`, then the section's shell block runs in an empty
+// folder (npm install of the tarballs, npx coordinator init-certs / tokens add /
+// coordinator / worker, node app.mjs with the section's app.mjs), on a free port instead
+// of 7070. The app checks every entry of C; the bins, SIGTERMed through npx, must drain
+// and exit. Also checks that the SDK alone installs without the logger (pino).
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const work = mkdtempSync(join(tmpdir(), "dce-pack-"));
-const tarballs = join(work, "tarballs");
-const app = join(work, "app");
-const procs = [];
+const SECTION = "## Use dce in your app";
+const RUN_LIMIT_MS = 240_000;
+let group;
 
 function run(cmd, args, cwd) {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
 }
 
-function npy(rows, cols, seed) {
-  // A v1.0 .npy header written by hand, so this check does not depend on our own writer.
-  const header = `{'descr': '<f8', 'fortran_order': False, 'shape': (${rows}, ${cols}), }`;
-  const pad = 64 - ((10 + header.length + 1) % 64);
-  const h = `${header}${" ".repeat(pad % 64)}\n`;
-  const out = Buffer.alloc(10 + h.length + rows * cols * 8);
-  out.write("\x93NUMPY", 0, "latin1");
-  out[6] = 1;
-  out[7] = 0;
-  out.writeUInt16LE(h.length, 8);
-  out.write(h, 10, "latin1");
-  let x = seed;
-  for (let i = 0; i < rows * cols; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.writeDoubleLE(x / 2147483648 - 0.5, 10 + h.length + i * 8);
+/** The fenced blocks of README's app section, by language. */
+function sectionBlocks() {
+  const readme = readFileSync(join(root, "README.md"), "utf8");
+  const start = readme.indexOf(`\n${SECTION}\n`);
+  if (start < 0) throw new Error(`README.md has no "${SECTION}" section`);
+  const end = readme.indexOf("\n## ", start + SECTION.length + 2);
+  const text = readme.slice(start, end < 0 ? undefined : end);
+  const blocks = {};
+  for (const m of text.matchAll(/```(\w+)\n([\s\S]*?)```/g)) blocks[m[1]] ??= m[2];
+  if (!blocks.sh || !blocks.js) throw new Error(`"${SECTION}" needs a sh block and a js block`);
+  return blocks;
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.on("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+function groupAlive(pgid) {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
   }
-  return out;
 }
 
 try {
-  run("pnpm", ["-r", "--filter", "./packages/*", "exec", "pnpm", "pack", "--pack-destination", tarballs], root);
-  const files = readdirSync(tarballs).filter((f) => f.endsWith(".tgz"));
+  run("pnpm", ["pack:tarballs"], root);
+  const files = readdirSync(join(root, "tarballs")).filter((f) => f.endsWith(".tgz"));
   console.log(`packed: ${files.join(", ")}`);
   if (files.length !== 6) throw new Error(`expected 6 tarballs, got ${files.length}`);
-  run("mkdir", ["-p", app], work);
-  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "dce-pack-check", private: true, type: "module" }));
-  run("npm", ["install", "--no-audit", "--no-fund", ...files.map((f) => join(tarballs, f))], app);
-  const bin = (name) => join(app, "node_modules", ".bin", name);
-  run(bin("coordinator"), ["init-certs", "--out", "certs"], app);
-  const token = run(bin("coordinator"), ["tokens", "add", "pack-check", "--data-dir", "data"], app).trim();
-  const coord = spawn(bin("coordinator"), ["--tls-dir", "certs", "--port", "0", "--data-dir", "data"], { cwd: app });
-  procs.push(coord);
-  const url = await new Promise((res, rej) => {
-    let out = "";
-    coord.stdout.on("data", (d) => {
-      out += d;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) res(m[1]);
-    });
-    coord.on("exit", (c) => rej(new Error(`coordinator exited ${c}`)));
-    setTimeout(() => rej(new Error("coordinator did not start")), 20_000);
+
+  // The SDK alone: three tarballs, and no logger among what they pull in.
+  const sdk = join(work, "sdk-only");
+  mkdirSync(sdk);
+  writeFileSync(join(sdk, "package.json"), JSON.stringify({ name: "sdk-only", private: true, type: "module" }));
+  const sdkTarballs = files.filter((f) => /^dce-(proto|runtime|client-sdk)-/.test(f)).map((f) => join(root, "tarballs", f));
+  run("npm", ["install", "--no-audit", "--no-fund", ...sdkTarballs], sdk);
+  if (existsSync(join(sdk, "node_modules", "pino"))) throw new Error("installing the SDK alone pulled in pino");
+  run("node", ["-e", 'import("@dce/client-sdk").then((m) => { if (!m.createClient) process.exit(1); })'], sdk);
+  console.log(`the SDK alone installs ${readdirSync(join(sdk, "node_modules")).length} top-level entries, no pino`);
+
+  // README's section, as written, on a free port.
+  const app = join(work, "app");
+  mkdirSync(app);
+  const port = String(await freePort());
+  const { sh, js } = sectionBlocks();
+  writeFileSync(join(app, "app.mjs"), js.replaceAll("7070", port));
+  const script = `set -euo pipefail\n${sh.replaceAll("7070", port)}`;
+  const child = spawn("bash", ["-c", script], {
+    cwd: app,
+    env: { ...process.env, DCE_REPO: root },
+    stdio: ["ignore", "pipe", "inherit"],
+    // Its own process group: npx, sh and the node bins can all be found (and stopped) by it.
+    detached: true,
   });
-  const worker = spawn(
-    bin("worker"),
-    [
-      "--coordinator",
-      url,
-      "--ca",
-      "certs/ca.pem",
-      "--cert",
-      "certs/worker-1.pem",
-      "--key",
-      "certs/worker-1-key.pem",
-      "--threads",
-      "1",
-    ],
-    { cwd: app, stdio: ["ignore", "ignore", "inherit"] },
-  );
-  procs.push(worker);
-  writeFileSync(join(app, "A.npy"), npy(17, 9, 1));
-  writeFileSync(join(app, "B.npy"), npy(9, 13, 2));
-  const out = execFileSync(
-    bin("dce"),
-    ["submit", "A.npy", "B.npy", "-o", "C.npy", "--coordinator", url, "--ca", "certs/ca.pem", "--tile", "5"],
-    { cwd: app, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8", env: { ...process.env, DCE_TOKEN: token } },
-  );
-  const c = readFileSync(join(app, "C.npy"));
-  if (!c.subarray(1, 6).equals(Buffer.from("NUMPY")) || c.length < 17 * 13 * 8) throw new Error("C.npy is not a 17x13 .npy");
-  console.log(`installed bins ran a job: ${out.trim().split("\n")[0]} -> C.npy (${c.length} bytes)`);
+  group = child.pid;
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+    process.stdout.write(d);
+  });
+  const code = await new Promise((res) => {
+    const timer = setTimeout(() => {
+      console.error(`the section did not finish within ${RUN_LIMIT_MS} ms`);
+      res(-1);
+    }, RUN_LIMIT_MS);
+    child.on("exit", (c) => {
+      clearTimeout(timer);
+      res(c);
+    });
+  });
+  if (code !== 0) throw new Error(`README's "${SECTION}" exited with ${code}`);
+  if (!/, 0 entries differ from a naive multiply/.test(out)) throw new Error("app.mjs did not report a correct C");
+  // `kill %1 %2 %3` signalled npx; the bins must see it and exit on their own.
+  const deadline = Date.now() + 20_000;
+  while (groupAlive(group) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (groupAlive(group)) throw new Error("a bin started by npx was still running 20 s after its npx was SIGTERMed");
+  console.log("every bin started through npx drained and exited after SIGTERM to npx");
   console.log("pack check passed");
 } finally {
-  for (const p of procs) p.kill("SIGKILL");
+  if (group !== undefined && groupAlive(group)) process.kill(-group, "SIGKILL");
   rmSync(work, { recursive: true, force: true });
 }
