@@ -2,6 +2,11 @@
 //
 //   node scripts/build-native.mjs     writes native/build/Release/dce_blas.node, or explains why not
 //
+// It runs in `pnpm build` in the repository, and as the published package's `install`
+// script, so the addon is compiled on the machine that runs it (never shipped prebuilt):
+// there node-gyp is npm's own (`npm_config_node_gyp`). `npm rebuild @dce/worker` runs it
+// again, e.g. after installing OpenBLAS.
+//
 // Never fails the build: without OpenBLAS (Debian: `apt-get install libopenblas-dev`), a
 // compiler or the Node.js headers, it prints one "native-blas not built" line and exits 0,
 // and the worker simply does not offer the kernel. It never downloads anything: node-gyp
@@ -28,6 +33,8 @@ function skip(reason) {
   process.exit(0);
 }
 
+// In the repository the install hook has nothing to do: `pnpm build` builds the addon.
+if (process.env.npm_lifecycle_event === "install" && existsSync(join(packageDir, "tsconfig.json"))) process.exit(0);
 if (process.env.DCE_SKIP_NATIVE === "1") skip("DCE_SKIP_NATIVE=1");
 const nodedir = localNodeDir();
 if (nodedir === undefined) skip(`no Node.js headers next to ${process.execPath}`);
@@ -35,7 +42,9 @@ let nodeGyp;
 try {
   nodeGyp = createRequire(import.meta.url).resolve("node-gyp/bin/node-gyp.js");
 } catch {
-  skip("node-gyp is not installed");
+  // An installed package: npm runs install scripts with its own node-gyp.
+  nodeGyp = process.env.npm_config_node_gyp;
+  if (!nodeGyp || !existsSync(nodeGyp)) skip("node-gyp is not installed");
 }
 const res = spawnSync(
   process.execPath,

@@ -44,14 +44,14 @@ function loadAddon(): BlasAddon {
     if (!existsSync(nativeBlasAddonPath)) {
       addon = new KernelUnavailableError(
         nativeBlasName,
-        "the addon is not built (install OpenBLAS, e.g. `apt-get install libopenblas-dev`, then run `pnpm --filter @dce/worker build:native`)",
+        "the addon is not built (install OpenBLAS, e.g. `apt-get install libopenblas-dev`, then run `npm rebuild @dce/worker`, or `pnpm --filter @dce/worker build:native` in the dce repository)",
       );
     } else {
       try {
         const loaded = createRequire(import.meta.url)(nativeBlasAddonPath) as BlasAddon;
         if (typeof loaded.dgemm !== "function") {
           throw new Error(
-            "it was built from an older dce_blas.c (no dgemm); rebuild it with `pnpm --filter @dce/worker build:native`",
+            "it was built from an older dce_blas.c (no dgemm); rebuild it with `npm rebuild @dce/worker` (`pnpm --filter @dce/worker build:native` in the dce repository)",
           );
         }
         loaded.setNumThreads(1);
