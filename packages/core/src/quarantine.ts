@@ -26,9 +26,9 @@
  * @module
  */
 import { type CoreError, err, ok, type Result } from "./errors.js";
+import type { Effect } from "./events.js";
 import type { WorkerId } from "./ids.js";
 import type { CoreState, IdentityRecord, WorkerRecord } from "./state.js";
-import type { Effect } from "./step.js";
 
 /** What the quarantine rule decided after one rejected result. */
 export interface QuarantineDecision {

@@ -6,13 +6,13 @@
 // The shrunk action list is the reproduction; `Run.d.events` holds the concrete events.
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
+import type { CoreEvent, LeaseKey, OutcomeMap, StepResult } from "./events.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { asWorkerId } from "./ids.js";
 import { checkInvariants } from "./invariants.js";
 import { type TileBounds, tileBounds, tileSizeBytes } from "./plan.js";
 import type { MatMulSpecInput } from "./spec.js";
 import { type CoreConfig, isTerminal, type JobStateName, type KernelOffer } from "./state.js";
-import type { CoreEvent, LeaseKey, OutcomeMap, StepResult } from "./step.js";
 import { C1, C2, Driver, effectsOf, FOREIGN, matmulInput, REF_A, REF_B, replay, unwrap } from "./testing/model.js";
 import { viewJob } from "./views.js";
 

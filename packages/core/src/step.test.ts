@@ -3,8 +3,8 @@ import { applyRecord, createDurableModel, fromSnapshot, restoreCoreState, toSnap
 import { asJobId, asWorkerId } from "./ids.js";
 import { checkInvariants } from "./invariants.js";
 import { planMatMul, tileBounds } from "./plan.js";
+import { checkCompletion, jobOf, resultOf } from "./queries.js";
 import { type CoreConfig, ShardStatus } from "./state.js";
-import { checkCompletion, jobOf, resultOf } from "./step.js";
 import {
   BLOB_A,
   BLOB_B,
