@@ -1,6 +1,6 @@
 /**
  * Who is shut out after results that fail verification: the rule, kept apart from the
- * lease bookkeeping in `step.ts`.
+ * lease bookkeeping in `results.ts` and `leases.ts`.
  *
  * A worker is one registration (one process, one `WorkerId`); its identity is who the
  * shell authenticated (the certificate's CN, or the registered name without
