@@ -16,7 +16,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { encodeNpy, parseNpy } from "@dce/client-sdk";
-import { randomMatrix } from "../scripts/random-matrix.mjs";
+import { randomMatrix } from "@dce/core/testing";
 import { BIN, prepare, startCluster } from "./cluster.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Verifier } from "@dce/coordinator";
 import { planMatMul, tileBounds } from "@dce/core";
-import { randomMatrix } from "./random-matrix.mjs";
+import { randomMatrix } from "@dce/core/testing";
 
 const env = process.env;
 const N = Number(env.DCE_BENCH_N ?? 4096);

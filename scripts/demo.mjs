@@ -10,8 +10,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@dce/client-sdk";
 import { addToken, generateDevCertificates, startCoordinator } from "@dce/coordinator";
+import { randomMatrix } from "@dce/core/testing";
 import { pino } from "pino";
-import { randomMatrix } from "./random-matrix.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const M = Number(process.env.DCE_DEMO_M ?? 1536);

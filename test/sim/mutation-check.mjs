@@ -22,32 +22,37 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 /** Gives checkLease a `mut` flag that only complete() sets, so a mutation can be confined to completions. */
 const COMPLETION_ONLY = [
   {
-    file: "src/step.ts",
+    file: "src/leases.ts",
     find: "  nowMs: number,\n): Result<{ job: JobRecord; lease: LeaseRecord }> {",
     replace: "  nowMs: number,\n  mut = true,\n): Result<{ job: JobRecord; lease: LeaseRecord }> {",
   },
   {
-    file: "src/step.ts",
+    file: "src/leases.ts",
     find: "const r = checkLease(s, e.workerId, key, e.nowMs);",
     replace: "const r = checkLease(s, e.workerId, key, e.nowMs, false);",
   },
   {
-    file: "src/step.ts",
-    find: "  const r = checkLease(s, e.workerId, e.lease, e.nowMs);\n  if (!r.ok) return r;\n  const { job, lease } = r.value;\n  const shard = lease.shardIndex;\n  const why",
+    file: "src/leases.ts",
+    find: "  const r = checkLease(s, e.workerId, e.lease, e.nowMs);\n  return r.ok ? ok({ worker, ...r.value }) : r;",
     replace:
-      "  const r = checkLease(s, e.workerId, e.lease, e.nowMs, false);\n  if (!r.ok) return r;\n  const { job, lease } = r.value;\n  const shard = lease.shardIndex;\n  const why",
+      '  const r = checkLease(s, e.workerId, e.lease, e.nowMs, e.type === "shard-completed");\n  return r.ok ? ok({ worker, ...r.value }) : r;',
+  },
+  {
+    file: "src/results.ts",
+    find: "  const r = checkLease(s, e.workerId, e.lease, e.nowMs);\n  if (r.ok) {",
+    replace: "  const r = checkLease(s, e.workerId, e.lease, e.nowMs, false);\n  if (r.ok) {",
   },
 ];
 
 /** Reports are checked against the shard's current lease, whatever epoch they name. */
 const STALE_EPOCH = [
   {
-    file: "src/step.ts",
+    file: "src/leases.ts",
     find: "if ((epoch !== current && epoch !== backup) || status !== ShardStatus.leased) {",
     replace: "if ((epoch !== current && epoch !== backup && !mut) || status !== ShardStatus.leased) {",
   },
   {
-    file: "src/step.ts",
+    file: "src/leases.ts",
     find: "const lease = s.leases.get(epoch);",
     replace: "const lease = s.leases.get(epoch) ?? (mut ? s.leases.get(current) : undefined);",
   },
@@ -56,19 +61,19 @@ const STALE_EPOCH = [
 /** A repeated completion of an accepted shard is accepted again; counters stay consistent so checkInvariants is quiet. */
 const SECOND_COMPLETION = [
   {
-    file: "src/step.ts",
+    file: "src/leases.ts",
     find: 'if (current === epoch) return err({ kind: "already-completed", jobId: job.id, shardIndex, epoch });',
     replace:
       'if (current === epoch && !mut) return err({ kind: "already-completed", jobId: job.id, shardIndex, epoch });\n' +
       "    if (current === epoch) return ok({ job, lease: { epoch, jobId: job.id, shardIndex, workerId, grantedAtMs: nowMs, expiresAtMs: nowMs + 1 } });",
   },
   {
-    file: "src/step.ts",
+    file: "src/results.ts",
     find: "  job.leasedCount--;\n  job.durationsMs.push",
     replace: "  if (job.shardStatus[shard] !== ShardStatus.done) job.leasedCount--;\n  job.durationsMs.push",
   },
   {
-    file: "src/step.ts",
+    file: "src/results.ts",
     find: "  job.shardStatus[shard] = ShardStatus.done;\n  job.doneCount++;",
     replace: "  if (job.shardStatus[shard] !== ShardStatus.done) job.doneCount++;\n  job.shardStatus[shard] = ShardStatus.done;",
   },
@@ -77,7 +82,7 @@ const SECOND_COMPLETION = [
 /** A flag that is always true: the mutation applies to heartbeats and failure reports as well. */
 const EVERYWHERE = [
   {
-    file: "src/step.ts",
+    file: "src/leases.ts",
     find: "  nowMs: number,\n): Result<{ job: JobRecord; lease: LeaseRecord }> {",
     replace: "  nowMs: number,\n  mut = true,\n): Result<{ job: JobRecord; lease: LeaseRecord }> {",
   },
@@ -103,7 +108,7 @@ const MUTANTS = [
     mustDie: true,
     edits: [
       {
-        file: "src/step.ts",
+        file: "src/leases.ts",
         find: "if ((epoch !== current && epoch !== backup) || status !== ShardStatus.leased) {",
         replace: "if (status !== ShardStatus.leased) {",
       },
@@ -133,7 +138,7 @@ const MUTANTS = [
     mustDie: true,
     edits: [
       {
-        file: "src/step.ts",
+        file: "src/tick.ts",
         find: "    job.shardAttempts[shard] = Math.max(0, (job.shardAttempts[shard] ?? 1) - 1);\n    requeue(",
         replace: "    requeue(",
       },

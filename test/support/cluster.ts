@@ -8,6 +8,9 @@ import { type Client, createClient as createConnectClient, type Interceptor, typ
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { issueWorkerCertificate } from "@dce/coordinator";
 
+/** Deterministic pseudo-random float64 matrix (values in [-1, 1)), from a seed: the one generator, shared with scripts and bench. */
+export { randomMatrix } from "@dce/core/testing";
+
 /** Repository root. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const BIN = {
@@ -321,22 +324,6 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     close,
     [Symbol.asyncDispose]: close,
   };
-}
-
-/** Deterministic pseudo-random float64 matrix (values in [-1, 1)), from a seed. */
-export function randomMatrix(rows: number, cols: number, seed: number): { rows: number; cols: number; data: Float64Array } {
-  let x = seed >>> 0 || 1;
-  const data = new Float64Array(rows * cols);
-  for (let i = 0; i < data.length; i++) {
-    // xorshift32: enough for test data; the engine never sees the generator.
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    data[i] = (x / 0x100000000) * 2 - 1;
-  }
-  return { rows, cols, data };
 }
 
 /**

@@ -21,7 +21,6 @@ import {
   quote,
   restoreCoreState,
   resultOf,
-  ShardStatus,
   type StepResult,
   sameIdentityPeers,
   step,
@@ -210,12 +209,14 @@ export class Coordinator {
       const job = restored.state.jobs.get(id);
       if (!job) continue;
       if (job.doneCount > 0 && !sink.has(id)) {
-        // Accepted tiles whose bytes are gone cannot be trusted: compute them again.
-        logger.error({ jobId: id, tiles: job.doneCount }, "result buffer missing after restart; recomputing its tiles");
-        job.shardStatus.fill(ShardStatus.pending);
-        job.shardEpoch.fill(0);
-        job.doneCount = 0;
-        job.finalizing = false;
+        // Accepted tiles whose bytes are gone cannot be trusted: compute them again. The reset is
+        // durable before the new buffer exists, so a second restart does not trust the old tiles in it.
+        for (const fx of step(restored.state, { type: "result-buffer-lost", nowMs: Date.now(), jobId: id }).effects) {
+          if (fx.type === "persist") journal.append(fx.record);
+          else if (fx.type === "log") logger[fx.level](fx.fields, fx.msg);
+          // job-changed, shards-available: nobody waits on a coordinator that is not open yet.
+        }
+        await journal.commit();
       }
       sink.prepare(id, job.plan.rows, job.plan.cols);
     }

@@ -38,7 +38,12 @@ export type DurableRecord =
   /** The holder of lease `epoch` of a shard died (the lease expired); see poison.ts. */
   | { type: "shard-died"; jobId: JobId; shardIndex: number; epoch: number; workerId: string }
   /** A worker identity was quarantined after `rejectedResults` of its results failed verification (see `quarantine.ts`). */
-  | { type: "worker-quarantined"; identity: string; rejectedResults: number; reason: string; atMs: number };
+  | { type: "worker-quarantined"; identity: string; rejectedResults: number; reason: string; atMs: number }
+  /**
+   * The job's result buffer was gone after a restart: the tiles accepted before this record
+   * are computed again (they no longer count as accepted), see `result-buffer-lost` in events.ts.
+   */
+  | { type: "result-buffer-lost"; jobId: JobId; atMs: number };
 
 /** A quarantined worker identity, as the durable model keeps it. */
 export interface DurableQuarantine {
@@ -165,6 +170,12 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
     case "epochs-reserved":
       if (r.upTo > model.epochFloor) model.epochFloor = r.upTo;
       return;
+    case "result-buffer-lost": {
+      const j = model.jobs.get(r.jobId);
+      // The ended leases stay counted (poison.ts): they did end, the bytes were lost later.
+      if (j) j.accepted.clear();
+      return;
+    }
     case "worker-quarantined":
       if (!model.quarantined.has(r.identity)) {
         model.quarantined.set(r.identity, { rejectedResults: r.rejectedResults, reason: r.reason, atMs: r.atMs });

@@ -9,23 +9,9 @@ import {
   projectRows,
   type TileCheck,
 } from "./freivalds.js";
+import { xorshift32Words } from "./testing/random-matrix.js";
 
 const U = 2 ** -53;
-
-/** xorshift32 words: deterministic stand-ins for CSPRNG output. */
-function words(n: number, seed: number): Uint32Array {
-  let x = seed >>> 0 || 1;
-  const out = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x;
-  }
-  return out;
-}
 
 interface Problem {
   m: number;
@@ -70,7 +56,7 @@ function multiply(p: Problem, order: Order): Float64Array {
 /** Checks every tile of C (cut into column blocks of `tileCols`) with the rows of A in chunks of `rowChunk`. */
 function checkAll(p: Problem, c: Float64Array, tileCols: number, seed: number, rowChunk = 3): TileCheck[] {
   const rounds = FREIVALDS_ROUNDS;
-  const probes = probesFromWords(words(rounds * p.n, seed), rounds, p.n);
+  const probes = probesFromWords(xorshift32Words(rounds * p.n, seed), rounds, p.n);
   const proj = createProjection(p.k, rounds, { cols: p.n, tileCols });
   // B in two chunks of rows, as the shell streams it.
   const half = Math.floor(p.k / 2);
@@ -275,7 +261,7 @@ describe("Freivalds check", () => {
     let missed = 0;
     const trials = 2000;
     for (let seed = 1; seed <= trials; seed++) {
-      const probes = probesFromWords(words(8, seed * 7919), 1, 8);
+      const probes = probesFromWords(xorshift32Words(8, seed * 7919), 1, 8);
       const proj = createProjection(8, 1, { cols: 8, tileCols: 8 });
       projectRows(proj, probes, p.b, 0, 8);
       if (checkTileRows(proj, probes, 0, c, 8, p.a, 0, 1).ok) missed++;

@@ -19,6 +19,28 @@ export type {
 export { applyRecord, createDurableModel, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
 export type { CoreError, Result } from "./errors.js";
 export { describeError, err, ok } from "./errors.js";
+export type {
+  CoreEvent,
+  DrainStarted,
+  Effect,
+  Grant,
+  HeartbeatReceived,
+  JobCancelRequested,
+  JobSubmitted,
+  LeaseCheck,
+  LeaseKey,
+  OutcomeMap,
+  ResultBufferLost,
+  ResultFailed,
+  ResultFinalized,
+  ShardCompleted,
+  ShardFailed,
+  ShardRejected,
+  ShardsRequested,
+  StepResult,
+  Ticked,
+  WorkerRegistered,
+} from "./events.js";
 export type { ColumnTiling, Projection, TileCheck } from "./freivalds.js";
 export {
   checkCostFlops,
@@ -45,6 +67,7 @@ export {
 } from "./poison.js";
 export type { QuarantineDecision } from "./quarantine.js";
 export { isShutOut, sameIdentityPeers } from "./quarantine.js";
+export { checkCompletion, jobOf, resultOf } from "./queries.js";
 export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
 export { autoTile, DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
 export type {
@@ -59,28 +82,7 @@ export type {
   WorkerRecord,
 } from "./state.js";
 export { createCoreState, DEFAULT_CORE_CONFIG, isTerminal, ShardStatus } from "./state.js";
-export type {
-  CoreEvent,
-  DrainStarted,
-  Effect,
-  Grant,
-  HeartbeatReceived,
-  JobCancelRequested,
-  JobSubmitted,
-  LeaseCheck,
-  LeaseKey,
-  OutcomeMap,
-  ResultFailed,
-  ResultFinalized,
-  ShardCompleted,
-  ShardFailed,
-  ShardRejected,
-  ShardsRequested,
-  StepResult,
-  Ticked,
-  WorkerRegistered,
-} from "./step.js";
-export { checkCompletion, jobOf, resultOf, step } from "./step.js";
+export { step } from "./step.js";
 export { clipCodePoints, ELLIPSIS, quote, toWellFormed } from "./text.js";
 export type { JobView } from "./views.js";
 export { viewJob } from "./views.js";

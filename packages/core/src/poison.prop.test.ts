@@ -3,6 +3,7 @@
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
 import { applyRecord, createDurableModel, type DurableRecord, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
+import type { Effect, LeaseKey } from "./events.js";
 import type { JobId } from "./ids.js";
 import { checkInvariants } from "./invariants.js";
 import {
@@ -15,7 +16,7 @@ import {
   type ShardDeaths,
 } from "./poison.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, isTerminal } from "./state.js";
-import { type Effect, type LeaseKey, step } from "./step.js";
+import { step } from "./step.js";
 import { Driver, effectsOf, matmulInput, unwrap } from "./testing/model.js";
 
 const RULE: PoisonRule = DEFAULT_CORE_CONFIG;

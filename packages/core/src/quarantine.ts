@@ -1,6 +1,6 @@
 /**
  * Who is shut out after results that fail verification: the rule, kept apart from the
- * lease bookkeeping in `step.ts`.
+ * lease bookkeeping in `results.ts` and `leases.ts`.
  *
  * A worker is one registration (one process, one `WorkerId`); its identity is who the
  * shell authenticated (the certificate's CN, or the registered name without
@@ -26,9 +26,9 @@
  * @module
  */
 import { type CoreError, err, ok, type Result } from "./errors.js";
+import type { Effect } from "./events.js";
 import type { WorkerId } from "./ids.js";
 import type { CoreState, IdentityRecord, WorkerRecord } from "./state.js";
-import type { Effect } from "./step.js";
 
 /** What the quarantine rule decided after one rejected result. */
 export interface QuarantineDecision {

@@ -1,7 +1,7 @@
 import type { DurableDeath } from "./durable.js";
+import type { Effect } from "./events.js";
 import { addShardDeath, observeLeaseEnd, restoredShardDeath, type ShardDeaths } from "./poison.js";
 import type { CoreState, JobRecord, LeaseRecord } from "./state.js";
-import type { Effect } from "./step.js";
 
 /**
  * Records that the holders of the `due` leases (all expired in one tick) died while they

@@ -1,11 +1,12 @@
 // Test-only helpers for the core's unit and property tests. Not exported from index.ts.
 // Pure (no vitest / fast-check imports) so the build can compile it harmlessly.
 import { describeError, type Result } from "../errors.js";
+import type { CoreEvent, Effect, Grant, LeaseKey, OutcomeMap, StepResult } from "../events.js";
 import { asClientId, asJobId, asWorkerId, type ClientId, type JobId, type WorkerId } from "../ids.js";
 import { tileSizeBytes } from "../plan.js";
 import type { MatMulSpecInput } from "../spec.js";
 import { type CoreConfig, type CoreState, createCoreState, type JobRecord, type KernelOffer } from "../state.js";
-import { type CoreEvent, type Effect, type Grant, type LeaseKey, type OutcomeMap, type StepResult, step } from "../step.js";
+import { step } from "../step.js";
 
 /** A well-formed blob id made of one repeated hex digit. */
 export const blobOf = (digit: string): string => digit.repeat(64);
@@ -59,8 +60,9 @@ export class Driver {
   nowMs = 1_000;
   private jobSeq = 0;
 
-  constructor(config: Partial<CoreConfig> = {}) {
-    this.state = createCoreState(config);
+  /** `state`: drive an existing state (a restored one) instead of a fresh one. */
+  constructor(config: Partial<CoreConfig> = {}, state?: CoreState) {
+    this.state = state ?? createCoreState(config);
   }
 
   apply<E extends CoreEvent>(e: E): StepResult<OutcomeMap[E["type"]]> {
@@ -167,6 +169,10 @@ export class Driver {
 
   resultFailed(jobId: JobId, message = "disk full") {
     return this.apply({ type: "result-failed", nowMs: this.nowMs, jobId, message });
+  }
+
+  resultBufferLost(jobId: JobId) {
+    return this.apply({ type: "result-buffer-lost", nowMs: this.nowMs, jobId });
   }
 
   drain() {

@@ -1,0 +1,233 @@
+import { err, ok } from "./errors.js";
+import type { Effect, Grant, OutcomeMap, ShardsRequested } from "./events.js";
+import type { WorkerId } from "./ids.js";
+import { tileBounds } from "./plan.js";
+import { isShutOut, shutOutError } from "./quarantine.js";
+import {
+  type CoreState,
+  isTerminal,
+  type JobRecord,
+  type KernelOffer,
+  type LeaseRecord,
+  ShardStatus,
+  type WorkerRecord,
+} from "./state.js";
+
+// Scheduling: which shards a worker gets when it asks (oldest job first, retries before
+// fresh shards, a fair share of small jobs, straggler backups), on which kernel.
+
+/** The kernel offer of `worker` that can run `job`, or undefined. */
+function kernelFor(job: JobRecord, kernels: readonly KernelOffer[], known: readonly string[]): KernelOffer | undefined {
+  if (job.fingerprint !== "") {
+    return kernels.find((k) => k.name === job.kernel && k.fingerprint === job.fingerprint);
+  }
+  if (job.kernel === "auto") {
+    // The worker lists its kernels fastest first; take the first one the engine knows.
+    return kernels.find((k) => known.includes(k.name));
+  }
+  return kernels.find((k) => k.name === job.kernel);
+}
+
+/** Grants a worker up to `maxShards` leases (`shards-requested`). */
+export function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["shards-requested"] {
+  const worker = s.workers.get(e.workerId);
+  if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
+  worker.lastSeenMs = e.nowMs;
+  if (s.draining) return err({ kind: "draining" });
+  const shutOut = shutOutError(s, worker);
+  if (shutOut) return err(shutOut);
+  const grants: Grant[] = [];
+  // A worker that keeps failing waits out its throttle period (it long-polls meanwhile).
+  if (worker.throttledUntilMs > e.nowMs) return ok(grants);
+  const want = Math.max(0, Math.floor(e.maxShards));
+  for (const jobId of s.activeJobs) {
+    if (grants.length >= want) break;
+    const job = s.jobs.get(jobId);
+    if (!job || job.finalizing || isTerminal(job.state)) continue;
+    const offer = kernelFor(job, worker.kernels, s.config.limits.kernels);
+    if (!offer) continue;
+    let changed = false;
+    // Fair share: a worker takes at most its share of the job's unleased shards (and at
+    // least one per thread), so a job of a few shards is spread over the workers instead
+    // of queued behind one worker's threads. Jobs of many shards are not held back.
+    const stop = s.config.spreadShards ? grants.length + fairShare(s, job, worker) : want;
+    while (grants.length < want && grants.length < stop) {
+      const backup = nextBackup(s, job, worker.id);
+      if (backup >= 0) {
+        // A straggler's backup: a second live lease with a higher epoch; the first valid result wins.
+        const epoch = s.nextEpoch++;
+        s.leases.set(epoch, {
+          epoch,
+          jobId: job.id,
+          shardIndex: backup,
+          workerId: worker.id,
+          grantedAtMs: e.nowMs,
+          expiresAtMs: e.nowMs + s.config.leaseTtlMs,
+        });
+        worker.leases.add(epoch);
+        job.shardBackupEpoch[backup] = epoch;
+        changed = true;
+        fx.push({
+          type: "log",
+          level: "info",
+          msg: "backup leased for straggler",
+          fields: { jobId: job.id, shard: backup, epoch },
+        });
+        grants.push({
+          lease: { jobId: job.id, shardIndex: backup, epoch },
+          kernel: job.kernel,
+          ttlMs: s.config.leaseTtlMs,
+          attempt: job.shardAttempts[backup] ?? 1,
+          spec: job.spec,
+          bounds: tileBounds(job.plan, backup),
+        });
+        continue;
+      }
+      const shard = nextShard(s, job, e.nowMs, worker);
+      if (shard < 0) break;
+      if (job.fingerprint === "") {
+        // Pin the implementation at the first grant: a job's bytes never mix kernels.
+        job.kernel = offer.name;
+        job.fingerprint = offer.fingerprint;
+        fx.push({
+          type: "persist",
+          record: {
+            type: "kernel-pinned",
+            jobId: job.id,
+            kernel: offer.name,
+            fingerprint: offer.fingerprint,
+            startedAtMs: e.nowMs,
+          },
+        });
+      }
+      const epoch = s.nextEpoch++;
+      const lease: LeaseRecord = {
+        epoch,
+        jobId: job.id,
+        shardIndex: shard,
+        workerId: worker.id,
+        grantedAtMs: e.nowMs,
+        expiresAtMs: e.nowMs + s.config.leaseTtlMs,
+      };
+      s.leases.set(epoch, lease);
+      worker.leases.add(epoch);
+      job.shardStatus[shard] = ShardStatus.leased;
+      job.shardEpoch[shard] = epoch;
+      job.shardAttempts[shard] = (job.shardAttempts[shard] ?? 0) + 1;
+      job.leasedCount++;
+      if (job.state === "queued") {
+        job.state = "running";
+        job.startedAtMs = e.nowMs;
+        fx.push({
+          type: "log",
+          level: "info",
+          msg: "job started",
+          fields: { jobId: job.id, kernel: job.kernel, workerId: worker.id },
+        });
+      }
+      changed = true;
+      grants.push({
+        lease: { jobId: job.id, shardIndex: shard, epoch },
+        kernel: job.kernel,
+        ttlMs: s.config.leaseTtlMs,
+        attempt: job.shardAttempts[shard] ?? 1,
+        spec: job.spec,
+        bounds: tileBounds(job.plan, shard),
+      });
+    }
+    if (changed) {
+      job.version++;
+      fx.push({ type: "job-changed", jobId: job.id });
+    }
+  }
+  return ok(grants);
+}
+
+/**
+ * How many more shards of `job` `worker` may take now: the job's shards not yet done,
+ * divided among the unquarantined workers that can run it (rounded up), less the ones
+ * this worker already holds; at least the worker's thread count.
+ */
+function fairShare(s: CoreState, job: JobRecord, worker: WorkerRecord): number {
+  let takers = 0;
+  for (const w of s.workers.values()) {
+    if (!isShutOut(s, w) && kernelFor(job, w.kernels, s.config.limits.kernels)) takers++;
+  }
+  let held = 0;
+  for (const epoch of worker.leases) if (s.leases.get(epoch)?.jobId === job.id) held++;
+  const share = Math.ceil((job.plan.shardCount - job.doneCount) / Math.max(1, takers));
+  return Math.max(worker.threads, 1, share - held);
+}
+
+/** Takes a straggler of `job` that still needs a backup and that `workerId` is not already running. -1 if none. */
+function nextBackup(s: CoreState, job: JobRecord, workerId: WorkerId): number {
+  const q = job.backupQueue;
+  for (let i = 0; i < q.length; i++) {
+    const shard = q[i] as number;
+    const live = job.shardStatus[shard] === ShardStatus.leased && (job.shardBackupEpoch[shard] ?? 0) === 0;
+    if (!live) {
+      q.splice(i--, 1);
+      continue;
+    }
+    if (s.leases.get(job.shardEpoch[shard] ?? 0)?.workerId === workerId) continue;
+    q.splice(i, 1);
+    return shard;
+  }
+  return -1;
+}
+
+/**
+ * Takes the next grantable shard of `job` for `worker`: retries whose backoff has passed
+ * first, then fresh shards. A retry whose last result from this worker's identity was
+ * rejected is left for another identity while one that can run the job is registered.
+ * -1 if none.
+ */
+function nextShard(s: CoreState, job: JobRecord, nowMs: number, worker: WorkerRecord): number {
+  const q = job.retryQueue;
+  for (let i = 0; i < q.length; i++) {
+    const shard = q[i] as number;
+    if ((job.shardNotBeforeMs[shard] ?? 0) > nowMs) continue;
+    const avoid = job.shardAvoid.get(shard);
+    if (avoid?.includes(worker.identity) && anotherTaker(s, job, avoid)) continue;
+    q.splice(i, 1);
+    return shard;
+  }
+  while (job.cursor < job.plan.shardCount) {
+    const shard = job.cursor++;
+    if (job.shardStatus[shard] === ShardStatus.pending) return shard;
+  }
+  return -1;
+}
+
+/** True when a registered, unquarantined worker whose identity is not in `avoid` can run `job`. */
+function anotherTaker(s: CoreState, job: JobRecord, avoid: readonly string[]): boolean {
+  for (const w of s.workers.values()) {
+    if (avoid.includes(w.identity) || isShutOut(s, w)) continue;
+    if (kernelFor(job, w.kernels, s.config.limits.kernels)) return true;
+  }
+  return false;
+}
+
+/**
+ * Queues a backup execution for shards that run much longer than their job's
+ * median (only once most of the job is done, when a straggler holds everyone up).
+ */
+export function findStragglers(s: CoreState, nowMs: number, fx: Effect[]): void {
+  for (const id of s.activeJobs) {
+    const job = s.jobs.get(id);
+    if (!job || job.finalizing || job.leasedCount === 0 || job.durationsMs.length === 0) continue;
+    if (job.doneCount < job.plan.shardCount * s.config.stragglerMinDoneFraction) continue;
+    const sorted = [...job.durationsMs].sort((x, y) => x - y);
+    const median = sorted[Math.floor(sorted.length / 2)] as number;
+    const limit = Math.max(1, median * s.config.stragglerFactor);
+    let queued = false;
+    for (let shard = 0; shard < job.plan.shardCount; shard++) {
+      if (job.shardStatus[shard] !== ShardStatus.leased || (job.shardBackupEpoch[shard] ?? 0) !== 0) continue;
+      const primary = s.leases.get(job.shardEpoch[shard] ?? 0);
+      if (!primary || nowMs - primary.grantedAtMs <= limit || job.backupQueue.includes(shard)) continue;
+      job.backupQueue.push(shard);
+      queued = true;
+    }
+    if (queued) fx.push({ type: "shards-available" });
+  }
+}
