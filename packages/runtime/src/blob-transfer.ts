@@ -7,7 +7,8 @@
  *
  * Policy stays with the caller: each RPC goes through the caller's `call` wrapper (the
  * worker retries and re-registers there, the SDK retries idempotent reads), and content
- * that does not match what was asked for becomes the caller's own error (`dataError`).
+ * that does not match what was asked for becomes the caller's own error (`dataError`;
+ * by default a `ConnectError` with code `DataLoss`).
  *
  * @packageDocumentation
  */
@@ -26,13 +27,20 @@ export interface BlobTransferOptions {
    * function is asked before every chunk, for limits learnt after the client was made.
    */
   readonly chunkBytes: number | (() => number);
-  /**
-   * Makes the error thrown for content that does not fit the request (a blob of the
-   * wrong size, an empty or oversized chunk, a digest that does not match). Default: a
-   * `ConnectError` with code `DataLoss`.
-   */
-  readonly dataError?: (message: string) => Error;
 }
+
+/** Content that does not fit the request; `message` says so in words. */
+export type BlobDataProblem =
+  | { readonly kind: "size-mismatch"; readonly blobId: string; readonly actualBytes: bigint; readonly message: string }
+  | {
+      readonly kind: "bad-chunk";
+      readonly blobId: string;
+      readonly chunkBytes: number;
+      readonly offsetBytes: number;
+      readonly message: string;
+    }
+  | { readonly kind: "digest-mismatch"; readonly message: string }
+  | { readonly kind: "upload-mismatch"; readonly message: string };
 
 /** Per-operation settings shared by uploads and reads. */
 export interface TransferCallOptions {
@@ -40,6 +48,8 @@ export interface TransferCallOptions {
   readonly callOptions: CallOptions;
   /** Wraps each RPC (retries); default: one try. */
   readonly call?: RpcRunner;
+  /** Makes the error thrown for a {@link BlobDataProblem}; default: a `ConnectError` with code `DataLoss`. */
+  readonly dataError?: (problem: BlobDataProblem) => Error;
 }
 
 /** Options of {@link BlobTransfer.upload}. */
@@ -89,9 +99,9 @@ export interface BlobTransfer {
 
 const callOnce: RpcRunner = (_name, rpc) => rpc();
 
-/** The default {@link BlobTransferOptions.dataError}. */
-function dataLoss(message: string): Error {
-  return new ConnectError(message, Code.DataLoss);
+/** The default {@link TransferCallOptions.dataError}. */
+function dataLoss(problem: BlobDataProblem): Error {
+  return new ConnectError(problem.message, Code.DataLoss);
 }
 
 /**
@@ -105,10 +115,10 @@ function dataLoss(message: string): Error {
  */
 export function createBlobTransfer(blobs: Client<typeof BlobService>, options: BlobTransferOptions): BlobTransfer {
   const chunkLimit = typeof options.chunkBytes === "number" ? () => options.chunkBytes as number : options.chunkBytes;
-  const dataError = options.dataError ?? dataLoss;
 
   async function upload(bytes: Uint8Array, o: UploadOptions): Promise<string> {
     const call = o.call ?? callOnce;
+    const dataError = o.dataError ?? dataLoss;
     const opts = o.callOptions;
     const sha256 = o.sha256 ?? sha256Hex(bytes);
     const begin = await call("BeginUpload", () => blobs.beginUpload({ sizeBytes: BigInt(bytes.byteLength), sha256 }, opts));
@@ -117,7 +127,12 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
     if (begin.alreadyPresent) return sha256;
     if (begin.uploadId === "") throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
     const finished = (blobId: string): string => {
-      if (blobId !== sha256) throw dataError(`coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`);
+      if (blobId !== sha256) {
+        throw dataError({
+          kind: "upload-mismatch",
+          message: `coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`,
+        });
+      }
       return blobId;
     };
     if (o.useLocalStore && (await writeUploadLocally(begin, bytes))) {
@@ -134,7 +149,8 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
       );
       const expected = BigInt(offset + data.byteLength);
       if (res.receivedBytes !== expected) {
-        throw dataError(`upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after chunk ending at ${expected}`);
+        const message = `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after chunk ending at ${expected}`;
+        throw dataError({ kind: "upload-mismatch", message });
       }
     }
     const done = await call("FinishUpload", () => blobs.finishUpload({ uploadId: begin.uploadId }, opts));
@@ -158,6 +174,7 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
       }
     }
     const call = o.call ?? callOnce;
+    const dataError = o.dataError ?? dataLoss;
     const lengthBytes = target.byteLength;
     let pos = 0;
     while (pos < lengthBytes) {
@@ -165,12 +182,13 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
       const offset = offsetBytes + pos;
       const res = await call("ReadBlob", () => blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, o.callOptions));
       if (res.totalBytes !== BigInt(totalBytes)) {
-        throw dataError(`blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`);
+        const message = `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
+        throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, message });
       }
       if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
-        throw dataError(
-          `ReadBlob returned ${res.data.byteLength} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`,
-        );
+        const chunkBytes = res.data.byteLength;
+        const message = `ReadBlob returned ${chunkBytes} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`;
+        throw dataError({ kind: "bad-chunk", blobId, chunkBytes, offsetBytes: offset, message });
       }
       target.set(res.data, pos);
       pos += res.data.byteLength;
@@ -180,7 +198,9 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
   async function readBlob(blobId: string, target: Uint8Array, o: ReadOptions): Promise<void> {
     await readRange(blobId, 0, target, target.byteLength, o);
     const sha256 = sha256Hex(target);
-    if (sha256 !== blobId) throw dataError(`blob ${blobId} content has SHA-256 ${sha256}`);
+    if (sha256 !== blobId) {
+      throw (o.dataError ?? dataLoss)({ kind: "digest-mismatch", message: `blob ${blobId} content has SHA-256 ${sha256}` });
+    }
   }
 
   return { upload, readRange, readBlob };
