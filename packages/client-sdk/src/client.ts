@@ -3,12 +3,11 @@
  *
  * @packageDocumentation
  */
-import { createHash } from "node:crypto";
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BlobService, JobService } from "@dce/proto";
+import { createBlobTransfer } from "@dce/runtime/blob-transfer";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
-import { writeUploadLocally } from "@dce/runtime/local-store";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import {
   type ClientConfig,
@@ -188,7 +187,7 @@ export function createClient(options: ClientOptions): DceClient {
   const transport = options.transport ?? createTransport(options, config);
   const ctx: ClientContext = {
     jobs: createRpcClient(JobService, transport),
-    blobs: createRpcClient(BlobService, transport),
+    transfer: createBlobTransfer(createRpcClient(BlobService, transport), { chunkBytes: config.chunkBytes }),
     config,
   };
   return {
@@ -344,42 +343,13 @@ function submitRef(ctx: ClientContext, matrix: Matrix, options: RequestOptions |
 async function uploadMatrix(ctx: ClientContext, matrix: Matrix, options: RequestOptions | undefined): Promise<MatrixRef> {
   assertLittleEndianHost();
   const { rows, cols, data } = matrix;
-  // A view on the caller's memory: chunks below are subarrays of it, never copies.
+  // A view on the caller's memory: the chunks sent are subarrays of it, never copies.
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  const callOptions = toCallOptions(ctx.config, options);
-  const begin = await ctx.blobs.beginUpload({ sizeBytes: BigInt(bytes.length), sha256 }, callOptions);
-  if (begin.alreadyPresent) {
-    return { rows, cols, blobId: sha256 };
-  }
-  if (begin.uploadId === "") {
-    throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
-  }
-  if (ctx.config.useLocalStore && (await writeUploadLocally(begin, bytes))) {
-    const finish = await ctx.blobs.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, callOptions);
-    if (finish.blobId !== sha256) {
-      throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
-    }
-    return { rows, cols, blobId: sha256 };
-  }
-  // max_chunk_bytes 0 means the coordinator set no limit of its own.
-  const chunkBytes = begin.maxChunkBytes > 0 ? Math.min(begin.maxChunkBytes, ctx.config.chunkBytes) : ctx.config.chunkBytes;
-  for (let offset = 0; offset < bytes.length; offset += chunkBytes) {
-    const chunk = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.length));
-    const res = await ctx.blobs.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(offset), data: chunk }, callOptions);
-    const expected = BigInt(offset + chunk.length);
-    if (res.receivedBytes !== expected) {
-      throw new ConnectError(
-        `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after chunk ending at ${expected}`,
-        Code.DataLoss,
-      );
-    }
-  }
-  const finish = await ctx.blobs.finishUpload({ uploadId: begin.uploadId }, callOptions);
-  if (finish.blobId !== sha256) {
-    throw new ConnectError(`coordinator stored blob ${finish.blobId} for content with SHA-256 ${sha256}`, Code.DataLoss);
-  }
-  return { rows, cols, blobId: sha256 };
+  const blobId = await ctx.transfer.upload(bytes, {
+    callOptions: toCallOptions(ctx.config, options),
+    useLocalStore: ctx.config.useLocalStore,
+  });
+  return { rows, cols, blobId };
 }
 
 /** Largest matrix sent inline in SubmitJob (the coordinator's limit). */

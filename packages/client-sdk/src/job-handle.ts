@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { LocalStore, MatrixRef as WireMatrixRef } from "@dce/proto";
-import { accessLocalStore, readFileRange } from "@dce/runtime/local-store";
+import { accessLocalStore } from "@dce/runtime/local-store";
 import { JobCancelledError, JobFailedError } from "./errors.js";
 import { type ClientContext, checkTimeoutMs, retryTransient, sleep, throwIfAborted, toCallOptions } from "./internal/context.js";
 import { assertLittleEndianHost } from "./internal/host.js";
@@ -228,72 +228,30 @@ async function waitForResult(ctx: ClientContext, jobId: string, options: WaitOpt
   if (ref.rows === 0 || ref.cols === 0 || res.sizeBytes !== expectedBytes) {
     throw new ConnectError(`result of job ${jobId} is ${ref.rows}x${ref.cols} but ${res.sizeBytes} bytes`, Code.DataLoss);
   }
-  const data =
-    (await readLocalBlob(ctx, res.localStore, ref.blobId, Number(expectedBytes))) ??
-    (await readBlob(ctx, ref.blobId, Number(expectedBytes), options));
+  const data = await readBlob(ctx, res.localStore, ref.blobId, Number(expectedBytes), options);
   return { rows: ref.rows, cols: ref.cols, data };
 }
 
 /**
- * Reads a blob from the coordinator's store on this host, when it is offered and
- * reachable, and checks its SHA-256; undefined when it cannot (read it by RPC then).
+ * Reads a whole blob into a fresh Float64Array and checks its SHA-256: from the
+ * coordinator's store on this host when it is offered and reachable, otherwise (or when
+ * the file cannot be read) by ReadBlob chunks, each retried while the coordinator is
+ * unreachable.
  */
-async function readLocalBlob(
-  ctx: ClientContext,
-  offered: LocalStore | undefined,
-  blobId: string,
-  sizeBytes: number,
-): Promise<Float64Array | undefined> {
-  const store = ctx.config.useLocalStore ? accessLocalStore(offered) : undefined;
-  if (store === undefined) return undefined;
-  assertLittleEndianHost();
-  const buffer = new ArrayBuffer(sizeBytes);
-  const bytes = new Uint8Array(buffer);
-  try {
-    await readFileRange(store.blobPath(blobId), 0, bytes, sizeBytes);
-  } catch {
-    return undefined;
-  }
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  if (sha256 !== blobId) {
-    throw new ConnectError(`blob ${blobId} content has SHA-256 ${sha256}`, Code.DataLoss);
-  }
-  return new Float64Array(buffer);
-}
-
-/** Reads a whole blob into a fresh Float64Array, chunk by chunk, and checks its SHA-256. */
 async function readBlob(
   ctx: ClientContext,
+  offered: LocalStore | undefined,
   blobId: string,
   sizeBytes: number,
   options: RequestOptions | undefined,
 ): Promise<Float64Array> {
   assertLittleEndianHost();
   const buffer = new ArrayBuffer(sizeBytes);
-  const bytes = new Uint8Array(buffer);
-  const callOptions = toCallOptions(ctx.config, options);
-  let offset = 0;
-  while (offset < sizeBytes) {
-    const maxBytes = Math.min(ctx.config.chunkBytes, sizeBytes - offset);
-    const res = await retryTransient(ctx.config, options?.signal, () =>
-      ctx.blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, callOptions),
-    );
-    if (res.totalBytes !== BigInt(sizeBytes)) {
-      throw new ConnectError(`blob ${blobId} has ${res.totalBytes} bytes, expected ${sizeBytes}`, Code.DataLoss);
-    }
-    if (res.data.length === 0 || res.data.length > maxBytes) {
-      throw new ConnectError(
-        `ReadBlob returned ${res.data.length} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`,
-        Code.DataLoss,
-      );
-    }
-    bytes.set(res.data, offset);
-    offset += res.data.length;
-  }
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  if (sha256 !== blobId) {
-    throw new ConnectError(`blob ${blobId} content has SHA-256 ${sha256}`, Code.DataLoss);
-  }
+  await ctx.transfer.readBlob(blobId, new Uint8Array(buffer), {
+    callOptions: toCallOptions(ctx.config, options),
+    call: (_name, rpc) => retryTransient(ctx.config, options?.signal, rpc),
+    localStore: ctx.config.useLocalStore ? accessLocalStore(offered) : undefined,
+  });
   return new Float64Array(buffer);
 }
 

@@ -13,11 +13,13 @@ import { hostname } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
+import { chaosEnabled, chaosReporter } from "./chaos/chaos-reporter.js";
 import { parseArgs } from "./cli-args.js";
 import { explainCredentialFailure, tlsFileProblems } from "./credentials.js";
+import { RetryBudgetExceededError } from "./errors.js";
 import { selectKernels } from "./kernels/kernel.js";
 import { version } from "./version.js";
-import { RetryBudgetExceededError, Worker } from "./worker.js";
+import { Worker } from "./worker.js";
 
 async function main(): Promise<number> {
   const parsed = parseArgs(process.argv.slice(2), process.env);
@@ -67,6 +69,13 @@ async function main(): Promise<number> {
   if (config.kernels !== "auto" && selection.unavailable.length > 0) return 1;
   logger.debug({ kernels: selection.kernels.map((k) => k.fingerprint) }, "kernels selected");
 
+  const chaos = {
+    crashRate: config.chaosCrashRate,
+    delayMs: config.chaosDelayMs,
+    dropRate: config.chaosDropRate,
+    corruptRate: config.chaosCorruptRate,
+    ...(config.chaosCrashOnShard === undefined ? {} : { crashOnShard: config.chaosCrashOnShard }),
+  };
   const worker = new Worker({
     coordinatorUrl: config.coordinatorUrl,
     ca,
@@ -80,22 +89,10 @@ async function main(): Promise<number> {
     shutdownGraceMs: config.shutdownGraceMs,
     retryBudgetMs: config.retryBudgetMs,
     logger,
-    ...(config.chaosCrashRate > 0 ||
-    config.chaosDelayMs > 0 ||
-    config.chaosDropRate > 0 ||
-    config.chaosCorruptRate > 0 ||
-    config.chaosCrashOnShard !== undefined
-      ? {
-          chaos: {
-            crashRate: config.chaosCrashRate,
-            delayMs: config.chaosDelayMs,
-            dropRate: config.chaosDropRate,
-            corruptRate: config.chaosCorruptRate,
-            ...(config.chaosCrashOnShard === undefined ? {} : { crashOnShard: config.chaosCrashOnShard }),
-            // Abrupt on purpose: no drain, no flush, exactly like a crash.
-            crash: () => process.kill(process.pid, "SIGKILL"),
-          },
-        }
+    // --chaos-*: faults injected around the worker's report port, from outside the worker.
+    // Dying is abrupt on purpose: no drain, no flush, exactly like a crash.
+    ...(chaosEnabled(chaos)
+      ? { wrapReporter: chaosReporter({ ...chaos, crash: () => process.kill(process.pid, "SIGKILL") }) }
       : {}),
   });
 

@@ -15,6 +15,8 @@
  * @packageDocumentation
  */
 
+export type { ChaosOptions } from "./chaos/chaos-options.js";
+export { RetryBudgetExceededError } from "./errors.js";
 export type { Kernel, KernelSelection, UnavailableKernel } from "./kernels/kernel.js";
 export { createKernel, listKernels, selectKernels } from "./kernels/kernel.js";
 export type { KernelName } from "./kernels/names.js";
@@ -24,7 +26,8 @@ export { referenceKernel } from "./kernels/reference.js";
 export { KernelUnavailableError } from "./kernels/support.js";
 export type { WasmSimdKernelOptions } from "./kernels/wasm-simd.js";
 export { createWasmSimdKernel } from "./kernels/wasm-simd.js";
+export type { WorkerLogger } from "./log-scope.js";
 export type { ComputePool, GemmResult, GemmTask, ThreadPoolOptions } from "./pool.js";
 export { createThreadPool } from "./pool.js";
-export type { ChaosOptions, WorkerLogger, WorkerOptions } from "./worker.js";
-export { RetryBudgetExceededError, Worker } from "./worker.js";
+export { Worker } from "./worker.js";
+export type { WorkerOptions } from "./worker-options.js";

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
-import { Worker as Thread } from "node:worker_threads";
-import type { ThreadData, ThreadRequest, ThreadResponse, ThreadTask } from "./internal/thread-protocol.js";
+import { createThreadPool as createPool, type TaskOutcome } from "@dce/runtime/thread-pool";
+import type { ThreadRequest, ThreadResponse, ThreadTask } from "./internal/thread-protocol.js";
 
 /** One matrix product for a {@link ComputePool}: `c (m×n) = a (m×k) × b (k×n)`, row-major. */
 export interface GemmTask {
@@ -75,230 +75,75 @@ export interface ThreadPoolOptions {
 /** The default thread script: resolved against this module, so it works from `dist/`. */
 export const defaultThreadUrl: URL = new URL("./kernel-thread.js", import.meta.url);
 
-/**
- * Creates a pool of `worker_threads`, each running kernels from the registry.
- * Threads start at once and are replaced after an abort or a crash.
- *
- * @throws RangeError if `threads` is not a positive integer.
- */
-export function createThreadPool(options: ThreadPoolOptions = {}): ComputePool {
-  return new ThreadPool(options.threads ?? availableParallelism(), options.threadUrl ?? defaultThreadUrl);
-}
-
-interface Job {
-  readonly id: number;
-  readonly task: GemmTask;
-  readonly signal: AbortSignal | undefined;
-  readonly resolve: (r: GemmResult) => void;
-  readonly reject: (e: unknown) => void;
-  readonly onAbort: () => void;
-}
-
-interface Slot {
-  thread: Thread | undefined;
-  /** The stop flag of `thread` (see `StopFlag`), set when its running task is aborted. */
-  stop: Int32Array;
-  /** Set while an aborted thread is still exiting (its kernel stops within a panel): no work meanwhile. */
-  retiring: Promise<void> | undefined;
-  /** The message in flight on this thread: one task, or a batch of tiny ones. */
-  batch: { readonly id: number; readonly jobs: Job[]; readonly startedAt: number } | undefined;
-}
-
 /** Tasks of at most this many multiply-adds go to a thread in batches (one message for many). */
 const TINY_TASK_MADDS = 64 * 64 * 64;
 /** Most tiny tasks in one message. */
 const MAX_BATCH = 64;
 
-class ThreadPool implements ComputePool {
-  readonly size: number;
-  readonly #threadUrl: URL;
-  readonly #slots: Slot[] = [];
-  readonly #queue: Job[] = [];
-  #nextId = 1;
-  #closing: Promise<void> | undefined;
-  #dispatchScheduled = false;
+/** What a kernel thread answers for one task. */
+interface Product {
+  readonly c: Float64Array;
+  readonly computeMs: number;
+}
 
-  constructor(threads: number, threadUrl: URL) {
-    if (!Number.isSafeInteger(threads) || threads < 1) {
-      throw new RangeError(`threads must be a positive integer, got ${threads}`);
-    }
-    this.size = threads;
-    this.#threadUrl = threadUrl;
-    for (let i = 0; i < threads; i++) {
-      const slot: Slot = { thread: undefined, stop: new Int32Array(0), batch: undefined, retiring: undefined };
-      this.#slots.push(slot);
-      this.#spawn(slot);
-    }
-  }
+/**
+ * Creates a pool of `worker_threads`, each running kernels from the registry, on the
+ * shared thread pool of `@dce/runtime/thread-pool`. Threads start at once and are
+ * replaced after an abort or a crash.
+ *
+ * @throws RangeError if `threads` is not a positive integer.
+ */
+export function createThreadPool(options: ThreadPoolOptions = {}): ComputePool {
+  const pool = createPool<GemmTask, Product>({
+    threads: options.threads ?? availableParallelism(),
+    url: options.threadUrl ?? defaultThreadUrl,
+    threadLabel: "kernel thread",
+    closedMessage: "compute pool is closed",
+    batchable: isTiny,
+    maxBatch: MAX_BATCH,
+    encode: encodeRequest,
+    decode: (reply, count) => decodeResponse(reply as ThreadResponse, count),
+  });
+  return {
+    size: pool.size,
+    run: async (task, signal) => {
+      const { value, threadMs } = await pool.run(task, signal);
+      return { c: value.c, computeMs: value.computeMs, threadMs };
+    },
+    close: () => pool.close(),
+  };
+}
 
-  run(task: GemmTask, signal?: AbortSignal): Promise<GemmResult> {
-    if (this.#closing !== undefined) return Promise.reject(new Error("compute pool is closed"));
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise<GemmResult>((resolve, reject) => {
-      const id = this.#nextId++;
-      const job: Job = {
-        id,
-        task,
-        signal,
-        resolve: (r) => {
-          signal?.removeEventListener("abort", job.onAbort);
-          resolve(r);
-        },
-        reject: (e) => {
-          signal?.removeEventListener("abort", job.onAbort);
-          reject(e);
-        },
-        onAbort: () => this.#abort(job),
-      };
-      signal?.addEventListener("abort", job.onAbort, { once: true });
-      this.#queue.push(job);
-      // Dispatch after the current turn, so tiny tasks queued together leave together.
-      if (!this.#dispatchScheduled) {
-        this.#dispatchScheduled = true;
-        queueMicrotask(() => {
-          this.#dispatchScheduled = false;
-          this.#dispatch();
-        });
-      }
-    });
-  }
-
-  close(): Promise<void> {
-    this.#closing ??= (async () => {
-      const closed = new Error("compute pool is closed");
-      for (const job of this.#queue.splice(0)) job.reject(closed);
-      const terminating: Promise<number>[] = [];
-      for (const slot of this.#slots) {
-        for (const job of slot.batch?.jobs ?? []) job.reject(closed);
-        slot.batch = undefined;
-        if (slot.thread !== undefined) terminating.push(slot.thread.terminate());
-        slot.thread = undefined;
-        if (slot.retiring !== undefined) terminating.push(slot.retiring.then(() => 0));
-      }
-      await Promise.allSettled(terminating);
-    })();
-    return this.#closing;
-  }
-
-  #spawn(slot: Slot): Thread {
-    // A fresh flag per thread: a stop is never cleared, the stopped thread is replaced.
-    const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
-    const workerData: ThreadData = { stop };
-    const thread = new Thread(this.#threadUrl, { workerData });
-    slot.thread = thread;
-    slot.stop = stop;
-    thread.on("message", (res: ThreadResponse) => {
-      const batch = slot.batch;
-      if (slot.thread !== thread || batch === undefined || batch.id !== res.id) return;
-      slot.batch = undefined;
-      // A batch's thread time is shared evenly by its tasks.
-      const share = (performance.now() - batch.startedAt) / Math.max(1, batch.jobs.length);
-      for (const [i, job] of batch.jobs.entries()) {
-        const r = res.results[i];
-        if (r === undefined) job.reject(new Error("kernel thread sent no result for a task"));
-        else if (r.ok) job.resolve({ c: r.c, computeMs: r.computeMs, threadMs: share });
-        else {
-          const err = new Error(r.error.message);
-          err.name = r.error.name;
-          job.reject(err);
-        }
-      }
-      this.#dispatch();
-    });
-    const onDeath = (cause: unknown) => {
-      // Only a thread we did not terminate ourselves counts: after an abort the slot
-      // already holds its replacement.
-      if (slot.thread !== thread) return;
-      slot.thread = undefined; // respawned lazily by #dispatch, so a broken script cannot spin
-      const jobs = slot.batch?.jobs ?? [];
-      slot.batch = undefined;
-      const err = new Error(`kernel thread died: ${cause instanceof Error ? cause.message : String(cause)}`);
-      for (const job of jobs) job.reject(err);
-      if (this.#closing === undefined) this.#dispatch();
+/** The message for a kernel thread: the tasks, with every buffer the thread may take. */
+function encodeRequest(id: number, tasks: readonly GemmTask[]): { message: ThreadRequest; transfer: ArrayBuffer[] } {
+  const transfer: ArrayBuffer[] = [];
+  const wire: ThreadTask[] = tasks.map((task) => {
+    const a = ownedCopy(task.a);
+    const b = ownedCopy(task.b);
+    for (const x of [a, b]) if (x.buffer instanceof ArrayBuffer && !transfer.includes(x.buffer)) transfer.push(x.buffer);
+    return {
+      kernel: task.kernel,
+      m: task.m,
+      n: task.n,
+      k: task.k,
+      a,
+      b,
+      bColStart: task.bColStart ?? 0,
+      ldb: task.ldb ?? task.n,
     };
-    thread.on("error", onDeath);
-    thread.on("exit", (code) => onDeath(`exit code ${code}`));
-    return thread;
-  }
+  });
+  return { message: { id, tasks: wire }, transfer };
+}
 
-  #dispatch(): void {
-    for (const slot of this.#slots) {
-      if (this.#queue.length === 0) return;
-      if (slot.batch !== undefined || slot.retiring !== undefined) continue;
-      const first = this.#queue.shift() as Job;
-      const jobs = [first];
-      if (isTiny(first.task)) {
-        // Spread tiny tasks over the idle threads rather than piling them on one.
-        const idle = this.#slots.filter((s) => s.batch === undefined && s.retiring === undefined).length;
-        const take = Math.min(MAX_BATCH - 1, Math.ceil(this.#queue.length / Math.max(1, idle)));
-        while (jobs.length <= take && this.#queue.length > 0 && isTiny((this.#queue[0] as Job).task)) {
-          jobs.push(this.#queue.shift() as Job);
-        }
-      }
-      const id = this.#nextId++;
-      slot.batch = { id, jobs, startedAt: performance.now() };
-      const thread = slot.thread ?? this.#spawn(slot);
-      const transfer: ArrayBuffer[] = [];
-      const tasks: ThreadTask[] = jobs.map((job) => {
-        const { task } = job;
-        const a = ownedCopy(task.a);
-        const b = ownedCopy(task.b);
-        for (const x of [a, b]) if (x.buffer instanceof ArrayBuffer && !transfer.includes(x.buffer)) transfer.push(x.buffer);
-        return {
-          kernel: task.kernel,
-          m: task.m,
-          n: task.n,
-          k: task.k,
-          a,
-          b,
-          bColStart: task.bColStart ?? 0,
-          ldb: task.ldb ?? task.n,
-        };
-      });
-      const req: ThreadRequest = { id, tasks };
-      thread.postMessage(req, transfer);
-    }
-  }
-
-  #abort(job: Job): void {
-    const reason = job.signal?.reason;
-    const queued = this.#queue.indexOf(job);
-    if (queued >= 0) {
-      this.#queue.splice(queued, 1);
-      job.reject(reason);
-      return;
-    }
-    const slot = this.#slots.find((s) => s.batch?.jobs.includes(job));
-    const batch = slot?.batch;
-    if (slot === undefined || batch === undefined) return; // already settled
-    if (batch.jobs.length > 1) {
-      // One tiny task of a batch: it finishes in microseconds; drop its result, keep the rest.
-      batch.jobs.splice(batch.jobs.indexOf(job), 1, { ...job, resolve: () => {}, reject: () => {} });
-      job.reject(reason);
-      return;
-    }
-    slot.batch = undefined;
-    job.reject(reason);
-    const thread = slot.thread;
-    slot.thread = undefined; // from now on its messages and its exit are ignored
-    if (thread === undefined) return;
-    // Terminating interrupts JavaScript and WebAssembly kernels, not native code: a
-    // native kernel sees the flag after its current panel, and only then can the
-    // thread exit. Until it has, the slot stays busy (pool.test.ts "native-blas abort").
-    Atomics.store(slot.stop, 0, 1);
-    slot.retiring = thread.terminate().then(
-      () => this.#retired(slot),
-      () => this.#retired(slot),
-    );
-  }
-
-  /** An aborted thread has exited: the slot starts a fresh thread and takes work again. */
-  #retired(slot: Slot): void {
-    slot.retiring = undefined;
-    if (this.#closing !== undefined) return;
-    this.#spawn(slot);
-    this.#dispatch();
-  }
+function decodeResponse(res: ThreadResponse, count: number): (TaskOutcome<Product> | undefined)[] {
+  return Array.from({ length: count }, (_, i) => {
+    const r = res.results[i];
+    if (r === undefined) return undefined;
+    if (r.ok) return { ok: true, value: { c: r.c, computeMs: r.computeMs } };
+    const error = new Error(r.error.message);
+    error.name = r.error.name;
+    return { ok: false, error };
+  });
 }
 
 function isTiny(task: GemmTask): boolean {

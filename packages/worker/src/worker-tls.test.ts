@@ -1,7 +1,9 @@
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
+import { RetryBudgetExceededError } from "./errors.js";
+import type { WorkerLogger } from "./log-scope.js";
 import type { ComputePool } from "./pool.js";
-import { RetryBudgetExceededError, Worker, type WorkerLogger } from "./worker.js";
+import { Worker } from "./worker.js";
 
 // What the worker retries when it cannot talk to the coordinator: a connection that
 // fails is retried; a certificate that is not trusted is not (issue 17, item 4).

@@ -1,11 +1,12 @@
 /**
- * State shared by a client and the job handles it makes: the two RPC clients
- * and the resolved configuration.
+ * State shared by a client and the job handles it makes: the job RPC client, the
+ * blob-transfer client and the resolved configuration.
  *
  * @packageDocumentation
  */
 import { type Client, Code, type CallOptions as ConnectCallOptions, ConnectError } from "@connectrpc/connect";
-import type { BlobService, JobService } from "@dce/proto";
+import type { JobService } from "@dce/proto";
+import type { BlobTransfer } from "@dce/runtime/blob-transfer";
 import { isTlsMisconfiguration } from "@dce/runtime/tls";
 import type { RequestOptions } from "../types.js";
 
@@ -28,7 +29,8 @@ export interface ClientConfig {
 /** What a client and its handles share. */
 export interface ClientContext {
   readonly jobs: Client<typeof JobService>;
-  readonly blobs: Client<typeof BlobService>;
+  /** Uploads and blob reads (`@dce/runtime/blob-transfer`). */
+  readonly transfer: BlobTransfer;
   readonly config: ClientConfig;
 }
 

@@ -1,8 +1,8 @@
 import { randomFillSync } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { Worker as Thread } from "node:worker_threads";
 import { checkCostFlops, FREIVALDS_ROUNDS, type Plan, probesFromWords, type TileBounds, type TileCheck } from "@dce/core";
+import { createThreadPool, type ThreadPool } from "@dce/runtime/thread-pool";
 import { type CheckTask, type ProjectTask, runCheck, runProject } from "./work.js";
 
 /** Settings of a {@link Verifier}. */
@@ -247,97 +247,52 @@ function toFloat64(bytes: Uint8Array, length: number): Float64Array {
   return copy;
 }
 
+/** A task for a verification thread and the buffers that go with it. */
 interface PoolTask {
-  readonly id: number;
   readonly task: ProjectTask | CheckTask;
-  readonly transfer: ArrayBuffer[];
-  readonly resolve: (check: TileCheck | undefined) => void;
-  readonly reject: (e: Error) => void;
-}
-
-interface PoolSlot {
-  thread: Thread | undefined;
-  task: PoolTask | undefined;
+  readonly transfer: readonly ArrayBuffer[];
 }
 
 type PoolReply = { id: number; ok: true; check: TileCheck | undefined } | { id: number; ok: false; error: string };
 
-/** A fixed set of verification threads, one task each at a time, FIFO beyond. */
+/**
+ * The verification threads, one task each at a time, FIFO beyond (the shared pool of
+ * `@dce/runtime/thread-pool`), and the bytes of tiles waiting for or in one, which the
+ * coordinator holds to a limit (`maxBacklogBytes`).
+ */
 class VerifyPool {
-  readonly #url: URL;
-  readonly #slots: PoolSlot[] = [];
-  readonly #queue: PoolTask[] = [];
-  #nextId = 1;
-  #closed = false;
+  readonly #pool: ThreadPool<PoolTask, TileCheck | undefined>;
   /** Bytes of tiles queued or running. */
   backlogBytes = 0;
 
   constructor(threads: number, url: URL) {
-    this.#url = url;
-    for (let i = 0; i < threads; i++) this.#slots.push({ thread: undefined, task: undefined });
+    this.#pool = createThreadPool<PoolTask, TileCheck | undefined>({
+      threads,
+      url,
+      startThreads: "lazy",
+      // A verification thread must never keep the coordinator alive on its own.
+      unref: true,
+      threadLabel: "verification thread",
+      closedMessage: "verifier is closed",
+      encode: (id, [t]) => ({ message: { id, task: t?.task }, transfer: t?.transfer ?? [] }),
+      decode: (reply) => {
+        const r = reply as PoolReply;
+        return [r.ok ? { ok: true, value: r.check } : { ok: false, error: new Error(r.error) }];
+      },
+    });
   }
 
-  run(task: ProjectTask | CheckTask, transfer: ArrayBuffer[]): Promise<TileCheck | undefined> {
-    if (this.#closed) return Promise.reject(new Error("verifier is closed"));
+  async run(task: ProjectTask | CheckTask, transfer: ArrayBuffer[]): Promise<TileCheck | undefined> {
     const bytes = task.kind === "check" ? task.tile.byteLength : 0;
     this.backlogBytes += bytes;
-    return new Promise<TileCheck | undefined>((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, task, transfer, resolve, reject });
-      this.#dispatch();
-    }).finally(() => {
+    try {
+      return (await this.#pool.run({ task, transfer })).value;
+    } finally {
       this.backlogBytes -= bytes;
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    const err = new Error("verifier is closed");
-    for (const t of this.#queue.splice(0)) t.reject(err);
-    const stopping: Promise<number>[] = [];
-    for (const slot of this.#slots) {
-      slot.task?.reject(err);
-      slot.task = undefined;
-      if (slot.thread) stopping.push(slot.thread.terminate());
-      slot.thread = undefined;
     }
-    await Promise.allSettled(stopping);
   }
 
-  #spawn(slot: PoolSlot): Thread {
-    const thread = new Thread(this.#url);
-    // A verification thread must never keep the coordinator alive on its own.
-    thread.unref();
-    slot.thread = thread;
-    thread.on("message", (res: PoolReply) => {
-      const t = slot.task;
-      if (slot.thread !== thread || t === undefined || t.id !== res.id) return;
-      slot.task = undefined;
-      if (res.ok) t.resolve(res.check);
-      else t.reject(new Error(res.error));
-      this.#dispatch();
-    });
-    const onDeath = (cause: unknown) => {
-      if (slot.thread !== thread) return;
-      slot.thread = undefined;
-      const t = slot.task;
-      slot.task = undefined;
-      t?.reject(new Error(`verification thread died: ${cause instanceof Error ? cause.message : String(cause)}`));
-      if (!this.#closed) this.#dispatch();
-    };
-    thread.on("error", onDeath);
-    thread.on("exit", (code) => onDeath(`exit code ${code}`));
-    return thread;
-  }
-
-  #dispatch(): void {
-    for (const slot of this.#slots) {
-      if (this.#queue.length === 0) return;
-      if (slot.task !== undefined) continue;
-      const t = this.#queue.shift() as PoolTask;
-      slot.task = t;
-      const thread = slot.thread ?? this.#spawn(slot);
-      thread.postMessage({ id: t.id, task: t.task }, t.transfer);
-    }
+  close(): Promise<void> {
+    return this.#pool.close();
   }
 }

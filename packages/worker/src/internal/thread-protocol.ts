@@ -1,10 +1,12 @@
 /** Messages between the pool (main thread) and `kernel-thread.ts`. Type-only. */
 
-/** The `workerData` a kernel thread starts with. */
-export interface ThreadData {
-  /** This thread's stop flag (see `StopFlag` in kernels/kernel.ts), set by the pool to abort the running task. */
-  readonly stop: Int32Array;
-}
+import type { ThreadPoolData } from "@dce/runtime/thread-pool";
+
+/**
+ * The `workerData` a kernel thread starts with, as the shared thread pool gives it: `stop`
+ * is this thread's stop flag (see `StopFlag` in kernels/kernel.ts), set to abort the running task.
+ */
+export type ThreadData = ThreadPoolData;
 
 /**
  * One gemm. `a` and `b` arrive transferred, or shared (a `SharedArrayBuffer` view,

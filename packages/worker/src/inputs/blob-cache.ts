@@ -1,4 +1,4 @@
-import { raceAbort } from "./internal/abort.js";
+import { raceAbort } from "../internal/abort.js";
 
 /**
  * An LRU cache of whole input matrices keyed by blob id, bounded by a byte budget,

@@ -1,0 +1,119 @@
+import { createHash } from "node:crypto";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { BlobService } from "@dce/proto";
+import { describe, expect, it } from "vitest";
+import { createBlobTransfer } from "./blob-transfer.js";
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** An in-memory BlobService that records its calls; `tamper` changes what it answers. */
+function fakeBlobs(tamper: { totalBytesDelta?: number; storeAs?: string; readMaxBytes?: number } = {}) {
+  const blobs = new Map<string, Uint8Array>();
+  const uploads = new Map<string, { sha256: string; data: Uint8Array }>();
+  const calls: string[] = [];
+  const chunkSizes: number[] = [];
+  const transport = createRouterTransport(({ service }) => {
+    service(BlobService, {
+      beginUpload(req) {
+        calls.push("BeginUpload");
+        if (blobs.has(req.sha256)) return { alreadyPresent: true };
+        const uploadId = `u${uploads.size}`;
+        uploads.set(uploadId, { sha256: req.sha256, data: new Uint8Array(Number(req.sizeBytes)) });
+        return { uploadId, maxChunkBytes: 0 };
+      },
+      uploadChunk(req) {
+        calls.push("UploadChunk");
+        chunkSizes.push(req.data.byteLength);
+        const u = uploads.get(req.uploadId);
+        if (u === undefined) throw new ConnectError("no such upload", Code.NotFound);
+        u.data.set(req.data, Number(req.offset));
+        return { receivedBytes: req.offset + BigInt(req.data.byteLength) };
+      },
+      finishUpload(req) {
+        calls.push("FinishUpload");
+        const u = uploads.get(req.uploadId);
+        if (u === undefined) throw new ConnectError("no such upload", Code.NotFound);
+        blobs.set(u.sha256, u.data);
+        return { blobId: tamper.storeAs ?? u.sha256 };
+      },
+      readBlob(req) {
+        calls.push("ReadBlob");
+        const blob = blobs.get(req.blobId);
+        if (blob === undefined) throw new ConnectError("no such blob", Code.NotFound);
+        const from = Number(req.offset);
+        const data = blob.subarray(from, from + Math.min(req.maxBytes, tamper.readMaxBytes ?? Number.POSITIVE_INFINITY));
+        return { data, totalBytes: BigInt(blob.byteLength + (tamper.totalBytesDelta ?? 0)) };
+      },
+    });
+  });
+  return { client: createClient(BlobService, transport), blobs, calls, chunkSizes };
+}
+
+const bytesOf = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + 7) & 0xff);
+const callOptions = {};
+
+describe("createBlobTransfer", () => {
+  it("uploads in chunks of at most chunkBytes, names the blob by its SHA-256, and sends nothing the second time", async () => {
+    const fake = fakeBlobs();
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 1000 });
+    const data = bytesOf(2500);
+    const id = await transfer.upload(data, { callOptions, useLocalStore: false });
+    expect(id).toBe(sha(data));
+    expect(fake.chunkSizes).toEqual([1000, 1000, 500]);
+    expect(fake.blobs.get(id)).toEqual(data);
+    fake.calls.length = 0;
+    expect(await transfer.upload(data, { callOptions, useLocalStore: false })).toBe(id);
+    expect(fake.calls).toEqual(["BeginUpload"]);
+  });
+
+  it("reads a range in chunks, and a whole blob checked against its id", async () => {
+    const fake = fakeBlobs();
+    const data = bytesOf(3000);
+    fake.blobs.set(sha(data), data);
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: () => 700 });
+    const part = new Uint8Array(1500);
+    await transfer.readRange(sha(data), 1000, part, 3000, { callOptions });
+    expect(part).toEqual(data.subarray(1000, 2500));
+    expect(fake.calls.filter((c) => c === "ReadBlob")).toHaveLength(3);
+    const whole = new Uint8Array(3000);
+    await transfer.readBlob(sha(data), whole, { callOptions });
+    expect(whole).toEqual(data);
+  });
+
+  it("runs every RPC through the caller's wrapper", async () => {
+    const fake = fakeBlobs();
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 1000 });
+    const seen: string[] = [];
+    const call = <T>(name: string, rpc: () => Promise<T>) => {
+      seen.push(name);
+      return rpc();
+    };
+    const data = bytesOf(1500);
+    await transfer.upload(data, { callOptions, call, useLocalStore: false });
+    await transfer.readBlob(sha(data), new Uint8Array(1500), { callOptions, call });
+    expect(seen).toEqual(["BeginUpload", "UploadChunk", "UploadChunk", "FinishUpload", "ReadBlob", "ReadBlob"]);
+  });
+
+  it.each([
+    ["a blob of another size", { totalBytesDelta: 8 }, "size-mismatch"],
+    ["content that does not match its id", {}, "digest-mismatch"],
+  ] as const)("reports %s as DataLoss, or as the caller's own error", async (_what, tamper, kind) => {
+    const fake = fakeBlobs(tamper);
+    const data = bytesOf(100);
+    const id = kind === "digest-mismatch" ? "0".repeat(64) : sha(data);
+    fake.blobs.set(id, data);
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 1000 });
+    const err = await transfer.readBlob(id, new Uint8Array(100), { callOptions }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.DataLoss);
+    const dataError = (p: { kind: string }) => new RangeError(p.kind);
+    await expect(transfer.readBlob(id, new Uint8Array(100), { callOptions, dataError })).rejects.toThrow(new RangeError(kind));
+  });
+
+  it("refuses an upload the coordinator stored under another id", async () => {
+    const fake = fakeBlobs({ storeAs: "f".repeat(64) });
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 1000 });
+    const err = await transfer.upload(bytesOf(10), { callOptions, useLocalStore: false }).catch((e: unknown) => e);
+    expect((err as ConnectError).code).toBe(Code.DataLoss);
+  });
+});

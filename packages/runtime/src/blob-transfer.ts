@@ -1,0 +1,212 @@
+/**
+ * The one client of `BlobService` that every dce process uses to move matrix bytes
+ * (`@dce/runtime/blob-transfer`, Node.js only): uploads (BeginUpload, UploadChunk,
+ * FinishUpload) and reads (ReadBlob), in chunks that fit a message, through the
+ * coordinator's local store when it is offered and reachable. The SDK uploads A and B
+ * and reads C with it; the worker reads its input blocks and uploads large tiles.
+ *
+ * Policy stays with the caller: each RPC goes through the caller's `call` wrapper (the
+ * worker retries and re-registers there, the SDK retries idempotent reads), and content
+ * that does not match what was asked for becomes the caller's own error (`dataError`;
+ * by default a `ConnectError` with code `DataLoss`).
+ *
+ * @packageDocumentation
+ */
+import { createHash } from "node:crypto";
+import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
+import type { BlobService } from "@dce/proto";
+import { type LocalStoreAccess, readFileRange, writeUploadLocally } from "./local-store.js";
+
+/** Runs one RPC of a transfer: call `rpc()` once, or retry it by the caller's rules. `name` is the RPC's name. */
+export type RpcRunner = <T>(name: string, rpc: () => Promise<T>) => Promise<T>;
+
+/** Options of {@link createBlobTransfer}. */
+export interface BlobTransferOptions {
+  /**
+   * Largest payload of one chunk, in bytes (a message less room for its envelope). A
+   * function is asked before every chunk, for limits learnt after the client was made.
+   */
+  readonly chunkBytes: number | (() => number);
+}
+
+/** Content that does not fit the request; `message` says so in words. */
+export type BlobDataProblem =
+  | { readonly kind: "size-mismatch"; readonly blobId: string; readonly actualBytes: bigint; readonly message: string }
+  | {
+      readonly kind: "bad-chunk";
+      readonly blobId: string;
+      readonly chunkBytes: number;
+      readonly offsetBytes: number;
+      readonly message: string;
+    }
+  | { readonly kind: "digest-mismatch"; readonly message: string }
+  | { readonly kind: "upload-mismatch"; readonly message: string };
+
+/** Per-operation settings shared by uploads and reads. */
+export interface TransferCallOptions {
+  /** Deadline and signal of each RPC. */
+  readonly callOptions: CallOptions;
+  /** Wraps each RPC (retries); default: one try. */
+  readonly call?: RpcRunner;
+  /** Makes the error thrown for a {@link BlobDataProblem}; default: a `ConnectError` with code `DataLoss`. */
+  readonly dataError?: (problem: BlobDataProblem) => Error;
+}
+
+/** Options of {@link BlobTransfer.upload}. */
+export interface UploadOptions extends TransferCallOptions {
+  /** Write the bytes into the upload file when BeginUpload offers the local store and it is reachable. */
+  readonly useLocalStore: boolean;
+  /** Lower-case hex SHA-256 of the bytes, when the caller has it already. */
+  readonly sha256?: string;
+}
+
+/** Options of {@link BlobTransfer.readRange} and {@link BlobTransfer.readBlob}. */
+export interface ReadOptions extends TransferCallOptions {
+  /** The coordinator's store, when reachable from here: blocks are read from its files first. */
+  readonly localStore?: LocalStoreAccess | undefined;
+  /** Told why a read from the local store failed; the bytes then come by ReadBlob. */
+  readonly onLocalStoreError?: (error: unknown) => void;
+}
+
+/** Moves blobs to and from one coordinator. Create it with {@link createBlobTransfer}. */
+export interface BlobTransfer {
+  /**
+   * Stores `bytes` as a blob and returns its id (the lower-case hex SHA-256 of the
+   * bytes). Nothing is sent when the coordinator already holds the content. The chunks
+   * are subarrays of `bytes`, never copies.
+   *
+   * @throws the `dataError` when the coordinator's answers do not add up (an empty
+   *   upload id is a ConnectError `Internal`), or the error of an RPC.
+   */
+  upload(bytes: Uint8Array, options: UploadOptions): Promise<string>;
+  /**
+   * Fills `target` with the bytes at `offsetBytes` of a blob that holds `totalBytes`:
+   * from the local store's file when given and readable, else by ReadBlob chunks.
+   * `target` may view a SharedArrayBuffer. The content is not hashed (it is a part).
+   *
+   * @throws the `dataError` when the blob's size is not `totalBytes` or a chunk is
+   *   empty or larger than asked, or the error of an RPC.
+   */
+  readRange(blobId: string, offsetBytes: number, target: Uint8Array, totalBytes: number, options: ReadOptions): Promise<void>;
+  /**
+   * Fills `target` with a whole blob, as {@link BlobTransfer.readRange}, then checks
+   * its SHA-256 against `blobId`.
+   *
+   * @throws the `dataError` when the content's digest is not `blobId`, and as readRange.
+   */
+  readBlob(blobId: string, target: Uint8Array, options: ReadOptions): Promise<void>;
+}
+
+const callOnce: RpcRunner = (_name, rpc) => rpc();
+
+/** The default {@link TransferCallOptions.dataError}. */
+function dataLoss(problem: BlobDataProblem): Error {
+  return new ConnectError(problem.message, Code.DataLoss);
+}
+
+/**
+ * Creates the blob-transfer client over `blobs`.
+ *
+ * @example
+ * ```ts
+ * const transfer = createBlobTransfer(createClient(BlobService, transport), { chunkBytes: 4_128_768 });
+ * const blobId = await transfer.upload(bytes, { callOptions: { timeoutMs: 30_000 }, useLocalStore: true });
+ * ```
+ */
+export function createBlobTransfer(blobs: Client<typeof BlobService>, options: BlobTransferOptions): BlobTransfer {
+  const chunkLimit = typeof options.chunkBytes === "number" ? () => options.chunkBytes as number : options.chunkBytes;
+
+  async function upload(bytes: Uint8Array, o: UploadOptions): Promise<string> {
+    const call = o.call ?? callOnce;
+    const dataError = o.dataError ?? dataLoss;
+    const opts = o.callOptions;
+    const sha256 = o.sha256 ?? sha256Hex(bytes);
+    const begin = await call("BeginUpload", () => blobs.beginUpload({ sizeBytes: BigInt(bytes.byteLength), sha256 }, opts));
+    // Blob ids are the lower-case hex SHA-256 of the bytes (common.proto, MatrixRef.blob_id),
+    // which is the only id there is when the coordinator already holds the blob.
+    if (begin.alreadyPresent) return sha256;
+    if (begin.uploadId === "") throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
+    const finished = (blobId: string): string => {
+      if (blobId !== sha256) {
+        throw dataError({
+          kind: "upload-mismatch",
+          message: `coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`,
+        });
+      }
+      return blobId;
+    };
+    if (o.useLocalStore && (await writeUploadLocally(begin, bytes))) {
+      const done = await call("FinishUpload", () => blobs.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, opts));
+      return finished(done.blobId);
+    }
+    // max_chunk_bytes 0 means the coordinator set no limit of its own.
+    const limit = chunkLimit();
+    const chunkBytes = begin.maxChunkBytes > 0 ? Math.min(begin.maxChunkBytes, limit) : limit;
+    for (let offset = 0; offset < bytes.byteLength; offset += chunkBytes) {
+      const data = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.byteLength));
+      const res = await call("UploadChunk", () =>
+        blobs.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(offset), data }, opts),
+      );
+      const expected = BigInt(offset + data.byteLength);
+      if (res.receivedBytes !== expected) {
+        const message = `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after chunk ending at ${expected}`;
+        throw dataError({ kind: "upload-mismatch", message });
+      }
+    }
+    const done = await call("FinishUpload", () => blobs.finishUpload({ uploadId: begin.uploadId }, opts));
+    return finished(done.blobId);
+  }
+
+  async function readRange(
+    blobId: string,
+    offsetBytes: number,
+    target: Uint8Array,
+    totalBytes: number,
+    o: ReadOptions,
+  ): Promise<void> {
+    if (o.localStore !== undefined) {
+      try {
+        await readFileRange(o.localStore.blobPath(blobId), offsetBytes, target, totalBytes);
+        return;
+      } catch (e) {
+        // The file may have gone (or never been readable): ReadBlob still works.
+        o.onLocalStoreError?.(e);
+      }
+    }
+    const call = o.call ?? callOnce;
+    const dataError = o.dataError ?? dataLoss;
+    const lengthBytes = target.byteLength;
+    let pos = 0;
+    while (pos < lengthBytes) {
+      const maxBytes = Math.min(chunkLimit(), lengthBytes - pos);
+      const offset = offsetBytes + pos;
+      const res = await call("ReadBlob", () => blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, o.callOptions));
+      if (res.totalBytes !== BigInt(totalBytes)) {
+        const message = `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
+        throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, message });
+      }
+      if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
+        const chunkBytes = res.data.byteLength;
+        const message = `ReadBlob returned ${chunkBytes} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`;
+        throw dataError({ kind: "bad-chunk", blobId, chunkBytes, offsetBytes: offset, message });
+      }
+      target.set(res.data, pos);
+      pos += res.data.byteLength;
+    }
+  }
+
+  async function readBlob(blobId: string, target: Uint8Array, o: ReadOptions): Promise<void> {
+    await readRange(blobId, 0, target, target.byteLength, o);
+    const sha256 = sha256Hex(target);
+    if (sha256 !== blobId) {
+      throw (o.dataError ?? dataLoss)({ kind: "digest-mismatch", message: `blob ${blobId} content has SHA-256 ${sha256}` });
+    }
+  }
+
+  return { upload, readRange, readBlob };
+}
+
+/** Lower-case hex SHA-256 of `bytes`. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}

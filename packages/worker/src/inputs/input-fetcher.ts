@@ -1,0 +1,123 @@
+import type { MatrixRef } from "@dce/proto";
+import type { BlobTransfer } from "@dce/runtime/blob-transfer";
+import { ShardDataError } from "../errors.js";
+import { bytesToFloat64 } from "../internal/bytes.js";
+import type { WorkerLogger } from "../log-scope.js";
+import type { ShardPlan } from "../pull/shard.js";
+import type { Session } from "../session/session.js";
+import type { BlobCache } from "./blob-cache.js";
+
+/** A matrix A up to this size is fetched whole rather than by row panels. */
+const wholeMatrixMaxBytes = 4 * 1024 * 1024;
+
+/** What an {@link InputFetcher} needs of the worker around it. */
+export interface InputFetcherDeps {
+  readonly session: Session;
+  readonly transfer: BlobTransfer;
+  readonly cache: BlobCache;
+  /** Byte budget of `cache`. */
+  readonly cacheBytes: number;
+  readonly rpcTimeoutMs: number;
+  readonly log: WorkerLogger;
+}
+
+/** A shard's inputs, in shared memory: its rows of A, and all of B (the kernel picks its columns). */
+export interface ShardInputs {
+  readonly a: Float64Array;
+  readonly b: Float64Array;
+}
+
+/**
+ * Brings a shard's A and B blocks to the worker: from the lease itself (small inputs
+ * come inline), the block cache, the coordinator's blob files on this host, or ReadBlob.
+ * Everything lands in shared memory and is cached, so kernel threads read it in place and
+ * the shards of one job fetch each block once per worker.
+ */
+export class InputFetcher {
+  readonly #d: InputFetcherDeps;
+
+  constructor(deps: InputFetcherDeps) {
+    this.#d = deps;
+  }
+
+  /** The inputs of `plan`. Aborting `signal` abandons the wait (a shared load goes on for others). */
+  async load(plan: ShardPlan, signal: AbortSignal): Promise<ShardInputs> {
+    // Both inputs arrive in shared memory and are cached: the kernel thread reads
+    // them in place, and B's columns are picked out there, off the event loop.
+    const inlineA = this.#adoptInline(plan.a, signal);
+    const inlineB = this.#adoptInline(plan.b, signal);
+    const from = plan.rowStart * plan.k;
+    const [a, b] = await Promise.all([
+      inlineA?.subarray(from, from + plan.m * plan.k) ?? this.#fetchRows(plan, signal),
+      inlineB ?? this.#d.cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal),
+    ]);
+    return { a, b };
+  }
+
+  /** Rows `[rowStart, rowStart + m)` of A: one contiguous byte range (or a slice of a cached A). */
+  async #fetchRows(plan: ShardPlan, signal: AbortSignal): Promise<Float64Array> {
+    const { cache } = this.#d;
+    const from = plan.rowStart * plan.k;
+    const cached = cache.get(plan.a.blobId);
+    if (cached !== undefined && cached.length === plan.a.rows * plan.a.cols) {
+      return cached.subarray(from, from + plan.m * plan.k);
+    }
+    if (plan.a.rows * plan.a.cols * 8 <= Math.min(wholeMatrixMaxBytes, this.#d.cacheBytes / 4)) {
+      // A small A is cheaper to fetch once whole than panel by panel.
+      const whole = await cache.getOrLoad(plan.a.blobId, (s) => this.#fetchMatrix(plan.a, s), signal);
+      return whole.subarray(from, from + plan.m * plan.k);
+    }
+    // A row panel is a block of its own in the cache: the shards of one row band (the
+    // same rows, other columns) fetch it once per worker.
+    const block = `${plan.a.blobId}:rows:${plan.rowStart}-${plan.rowStart + plan.m}`;
+    return cache.getOrLoad(
+      block,
+      async (s) => bytesToFloat64(await this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, s)),
+      signal,
+    );
+  }
+
+  /** Caches a matrix that came inline with its lease (small inputs), so no read is needed. */
+  #adoptInline(ref: MatrixRef, signal: AbortSignal): Float64Array | undefined {
+    const bytes = ref.inlineData;
+    if (bytes.byteLength === 0 || bytes.byteLength !== ref.rows * ref.cols * 8) return undefined;
+    const cached = this.#d.cache.get(ref.blobId);
+    if (cached !== undefined) return cached;
+    const shared = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+    shared.set(bytes);
+    const matrix = bytesToFloat64(shared);
+    void this.#d.cache.getOrLoad(ref.blobId, async () => matrix, signal).catch(() => {});
+    return matrix;
+  }
+
+  /** A whole matrix (B), for the cache. */
+  async #fetchMatrix(ref: MatrixRef, signal: AbortSignal): Promise<Float64Array> {
+    const sizeBytes = ref.rows * ref.cols * 8;
+    this.#d.log.debug({ blobId: ref.blobId, sizeBytes }, "fetching matrix");
+    return bytesToFloat64(await this.#readRange(ref, 0, sizeBytes, signal));
+  }
+
+  /** Reads `lengthBytes` bytes at `offsetBytes` of a matrix blob: from the local store, else in chunks that fit a message. */
+  async #readRange(ref: MatrixRef, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array> {
+    const { session, log } = this.#d;
+    // Shared memory: kernel threads read it in place, without a copy per shard.
+    const out = new Uint8Array(new SharedArrayBuffer(lengthBytes));
+    const expectedTotal = ref.rows * ref.cols * 8;
+    await this.#d.transfer.readRange(ref.blobId, offsetBytes, out, expectedTotal, {
+      callOptions: { signal, timeoutMs: this.#d.rpcTimeoutMs },
+      call: (name, rpc) => session.retry(name, rpc, { signal, workerScoped: false }),
+      localStore: session.localStore,
+      onLocalStoreError: (e) => log.warn({ blobId: ref.blobId, err: e }, "reading the local blob file failed; using ReadBlob"),
+      // A blob that does not fit the task fails the shard, in the task's terms; it is not retried.
+      dataError: (problem) =>
+        new ShardDataError(
+          problem.kind === "size-mismatch"
+            ? `blob ${ref.blobId} holds ${problem.actualBytes} bytes but a ${ref.rows}x${ref.cols} float64 matrix needs ${expectedTotal}`
+            : problem.kind === "bad-chunk" && problem.chunkBytes === 0
+              ? `blob ${ref.blobId} returned no data at offset ${problem.offsetBytes}`
+              : problem.message,
+        ),
+    });
+    return out;
+  }
+}

@@ -1,0 +1,117 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ShardOutcome, ShardResult } from "@dce/proto";
+import type { BlobTransfer } from "@dce/runtime/blob-transfer";
+import { errorMessage } from "../errors.js";
+import { sleepMs } from "../internal/abort.js";
+import { backoffDelayMs } from "../internal/backoff.js";
+import { float64ToBytes, sha256Hex } from "../internal/bytes.js";
+import type { WorkerLogger } from "../log-scope.js";
+import { leaseFields, type ShardRun } from "../pull/shard.js";
+import type { Session } from "../session/session.js";
+import type { ReportBatcher } from "./report-batcher.js";
+import type { ShardReporter } from "./shard-reporter.js";
+
+/** What a {@link CompletionReporter} needs of the worker around it. */
+export interface CompletionDeps {
+  readonly session: Session;
+  readonly batcher: ReportBatcher;
+  readonly transfer: BlobTransfer;
+  readonly rpcTimeoutMs: number;
+  readonly random: () => number;
+  readonly log: WorkerLogger;
+  /** Whether the worker already stopped on a fatal error. */
+  readonly isFatal: () => boolean;
+}
+
+/**
+ * The worker's own {@link ShardReporter}: sends a tile inline, or uploads it as a blob
+ * when it is too large for one message, reports it through the {@link ReportBatcher},
+ * and logs what the coordinator made of it. Refused or lost results are dropped (their
+ * lease runs out and the shard runs again elsewhere).
+ */
+export class CompletionReporter implements ShardReporter {
+  readonly #d: CompletionDeps;
+
+  constructor(deps: CompletionDeps) {
+    this.#d = deps;
+  }
+
+  async complete(run: ShardRun, c: Float64Array, _n: number, computeMs: number): Promise<void> {
+    const { lease } = run;
+    const { log } = this.#d;
+    const signal = run.abort.signal;
+    // The coordinator treats a repeated CompleteShards as ALREADY_EXISTS, so retrying is
+    // safe; it is only pointless once the lease has certainly run out.
+    const giveUp = () => Date.now() >= run.expiresAtMs;
+    const bytes = float64ToBytes(c);
+    // A tile too large for one message goes as a blob (written into the upload file when
+    // the local store is reachable, else by chunks). Smaller ones stay inline: measured at
+    // n=4096, sending 2 MiB tiles through the local store did not make jobs faster, and
+    // every tile blob stays in the store.
+    const asBlob = bytes.byteLength > this.#d.session.chunkLimitBytes();
+    const payload: ShardResult["payload"] = asBlob
+      ? { case: "blobId", value: await this.#uploadTile(bytes, signal, giveUp) }
+      : { case: "data", value: bytes };
+    let outcome: ShardOutcome | undefined;
+    try {
+      outcome = await this.#d.batcher.report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
+    } catch (e) {
+      if (signal.aborted || this.#d.isFatal()) throw e;
+      const fields = { ...leaseFields(lease), err: errorMessage(e) };
+      if (giveUp()) log.info(fields, "lease expired while the coordinator was unreachable; result dropped");
+      else log.warn(fields, "CompleteShards refused; result dropped");
+      return;
+    }
+    const fields = { ...leaseFields(lease), computeMs: Math.round(computeMs) };
+    if (outcome === undefined) {
+      log.warn(fields, "CompleteShards returned no outcome for the result; dropped");
+      return;
+    }
+    switch (outcome.code) {
+      case 0: // OK (the Code enum has no member for it)
+        log.debug(fields, "shard completed");
+        return;
+      case Code.AlreadyExists:
+        log.debug(fields, "shard completed (accepted earlier)");
+        return;
+      case Code.Aborted:
+        log.info({ ...fields, reason: outcome.message }, "result not accepted (lease no longer current); dropped");
+        return;
+      default:
+        log.warn(
+          { ...fields, code: Code[outcome.code] ?? outcome.code, reason: outcome.message },
+          "result rejected by the coordinator; dropped",
+        );
+    }
+  }
+
+  /**
+   * Uploads a tile too large for one message; returns its blob id. An upload the
+   * coordinator no longer holds (NOT_FOUND: it dropped it when its disk refused a chunk,
+   * it expired, or the coordinator restarted) is begun again while the lease lasts.
+   */
+  async #uploadTile(bytes: Uint8Array, signal: AbortSignal, giveUp: () => boolean): Promise<string> {
+    const { session, transfer } = this.#d;
+    const sha256 = await sha256Hex(bytes);
+    const upload = {
+      sha256,
+      callOptions: { signal, timeoutMs: this.#d.rpcTimeoutMs },
+      call: <T>(name: string, rpc: () => Promise<T>) => session.retry(name, rpc, { signal, workerScoped: false, giveUp }),
+      useLocalStore: session.localStore !== undefined,
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await transfer.upload(bytes, upload);
+      } catch (e) {
+        const err = ConnectError.from(e);
+        if (err.code !== Code.NotFound || signal.aborted || giveUp()) throw e;
+        this.#d.log.warn({ err: err.rawMessage, attempt }, "tile upload lost by the coordinator; uploading again");
+        await sleepMs(backoffDelayMs(attempt, this.#d.random), signal);
+      }
+    }
+  }
+}
+
+function clampUint32(x: number): number {
+  return Math.min(Math.max(0, x), 0xffff_ffff);
+}
