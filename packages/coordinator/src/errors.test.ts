@@ -1,11 +1,20 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, ErrorReason } from "@dce/proto";
 import { afterAll, describe, expect, it } from "vitest";
 import { BlobStore } from "./blob-store.js";
-import { blobConnectError, dceError, errorInfo, MAX_METADATA_VALUE_CHARS } from "./errors.js";
+import {
+  blobConnectError,
+  dceError,
+  errorInfo,
+  errorInfoFor,
+  FALLBACK_REASON_OF_CODE,
+  MAX_METADATA_VALUE_CHARS,
+} from "./errors.js";
+import { REASON_OF_ERROR } from "./wire.js";
 
 const root = mkdtempSync(join(tmpdir(), "dce-errors-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -35,6 +44,13 @@ describe("dceError", () => {
     expect(info?.metadata.shard_index).toBe("3");
     expect([...(info?.metadata.long ?? "")]).toHaveLength(MAX_METADATA_VALUE_CHARS);
     expect(errorInfo(ErrorReason.INTERNAL).metadata).toEqual({});
+  });
+
+  it("errorInfoFor: the error's own ErrorInfo, or the fallback of its code", () => {
+    expect(errorInfoFor(dceError(Code.Aborted, ErrorReason.LEASE_LOST, "gone", { epoch: 2 }))).toEqual(
+      expect.objectContaining({ reason: ErrorReason.LEASE_LOST, metadata: { epoch: "2" } }),
+    );
+    expect(errorInfoFor(new ConnectError("x", Code.Unavailable)).reason).toBe(ErrorReason.UNAVAILABLE);
   });
 });
 
@@ -81,5 +97,21 @@ describe("blobConnectError", () => {
     expect(busy.findDetails(ErrorInfoSchema)).toEqual([
       expect.objectContaining({ reason: ErrorReason.OVER_CAPACITY, metadata: { limit: "maxOpenUploads" } }),
     ]);
+  });
+});
+
+describe("the reasons", () => {
+  const names = Object.keys(ErrorReason).filter((k) => Number.isNaN(Number(k)) && k !== "UNSPECIFIED");
+
+  it("are all documented in docs/errors.md", () => {
+    const doc = readFileSync(fileURLToPath(new URL("../../../docs/errors.md", import.meta.url)), "utf8");
+    const missing = names.filter((n) => !doc.includes(`\`${n}\``));
+    expect(missing).toEqual([]);
+  });
+
+  it("of core error kinds are one per kind, and no fallback is UNSPECIFIED", () => {
+    const core = Object.values(REASON_OF_ERROR);
+    expect(new Set(core).size).toBe(core.length);
+    expect(Object.values(FALLBACK_REASON_OF_CODE)).not.toContain(ErrorReason.UNSPECIFIED);
   });
 });

@@ -102,6 +102,15 @@ export function withErrorInfo(e: ConnectError): ConnectError {
   return e;
 }
 
+/**
+ * The one ErrorInfo of `e` ({@link withErrorInfo}): for the per-shard outcomes of
+ * CompleteShards (`ShardOutcome.error`), which carry a code and an ErrorInfo in the
+ * response instead of failing the call.
+ */
+export function errorInfoFor(e: ConnectError): ErrorInfo {
+  return errorInfosOf(withErrorInfo(e))[0] as ErrorInfo;
+}
+
 /** Transport code of each blob-store refusal (README "Errors", docs/limits.md). */
 export const CODE_OF_BLOB_ERROR: Readonly<Record<BlobError["kind"], Code>> = {
   invalid: Code.InvalidArgument,
