@@ -3,14 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import type { DescService } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createClient,
-  createContextValues,
-  createRouterTransport,
-  type Interceptor,
-} from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
 import { BlobService, ErrorInfoSchema, ErrorReason, JobService, WorkerService } from "@dce/proto";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -68,7 +61,6 @@ beforeAll(async () => {
     {
       router: {
         interceptors: [createErrorBoundary(quiet), callerOf, auth.interceptor],
-        contextValues: () => createContextValues(),
       },
     },
   );
