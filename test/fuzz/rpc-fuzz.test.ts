@@ -13,6 +13,8 @@
  * - Every status message is well-formed and at most 1024 code points.
  * - A well-formed message (one that decodes with the schema) is answered with a
  *   documented code: never INTERNAL, UNKNOWN or DATA_LOSS.
+ * - Every error status carries exactly one dce.v1.ErrorInfo with a reason (docs/errors.md),
+ *   checked through the Connect client and, as a grpc-status-details-bin trailer, grpc-js.
  * - Bytes that are not a valid message may get INTERNAL from the protocol layer (as
  *   gRPC specifies for parse errors), never UNKNOWN.
  * - Afterwards the coordinator still runs a normal job, and its RSS stayed bounded.
@@ -190,6 +192,7 @@ describe("fuzzing every RPC of a running coordinator", () => {
         const opts = { headers: { "grpc-timeout": `${deadlineMs}m` }, signal: giveUp.signal };
         let code: Code | 0 = 0;
         let message = "";
+        let reasons: dceProto.ErrorReason[] = [];
         try {
           if (method.methodKind === "unary") {
             await call(msg, opts);
@@ -209,6 +212,7 @@ describe("fuzzing every RPC of a running coordinator", () => {
           const ce = ConnectError.from(e);
           code = ce.code;
           message = ce.rawMessage;
+          reasons = ce.findDetails(dceProto.ErrorInfoSchema).map((i) => i.reason);
         } finally {
           clearTimeout(timer);
         }
@@ -221,13 +225,15 @@ describe("fuzzing every RPC of a running coordinator", () => {
               ? "ran into its deadline"
               : code !== 0 && NEVER_FOR_WELL_FORMED.has(code)
                 ? "well-formed"
-                : badMessage(message);
+                : code !== 0 && (reasons.length !== 1 || reasons[0] === dceProto.ErrorReason.UNSPECIFIED)
+                  ? "not exactly one ErrorInfo with a reason"
+                  : badMessage(message);
         if (why !== undefined) {
           tally.fail({
             rpc: rpcName(method),
             client,
             kind: why,
-            answer: `${label}: ${short(message)}`,
+            answer: `${label}: ${short(message)} [${reasons.map((r) => dceProto.ErrorReason[r]).join(",")}]`,
             request: describeMessage(method.input, msg),
           });
         }
@@ -352,18 +358,22 @@ describe("fuzzing every RPC of a running coordinator", () => {
     const identity = (b: Buffer) => b;
     // The deadline travels as grpc-timeout metadata rather than grpc-js's own `deadline`, whose
     // local timer would end the call at the very instant the server is due to answer.
-    const send = (m: LoadedMethod, body: Buffer): Promise<{ code: Code | 0 | typeof NO_ANSWER; message: string }> =>
+    const send = (
+      m: LoadedMethod,
+      body: Buffer,
+    ): Promise<{ code: Code | 0 | typeof NO_ANSWER; message: string; details: boolean }> =>
       new Promise((resolve) => {
         const deadlineMs = m.responseStream ? 300 : m.requestStream ? 2_000 : CALL_TIMEOUT_MS;
         const md = metadata();
         md.set("grpc-timeout", `${deadlineMs}m`);
         let call: grpc.ClientUnaryCall | grpc.ClientReadableStream<Buffer> | grpc.ClientDuplexStream<Buffer, Buffer>;
         let settled = false;
-        const done = (code: number | typeof NO_ANSWER, message = "") => {
+        const done = (code: number | typeof NO_ANSWER, message = "", trailer?: grpc.Metadata) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
-          resolve({ code: code as Code | 0 | typeof NO_ANSWER, message });
+          const details = (trailer?.get("grpc-status-details-bin").length ?? 0) > 0;
+          resolve({ code: code as Code | 0 | typeof NO_ANSWER, message, details });
         };
         const timer = setTimeout(() => {
           done(NO_ANSWER);
@@ -375,15 +385,17 @@ describe("fuzzing every RPC of a running coordinator", () => {
             : client.makeServerStreamRequest(m.path, identity, identity, body, md);
           call = stream;
           stream.on("data", () => {});
-          stream.on("error", (e: grpc.ServiceError) => done(e.code, e.details));
-          stream.on("status", (s: grpc.StatusObject) => done(s.code, s.details));
+          stream.on("error", (e: grpc.ServiceError) => done(e.code, e.details, e.metadata));
+          stream.on("status", (s: grpc.StatusObject) => done(s.code, s.details, s.metadata));
           if (m.requestStream) {
             (stream as grpc.ClientDuplexStream<Buffer, Buffer>).write(body);
             (stream as grpc.ClientDuplexStream<Buffer, Buffer>).end();
           }
           return;
         }
-        call = client.makeUnaryRequest(m.path, identity, identity, body, md, (err) => done(err ? err.code : 0, err?.details));
+        call = client.makeUnaryRequest(m.path, identity, identity, body, md, (err) =>
+          done(err ? err.code : 0, err?.details, err?.metadata),
+        );
       });
     const strings = ctx.strings;
     try {
@@ -410,7 +422,7 @@ describe("fuzzing every RPC of a running coordinator", () => {
           jobs.push({ body, wellFormed: decodes(desc.input, body), what: `bytes ${body.toString("hex").slice(0, 240)}` });
         }
         await pool(jobs, CONCURRENCY, async (j) => {
-          const { code, message } = await send(m, j.body);
+          const { code, message, details } = await send(m, j.body);
           const label = code === NO_ANSWER ? NO_ANSWER : codeName(code);
           tally.add(rpc, "grpc-js", label);
           const why =
@@ -422,7 +434,9 @@ describe("fuzzing every RPC of a running coordinator", () => {
                   ? j.wellFormed
                     ? "well-formed"
                     : "malformed"
-                  : badMessage(message);
+                  : code !== 0 && !details
+                    ? "no ErrorInfo (grpc-status-details-bin)"
+                    : badMessage(message);
           if (why !== undefined)
             tally.fail({ rpc, client: "grpc-js", kind: why, answer: `${label}: ${short(message)}`, request: j.what });
         });

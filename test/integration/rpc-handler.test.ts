@@ -4,6 +4,7 @@ import { Writable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { ErrorInfoSchema, ErrorReason } from "@dce/proto";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponseSchema } from "../../packages/coordinator/src/gen/grpc/health/v1/health_pb.js";
@@ -112,6 +113,15 @@ describe("createRpcHandler", () => {
     expect(ms).toBeLessThan(DEADLINE_MS / 2);
   });
 
+  it("gRPC: a status connect-es sets before any interceptor runs gets the ErrorInfo of its code", async () => {
+    const { transports } = await serve({});
+    const health = createClient(Health, transports.grpc as Transport);
+    // A grpc-timeout that does not parse is refused by connect-es itself, outside the error boundary.
+    const { e } = await outcome(() => health.list({}, { headers: { "grpc-timeout": "soon" } }));
+    expect(e.code, e.message).toBe(Code.InvalidArgument);
+    expect(e.findDetails(ErrorInfoSchema).map((i) => i.reason)).toEqual([ErrorReason.MALFORMED_REQUEST]);
+  });
+
   it.each(["grpc", "grpc-web", "connect"])(
     "%s: a throwing contextValues is answered INTERNAL, and the server lives",
     async (protocol) => {
@@ -120,6 +130,7 @@ describe("createRpcHandler", () => {
       const { e, ms } = await outcome(() => health.list({}, { timeoutMs: DEADLINE_MS }));
       expect(e.code, e.message).toBe(Code.Internal);
       expect(e.rawMessage).toBe("internal error");
+      expect(e.findDetails(ErrorInfoSchema).map((i) => i.reason)).toEqual([ErrorReason.INTERNAL]);
       expect(ms).toBeLessThan(DEADLINE_MS / 2);
       expect(logged()).toContain("cannot read the peer certificate");
       await expect(health.list({}, { timeoutMs: DEADLINE_MS })).rejects.toMatchObject({ code: Code.Internal });

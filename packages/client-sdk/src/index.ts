@@ -19,8 +19,11 @@
 // RPC failures reject with ConnectError; re-exported so users need not depend
 // on @connectrpc/connect just to inspect `err.code`.
 export { Code, ConnectError } from "@connectrpc/connect";
+// Why an RPC failed: the reason the coordinator attaches to every error (docs/errors.md).
+export { ErrorReason } from "@dce/proto";
 export type { ClientOptions, DceClient, MatrixInput, SubmitOptions, TileSize } from "./client.js";
 export { createClient } from "./client.js";
+export { errorMetadata, errorReason } from "./error-reason.js";
 export type { MatrixShape } from "./errors.js";
 export {
   DceError,

@@ -19,15 +19,10 @@
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import type { TLSSocket } from "node:tls";
-import {
-  Code,
-  ConnectError,
-  type ContextValues,
-  createContextKey,
-  createContextValues,
-  type Interceptor,
-} from "@connectrpc/connect";
+import { Code, type ContextValues, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
+import { ErrorReason } from "@dce/proto";
 import { ALL_ROLES, ANYONE, allowedFor, type Role } from "./access.js";
+import { dceError } from "./errors.js";
 import type { OpsEndpoint, OpsGuard } from "./observability/ops-http.js";
 import type { TokenStore } from "./tokens.js";
 
@@ -104,7 +99,10 @@ export function createAuthenticator(o: AuthOptions): Authenticator {
   const interceptor: Interceptor = (next) => async (req) => {
     const key = `${req.service.typeName}/${req.method.name}`;
     const decision = authorize(key, req.contextValues.get(principalKey));
-    if (!decision.ok) throw new ConnectError(decision.message, decision.code);
+    if (!decision.ok) {
+      const reason = decision.code === Code.Unauthenticated ? ErrorReason.UNAUTHENTICATED : ErrorReason.PERMISSION_DENIED;
+      throw dceError(decision.code, reason, decision.message, { method: key });
+    }
     return await next(req);
   };
   const opsGuard: OpsGuard = (endpoint, req) => {

@@ -18,17 +18,37 @@ import {
 import { open } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { quote } from "@dce/core";
+import { ErrorReason } from "@dce/proto";
 import type { DataDirSpace } from "./disk-space.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
-/** Why a blob operation was refused; mapped to a transport code by the service layer. */
+/** The reason a {@link BlobError} of each kind has unless its raise site names a more precise one. */
+const REASON_OF_BLOB_KIND = {
+  invalid: ErrorReason.BLOB_INVALID,
+  "not-found": ErrorReason.BLOB_NOT_FOUND,
+  "over-limit": ErrorReason.OVER_LIMIT,
+  "out-of-order": ErrorReason.UPLOAD_OUT_OF_ORDER,
+} as const satisfies Record<string, ErrorReason>;
+
+/**
+ * Why a blob operation was refused; mapped to a transport code by the service layer
+ * (`blobConnectError` in errors.ts), which sends `reason` and `metadata` as the
+ * error's ErrorInfo.
+ */
 export class BlobError extends Error {
   override readonly name = "BlobError";
+  /** What callers branch on (docs/errors.md). */
+  readonly reason: ErrorReason;
+  /** Facts for the ErrorInfo, e.g. `upload_id`, `blob_id`, `limit`. */
+  readonly metadata: Readonly<Record<string, string>>;
   constructor(
-    readonly kind: "invalid" | "not-found" | "over-limit" | "out-of-order",
+    readonly kind: keyof typeof REASON_OF_BLOB_KIND,
     message: string,
+    detail: { reason?: ErrorReason; metadata?: Record<string, string> } = {},
   ) {
     super(message);
+    this.reason = detail.reason ?? REASON_OF_BLOB_KIND[kind];
+    this.metadata = detail.metadata ?? {};
   }
 }
 
@@ -121,7 +141,9 @@ export class BlobStore {
       throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
     }
     if (sizeBytes > this.#opts.maxBlobBytes) {
-      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`);
+      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`, {
+        metadata: { limit: "maxMatrixBytes" },
+      });
     }
     if (this.sizeOf(sha256) === sizeBytes) return undefined;
     this.expireIdle(nowMs);
@@ -129,6 +151,7 @@ export class BlobStore {
       throw new BlobError(
         "over-limit",
         `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
+        { reason: ErrorReason.OVER_CAPACITY, metadata: { limit: "maxOpenUploads" } },
       );
     }
     this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
@@ -305,7 +328,8 @@ export class BlobStore {
   /** Reads `[offset, offset + maxBytes)` of a blob (shorter at its end). */
   read(blobId: string, offset: number, maxBytes: number): { data: Uint8Array; totalBytes: number } {
     const total = this.sizeOf(blobId);
-    if (total === undefined) throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`);
+    if (total === undefined)
+      throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`, { metadata: { blob_id: blobId } });
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {
       throw new BlobError("invalid", `offset ${offset} is outside the blob (0..${total})`);
     }
@@ -317,7 +341,9 @@ export class BlobStore {
         let got = 0;
         while (got < len) {
           const n = readSync(fd, data, got, len - got, offset + got);
-          if (n === 0) throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`);
+          if (n === 0) {
+            throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`, { metadata: { blob_id: blobId } });
+          }
           got += n;
         }
       } finally {
@@ -348,7 +374,12 @@ export class BlobStore {
 
   #session(uploadId: string): UploadSession {
     const u = this.#uploads.get(uploadId);
-    if (!u) throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`);
+    if (!u) {
+      throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`, {
+        reason: ErrorReason.UPLOAD_NOT_FOUND,
+        metadata: { upload_id: uploadId },
+      });
+    }
     return u;
   }
 

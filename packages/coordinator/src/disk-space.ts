@@ -53,6 +53,8 @@ export class DataDirSpace {
       Code.ResourceExhausted,
       undefined,
       "full",
+      undefined,
+      this.dir,
     );
   }
 }

@@ -1,9 +1,11 @@
 import { Writable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport, type Interceptor } from "@connectrpc/connect";
+import { ErrorInfoSchema, ErrorReason } from "@dce/proto";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { createErrorBoundary, MAX_ERROR_MESSAGE_CHARS, safeErrorMessage } from "./error-boundary.js";
+import { dceError, FALLBACK_REASON_OF_CODE } from "./errors.js";
 import { Health, HealthCheckResponseSchema } from "./gen/grpc/health/v1/health_pb.js";
 
 /** A 64-unit cut of this id leaves the first half of the rocket: a lone surrogate. */
@@ -103,12 +105,33 @@ describe("createErrorBoundary", () => {
     expect(e.rawMessage).toBe(`token \\u001b[31m${"a".repeat(63)}\ufffd`);
   });
 
-  it("answers INTERNAL without details for anything that is not a ConnectError, and logs it", async () => {
+  it("answers INTERNAL with only the INTERNAL ErrorInfo for anything that is not a ConnectError, and logs it", async () => {
     const { client, logged } = serve(() => new TypeError(`secret ${SPLIT_ID}`));
     const e = await errorOf(client.check({}));
     expect(e.code).toBe(Code.Internal);
     expect(e.rawMessage).toBe("internal error");
+    expect(e.details).toHaveLength(1);
+    expect(e.findDetails(ErrorInfoSchema)).toEqual([expect.objectContaining({ reason: ErrorReason.INTERNAL, metadata: {} })]);
     expect(logged()).toContain("secret");
+  });
+
+  it("gives an error without an ErrorInfo the fallback reason of its code, and keeps one that has it", async () => {
+    const bare = await errorOf(serve(() => new ConnectError("no such thing", Code.NotFound)).client.check({}));
+    expect(bare.findDetails(ErrorInfoSchema)).toEqual([expect.objectContaining({ reason: ErrorReason.NOT_FOUND })]);
+    for (const code of [Code.InvalidArgument, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown]) {
+      const e = await errorOf(serve(() => new ConnectError("x", code)).client.check({}));
+      expect(e.findDetails(ErrorInfoSchema).map((i) => i.reason)).toEqual([FALLBACK_REASON_OF_CODE[code]]);
+    }
+    const typed = await errorOf(
+      serve(() =>
+        dceError(Code.NotFound, ErrorReason.JOB_NOT_FOUND, `job ${SPLIT_ID} not found`, { job_id: SPLIT_ID }),
+      ).client.check({}),
+    );
+    // Made safe (a new error) and still exactly one ErrorInfo, the original.
+    expect(typed.rawMessage).toBe(`job ${"a".repeat(63)}\ufffd not found`);
+    expect(typed.findDetails(ErrorInfoSchema)).toEqual([
+      expect.objectContaining({ reason: ErrorReason.JOB_NOT_FOUND, metadata: { job_id: `${"a".repeat(63)}\ufffd` } }),
+    ]);
   });
 
   it("makes an error thrown in the middle of a streaming response safe too", async () => {

@@ -8,14 +8,18 @@
  * a huge request field overflowed the peer's header limit and reset the connection
  * (found by test/fuzz). {@link createErrorBoundary} is the outermost interceptor, so
  * whatever an interceptor or handler throws, the message that goes out is well-formed,
- * bounded and free of control characters. What fails before any interceptor runs
+ * bounded and free of control characters, and carries exactly one `dce.v1.ErrorInfo`
+ * (an error raised without one gets the reason its code falls back to,
+ * `FALLBACK_REASON_OF_CODE` in errors.ts). What fails before any interceptor runs
  * (request parsing, `contextValues`) is answered by `rpc-handler.ts`.
  *
  * @module
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { quote } from "@dce/core";
+import { ErrorReason } from "@dce/proto";
 import type { Logger } from "pino";
+import { dceError, withErrorInfo } from "./errors.js";
 
 /** Longest error message sent to a client, in code points (it travels in an HTTP/2 trailer). */
 export const MAX_ERROR_MESSAGE_CHARS = 1024;
@@ -34,18 +38,19 @@ export function safeErrorMessage(raw: string): string {
 /**
  * `e` as the error a client may be sent: a ConnectError keeps its code, metadata,
  * details and cause, with its message made safe by {@link safeErrorMessage}; anything
- * else is a bug, logged with its cause and answered INTERNAL without details.
+ * else is a bug, logged with its cause and answered INTERNAL with only the `INTERNAL`
+ * ErrorInfo. Either way the result carries exactly one ErrorInfo ({@link withErrorInfo}).
  */
 export function toSafeConnectError(e: unknown, logger: Logger, method: string): ConnectError {
   if (!(e instanceof ConnectError)) {
     logger.error({ err: e, method }, "unexpected error outside the handlers");
-    return new ConnectError(INTERNAL_MESSAGE, Code.Internal);
+    return dceError(Code.Internal, ErrorReason.INTERNAL, INTERNAL_MESSAGE);
   }
   const message = safeErrorMessage(e.rawMessage);
-  if (message === e.rawMessage) return e;
+  if (message === e.rawMessage) return withErrorInfo(e);
   const safe = new ConnectError(message, e.code, e.metadata, undefined, e.cause);
   safe.details.push(...e.details);
-  return safe;
+  return withErrorInfo(safe);
 }
 
 /**

@@ -9,21 +9,30 @@
  * - when writing a status fails (a parse error of a gRPC+JSON request that quotes a lone
  *   surrogate cannot go into `grpc-message`), it logs and never ends the response:
  *   the call stays open until the client's deadline.
- * Here both end the call at once with INTERNAL and a fixed message, and log the cause.
- * Errors of interceptors and handlers never get this far: `error-boundary.ts` makes
- * their messages safe to send.
+ * Here both end the call at once with INTERNAL and a fixed message (with the
+ * `INTERNAL` ErrorInfo), and log the cause. Errors of interceptors and handlers never
+ * get this far: `error-boundary.ts` makes their messages safe to send and gives them
+ * an ErrorInfo. The statuses connect-es sets itself before any interceptor runs (a gRPC
+ * body that does not parse, a message over the size limit, compression) get theirs
+ * here, by code (`FALLBACK_REASON_OF_CODE`), for gRPC; Connect and gRPC-web answers of
+ * that kind are sent as connect-es made them.
  *
  * @module
  */
 import * as http2 from "node:http2";
 import { Code, ConnectError, type ConnectRouterOptions, createConnectRouter } from "@connectrpc/connect";
+import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { errorToJson } from "@connectrpc/connect/protocol-connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import {
   type ConnectNodeAdapterOptions,
   universalRequestFromNodeRequest,
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
+import { ErrorReason } from "@dce/proto";
 import type { Logger } from "pino";
 import { INTERNAL_MESSAGE } from "./error-boundary.js";
+import { dceError, FALLBACK_REASON_OF_CODE, withErrorInfo } from "./errors.js";
 import { wellFormedJsonDecoder } from "./well-formed-json.js";
 
 /** A Node request listener, HTTP/1.1 or HTTP/2 (connect-node's `NodeHandlerFn`). */
@@ -78,13 +87,51 @@ export function createRpcHandler(options: RpcHandlerOptions): NodeHandler {
     try {
       const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues?.(req));
       handler(uReq)
-        .then((uRes) => universalResponseToNodeResponse(uRes, res))
+        .then((uRes) => universalResponseToNodeResponse(withGrpcErrorInfo(uRes), res))
         .catch(unanswered);
     } catch (e) {
       unanswered(e);
     }
   };
 }
+
+/**
+ * `uRes` with an ErrorInfo added to its gRPC error trailer when it has none, once its
+ * body has been sent (the trailer is final only then). Other responses are unchanged.
+ */
+function withGrpcErrorInfo(uRes: UniversalServerResponse): UniversalServerResponse {
+  const { trailer, body } = uRes;
+  if (trailer === undefined) return uRes;
+  if (body === undefined || body instanceof Uint8Array) {
+    addGrpcErrorInfo(trailer);
+    return uRes;
+  }
+  async function* thenAddErrorInfo() {
+    yield* body as AsyncIterable<Uint8Array>;
+    addGrpcErrorInfo(trailer as Headers);
+  }
+  return { ...uRes, body: thenAddErrorInfo() };
+}
+
+/** Adds `grpc-status-details-bin` with the fallback ErrorInfo of its code to an error trailer without one. */
+function addGrpcErrorInfo(trailer: Headers): void {
+  const status = trailer.get("grpc-status");
+  if (status === null || status === "0" || trailer.has("grpc-status-details-bin")) return;
+  const code = Number(status);
+  if (!(code in FALLBACK_REASON_OF_CODE)) return;
+  let message = "";
+  try {
+    message = decodeURIComponent(trailer.get("grpc-message") ?? "");
+  } catch {
+    // A message that does not decode is sent as it is; the detail repeats none of it.
+  }
+  const withDetail = setTrailerStatus(new Headers(), withErrorInfo(new ConnectError(message, code as Code)));
+  const details = withDetail.get("grpc-status-details-bin");
+  if (details !== null) trailer.set("grpc-status-details-bin", details);
+}
+
+/** The INTERNAL error a call that failed outside the handlers is answered with. */
+const internalError = () => dceError(Code.Internal, ErrorReason.INTERNAL, INTERNAL_MESSAGE);
 
 /**
  * Ends a call that has no status yet with INTERNAL, in the protocol the request spoke:
@@ -101,22 +148,22 @@ function endWithInternal(req: NodeRequest, res: NodeResponse): void {
     }
     const contentType = String(req.headers["content-type"] ?? "");
     if (contentType.startsWith("application/grpc")) {
+      const status = setTrailerStatus(new Headers(), internalError());
       res.writeHead(200, {
         "content-type": contentType.split(";")[0] ?? "application/grpc",
-        "grpc-status": String(Code.Internal),
-        "grpc-message": encodeURIComponent(INTERNAL_MESSAGE),
+        ...Object.fromEntries(status),
       });
       res.end();
     } else if (contentType.startsWith("application/connect+")) {
       // A Connect streaming call ends with an end-stream message (flag 2) holding the error.
-      const json = Buffer.from(JSON.stringify({ error: { code: "internal", message: INTERNAL_MESSAGE } }));
+      const json = Buffer.from(JSON.stringify({ error: errorToJson(internalError(), undefined) }));
       const head = Buffer.from([2, 0, 0, 0, 0]);
       head.writeUInt32BE(json.byteLength, 1);
       res.writeHead(200, { "content-type": contentType.split(";")[0] ?? "application/connect+json" });
       res.end(Buffer.concat([head, json]));
     } else {
       res.writeHead(500, { "content-type": "application/json" });
-      res.end(JSON.stringify({ code: "internal", message: INTERNAL_MESSAGE }));
+      res.end(JSON.stringify(errorToJson(internalError(), undefined)));
     }
   } catch {
     // The response cannot be written any more: drop the stream rather than leave it open.

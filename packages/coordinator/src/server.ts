@@ -5,13 +5,15 @@ import * as net from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type CoreConfig, DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS, type SpecLimits } from "@dce/core";
+import { ErrorReason } from "@dce/proto";
 import { http2ServerWindowSettings, widenServerConnectionWindow } from "@dce/runtime/http2";
 import { createLogger } from "@dce/runtime/logging";
 import type { Logger } from "pino";
 import { createAuthenticator } from "./auth.js";
 import { type ConnectionLimits, DEFAULT_CONNECTION_LIMITS, guardConnections } from "./connection-guard.js";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
-import { createErrorBoundary } from "./error-boundary.js";
+import { createErrorBoundary, INTERNAL_MESSAGE } from "./error-boundary.js";
+import { dceError } from "./errors.js";
 import type { CrashPoint } from "./journal.js";
 import { createDashboard } from "./observability/dashboard.js";
 import { registerHealthService } from "./observability/health.js";
@@ -311,7 +313,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
         { err: e, method: req.method.name, ...(typeof jobId === "string" && jobId !== "" ? { jobId } : {}) },
         "unexpected error in handler",
       );
-      throw new ConnectError("internal error", Code.Internal);
+      throw dceError(Code.Internal, ErrorReason.INTERNAL, INTERNAL_MESSAGE);
     }
   };
   // Request paths of streaming methods: the request timeout applies to unary calls only.

@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorInfoSchema, ErrorReason } from "@dce/proto";
 import { describe, expect, it } from "vitest";
 import { DataDirError, dataDirError, formatBytes, withDataDir } from "./storage-errors.js";
 
@@ -6,17 +7,20 @@ const sysError = (code: string) => Object.assign(new Error(`${code}: fake, write
 
 describe("dataDirError", () => {
   it.each([
-    ["ENOSPC", Code.ResourceExhausted, "is full (ENOSPC)", "free space there"],
-    ["EDQUOT", Code.ResourceExhausted, "is over its disk quota (EDQUOT)", "free space there"],
-    ["EIO", Code.Unavailable, "had an I/O error (EIO)", "check the disk"],
-    ["EROFS", Code.Unavailable, "is read-only (EROFS)", "check the disk"],
+    ["ENOSPC", Code.ResourceExhausted, "is full (ENOSPC)", "free space there", ErrorReason.DATA_DIR_FULL],
+    ["EDQUOT", Code.ResourceExhausted, "is over its disk quota (EDQUOT)", "free space there", ErrorReason.DATA_DIR_FULL],
+    ["EIO", Code.Unavailable, "had an I/O error (EIO)", "check the disk", ErrorReason.DATA_DIR_FAILED],
+    ["EROFS", Code.Unavailable, "is read-only (EROFS)", "check the disk", ErrorReason.DATA_DIR_FAILED],
   ])(
     "%s: code %s, a message naming the data dir, what was written, the space left and what to do",
-    (errno, code, what, advice) => {
+    (errno, code, what, advice, reason) => {
       const e = dataDirError(sysError(errno), "/srv/dce", "writing upload u-1");
       expect(e).toBeInstanceOf(DataDirError);
       expect(e?.code).toBe(code);
       expect(e?.errno).toBe(errno);
+      expect(e?.findDetails(ErrorInfoSchema)).toEqual([
+        expect.objectContaining({ reason, metadata: { data_dir: "/srv/dce", errno } }),
+      ]);
       expect(e?.rawMessage).toMatch(new RegExp(`^data dir /srv/dce ${what.replace(/[()]/g, "\\$&")} while writing upload u-1; `));
       expect(e?.rawMessage).toContain(advice);
       expect(e?.rawMessage).toMatch(/free space unknown|free/);

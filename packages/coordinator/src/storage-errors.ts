@@ -1,5 +1,7 @@
 import { statfsSync } from "node:fs";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorInfoSchema, ErrorReason } from "@dce/proto";
+import { errorInfo } from "./errors.js";
 
 /**
  * What went wrong with the data dir's disk, by `errno` code: it ran out of space or
@@ -35,8 +37,14 @@ export class DataDirError extends ConnectError {
   /** Whether the disk is full (retry once space is freed) or failed. */
   readonly fault: DataDirFault;
 
-  constructor(message: string, code: Code, errno: string | undefined, fault: DataDirFault, cause?: unknown) {
-    super(message, code, undefined, undefined, cause);
+  /**
+   * @param dataDir the data dir, sent as `data_dir` in the error's ErrorInfo (reason
+   *   `DATA_DIR_FULL` or `DATA_DIR_FAILED` by `fault`, with `errno` when known).
+   */
+  constructor(message: string, code: Code, errno: string | undefined, fault: DataDirFault, cause?: unknown, dataDir?: string) {
+    const reason = fault === "full" ? ErrorReason.DATA_DIR_FULL : ErrorReason.DATA_DIR_FAILED;
+    const info = errorInfo(reason, { data_dir: dataDir, errno });
+    super(message, code, undefined, [{ desc: ErrorInfoSchema, value: info }], cause);
     this.errno = errno;
     this.fault = fault;
   }
@@ -99,6 +107,7 @@ export function dataDirError(e: unknown, dataDir: string, doing: string): DataDi
     errno,
     f.fault,
     e,
+    dataDir,
   );
 }
 

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import {
   asJobId,
   type CoreError,
@@ -11,6 +11,7 @@ import {
   type LeaseKey,
 } from "@dce/core";
 import {
+  ErrorReason,
   JobState,
   type JobStatus,
   JobStatusSchema,
@@ -22,6 +23,7 @@ import {
   type ShardLease,
   ShardLeaseSchema,
 } from "@dce/proto";
+import { dceError, type ErrorMetadata } from "./errors.js";
 
 /**
  * Transport code for every core error kind. Exhaustive by type: a new kind does not
@@ -47,9 +49,47 @@ export const CODE_OF_ERROR: Record<CoreError["kind"], Code> = {
   draining: Code.Unavailable,
 };
 
-/** Converts a core error to the ConnectError a client receives. */
+/**
+ * ErrorInfo reason for every core error kind, beside {@link CODE_OF_ERROR} and
+ * exhaustive like it: a new kind does not compile until it has both a code and a
+ * reason. docs/errors.md mirrors this table.
+ */
+export const REASON_OF_ERROR: Record<CoreError["kind"], ErrorReason> = {
+  "invalid-spec": ErrorReason.INVALID_SPEC,
+  "job-not-found": ErrorReason.JOB_NOT_FOUND,
+  "worker-not-found": ErrorReason.WORKER_NOT_FOUND,
+  "job-exists": ErrorReason.JOB_EXISTS,
+  "stale-fence": ErrorReason.STALE_FENCE,
+  "lease-lost": ErrorReason.LEASE_LOST,
+  "lease-revoked": ErrorReason.LEASE_REVOKED,
+  "already-completed": ErrorReason.ALREADY_COMPLETED,
+  "not-lease-holder": ErrorReason.NOT_LEASE_HOLDER,
+  "invalid-result": ErrorReason.INVALID_RESULT,
+  "result-rejected": ErrorReason.RESULT_REJECTED,
+  "worker-quarantined": ErrorReason.WORKER_QUARANTINED,
+  "job-finished": ErrorReason.JOB_FINISHED,
+  "result-not-ready": ErrorReason.RESULT_NOT_READY,
+  "over-capacity": ErrorReason.OVER_CAPACITY,
+  "over-limit": ErrorReason.OVER_LIMIT,
+  draining: ErrorReason.DRAINING,
+};
+
+/**
+ * The ErrorInfo metadata of a core error: each of its fields but `kind` and `message`
+ * (already the status message), keyed in snake_case (`jobId` → `job_id`).
+ */
+export function errorMetadataOf(e: CoreError): ErrorMetadata {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(e)) {
+    if (k === "kind" || k === "message" || v === undefined) continue;
+    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v as string | number;
+  }
+  return out;
+}
+
+/** Converts a core error to the ConnectError a client receives, with its ErrorInfo. */
 export function toConnectError(e: CoreError): ConnectError {
-  return new ConnectError(describeError(e), CODE_OF_ERROR[e.kind]);
+  return dceError(CODE_OF_ERROR[e.kind], REASON_OF_ERROR[e.kind], describeError(e), errorMetadataOf(e));
 }
 
 const STATE_TO_WIRE: Record<JobStateName, JobState> = {
@@ -84,8 +124,10 @@ export function toJobStatus(v: JobView): JobStatus {
 
 /** Wire lease reference → core lease key (validating the epoch range). */
 export function fromLeaseRef(ref: LeaseRef | undefined): LeaseKey {
-  if (!ref) throw new ConnectError("lease is required", Code.InvalidArgument);
-  if (ref.epoch > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("lease epoch out of range", Code.InvalidArgument);
+  if (!ref) throw dceError(Code.InvalidArgument, ErrorReason.MALFORMED_REQUEST, "lease is required");
+  if (ref.epoch > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw dceError(Code.InvalidArgument, ErrorReason.MALFORMED_REQUEST, "lease epoch out of range");
+  }
   return { jobId: asJobId(ref.jobId), shardIndex: ref.shardIndex, epoch: Number(ref.epoch) };
 }
 

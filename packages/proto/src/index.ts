@@ -7,5 +7,6 @@
 
 export * from "./gen/dce/v1/blob_pb.js";
 export * from "./gen/dce/v1/common_pb.js";
+export * from "./gen/dce/v1/error_pb.js";
 export * from "./gen/dce/v1/job_pb.js";
 export * from "./gen/dce/v1/worker_pb.js";

@@ -1,5 +1,7 @@
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, type ConnectRouter } from "@connectrpc/connect";
 import { quote } from "@dce/core";
+import { ErrorReason } from "@dce/proto";
+import { dceError } from "../errors.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import type { ObservableCoordinator } from "./source.js";
 
@@ -22,7 +24,9 @@ export function registerHealthService(router: ConnectRouter, source: ObservableC
   const known = (name: string) => name === "" || router.handlers.some((h) => h.service.typeName === name);
   router.service(Health, {
     check(req) {
-      if (!known(req.service)) throw new ConnectError(`unknown service ${quote(req.service, 200)}`, Code.NotFound);
+      if (!known(req.service)) {
+        throw dceError(Code.NotFound, ErrorReason.SERVICE_NOT_FOUND, `unknown service ${quote(req.service, 200)}`);
+      }
       return { status: status() };
     },
     list() {
