@@ -16,9 +16,10 @@ import {
   writeSync,
 } from "node:fs";
 import { open } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { quote } from "@dce/core";
 import { ErrorReason } from "@dce/proto";
+import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
 import type { DataDirSpace } from "./disk-space.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
@@ -77,8 +78,6 @@ export interface BlobStoreOptions {
   readonly space?: DataDirSpace;
 }
 
-const SHA256_HEX = /^[0-9a-f]{64}$/;
-
 /**
  * Content-addressed storage of float64 matrix bytes on local disk: a blob's id is the
  * hex SHA-256 of its bytes, so an identical upload is recognised and skipped. Uploads
@@ -103,13 +102,13 @@ export class BlobStore {
   constructor(opts: BlobStoreOptions) {
     this.#opts = opts;
     this.dir = resolve(opts.dir);
-    this.#blobDir = join(opts.dir, "blobs");
-    this.#uploadDir = join(opts.dir, "uploads");
+    this.#blobDir = blobsDir(opts.dir);
+    this.#uploadDir = uploadsDir(opts.dir);
     // Owner-only when created here: processes that can read the data dir can read every
     // blob, and the local store (LocalStore in the protocol) is offered on that basis.
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
     mkdirSync(this.#blobDir, { recursive: true });
-    this.storeId = withDataDir(this.dir, "writing store-id", () => ensureStoreId(join(opts.dir, "store-id")));
+    this.storeId = withDataDir(this.dir, "writing store-id", () => ensureStoreId(storeIdPath(opts.dir)));
     // Uploads in progress do not survive a restart: clients start them again.
     rmSync(this.#uploadDir, { recursive: true, force: true });
     mkdirSync(this.#uploadDir, { recursive: true });
@@ -117,12 +116,12 @@ export class BlobStore {
 
   /** Path of a stored blob (the id must already be validated). */
   pathOf(blobId: string): string {
-    return join(this.#blobDir, blobId.slice(0, 2), blobId);
+    return blobPath(this.#opts.dir, blobId);
   }
 
   /** Size of a stored blob, or undefined when it is not stored. */
   sizeOf(blobId: string): number | undefined {
-    if (!SHA256_HEX.test(blobId)) return undefined;
+    if (!isBlobId(blobId)) return undefined;
     const cached = this.#sizes.get(blobId);
     if (cached !== undefined) return cached;
     try {
@@ -136,7 +135,7 @@ export class BlobStore {
 
   /** Starts an upload; returns undefined when the blob is already stored. */
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
-    if (!SHA256_HEX.test(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
+    if (!isBlobId(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
       throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
     }
@@ -156,7 +155,7 @@ export class BlobStore {
     }
     this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
     const id = randomUUID();
-    const path = join(this.#uploadDir, id);
+    const path = uploadPath(this.#opts.dir, id);
     const fd = withDataDir(this.dir, `creating upload ${id}`, () => openSync(path, "w"));
     this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), received: 0, lastActiveMs: nowMs });
     return { uploadId: id };
@@ -270,8 +269,8 @@ export class BlobStore {
    * the source is left to the caller.
    */
   adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean } = {}): void {
-    const dir = join(this.#blobDir, blobId.slice(0, 2));
-    const dest = join(dir, blobId);
+    const dir = blobPrefixDir(this.#opts.dir, blobId);
+    const dest = blobPath(this.#opts.dir, blobId);
     mkdirSync(dir, { recursive: true });
     let made = false;
     try {
@@ -305,7 +304,7 @@ export class BlobStore {
     const blobId = createHash("sha256").update(data).digest("hex");
     if (this.sizeOf(blobId) === data.byteLength) return blobId;
     this.#opts.space?.require(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
-    const tmp = join(this.#uploadDir, randomUUID());
+    const tmp = uploadPath(this.#opts.dir, randomUUID());
     withDataDir(
       this.dir,
       `storing inline matrix ${blobId}`,

@@ -46,6 +46,7 @@ import { DEVELOPMENT_PRINCIPAL, principalKey } from "./auth.js";
 import { BlobError, BlobStore } from "./blob-store.js";
 import { DataDirSpace } from "./disk-space.js";
 import { type CrashPoint, Journal, type RecoveryReport } from "./journal.js";
+import type { StepObserver, VerificationEvent, VerificationObserver } from "./observability/events.js";
 import { ResultSink } from "./result-sink.js";
 import { DataDirError } from "./storage-errors.js";
 import { stageTiles } from "./tile-staging.js";
@@ -91,20 +92,6 @@ export interface CoordinatorConfig {
   readonly core: CoreConfig;
 }
 
-/** One verified result, as reported to {@link Coordinator.observeVerification} observers. */
-export interface VerificationEvent {
-  readonly jobId: string;
-  readonly shardIndex: number;
-  readonly workerId: string;
-  /** passed: every row checked and right; unverifiable: right where it could be checked, some rows could not be; rejected; error: the check could not run. */
-  readonly outcome: "passed" | "unverifiable" | "rejected" | "error";
-  /** Wall time of the check, in ms. */
-  readonly ms: number;
-}
-
-/** Called after every result check; see {@link Coordinator.observeVerification}. */
-export type VerificationObserver = (v: VerificationEvent) => void;
-
 /** What checking one result came to: a verdict, or the check could not run now. */
 type CheckOutcome = Verdict | { ok: false; unavailable: true; reason: string };
 
@@ -121,9 +108,6 @@ const GRANT_INLINE_MAX_BYTES = 64 * 1024;
 const ANONYMOUS_WORKER = "anonymous";
 
 type Waiter = () => void;
-
-/** Called after every core step; see {@link Coordinator.observe}. */
-export type StepObserver = (event: CoreEvent, result: StepResult<OutcomeMap[CoreEvent["type"]]>) => void;
 
 /**
  * The coordinator: a thin shell around the pure core. It turns RPCs and timer ticks

@@ -26,7 +26,7 @@ export {
 } from "./certs.js";
 export type { ConnectionLimits } from "./connection-guard.js";
 export { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
-export type { CoordinatorConfig, StepObserver, VerificationEvent, VerificationObserver } from "./coordinator.js";
+export type { CoordinatorConfig } from "./coordinator.js";
 export { Coordinator, MESSAGE_OVERHEAD_BYTES } from "./coordinator.js";
 export { DEFAULT_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 export type {
@@ -40,6 +40,7 @@ export type {
   ThroughputPoint,
 } from "./observability/dashboard.js";
 export { createDashboard } from "./observability/dashboard.js";
+export type { StepObserver, VerificationEvent, VerificationObserver } from "./observability/events.js";
 export { registerHealthService } from "./observability/health.js";
 export type {
   CoordinatorMetrics,

@@ -36,7 +36,6 @@
  * two lease ends the journal records, so a restart rebuilds them from the journal exactly
  * (durable.ts); only a shard's window starts again at its next death.
  */
-import type { CoreConfig } from "./state.js";
 
 /** Leases the recent counts remember: each ended lease decays the older ones by 1/256. */
 export const RECENT_LEASE_ENDS = 256;
@@ -124,8 +123,18 @@ export function fleetDeathRate(d: ShardDeaths, fleet: Readonly<LeaseEnds>): numb
   return (w.from.recentDeaths + deaths + 1) / (w.from.recentEnds + ends + 2);
 }
 
-/** The tunables of the rule (fields of {@link CoreConfig}). */
-export type PoisonRule = Pick<CoreConfig, "maxShardDeaths" | "poisonMinWorkers" | "poisonMaxChance">;
+/**
+ * The tunables of the rule: the fields of the same names in `CoreConfig` (state.ts), which
+ * satisfies this type. Declared here, not picked from it, because state.ts imports this module.
+ */
+export interface PoisonRule {
+  /** Deaths of one shard's workers after which it is poison whatever the fleet does; 0 never. */
+  readonly maxShardDeaths: number;
+  /** Distinct worker processes that must have died holding the shard before the death-rate rule may call it poison. */
+  readonly poisonMinWorkers: number;
+  /** The death-rate rule calls a shard poison once its deaths had at most this chance at the fleet's death rate. */
+  readonly poisonMaxChance: number;
+}
 
 /** Whether a shard's deaths make it poison, and if so, why (for the job's error). */
 export type DeathVerdict = { readonly poison: false } | { readonly poison: true; readonly reason: string };

@@ -1,4 +1,3 @@
-import type { DurableDeath } from "./durable.js";
 import type { Effect } from "./events.js";
 import { addShardDeath, observeLeaseEnd, restoredShardDeath, type ShardDeaths } from "./poison.js";
 import type { CoreState, JobRecord, LeaseRecord } from "./state.js";
@@ -60,8 +59,11 @@ export function recordDeaths(s: CoreState, due: readonly LeaseRecord[], nowMs: n
   return charged;
 }
 
-/** Gives a restored job its durable deaths, in journal order. */
-export function restoreShardDeaths(job: JobRecord, deaths: ReadonlyMap<number, readonly DurableDeath[]>): void {
+/**
+ * Gives a restored job its durable deaths (`DurableDeath`s of durable.ts, which calls this;
+ * only their `workerId` matters here), in journal order.
+ */
+export function restoreShardDeaths(job: JobRecord, deaths: ReadonlyMap<number, readonly { readonly workerId: string }[]>): void {
   for (const [shard, list] of deaths) {
     if (!Number.isInteger(shard) || shard < 0 || shard >= job.plan.shardCount) continue;
     let d: ShardDeaths | undefined;

@@ -10,10 +10,9 @@
  */
 import { readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
-import { basename, isAbsolute, join } from "node:path";
+import { basename, isAbsolute } from "node:path";
 import type { BeginUploadResponse, LocalStore } from "@dce/proto";
-
-const SHA256_HEX = /^[0-9a-f]{64}$/;
+import { blobPath, isBlobId, storeIdPath, uploadPath } from "./blob-layout.js";
 
 /** A coordinator's blob store that this process has checked it can read. */
 export interface LocalStoreAccess {
@@ -36,14 +35,14 @@ export function accessLocalStore(store: LocalStore | undefined): LocalStoreAcces
   if (checked.has(key)) return checked.get(key);
   let access: LocalStoreAccess | undefined;
   try {
-    if (readFileSync(join(store.dir, "store-id"), "utf8").trim() === store.storeId) {
+    if (readFileSync(storeIdPath(store.dir), "utf8").trim() === store.storeId) {
       const dir = store.dir;
       access = {
         dir,
         storeId: store.storeId,
         blobPath(blobId: string): string {
-          if (!SHA256_HEX.test(blobId)) throw new RangeError(`not a blob id: ${blobId.slice(0, 80)}`);
-          return join(dir, "blobs", blobId.slice(0, 2), blobId);
+          if (!isBlobId(blobId)) throw new RangeError(`not a blob id: ${blobId.slice(0, 80)}`);
+          return blobPath(dir, blobId);
         },
       };
     }
@@ -102,7 +101,7 @@ export async function writeUploadLocally(begin: BeginUploadResponse, bytes: Uint
   // The upload file must lie inside the store that proved itself (`dir/uploads/<id>`), in
   // normal form: not any `dir/<folder>/<file>` such as a journal segment or a blob.
   // Covered by local-store.test.ts "writes nothing outside <dir>/uploads of the proven store".
-  if (store === undefined || begin.localPath !== join(store.dir, "uploads", basename(begin.localPath))) return false;
+  if (store === undefined || begin.localPath !== uploadPath(store.dir, basename(begin.localPath))) return false;
   try {
     await writeWholeFile(begin.localPath, bytes);
     return true;

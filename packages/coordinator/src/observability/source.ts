@@ -1,5 +1,5 @@
 import type { CoreState } from "@dce/core";
-import type { StepObserver, VerificationObserver } from "../coordinator.js";
+import type { StepObserver, VerificationObserver } from "./events.js";
 
 /**
  * What the observability features read from a coordinator: its step hook and its

@@ -15,7 +15,7 @@ import {
   step,
   type WorkerId,
 } from "@dce/core";
-import type { StepObserver, VerificationEvent, VerificationObserver } from "../coordinator.js";
+import type { StepObserver, VerificationEvent, VerificationObserver } from "../observability/events.js";
 import type { ObservableCoordinator } from "../observability/source.js";
 
 const BLOB_A = "a".repeat(64);

@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import type { Kernel, StopFlag } from "./kernel.js";
 import { checkGemmShape } from "./shape.js";
 import { KernelStoppedError, KernelUnavailableError, packageRootUrl } from "./support.js";
+import type { Kernel, StopFlag } from "./types.js";
 
 /** Registry name of the OpenBLAS kernel. */
 export const nativeBlasName = "native-blas";

@@ -1,5 +1,5 @@
-import type { Kernel } from "./kernel.js";
 import { checkGemmShape } from "./shape.js";
+import type { Kernel } from "./types.js";
 
 /**
  * The reference kernel: plain TypeScript with a fixed summation order.

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";
-import type { Kernel } from "./kernel.js";
 import { checkGemmShape } from "./shape.js";
 import { KernelUnavailableError, packageRootUrl } from "./support.js";
+import type { Kernel } from "./types.js";
 
 /** Registry name of the WebAssembly SIMD kernel. */
 export const wasmSimdName = "wasm-simd";
