@@ -29,13 +29,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
  * accepts, and an entry whose circle changes shape fails again (its key no longer matches).
  * @type {Record<string, string>}
  */
-const TYPE_ONLY_ALLOWED = {
-  "packages/core/src/durable.ts packages/core/src/quarantine.ts packages/core/src/shard-deaths.ts packages/core/src/step.ts":
-    "The core's decision union `Effect` is declared in step.ts, and the rule helpers that step.ts calls " +
-    "(quarantine.ts, shard-deaths.ts) push Effects, so they name it with `import type`; step.ts names " +
-    "durable.ts's record types the same way. Nothing loads through these edges. Splitting step.ts by concern " +
-    "(issue 13) gives Effect a module of its own, which ends this circle and this entry.",
-};
+const TYPE_ONLY_ALLOWED = {};
 
 /** Every hand-written .ts file under packages/<pkg>/src, as paths relative to the root. */
 function sourceFiles() {

@@ -17,7 +17,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { quote } from "@dce/core";
 import { type ErrorInfo, ErrorInfoSchema, ErrorReason } from "@dce/proto";
-import type { BlobError } from "./blob-store.js";
+import type { BlobError } from "./blob-error.js";
 
 /** Facts about an error, keyed in snake_case; undefined values are left out, others sent as strings. */
 export type ErrorMetadata = Readonly<Record<string, string | number | boolean | undefined>>;

@@ -1,7 +1,7 @@
-import type { DurableRecord } from "./durable.js";
 import type { Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import type { TileBounds } from "./plan.js";
+import type { DurableRecord } from "./records.js";
 import type { MatMulSpec, MatMulSpecInput } from "./spec.js";
 import type { KernelOffer } from "./state.js";
 

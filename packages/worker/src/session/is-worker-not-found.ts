@@ -1,10 +1,12 @@
 import type { ConnectError } from "@connectrpc/connect";
+import { ErrorReason } from "@dce/proto";
+import { errorReasonOf } from "@dce/runtime/error-info";
 
 /**
  * Whether a NOT_FOUND from a call that names both the worker and a job (FailShard) is
- * about the worker (then: register again) rather than the job. The coordinator says so
- * only in its message today ("worker ... not registered").
+ * about the worker (then: register again) rather than the job: the coordinator says so
+ * in the error's `dce.v1.ErrorInfo` reason, never only in its text (docs/errors.md).
  */
 export function isWorkerNotFound(err: ConnectError): boolean {
-  return /worker/i.test(err.rawMessage);
+  return errorReasonOf(err) === ErrorReason.WORKER_NOT_FOUND;
 }

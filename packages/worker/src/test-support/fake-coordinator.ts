@@ -14,6 +14,8 @@ import {
 } from "@connectrpc/connect";
 import {
   BlobService,
+  ErrorInfoSchema,
+  ErrorReason,
   type LeaseRef,
   LeaseRefSchema,
   LeaseState,
@@ -392,7 +394,10 @@ export class FakeCoordinator {
 
   #checkWorker(workerId: string): void {
     if (!this.#workers.has(workerId)) {
-      throw new ConnectError(`worker ${workerId} is not registered (register again)`, Code.NotFound);
+      // As the coordinator does: the reason, not the text, says which thing was not found.
+      throw new ConnectError(`worker ${workerId} is not registered (register again)`, Code.NotFound, undefined, [
+        { desc: ErrorInfoSchema, value: { reason: ErrorReason.WORKER_NOT_FOUND, metadata: { worker_id: workerId } } },
+      ]);
     }
   }
 
