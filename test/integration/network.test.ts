@@ -1,6 +1,17 @@
 import { createClient } from "@dce/client-sdk";
 import { describe, expect, onTestFinished, test } from "vitest";
-import { BIN, naiveMultiply, randomMatrix, sameBytes, spawnNode, startCluster, waitFor } from "../support/cluster.js";
+import { logLines } from "../support/assertions.js";
+import {
+  BIN,
+  type Cluster,
+  naiveMultiply,
+  randomMatrix,
+  sameBytes,
+  spawnNode,
+  startCluster,
+  waitFor,
+} from "../support/cluster.js";
+import { bearer, getHttp1, parseScrape } from "../support/ops.js";
 import { startFaultProxy } from "../support/proxy.js";
 
 // A worker reaches the coordinator through an in-process TCP proxy that delays, drops,
@@ -54,9 +65,35 @@ describe("network faults between a worker and the coordinator", () => {
       expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
       // The worker behind the proxy opened a new connection and got work again.
       expect(proxy.accepted).toBeGreaterThan(1);
+      // Only the worker behind the proxy is left for the second job, so it has to do
+      // every shard of it through the link that was cut and restored.
+      const [direct] = cluster.workers;
+      direct?.child.kill("SIGKILL");
+      await direct?.exited;
+      const acceptedBefore = await shardsCompletedBy(cluster, "behind-proxy");
+      const logFrom = behind.stderr.length;
       const second = await client.submitMatMul(randomMatrix(64, 64, 303), randomMatrix(64, 64, 304), { tileSize: 8 });
       await second.result({ signal: AbortSignal.timeout(60_000) });
+      const { shardsTotal } = await second.status();
+      expect(shardsTotal).toBe(64);
+      // The coordinator credits every shard of the second job to that worker...
+      expect((await shardsCompletedBy(cluster, "behind-proxy")) - acceptedBefore).toBe(shardsTotal);
+      // ...and the worker itself logged them as completed (its log lines trail the replies).
+      const completedShards = () =>
+        new Set(
+          logLines(behind.stderr.slice(logFrom))
+            .filter((l) => l.msg === "shard completed" && l.jobId === second.id)
+            .map((l) => l.shard),
+        ).size;
+      await waitFor(behind, () => completedShards() === shardsTotal, 10_000, "its log of the second job's shards");
       expect(behind.child.exitCode).toBeNull();
     },
   );
 });
+
+/** Shard results the coordinator accepted from the worker named `name`, from its metrics. */
+async function shardsCompletedBy(cluster: Cluster, name: string): Promise<number> {
+  const res = await getHttp1(`${cluster.url}/metrics`, cluster.ca, bearer(cluster.adminToken));
+  expect(res.status).toBe(200);
+  return parseScrape(res.body).sum("dce_worker_shards_completed_total", { worker_name: name });
+}

@@ -12,6 +12,7 @@ import { pathToFileURL } from "node:url";
 import { type CoreEvent, ShardStatus, type StepResult, tileBounds } from "@dce/core";
 import { describe, expect, test } from "vitest";
 import { MAX_POISON_DEATHS, type SimMode } from "./chaos-modes.js";
+import { COVERAGE_SEEDS, FAULT_KINDS, type FaultKind, missingKinds, seedsNeeded } from "./coverage.js";
 import { REAL_CORE, runSim, type SimCore, type SimResult, type SimStats } from "./sim.js";
 
 const env = process.env;
@@ -63,6 +64,13 @@ function add(s: SimStats): void {
   for (const [k, v] of Object.entries(s) as [keyof SimStats, number][]) totals[k] = (totals[k] ?? 0) + v;
 }
 
+/** Up to `want` seeds in 1..`limit` whose runs exercise `kind`. */
+function seedsShowing(kind: FaultKind, want: number, limit: number): number[] {
+  const found: number[] = [];
+  for (let seed = 1; seed <= limit && found.length < want; seed++) if (runSim(seed, opts).stats[kind] > 0) found.push(seed);
+  return found;
+}
+
 describe("simulation", () => {
   if (one !== undefined) {
     test(`seed ${one}`, () => {
@@ -101,32 +109,30 @@ describe("simulation", () => {
       }
     });
   }
-  test("the runs exercised every kind of fault", () => {
-    console.log(`simulation totals over ${count} seeds: ${JSON.stringify(totals)}`);
-    for (const k of [
-      "backups",
-      "staleCompletionsRejected",
-      "heartbeatsLost",
-      "shardFailures",
-      "garbledReports",
-      "expired",
-      "coordinatorCrashes",
-      "tornCrashes",
-      "crashPoints",
-      "snapshotRestores",
-      "finalizedAfterRestart",
-      "workerCrashes",
-      "workerPauses",
-      "reregistrations",
-      "dropped",
-      "duplicated",
-      "corruptedResults",
-      "corruptRejected",
-      "quarantines",
-      "sharedIdentityWorkerQuarantines",
-    ] as const) {
-      if (count >= 1_000) expect(totals[k] ?? 0, `no run exercised ${k}`).toBeGreaterThan(0);
+  test("the runs exercised every kind of fault their number makes certain (coverage.ts)", () => {
+    const due = FAULT_KINDS.filter((k) => count >= seedsNeeded(k));
+    console.log(
+      `simulation totals over ${count} seeds (${due.length} of ${FAULT_KINDS.length} kinds due): ${JSON.stringify(totals)}`,
+    );
+    const missing = missingKinds(totals, due);
+    const lines = missing.map((k) => `no run exercised ${k} (it shows up in ${seedsNeeded(k)} seeds or fewer)`);
+    expect(lines, lines.join("\n")).toEqual([]);
+  });
+
+  test(`seeds ${COVERAGE_SEEDS.join(", ")} exercise every kind of fault (coverage.ts)`, () => {
+    const seen: Partial<Record<keyof SimStats, number>> = {};
+    for (const seed of COVERAGE_SEEDS) {
+      const r = runSim(seed, opts);
+      if (!r.ok) expect.fail(report(r, true));
+      for (const k of FAULT_KINDS) seen[k] = (seen[k] ?? 0) + r.stats[k];
     }
+    const lines = missingKinds(seen, FAULT_KINDS).map((k) => {
+      const now = seedsShowing(k, 3, 10_000);
+      return now.length > 0
+        ? `no seed of the set exercised ${k}; seeds ${now.join(", ")} do now (the draw changed: update COVERAGE_SEEDS)`
+        : `no seed in 1..10000 exercises ${k}: the simulation no longer generates it`;
+    });
+    expect(lines, lines.join("\n")).toEqual([]);
   });
 
   describe("worker deaths (issue 12; chaos-modes.ts)", () => {

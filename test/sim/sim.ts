@@ -90,12 +90,13 @@ export interface SimOptions {
   /** Called with one line per simulated event (DCE_SIM_VERBOSE=1). */
   readonly trace?: (line: string) => void;
   /**
-   * When a reply may leave the coordinator. "own-records" is what the coordinator shell
-   * does today: a reply waits for the fsync only if its own step appended records.
-   * "commit-horizon" (default) also makes every reply that acknowledges something or
-   * hands out epochs (SubmitJob, CompleteShards, FailShard, AcquireShards) wait until
-   * everything appended before it is durable: an idempotent repeat cannot acknowledge a
-   * job a crash would take back, and no grant leaves before its epoch reservation is durable.
+   * When a reply may leave the coordinator. "commit-horizon" (default) is what the
+   * coordinator shell's `#apply` does: every reply that acknowledges something or hands
+   * out epochs (SubmitJob, CompleteShards, FailShard, AcquireShards) waits until everything
+   * appended before it is durable, so an idempotent repeat cannot acknowledge a job a crash
+   * would take back, and no grant leaves before its epoch reservation is durable.
+   * "own-records" is the shell's former rule, kept to replay what it got wrong (README):
+   * a reply waits for the fsync only if its own step appended records.
    */
   readonly replyGating?: "own-records" | "commit-horizon";
   /** The kind of run drawn from the seed (chaos-modes.ts); default: the usual mixed faults. */

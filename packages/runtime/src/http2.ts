@@ -56,6 +56,7 @@ export class WideWindowSessionManager extends Http2SessionManager {
     options?: http2.ClientSessionOptions | http2.SecureClientSessionOptions,
   ) {
     super(url, pingOptions, { ...options, settings: { ...options?.settings, ...http2WindowSettings } });
+    keepConnectionUnderWay(this);
   }
 
   override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<http2.ClientHttp2Stream> {
@@ -67,4 +68,39 @@ export class WideWindowSessionManager extends Http2SessionManager {
     }
     return stream;
   }
+}
+
+/** The two members of connect-node's `Http2SessionManager` (2.1.x, private there) that {@link keepConnectionUnderWay} wraps. */
+interface ManagerInternals {
+  s: { t: string };
+  setState(next: { t: string; conn?: Promise<http2.ClientHttp2Session> }): void;
+}
+
+/**
+ * Stops the manager from giving up on a connection that is still being opened for another one.
+ *
+ * connect-node 2.1.2: when a keepalive check of a dead connection fails while a request has
+ * already started a new connection, the manager starts a third and drops the second with
+ * its 'error' listener removed, without closing it. When that socket then fails (a black
+ * hole ends, the server times out the TLS handshake), Node raises the error with nobody
+ * listening and the process dies. Here the manager keeps waiting for the connection under
+ * way; the spare one is closed once it connects, and its failure is its own listener's.
+ * Covered by test/integration/network.test.ts ("blackhole").
+ */
+function keepConnectionUnderWay(manager: Http2SessionManager): void {
+  const m = manager as unknown as ManagerInternals;
+  const setState = m.setState.bind(manager);
+  m.setState = (next) => {
+    if (m.s.t === "connecting" && next.t === "connecting" && next !== m.s) {
+      next.conn?.then(
+        (spare) => {
+          spare.on("error", () => {}); // closing it is all that is left to do
+          spare.close();
+        },
+        () => {},
+      );
+      return;
+    }
+    setState(next);
+  };
 }
