@@ -152,7 +152,8 @@ describe("Worker drain", () => {
     const fake = new FakeCoordinator();
     const pool = new HeldPool(2, () => true);
     const { job } = smallJob(fake);
-    const worker = newWorker(fake, { pool, shutdownGraceMs: 5_000 });
+    const logger = captureLogger();
+    const worker = newWorker(fake, { pool, shutdownGraceMs: 5_000, logger });
     await worker.start();
     await waitFor("2 shards held", () => pool.started === 2);
     const closing = worker.close();
@@ -161,13 +162,19 @@ describe("Worker drain", () => {
     expect(fake.doneCount(job.jobId)).toBe(2);
     expect(fake.failShardCalls).toEqual([]);
     expect(pool.started).toBe(2); // nothing new acquired while draining
+    // The last line says what became of the work it held.
+    expect(logger.lines.at(-1)).toMatchObject({
+      msg: "worker stopped: 2 shards finished while draining, 0 leases handed back",
+      fields: { shardsFinishedWhileDraining: 2, leasesHandedBack: 0, handBacksLost: 0 },
+    });
   });
 
   it("hands unfinished leases back with release:true after the grace period", async () => {
     const fake = new FakeCoordinator();
     const pool = new HeldPool(2, () => true);
     const { job } = smallJob(fake);
-    const worker = newWorker(fake, { pool, shutdownGraceMs: 50 });
+    const logger = captureLogger();
+    const worker = newWorker(fake, { pool, shutdownGraceMs: 50, logger });
     await worker.start();
     await waitFor("2 shards held", () => pool.started === 2);
     const held = [fake.leaseOf(job.jobId, 0), fake.leaseOf(job.jobId, 1)].map((l) => keyOf(l as NonNullable<typeof l>));
@@ -175,6 +182,10 @@ describe("Worker drain", () => {
     expect(pool.aborted).toBe(2);
     expect(fake.failShardCalls.map((c) => [keyOf(c.lease), c.release]).sort()).toEqual(held.map((k) => [k, true]).sort());
     expect(fake.completeCalls).toEqual([]);
+    expect(logger.lines.at(-1)).toMatchObject({
+      msg: "worker stopped: 0 shards finished while draining, 2 leases handed back",
+      fields: { shardsFinishedWhileDraining: 0, leasesHandedBack: 2, handBacksLost: 0 },
+    });
     await worker.wait();
   });
 

@@ -196,6 +196,8 @@ export class Worker {
       }
     };
     const runs = (): ShardRun[] => [...(this.#parts?.pull.runs.values() ?? [])];
+    const atDrain = runs().length;
+    let unfinished = 0;
     if (this.#fatal === undefined) this.#log.info({ activeShards: this.activeShards }, "draining");
     this.#drain.abort(new ShardStopped("worker is draining"));
     this.#parts?.pull.wake();
@@ -214,6 +216,7 @@ export class Worker {
     // Whatever is still running is aborted; unless the coordinator is gone, its lease goes back.
     await step("hand back unfinished leases", async () => {
       const left = runs();
+      unfinished = left.length;
       for (const run of left) run.abort.abort(new ShardStopped("shutdown grace period over"));
       const failures = this.#parts?.failures;
       if (left.length > 0 && this.#fatal === undefined && failures !== undefined) {
@@ -230,7 +233,25 @@ export class Worker {
     await step("close pool", async () => {
       if (this.#injectedPool === undefined) await this.#pool?.close();
     });
-    if (this.#fatal === undefined) this.#log.info({ workerId: this.workerId }, "worker stopped");
+    if (this.#fatal === undefined) {
+      // Say what became of the work it held: finished and reported, or handed back to be run elsewhere.
+      const handBacks = this.#parts?.failures.handBacks ?? { done: 0, lost: 0 };
+      const finished = Math.max(0, atDrain - unfinished);
+      this.#log.info(
+        {
+          workerId: this.workerId,
+          shardsFinishedWhileDraining: finished,
+          leasesHandedBack: handBacks.done,
+          handBacksLost: handBacks.lost,
+        },
+        `worker stopped: ${plural(finished, "shard")} finished while draining, ${plural(handBacks.done, "lease")} handed back` +
+          (handBacks.lost > 0 ? `, ${plural(handBacks.lost, "hand-back")} not delivered (those leases run out)` : ""),
+      );
+    }
     this.#settleStopped(this.#fatal);
   }
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }

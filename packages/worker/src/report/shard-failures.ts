@@ -19,6 +19,8 @@ export class ShardFailures {
   readonly #rpc: Client<typeof WorkerService>;
   readonly #session: Session;
   readonly #log: WorkerLogger;
+  /** Leases handed back, and hand-backs that did not get through (their leases run out). */
+  readonly handBacks = { done: 0, lost: 0 };
 
   constructor(rpc: Client<typeof WorkerService>, session: Session, log: WorkerLogger) {
     this.#rpc = rpc;
@@ -26,8 +28,11 @@ export class ShardFailures {
     this.#log = log;
   }
 
-  /** Reports a failure (`release: false`) or hands a lease back (`release: true`); never rejects. */
-  async failShard(lease: LeaseRef, error: string, release: boolean, signal: AbortSignal, timeoutMs: number): Promise<void> {
+  /**
+   * Reports a failure (`release: false`) or hands a lease back (`release: true`); never rejects.
+   * @returns whether the coordinator got it.
+   */
+  async failShard(lease: LeaseRef, error: string, release: boolean, signal: AbortSignal, timeoutMs: number): Promise<boolean> {
     try {
       await this.#session.retry(
         "FailShard",
@@ -41,14 +46,17 @@ export class ShardFailures {
         },
       );
       this.#log.debug({ ...leaseFields(lease), release }, release ? "lease released" : "shard failure reported");
+      return true;
     } catch (e) {
       this.#log.warn({ ...leaseFields(lease), release, err: errorMessage(e) }, "FailShard did not get through");
+      return false;
     }
   }
 
   /** Hands a lease back unstarted (drain, shutdown); never rejects. */
-  handBack(lease: LeaseRef | undefined, why: string): Promise<void> {
-    if (lease === undefined) return Promise.resolve();
-    return this.failShard(lease, why, true, AbortSignal.timeout(releaseTimeoutMs), releaseTimeoutMs);
+  async handBack(lease: LeaseRef | undefined, why: string): Promise<void> {
+    if (lease === undefined) return;
+    if (await this.failShard(lease, why, true, AbortSignal.timeout(releaseTimeoutMs), releaseTimeoutMs)) this.handBacks.done++;
+    else this.handBacks.lost++;
   }
 }
