@@ -1,16 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
-import {
-  asWorkerId,
-  type CoreEvent,
-  type CoreState,
-  type Effect,
-  type OutcomeMap,
-  restoreCoreState,
-  type StepResult,
-  step,
-} from "@dce/core";
+import { asWorkerId, type CoreEvent, type CoreState, type Effect, type OutcomeMap, type StepResult, step } from "@dce/core";
 import { BlobService, JobService, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { type CoordinatorConfig, MESSAGE_OVERHEAD_BYTES } from "./config.js";
@@ -26,6 +17,7 @@ import { createWorkerService } from "./services/worker-service.js";
 import type { Applied, ShellContext } from "./shell/context.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
+import { recoverState } from "./shell/recovery.js";
 import { ResultFinalizer } from "./shell/result-finalizer.js";
 import { ResultVerification } from "./shell/result-verification.js";
 import { Waiters } from "./shell/waiters.js";
@@ -138,24 +130,7 @@ export class Coordinator {
     const clock = ports.clock ?? systemClock;
     const { blobs, sink, openJournal } = ports.storage ?? createDiskStorage(config, logger);
     const { journal, report } = await openJournal();
-    const restored = restoreCoreState(config.core, journal.model);
-    const active = new Set<string>(restored.active);
-    sink.retain(active);
-    for (const id of restored.active) {
-      const job = restored.state.jobs.get(id);
-      if (!job) continue;
-      if (job.doneCount > 0 && !sink.has(id)) {
-        // Accepted tiles whose bytes are gone cannot be trusted: compute them again. The reset is
-        // durable before the new buffer exists, so a second restart does not trust the old tiles in it.
-        for (const fx of step(restored.state, { type: "result-buffer-lost", nowMs: clock.nowMs(), jobId: id }).effects) {
-          if (fx.type === "persist") journal.append(fx.record);
-          else if (fx.type === "log") logger[fx.level](fx.fields, fx.msg);
-          // job-changed, shards-available: nobody waits on a coordinator that is not open yet.
-        }
-        await journal.commit();
-      }
-      sink.prepare(id, job.plan.rows, job.plan.cols);
-    }
+    const restored = await recoverState(config.core, journal, sink, clock, logger);
     const c = new Coordinator(config, logger, {
       state: restored.state,
       blobs,
