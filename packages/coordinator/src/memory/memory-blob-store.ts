@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
-import { BlobError } from "../blob-store.js";
+import { BlobError } from "../blob-error.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { BlobService } from "@dce/proto";
-import { BlobError } from "../blob-store.js";
+import { BlobError } from "../blob-error.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 
 /** A blob store refusal as the Connect error callers see; anything else unchanged. */
