@@ -49,7 +49,14 @@ async function main(): Promise<number> {
   try {
     // DCE_TEST_CRASH_AT=POINT[:N] is fault injection for the crash-point tests only.
     const testCrashAt = parseCrashPoint(process.env.DCE_TEST_CRASH_AT);
-    running = await startCoordinator({ ...cmd.options, logger, ...(testCrashAt ? { testCrashAt } : {}) });
+    running = await startCoordinator({
+      ...cmd.options,
+      logger,
+      // The journal could not be written: exit once the waiting calls are answered, and a restart
+      // recovers from the journal (test/integration/disk-full.test.ts).
+      onFatal: () => setTimeout(() => process.exit(70), 200),
+      ...(testCrashAt ? { testCrashAt } : {}),
+    });
   } catch (e) {
     // A full or failing data dir is no usage error: exit 1, like a port in use.
     if (e instanceof DataDirError) {

@@ -54,6 +54,9 @@ export type { OpsDenial, OpsEndpoint, OpsGuard, OpsHttpOptions, OpsRequest } fro
 export { createOpsHttpHandler } from "./observability/ops-http.js";
 export { registerReflectionService } from "./observability/reflection.js";
 export type { ObservableCoordinator } from "./observability/source.js";
+export type { Clock } from "./ports/clock.js";
+export type { CoordinatorPorts, FatalHandler } from "./ports/coordinator-ports.js";
+export type { BlobStorePort, JournalPort, OpenedJournal, ResultSinkPort, StoragePorts } from "./ports/storage.js";
 export type { CoordinatorOptions, RunningCoordinator } from "./server.js";
 export {
   DEFAULT_MAX_MESSAGE_BYTES,

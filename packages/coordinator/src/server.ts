@@ -20,6 +20,7 @@ import { registerHealthService } from "./observability/health.js";
 import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observability/metrics.js";
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
+import type { FatalHandler } from "./ports/coordinator-ports.js";
 import { createRpcHandler } from "./rpc-handler.js";
 import { loadServerTls, type ServerTlsFiles } from "./tls-dir.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
@@ -108,6 +109,13 @@ export interface CoordinatorOptions {
   fsync?: boolean;
   /** Fault injection for crash-point tests only: SIGKILL at a named step of accepting a result. */
   testCrashAt?: CrashPoint;
+  /**
+   * Called once when the journal cannot be written (memory is ahead of disk), after the
+   * waiting calls are answered. The `coordinator` bin exits 70 so that a restart recovers
+   * from the journal. Default: nothing besides the fatal log line; every later write then
+   * fails until the coordinator is closed.
+   */
+  onFatal?: FatalHandler;
   /** Logger; default JSON lines to stderr at "info", credentials redacted (see `createLogger`). */
   logger?: Logger;
   /** Serve Prometheus metrics at `GET /metrics`. Default true. */
@@ -291,7 +299,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     onJournalCommit: metrics.observeJournalWriteMs,
     ...(o.testCrashAt ? { crashAt: o.testCrashAt } : {}),
   };
-  const coordinator = await Coordinator.open(config, logger);
+  const coordinator = await Coordinator.open(config, logger, o.onFatal ? { onFatal: o.onFatal } : {});
   // Attached after recovery: recovered jobs are the baseline, not counted again.
   const detachMetrics = metrics.attach(coordinator);
   const dashboard =

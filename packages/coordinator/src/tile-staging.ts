@@ -1,5 +1,5 @@
 import { type CoreState, checkCompletion, type LeaseKey, tileBounds, tileSizeBytes, type WorkerId } from "@dce/core";
-import type { ResultSink } from "./result-sink.js";
+import type { ResultSinkPort } from "./ports/storage.js";
 import { DataDirError } from "./storage-errors.js";
 
 /** A worker's result for one lease, about to be handed to the core; without `data`, or with a failed verdict, it is not written. */
@@ -27,14 +27,14 @@ export type Staged = "written" | "skipped" | DataDirError;
  * overwritten, and within one call only the first report of a shard is written (a
  * later one is refused by the core after the first is accepted).
  *
- * Small results live in memory until {@link ResultSink.flush}: that happens once per
+ * Small results live in memory until `ResultSinkPort.flush`: that happens once per
  * job here, so a call with many tiny tiles still costs one write per job.
  * @returns what happened to each report, in their order.
  * @throws anything that is not a disk fault (a bug).
  */
 export function stageTiles(
   state: Readonly<CoreState>,
-  sink: ResultSink,
+  sink: ResultSinkPort,
   workerId: WorkerId,
   reports: readonly TileReport[],
   nowMs: number,

@@ -1,0 +1,166 @@
+import { createHash } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { quote } from "@dce/core";
+import { BlobError } from "../blob-error.js";
+import type { BlobStorePort } from "../ports/storage.js";
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** Settings of a {@link MemoryBlobStore}; each has a default. */
+export interface MemoryBlobStoreOptions {
+  /** Largest blob accepted, in bytes. Default 1 GiB. */
+  readonly maxBlobBytes?: number;
+  /** Uploads open at once. Default 64. */
+  readonly maxOpenUploads?: number;
+  /** An upload without a chunk for this long is dropped, in ms. Default 600 000. */
+  readonly uploadIdleMs?: number;
+  /**
+   * Folder where {@link MemoryBlobStore.pathOf} writes a blob the first time its file is
+   * asked for (result verification reads inputs from files). Without it, `pathOf` throws,
+   * so run the coordinator with verification off.
+   */
+  readonly spillDir?: string;
+}
+
+interface MemoryUpload {
+  readonly sizeBytes: number;
+  readonly sha256: string;
+  readonly bytes: Uint8Array;
+  readonly hash: ReturnType<typeof createHash>;
+  received: number;
+  lastActiveMs: number;
+}
+
+/**
+ * A blob store held in memory, for tests and the simulation: the disk `BlobStore`'s
+ * contract (content addressing, resumable uploads with the same refusals) without
+ * files. Upload ids are `upload-1`, `upload-2`, … so runs are reproducible. Blobs survive
+ * {@link close}, so a coordinator restarted on the same store finds them, like files.
+ * No local store: a coordinator on it runs with `localStore` off.
+ */
+export class MemoryBlobStore implements BlobStorePort {
+  readonly dir = "memory";
+  readonly storeId = "memory";
+  readonly #opts: Required<Omit<MemoryBlobStoreOptions, "spillDir">> & MemoryBlobStoreOptions;
+  readonly #blobs = new Map<string, Uint8Array>();
+  readonly #uploads = new Map<string, MemoryUpload>();
+  readonly #spilled = new Set<string>();
+  #nextUpload = 1;
+
+  constructor(options: MemoryBlobStoreOptions = {}) {
+    this.#opts = { maxBlobBytes: 1 << 30, maxOpenUploads: 64, uploadIdleMs: 600_000, ...options };
+  }
+
+  pathOf(blobId: string): string {
+    const dir = this.#opts.spillDir;
+    if (dir === undefined) throw new Error("MemoryBlobStore has no files (pass spillDir to verify results)");
+    const path = join(dir, blobId);
+    const bytes = this.#blobs.get(blobId);
+    if (bytes !== undefined && !this.#spilled.has(blobId)) {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path, bytes);
+      this.#spilled.add(blobId);
+    }
+    return path;
+  }
+
+  sizeOf(blobId: string): number | undefined {
+    return SHA256_HEX.test(blobId) ? this.#blobs.get(blobId)?.byteLength : undefined;
+  }
+
+  begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
+    if (!SHA256_HEX.test(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
+      throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
+    }
+    if (sizeBytes > this.#opts.maxBlobBytes) {
+      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`);
+    }
+    if (this.sizeOf(sha256) === sizeBytes) return undefined;
+    this.expireIdle(nowMs);
+    if (this.#uploads.size >= this.#opts.maxOpenUploads) {
+      throw new BlobError(
+        "over-limit",
+        `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
+      );
+    }
+    const uploadId = `upload-${this.#nextUpload++}`;
+    this.#uploads.set(uploadId, {
+      sizeBytes,
+      sha256,
+      bytes: new Uint8Array(sizeBytes),
+      hash: createHash("sha256"),
+      received: 0,
+      lastActiveMs: nowMs,
+    });
+    return { uploadId };
+  }
+
+  append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number {
+    const u = this.#session(uploadId);
+    u.lastActiveMs = nowMs;
+    if (offset + data.byteLength <= u.received && offset < u.received) return u.received; // a resent chunk
+    if (offset !== u.received) throw new BlobError("out-of-order", `chunk at offset ${offset}; expected offset ${u.received}`);
+    if (u.received + data.byteLength > u.sizeBytes) {
+      throw new BlobError("invalid", `chunk ends at ${u.received + data.byteLength}, past the declared size ${u.sizeBytes}`);
+    }
+    u.bytes.set(data, u.received);
+    u.hash.update(data);
+    u.received += data.byteLength;
+    return u.received;
+  }
+
+  uploadPathOf(uploadId: string): string {
+    this.#session(uploadId);
+    throw new BlobError("invalid", "this blob store has no files to write locally");
+  }
+
+  finishLocal(uploadId: string): Promise<string> {
+    return Promise.reject(
+      new BlobError("invalid", `upload ${quote(uploadId, 64)}: this blob store has no files to write locally`),
+    );
+  }
+
+  finish(uploadId: string): string {
+    const u = this.#session(uploadId);
+    this.#uploads.delete(uploadId);
+    if (u.received !== u.sizeBytes)
+      throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
+    const digest = u.hash.digest("hex");
+    if (digest !== u.sha256)
+      throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
+    if (!this.#blobs.has(digest)) this.#blobs.set(digest, u.bytes);
+    return digest;
+  }
+
+  put(data: Uint8Array): string {
+    const blobId = createHash("sha256").update(data).digest("hex");
+    if (!this.#blobs.has(blobId)) this.#blobs.set(blobId, data.slice());
+    return blobId;
+  }
+
+  read(blobId: string, offset: number, maxBytes: number): { data: Uint8Array; totalBytes: number } {
+    const bytes = this.sizeOf(blobId) === undefined ? undefined : this.#blobs.get(blobId);
+    if (bytes === undefined) throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`);
+    const total = bytes.byteLength;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {
+      throw new BlobError("invalid", `offset ${offset} is outside the blob (0..${total})`);
+    }
+    return { data: bytes.slice(offset, offset + Math.min(maxBytes, total - offset)), totalBytes: total };
+  }
+
+  expireIdle(nowMs: number): void {
+    for (const [id, u] of [...this.#uploads]) if (nowMs - u.lastActiveMs > this.#opts.uploadIdleMs) this.#uploads.delete(id);
+  }
+
+  close(): void {
+    this.#uploads.clear();
+  }
+
+  #session(uploadId: string): MemoryUpload {
+    const u = this.#uploads.get(uploadId);
+    if (!u) throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`);
+    return u;
+  }
+}

@@ -1,0 +1,29 @@
+import type { Clock } from "./clock.js";
+import type { StoragePorts } from "./storage.js";
+
+/**
+ * Called once when the coordinator cannot go on (its journal could not be written: memory
+ * is ahead of disk). The callers waiting on that write are answered first, with what
+ * happened; the handler decides what stops. The `coordinator` bin exits with code 70
+ * after 200 ms, and a restart recovers from the journal.
+ */
+export type FatalHandler = (err: unknown) => void;
+
+/**
+ * What a coordinator reaches the world through. Each is optional: the defaults are the
+ * disk parts in `config.dataDir`, the wall clock, and a fatal handler that only logs
+ * (after which every write fails until the coordinator is closed). Tests and the
+ * simulation pass memory storage and a `VirtualClock` (`@dce/coordinator/testing`).
+ */
+export interface CoordinatorPorts {
+  /** Journal, blob store and result sink. Default: files in `config.dataDir`. */
+  readonly storage?: StoragePorts;
+  /** Time and timers. Default: `systemClock`. */
+  readonly clock?: Clock;
+  /** See {@link FatalHandler}. Default: nothing besides the fatal log line. */
+  readonly onFatal?: FatalHandler;
+  /** Uniform numbers in [0, 1) for the core's jitter. Default `Math.random`. */
+  readonly random?: () => number;
+  /** Fresh ids for jobs and workers. Default `crypto.randomUUID`. */
+  readonly newId?: () => string;
+}

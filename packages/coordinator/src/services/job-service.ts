@@ -1,0 +1,160 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { asClientId, asJobId, type ClientId, isTerminal, jobOf, quote, resultOf, validateMatMulSpec, viewJob } from "@dce/core";
+import { GetJobResponseSchema, type JobService, type MatrixRef, MatrixRefSchema } from "@dce/proto";
+import { principalKey } from "../auth.js";
+import { localStoreField, type ShellContext } from "../shell/context.js";
+import { MAX_INLINE_BYTES, storeInline } from "../shell/inline-inputs.js";
+import { toConnectError, toJobStatus } from "../wire.js";
+
+/** The single client identity while authentication is off (development mode). */
+const ANONYMOUS = asClientId("anonymous");
+
+/**
+ * The client a job request acts as: the token's name. An admin acts on any job as
+ * its owner (so it sees, downloads and cancels every job); anybody else's job stays
+ * NOT_FOUND for a client, exactly like a job that does not exist.
+ */
+function clientOf(shell: ShellContext, ctx: HandlerContext, jobId?: string): ClientId {
+  const p = ctx.values.get(principalKey);
+  if (p?.clientId === undefined) return ANONYMOUS;
+  if (jobId !== undefined && p.roles.has("admin")) {
+    const job = shell.state.jobs.get(asJobId(jobId));
+    if (job) return job.clientId;
+  }
+  return asClientId(p.clientId);
+}
+
+/** JobService: clients submit, watch, download and cancel jobs. */
+export function createJobService(shell: ShellContext): ServiceImpl<typeof JobService> {
+  return {
+    submitJob: async (req, ctx) => {
+      if (req.idempotencyKey.length > 128) {
+        throw new ConnectError("idempotency_key is longer than 128 characters", Code.InvalidArgument);
+      }
+      const m = req.matmul;
+      if (!m) throw new ConnectError("matmul spec is required", Code.InvalidArgument);
+      const spec = { a: m.a, b: m.b, tileRows: m.tileRows, tileCols: m.tileCols, kernel: m.kernel };
+      // Limits first (pure, no I/O): a spec over a limit fails with that limit's name, whatever
+      // blobs it names. Other problems are reported in their usual order, below and by the core.
+      // An inline matrix gets its blob id once stored.
+      const early = (r: MatrixRef | undefined) =>
+        r && r.blobId === "" && r.inlineData.byteLength > 0 ? { rows: r.rows, cols: r.cols, blobId: "0".repeat(64) } : r;
+      const valid = validateMatMulSpec({ ...spec, a: early(m.a), b: early(m.b) }, shell.config.core.limits);
+      if (!valid.ok && valid.error.kind === "over-limit") throw toConnectError(valid.error);
+      // The data must be uploaded (or sent inline), and its length must match the declared shape.
+      for (const [name, ref] of [
+        ["A", m.a],
+        ["B", m.b],
+      ] as const) {
+        if (!ref) continue; // reported by spec validation
+        if (ref.inlineData.byteLength > 0) storeInline(shell.blobs, name, ref);
+        const size = shell.blobs.sizeOf(ref.blobId);
+        if (size === undefined) {
+          throw new ConnectError(`matrix ${name}: blob ${quote(ref.blobId, 64)} not found; upload it first`, Code.NotFound);
+        }
+        const want = ref.rows * ref.cols * 8;
+        if (size !== want) {
+          throw new ConnectError(
+            `matrix ${name}: data is ${size} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
+            Code.InvalidArgument,
+          );
+        }
+      }
+      const clientId = clientOf(shell, ctx);
+      // A new job's C must fit on disk (a retry of a submitted one is answered as before).
+      // The key is the core's (state.ts): a client's idempotency key names at most one job.
+      if (valid.ok && !shell.state.idempotency.has(`${clientId}\u0000${req.idempotencyKey}`)) {
+        shell.sink.admit(valid.value.a.rows, valid.value.b.cols);
+      }
+      const out = shell.apply({
+        type: "job-submitted",
+        nowMs: shell.clock.nowMs(),
+        clientId,
+        idempotencyKey: req.idempotencyKey,
+        spec,
+        jobId: asJobId(shell.newId()),
+      });
+      if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+      const { jobId, created } = out.outcome.value;
+      const job = shell.state.jobs.get(jobId);
+      // Logged before the commit wakes the workers, so it is the job's first line
+      // (a failed commit stops the process with a fatal line of its own).
+      if (created && job) {
+        shell.log.info(
+          { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
+          "job submitted",
+        );
+      } else {
+        shell.log.debug({ jobId }, "job submitted again (same idempotency key)");
+      }
+      await out.durable;
+      return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job)) } : {}) };
+    },
+
+    getJob: async (req, ctx) => {
+      const clientId = clientOf(shell, ctx, req.jobId);
+      const jobId = asJobId(req.jobId);
+      const first = jobOf(shell.state, clientId, jobId);
+      if (!first.ok) throw toConnectError(first.error);
+      const waitMs = Math.min(req.waitMs, shell.config.maxLongPollMs);
+      const deadline = shell.clock.nowMs() + waitMs;
+      let job = first.value;
+      while (
+        waitMs > 0 &&
+        (req.untilTerminal || BigInt(job.version) <= req.afterVersion) &&
+        !isTerminal(job.state) &&
+        shell.clock.nowMs() < deadline &&
+        !ctx.signal.aborted
+      ) {
+        await shell.waiters.waitForJob(jobId, deadline - shell.clock.nowMs(), ctx.signal);
+        const again = jobOf(shell.state, clientId, jobId);
+        if (!again.ok) throw toConnectError(again.error);
+        job = again.value;
+      }
+      const res = create(GetJobResponseSchema, { status: toJobStatus(viewJob(job)) });
+      const inlineMax = Math.min(req.inlineResultMaxBytes, MAX_INLINE_BYTES);
+      if (job.state === "succeeded" && inlineMax > 0 && job.plan.rows * job.plan.cols * 8 <= inlineMax) {
+        const r = resultOf(shell.state, clientId, jobId);
+        if (r.ok) {
+          const { blobId } = r.value;
+          const size = job.plan.rows * job.plan.cols * 8;
+          res.result = create(MatrixRefSchema, {
+            rows: job.plan.rows,
+            cols: job.plan.cols,
+            blobId,
+            inlineData: shell.blobs.read(blobId, 0, size).data,
+          });
+        }
+      }
+      return res;
+    },
+
+    getResult: (req, ctx) => {
+      const r = resultOf(shell.state, clientOf(shell, ctx, req.jobId), asJobId(req.jobId));
+      if (!r.ok) throw toConnectError(r.error);
+      const { job, blobId } = r.value;
+      return {
+        result: { rows: job.plan.rows, cols: job.plan.cols, blobId },
+        sizeBytes: BigInt(job.plan.rows * job.plan.cols * 8),
+        ...localStoreField(shell),
+      };
+    },
+
+    cancelJob: async (req, ctx) => {
+      const clientId = clientOf(shell, ctx, req.jobId);
+      const out = shell.apply({
+        type: "job-cancel-requested",
+        nowMs: shell.clock.nowMs(),
+        clientId,
+        jobId: asJobId(req.jobId),
+        reason: req.reason,
+      });
+      if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+      await out.durable;
+      const job = jobOf(shell.state, clientId, out.outcome.value.jobId);
+      if (!job.ok) throw toConnectError(job.error);
+      return { status: toJobStatus(viewJob(job.value)) };
+    },
+  };
+}

@@ -1,0 +1,235 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { asWorkerId, type LeaseKey, quote, sameIdentityPeers, type WorkerId } from "@dce/core";
+import { type CompleteShardsRequest, type ShardOutcome, ShardOutcomeSchema, type WorkerService } from "@dce/proto";
+import { localStoreField, type ShellContext } from "../shell/context.js";
+import { withInlineInputs } from "../shell/inline-inputs.js";
+import type { CheckOutcome } from "../shell/result-verification.js";
+import { DataDirError } from "../storage-errors.js";
+import { stageTiles } from "../tile-staging.js";
+import { fromLeaseRef, toConnectError, toLeaseRef, toLeaseStatus, toShardLease } from "../wire.js";
+
+/** One result of a CompleteShards call on its way to the core. */
+interface ReportItem {
+  lease: LeaseKey;
+  data?: Uint8Array;
+  /** The answer when the result never reaches the core (no payload, blob not found). */
+  early?: ShardOutcome;
+  verdict?: CheckOutcome | undefined;
+}
+
+/** WorkerService: workers register, pull leases, renew them, and report results and failures. */
+export function createWorkerService(shell: ShellContext): ServiceImpl<typeof WorkerService> {
+  return {
+    registerWorker: (req, ctx) => {
+      if (req.kernels.length === 0) throw new ConnectError("a worker must offer at least one kernel", Code.InvalidArgument);
+      if (req.kernels.length > 32 || req.name.length > 256) {
+        throw new ConnectError("registration too large (at most 32 kernels, name of 256 characters)", Code.InvalidArgument);
+      }
+      const workerId = asWorkerId(shell.newId());
+      const out = shell.apply({
+        type: "worker-registered",
+        nowMs: shell.clock.nowMs(),
+        workerId,
+        name: req.name,
+        kernels: req.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
+        threads: req.threads,
+        identity: shell.identities.quarantineIdentityOf(ctx, req.name),
+      });
+      if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+      const identity = shell.identities.register(ctx, workerId);
+      shell.log.info(
+        { workerId, identity, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads },
+        "worker registered",
+      );
+      // Live: heard from within a long poll and a lease TTL (the dashboard's "stale" bound).
+      const liveSinceMs = shell.clock.nowMs() - shell.config.maxLongPollMs - shell.config.core.leaseTtlMs - 5_000;
+      const peers = sameIdentityPeers(shell.state, workerId, liveSinceMs).slice(0, 8);
+      if (peers.length > 0) {
+        const others = peers.map((w) => ({ workerId: w.id, name: w.name }));
+        const hint =
+          "give each worker its own certificate (coordinator init-certs --workers N): wrong results from two workers of one identity quarantine all of them";
+        shell.log.warn(
+          { workerId, name: req.name, identity: peers[0]?.identity, others, hint },
+          "two live workers present the same identity",
+        );
+      }
+      const ttl = shell.config.core.leaseTtlMs;
+      return {
+        workerId,
+        leaseTtlMs: ttl,
+        heartbeatIntervalMs: Math.max(50, Math.floor(ttl / 3)),
+        maxMessageBytes: shell.config.maxMessageBytes,
+        ...localStoreField(shell),
+      };
+    },
+
+    acquireShards: async (req, ctx) => {
+      if (req.maxShards < 1) throw new ConnectError("max_shards must be at least 1", Code.InvalidArgument);
+      const maxShards = Math.min(req.maxShards, shell.config.maxShardsPerAcquire);
+      const waitMs = Math.min(req.waitMs, shell.config.maxLongPollMs);
+      const deadline = shell.clock.nowMs() + waitMs;
+      const workerId = asWorkerId(req.workerId);
+      shell.identities.checkOwner(ctx, workerId);
+      for (;;) {
+        await shell.reserveEpochs(maxShards);
+        const out = shell.apply({ type: "shards-requested", nowMs: shell.clock.nowMs(), workerId, maxShards });
+        if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+        await out.durable;
+        const grants = out.outcome.value;
+        if (grants.length > 0 || shell.clock.nowMs() >= deadline || ctx.signal.aborted) {
+          for (const g of grants) {
+            shell.log.debug({ jobId: g.lease.jobId, shard: g.lease.shardIndex, epoch: g.lease.epoch, workerId }, "lease granted");
+          }
+          return { leases: withInlineInputs(shell.blobs, grants.map(toShardLease)) };
+        }
+        await shell.waiters.waitForShards(deadline - shell.clock.nowMs(), ctx.signal);
+      }
+    },
+
+    heartbeat: (req, ctx) => {
+      shell.identities.checkOwner(ctx, req.workerId);
+      const out = shell.apply({
+        type: "heartbeat-received",
+        nowMs: shell.clock.nowMs(),
+        workerId: asWorkerId(req.workerId),
+        leases: req.leases.map(fromLeaseRef),
+      });
+      if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+      return { leases: out.outcome.value.map(toLeaseStatus) };
+    },
+
+    completeShards: async (req, ctx) => {
+      const workerId = asWorkerId(req.workerId);
+      shell.identities.checkOwner(ctx, workerId);
+      if (!shell.state.workers.has(workerId)) {
+        throw new ConnectError(`worker ${quote(req.workerId, 64)} is not registered (register again)`, Code.NotFound);
+      }
+      const items = readReport(shell, req);
+      await verifyAll(shell, workerId, items);
+      return { outcomes: await handOver(shell, workerId, items) };
+    },
+
+    failShard: async (req, ctx) => {
+      shell.identities.checkOwner(ctx, req.workerId);
+      const out = shell.apply({
+        type: "shard-failed",
+        nowMs: shell.clock.nowMs(),
+        workerId: asWorkerId(req.workerId),
+        lease: fromLeaseRef(req.lease),
+        error: req.error,
+        release: req.release,
+        jitter: shell.random(),
+      });
+      if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+      await out.durable;
+      return {};
+    },
+  };
+}
+
+/** The results of a CompleteShards call, with their bytes (read from the blob store when sent by id). */
+function readReport(shell: ShellContext, req: CompleteShardsRequest): ReportItem[] {
+  return req.results.map((r) => {
+    const lease = fromLeaseRef(r.lease);
+    if (r.payload.case === "data") return { lease, data: r.payload.value };
+    if (r.payload.case === "blobId") {
+      const size = shell.blobs.sizeOf(r.payload.value);
+      if (size === undefined) {
+        return {
+          lease,
+          early: create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.NotFound, message: "result blob not found" }),
+        };
+      }
+      return { lease, data: shell.blobs.read(r.payload.value, 0, size).data };
+    }
+    return {
+      lease,
+      early: create(ShardOutcomeSchema, {
+        lease: toLeaseRef(lease),
+        code: Code.InvalidArgument,
+        message: "result has no payload",
+      }),
+    };
+  });
+}
+
+/**
+ * Checks every result first (tiny ones at once, big ones in the verification threads), so
+ * that they all reach the core in one go and one group commit still covers the whole report.
+ */
+async function verifyAll(shell: ShellContext, workerId: WorkerId, items: ReportItem[]): Promise<void> {
+  const waiting: Promise<void>[] = [];
+  for (const item of items) {
+    if (item.data === undefined) continue;
+    const v = shell.verification.check(workerId, item.lease, item.data);
+    if (v instanceof Promise) {
+      waiting.push(
+        v.then((x) => {
+          item.verdict = x;
+        }),
+      );
+    } else item.verdict = v;
+  }
+  if (waiting.length > 0) await Promise.all(waiting);
+}
+
+/**
+ * Hands checked results to the core and answers each. Tile bytes go to the result
+ * buffers before the core accepts them (see stageTiles).
+ * @throws DataDirError when the disk refused tiles, ConnectError UNAVAILABLE when a result
+ *   could not be verified now: the whole call fails so the worker retries it (holding its
+ *   leases), and the results accepted meanwhile then answer ALREADY_EXISTS.
+ */
+async function handOver(shell: ShellContext, workerId: WorkerId, items: ReportItem[]): Promise<ShardOutcome[]> {
+  const nowMs = shell.clock.nowMs();
+  const stagedAll = stageTiles(shell.state, shell.sink, workerId, items, nowMs);
+  const durables: Promise<void>[] = [];
+  let unverified: string | undefined;
+  let diskError: DataDirError | undefined;
+  const outcomes = items.map(({ lease, data, early, verdict }, i) => {
+    if (early !== undefined || data === undefined) return early as ShardOutcome;
+    const staged = stagedAll[i];
+    if (staged instanceof DataDirError) {
+      diskError ??= staged;
+      return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: staged.code, message: staged.rawMessage });
+    }
+    if (verdict !== undefined && !verdict.ok) {
+      if ("unavailable" in verdict) {
+        unverified = verdict.reason;
+        return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.Unavailable, message: verdict.reason });
+      }
+      const out = shell.apply({ type: "shard-rejected", nowMs: shell.clock.nowMs(), workerId, lease, reason: verdict.reason });
+      durables.push(out.durable);
+      const ce = toConnectError(
+        out.outcome.ok ? { kind: "result-rejected", ...lease, message: verdict.reason } : out.outcome.error,
+      );
+      return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+    }
+    const out = shell.apply(
+      { type: "shard-completed", nowMs, workerId, lease, sizeBytes: data.byteLength },
+      staged === "written" ? undefined : data,
+    );
+    durables.push(out.durable);
+    if (out.outcome.ok) {
+      shell.log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
+      return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
+    }
+    const ce = toConnectError(out.outcome.error);
+    shell.log.info(
+      { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, code: Code[ce.code], reason: ce.rawMessage },
+      "shard result rejected",
+    );
+    return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+  });
+  // One group commit covers every accepted tile of this report (tile bytes first, then records).
+  await Promise.all(durables);
+  // As below: the worker retries the call (holding its leases) until the disk has room.
+  if (diskError !== undefined) {
+    shell.log.warn({ workerId, err: diskError.rawMessage }, "tiles refused by the disk; the worker retries");
+    throw diskError;
+  }
+  // The whole call fails so the worker retries it (the others in it are then ALREADY_EXISTS).
+  if (unverified !== undefined) throw new ConnectError(unverified, Code.Unavailable);
+  return outcomes;
+}

@@ -1,0 +1,46 @@
+import type { CoreEvent, CoreState, OutcomeMap, StepResult } from "@dce/core";
+import type { Logger } from "pino";
+import type { CoordinatorConfig } from "../config.js";
+import type { Clock } from "../ports/clock.js";
+import type { BlobStorePort, ResultSinkPort } from "../ports/storage.js";
+import type { ResultVerification } from "./result-verification.js";
+import type { Waiters } from "./waiters.js";
+import type { WorkerIdentities } from "./worker-identity.js";
+
+/** One core step as the shell ran it: the core's result, and when its records are durable. */
+export type Applied<E extends CoreEvent> = StepResult<OutcomeMap[E["type"]]> & { durable: Promise<void> };
+
+/**
+ * What the Connect services reach of the coordinator shell: its settings and ports, the
+ * core state (read-only), and the one way to change it, {@link ShellContext.apply}.
+ */
+export interface ShellContext {
+  readonly config: CoordinatorConfig;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** The core state; read it, never mutate it (only core steps do). */
+  readonly state: Readonly<CoreState>;
+  readonly blobs: BlobStorePort;
+  readonly sink: ResultSinkPort;
+  readonly waiters: Waiters;
+  readonly identities: WorkerIdentities;
+  readonly verification: ResultVerification;
+  /** Largest data payload per chunk, in bytes. */
+  readonly maxChunkBytes: number;
+  /**
+   * Feeds one event to the core and carries out its effects. Handlers await `durable`
+   * before replying, so nobody observes a state that a crash could take back.
+   */
+  apply<E extends CoreEvent>(event: E, tile?: Uint8Array): Applied<E>;
+  /** Makes sure the next `count` epochs are covered by a durable reservation. */
+  reserveEpochs(count: number): Promise<void>;
+  /** A fresh id for a job or a worker. */
+  newId(): string;
+  /** A uniform number in [0, 1) (the core's jitter). */
+  random(): number;
+}
+
+/** The blob store as peers on this host may reach it, as a response field, when offered. */
+export function localStoreField(ctx: ShellContext): { localStore?: { dir: string; storeId: string } } {
+  return ctx.config.localStore ? { localStore: { dir: ctx.blobs.dir, storeId: ctx.blobs.storeId } } : {};
+}

@@ -1,0 +1,98 @@
+import type { CoreState, JobId } from "@dce/core";
+import type { Logger } from "pino";
+import type { Clock } from "../ports/clock.js";
+import type { ResultSinkPort } from "../ports/storage.js";
+import { DataDirError } from "../storage-errors.js";
+import type { ShellContext } from "./context.js";
+
+/** First delay before sealing a result again after the disk refused it, in ms (doubled each time). */
+const SEAL_RETRY_FIRST_MS = 1_000;
+/** Longest delay between tries to seal a result, in ms. */
+const SEAL_RETRY_MAX_MS = 30_000;
+
+/**
+ * Seals each finished job's C into the blob store and records its success. A seal the
+ * disk refuses leaves the job running with its tiles and is tried again later; covered
+ * by coordinator-disk.test.ts.
+ */
+export class ResultFinalizer {
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #sink: ResultSinkPort;
+  readonly #state: Readonly<CoreState>;
+  readonly #apply: ShellContext["apply"];
+  readonly #isClosed: () => boolean;
+  /** Delay before the next try of each result that could not be sealed (disk full), in ms. */
+  readonly #retryMs = new Map<string, number>();
+
+  constructor(deps: {
+    log: Logger;
+    clock: Clock;
+    sink: ResultSinkPort;
+    state: Readonly<CoreState>;
+    apply: ShellContext["apply"];
+    isClosed: () => boolean;
+  }) {
+    this.#log = deps.log;
+    this.#clock = deps.clock;
+    this.#sink = deps.sink;
+    this.#state = deps.state;
+    this.#apply = deps.apply;
+    this.#isClosed = deps.isClosed;
+  }
+
+  /** Seals a job's result after the current reply is sent (it reads the whole buffer). */
+  finalize(jobId: JobId): void {
+    this.#clock.setTimer(0, () => this.#seal(jobId));
+  }
+
+  #seal(jobId: JobId): void {
+    let out: { durable: Promise<void> } | undefined;
+    try {
+      const blobId = this.#sink.finalize(jobId);
+      this.#retryMs.delete(jobId);
+      out = this.#apply({ type: "result-finalized", nowMs: this.#clock.nowMs(), jobId, resultBlobId: blobId });
+      this.#logSuccess(jobId, blobId);
+    } catch (e) {
+      if (e instanceof DataDirError) {
+        // Not the job's fault: it stays running, its tiles kept, and sealing is tried again.
+        const ms = Math.min(2 * (this.#retryMs.get(jobId) ?? SEAL_RETRY_FIRST_MS / 2), SEAL_RETRY_MAX_MS);
+        this.#retryMs.set(jobId, ms);
+        this.#log.error({ jobId, err: e.rawMessage, retryInMs: ms }, "result could not be sealed; trying again");
+        this.#clock.setTimer(ms, () => {
+          if (!this.#isClosed() && this.#state.jobs.get(jobId)?.finalizing) this.finalize(jobId);
+        });
+        return;
+      }
+      this.#log.error({ jobId, err: e }, "result could not be sealed");
+      this.#apply({ type: "result-failed", nowMs: this.#clock.nowMs(), jobId, message: String(e) });
+      return;
+    }
+    // The buffer goes only once the success is durable: a crash before that reseals it.
+    out.durable.then(
+      () => this.#sink.release(jobId),
+      () => {},
+    );
+  }
+
+  /** The job's summary: with "job submitted" and "job started" it tells the story at info level. */
+  #logSuccess(jobId: JobId, resultBlobId: string): void {
+    const job = this.#state.jobs.get(jobId);
+    this.#log.info(
+      {
+        jobId,
+        resultBlobId,
+        ...(job
+          ? {
+              shards: job.plan.shardCount,
+              retried: job.retriedCount,
+              kernel: job.kernel,
+              runMs: job.finishedAtMs - job.startedAtMs,
+              totalMs: job.finishedAtMs - job.createdAtMs,
+            }
+          : {}),
+      },
+      "job succeeded",
+    );
+  }
+}

@@ -1,0 +1,24 @@
+/**
+ * The coordinator's test kit, for tests and the simulation (`@dce/coordinator/testing`):
+ * a manual clock and storage held in memory, so the real `Coordinator` runs without
+ * disk or wall time. Not part of the main entry point.
+ *
+ * @example
+ * const clock = new VirtualClock();
+ * const c = await Coordinator.open(config, logger, { storage: createMemoryStorage(), clock });
+ * const transport = createRouterTransport((r) => c.routes(r));
+ *
+ * @packageDocumentation
+ */
+
+export type { MemoryBlobStoreOptions } from "./memory/memory-blob-store.js";
+export { MemoryBlobStore } from "./memory/memory-blob-store.js";
+export { MemoryJournal } from "./memory/memory-journal.js";
+export { MemoryResultSink } from "./memory/memory-result-sink.js";
+export type { MemoryStorage } from "./memory/memory-storage.js";
+export { createMemoryStorage } from "./memory/memory-storage.js";
+export type { Clock } from "./ports/clock.js";
+export { every, systemClock } from "./ports/clock.js";
+export type { CoordinatorPorts, FatalHandler } from "./ports/coordinator-ports.js";
+export type { BlobStorePort, JournalPort, OpenedJournal, ResultSinkPort, StoragePorts } from "./ports/storage.js";
+export { VirtualClock } from "./ports/virtual-clock.js";
