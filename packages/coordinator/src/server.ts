@@ -112,8 +112,8 @@ export interface CoordinatorOptions {
   /**
    * Called once when the journal cannot be written (memory is ahead of disk), after the
    * waiting calls are answered. The `coordinator` bin exits 70 so that a restart recovers
-   * from the journal. Default: nothing besides the fatal log line; every later write then
-   * fails until the coordinator is closed.
+   * from the journal. Default: the coordinator stops serving (as `close()`), so no caller
+   * is answered from a memory ahead of its disk; opening it again recovers.
    */
   onFatal?: FatalHandler;
   /** Logger; default JSON lines to stderr at "info", credentials redacted (see `createLogger`). */
@@ -299,7 +299,10 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
     onJournalCommit: metrics.observeJournalWriteMs,
     ...(o.testCrashAt ? { crashAt: o.testCrashAt } : {}),
   };
-  const coordinator = await Coordinator.open(config, logger, o.onFatal ? { onFatal: o.onFatal } : {});
+  // Without a handler of the embedder's, a journal failure stops serving (see onFatal).
+  let stopServing: () => void = () => {};
+  const onFatal: FatalHandler = o.onFatal ?? (() => stopServing());
+  const coordinator = await Coordinator.open(config, logger, { onFatal });
   // Attached after recovery: recovered jobs are the baseline, not counted again.
   const detachMetrics = metrics.attach(coordinator);
   const dashboard =
@@ -402,7 +405,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   const urlHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   const url = `${tls ? "https" : "http"}://${urlHost}:${port}`;
   let closing: Promise<void> | undefined;
-  return {
+  const running: RunningCoordinator = {
     url,
     port,
     coordinator,
@@ -428,6 +431,10 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
       return closing;
     },
   };
+  stopServing = () => {
+    running.close().catch((e: unknown) => logger.error({ err: e }, "closing after a journal failure failed"));
+  };
+  return running;
 }
 
 /** Both guards must allow; the first refusal wins. */
