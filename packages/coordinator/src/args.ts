@@ -2,6 +2,7 @@ import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
+import { addDevCommand, type DevCommand } from "./dev/dev-args.js";
 import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 import { type CoordinatorOptions, DEFAULT_DATA_DIR, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
@@ -15,6 +16,7 @@ export type CoordinatorCommand =
   | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole }
   | { kind: "tokens"; action: "revoke"; dataDir: string; name: string }
   | { kind: "tokens"; action: "list"; dataDir: string; json: boolean }
+  | DevCommand
   | { kind: "print"; text: string };
 
 /** Result of {@link parseArgs}: a command, or the usage text and exit code to stop with. */
@@ -446,6 +448,8 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     .action((o, sub: Command) => {
       result = { ok: true, command: { kind: "tokens", action: "list", dataDir: tokensDataDir(sub), json: o.json === true } };
     });
+
+  addDevCommand(program, env, (command) => (result = { ok: true, command }));
 
   if (envErrors.length > 0) return { ok: false, usage: envErrors.join("\n"), exitCode: 2 };
   try {

@@ -4,6 +4,7 @@ import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
 import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from "./certs.js";
+import { runDevCommand } from "./dev/dev-command.js";
 import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 import { DataDirError } from "./storage-errors.js";
@@ -39,6 +40,7 @@ async function main(): Promise<number> {
     }
   }
   if (cmd.kind === "tokens") return await runTokens(cmd);
+  if (cmd.kind === "dev") return await runDevCommand(cmd, process);
   const logger = createLogger({
     level: cmd.logLevel,
     format: cmd.logFormat,

@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { resolveWorkerBin } from "./dev-cluster.js";
+import { devExports, shellQuote } from "./dev-command.js";
+
+describe("resolveWorkerBin", () => {
+  it("says in one line to install the worker package when it is missing", () => {
+    const r = resolveWorkerBin((id) => {
+      throw Object.assign(new Error(`Cannot find module '${id}'`), { code: "MODULE_NOT_FOUND" });
+    });
+    expect(r).toEqual({ ok: false, message: "@dce/worker is not installed; run: npm install @dce/worker" });
+  });
+
+  it("finds the installed worker bin", () => {
+    const r = resolveWorkerBin();
+    expect(r.ok && r.path).toMatch(/worker[\\/]bin[\\/]worker\.js$/);
+  });
+});
+
+describe("the exports coordinator dev prints", () => {
+  it("are three lines a shell reads back unchanged, quoted only where needed", () => {
+    const text = devExports({
+      url: "https://127.0.0.1:7070",
+      files: { caPath: "/home/it's me/.dce-dev/certs/ca.pem", token: "dce_abc-_9" } as never,
+    });
+    expect(text).toBe(
+      "export DCE_COORDINATOR=https://127.0.0.1:7070\n" +
+        "export DCE_CA='/home/it'\\''s me/.dce-dev/certs/ca.pem'\n" +
+        "export DCE_TOKEN=dce_abc-_9\n",
+    );
+    expect(shellQuote("")).toBe("''");
+  });
+});
