@@ -172,6 +172,20 @@ function describeOutcome(status: JobStatusInfo, state: JobState): string {
   return reason === undefined || reason === "" ? `job ${status.jobId} ${state}` : `job ${status.jobId} ${state}: ${reason}`;
 }
 
+/**
+ * {@link startLocalCluster} could not start a development cluster: `@dce/coordinator`
+ * (or `@dce/worker`) is not installed, or `coordinator dev` exited or timed out before
+ * printing its address. The message says what to install or ends with the command's last output.
+ */
+export class LocalClusterError extends DceError {
+  /** Creates the error. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    addBrand(this, "LocalClusterError");
+  }
+  override name = "LocalClusterError";
+}
+
 classBrands.set(DceError, "DceError");
 classBrands.set(InvalidMatrixError, "InvalidMatrixError");
 classBrands.set(DimensionMismatchError, "DimensionMismatchError");
@@ -179,3 +193,4 @@ classBrands.set(NpyFormatError, "NpyFormatError");
 classBrands.set(JobError, "JobError");
 classBrands.set(JobFailedError, "JobFailedError");
 classBrands.set(JobCancelledError, "JobCancelledError");
+classBrands.set(LocalClusterError, "LocalClusterError");

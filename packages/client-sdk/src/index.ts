@@ -32,9 +32,12 @@ export {
   JobCancelledError,
   JobError,
   JobFailedError,
+  LocalClusterError,
   NpyFormatError,
 } from "./errors.js";
 export type { CancelOptions, JobHandle } from "./job-handle.js";
+export type { LocalCluster, LocalClusterOptions } from "./local-cluster.js";
+export { startLocalCluster } from "./local-cluster.js";
 export { encodeNpy, parseNpy } from "./npy.js";
 export type {
   JobProgress,
