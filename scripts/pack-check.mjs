@@ -3,7 +3,10 @@
 // folder (npm install of the tarballs, npx coordinator init-certs / tokens add /
 // coordinator / worker, node app.mjs with the section's app.mjs), on a free port instead
 // of 7070. The app checks every entry of C; the bins, SIGTERMed through npx, must drain
-// and exit. Also checks that the SDK alone installs without the logger (pino).
+// and exit. Then the section's "Development cluster" block runs in the same folder
+// (npx coordinator dev on a free port, eval of its exports, npx dce submit, kill): C is
+// checked entry by entry, and every process it started must be gone. Also checks that
+// the SDK alone installs without the logger (pino).
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -14,6 +17,7 @@ import { fileURLToPath } from "node:url";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const work = mkdtempSync(join(tmpdir(), "dce-pack-"));
 const SECTION = "## Use dce in your app";
+const DEV_SECTION = "### Development cluster";
 const RUN_LIMIT_MS = 240_000;
 let group;
 
@@ -21,7 +25,7 @@ function run(cmd, args, cwd) {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
 }
 
-/** The fenced blocks of README's app section, by language. */
+/** The fenced blocks of README's app section, by language (the first of each), and its dev cluster's sh block. */
 function sectionBlocks() {
   const readme = readFileSync(join(root, "README.md"), "utf8");
   const start = readme.indexOf(`\n${SECTION}\n`);
@@ -31,7 +35,46 @@ function sectionBlocks() {
   const blocks = {};
   for (const m of text.matchAll(/```(\w+)\n([\s\S]*?)```/g)) blocks[m[1]] ??= m[2];
   if (!blocks.sh || !blocks.js) throw new Error(`"${SECTION}" needs a sh block and a js block`);
+  const dev = text.indexOf(`\n${DEV_SECTION}\n`);
+  blocks.dev = dev < 0 ? undefined : /```sh\n([\s\S]*?)```/.exec(text.slice(dev))?.[1];
+  if (!blocks.dev) throw new Error(`"${SECTION}" needs a "${DEV_SECTION}" with a sh block`);
   return blocks;
+}
+
+/** Runs `script` with bash in `cwd`, in a process group of its own; resolves with its exit code and stdout. */
+async function runScript(script, cwd, what) {
+  const child = spawn("bash", ["-c", `set -euo pipefail\n${script}`], {
+    cwd,
+    env: { ...process.env, DCE_REPO: root },
+    stdio: ["ignore", "pipe", "inherit"],
+    // Its own process group: npx, sh and the node bins can all be found (and stopped) by it.
+    detached: true,
+  });
+  group = child.pid;
+  let out = "";
+  child.stdout.on("data", (d) => {
+    out += d;
+    process.stdout.write(d);
+  });
+  const code = await new Promise((res) => {
+    const timer = setTimeout(() => {
+      console.error(`${what} did not finish within ${RUN_LIMIT_MS} ms`);
+      res(-1);
+    }, RUN_LIMIT_MS);
+    child.on("exit", (c) => {
+      clearTimeout(timer);
+      res(c);
+    });
+  });
+  if (code !== 0) throw new Error(`${what} exited with ${code}`);
+  return out;
+}
+
+/** Waits up to 20 s for every process of the current group to exit. */
+async function groupGone(what) {
+  const deadline = Date.now() + 20_000;
+  while (groupAlive(group) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (groupAlive(group)) throw new Error(`${what} was still running 20 s after its npx was SIGTERMed`);
 }
 
 function freePort() {
@@ -74,39 +117,39 @@ try {
   const app = join(work, "app");
   mkdirSync(app);
   const port = String(await freePort());
-  const { sh, js } = sectionBlocks();
+  const { sh, js, dev } = sectionBlocks();
   writeFileSync(join(app, "app.mjs"), js.replaceAll("7070", port));
-  const script = `set -euo pipefail\n${sh.replaceAll("7070", port)}`;
-  const child = spawn("bash", ["-c", script], {
-    cwd: app,
-    env: { ...process.env, DCE_REPO: root },
-    stdio: ["ignore", "pipe", "inherit"],
-    // Its own process group: npx, sh and the node bins can all be found (and stopped) by it.
-    detached: true,
-  });
-  group = child.pid;
-  let out = "";
-  child.stdout.on("data", (d) => {
-    out += d;
-    process.stdout.write(d);
-  });
-  const code = await new Promise((res) => {
-    const timer = setTimeout(() => {
-      console.error(`the section did not finish within ${RUN_LIMIT_MS} ms`);
-      res(-1);
-    }, RUN_LIMIT_MS);
-    child.on("exit", (c) => {
-      clearTimeout(timer);
-      res(c);
-    });
-  });
-  if (code !== 0) throw new Error(`README's "${SECTION}" exited with ${code}`);
+  const out = await runScript(sh.replaceAll("7070", port), app, `README's "${SECTION}"`);
   if (!/, 0 entries differ from a naive multiply/.test(out)) throw new Error("app.mjs did not report a correct C");
   // `kill %1 %2 %3` signalled npx; the bins must see it and exit on their own.
-  const deadline = Date.now() + 20_000;
-  while (groupAlive(group) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  if (groupAlive(group)) throw new Error("a bin started by npx was still running 20 s after its npx was SIGTERMed");
+  await groupGone("a bin started by npx");
   console.log("every bin started through npx drained and exited after SIGTERM to npx");
+
+  // The development cluster, in the same folder: inputs of small integers, so C is exact.
+  const npy = `
+    import { readFileSync, writeFileSync } from "node:fs";
+    import { encodeNpy, parseNpy } from "@dce/client-sdk";
+    const m = (rows, cols, s) => ({ rows, cols, data: Float64Array.from({ length: rows * cols }, (_, i) => ((i * s) % 7) - 3) });
+    const [a, b] = [m(70, 50, 3), m(50, 60, 5)];
+    if (process.argv[1] === "write") {
+      writeFileSync("A.npy", encodeNpy(a));
+      writeFileSync("B.npy", encodeNpy(b));
+    } else {
+      const c = parseNpy(readFileSync("C.npy"));
+      let wrong = c.rows === a.rows && c.cols === b.cols ? 0 : 1;
+      for (let i = 0; i < a.rows; i++)
+        for (let j = 0; j < b.cols; j++) {
+          let s = 0;
+          for (let k = 0; k < a.cols; k++) s += a.data[i * a.cols + k] * b.data[k * b.cols + j];
+          if (c.data[i * b.cols + j] !== s) wrong++;
+        }
+      if (wrong > 0) throw new Error(\`C from the dev cluster: \${wrong} entries differ from a naive multiply\`);
+    }`;
+  execFileSync("node", ["--input-type=module", "-e", npy, "write"], { cwd: app, stdio: "inherit" });
+  await runScript(dev.replaceAll("npx coordinator dev", "npx coordinator dev --port 0"), app, `README's "${DEV_SECTION}"`);
+  execFileSync("node", ["--input-type=module", "-e", npy, "check"], { cwd: app, stdio: "inherit" });
+  await groupGone("the dev cluster (coordinator dev or one of its workers)");
+  console.log("the dev cluster computed C exactly and left no process behind after kill");
   console.log("pack check passed");
 } finally {
   if (group !== undefined && groupAlive(group)) process.kill(-group, "SIGKILL");
