@@ -144,6 +144,18 @@ describe("coordinator dev", () => {
     expect(await dev.exited).toBe(0);
     for (const pid of workers) expect(alive(pid), `worker ${pid}`).toBe(false);
   });
+
+  it("leaves no worker behind when it is killed without a chance to stop them", async () => {
+    const dev = await startDev(tempDir());
+    const workers = childPids(dev.child.pid ?? -1);
+    expect(workers).toHaveLength(2);
+    dev.child.kill("SIGKILL");
+    await dev.exited;
+    // Each worker's launcher watch sees its parent go and drains.
+    const deadline = Date.now() + 20_000;
+    while (workers.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    for (const pid of workers) expect(alive(pid), `worker ${pid}`).toBe(false);
+  });
 });
 
 describe("startLocalCluster", () => {

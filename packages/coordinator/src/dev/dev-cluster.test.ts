@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { DEFAULT_DEV_DIR } from "./dev-args.js";
 import { resolveWorkerBin } from "./dev-cluster.js";
-import { devExports, shellQuote } from "./dev-command.js";
+import { type DevProcess, devExports, runDevCommand, shellQuote } from "./dev-command.js";
 
 describe("resolveWorkerBin", () => {
   it("says in one line to install the worker package when it is missing", () => {
@@ -8,6 +9,35 @@ describe("resolveWorkerBin", () => {
       throw Object.assign(new Error(`Cannot find module '${id}'`), { code: "MODULE_NOT_FOUND" });
     });
     expect(r).toEqual({ ok: false, message: "@dce/worker is not installed; run: npm install @dce/worker" });
+  });
+
+  it("makes coordinator dev exit 2 with that line and start nothing", async () => {
+    let stderr = "";
+    let stdout = "";
+    const proc = {
+      env: {},
+      stdout: { write: (t: string) => (stdout += t) },
+      stderr: { write: (t: string) => (stderr += t) },
+      on: () => {
+        throw new Error("no signal handler before the worker bin is found");
+      },
+    } as unknown as DevProcess;
+    const command = {
+      kind: "dev",
+      dir: DEFAULT_DEV_DIR,
+      port: 0,
+      workers: 2,
+      threads: undefined,
+      shutdownGraceMs: 10,
+      logLevel: "info",
+    } as const;
+    const code = await runDevCommand(command, proc, () => ({
+      ok: false,
+      message: "@dce/worker is not installed; run: npm install @dce/worker",
+    }));
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toBe("coordinator dev: @dce/worker is not installed; run: npm install @dce/worker\n");
   });
 
   it("finds the installed worker bin", () => {

@@ -98,6 +98,9 @@ export async function startDevCluster(o: DevClusterOptions): Promise<DevCluster>
         // worker drains and exits when this process goes away, however it ends (SIGKILL included).
         env: { ...o.env, npm_command: "exec" },
         stdio: ["ignore", o.workerOutput, o.workerOutput],
+        // A group of its own: Ctrl-C in a terminal signals this process only, which then
+        // stops each worker once (a worker signalled twice would skip its drain).
+        detached: true,
       });
     },
   });

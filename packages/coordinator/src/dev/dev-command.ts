@@ -7,6 +7,7 @@
 import type { Writable } from "node:stream";
 import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
+import type { PackageBinResult } from "@dce/runtime/package-bin";
 import type { DevCommand } from "./dev-args.js";
 import { type DevCluster, resolveWorkerBin, startDevCluster } from "./dev-cluster.js";
 
@@ -41,11 +42,16 @@ export function devExports(cluster: Pick<DevCluster, "url" | "files">): string {
  * Runs `coordinator dev` to its end. Prints the exports once every worker has
  * registered; the first SIGINT/SIGTERM (or the npx launcher going away) stops the
  * workers and the coordinator and exits 0, a second one exits at once with 1.
+ * @param findWorkerBin where the `worker` bin is; a parameter for tests.
  * @returns the exit code: 0 after a clean stop, 1 when the cluster failed, 2 when
  *   `@dce/worker` is not installed.
  */
-export async function runDevCommand(cmd: DevCommand, proc: DevProcess): Promise<number> {
-  const workerBin = resolveWorkerBin();
+export async function runDevCommand(
+  cmd: DevCommand,
+  proc: DevProcess,
+  findWorkerBin: () => PackageBinResult = resolveWorkerBin,
+): Promise<number> {
+  const workerBin = findWorkerBin();
   if (!workerBin.ok) {
     proc.stderr.write(`coordinator dev: ${workerBin.message}\n`);
     return 2;
