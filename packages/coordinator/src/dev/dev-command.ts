@@ -121,6 +121,11 @@ export async function runDevCommand(
     return 1;
   }
   cluster = started.cluster;
+  if (starting.signal.aborted) {
+    // The signal came as the last worker registered: the start did not see it.
+    stop(0);
+    return await stopped;
+  }
   void cluster.failed.then(() => stop(1));
   proc.stdout.write(devExports(cluster));
   proc.stderr.write(
