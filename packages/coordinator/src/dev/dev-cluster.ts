@@ -55,7 +55,7 @@ export interface DevCluster {
   readonly threads: number;
   /** PIDs of the worker processes running now. */
   workerPids(): number[];
-  /** Resolves with a reason when a worker kept dying: the cluster should be closed, exit 1. */
+  /** Resolves with a reason when a worker kept dying or the journal failed: the cluster should be closed, exit 1. */
   readonly failed: Promise<string>;
   /** Stops the workers (SIGTERM by PID, SIGKILL after the grace time), then the coordinator. Idempotent. */
   close(): Promise<void>;
@@ -75,12 +75,19 @@ export async function startDevCluster(o: DevClusterOptions): Promise<DevCluster>
   const files = await prepareDevFiles(cmd.dir, cmd.workers);
   o.signal?.throwIfAborted();
   logger.info({ dir: files.dir, createdCa: files.createdCa, ca: files.caPath }, "dev cluster files ready");
+  let onFatal: (reason: string) => void = () => {};
+  const fatal = new Promise<string>((resolve) => {
+    onFatal = resolve;
+  });
   const running = await startCoordinator({
     host: "127.0.0.1",
     port: cmd.port,
     tlsDir: files.tlsDir,
     dataDir: files.dataDir,
     logger,
+    // The journal cannot be written: stop the cluster and exit 1 (the coordinator bin exits 70);
+    // the next run recovers from the journal.
+    onFatal: () => onFatal(`the coordinator cannot write its journal in ${files.dataDir}`),
   });
   const certOf = new Map(files.workers.map((w) => [w.name, w]));
   const fleet = new WorkerFleet({
@@ -110,7 +117,7 @@ export async function startDevCluster(o: DevClusterOptions): Promise<DevCluster>
     files,
     threads,
     workerPids: () => fleet.pids(),
-    failed: fleet.failed,
+    failed: Promise.race([fleet.failed, fatal]),
     close() {
       closing ??= closeAll(fleet, running, cmd.shutdownGraceMs, logger);
       return closing;
@@ -122,7 +129,7 @@ export async function startDevCluster(o: DevClusterOptions): Promise<DevCluster>
     await waitForWorkers(
       running,
       files.workers.map((w) => w.name),
-      fleet.failed,
+      cluster.failed,
       o.signal,
     );
   } catch (e) {

@@ -126,7 +126,10 @@ export async function runDevCommand(
     stop(0);
     return await stopped;
   }
-  void cluster.failed.then(() => stop(1));
+  void cluster.failed.then((reason) => {
+    logger.error({ reason }, "the dev cluster failed; stopping it");
+    stop(1);
+  });
   proc.stdout.write(devExports(cluster));
   proc.stderr.write(
     `dce dev cluster: coordinator ${cluster.url}, ${cluster.files.workers.length} workers x ${cluster.threads} threads each, files in ${cluster.files.dir}\n` +
