@@ -15,6 +15,7 @@ import { createErrorBoundary } from "./error-boundary.js";
 import { Health } from "./gen/grpc/health/v1/health_pb.js";
 import { registerHealthService } from "./observability/health.js";
 import { resolveConfig } from "./server.js";
+import { createMemoryStorage, VirtualClock } from "./testing.js";
 
 // Every error the coordinator answers carries exactly one dce.v1.ErrorInfo with a reason
 // (issue 13 item 4): callers branch on the reason, never on the message text. The real
@@ -443,5 +444,30 @@ describe("every result CompleteShards does not accept has an ErrorInfo in its ou
       reason: "STALE_FENCE",
       metadata: { job_id: jobId, epoch: String(l0.epoch + 1000n), current_epoch: String(l0.epoch) },
     });
+  });
+});
+
+describe("a journal that cannot be written", () => {
+  it("answers the waiting call UNAVAILABLE with JOURNAL_FAILED", async () => {
+    const storage = createMemoryStorage();
+    const quiet = pino({ level: "silent" });
+    const c = await Coordinator.open(resolveConfig({ dataDir: "unused", localStore: false, verify: false }), quiet, {
+      storage,
+      clock: new VirtualClock(1_000_000),
+    });
+    try {
+      const jobs = createClient(
+        JobService,
+        createRouterTransport((r) => c.routes(r)),
+      );
+      storage.journal.failCommits(new Error("the write failed"));
+      const e = await errorOf(jobs.submitJob({ matmul: { a: inline(1, 1), b: inline(1, 1), kernel: "reference" } }));
+      expect({ code: Code[e.code], reasons: e.findDetails(ErrorInfoSchema).map((i) => ErrorReason[i.reason]) }).toEqual({
+        code: "Unavailable",
+        reasons: ["JOURNAL_FAILED"],
+      });
+    } finally {
+      await c.close().catch(() => {});
+    }
   });
 });
