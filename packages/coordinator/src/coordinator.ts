@@ -2,10 +2,11 @@ import { randomUUID } from "node:crypto";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { asWorkerId, type CoreEvent, type CoreState, type Effect, type OutcomeMap, type StepResult, step } from "@dce/core";
-import { BlobService, JobService, WorkerService } from "@dce/proto";
+import { BlobService, ErrorReason, JobService, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { type CoordinatorConfig, MESSAGE_OVERHEAD_BYTES } from "./config.js";
 import { createDiskStorage } from "./disk-storage.js";
+import { dceError } from "./errors.js";
 import type { RecoveryReport } from "./journal.js";
 import type { StepObserver, VerificationObserver } from "./observability/events.js";
 import { type Clock, every, systemClock } from "./ports/clock.js";
@@ -282,10 +283,10 @@ export class Coordinator {
       this.#onFatal(e);
     }
     if (e instanceof ConnectError) throw e;
-    throw new ConnectError(
-      "the journal could not be written; the coordinator restarts",
+    throw dceError(
       Code.Unavailable,
-      undefined,
+      ErrorReason.JOURNAL_FAILED,
+      "the journal could not be written; the coordinator restarts",
       undefined,
       e,
     );

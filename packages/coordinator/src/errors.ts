@@ -60,6 +60,14 @@ export function dceError(
   return new ConnectError(message, code, undefined, [{ desc: ErrorInfoSchema, value: errorInfo(reason, metadata) }], cause);
 }
 
+/**
+ * A request the coordinator cannot act on as sent (a required field missing, a number
+ * out of range): INVALID_ARGUMENT with reason `MALFORMED_REQUEST`.
+ */
+export function malformedRequest(message: string): ConnectError {
+  return dceError(Code.InvalidArgument, ErrorReason.MALFORMED_REQUEST, message);
+}
+
 /** The ErrorInfo details of `e` (the coordinator sends exactly one). */
 export function errorInfosOf(e: ConnectError): ErrorInfo[] {
   return e.findDetails(ErrorInfoSchema);

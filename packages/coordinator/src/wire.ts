@@ -23,7 +23,7 @@ import {
   type ShardLease,
   ShardLeaseSchema,
 } from "@dce/proto";
-import { dceError, type ErrorMetadata } from "./errors.js";
+import { dceError, type ErrorMetadata, malformedRequest } from "./errors.js";
 
 /**
  * Transport code for every core error kind. Exhaustive by type: a new kind does not
@@ -124,9 +124,9 @@ export function toJobStatus(v: JobView): JobStatus {
 
 /** Wire lease reference → core lease key (validating the epoch range). */
 export function fromLeaseRef(ref: LeaseRef | undefined): LeaseKey {
-  if (!ref) throw dceError(Code.InvalidArgument, ErrorReason.MALFORMED_REQUEST, "lease is required");
+  if (!ref) throw malformedRequest("lease is required");
   if (ref.epoch > BigInt(Number.MAX_SAFE_INTEGER)) {
-    throw dceError(Code.InvalidArgument, ErrorReason.MALFORMED_REQUEST, "lease epoch out of range");
+    throw malformedRequest("lease epoch out of range");
   }
   return { jobId: asJobId(ref.jobId), shardIndex: ref.shardIndex, epoch: Number(ref.epoch) };
 }

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
+import { ErrorReason } from "@dce/proto";
 import { BlobError } from "../blob-error.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
@@ -75,7 +76,9 @@ export class MemoryBlobStore implements BlobStorePort {
       throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
     }
     if (sizeBytes > this.#opts.maxBlobBytes) {
-      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`);
+      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`, {
+        metadata: { limit: "maxMatrixBytes" },
+      });
     }
     if (this.sizeOf(sha256) === sizeBytes) return undefined;
     this.expireIdle(nowMs);
@@ -83,6 +86,7 @@ export class MemoryBlobStore implements BlobStorePort {
       throw new BlobError(
         "over-limit",
         `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
+        { reason: ErrorReason.OVER_CAPACITY, metadata: { limit: "maxOpenUploads" } },
       );
     }
     const uploadId = `upload-${this.#nextUpload++}`;
@@ -142,7 +146,9 @@ export class MemoryBlobStore implements BlobStorePort {
 
   read(blobId: string, offset: number, maxBytes: number): { data: Uint8Array; totalBytes: number } {
     const bytes = this.sizeOf(blobId) === undefined ? undefined : this.#blobs.get(blobId);
-    if (bytes === undefined) throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`);
+    if (bytes === undefined) {
+      throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`, { metadata: { blob_id: blobId } });
+    }
     const total = bytes.byteLength;
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {
       throw new BlobError("invalid", `offset ${offset} is outside the blob (0..${total})`);
@@ -160,7 +166,12 @@ export class MemoryBlobStore implements BlobStorePort {
 
   #session(uploadId: string): MemoryUpload {
     const u = this.#uploads.get(uploadId);
-    if (!u) throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`);
+    if (!u) {
+      throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`, {
+        reason: ErrorReason.UPLOAD_NOT_FOUND,
+        metadata: { upload_id: uploadId },
+      });
+    }
     return u;
   }
 }

@@ -1,18 +1,12 @@
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import type { BlobService } from "@dce/proto";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
+import { type BlobService, ErrorReason } from "@dce/proto";
 import { BlobError } from "../blob-error.js";
+import { blobConnectError, dceError, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 
-/** A blob store refusal as the Connect error callers see; anything else unchanged. */
+/** A blob store refusal as the Connect error callers see (with its reason); anything else unchanged. */
 function toConnect(e: unknown): unknown {
-  if (!(e instanceof BlobError)) return e;
-  const code = {
-    invalid: Code.InvalidArgument,
-    "not-found": Code.NotFound,
-    "over-limit": Code.ResourceExhausted,
-    "out-of-order": Code.FailedPrecondition,
-  }[e.kind];
-  return new ConnectError(e.message, code);
+  return e instanceof BlobError ? blobConnectError(e) : e;
 }
 
 function guard<T>(fn: () => T): T {
@@ -29,7 +23,7 @@ export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobS
     beginUpload: (req) =>
       guard(() => {
         if (req.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
-          throw new ConnectError("size_bytes out of range", Code.InvalidArgument);
+          throw malformedRequest("size_bytes out of range");
         }
         const r = shell.blobs.begin(Number(req.sizeBytes), req.sha256, shell.clock.nowMs());
         if (!r) return { uploadId: "", alreadyPresent: true, maxChunkBytes: shell.maxChunkBytes };
@@ -43,14 +37,18 @@ export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobS
       }),
     uploadChunk: (req) =>
       guard(() => {
-        if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("offset out of range", Code.InvalidArgument);
+        if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw malformedRequest("offset out of range");
         const received = shell.blobs.append(req.uploadId, Number(req.offset), req.data, shell.clock.nowMs());
         return { receivedBytes: BigInt(received) };
       }),
     finishUpload: async (req) => {
       if (!req.writtenLocally) return guard(() => ({ blobId: shell.blobs.finish(req.uploadId) }));
       if (!shell.config.localStore) {
-        throw new ConnectError("this coordinator does not accept local uploads (--local-store off)", Code.FailedPrecondition);
+        throw dceError(
+          Code.FailedPrecondition,
+          ErrorReason.LOCAL_STORE_OFF,
+          "this coordinator does not accept local uploads (--local-store off)",
+        );
       }
       try {
         return { blobId: await shell.blobs.finishLocal(req.uploadId) };
@@ -60,7 +58,7 @@ export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobS
     },
     readBlob: (req) =>
       guard(() => {
-        if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConnectError("offset out of range", Code.InvalidArgument);
+        if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw malformedRequest("offset out of range");
         const max = req.maxBytes === 0 ? shell.maxChunkBytes : Math.min(req.maxBytes, shell.maxChunkBytes);
         const r = shell.blobs.read(req.blobId, Number(req.offset), max);
         return { data: r.data, totalBytes: BigInt(r.totalBytes) };

@@ -1,8 +1,9 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { asClientId, asJobId, type ClientId, isTerminal, jobOf, quote, resultOf, validateMatMulSpec, viewJob } from "@dce/core";
-import { GetJobResponseSchema, type JobService, type MatrixRef, MatrixRefSchema } from "@dce/proto";
+import { ErrorReason, GetJobResponseSchema, type JobService, type MatrixRef, MatrixRefSchema } from "@dce/proto";
 import { principalKey } from "../auth.js";
+import { dceError, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 import { MAX_INLINE_BYTES, storeInline } from "../shell/inline-inputs.js";
 import { toConnectError, toJobStatus } from "../wire.js";
@@ -29,11 +30,9 @@ function clientOf(shell: ShellContext, ctx: HandlerContext, jobId?: string): Cli
 export function createJobService(shell: ShellContext): ServiceImpl<typeof JobService> {
   return {
     submitJob: async (req, ctx) => {
-      if (req.idempotencyKey.length > 128) {
-        throw new ConnectError("idempotency_key is longer than 128 characters", Code.InvalidArgument);
-      }
+      if (req.idempotencyKey.length > 128) throw malformedRequest("idempotency_key is longer than 128 characters");
       const m = req.matmul;
-      if (!m) throw new ConnectError("matmul spec is required", Code.InvalidArgument);
+      if (!m) throw malformedRequest("matmul spec is required");
       const spec = { a: m.a, b: m.b, tileRows: m.tileRows, tileCols: m.tileCols, kernel: m.kernel };
       // Limits first (pure, no I/O): a spec over a limit fails with that limit's name, whatever
       // blobs it names. Other problems are reported in their usual order, below and by the core.
@@ -51,13 +50,21 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         if (ref.inlineData.byteLength > 0) storeInline(shell.blobs, name, ref);
         const size = shell.blobs.sizeOf(ref.blobId);
         if (size === undefined) {
-          throw new ConnectError(`matrix ${name}: blob ${quote(ref.blobId, 64)} not found; upload it first`, Code.NotFound);
+          throw dceError(
+            Code.NotFound,
+            ErrorReason.BLOB_NOT_FOUND,
+            `matrix ${name}: blob ${quote(ref.blobId, 64)} not found; upload it first`,
+            {
+              blob_id: ref.blobId,
+            },
+          );
         }
         const want = ref.rows * ref.cols * 8;
         if (size !== want) {
-          throw new ConnectError(
-            `matrix ${name}: data is ${size} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
+          throw dceError(
             Code.InvalidArgument,
+            ErrorReason.INVALID_SPEC,
+            `matrix ${name}: data is ${size} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
           );
         }
       }

@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { asWorkerId, type LeaseKey, quote, sameIdentityPeers, type WorkerId } from "@dce/core";
-import { type CompleteShardsRequest, type ShardOutcome, ShardOutcomeSchema, type WorkerService } from "@dce/proto";
+import { Code, type ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { asWorkerId, type LeaseKey, sameIdentityPeers, type WorkerId } from "@dce/core";
+import { type CompleteShardsRequest, ErrorReason, type ShardOutcome, ShardOutcomeSchema, type WorkerService } from "@dce/proto";
+import { dceError, errorInfo, errorInfoFor, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 import { withInlineInputs } from "../shell/inline-inputs.js";
 import type { CheckOutcome } from "../shell/result-verification.js";
@@ -22,9 +23,9 @@ interface ReportItem {
 export function createWorkerService(shell: ShellContext): ServiceImpl<typeof WorkerService> {
   return {
     registerWorker: (req, ctx) => {
-      if (req.kernels.length === 0) throw new ConnectError("a worker must offer at least one kernel", Code.InvalidArgument);
+      if (req.kernels.length === 0) throw malformedRequest("a worker must offer at least one kernel");
       if (req.kernels.length > 32 || req.name.length > 256) {
-        throw new ConnectError("registration too large (at most 32 kernels, name of 256 characters)", Code.InvalidArgument);
+        throw malformedRequest("registration too large (at most 32 kernels, name of 256 characters)");
       }
       const workerId = asWorkerId(shell.newId());
       const out = shell.apply({
@@ -65,7 +66,7 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
     },
 
     acquireShards: async (req, ctx) => {
-      if (req.maxShards < 1) throw new ConnectError("max_shards must be at least 1", Code.InvalidArgument);
+      if (req.maxShards < 1) throw malformedRequest("max_shards must be at least 1");
       const maxShards = Math.min(req.maxShards, shell.config.maxShardsPerAcquire);
       const waitMs = Math.min(req.waitMs, shell.config.maxLongPollMs);
       const deadline = shell.clock.nowMs() + waitMs;
@@ -102,9 +103,8 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
     completeShards: async (req, ctx) => {
       const workerId = asWorkerId(req.workerId);
       shell.identities.checkOwner(ctx, workerId);
-      if (!shell.state.workers.has(workerId)) {
-        throw new ConnectError(`worker ${quote(req.workerId, 64)} is not registered (register again)`, Code.NotFound);
-      }
+      // Before reading the report: an unknown worker is told to register again (WORKER_NOT_FOUND).
+      if (!shell.state.workers.has(workerId)) throw toConnectError({ kind: "worker-not-found", workerId });
       const items = readReport(shell, req);
       await verifyAll(shell, workerId, items);
       return { outcomes: await handOver(shell, workerId, items) };
@@ -138,7 +138,12 @@ function readReport(shell: ShellContext, req: CompleteShardsRequest): ReportItem
       if (size === undefined) {
         return {
           lease,
-          early: create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.NotFound, message: "result blob not found" }),
+          early: create(ShardOutcomeSchema, {
+            lease: toLeaseRef(lease),
+            code: Code.NotFound,
+            message: "result blob not found",
+            error: errorInfo(ErrorReason.BLOB_NOT_FOUND, { blob_id: r.payload.value }),
+          }),
         };
       }
       return { lease, data: shell.blobs.read(r.payload.value, 0, size).data };
@@ -149,6 +154,7 @@ function readReport(shell: ShellContext, req: CompleteShardsRequest): ReportItem
         lease: toLeaseRef(lease),
         code: Code.InvalidArgument,
         message: "result has no payload",
+        error: errorInfo(ErrorReason.MALFORMED_REQUEST),
       }),
     };
   });
@@ -192,19 +198,24 @@ async function handOver(shell: ShellContext, workerId: WorkerId, items: ReportIt
     const staged = stagedAll[i];
     if (staged instanceof DataDirError) {
       diskError ??= staged;
-      return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: staged.code, message: staged.rawMessage });
+      return outcomeOf(lease, staged);
     }
     if (verdict !== undefined && !verdict.ok) {
       if ("unavailable" in verdict) {
         unverified = verdict.reason;
-        return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: Code.Unavailable, message: verdict.reason });
+        return create(ShardOutcomeSchema, {
+          lease: toLeaseRef(lease),
+          code: Code.Unavailable,
+          message: verdict.reason,
+          error: errorInfo(ErrorReason.VERIFICATION_BACKLOG),
+        });
       }
       const out = shell.apply({ type: "shard-rejected", nowMs: shell.clock.nowMs(), workerId, lease, reason: verdict.reason });
       durables.push(out.durable);
       const ce = toConnectError(
         out.outcome.ok ? { kind: "result-rejected", ...lease, message: verdict.reason } : out.outcome.error,
       );
-      return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+      return outcomeOf(lease, ce);
     }
     const out = shell.apply(
       { type: "shard-completed", nowMs, workerId, lease, sizeBytes: data.byteLength },
@@ -220,7 +231,7 @@ async function handOver(shell: ShellContext, workerId: WorkerId, items: ReportIt
       { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, code: Code[ce.code], reason: ce.rawMessage },
       "shard result rejected",
     );
-    return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: ce.code, message: ce.rawMessage });
+    return outcomeOf(lease, ce);
   });
   // One group commit covers every accepted tile of this report (tile bytes first, then records).
   await Promise.all(durables);
@@ -230,6 +241,11 @@ async function handOver(shell: ShellContext, workerId: WorkerId, items: ReportIt
     throw diskError;
   }
   // The whole call fails so the worker retries it (the others in it are then ALREADY_EXISTS).
-  if (unverified !== undefined) throw new ConnectError(unverified, Code.Unavailable);
+  if (unverified !== undefined) throw dceError(Code.Unavailable, ErrorReason.VERIFICATION_BACKLOG, unverified);
   return outcomes;
+}
+
+/** The answer to one result that was not accepted: the error's code, message and ErrorInfo. */
+function outcomeOf(lease: LeaseKey, e: ConnectError): ShardOutcome {
+  return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: e.code, message: e.rawMessage, error: errorInfoFor(e) });
 }

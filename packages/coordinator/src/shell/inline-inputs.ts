@@ -1,5 +1,6 @@
-import { Code, ConnectError } from "@connectrpc/connect";
-import type { MatrixRef, ShardLease } from "@dce/proto";
+import { Code } from "@connectrpc/connect";
+import { ErrorReason, type MatrixRef, type ShardLease } from "@dce/proto";
+import { dceError } from "../errors.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
 /** Largest matrix accepted inline in SubmitJob, and largest C returned inline by GetJob. */
@@ -10,27 +11,30 @@ const GRANT_INLINE_MAX_BYTES = 64 * 1024;
 /**
  * Stores a matrix sent inline in SubmitJob as a blob and names it by its SHA-256
  * (rewrites `ref` to point at the blob).
- * @throws ConnectError RESOURCE_EXHAUSTED when it is too large, INVALID_ARGUMENT when it
- *   is the wrong length or contradicts a given blob id.
+ * @throws ConnectError RESOURCE_EXHAUSTED (`OVER_LIMIT`) when it is too large,
+ *   INVALID_ARGUMENT (`INVALID_SPEC`) when it is the wrong length or contradicts a given blob id.
  */
 export function storeInline(blobs: BlobStorePort, name: string, ref: MatrixRef): void {
   const bytes = ref.inlineData.byteLength;
   if (bytes > MAX_INLINE_BYTES) {
-    throw new ConnectError(
-      `matrix ${name}: inline_data is ${bytes} bytes, over the limit maxInlineBytes=${MAX_INLINE_BYTES}; upload it with BlobService`,
+    throw dceError(
       Code.ResourceExhausted,
+      ErrorReason.OVER_LIMIT,
+      `matrix ${name}: inline_data is ${bytes} bytes, over the limit maxInlineBytes=${MAX_INLINE_BYTES}; upload it with BlobService`,
+      { limit: "maxInlineBytes" },
     );
   }
   const want = ref.rows * ref.cols * 8;
   if (bytes !== want) {
-    throw new ConnectError(
-      `matrix ${name}: inline_data is ${bytes} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
+    throw dceError(
       Code.InvalidArgument,
+      ErrorReason.INVALID_SPEC,
+      `matrix ${name}: inline_data is ${bytes} bytes but ${ref.rows}x${ref.cols} float64 needs ${want}`,
     );
   }
   const blobId = blobs.put(ref.inlineData);
   if (ref.blobId !== "" && ref.blobId !== blobId) {
-    throw new ConnectError(`matrix ${name}: blob_id is not the SHA-256 of inline_data`, Code.InvalidArgument);
+    throw dceError(Code.InvalidArgument, ErrorReason.INVALID_SPEC, `matrix ${name}: blob_id is not the SHA-256 of inline_data`);
   }
   ref.blobId = blobId;
   ref.inlineData = new Uint8Array(0);

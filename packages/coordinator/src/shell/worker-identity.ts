@@ -1,7 +1,9 @@
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, type HandlerContext } from "@connectrpc/connect";
 import { quote } from "@dce/core";
+import { ErrorReason } from "@dce/proto";
 import type { Logger } from "pino";
 import { DEVELOPMENT_PRINCIPAL, principalKey } from "../auth.js";
+import { dceError } from "../errors.js";
 
 /** The worker identity of a caller without a principal (routes served without the server's adapter). */
 const ANONYMOUS_WORKER = "anonymous";
@@ -37,9 +39,11 @@ export class WorkerIdentities {
     const caller = this.identityOf(ctx);
     if (owner !== undefined && owner !== caller) {
       this.#log.warn({ workerId, owner, caller }, "worker call refused: the worker id belongs to another identity");
-      throw new ConnectError(
-        `worker ${quote(workerId, 64)} was registered by another identity; register your own worker`,
+      throw dceError(
         Code.PermissionDenied,
+        ErrorReason.WRONG_IDENTITY,
+        `worker ${quote(workerId, 64)} was registered by another identity; register your own worker`,
+        { worker_id: workerId },
       );
     }
   }

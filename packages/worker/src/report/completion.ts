@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ShardOutcome, ShardResult } from "@dce/proto";
+import { ErrorReason, type ShardOutcome, type ShardResult } from "@dce/proto";
 import type { BlobTransfer } from "@dce/runtime/blob-transfer";
+import { errorReasonOf } from "@dce/runtime/error-info";
 import { errorMessage } from "../errors.js";
 import { sleepMs } from "../internal/abort.js";
 import { backoffDelayMs } from "../internal/backoff.js";
@@ -62,7 +63,12 @@ export class CompletionReporter implements ShardReporter {
       else log.warn(fields, "CompleteShards refused; result dropped");
       return;
     }
-    const fields = { ...leaseFields(lease), computeMs: Math.round(computeMs) };
+    const fields = {
+      ...leaseFields(lease),
+      computeMs: Math.round(computeMs),
+      // Why a result was refused, as the coordinator names it (docs/errors.md).
+      ...(outcome?.error === undefined ? {} : { errorReason: ErrorReason[outcome.error.reason] }),
+    };
     if (outcome === undefined) {
       log.warn(fields, "CompleteShards returned no outcome for the result; dropped");
       return;
@@ -87,8 +93,9 @@ export class CompletionReporter implements ShardReporter {
 
   /**
    * Uploads a tile too large for one message; returns its blob id. An upload the
-   * coordinator no longer holds (NOT_FOUND: it dropped it when its disk refused a chunk,
-   * it expired, or the coordinator restarted) is begun again while the lease lasts.
+   * coordinator no longer holds (reason `UPLOAD_NOT_FOUND`: it dropped it when its disk
+   * refused a chunk, it expired, or the coordinator restarted) is begun again while the
+   * lease lasts.
    */
   async #uploadTile(bytes: Uint8Array, signal: AbortSignal, giveUp: () => boolean): Promise<string> {
     const { session, transfer } = this.#d;
@@ -103,8 +110,8 @@ export class CompletionReporter implements ShardReporter {
       try {
         return await transfer.upload(bytes, upload);
       } catch (e) {
+        if (errorReasonOf(e) !== ErrorReason.UPLOAD_NOT_FOUND || signal.aborted || giveUp()) throw e;
         const err = ConnectError.from(e);
-        if (err.code !== Code.NotFound || signal.aborted || giveUp()) throw e;
         this.#d.log.warn({ err: err.rawMessage, attempt }, "tile upload lost by the coordinator; uploading again");
         await sleepMs(backoffDelayMs(attempt, this.#d.random), signal);
       }

@@ -3,7 +3,6 @@ import type { LeaseRef, WorkerService } from "@dce/proto";
 import { errorMessage } from "../errors.js";
 import type { WorkerLogger } from "../log-scope.js";
 import { leaseFields } from "../pull/shard.js";
-import { isWorkerNotFound } from "../session/is-worker-not-found.js";
 import type { Session } from "../session/session.js";
 
 /** Deadline of each FailShard call that hands a lease back while draining. */
@@ -39,9 +38,8 @@ export class ShardFailures {
         (workerId) => this.#rpc.failShard({ workerId, lease, error, release }, { signal, timeoutMs }),
         {
           signal,
+          // FailShard also names a job, which may be unknown: only WORKER_NOT_FOUND means register again.
           workerScoped: true,
-          // FailShard also names a job, which may be unknown; only a NOT_FOUND about the worker means re-register.
-          notFoundIsWorker: isWorkerNotFound,
           maxAttempts: 3,
         },
       );

@@ -7,16 +7,18 @@ import { backoffDelayMs } from "../internal/backoff.js";
 import { listKernels } from "../kernels/kernel.js";
 import { shardScope, type WorkerLogger } from "../log-scope.js";
 import type { WorkerConfig } from "../worker-options.js";
+import { isWorkerNotFound } from "./is-worker-not-found.js";
 import { isTransient } from "./transient.js";
 
 /** How one RPC is retried by {@link Session.retry}. */
 export interface RetryPolicy {
   /** Aborting stops the retries (the last error is thrown). */
   readonly signal: AbortSignal;
-  /** The call carries the worker id: NOT_FOUND means "register again", then retry. */
+  /**
+   * The call carries the worker id: a NOT_FOUND whose reason is `WORKER_NOT_FOUND` means
+   * "register again", then retry (any other NOT_FOUND, e.g. an unknown job, is thrown).
+   */
   readonly workerScoped: boolean;
-  /** For workerScoped calls: whether this NOT_FOUND is about the worker (default: always). */
-  readonly notFoundIsWorker?: (e: ConnectError) => boolean;
   /** Stop retrying transient errors once this returns true. */
   readonly giveUp?: () => boolean;
   /** Most attempts, counting the first; default unlimited. */
@@ -128,8 +130,8 @@ export class Session {
   }
 
   /**
-   * Runs one RPC with the worker's retry rules: NOT_FOUND for the worker id →
-   * register again and retry; transient failures (UNAVAILABLE, network errors,
+   * Runs one RPC with the worker's retry rules: NOT_FOUND with reason `WORKER_NOT_FOUND`
+   * (the coordinator does not know the worker id) → register again and retry; transient failures (UNAVAILABLE, network errors,
    * deadlines, overload) → jittered exponential backoff, charged against the retry
    * budget; anything else is thrown. `call` gets the current worker id.
    */
@@ -145,7 +147,7 @@ export class Session {
         if (policy.signal.aborted || this.#d.isFatal()) throw e;
         const err = ConnectError.from(e);
         const lastTry = policy.maxAttempts !== undefined && attempt + 1 >= policy.maxAttempts;
-        if (policy.workerScoped && err.code === Code.NotFound && (policy.notFoundIsWorker?.(err) ?? true)) {
+        if (policy.workerScoped && err.code === Code.NotFound && isWorkerNotFound(err)) {
           await this.reregister(workerId);
           if (lastTry) throw err;
           // A coordinator that keeps forgetting us right after registering must not spin.

@@ -28,6 +28,16 @@ import {
 } from "@dce/proto";
 import { float64ToBytes } from "../internal/bytes.js";
 
+/** An error with the ErrorInfo reason the real coordinator sends (docs/errors.md). */
+function reasoned(message: string, code: Code, reason: ErrorReason): ConnectError {
+  return new ConnectError(message, code, undefined, [{ desc: ErrorInfoSchema, value: create(ErrorInfoSchema, { reason }) }]);
+}
+
+/** A result CompleteShards does not accept, with its reason (as `ShardOutcome.error`). */
+function refused(lease: LeaseRef, code: Code, reason: ErrorReason, message: string) {
+  return { lease, code, message, error: create(ErrorInfoSchema, { reason }) };
+}
+
 export type Method =
   | "registerWorker"
   | "acquireShards"
@@ -195,15 +205,18 @@ export class FakeCoordinator {
               const override = this.completeOverride?.(lease);
               if (override !== undefined) return { lease, ...override };
               const s = this.#find(lease);
-              if (s === undefined) return { lease, code: Code.NotFound, message: "unknown job" };
-              if (s.state === "done" && s.epoch === lease.epoch) return { lease, code: Code.AlreadyExists, message: "" };
+              if (s === undefined) return refused(lease, Code.NotFound, ErrorReason.JOB_NOT_FOUND, "unknown job");
+              if (s.state === "done" && s.epoch === lease.epoch) {
+                return refused(lease, Code.AlreadyExists, ErrorReason.ALREADY_COMPLETED, "");
+              }
               if (s.state !== "leased" || s.epoch !== lease.epoch) {
-                return { lease, code: Code.Aborted, message: `stale epoch ${lease.epoch}` };
+                return refused(lease, Code.Aborted, ErrorReason.STALE_FENCE, `stale epoch ${lease.epoch}`);
               }
               const bytes = r.payload.case === "data" ? r.payload.value : this.blobs.get(r.payload.value ?? "");
               const want = (s.rowEnd - s.rowStart) * (s.colEnd - s.colStart) * 8;
               if (bytes?.byteLength !== want) {
-                return { lease, code: Code.InvalidArgument, message: `tile has ${bytes?.byteLength} bytes, want ${want}` };
+                const message = `tile has ${bytes?.byteLength} bytes, want ${want}`;
+                return refused(lease, Code.InvalidArgument, ErrorReason.INVALID_RESULT, message);
               }
               this.#tiles.set(`${s.jobId}/${s.shardIndex}`, bytes.slice());
               s.state = "done";
@@ -241,7 +254,7 @@ export class FakeCoordinator {
             throw new ConnectError("data dir /test is full (ENOSPC) while writing upload", Code.ResourceExhausted);
           }
           const u = this.#uploads.get(req.uploadId);
-          if (u === undefined) throw new ConnectError("unknown upload", Code.NotFound);
+          if (u === undefined) throw reasoned("unknown upload", Code.NotFound, ErrorReason.UPLOAD_NOT_FOUND);
           if (Number(req.offset) !== u.received) throw new ConnectError("out of order", Code.InvalidArgument);
           if (req.data.byteLength > this.maxChunkBytes) throw new ConnectError("chunk too big", Code.InvalidArgument);
           u.parts.push(req.data.slice());
@@ -251,7 +264,7 @@ export class FakeCoordinator {
         finishUpload: (req) => {
           this.#enter("finishUpload");
           const u = this.#uploads.get(req.uploadId);
-          if (u === undefined) throw new ConnectError("unknown upload", Code.NotFound);
+          if (u === undefined) throw reasoned("unknown upload", Code.NotFound, ErrorReason.UPLOAD_NOT_FOUND);
           const all = Buffer.concat(u.parts);
           if (all.byteLength !== u.sizeBytes || sha256(all) !== u.sha256) {
             throw new ConnectError("size or sha256 mismatch", Code.InvalidArgument);
@@ -262,7 +275,9 @@ export class FakeCoordinator {
         readBlob: (req) => {
           this.#enter("readBlob");
           const blob = this.blobs.get(req.blobId);
-          if (blob === undefined) throw new ConnectError(`blob ${req.blobId} not found`, Code.NotFound);
+          if (blob === undefined) {
+            throw reasoned(`blob ${req.blobId} not found`, Code.NotFound, ErrorReason.BLOB_NOT_FOUND);
+          }
           const offset = Number(req.offset);
           this.readCalls.push({ blobId: req.blobId, offset });
           const data = blob.subarray(offset, offset + Math.min(req.maxBytes, this.maxChunkBytes));
@@ -395,9 +410,7 @@ export class FakeCoordinator {
   #checkWorker(workerId: string): void {
     if (!this.#workers.has(workerId)) {
       // As the coordinator does: the reason, not the text, says which thing was not found.
-      throw new ConnectError(`worker ${workerId} is not registered (register again)`, Code.NotFound, undefined, [
-        { desc: ErrorInfoSchema, value: { reason: ErrorReason.WORKER_NOT_FOUND, metadata: { worker_id: workerId } } },
-      ]);
+      throw reasoned(`worker ${workerId} is not registered (register again)`, Code.NotFound, ErrorReason.WORKER_NOT_FOUND);
     }
   }
 
