@@ -1,3 +1,5 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { ErrorInfoSchema, ErrorReason } from "@dce/proto";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type Cluster, startCluster } from "../support/cluster.js";
 import { bufCurl, getHttp1, getHttp2 } from "../support/ops.js";
@@ -64,7 +66,13 @@ describe("gRPC reflection and health, through buf curl", () => {
       `${cluster.url}/dce.v1.JobService/GetJob`,
     ]);
     expect(r.code).toBe(5 << 3);
-    expect(JSON.parse(r.stderr)).toEqual({ code: "not_found", message: "job no-such-job not found" });
+    const body = JSON.parse(r.stderr) as { code: string; message: string; details: { type: string; value: string }[] };
+    expect(body).toMatchObject({ code: "not_found", message: "job no-such-job not found" });
+    // The typed detail every error carries (docs/errors.md): clients branch on its reason.
+    expect(body.details.map((d) => d.type)).toEqual(["dce.v1.ErrorInfo"]);
+    const info = fromBinary(ErrorInfoSchema, Buffer.from(body.details[0]?.value ?? "", "base64"));
+    expect(info.reason).toBe(ErrorReason.JOB_NOT_FOUND);
+    expect(info.metadata).toEqual({ job_id: "no-such-job" });
   });
 
   test("the Connect protocol works too, for the health list", async () => {
