@@ -181,25 +181,7 @@ export class BlobStore {
     }
     this.#drop(u);
     try {
-      const hash = createHash("sha256");
-      const fh = await open(u.path, "r");
-      let size: number;
-      try {
-        size = (await fh.stat()).size;
-        if (size !== u.sizeBytes)
-          throw new BlobError("invalid", `the locally written upload has ${size} bytes; ${u.sizeBytes} were declared`);
-        const buf = Buffer.allocUnsafe(Math.min(size, 8 * 1024 * 1024));
-        for (let pos = 0; pos < size; ) {
-          const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
-          if (bytesRead === 0) throw new BlobError("invalid", `the locally written upload ends at ${pos} bytes`);
-          hash.update(buf.subarray(0, bytesRead));
-          pos += bytesRead;
-        }
-        await fh.datasync();
-      } finally {
-        await fh.close();
-      }
-      const digest = hash.digest("hex");
+      const digest = await digestLocalUpload(u.path, u.sizeBytes);
       if (digest !== u.sha256)
         throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
       this.adopt(u.path, digest, u.sizeBytes);
@@ -388,4 +370,29 @@ function fsyncPath(path: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * The SHA-256 (hex) of a file a peer wrote, read off the event loop in 8 MiB pieces,
+ * after checking it has exactly `sizeBytes`; the file is fdatasynced on the way.
+ */
+async function digestLocalUpload(path: string, sizeBytes: number): Promise<string> {
+  const hash = createHash("sha256");
+  const fh = await open(path, "r");
+  try {
+    const size = (await fh.stat()).size;
+    if (size !== sizeBytes)
+      throw new BlobError("invalid", `the locally written upload has ${size} bytes; ${sizeBytes} were declared`);
+    const buf = Buffer.allocUnsafe(Math.min(size, 8 * 1024 * 1024));
+    for (let pos = 0; pos < size; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+      if (bytesRead === 0) throw new BlobError("invalid", `the locally written upload ends at ${pos} bytes`);
+      hash.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  return hash.digest("hex");
 }
