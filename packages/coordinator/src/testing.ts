@@ -8,9 +8,18 @@
  * const c = await Coordinator.open(config, logger, { storage: createMemoryStorage(), clock });
  * const transport = createRouterTransport((r) => c.routes(r));
  *
+ * Tests of the coordinator's clients (worker, SDK) use `startInMemoryCoordinator()`:
+ * the same, with every call recorded and faults injected by a Connect interceptor.
+ *
  * @packageDocumentation
  */
 
+export type { RecordedCall } from "./harness/call-log.js";
+export { CallLog } from "./harness/call-log.js";
+export type { MethodName, ResultAnswer } from "./harness/fault-injector.js";
+export { FaultInjector } from "./harness/fault-injector.js";
+export type { InMemoryCoordinator, InMemoryCoordinatorOptions } from "./harness/in-memory-coordinator.js";
+export { startInMemoryCoordinator } from "./harness/in-memory-coordinator.js";
 export type { MemoryBlobStoreOptions } from "./memory/memory-blob-store.js";
 export { MemoryBlobStore } from "./memory/memory-blob-store.js";
 export { MemoryJournal } from "./memory/memory-journal.js";
