@@ -3,14 +3,19 @@ import { WorkerService } from "@dce/proto";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { RetryBudgetExceededError } from "./errors.js";
 import { removeCompiledThreadScript } from "./test-support/compile-thread.js";
-import { FakeCoordinator, keyOf } from "./test-support/fake-coordinator.js";
 import {
   bits,
   captureLogger,
   cleanUpWorkers,
+  completeCalls,
+  failShardCalls,
   HeldPool,
+  keyOf,
+  leaseOf,
   newWorker,
+  registrations,
   smallJob,
+  startCoordinator,
   waitFor,
   workers,
 } from "./test-support/worker-fixtures.js";
@@ -23,17 +28,17 @@ afterEach(cleanUpWorkers);
 
 describe("Worker pull loop", () => {
   it("retries reads after UNAVAILABLE and acquires after a connection failure", async () => {
-    const fake = new FakeCoordinator();
-    const { job, expected } = smallJob(fake);
-    fake.failNext("acquireShards", Code.Unavailable, 2);
+    const h = await startCoordinator();
+    const { job, expected } = await smallJob(h);
+    h.faults.failNext("acquireShards", Code.Unavailable, 2);
     const logger = captureLogger();
-    const worker = newWorker(fake, { pool: new HeldPool(2), logger });
+    const worker = newWorker(h, { pool: new HeldPool(2), logger });
     await worker.start();
-    fake.failNext("readBlob", Code.Unavailable, 3);
-    fake.failNext("completeShards", Code.Unavailable, 1);
-    await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
-    expect(bits(job.result())).toEqual(bits(expected));
-    expect(fake.failShardCalls).toEqual([]);
+    h.faults.failNext("readBlob", Code.Unavailable, 3);
+    h.faults.failNext("completeShards", Code.Unavailable, 1);
+    await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards);
+    expect(bits(await h.result(job.jobId))).toEqual(bits(expected));
+    expect(failShardCalls(h)).toEqual([]);
     // A report's retry names the job and its shard (or the shards of a batched report).
     const reports = logger.lines.filter(
       (l) => l.msg === "coordinator call failed; retrying" && l.fields.rpc === "CompleteShards",
@@ -58,45 +63,46 @@ describe("Worker pull loop", () => {
   });
 
   it("retries a call broken by a connection reset (client-side ABORTED), unlike a server ABORTED", async () => {
-    const fake = new FakeCoordinator();
-    const { job, expected } = smallJob(fake);
-    fake.failNextOnNetwork("readBlob", Code.Aborted, 2);
-    fake.failNextOnNetwork("completeShards", Code.Internal, 1);
-    const worker = newWorker(fake, { pool: new HeldPool(2) });
+    const h = await startCoordinator();
+    const { job, expected } = await smallJob(h);
+    h.faults.failOnNetwork("readBlob", Code.Aborted, 2);
+    h.faults.failOnNetwork("completeShards", Code.Internal, 1);
+    const worker = newWorker(h, { pool: new HeldPool(2) });
     await worker.start();
-    await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
-    expect(bits(job.result())).toEqual(bits(expected));
-    expect(fake.failShardCalls).toEqual([]);
+    await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards);
+    expect(bits(await h.result(job.jobId))).toEqual(bits(expected));
+    expect(failShardCalls(h)).toEqual([]);
   });
 
   it("reports a read the coordinator answers ABORTED as a shard failure (not retried)", async () => {
-    const fake = new FakeCoordinator();
-    smallJob(fake);
-    fake.failNext("readBlob", Code.Aborted, 1);
-    const worker = newWorker(fake, { pool: new HeldPool(1) });
+    const h = await startCoordinator();
+    await smallJob(h);
+    h.faults.failNext("readBlob", Code.Aborted, 1);
+    const worker = newWorker(h, { pool: new HeldPool(1) });
     await worker.start();
-    await waitFor("failure report", () => fake.failShardCalls.length === 1);
-    expect(fake.failShardCalls[0]).toMatchObject({ release: false, error: "[aborted] injected Aborted" });
+    await waitFor("failure report", () => failShardCalls(h).length === 1);
+    expect(failShardCalls(h)[0]).toMatchObject({ release: false, error: "[aborted] injected Aborted" });
   });
 
   it("registers again after NOT_FOUND (coordinator restart) and keeps working", async () => {
-    const fake = new FakeCoordinator();
+    const h = await startCoordinator();
     const pool = new HeldPool(1, (_t, nth) => nth === 0);
     const logger = captureLogger();
-    const { job, expected } = smallJob(fake);
-    const worker = newWorker(fake, { pool, logger });
+    const { job, expected } = await smallJob(h);
+    const worker = newWorker(h, { pool, logger });
     await worker.start();
     await waitFor("first shard held", () => pool.started === 1);
-    fake.forgetWorkers();
-    // The heartbeat hits NOT_FOUND first and registers again; the held lease still
-    // completes under the new worker id.
-    await waitFor("second registration", () => fake.calls.registerWorker === 2);
-    expect(worker.workerId).toBe("w-2");
+    // A restart forgets every worker: the heartbeat hits NOT_FOUND first and registers
+    // again; the held shard is still reported, under the new worker id.
+    await h.restart();
+    await waitFor("second registration", () => registrations(h).length === 2);
+    const secondId = registrations(h)[1]?.workerId;
+    expect(worker.workerId).toBe(secondId);
     pool.letGo();
-    await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
-    expect(bits(job.result())).toEqual(bits(expected));
-    expect(new Set(fake.completeCalls.map((c) => c.workerId))).toEqual(new Set(["w-2"]));
-    expect(fake.calls.registerWorker).toBe(2); // concurrent NOT_FOUNDs share one registration
+    await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards);
+    expect(bits(await h.result(job.jobId))).toEqual(bits(expected));
+    expect(new Set(completeCalls(h).map((c) => c.workerId))).toEqual(new Set([secondId]));
+    expect(h.calls.count("registerWorker")).toBe(2); // concurrent NOT_FOUNDs share one registration
     expect(logger.lines.filter((l) => l.msg === "worker registered")).toHaveLength(2);
   });
 
@@ -152,32 +158,32 @@ describe("Worker pull loop", () => {
 
 describe("Worker drain", () => {
   it("close() aborts a pending long-poll at once and is idempotent", async () => {
-    const fake = new FakeCoordinator();
-    const worker = newWorker(fake, { pool: new HeldPool(1), acquireWaitMs: 20_000 });
+    const h = await startCoordinator();
+    const worker = newWorker(h, { pool: new HeldPool(1), acquireWaitMs: 20_000 });
     await worker.start();
-    await waitFor("long-poll", () => fake.calls.acquireShards === 1);
+    await waitFor("long-poll", () => h.calls.count("acquireShards") === 1);
     const startedAt = Date.now();
     const closing = worker.close();
     expect(worker.close()).toBe(closing);
     await closing;
     await worker.wait();
     expect(Date.now() - startedAt).toBeLessThan(1_000);
-    expect(fake.calls.acquireShards).toBe(1);
+    expect(h.calls.count("acquireShards")).toBe(1);
   });
 
   it("lets running shards finish within the grace period", async () => {
-    const fake = new FakeCoordinator();
+    const h = await startCoordinator();
     const pool = new HeldPool(2, () => true);
-    const { job } = smallJob(fake);
+    const { job } = await smallJob(h);
     const logger = captureLogger();
-    const worker = newWorker(fake, { pool, shutdownGraceMs: 5_000, logger });
+    const worker = newWorker(h, { pool, shutdownGraceMs: 5_000, logger });
     await worker.start();
     await waitFor("2 shards held", () => pool.started === 2);
     const closing = worker.close();
     setTimeout(() => pool.letGo(), 50);
     await closing;
-    expect(fake.doneCount(job.jobId)).toBe(2);
-    expect(fake.failShardCalls).toEqual([]);
+    expect(h.doneCount(job.jobId)).toBe(2);
+    expect(failShardCalls(h)).toEqual([]);
     expect(pool.started).toBe(2); // nothing new acquired while draining
     // The last line says what became of the work it held.
     expect(logger.lines.at(-1)).toMatchObject({
@@ -187,18 +193,23 @@ describe("Worker drain", () => {
   });
 
   it("hands unfinished leases back with release:true after the grace period", async () => {
-    const fake = new FakeCoordinator();
+    const h = await startCoordinator();
     const pool = new HeldPool(2, () => true);
-    const { job } = smallJob(fake);
+    const { job } = await smallJob(h);
     const logger = captureLogger();
-    const worker = newWorker(fake, { pool, shutdownGraceMs: 50, logger });
+    const worker = newWorker(h, { pool, shutdownGraceMs: 50, logger });
     await worker.start();
     await waitFor("2 shards held", () => pool.started === 2);
-    const held = [fake.leaseOf(job.jobId, 0), fake.leaseOf(job.jobId, 1)].map((l) => keyOf(l as NonNullable<typeof l>));
+    const held = [leaseOf(h, job.jobId, 0), leaseOf(h, job.jobId, 1)].map((l) => keyOf(l as NonNullable<typeof l>));
+    expect(held).toHaveLength(2);
     await worker.close();
     expect(pool.aborted).toBe(2);
-    expect(fake.failShardCalls.map((c) => [keyOf(c.lease), c.release]).sort()).toEqual(held.map((k) => [k, true]).sort());
-    expect(fake.completeCalls).toEqual([]);
+    expect(
+      failShardCalls(h)
+        .map((c) => [keyOf(c.lease), c.release])
+        .sort(),
+    ).toEqual(held.map((k) => [k, true]).sort());
+    expect(completeCalls(h)).toEqual([]);
     expect(logger.lines.at(-1)).toMatchObject({
       msg: "worker stopped: 0 shards finished while draining, 2 leases handed back",
       fields: { shardsFinishedWhileDraining: 0, leasesHandedBack: 2, handBacksLost: 0 },
@@ -207,11 +218,11 @@ describe("Worker drain", () => {
   });
 
   it("close() before start() finishes registering does not hang", async () => {
-    const fake = new FakeCoordinator();
-    fake.failNext("registerWorker", Code.Unavailable, 1_000);
-    const worker = newWorker(fake, { pool: new HeldPool(1) });
+    const h = await startCoordinator();
+    h.faults.failNext("registerWorker", Code.Unavailable, 1_000);
+    const worker = newWorker(h, { pool: new HeldPool(1) });
     const starting = worker.start();
-    await waitFor("a failed registration", () => fake.calls.registerWorker >= 1);
+    await waitFor("a failed registration", () => h.calls.count("registerWorker") >= 1);
     await worker.close();
     await starting;
     await worker.wait();

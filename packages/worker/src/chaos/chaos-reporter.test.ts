@@ -1,7 +1,14 @@
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { removeCompiledThreadScript } from "../test-support/compile-thread.js";
-import { FakeCoordinator } from "../test-support/fake-coordinator.js";
-import { captureLogger, cleanUpWorkers, newWorker, smallJob, threadPool, waitFor } from "../test-support/worker-fixtures.js";
+import {
+  captureLogger,
+  cleanUpWorkers,
+  newWorker,
+  smallJob,
+  startCoordinator,
+  threadPool,
+  waitFor,
+} from "../test-support/worker-fixtures.js";
 
 // The --chaos-* decorator around the report port.
 
@@ -10,14 +17,14 @@ afterEach(cleanUpWorkers);
 
 describe("Worker pull loop", () => {
   it("--chaos-crash-on-shard: dies whenever it runs that shard index, of any job, and on no other shard", async () => {
-    const fake = new FakeCoordinator();
+    const h = await startCoordinator();
     const logger = captureLogger();
-    const jobs = [smallJob(fake).job, smallJob(fake).job];
+    const jobs = [(await smallJob(h)).job, (await smallJob(h)).job];
     let crashes = 0;
     // The CLI's crash is a SIGKILL; this one returns, so the worker goes on and reports the shard.
-    const worker = newWorker(fake, { pool: threadPool(1), logger, chaos: { crashOnShard: 5, crash: () => crashes++ } });
+    const worker = newWorker(h, { pool: threadPool(1), logger, chaos: { crashOnShard: 5, crash: () => crashes++ } });
     await worker.start();
-    await waitFor("all tiles", () => jobs.every((j) => fake.doneCount(j.jobId) === j.shards));
+    await waitFor("all tiles", () => jobs.every((j) => h.doneCount(j.jobId) === j.shards));
     const lines = logger.lines.filter((l) => l.msg.startsWith("chaos: crashing"));
     expect(lines.map((l) => [l.msg, l.fields.shard])).toEqual([
       ["chaos: crashing on the poison shard", 5],

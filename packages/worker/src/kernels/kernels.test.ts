@@ -1,11 +1,11 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import { startInMemoryCoordinator } from "@dce/coordinator/testing";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type ComputePool, createThreadPool } from "../pool.js";
 import { compileThreadScript, removeCompiledThreadScript } from "../test-support/compile-thread.js";
-import { FakeCoordinator } from "../test-support/fake-coordinator.js";
 import { openblasInstalled } from "../test-support/openblas.js";
 import { Worker } from "../worker.js";
 import { createKernel, type Kernel, listKernels, selectKernels } from "./kernel.js";
@@ -401,28 +401,29 @@ describe("kernels in the worker's pull loop", () => {
   it.each(kernelNames.filter((name) => name !== "native-blas" || openblasInstalled))(
     "a job pinned to %s is computed in threads, tile by tile, with that kernel's bits",
     async (name) => {
-      const fake = new FakeCoordinator();
+      const h = await startInMemoryCoordinator();
+      cleanup.push(() => h.close());
       const [m, k, n] = [23, 300, 19];
       const a = random(m * k, 21);
       const b = random(k * n, 22);
-      const job = fake.addJob(fake.putMatrix(m, k, a), fake.putMatrix(k, n, b), 8, 6, name);
+      const job = await h.submit(h.putMatrix(m, k, a), h.putMatrix(k, n, b), 8, 6, name);
       const pool = createThreadPool({ threads: 2, threadUrl: compileThreadScript() });
       cleanup.push(() => pool.close());
       const worker = new Worker({
         coordinatorUrl: "http://coordinator.test",
-        transport: fake.transport,
+        transport: h.transport,
         pool,
         acquireWaitMs: 200,
       });
       cleanup.push(() => worker.close());
       await worker.start();
-      for (let i = 0; fake.doneCount(job.jobId) < job.shards; i++) {
+      for (let i = 0; h.doneCount(job.jobId) < job.shards; i++) {
         if (i > 2000) throw new Error("timed out waiting for the tiles");
         await new Promise((r) => setTimeout(r, 5));
       }
       // Tile by tile: each tile computed alone must equal that part of C.
       const kernel = createKernel(name);
-      const got = job.result();
+      const got = await h.result(job.jobId);
       for (let r0 = 0; r0 < m; r0 += 8) {
         for (let c0 = 0; c0 < n; c0 += 6) {
           const [tm, tn] = [Math.min(8, m - r0), Math.min(6, n - c0)];
@@ -436,7 +437,7 @@ describe("kernels in the worker's pull loop", () => {
           }
         }
       }
-      expect(fake.failShardCalls).toEqual([]);
+      expect(h.calls.of("failShard")).toEqual([]);
     },
   );
 });

@@ -1,8 +1,12 @@
 /**
  * Fixtures of the Worker's unit tests (worker.test.ts, pull/, inputs/, report/, chaos/):
  * a log capture, deterministic matrices, a main-thread pool that can hold tasks, and
- * workers on a {@link FakeCoordinator} that the test's `afterEach(cleanUpWorkers)` closes.
+ * workers on the real coordinator in memory (`@dce/coordinator/testing`), which the
+ * test's `afterEach(cleanUpWorkers)` closes.
  */
+
+import { type InMemoryCoordinator, type InMemoryCoordinatorOptions, startInMemoryCoordinator } from "@dce/coordinator/testing";
+import type { LeaseRef, MatrixRef } from "@dce/proto";
 import { extractColumns } from "../internal/matrix.js";
 import { referenceKernel } from "../kernels/reference.js";
 import type { WorkerLogger } from "../log-scope.js";
@@ -10,7 +14,6 @@ import { type ComputePool, createThreadPool, type GemmResult, type GemmTask } fr
 import { Worker } from "../worker.js";
 import type { WorkerOptions } from "../worker-options.js";
 import { compileThreadScript } from "./compile-thread.js";
-import type { FakeCoordinator } from "./fake-coordinator.js";
 
 export interface LogLine {
   level: string;
@@ -98,14 +101,29 @@ export class HeldPool implements ComputePool {
   }
 }
 
-/** Workers and pools to close after each test. */
+/** Workers, pools and coordinators to close after each test. */
 export const workers: Worker[] = [];
 export const pools: ComputePool[] = [];
+const coordinators: InMemoryCoordinator[] = [];
 
-export function newWorker(fake: FakeCoordinator, extra: Partial<WorkerOptions> = {}): Worker {
+/**
+ * The real coordinator in memory, as the worker tests see it: heartbeats every 20 ms, and
+ * inputs read with ReadBlob (no inline inputs in grants) unless `options` say otherwise.
+ */
+export async function startCoordinator(options: InMemoryCoordinatorOptions = {}): Promise<InMemoryCoordinator> {
+  const h = await startInMemoryCoordinator({
+    inlineInputs: false,
+    ...options,
+    advertise: { heartbeatIntervalMs: 20, ...options.advertise },
+  });
+  coordinators.push(h);
+  return h;
+}
+
+export function newWorker(h: InMemoryCoordinator, extra: Partial<WorkerOptions> = {}): Worker {
   const worker = new Worker({
     coordinatorUrl: "http://coordinator.test",
-    transport: fake.transport,
+    transport: h.transport,
     acquireWaitMs: 200,
     shutdownGraceMs: 2_000,
     random: () => 0.5,
@@ -126,17 +144,95 @@ export function threadPool(threads: number): ComputePool {
 export async function cleanUpWorkers(): Promise<void> {
   await Promise.all(workers.splice(0).map((w) => w.close()));
   await Promise.all(pools.splice(0).map((p) => p.close()));
+  await Promise.all(coordinators.splice(0).map((c) => c.close()));
 }
 
-/** A 7×5 by 5×13 job in 3×4 tiles: 3 × 4 = 12 shards with ragged edges. */
-export function smallJob(fake: FakeCoordinator) {
-  const [m, k, n] = [7, 5, 13];
-  const a = randomMatrix(m, k, 1);
-  const b = randomMatrix(k, n, 2);
-  const aRef = fake.putMatrix(m, k, a);
-  const bRef = fake.putMatrix(k, n, b);
-  const job = fake.addJob(aRef, bRef, 3, 4);
+/** A job on the coordinator, with what the tests check it against. */
+export interface TestJob {
+  readonly jobId: string;
+  readonly shards: number;
+}
+
+/** Submits C = A × B (values given) in tiles of at most tileRows × tileCols. */
+export async function addJob(
+  h: InMemoryCoordinator,
+  [m, k, n]: readonly [number, number, number],
+  [a, b]: readonly [Float64Array, Float64Array],
+  [tileRows, tileCols]: readonly [number, number],
+) {
+  const aRef = h.putMatrix(m, k, a);
+  const bRef = h.putMatrix(k, n, b);
+  const job: TestJob = await h.submit(aRef, bRef, tileRows, tileCols);
   return { job, aRef, bRef, expected: product(m, n, k, a, b) };
 }
 
-// ---- tests ---------------------------------------------------------------------------
+/** A 7×5 by 5×13 job in 3×4 tiles: 3 × 4 = 12 shards with ragged edges. */
+export function smallJob(h: InMemoryCoordinator) {
+  const [m, k, n] = [7, 5, 13] as const;
+  return addJob(h, [m, k, n], [randomMatrix(m, k, 1), randomMatrix(k, n, 2)], [3, 4]);
+}
+
+// ---- what the coordinator saw, from the call log -------------------------------------
+
+export function keyOf(lease: LeaseRef): string {
+  return `${lease.jobId}/${lease.shardIndex}@${lease.epoch}`;
+}
+
+/** Every FailShard call, in order. */
+export function failShardCalls(h: InMemoryCoordinator) {
+  return h.calls.of("failShard").map((c) => {
+    const r = c.request as { workerId: string; lease: LeaseRef; error: string; release: boolean };
+    return { workerId: r.workerId, lease: r.lease, error: r.error, release: r.release };
+  });
+}
+
+/** Every result reported with CompleteShards, in order. */
+export function completeCalls(h: InMemoryCoordinator) {
+  return h.calls.of("completeShards").flatMap((c) => {
+    const r = c.request as { workerId: string; results: { lease: LeaseRef; payload: { case: string | undefined } }[] };
+    return r.results.map((x) => ({ workerId: r.workerId, lease: x.lease, payload: x.payload.case }));
+  });
+}
+
+/** Every registration the coordinator answered: the id it gave and what the worker said. */
+export function registrations(h: InMemoryCoordinator) {
+  return h.calls
+    .of("registerWorker")
+    .filter((c) => c.response !== undefined)
+    .map((c) => {
+      const r = c.request as { name: string; threads: number; kernels: { fingerprint: string }[] };
+      return {
+        workerId: (c.response as { workerId: string }).workerId,
+        name: r.name,
+        threads: r.threads,
+        kernels: r.kernels.map((k) => k.fingerprint),
+      };
+    });
+}
+
+/** ReadBlob calls the coordinator answered: which blob, from which offset, how many bytes. */
+export function reads(h: InMemoryCoordinator) {
+  return h.calls
+    .of("readBlob")
+    .filter((c) => c.response !== undefined)
+    .map((c) => ({
+      blobId: (c.request as { blobId: string }).blobId,
+      offset: Number((c.request as { offset: bigint }).offset),
+      bytes: (c.response as { data: Uint8Array }).data.byteLength,
+    }));
+}
+
+/** Bytes of a blob served by ReadBlob. */
+export function bytesRead(h: InMemoryCoordinator, ref: MatrixRef): number {
+  return reads(h)
+    .filter((r) => r.blobId === ref.blobId)
+    .reduce((sum, r) => sum + r.bytes, 0);
+}
+
+/** The latest lease granted on a shard. */
+export function leaseOf(h: InMemoryCoordinator, jobId: string, shardIndex: number): LeaseRef | undefined {
+  const grants = h.calls
+    .of("acquireShards")
+    .flatMap((c) => ((c.response as { leases: { lease: LeaseRef }[] } | undefined)?.leases ?? []).map((l) => l.lease));
+  return grants.filter((l) => l.jobId === jobId && l.shardIndex === shardIndex).at(-1);
+}
