@@ -37,7 +37,7 @@ export class FaultInjector {
   readonly #dropped = new Map<MethodName, Countdown>();
   readonly #delays = new Map<MethodName, number>();
   readonly #rewrites = new Map<MethodName, ((reply: Record<string, unknown>) => void)[]>();
-  readonly #before = new Map<MethodName, () => void>();
+  readonly #before = new Map<MethodName, (request: Record<string, unknown>) => void | Promise<void>>();
   #answerResult: ((lease: LeaseOfResult) => ResultAnswer | undefined) | undefined;
 
   /**
@@ -65,8 +65,12 @@ export class FaultInjector {
     else this.#delays.delete(method);
   }
 
-  /** Runs `fn` just before each call of `method` reaches the coordinator (undefined removes it). */
-  beforeCall(method: MethodName, fn: (() => void) | undefined): void {
+  /**
+   * Runs `fn` with the request just before each call of `method` reaches the coordinator,
+   * which the call reaches once a promise `fn` returns settles (undefined removes it). `fn`
+   * may edit the request; the call log keeps it as sent.
+   */
+  beforeCall(method: MethodName, fn: ((request: Record<string, unknown>) => void | Promise<void>) | undefined): void {
     if (fn) this.#before.set(method, fn);
     else this.#before.delete(method);
   }
@@ -118,7 +122,7 @@ export class FaultInjector {
       }
       const ms = this.#delays.get(method);
       if (ms !== undefined) await new Promise((resolve) => setTimeout(resolve, ms));
-      this.#before.get(method)?.();
+      if (!req.stream) await this.#before.get(method)?.(req.message as unknown as Record<string, unknown>);
       if (req.stream) return next(req);
       const answered =
         method === "completeShards" && this.#answerResult

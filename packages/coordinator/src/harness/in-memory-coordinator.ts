@@ -25,6 +25,8 @@ export interface InMemoryCoordinatorOptions {
    * BeginUpload's `maxChunkBytes`.
    */
   readonly advertise?: { maxMessageBytes?: number; maxChunkBytes?: number; heartbeatIntervalMs?: number };
+  /** Fresh ids for jobs and workers, in the order the coordinator asks. Default `crypto.randomUUID`. */
+  readonly newId?: () => string;
   /**
    * Whether grants carry small inputs inline, as the coordinator does (default true). False
    * strips them, so every input is read with ReadBlob (for tests about reading).
@@ -109,7 +111,7 @@ export async function startInMemoryCoordinator(options: InMemoryCoordinatorOptio
   const config: CoordinatorConfig = { ...resolved, verify: { ...resolved.verify, threads: 0 } };
   const storage = createMemoryStorage({ uploadIdleMs: config.uploadIdleMs, maxOpenUploads: config.maxOpenUploads });
   const logger = pino({ level: "silent" });
-  const open = () => Coordinator.open(config, logger, { storage, clock });
+  const open = () => Coordinator.open(config, logger, { storage, clock, ...(options.newId ? { newId: options.newId } : {}) });
   let coordinator = await open();
   const calls = new CallLog();
   const faults = new FaultInjector();
