@@ -1,15 +1,23 @@
 import { Writable } from "node:stream";
-import { JobState } from "@dce/proto";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { type CliCommand, parseArgs } from "./cli-args.js";
 import { type CliDeps, codeName, formatEta, runCommand } from "./cli-run.js";
 import { type ClientOptions, createClient } from "./client.js";
 import { Code } from "./index.js";
 import { encodeNpy, parseNpy } from "./npy.js";
-import { createFakeCoordinator, type FakeCoordinatorOptions, matmul } from "./test-support/fake-coordinator.js";
+import { type JobDriver, type JobDriverOptions, type JobStep, startJobDriver } from "./test-support/job-driver.js";
+import { matmul } from "./test-support/oracle.js";
 
-function fixture(files: Record<string, Uint8Array>, fakeOptions: FakeCoordinatorOptions = {}) {
-  const fake = createFakeCoordinator(fakeOptions);
+const drivers: JobDriver[] = [];
+afterEach(async () => {
+  await Promise.all(drivers.splice(0).map((d) => d.close()));
+});
+
+/** The CLI's dependencies over the real coordinator in memory, whose jobs a scripted worker moves along. */
+async function fixture(files: Record<string, Uint8Array>, driverOptions: JobDriverOptions = {}) {
+  const driver = await startJobDriver(driverOptions);
+  drivers.push(driver);
+  const h = driver.h;
   const fs = new Map(Object.entries(files));
   const clientOptions: ClientOptions[] = [];
   let stdout = "";
@@ -18,7 +26,7 @@ function fixture(files: Record<string, Uint8Array>, fakeOptions: FakeCoordinator
   const deps: CliDeps = {
     createClient: (options) => {
       clientOptions.push(options);
-      return createClient({ ...options, transport: fake.transport });
+      return createClient({ ...options, transport: h.transport });
     },
     readFile: async (path) => {
       const bytes = fs.get(path);
@@ -41,7 +49,8 @@ function fixture(files: Record<string, Uint8Array>, fakeOptions: FakeCoordinator
     return await runCommand(parsed.command as CliCommand, { ...deps, ...extra });
   };
   return {
-    fake,
+    h,
+    driver,
     fs,
     run,
     clientOptions,
@@ -56,7 +65,7 @@ const npy = (rows: number, cols: number, f = (i: number) => i + 1): Uint8Array =
 
 describe("dce submit", () => {
   it("prints the job id first, waits, and writes C (exit 0)", async () => {
-    const t = fixture({ "a.npy": npy(3, 4), "b.npy": npy(4, 2, (i) => i - 3) });
+    const t = await fixture({ "a.npy": npy(3, 4), "b.npy": npy(4, 2, (i) => i - 3) });
     const code = await t.run("submit a.npy b.npy -o c.npy --coordinator http://x:1 --tile 2");
     expect(code).toBe(0);
     const lines = t.out().split("\n");
@@ -67,18 +76,18 @@ describe("dce submit", () => {
     expect([c.rows, c.cols]).toEqual([3, 2]);
     expect(c.data).toEqual(matmul(a.data, b.data, 3, 4, 2));
     expect(t.clientOptions[0]).toEqual({ baseUrl: "http://x:1", timeoutMs: 30_000, useLocalStore: true });
-    expect(t.fake.callsOf("SubmitJob")[0]?.request["matmul"]).toMatchObject({ tileRows: 2, tileCols: 2 });
+    expect(t.h.calls.of("submitJob")[0]?.request["matmul"]).toMatchObject({ tileRows: 2, tileCols: 2 });
   });
 
   it("--no-wait prints only the job id", async () => {
-    const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
+    const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
     expect(await t.run("submit a.npy b.npy --no-wait")).toBe(0);
     expect(t.out()).toBe("job-1\n");
-    expect(t.fake.callsOf("GetJob")).toEqual([]);
+    expect(t.h.calls.of("getJob")).toEqual([]);
   });
 
   it("--json prints the job id as JSON first and a final JSON summary", async () => {
-    const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
+    const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
     expect(await t.run("submit a.npy b.npy -o c.npy --json")).toBe(0);
     const lines = t
       .out()
@@ -119,42 +128,45 @@ describe("dce submit", () => {
       "error: a.npy: not a .npy file: bad magic (expected \\x93NUMPY)\n",
     ],
   ])("input problem (%s): one line on stderr, exit 2, no RPC", async (_name, files, message) => {
-    const t = fixture(files);
+    const t = await fixture(files);
     expect(await t.run("submit a.npy b.npy -o c.npy")).toBe(2);
     expect(t.err()).toBe(message);
     expect(t.out()).toBe("");
-    expect(t.fake.calls).toEqual([]);
+    expect(t.h.calls.all).toEqual([]);
   });
 
   it("a missing CA file is an input problem (exit 2)", async () => {
-    const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
+    const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
     expect(await t.run("submit a.npy b.npy -o c.npy --ca nope.pem")).toBe(2);
     expect(t.err()).toBe("error: cannot read --ca file nope.pem: no such file\n");
   });
 
   it("a CA file that is not PEM is an input problem (exit 2) naming --ca and the file; nothing is sent", async () => {
-    const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2), "ca.der": Uint8Array.of(0x30, 0x82, 0x01), "ca.txt": npy(1, 1) });
+    const t = await fixture({
+      "a.npy": npy(2, 2),
+      "b.npy": npy(2, 2),
+      "ca.der": Uint8Array.of(0x30, 0x82, 0x01),
+      "ca.txt": npy(1, 1),
+    });
     expect(await t.run("submit a.npy b.npy -o c.npy --ca ca.der")).toBe(2);
     expect(t.err()).toMatch(/^error: --ca file ca\.der is DER, not PEM \(convert it/);
     expect(await t.run("status j1 --ca ca.txt")).toBe(2);
     expect(t.err()).toContain("error: --ca file ca.txt is not PEM: it has no -----BEGIN CERTIFICATE----- block\n");
     expect(t.clientOptions).toEqual([]);
-    expect(t.fake.calls).toEqual([]);
+    expect(t.h.calls.all).toEqual([]);
   });
 
   it("a failed job exits 1 with the reason, and writes nothing", async () => {
-    const t = fixture(
-      { "a.npy": npy(2, 2), "b.npy": npy(2, 2) },
-      { script: () => [{ state: JobState.RUNNING }, { state: JobState.FAILED, error: "worker crashed" }] },
-    );
+    const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) }, { script: () => ["start", { fail: "worker crashed" }] });
     expect(await t.run("submit a.npy b.npy -o c.npy")).toBe(1);
     expect(t.out()).toBe("job-1\n");
-    expect(t.err().trim().split("\n").at(-1)).toBe("error: job job-1 failed: worker crashed");
+    // The reason is the coordinator's, ending with the worker's error.
+    expect(t.err().trim().split("\n").at(-1)).toMatch(/^error: job job-1 failed: .*worker crashed$/);
     expect(t.fs.has("c.npy")).toBe(false);
   });
 
   it("draws a progress bar when stderr is a terminal", async () => {
-    const t = fixture({ "a.npy": npy(4, 4), "b.npy": npy(4, 4) });
+    const t = await fixture({ "a.npy": npy(4, 4), "b.npy": npy(4, 4) });
     let drawn = "";
     const tty = Object.assign(
       new Writable({
@@ -173,15 +185,10 @@ describe("dce submit", () => {
   });
 
   it("prints plain progress lines on a non-terminal stderr; stdout keeps only the job id", async () => {
-    const t = fixture(
+    const t = await fixture(
       { "a.npy": npy(4, 4), "b.npy": npy(4, 4) },
       {
-        script: () => [
-          { state: JobState.RUNNING, shardsDone: 1 },
-          { state: JobState.RUNNING, shardsDone: 2 },
-          { state: JobState.RUNNING, shardsDone: 3 },
-          { state: JobState.SUCCEEDED, shardsDone: 4 },
-        ],
+        script: () => [["start", { complete: 1 }], { complete: 1 }, { complete: 1 }, [{ complete: 1 }, "seal"]],
       },
     );
     expect(await t.run("submit a.npy b.npy -o c.npy --tile 2")).toBe(0);
@@ -200,11 +207,13 @@ describe("dce submit", () => {
   });
 
   it("paces plain lines: the first, each change of state, the end, and otherwise one per interval", async () => {
-    const script = () => [
-      ...Array.from({ length: 6 }, (_, i) => ({ state: JobState.RUNNING, shardsDone: i + 1 })),
-      { state: JobState.SUCCEEDED, shardsDone: 8 },
+    const script = (): JobStep[] => [
+      ["start", { complete: 1 }],
+      ...Array.from({ length: 5 }, () => ({ complete: 1 })),
+      [{ complete: 2 }, "seal"],
     ];
-    const t = fixture({ "a.npy": npy(4, 4), "b.npy": npy(4, 4) }, { script });
+    // 8 x 4 by 4 x 4 in 2 x 2 tiles: 8 shards.
+    const t = await fixture({ "a.npy": npy(8, 4), "b.npy": npy(4, 4) }, { script });
     let now = 0;
     // Every poll advances the clock by 1 s; lines may come every 2.5 s.
     const nowMs = () => (now += 1_000);
@@ -222,8 +231,8 @@ describe("dce submit", () => {
 });
 
 describe("dce status, result, cancel, watch", () => {
-  async function submitted(fakeOptions: FakeCoordinatorOptions = {}) {
-    const t = fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) }, fakeOptions);
+  async function submitted(driverOptions: JobDriverOptions = {}) {
+    const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) }, driverOptions);
     expect(await t.run("submit a.npy b.npy --no-wait")).toBe(0);
     return t;
   }
@@ -239,7 +248,7 @@ describe("dce status, result, cancel, watch", () => {
   });
 
   it("an RPC failure prints 'error: <code>: <message>' and exits 1", async () => {
-    const t = fixture({});
+    const t = await fixture({});
     expect(await t.run("status nope")).toBe(1);
     expect(t.err()).toBe("error: not_found: job nope not found\n");
   });
@@ -259,20 +268,20 @@ describe("dce status, result, cancel, watch", () => {
   });
 
   it("watch prints progress until the job ends (exit 0 on success, 1 otherwise)", async () => {
-    const t = await submitted({ script: () => [{ state: JobState.RUNNING }, { state: JobState.SUCCEEDED, shardsDone: 1 }] });
+    const t = await submitted({ script: () => ["start", [{ complete: 1 }, "seal"]] });
     expect(await t.run("watch job-1")).toBe(0);
     expect(t.out().split("\n").slice(1, -1)).toEqual([
       "job job-1 queued 0/1 shards (0.0%)",
       expect.stringMatching(/^job job-1 running 0\/1 shards \(0\.0%\)/),
       expect.stringMatching(/^job job-1 succeeded 1\/1 shards \(100\.0%\)/),
     ]);
-    const failing = await submitted({ script: () => [{ state: JobState.FAILED, error: "x" }] });
+    const failing = await submitted({ script: () => [["start", { fail: "x" }]] });
     expect(await failing.run("watch job-1")).toBe(1);
     expect(failing.out().trimEnd().split("\n").at(-1)).toMatch(/^job job-1 failed 0\/1 shards \(0\.0%\).*: x$/);
   });
 
   it("watch --json prints each progress figure as a JSON object", async () => {
-    const t = await submitted({ script: () => [{ state: JobState.SUCCEEDED, shardsDone: 1 }] });
+    const t = await submitted({ script: () => [["start", { complete: 1 }, "seal"]] });
     expect(await t.run("watch job-1 --json")).toBe(0);
     const objects = t
       .out()
@@ -284,7 +293,7 @@ describe("dce status, result, cancel, watch", () => {
   });
 
   it("watch on a terminal draws the bar on stderr and prints the final line on stdout", async () => {
-    const t = await submitted({ script: () => [{ state: JobState.RUNNING }, { state: JobState.SUCCEEDED, shardsDone: 1 }] });
+    const t = await submitted({ script: () => ["start", [{ complete: 1 }, "seal"]] });
     let drawn = "";
     const tty = Object.assign(
       new Writable({
@@ -302,14 +311,14 @@ describe("dce status, result, cancel, watch", () => {
 
   it("an aborted wait leaves the job running and exits 1", async () => {
     const t = await submitted({ script: () => [] });
-    const blocked = t.fake.nextBlockedPoll();
+    const blocked = t.driver.nextBlockedPoll();
     const running = t.run("result job-1 -o out.npy");
     await blocked;
     t.controller.abort();
     expect(await running).toBe(1);
     expect(t.err()).toContain("job job-1 keeps running");
     expect(t.err()).toMatch(/error: canceled: /);
-    expect(t.fake.callsOf("CancelJob")).toEqual([]);
+    expect(t.h.calls.of("cancelJob")).toEqual([]);
   });
 });
 

@@ -1,9 +1,10 @@
-import { JobState } from "@dce/proto";
+import type { InMemoryCoordinator } from "@dce/coordinator/testing";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { createClient } from "./client.js";
 import { DceError, DimensionMismatchError, InvalidMatrixError, JobCancelledError, JobError, JobFailedError } from "./errors.js";
 import { Code, ConnectError } from "./index.js";
-import { createFakeCoordinator, type FakeCoordinatorOptions, matmul, sha256Hex } from "./test-support/fake-coordinator.js";
+import { type JobDriver, type JobDriverOptions, START_MS, STEP_MS, startJobDriver } from "./test-support/job-driver.js";
+import { matmul, sha256Hex } from "./test-support/oracle.js";
 import type { Matrix } from "./types.js";
 
 const KiB = 1024;
@@ -14,24 +15,42 @@ function matrix(rows: number, cols: number, seed = 1): Matrix {
   return { rows, cols, data };
 }
 
-function setup(fakeOptions: FakeCoordinatorOptions = {}, maxMessageBytes?: number) {
-  const fake = createFakeCoordinator(fakeOptions);
+const drivers: JobDriver[] = [];
+afterEach(async () => {
+  await Promise.all(drivers.splice(0).map((d) => d.close()));
+});
+
+/** A client on the real coordinator in memory, whose jobs a scripted worker moves along. */
+async function setup(options: JobDriverOptions = {}, maxMessageBytes?: number) {
+  const driver = await startJobDriver(options);
+  drivers.push(driver);
   const client = createClient({
-    baseUrl: "http://fake.invalid",
-    transport: fake.transport,
+    baseUrl: "http://coordinator.invalid",
+    transport: driver.h.transport,
     longPollWaitMs: 5_000,
     ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),
   });
-  return { fake, client };
+  return { h: driver.h, driver, client };
+}
+
+/** The calls of one RPC (e.g. "UploadChunk"), as the coordinator saw them. */
+function callsOf(h: InMemoryCoordinator, rpc: string) {
+  return h.calls.of(rpc.charAt(0).toLowerCase() + rpc.slice(1));
+}
+
+/** A blob's bytes on the coordinator. */
+function blobOf(h: InMemoryCoordinator, blobId: string): Uint8Array | undefined {
+  const size = h.storage.blobs.sizeOf(blobId);
+  return size === undefined ? undefined : h.storage.blobs.read(blobId, 0, size).data;
 }
 
 /** Checks that a matrix's chunks were sent in order, contiguous, each within `limit`. */
 function expectChunks(calls: { request: Record<string, unknown> }[], total: number, limit: number): number[] {
-  const lengths = calls.map((c) => c.request["length"] as number);
+  const lengths = calls.map((c) => (c.request["data"] as Uint8Array).length);
   let offset = 0;
-  for (const c of calls) {
+  for (const [i, c] of calls.entries()) {
     expect(c.request["offset"]).toBe(BigInt(offset));
-    offset += c.request["length"] as number;
+    offset += lengths[i] as number;
   }
   expect(offset).toBe(total);
   for (const len of lengths) expect(len).toBeLessThanOrEqual(limit);
@@ -40,47 +59,47 @@ function expectChunks(calls: { request: Record<string, unknown> }[], total: numb
 
 describe("uploadMatrix", () => {
   it("splits into chunks no larger than the server's max_chunk_bytes", async () => {
-    const { fake, client } = setup({ maxChunkBytes: 1000 });
+    const { h, client } = await setup({ maxChunkBytes: 1000 });
     const m = matrix(30, 20); // 4800 bytes
     const ref = await client.uploadMatrix(m);
     const bytes = new Uint8Array(m.data.buffer);
     expect(ref).toEqual({ rows: 30, cols: 20, blobId: sha256Hex(bytes) });
-    expect(expectChunks(fake.callsOf("UploadChunk"), 4800, 1000)).toEqual([1000, 1000, 1000, 1000, 800]);
-    expect(fake.blobs.get(ref.blobId)).toEqual(bytes);
-    expect(fake.callsOf("BeginUpload")[0]?.request).toMatchObject({ sizeBytes: 4800n, sha256: ref.blobId });
+    expect(expectChunks(callsOf(h, "UploadChunk"), 4800, 1000)).toEqual([1000, 1000, 1000, 1000, 800]);
+    expect(blobOf(h, ref.blobId)).toEqual(bytes);
+    expect(callsOf(h, "BeginUpload")[0]?.request).toMatchObject({ sizeBytes: 4800n, sha256: ref.blobId });
   });
 
   it("splits into chunks no larger than maxMessageBytes - 64 KiB", async () => {
     const maxMessageBytes = 64 * KiB + 3000;
-    const { fake, client } = setup({ maxChunkBytes: 1 << 20, maxMessageBytes }, maxMessageBytes);
+    const { h, client } = await setup({ maxChunkBytes: 1 << 20 }, maxMessageBytes);
     const m = matrix(100, 100); // 80_000 bytes
     const ref = await client.uploadMatrix(m);
-    const lengths = expectChunks(fake.callsOf("UploadChunk"), 80_000, 3000);
+    const lengths = expectChunks(callsOf(h, "UploadChunk"), 80_000, 3000);
     expect(lengths.length).toBe(27);
-    expect(fake.blobs.get(ref.blobId)?.length).toBe(80_000);
+    expect(blobOf(h, ref.blobId)?.length).toBe(80_000);
   });
 
   it("uploads exactly the bytes of a view at an offset into a larger buffer", async () => {
-    const { fake, client } = setup({ maxChunkBytes: 64 });
+    const { h, client } = await setup({ maxChunkBytes: 64 });
     const big = new Float64Array(40).map((_, i) => i);
     const view = big.subarray(5, 35);
     const ref = await client.uploadMatrix({ rows: 5, cols: 6, data: view });
-    expect(new Float64Array(fake.blobs.get(ref.blobId)?.slice().buffer ?? new ArrayBuffer(0))).toEqual(
+    expect(new Float64Array(blobOf(h, ref.blobId)?.slice().buffer ?? new ArrayBuffer(0))).toEqual(
       Float64Array.from({ length: 30 }, (_, i) => i + 5),
     );
   });
 
   it("skips the chunks when the coordinator already holds the blob", async () => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     const m = matrix(10, 10);
     const first = await client.uploadMatrix(m);
-    const chunksAfterFirst = fake.callsOf("UploadChunk").length;
+    const chunksAfterFirst = callsOf(h, "UploadChunk").length;
     const second = await client.uploadMatrix({ rows: 10, cols: 10, data: m.data.slice() });
     expect(second).toEqual(first);
     expect(chunksAfterFirst).toBe(1);
-    expect(fake.callsOf("UploadChunk").length).toBe(1);
-    expect(fake.callsOf("FinishUpload").length).toBe(1);
-    expect(fake.callsOf("BeginUpload").length).toBe(2);
+    expect(callsOf(h, "UploadChunk").length).toBe(1);
+    expect(callsOf(h, "FinishUpload").length).toBe(1);
+    expect(callsOf(h, "BeginUpload").length).toBe(2);
   });
 
   it.each([
@@ -89,90 +108,95 @@ describe("uploadMatrix", () => {
     ["length mismatch", { rows: 2, cols: 2, data: new Float64Array(3) }, /data has 3 elements, expected 4/],
     ["not Float64Array", { rows: 1, cols: 2, data: new Float32Array(2) as unknown as Float64Array }, /Float64Array/],
   ])("rejects a malformed matrix (%s) before any RPC", async (_name, m, pattern) => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     expect(() => client.uploadMatrix(m)).toThrow(InvalidMatrixError);
     expect(() => client.uploadMatrix(m)).toThrow(pattern);
-    expect(fake.calls).toEqual([]);
+    expect(h.calls.all).toEqual([]);
   });
 });
 
 describe("submitMatMul and result", () => {
   it("multiplies end to end: uploads, submits, waits and assembles the result from chunks", async () => {
     // Server returns at most 500 bytes per ReadBlob, so the client must loop on short reads.
-    const { fake, client } = setup({ maxChunkBytes: 4096, readChunkBytes: 500 });
+    const { h, client } = await setup({ maxChunkBytes: 4096, readChunkBytes: 500, inlineResults: false });
     const a = matrix(9, 7, 1);
     const b = matrix(7, 5, 2);
     const job = await client.submitMatMul(a, b, { tileSize: 3, kernel: "reference", idempotencyKey: "k1" });
     expect(job.id).toBe("job-1");
-    const submit = fake.callsOf("SubmitJob")[0]?.request;
+    const submit = callsOf(h, "SubmitJob")[0]?.request;
     expect(submit?.["idempotencyKey"]).toBe("k1");
+    // Small enough to travel inline; the coordinator names them by their SHA-256.
     expect(submit?.["matmul"]).toMatchObject({
-      a: { rows: 9, cols: 7, blobId: sha256Hex(new Uint8Array(a.data.buffer)) },
-      b: { rows: 7, cols: 5, blobId: sha256Hex(new Uint8Array(b.data.buffer)) },
+      a: { rows: 9, cols: 7, inlineData: new Uint8Array(a.data.buffer) },
+      b: { rows: 7, cols: 5, inlineData: new Uint8Array(b.data.buffer) },
       tileRows: 3,
       tileCols: 3,
       kernel: "reference",
     });
 
+    expect(h.job(job.id)?.spec).toMatchObject({
+      a: { blobId: sha256Hex(new Uint8Array(a.data.buffer)) },
+      b: { blobId: sha256Hex(new Uint8Array(b.data.buffer)) },
+    });
     const c = await job.result({ minIntervalMs: 0 });
     expect(c.rows).toBe(9);
     expect(c.cols).toBe(5);
     expect(c.data).toEqual(matmul(a.data, b.data, 9, 7, 5));
-    const reads = fake.callsOf("ReadBlob");
+    const reads = callsOf(h, "ReadBlob");
     expect(reads.length).toBe(Math.ceil((9 * 5 * 8) / 500));
     expect(reads.map((r) => r.request["offset"])).toEqual(reads.map((_, i) => BigInt(i * 500)));
   });
 
   it("requests ReadBlob chunks of at most maxMessageBytes - 64 KiB", async () => {
     const maxMessageBytes = 64 * KiB + 4000;
-    const { fake, client } = setup({ maxMessageBytes }, maxMessageBytes);
+    const { h, client } = await setup({}, maxMessageBytes);
     const a = matrix(60, 10);
     const b = matrix(10, 50);
     const job = await client.submitMatMul(a, b, { tileSize: { rows: 30, cols: 25 } });
     const c = await job.result({ minIntervalMs: 0 });
     expect(c.data).toEqual(matmul(a.data, b.data, 60, 10, 50));
-    const reads = fake.callsOf("ReadBlob");
+    const reads = callsOf(h, "ReadBlob");
     expect(reads.length).toBe(Math.ceil(24_000 / 4000));
     for (const r of reads) expect(r.request["maxBytes"]).toBeLessThanOrEqual(4000);
   });
 
   it("uploads once when A and B are the same object", async () => {
-    const { fake, client } = setup({}, 64 * KiB + 3000); // chunks of 3000 bytes: only up to 750 go inline
+    const { h, client } = await setup({}, 64 * KiB + 3000); // chunks of 3000 bytes: only up to 750 go inline
     const a = matrix(40, 40); // 12 800 bytes: uploaded
     const job = await client.submitMatMul(a, a);
-    expect(fake.callsOf("BeginUpload").length).toBe(1);
+    expect(callsOf(h, "BeginUpload").length).toBe(1);
     const c = await job.result({ minIntervalMs: 0 });
     expect(c.data).toEqual(matmul(a.data, a.data, 40, 40, 40));
   });
 
   it("sends small matrices inside SubmitJob, with no upload round trips", async () => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     const a = matrix(4, 3);
     const b = matrix(3, 5, 7);
     const job = await client.submitMatMul(a, b);
-    expect(fake.callsOf("BeginUpload").length).toBe(0);
-    const submit = fake.callsOf("SubmitJob")[0]?.request as { matmul: { a: { inlineData: Uint8Array } } };
+    expect(callsOf(h, "BeginUpload").length).toBe(0);
+    const submit = callsOf(h, "SubmitJob")[0]?.request as { matmul: { a: { inlineData: Uint8Array } } };
     expect(submit.matmul.a.inlineData).toEqual(new Uint8Array(a.data.buffer));
     const c = await job.result({ minIntervalMs: 0 });
     expect(c.data).toEqual(matmul(a.data, b.data, 4, 3, 5));
   });
 
   it("accepts references from uploadMatrix without uploading again", async () => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     const a = await client.uploadMatrix(matrix(2, 3));
     const b = await client.uploadMatrix(matrix(3, 2, 5));
-    const before = fake.calls.length;
+    const before = h.calls.all.length;
     await client.submitMatMul(a, b);
-    expect(fake.calls.slice(before).map((c) => c.method)).toEqual(["SubmitJob"]);
+    expect(h.calls.all.slice(before).map((c) => c.method)).toEqual(["submitJob"]);
   });
 
   it("rejects mismatched inner dimensions locally, with a clear message", async () => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     const err = await client.submitMatMul(matrix(3, 4), matrix(5, 2)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DimensionMismatchError);
     expect(err).toBeInstanceOf(InvalidMatrixError);
     expect((err as Error).message).toBe("inner dimensions do not match: A is 3x4, B is 5x2");
-    expect(fake.calls).toEqual([]);
+    expect(h.calls.all).toEqual([]);
   });
 
   it.each([
@@ -181,14 +205,14 @@ describe("submitMatMul and result", () => {
     [{ idempotencyKey: "x".repeat(129) }, /idempotencyKey/],
     [{ timeoutMs: -1 }, /timeoutMs/],
   ])("rejects bad options %o before any RPC", async (options, pattern) => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     await expect(client.submitMatMul(matrix(2, 2), matrix(2, 2), options)).rejects.toThrow(pattern);
-    expect(fake.calls).toEqual([]);
+    expect(h.calls.all).toEqual([]);
   });
 
   it("throws JobFailedError with jobId, status and cause when the job fails", async () => {
-    const { client } = setup({
-      script: () => [{ state: JobState.RUNNING }, { state: JobState.FAILED, error: "shard 3 exhausted 5 attempts" }],
+    const { h, client } = await setup({
+      script: () => ["start", { fail: "shard 3 exhausted 5 attempts" }],
     });
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
     const err = await job.result({ minIntervalMs: 0 }).catch((e: unknown) => e);
@@ -199,14 +223,17 @@ describe("submitMatMul and result", () => {
     const failed = err as JobFailedError;
     expect(failed.name).toBe("JobFailedError");
     expect(failed.jobId).toBe(job.id);
-    expect(failed.reason).toBe("shard 3 exhausted 5 attempts");
+    // The reason is the coordinator's, naming the worker's error.
+    const reason = (await h.jobs.getJob({ jobId: job.id })).status?.error;
+    expect(reason).toMatch(/shard 3 exhausted 5 attempts$/);
+    expect(failed.reason).toBe(reason);
     expect(failed.status.state).toBe("failed");
-    expect((failed.cause as Error).message).toBe("shard 3 exhausted 5 attempts");
-    expect(failed.message).toBe(`job ${job.id} failed: shard 3 exhausted 5 attempts`);
+    expect((failed.cause as Error).message).toBe(reason);
+    expect(failed.message).toBe(`job ${job.id} failed: ${reason}`);
   });
 
   it("throws JobCancelledError when the job was cancelled", async () => {
-    const { client } = setup({ script: () => [] });
+    const { client } = await setup({ script: () => [] });
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
     const status = await job.cancel({ reason: "user request" });
     expect(status.state).toBe("cancelled");
@@ -218,12 +245,17 @@ describe("submitMatMul and result", () => {
   });
 
   it("rejects a result blob whose content does not match its SHA-256 with DataLoss", async () => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
     await job.result({ minIntervalMs: 0 });
-    const fakeJob = fake.jobs.get(job.id);
-    const blobId = fakeJob?.resultBlob ?? "";
-    fake.putBlob(new Uint8Array(32).fill(7), blobId); // same id, other bytes
+    // The coordinator now serves other bytes under the result's id (inline or read).
+    h.faults.rewriteReply("getJob", (reply) => {
+      const inline = (reply.result as { inlineData: Uint8Array } | undefined) ?? { inlineData: new Uint8Array(0) };
+      if (inline.inlineData.byteLength > 0) inline.inlineData = new Uint8Array(32).fill(7);
+    });
+    h.faults.rewriteReply("readBlob", (reply) => {
+      reply.data = new Uint8Array(32).fill(7);
+    });
     const err = await job.result({ minIntervalMs: 0 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.DataLoss);
@@ -232,12 +264,12 @@ describe("submitMatMul and result", () => {
 
 describe("JobHandle", () => {
   it("getJobHandle makes no RPC, and status() converts the wire status", async () => {
-    const { fake, client } = setup({ script: () => [] });
+    const { h, client } = await setup({ script: () => [] });
     const submitted = await client.submitMatMul(matrix(4, 2), matrix(2, 6));
-    const callsBefore = fake.calls.length;
+    const callsBefore = h.calls.all.length;
     const handle = client.getJobHandle(submitted.id);
     expect(handle.id).toBe(submitted.id);
-    expect(fake.calls.length).toBe(callsBefore);
+    expect(h.calls.all.length).toBe(callsBefore);
 
     const s = await handle.status();
     expect(s).toEqual({
@@ -247,8 +279,8 @@ describe("JobHandle", () => {
       shardsDone: 0,
       shardsLeased: 0,
       shardsRetried: 0,
-      createdAtMs: 1_700_000_000_000,
-      kernel: "",
+      createdAtMs: START_MS,
+      kernel: "auto", // until a worker pins one
       rows: 4,
       cols: 6,
       tileRows: 2,
@@ -256,11 +288,11 @@ describe("JobHandle", () => {
       version: 1,
     });
     expect("startedAtMs" in s).toBe(false);
-    expect(fake.callsOf("GetJob").at(-1)?.request["waitMs"]).toBe(0);
+    expect(callsOf(h, "GetJob").at(-1)?.request["waitMs"]).toBe(0);
   });
 
   it("status() of an unknown job surfaces the RPC failure as ConnectError NotFound", async () => {
-    const { client } = setup();
+    const { client } = await setup();
     const err = await client
       .getJobHandle("nope")
       .status()
@@ -270,7 +302,7 @@ describe("JobHandle", () => {
   });
 
   it("progress() yields each new status with rate and ETA and ends at the terminal state", async () => {
-    const { fake, client } = setup();
+    const { h, client } = await setup();
     const job = await client.submitMatMul(matrix(4, 3), matrix(3, 4)); // 2x2 tiles of 2x2: 4 shards
     const seen = [];
     for await (const p of job.progress()) seen.push(p);
@@ -285,18 +317,19 @@ describe("JobHandle", () => {
     ]);
     expect(seen.map((p) => p.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     expect(seen.at(-1)?.etaMs).toBe(0);
-    expect(seen.at(-1)?.startedAtMs).toBe(1_700_000_001_000);
-    expect(seen.at(-1)?.finishedAtMs).toBe(1_700_000_009_000);
+    // The worker took the shards one step in; the result was sealed when its last tile came, five steps in.
+    expect(seen.at(-1)?.startedAtMs).toBe(START_MS + STEP_MS);
+    expect(seen.at(-1)?.finishedAtMs).toBe(START_MS + 5 * STEP_MS);
     expect(seen[0]?.rateShardsPerSec).toBeUndefined();
     // Long-polls carry after_version and a deadline longer than the server wait.
-    const polls = fake.callsOf("GetJob").filter((c) => (c.request["waitMs"] as number) > 0);
+    const polls = callsOf(h, "GetJob").filter((c) => (c.request["waitMs"] as number) > 0);
     expect(polls.length).toBe(6);
     expect(polls.map((c) => c.request["afterVersion"])).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     for (const p of polls) {
       expect(p.request["waitMs"]).toBe(5_000);
       expect(p.timeoutMs).toBeGreaterThan(5_000);
     }
-    expect(fake.callsOf("GetJob").length).toBe(7);
+    expect(callsOf(h, "GetJob").length).toBe(7);
   });
 
   describe("when long-polls return with nothing new", () => {
@@ -306,9 +339,9 @@ describe("JobHandle", () => {
 
     it("does not yield the same version twice, and backs off instead of spinning", async () => {
       vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-      const { fake, client } = setup({
+      const { h, client } = await setup({
         idleReturns: 3,
-        script: () => [{ state: JobState.RUNNING }, { state: JobState.SUCCEEDED }],
+        script: () => ["start", [{ complete: 1 }, "seal"]],
       });
       const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
       const states: string[] = [];
@@ -317,16 +350,16 @@ describe("JobHandle", () => {
       })();
       // Backoff doubles from 200 ms: 200 + 400 + 800 for the three idle returns.
       await vi.advanceTimersByTimeAsync(199);
-      expect(fake.callsOf("GetJob").length).toBe(2);
+      expect(callsOf(h, "GetJob").length).toBe(2);
       await vi.advanceTimersByTimeAsync(1_300);
       await run;
       expect(states).toEqual(["queued", "running", "succeeded"]);
-      expect(fake.callsOf("GetJob").length).toBe(6);
+      expect(callsOf(h, "GetJob").length).toBe(6);
     });
   });
 
   it("progress() on a finished job yields once and ends", async () => {
-    const { client } = setup();
+    const { client } = await setup();
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
     await job.result({ minIntervalMs: 0 });
     const states = [];
@@ -335,27 +368,27 @@ describe("JobHandle", () => {
   });
 
   it("aborting a wait rejects with Canceled and does not cancel the job", async () => {
-    const { fake, client } = setup({ script: () => [{ state: JobState.RUNNING, shardsLeased: 2 }] });
+    const { h, driver, client } = await setup({ script: () => ["start"] });
     const job = await client.submitMatMul(matrix(4, 4), matrix(4, 4));
     const controller = new AbortController();
-    const blocked = fake.nextBlockedPoll();
+    const blocked = driver.nextBlockedPoll();
     const waiting = job.result({ signal: controller.signal, minIntervalMs: 0 }).catch((e: unknown) => e);
     await blocked; // the long-poll is now held open by the coordinator
     controller.abort();
     const err = await waiting;
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.Canceled);
-    expect(fake.callsOf("CancelJob")).toEqual([]);
-    expect(fake.jobs.get(job.id)?.status.state).toBe(JobState.RUNNING);
+    expect(callsOf(h, "CancelJob")).toEqual([]);
+    expect(h.job(job.id)?.state).toBe("running");
     expect((await job.status()).state).toBe("running");
   });
 
   it("aborting progress() stops the iteration without cancelling the job", async () => {
-    const { fake, client } = setup({ script: () => [] });
+    const { h, driver, client } = await setup({ script: () => [] });
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
     const controller = new AbortController();
     const states: string[] = [];
-    const blocked = fake.nextBlockedPoll();
+    const blocked = driver.nextBlockedPoll();
     const run = (async () => {
       for await (const p of job.progress({ signal: controller.signal })) states.push(p.state);
     })().catch((e: unknown) => e);
@@ -364,22 +397,22 @@ describe("JobHandle", () => {
     const err = await run;
     expect((err as ConnectError).code).toBe(Code.Canceled);
     expect(states).toEqual(["queued"]);
-    expect(fake.callsOf("CancelJob")).toEqual([]);
+    expect(callsOf(h, "CancelJob")).toEqual([]);
   });
 
   it("a long-poll wakes when the job changes", async () => {
-    const { fake, client } = setup({ script: () => [] });
+    const { driver, client } = await setup({ script: () => [] });
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
-    const blocked = fake.nextBlockedPoll();
+    const blocked = driver.nextBlockedPoll();
     const result = job.result({ minIntervalMs: 0 });
     await blocked;
-    fake.push(job.id, { state: JobState.RUNNING }, { shardsDone: 1 }, { state: JobState.SUCCEEDED, shardsDone: 1 });
+    await driver.push(job.id, "start", { complete: 1 }, "seal");
     const c = await result;
     expect(c.rows).toBe(2);
   });
 
   it("cancel() of a succeeded job is FailedPrecondition", async () => {
-    const { client } = setup();
+    const { client } = await setup();
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));
     await job.result({ minIntervalMs: 0 });
     const err = await job.cancel().catch((e: unknown) => e);
