@@ -1,6 +1,6 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { parseArgs } from "../args.js";
-import { FakeCoordinator } from "../test-support/fake-coordinator.js";
+import { type InMemoryCoordinator, startInMemoryCoordinator } from "../harness/in-memory-coordinator.js";
 import { createDashboard } from "./dashboard.js";
 import { createCoordinatorMetrics } from "./metrics.js";
 import { createOpsHttpHandler, type OpsHttpOptions, type OpsRequest } from "./ops-http.js";
@@ -32,24 +32,40 @@ function call(o: OpsHttpOptions, url: string, method = "GET"): Promise<Answer> {
   });
 }
 
-function options(extra: Partial<OpsHttpOptions> = {}): OpsHttpOptions & { fake: FakeCoordinator } {
-  const fake = new FakeCoordinator();
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** The endpoints' options over the real coordinator in memory (`h`), as `startCoordinator` wires them. */
+async function options(extra: Partial<OpsHttpOptions> = {}): Promise<OpsHttpOptions & { h: InMemoryCoordinator }> {
+  const h = await startInMemoryCoordinator();
+  cleanups.push(() => h.close());
   const metrics = createCoordinatorMetrics({ processMetrics: false });
-  metrics.attach(fake);
-  return { fake, metrics, dashboard: createDashboard(fake), isServing: () => !fake.state.draining, ...extra };
+  metrics.attach(h.coordinator);
+  const dashboard = createDashboard(h.coordinator);
+  cleanups.push(() => dashboard.close());
+  return { h, metrics, dashboard, isServing: () => !h.coordinator.state.draining, ...extra };
+}
+
+/** Submits A (m × k) · B (k × n) of zeros in square tiles; returns the job id. */
+async function submit(h: InMemoryCoordinator, m: number, k: number, n: number, tile: number): Promise<string> {
+  const a = h.putMatrix(m, k, new Float64Array(m * k));
+  const b = h.putMatrix(k, n, new Float64Array(k * n));
+  return (await h.submit(a, b, tile, tile)).jobId;
 }
 
 describe("plain-HTTP endpoints", () => {
   it("answers /healthz with ok, then 503 once draining", async () => {
-    const o = options();
+    const o = await options();
     expect(await call(o, "/healthz")).toMatchObject({ status: 200, body: "ok\n" });
-    o.fake.apply({ type: "drain-started", nowMs: 1 });
+    o.h.coordinator.drain();
     expect(await call(o, "/healthz")).toMatchObject({ status: 503, body: "draining\n" });
   });
 
   it("serves /metrics in the Prometheus text format", async () => {
-    const o = options();
-    o.fake.submit(4, 4, 4, 4);
+    const o = await options();
+    await submit(o.h, 4, 4, 4, 4);
     const a = await call(o, "/metrics");
     expect(a.status).toBe(200);
     expect(a.headers["content-type"]).toMatch(/^text\/plain; version=0\.0\.4/);
@@ -58,8 +74,8 @@ describe("plain-HTTP endpoints", () => {
   });
 
   it("serves the dashboard page, its files and its JSON model, under a strict CSP", async () => {
-    const o = options();
-    const job = o.fake.submit(4, 4, 4, 2);
+    const o = await options();
+    const job = await submit(o.h, 4, 4, 4, 2);
     for (const path of ["/ui", "/ui/"]) {
       const page = await call(o, path);
       expect(page.status).toBe(200);
@@ -78,7 +94,7 @@ describe("plain-HTTP endpoints", () => {
   });
 
   it("answers 404 for other paths and for disabled endpoints, 405 for other methods, HEAD without a body", async () => {
-    const o = options();
+    const o = await options();
     expect((await call(o, "/")).status).toBe(404);
     expect((await call(o, "/uix")).status).toBe(404);
     expect((await call(o, "/metrics", "POST")).status).toBe(405);
@@ -91,7 +107,7 @@ describe("plain-HTTP endpoints", () => {
 
   it("lets the guard refuse an endpoint with 403", async () => {
     const seen: string[] = [];
-    const o = options({
+    const o = await options({
       guard: (endpoint) => {
         seen.push(endpoint);
         return endpoint !== "ui-data";
@@ -102,12 +118,12 @@ describe("plain-HTTP endpoints", () => {
     expect((await call(o, "/metrics")).status).toBe(200);
     expect((await call(o, "/healthz")).status).toBe(200);
     expect(seen).toEqual(["ui-data", "ui", "metrics", "healthz"]);
-    const challenged = options({ guard: () => ({ status: 401, message: "needs a token" }) });
+    const challenged = await options({ guard: () => ({ status: 401, message: "needs a token" }) });
     const r = await call(challenged, "/metrics");
     expect(r.status).toBe(401);
     expect(r.headers["www-authenticate"]).toBe('Bearer realm="dce"');
     expect(r.body).toBe("needs a token\n");
-    const failing = options({ guard: () => Promise.reject(new Error("no")) });
+    const failing = await options({ guard: () => Promise.reject(new Error("no")) });
     expect((await call(failing, "/ui")).status).toBe(500);
   });
 });

@@ -2,7 +2,8 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, createClient, createRouterTransport } from "@connectrpc/connect";
 import { JobService } from "@dce/proto";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Coordinator } from "../coordinator.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import {
   ExtensionRequestSchema,
@@ -12,21 +13,35 @@ import {
   type ServerReflectionResponse,
 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionAlpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { FakeCoordinator } from "../test-support/fake-coordinator.js";
+import { type InMemoryCoordinator, startInMemoryCoordinator } from "../harness/in-memory-coordinator.js";
 import { registerHealthService } from "./health.js";
 import { registerReflectionService } from "./reflection.js";
 
-function transport(fake = new FakeCoordinator()) {
+const opened: InMemoryCoordinator[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((h) => h.close()));
+});
+
+/** The real coordinator in memory. */
+async function openCoordinator(): Promise<Coordinator> {
+  const h = await startInMemoryCoordinator();
+  opened.push(h);
+  return h.coordinator;
+}
+
+/** A router with the health and reflection services of `coordinator` (a new one by default). */
+async function transport(coordinator?: Coordinator) {
+  const c = coordinator ?? (await openCoordinator());
   return createRouterTransport((r) => {
     r.service(JobService, {});
-    registerHealthService(r, fake);
+    registerHealthService(r, c);
     registerReflectionService(r);
   });
 }
 
 /** Sends the questions on one reflection stream and collects the answers. */
 async function ask(questions: ServerReflectionRequest["messageRequest"][]): Promise<ServerReflectionResponse[]> {
-  const client = createClient(ServerReflection, transport());
+  const client = createClient(ServerReflection, await transport());
   async function* requests() {
     for (const messageRequest of questions) yield create(ServerReflectionRequestSchema, { host: "h", messageRequest });
   }
@@ -105,7 +120,7 @@ describe("server reflection", () => {
   });
 
   it("answers the same on v1alpha", async () => {
-    const client = createClient(ServerReflectionAlpha, transport());
+    const client = createClient(ServerReflectionAlpha, await transport());
     async function* one() {
       yield { messageRequest: { case: "fileContainingSymbol" as const, value: "dce.v1.JobService" } };
     }
@@ -117,8 +132,8 @@ describe("server reflection", () => {
 
 describe("health service", () => {
   it("serves until the coordinator drains, knows registered services only", async () => {
-    const fake = new FakeCoordinator();
-    const health = createClient(Health, transport(fake));
+    const coordinator = await openCoordinator();
+    const health = createClient(Health, await transport(coordinator));
     expect((await health.check({ service: "" })).status).toBe(Status.SERVING);
     expect((await health.check({ service: "dce.v1.JobService" })).status).toBe(Status.SERVING);
     await expect(health.check({ service: "dce.v1.Nope" })).rejects.toMatchObject({ code: Code.NotFound });
@@ -130,19 +145,19 @@ describe("health service", () => {
       "grpc.reflection.v1.ServerReflection",
       "grpc.reflection.v1alpha.ServerReflection",
     ]);
-    fake.apply({ type: "drain-started", nowMs: fake.nowMs });
+    coordinator.drain();
     expect((await health.check({ service: "" })).status).toBe(Status.NOT_SERVING);
   });
 
   it("watch sends the status, then the change to NOT_SERVING when a drain starts", async () => {
-    const fake = new FakeCoordinator();
-    const health = createClient(Health, transport(fake));
+    const coordinator = await openCoordinator();
+    const health = createClient(Health, await transport(coordinator));
     const abort = new AbortController();
     const seen: Status[] = [];
     const stream = health.watch({ service: "" }, { signal: abort.signal });
     for await (const res of stream) {
       seen.push(res.status);
-      if (seen.length === 1) fake.apply({ type: "drain-started", nowMs: fake.nowMs });
+      if (seen.length === 1) coordinator.drain();
       else break;
     }
     abort.abort();
@@ -150,7 +165,7 @@ describe("health service", () => {
   });
 
   it("watch of an unknown service reads SERVICE_UNKNOWN", async () => {
-    const health = createClient(Health, transport());
+    const health = createClient(Health, await transport());
     for await (const res of health.watch({ service: "x.Y" })) {
       expect(res.status).toBe(Status.SERVICE_UNKNOWN);
       break;
