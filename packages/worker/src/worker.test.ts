@@ -107,20 +107,20 @@ describe("Worker pull loop", () => {
   });
 
   it("registers again only on the WORKER_NOT_FOUND reason, not on any NOT_FOUND", async () => {
-    const fake = new FakeCoordinator();
+    const h = await startCoordinator();
     const pool = new HeldPool(1, (_t, nth) => nth === 0);
     const logger = captureLogger();
-    const { job } = smallJob(fake);
-    const worker = newWorker(fake, { pool, logger });
+    const { job } = await smallJob(h);
+    const worker = newWorker(h, { pool, logger });
     await worker.start();
     await waitFor("first shard held", () => pool.started === 1);
     // A NOT_FOUND without the reason (say, about something else the call names) is a failed heartbeat.
-    fake.failNext("heartbeat", Code.NotFound, 1);
+    h.faults.failNext("heartbeat", Code.NotFound, 1);
     await waitFor("heartbeat failed", () => logger.lines.some((l) => l.msg === "heartbeat failed"));
-    expect(fake.calls.registerWorker).toBe(1);
+    expect(h.calls.count("registerWorker")).toBe(1);
     pool.letGo();
-    await waitFor("all tiles", () => fake.doneCount(job.jobId) === job.shards);
-    expect(fake.calls.registerWorker).toBe(1);
+    await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards);
+    expect(h.calls.count("registerWorker")).toBe(1);
   });
 
   it("fails with RetryBudgetExceededError once the coordinator stays unreachable past the budget", async () => {

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type UnaryResponse } from "@connectrpc/connect";
-import { CompleteShardsResponseSchema, ShardOutcomeSchema } from "@dce/proto";
+import { CompleteShardsResponseSchema, ErrorInfoSchema, type ErrorReason, ShardOutcomeSchema } from "@dce/proto";
 
 /** A method's local name on the coordinator's services, e.g. `acquireShards`. */
 export type MethodName = string;
@@ -14,6 +14,8 @@ interface Countdown {
 export interface ResultAnswer {
   readonly code: Code;
   readonly message: string;
+  /** The ErrorInfo reason the outcome carries, as the coordinator's refusals do; none by default. */
+  readonly reason?: ErrorReason;
 }
 
 /** The lease of one result in a CompleteShards request. */
@@ -185,10 +187,11 @@ interface Answered extends ResultAnswer {
 function mergeOutcomes(reply: CompleteReply, answered: Answered[]): void {
   for (const a of answered) {
     const lease = a.lease === undefined ? undefined : { ...a.lease };
+    const error = a.reason === undefined ? undefined : create(ErrorInfoSchema, { reason: a.reason });
     reply.outcomes.splice(
       a.index,
       0,
-      create(ShardOutcomeSchema, { ...(lease ? { lease } : {}), code: a.code, message: a.message }),
+      create(ShardOutcomeSchema, { ...(lease ? { lease } : {}), code: a.code, message: a.message, ...(error ? { error } : {}) }),
     );
   }
 }
