@@ -19,7 +19,7 @@ export { CallLog } from "./harness/call-log.js";
 export type { MethodName, ResultAnswer } from "./harness/fault-injector.js";
 export { FaultInjector } from "./harness/fault-injector.js";
 export type { InMemoryCoordinator, InMemoryCoordinatorOptions } from "./harness/in-memory-coordinator.js";
-export { startInMemoryCoordinator } from "./harness/in-memory-coordinator.js";
+export { startInMemoryCoordinator, WORKER_IDENTITY_HEADER } from "./harness/in-memory-coordinator.js";
 export type { MemoryBlobStoreOptions } from "./memory/memory-blob-store.js";
 export { MemoryBlobStore } from "./memory/memory-blob-store.js";
 export { MemoryJournal } from "./memory/memory-journal.js";

@@ -1,8 +1,10 @@
 import { create } from "@bufbuild/protobuf";
-import { type Client, createClient, createRouterTransport, type Transport } from "@connectrpc/connect";
-import { asJobId, type JobRecord } from "@dce/core";
+import { type Client, createClient, createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
+import { asJobId, type CoreConfig, type JobRecord } from "@dce/core";
 import { JobService, JobState, type MatrixRef, MatrixRefSchema, WorkerService } from "@dce/proto";
 import pino from "pino";
+import { ALL_ROLES } from "../access.js";
+import { principalKey } from "../auth.js";
 import { Coordinator, type CoordinatorConfig } from "../coordinator.js";
 import { createMemoryStorage, type MemoryStorage } from "../memory/memory-storage.js";
 import { type Clock, systemClock } from "../ports/clock.js";
@@ -25,6 +27,12 @@ export interface InMemoryCoordinatorOptions {
    * BeginUpload's `maxChunkBytes`.
    */
   readonly advertise?: { maxMessageBytes?: number; maxChunkBytes?: number; heartbeatIntervalMs?: number };
+  /** Core tunables `coordinator` has no option for (retry delays, worker TTL…), over the resolved ones. */
+  readonly core?: Partial<CoreConfig>;
+  /** How often the coordinator ticks (expires leases, forgets workers), in ms. Default: from the lease TTL. */
+  readonly tickIntervalMs?: number;
+  /** Folder where blobs are written when verification reads them (needed with `verify` on). */
+  readonly spillDir?: string;
   /** Fresh ids for jobs and workers, in the order the coordinator asks. Default `crypto.randomUUID`. */
   readonly newId?: () => string;
   /**
@@ -80,6 +88,19 @@ export interface InMemoryCoordinator {
   close(): Promise<void>;
 }
 
+/**
+ * Request header naming the worker identity a call comes from, as a verified client
+ * certificate's CN would (authentication is otherwise off). For tests about identities.
+ */
+export const WORKER_IDENTITY_HEADER = "x-dce-test-worker-identity";
+
+/** Sets the caller's principal from {@link WORKER_IDENTITY_HEADER} when a call sends it. */
+const workerIdentityFromHeader: Interceptor = (next) => (req) => {
+  const identity = req.header.get(WORKER_IDENTITY_HEADER);
+  if (identity !== null) req.contextValues.set(principalKey, { roles: new Set(ALL_ROLES), workerIdentity: identity });
+  return next(req);
+};
+
 /** A wall clock that a test can move ahead. */
 function skippableClock(): Clock & { skipMs(ms: number): void } {
   let skewMs = 0;
@@ -108,8 +129,17 @@ export async function startInMemoryCoordinator(options: InMemoryCoordinatorOptio
     localStore: false,
   });
   // Verification on the caller's thread: no worker_threads, so no build output is needed.
-  const config: CoordinatorConfig = { ...resolved, verify: { ...resolved.verify, threads: 0 } };
-  const storage = createMemoryStorage({ uploadIdleMs: config.uploadIdleMs, maxOpenUploads: config.maxOpenUploads });
+  const config: CoordinatorConfig = {
+    ...resolved,
+    verify: { ...resolved.verify, threads: 0 },
+    core: { ...resolved.core, ...options.core },
+    ...(options.tickIntervalMs === undefined ? {} : { tickIntervalMs: options.tickIntervalMs }),
+  };
+  const storage = createMemoryStorage({
+    uploadIdleMs: config.uploadIdleMs,
+    maxOpenUploads: config.maxOpenUploads,
+    ...(options.spillDir === undefined ? {} : { spillDir: options.spillDir }),
+  });
   const logger = pino({ level: "silent" });
   const open = () => Coordinator.open(config, logger, { storage, clock, ...(options.newId ? { newId: options.newId } : {}) });
   let coordinator = await open();
@@ -117,7 +147,11 @@ export async function startInMemoryCoordinator(options: InMemoryCoordinatorOptio
   const faults = new FaultInjector();
   shapeReplies(faults, options);
   const interceptors = [faults.networkInterceptor(), calls.interceptor(), faults.coordinatorInterceptor()];
-  const router = { readMaxBytes: config.maxMessageBytes, writeMaxBytes: config.maxMessageBytes };
+  const router = {
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    interceptors: [workerIdentityFromHeader],
+  };
   // Both transports route to whichever coordinator serves now (restart() opens another).
   const connect = () => ({
     traced: createRouterTransport((r) => coordinator.routes(r), { router, transport: { interceptors } }),

@@ -1,19 +1,31 @@
-import { describe, expect, it } from "vitest";
-import { FakeCoordinator } from "../test-support/fake-coordinator.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { openScenario, type Scenario, type ScenarioOptions } from "../test-support/scenario.js";
 import { createDashboard, recentRate, tileMap } from "./dashboard.js";
 
+const opened: Scenario[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((s) => s.close()));
+});
+
+/** The real coordinator in memory on a virtual clock, driven one call at a time; closed after the test. */
+async function scenario(o: ScenarioOptions = {}): Promise<Scenario> {
+  const sc = await openScenario(o);
+  opened.push(sc);
+  return sc;
+}
+
 describe("dashboard snapshot", () => {
-  it("shows jobs with progress and ETA, workers with their leases and rates, and throughput", () => {
-    const fake = new FakeCoordinator({ leaseTtlMs: 10_000 });
-    const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
-    const job = fake.submit(8, 4, 8, 2); // 4 x 4 = 16 shards of 2x2
-    const w1 = fake.register("w1", 2);
-    const w2 = fake.register("w2", 1);
-    const grants = fake.acquire(w1, 4);
-    fake.acquire(w2, 1);
-    fake.nowMs += 2_000;
-    for (const g of grants) expect(fake.complete(w1, g).ok).toBe(true);
-    fake.nowMs += 1_000;
+  it("shows jobs with progress and ETA, workers with their leases and rates, and throughput", async () => {
+    const sc = await scenario({ core: { leaseTtlMs: 10_000 } });
+    const dash = createDashboard(sc.coordinator, { nowMs: () => sc.nowMs });
+    const job = await sc.submit(8, 4, 8, 2); // 4 x 4 = 16 shards of 2x2
+    const w1 = await sc.register("w1", 2);
+    const w2 = await sc.register("w2", 1);
+    const grants = await sc.acquire(w1, 4);
+    await sc.acquire(w2, 1);
+    await sc.advance(2_000);
+    for (const g of grants) expect((await sc.complete(w1, g)).ok).toBe(true);
+    await sc.advance(1_000);
 
     const s = dash.snapshot();
     expect(s.focusJobId).toBe(job);
@@ -34,22 +46,22 @@ describe("dashboard snapshot", () => {
     const landed = s.throughput.find((p) => p.shards > 0);
     expect(landed).toMatchObject({ shards: 4, flops: 4 * 2 * 2 * 2 * 4 });
     expect(s.throughput).toHaveLength(4); // the dashboard is 3 s old: seconds 0..3
-    fake.nowMs += 200_000;
+    await sc.advance(200_000);
     expect(dash.snapshot().throughput).toHaveLength(120);
     expect(s.tiles?.cells).toBe("ddddlppppppppppp");
     dash.close();
   });
 
-  it("orders active jobs first, then finished newest first; focus follows the request", () => {
-    const fake = new FakeCoordinator();
-    const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
-    const a = fake.submit(2, 2, 2, 2);
-    fake.nowMs += 10;
-    const b = fake.submit(2, 2, 2, 2);
-    fake.cancel(a);
-    fake.nowMs += 10;
-    const c = fake.submit(2, 2, 2, 2);
-    fake.cancel(c);
+  it("orders active jobs first, then finished newest first; focus follows the request", async () => {
+    const sc = await scenario();
+    const dash = createDashboard(sc.coordinator, { nowMs: () => sc.nowMs });
+    const a = await sc.submit(2, 2, 2, 2);
+    await sc.advance(10);
+    const b = await sc.submit(2, 2, 2, 2);
+    await sc.cancel(a);
+    await sc.advance(10);
+    const c = await sc.submit(2, 2, 2, 2);
+    await sc.cancel(c);
     const s = dash.snapshot();
     expect(s.jobs.map((j) => j.id)).toEqual([b, c, a]);
     expect(s.focusJobId).toBe(b);
@@ -57,15 +69,15 @@ describe("dashboard snapshot", () => {
     expect(dash.snapshot("unknown").focusJobId).toBe(b);
   });
 
-  it("shows a quarantined worker beside an honest one of the same identity, and keeps listing it after the process is forgotten", () => {
-    const fake = new FakeCoordinator({ quarantineAfterRejections: 1, workerTtlMs: 1_000 });
-    const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
-    fake.submit(4, 4, 4, 2);
-    const bad = fake.register("w-bad", 1, "CN=shared");
-    fake.register("w-good", 1, "CN=shared");
-    const [g] = fake.acquire(bad, 1);
+  it("shows a quarantined worker beside an honest one of the same identity, and keeps listing it after the process is forgotten", async () => {
+    const sc = await scenario({ core: { quarantineAfterRejections: 1, workerTtlMs: 1_000 }, verify: true });
+    const dash = createDashboard(sc.coordinator, { nowMs: () => sc.nowMs });
+    await sc.submit(4, 4, 4, 2);
+    const bad = await sc.register("w-bad", 1, "CN=shared");
+    await sc.register("w-good", 1, "CN=shared");
+    const [g] = await sc.acquire(bad, 1);
     if (!g) throw new Error("expected a grant");
-    expect(fake.reject(bad, g).ok).toBe(true);
+    expect((await sc.reject(bad, g)).ok).toBe(true);
     expect(dash.snapshot().workers).toEqual([
       expect.objectContaining({
         name: "w-bad",
@@ -76,42 +88,42 @@ describe("dashboard snapshot", () => {
       }),
       expect.objectContaining({ name: "w-good", identity: "CN=shared", status: "idle", quarantine: "", rejectedResults: 0 }),
     ]);
-    fake.tick(5_000); // both processes forgotten; the quarantined one stays listed
+    await sc.tick(5_000); // both processes forgotten; the quarantined one stays listed
     expect(dash.snapshot().workers).toEqual([
       expect.objectContaining({ id: bad, name: "w-bad", status: "quarantined", quarantine: "worker", rejectedResults: 1 }),
     ]);
     dash.close();
   });
 
-  it("lists a quarantined identity, also once none of its workers is left", () => {
-    const fake = new FakeCoordinator({ quarantineAfterRejections: 2, workerTtlMs: 1_000 });
-    const dash = createDashboard(fake, { nowMs: () => fake.nowMs });
-    fake.submit(4, 4, 4, 2);
+  it("lists a quarantined identity, also once none of its workers is left", async () => {
+    const sc = await scenario({ core: { quarantineAfterRejections: 2, workerTtlMs: 1_000 }, verify: true });
+    const dash = createDashboard(sc.coordinator, { nowMs: () => sc.nowMs });
+    await sc.submit(4, 4, 4, 2);
     // One wrong result from each of two workers of CN=bad: the identity reaches the limit.
     for (const name of ["w-bad-1", "w-bad-2"]) {
-      const w = fake.register(name, 1, "CN=bad");
-      const [g] = fake.acquire(w, 1);
+      const w = await sc.register(name, 1, "CN=bad");
+      const [g] = await sc.acquire(w, 1);
       if (!g) throw new Error("expected a grant");
-      expect(fake.reject(w, g).ok).toBe(true);
+      expect((await sc.reject(w, g)).ok).toBe(true);
     }
     expect(dash.snapshot().workers.map((w) => [w.name, w.status, w.quarantine, w.rejectedResults])).toEqual([
       ["w-bad-1", "quarantined", "identity", 1],
       ["w-bad-2", "quarantined", "identity", 1],
     ]);
-    fake.tick(5_000);
+    await sc.tick(5_000);
     expect(dash.snapshot().workers).toEqual([
       expect.objectContaining({ id: "", name: "CN=bad", status: "quarantined", quarantine: "identity", rejectedResults: 2 }),
     ]);
     dash.close();
   });
 
-  it("marks stale workers and retried tiles", () => {
-    const fake = new FakeCoordinator();
-    const dash = createDashboard(fake, { nowMs: () => fake.nowMs, staleAfterMs: 500 });
-    const job = fake.submit(2, 2, 4, 2); // 2 shards
-    const w = fake.register("w");
-    fake.acquire(w, 2);
-    fake.tick(1_500); // both leases expire: retried, waiting
+  it("marks stale workers and retried tiles", async () => {
+    const sc = await scenario();
+    const dash = createDashboard(sc.coordinator, { nowMs: () => sc.nowMs, staleAfterMs: 500 });
+    const job = await sc.submit(2, 2, 4, 2); // 2 shards
+    const w = await sc.register("w");
+    await sc.acquire(w, 2);
+    await sc.tick(1_500); // both leases expire: retried, waiting
     const s = dash.snapshot();
     expect(s.workers[0]?.status).toBe("stale");
     expect(s.tiles).toMatchObject({ jobId: job, cells: "rr", counts: { retried: 2, pending: 0 } });
@@ -119,7 +131,7 @@ describe("dashboard snapshot", () => {
 });
 
 describe("recent rate", () => {
-  it("counts the current second for the part that passed, and nothing before the start", () => {
+  it("counts the current second for the part that passed, and nothing before the start", async () => {
     const counts = new Map([
       [100, 10],
       [101, 10],
@@ -136,15 +148,15 @@ describe("recent rate", () => {
 });
 
 describe("tile map", () => {
-  it("downsamples big plans into blocks showing their most telling state", () => {
-    const fake = new FakeCoordinator();
-    const jobId = fake.submit(100, 1, 100, 1); // 100 x 100 tiles
-    const job = fake.state.jobs.get(jobId);
+  it("downsamples big plans into blocks showing their most telling state", async () => {
+    const sc = await scenario();
+    const jobId = await sc.submit(100, 1, 100, 1); // 100 x 100 tiles
+    const job = sc.h.job(jobId);
     if (!job) throw new Error("no job");
-    const w = fake.register("w");
+    const w = await sc.register("w");
     // Finish the first 100 shards (the top row of tiles) and lease the next one.
-    const grants = fake.acquire(w, 101);
-    for (const g of grants.slice(0, 100)) fake.complete(w, g);
+    const grants = await sc.acquire(w, 101);
+    for (const g of grants.slice(0, 100)) await sc.complete(w, g);
     const map = tileMap(job, 400); // 100x100 does not fit 400 cells: blocks of 5x5 give 20x20
     expect(map).toMatchObject({ gridRows: 20, gridCols: 20, blockSize: 5, planRows: 100, planCols: 100 });
     expect(map.counts).toEqual({ done: 100, leased: 1, retried: 0, pending: 9_899 });
@@ -154,10 +166,10 @@ describe("tile map", () => {
     expect(tileMap(job, 100_000).blockSize).toBe(1);
   });
 
-  it("handles plans whose sides do not divide by the block", () => {
-    const fake = new FakeCoordinator();
-    const jobId = fake.submit(7, 1, 3, 1); // 7 x 3 tiles
-    const job = fake.state.jobs.get(jobId);
+  it("handles plans whose sides do not divide by the block", async () => {
+    const sc = await scenario();
+    const jobId = await sc.submit(7, 1, 3, 1); // 7 x 3 tiles
+    const job = sc.h.job(jobId);
     if (!job) throw new Error("no job");
     const map = tileMap(job, 16);
     expect(map.blockSize).toBe(2);

@@ -3,8 +3,8 @@ import type { StepObserver, VerificationObserver } from "./events.js";
 
 /**
  * What the observability features read from a coordinator: its step hook and its
- * read-only core state. {@link Coordinator} satisfies it; unit tests pass a fake that
- * drives the pure core directly.
+ * read-only core state. {@link Coordinator} satisfies it; unit tests pass the real one,
+ * in memory on a virtual clock (`test-support/scenario.ts`).
  */
 export interface ObservableCoordinator {
   /** Registers an observer called after every core step; returns the function that removes it. */
