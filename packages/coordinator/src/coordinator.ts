@@ -37,6 +37,7 @@ interface CoordinatorParts {
   readonly onFatal: FatalHandler;
   readonly random: () => number;
   readonly newId: () => string;
+  readonly verifyRandomWords: ((count: number) => Uint32Array) | undefined;
   readonly recovery: Coordinator["recovery"];
 }
 
@@ -88,6 +89,7 @@ export class Coordinator {
       state: parts.state,
       blobs: parts.blobs,
       clock: parts.clock,
+      randomWords: parts.verifyRandomWords,
     });
     const apply = <E extends CoreEvent>(event: E, tile?: Uint8Array) => this.#apply(event, tile);
     const isClosed = () => this.#closed !== undefined;
@@ -140,6 +142,7 @@ export class Coordinator {
       onFatal: ports.onFatal ?? (() => {}),
       random: ports.random ?? Math.random,
       newId: ports.newId ?? randomUUID,
+      verifyRandomWords: ports.verifyRandomWords,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
     logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");

@@ -26,4 +26,9 @@ export interface CoordinatorPorts {
   readonly random?: () => number;
   /** Fresh ids for jobs and workers. Default `crypto.randomUUID`. */
   readonly newId?: () => string;
+  /**
+   * Uniform 32-bit words for the verifier's secret probes. Default the operating system's
+   * CSPRNG; only tests and the simulation pass a seeded source (so a run is reproducible).
+   */
+  readonly verifyRandomWords?: (count: number) => Uint32Array;
 }
