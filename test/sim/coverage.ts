@@ -4,7 +4,7 @@
 // there are enough seeds that its absence would be a change, not bad luck (`seedsNeeded`).
 // And a fixed set of seeds must show every kind whatever the seed count (`COVERAGE_SEEDS`),
 // so a kind that stops being generated fails the suite at 200 seeds as well as at 10 000.
-import type { SimStats } from "./sim.js";
+import type { SimStats } from "./stats.js";
 
 /**
  * The fault counters of {@link SimStats} a batch must show, each with the share of the

@@ -1,11 +1,4 @@
-import {
-  applyRecord,
-  createDurableModel,
-  type DurableModel,
-  type DurableRecord,
-  fromSnapshot,
-  toSnapshot,
-} from "@dce/core";
+import { applyRecord, createDurableModel, type DurableModel, type DurableRecord, fromSnapshot, toSnapshot } from "@dce/core";
 import type { JournalPort, OpenedJournal } from "../ports/storage.js";
 
 /**
@@ -76,6 +69,18 @@ export class MemoryJournal {
   observeCommits(observer: (records: readonly DurableRecord[]) => void): () => void {
     this.#commitObservers.add(observer);
     return () => this.#commitObservers.delete(observer);
+  }
+
+  /** Records of the current run committed but not durable yet. */
+  get recordsInFlight(): number {
+    let n = 0;
+    for (const batch of this.#inFlight) n += batch.length;
+    return n;
+  }
+
+  /** How many records are durable. */
+  get committedCount(): number {
+    return this.#committed.length;
   }
 
   /** Commits waiting for {@link release}. */
