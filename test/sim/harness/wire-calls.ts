@@ -51,13 +51,15 @@ export function servicesOf(c: Coordinator): Services {
   };
 }
 
-/** A signal that never aborts; every long-poll of a run listens to it. */
-const NEVER = new AbortController().signal;
-setMaxListeners(0, NEVER);
-
-/** A call's context without a transport: never aborted, no principal (authentication off). */
+/**
+ * A context for the calls of one run, without a transport: never aborted, no principal
+ * (authentication off). Every long-poll of the run listens to its signal, including those
+ * of crashed boots, which never end: one signal per run lets them go with the run.
+ */
 export function plainContext(): HandlerContext {
-  return { signal: NEVER, values: createContextValues() } as unknown as HandlerContext;
+  const signal = new AbortController().signal;
+  setMaxListeners(0, signal);
+  return { signal, values: createContextValues() } as unknown as HandlerContext;
 }
 
 const leaseRef = (l: LeaseKey) => create(LeaseRefSchema, { jobId: l.jobId, shardIndex: l.shardIndex, epoch: BigInt(l.epoch) });
