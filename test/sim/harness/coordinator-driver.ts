@@ -186,6 +186,8 @@ export class CoordinatorDriver {
     const world = this.#world;
     const inc = this.#liveInc;
     const from = env.from;
+    if (world.trace)
+      world.log(`coord<-${from.kind === "client" ? `client${from.job}` : `w${from.slot}`} ${env.req.t} #${env.reqId}`);
     if (env.req.t === "register") this.#nextId = `w${from.kind === "worker" ? from.slot : "?"}.${++this.#regSeq}`;
     else if (env.req.t === "submit") this.#nextId = `job-${++this.#jobSeq}`;
     this.#current = env;
@@ -285,6 +287,7 @@ export class CoordinatorDriver {
       world.violation ??= e instanceof SimViolation ? e : new SimViolation(String(e));
       return;
     }
+    if (world.trace) world.log(`reply ${req.t} #${env.reqId} → ${outcome.ok ? "ok" : `ERR ${outcome.error.kind}`}`);
     world.net.transmit({ k: "reply", to: env.from, reqId: env.reqId, outcome }, `reply ${req.t} #${env.reqId}`);
   }
 

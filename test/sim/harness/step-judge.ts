@@ -62,6 +62,7 @@ export function stepJudge(world: World, c: Watched): StepObserver {
           }
         }
       }
+      if (world.trace) traceStep(world, event, out.outcome as Result<unknown>, out.effects);
       if (writes > 1) oracle.fail(`one ${event.type} wrote ${writes} tiles`);
       judgeOutcome(world, c, event, out.outcome as Result<unknown>);
       for (const id of ended) oracle.onJobEnded(id);
@@ -71,6 +72,19 @@ export function stepJudge(world: World, c: Watched): StepObserver {
       if (writes > 0 && world.crashPointHit("accept")) c.crashPoint("accept");
       if (finalizes && world.crashPointHit("finalize")) c.crashPoint("finalize");
     });
+}
+
+/** One line per step (and one per record it journals) in a run's trace. */
+function traceStep(world: World, event: CoreEvent, outcome: Result<unknown>, effects: readonly { type: string }[]): void {
+  const who = "workerId" in event ? ` ${event.workerId}` : "";
+  const lease = "lease" in event ? ` ${event.lease.jobId}/${event.lease.shardIndex}@${event.lease.epoch}` : "";
+  const value = outcome.ok ? (JSON.stringify(outcome.value) ?? "") : "";
+  const result = outcome.ok ? `ok ${value.length > 120 ? `${value.slice(0, 120)}…` : value}` : `ERR ${outcome.error.kind}`;
+  if (event.type !== "ticked" || !outcome.ok || (outcome.value as { expired: number }).expired > 0)
+    world.log(`  step ${event.type}${who}${lease} → ${result}`);
+  for (const fx of effects)
+    if (fx.type === "persist")
+      world.log(`    persist ${JSON.stringify((fx as unknown as { record: unknown }).record).slice(0, 140)}`);
 }
 
 function judgeOutcome(world: World, c: Watched, event: CoreEvent, outcome: Result<unknown>): void {
