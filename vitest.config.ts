@@ -1,5 +1,9 @@
 import { defineConfig } from "vitest/config";
 
+// A modified copy of the core for the simulation's mutation check (test/sim/mutation-check.mjs):
+// every import of @dce/core in the integration project, the coordinator's included, gets it.
+const simCore = process.env["DCE_SIM_CORE"];
+
 // One vitest run covers every layer; the projects split fast unit/property tests
 // from the suites that start real processes (coordinator, workers, TLS).
 export default defineConfig({
@@ -13,6 +17,7 @@ export default defineConfig({
         },
       },
       {
+        ...(simCore ? { resolve: { alias: [{ find: /^@dce\/core$/, replacement: simCore }] } } : {}),
         test: {
           name: "integration",
           include: ["test/**/*.test.ts"],

@@ -2,12 +2,15 @@
 // Checks that the simulation catches a broken core. For each mutant it copies
 // packages/core into a scratch folder under the OS temp dir (packages/ is never
 // touched), applies one source edit, compiles the copy, and runs the simulation
-// against it through DCE_SIM_CORE. A mutant "dies" when the run fails.
+// against it through DCE_SIM_CORE (vitest.config.ts resolves every import of @dce/core
+// in the integration project to it, the real coordinator's included). A mutant "dies"
+// when the run fails.
 //
 //   node test/sim/mutation-check.mjs                  every mutant, 10 000 seeds each
 //   node test/sim/mutation-check.mjs stale-epoch      one mutant
 //   DCE_SIM_SEEDS=2000 node test/sim/mutation-check.mjs
 //   DCE_SIM_SEEDS=0 node test/sim/mutation-check.mjs deaths-count-as-attempts   only the chaos modes' 20 seeds
+//   DCE_SIM_SUITE=test/sim/sim.test.ts node test/sim/mutation-check.mjs          another suite (default test/sim)
 //
 // Exit code 0 when every mutant that must die died; 1 otherwise. If the core changed so
 // that an edit no longer applies, the script says so (update the `find` text below).
@@ -160,6 +163,8 @@ const MUTANTS = [
 
 const only = process.argv[2];
 const seeds = process.env.DCE_SIM_SEEDS ?? "10000";
+/** The suite to run against each mutant (DCE_SIM_SUITE; default every file under test/sim). */
+const suite = process.env.DCE_SIM_SUITE ?? "test/sim";
 let ok = true;
 for (const m of MUTANTS.filter((x) => only === undefined || x.name === only)) {
   const dir = mkdtempSync(join(tmpdir(), `dce-mutant-${m.name}-`));
@@ -178,7 +183,7 @@ for (const m of MUTANTS.filter((x) => only === undefined || x.name === only)) {
     }
     execFileSync(join(root, "node_modules/.bin/tsc"), ["-p", join(core, "tsconfig.build.json")], { stdio: "inherit" });
     const started = Date.now();
-    const run = spawnSync("pnpm", ["exec", "vitest", "run", "--project", "integration", "test/sim/sim.test.ts"], {
+    const run = spawnSync("pnpm", ["exec", "vitest", "run", "--project", "integration", suite], {
       cwd: root,
       env: { ...process.env, DCE_SIM_CORE: join(core, "dist/index.js"), DCE_SIM_SEEDS: seeds, FORCE_COLOR: "0" },
       encoding: "utf8",

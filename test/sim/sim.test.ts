@@ -1,19 +1,26 @@
-// Deterministic simulation: many seeded runs of the real core with simulated workers,
-// network, clock and coordinator crashes. See test/sim/README.md.
+// Deterministic simulation: many seeded runs of the REAL coordinator (`Coordinator` from
+// @dce/coordinator, in memory, on a virtual clock) with simulated workers, clients,
+// network, clock and crashes. See test/sim/README.md.
 //
 //   pnpm test:sim                                        10 000 seeds (CI)
 //   DCE_SIM_SEED=123 pnpm exec vitest run test/sim        replay one seed
 //   DCE_SIM_SEED=123 DCE_SIM_VERBOSE=1 pnpm exec vitest run test/sim   ... with its event trace
 //   DCE_SIM_SEEDS=100000 DCE_SIM_FIRST_SEED=5000000 pnpm test:sim      more seeds (nightly)
-//   DCE_SIM_CORE=/tmp/mutant/dist/index.js pnpm test:sim              run a modified copy of the core
+//   DCE_SIM_CORE=/tmp/mutant/dist/index.js pnpm test:sim              run a modified copy of the core (vitest.config.ts)
 //   DCE_SIM_MODE=crash-storm DCE_SIM_SEED=3 pnpm exec vitest run test/sim   replay one seed of a chaos mode
 //   DCE_SIM_STORM_SEEDS=200 pnpm exec vitest run test/sim -t "worker deaths"  more chaos-mode seeds
-import { pathToFileURL } from "node:url";
-import { type CoreEvent, ShardStatus, type StepResult, tileBounds } from "@dce/core";
-import { describe, expect, test } from "vitest";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type CoreEvent, type CoreState, ShardStatus, type StepResult, step, tileBounds } from "@dce/core";
+import { afterAll, describe, expect, test } from "vitest";
 import { MAX_POISON_DEATHS, type SimMode } from "./chaos-modes.js";
 import { COVERAGE_SEEDS, FAULT_KINDS, type FaultKind, missingKinds, seedsNeeded } from "./coverage.js";
-import { REAL_CORE, runSim, type SimCore, type SimResult, type SimStats } from "./sim.js";
+import { runSim } from "./sim.js";
+import type { SimResult, SimStats } from "./stats.js";
+
+type AnyStep = (state: CoreState, event: CoreEvent) => StepResult<unknown>;
+const realStep = step as unknown as AnyStep;
 
 const env = process.env;
 const one = env["DCE_SIM_SEED"];
@@ -22,40 +29,35 @@ const count = Number(env["DCE_SIM_SEEDS"] ?? 10_000);
 const first = Number(env["DCE_SIM_FIRST_SEED"] ?? 1);
 /** Seeds per vitest test: small enough to show progress, large enough to keep overhead low. */
 const CHUNK = 1_000;
-
-const core: SimCore = env["DCE_SIM_CORE"] ? ((await import(pathToFileURL(env["DCE_SIM_CORE"]).href)) as SimCore) : REAL_CORE;
-
-const gatingVar = env["DCE_SIM_REPLY_GATING"];
-const replyGating = gatingVar === "own-records" ? ("own-records" as const) : ("commit-horizon" as const);
-const opts = { core, replyGating };
 const modeVar = env["DCE_SIM_MODE"] as SimMode | undefined;
 /** Seeds of each chaos mode (issue 12) in the normal run. */
 const stormSeeds = Number(env["DCE_SIM_STORM_SEEDS"] ?? 20);
 
+// The verifier reads A and B from files: the blob store writes them here, named by content.
+const spillDir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "dce-sim-"));
+afterAll(() => rmSync(spillDir, { recursive: true, force: true }));
+const run = (seed: number, mode?: SimMode, trace?: (l: string) => void, wrapped?: AnyStep) =>
+  runSim(seed, { spillDir, ...(mode ? { mode } : {}), ...(trace ? { trace } : {}), ...(wrapped ? { step: wrapped } : {}) });
+
 function repro(seed: number, mode: SimMode = modeVar ?? "default"): string {
   const coreVar = env["DCE_SIM_CORE"] ? `DCE_SIM_CORE=${env["DCE_SIM_CORE"]} ` : "";
-  const gating = gatingVar ? `DCE_SIM_REPLY_GATING=${gatingVar} ` : "";
   const modeText = mode === "default" ? "" : `DCE_SIM_MODE=${mode} `;
-  return `${coreVar}${gating}${modeText}DCE_SIM_SEED=${seed} pnpm exec vitest run test/sim`;
+  return `${coreVar}${modeText}DCE_SIM_SEED=${seed} pnpm exec vitest run test/sim`;
 }
 
 /** Re-runs a failed seed with tracing on and returns the last lines before the violation. */
-function traceTail(seed: number, lines = 40, mode: SimMode = modeVar ?? "default"): string[] {
+async function traceTail(seed: number, mode: SimMode, lines = 40): Promise<string[]> {
   const tail: string[] = [];
-  runSim(seed, {
-    ...opts,
-    mode,
-    trace: (l) => {
-      tail.push(l);
-      if (tail.length > lines) tail.shift();
-    },
+  await run(seed, mode, (l) => {
+    tail.push(l);
+    if (tail.length > lines) tail.shift();
   });
   return tail;
 }
 
-function report(r: Extract<SimResult, { ok: false }>, withTrace: boolean, mode?: SimMode): string {
+async function report(r: Extract<SimResult, { ok: false }>, withTrace: boolean, mode: SimMode = modeVar ?? "default") {
   const parts = [`seed ${r.seed} failed: ${r.error}`, `reproduce: ${repro(r.seed, mode)}`];
-  if (withTrace) parts.push("last events:", ...traceTail(r.seed, 40, mode).map((l) => `  ${l}`));
+  if (withTrace) parts.push("last events:", ...(await traceTail(r.seed, mode)).map((l) => `  ${l}`));
   return parts.join("\n");
 }
 
@@ -65,46 +67,34 @@ function add(s: SimStats): void {
 }
 
 /** Up to `want` seeds in 1..`limit` whose runs exercise `kind`. */
-function seedsShowing(kind: FaultKind, want: number, limit: number): number[] {
+async function seedsShowing(kind: FaultKind, want: number, limit: number): Promise<number[]> {
   const found: number[] = [];
-  for (let seed = 1; seed <= limit && found.length < want; seed++) if (runSim(seed, opts).stats[kind] > 0) found.push(seed);
+  for (let seed = 1; seed <= limit && found.length < want; seed++) if ((await run(seed)).stats[kind] > 0) found.push(seed);
   return found;
 }
 
 describe("simulation", () => {
   if (one !== undefined) {
-    test(`seed ${one}`, () => {
-      const seed = Number(one);
-      const r = runSim(seed, {
-        ...opts,
-        ...(modeVar ? { mode: modeVar } : {}),
-        ...(verbose ? { trace: (l: string) => console.log(l) } : {}),
-      });
+    test(`seed ${one}`, async () => {
+      const r = await run(Number(one), modeVar, verbose ? (l) => console.log(l) : undefined);
       console.log(JSON.stringify(r.stats));
-      if (!r.ok) expect.fail(report(r, !verbose));
+      if (!r.ok) expect.fail(await report(r, !verbose));
     });
     return;
   }
   for (let start = first; start < first + count; start += CHUNK) {
     const end = Math.min(start + CHUNK, first + count);
-    test(`seeds ${start}..${end - 1}`, () => {
+    test(`seeds ${start}..${end - 1}`, async () => {
       const failures: Extract<SimResult, { ok: false }>[] = [];
       for (let seed = start; seed < end; seed++) {
-        const r = runSim(seed, opts);
+        const r = await run(seed);
         add(r.stats);
         if (!r.ok) failures.push(r);
       }
       if (failures.length > 0) {
-        const shown = failures.slice(0, 3).map((f, i) => report(f, i === 0));
-        const more =
-          failures.length > 3
-            ? [
-                `... and ${failures.length - 3} more failing seeds: ${failures
-                  .slice(3)
-                  .map((f) => f.seed)
-                  .join(" ")}`,
-              ]
-            : [];
+        const shown = await Promise.all(failures.slice(0, 3).map((f, i) => report(f, i === 0)));
+        const rest = failures.slice(3).map((f) => f.seed);
+        const more = rest.length > 0 ? [`... and ${rest.length} more failing seeds: ${rest.join(" ")}`] : [];
         expect.fail([`${failures.length} of ${end - start} seeds failed`, ...shown, ...more].join("\n\n"));
       }
     });
@@ -119,42 +109,45 @@ describe("simulation", () => {
     expect(lines, lines.join("\n")).toEqual([]);
   });
 
-  test(`seeds ${COVERAGE_SEEDS.join(", ")} exercise every kind of fault (coverage.ts)`, () => {
+  test(`seeds ${COVERAGE_SEEDS.join(", ")} exercise every kind of fault (coverage.ts)`, async () => {
     const seen: Partial<Record<keyof SimStats, number>> = {};
     for (const seed of COVERAGE_SEEDS) {
-      const r = runSim(seed, opts);
-      if (!r.ok) expect.fail(report(r, true));
+      const r = await run(seed);
+      if (!r.ok) expect.fail(await report(r, true));
       for (const k of FAULT_KINDS) seen[k] = (seen[k] ?? 0) + r.stats[k];
     }
-    const lines = missingKinds(seen, FAULT_KINDS).map((k) => {
-      const now = seedsShowing(k, 3, 10_000);
-      return now.length > 0
-        ? `no seed of the set exercised ${k}; seeds ${now.join(", ")} do now (the draw changed: update COVERAGE_SEEDS)`
-        : `no seed in 1..10000 exercises ${k}: the simulation no longer generates it`;
-    });
+    const lines: string[] = [];
+    for (const k of missingKinds(seen, FAULT_KINDS)) {
+      const now = await seedsShowing(k, 3, 10_000);
+      lines.push(
+        now.length > 0
+          ? `no seed of the set exercised ${k}; seeds ${now.join(", ")} do now (the draw changed: update COVERAGE_SEEDS)`
+          : `no seed in 1..10000 exercises ${k}: the simulation no longer generates it`,
+      );
+    }
     expect(lines, lines.join("\n")).toEqual([]);
   });
 
   describe("worker deaths (issue 12; chaos-modes.ts)", () => {
     /** Runs `stormSeeds` seeds of `mode`; fails with the first failing seeds' reports. */
-    const runMode = (mode: SimMode): SimStats[] => {
+    const runMode = async (mode: SimMode): Promise<SimStats[]> => {
       const stats: SimStats[] = [];
       const failures: Extract<SimResult, { ok: false }>[] = [];
       for (let seed = 1; seed <= stormSeeds; seed++) {
-        const r = runSim(seed, { ...opts, mode });
+        const r = await run(seed, mode);
         stats.push(r.stats);
         if (!r.ok) failures.push(r);
       }
       if (failures.length > 0) {
-        const shown = failures.slice(0, 2).map((f, i) => report(f, i === 0, mode));
+        const shown = await Promise.all(failures.slice(0, 2).map((f, i) => report(f, i === 0, mode)));
         expect.fail([`${failures.length} of ${stormSeeds} seeds failed (${mode})`, ...shown].join("\n\n"));
       }
       return stats;
     };
     const sum = (xs: SimStats[], k: keyof SimStats) => xs.reduce((n, x) => n + x[k], 0);
 
-    test(`${stormSeeds} runs of 3 000+ shards with workers dying at rate 0.2: no job fails`, () => {
-      const stats = runMode("crash-storm");
+    test(`${stormSeeds} runs of 3 000+ shards with workers dying at rate 0.2: no job fails`, async () => {
+      const stats = await runMode("crash-storm");
       for (const s of stats) expect(s.shards).toBeGreaterThanOrEqual(3_000);
       const figures = { runs: stats.length, shards: sum(stats, "shards"), workerCrashes: sum(stats, "workerCrashes") };
       console.log(
@@ -163,29 +156,26 @@ describe("simulation", () => {
       expect(figures.workerCrashes).toBeGreaterThan(0.15 * figures.shards);
     });
 
-    test(`${stormSeeds} runs with a shard that kills every worker running it: its job fails naming it within ${MAX_POISON_DEATHS} deaths`, () => {
-      const stats = runMode("poison");
+    test(`${stormSeeds} runs with a shard that kills every worker running it: its job fails naming it within ${MAX_POISON_DEATHS} deaths`, async () => {
+      const stats = await runMode("poison");
       const deaths = stats.map((s) => s.poisonDeaths);
       console.log(`poison: deaths of the poison shard per run ${JSON.stringify(deaths)}`);
       for (const d of deaths) expect(d).toBeGreaterThanOrEqual(3);
     });
   });
 
-  describe("catches a broken core (the core is wrapped, not edited; see mutation-check.mjs for edited copies)", () => {
-    type AnyStep = (state: Parameters<SimCore["step"]>[0], event: CoreEvent) => StepResult<unknown>;
-    const realStep = REAL_CORE.step as AnyStep;
-    const wrap = (step: AnyStep): SimCore => ({ ...REAL_CORE, step: step as SimCore["step"] });
-    /** The first failing seed in [1, limit], or undefined. */
-    const firstFailure = (c: SimCore, limit: number) => {
+  describe("catches a broken core (the coordinator runs a wrapped step; see mutation-check.mjs for edited copies)", () => {
+    /** The first failing seed in [1, limit] with `step` wrapped, or undefined. */
+    const firstFailure = async (wrapped: AnyStep, limit: number) => {
       for (let seed = 1; seed <= limit; seed++) {
-        const r = runSim(seed, { core: c, replyGating });
+        const r = await run(seed, undefined, undefined, wrapped);
         if (!r.ok) return r;
       }
       return undefined;
     };
 
-    test("a completion naming a stale epoch is accepted (checked against the shard's current lease)", () => {
-      const broken = wrap((state, event) => {
+    test("a completion naming a stale epoch is accepted (checked against the shard's current lease)", async () => {
+      const f = await firstFailure((state, event) => {
         if (event.type === "shard-completed") {
           const job = state.jobs.get(event.lease.jobId);
           const i = event.lease.shardIndex;
@@ -196,13 +186,12 @@ describe("simulation", () => {
           }
         }
         return realStep(state, event);
-      });
-      const f = firstFailure(broken, 3_000);
+      }, 3_000);
       expect(f?.error).toMatch(/stale or repeated completion .* was accepted: epoch \d+ is not a live lease/);
     });
 
-    test("one worker's wrong results quarantine the identity it shares with an honest worker (the rule before issue 12)", () => {
-      const broken = wrap((state, event) => {
+    test("one worker's wrong results quarantine the identity it shares with an honest worker (the rule before issue 12)", async () => {
+      const f = await firstFailure((state, event) => {
         const out = realStep(state, event);
         const o = out.outcome as { ok: boolean; value?: { quarantined: boolean } };
         if (event.type === "shard-rejected" && o.ok && o.value?.quarantined) {
@@ -211,15 +200,14 @@ describe("simulation", () => {
           if (rec && rec.quarantinedAtMs === 0) rec.quarantinedAtMs = event.nowMs;
         }
         return out;
-      });
-      const f = firstFailure(broken, 3_000);
+      }, 3_000);
       expect(f?.error).toMatch(
         /honest worker w\d+ was refused as quarantined|quarantined on evidence from 1 corrupting registration/,
       );
     });
 
-    test("a repeated completion of an accepted shard is accepted again", () => {
-      const broken = wrap((state, event) => {
+    test("a repeated completion of an accepted shard is accepted again", async () => {
+      const f = await firstFailure((state, event) => {
         const out = realStep(state, event);
         if (event.type === "shard-completed" && !(out.outcome as { ok: boolean }).ok) {
           const job = state.jobs.get(event.lease.jobId);
@@ -236,8 +224,7 @@ describe("simulation", () => {
           }
         }
         return out;
-      });
-      const f = firstFailure(broken, 3_000);
+      }, 3_000);
       expect(f?.error).toMatch(/stale or repeated completion .* was accepted: shard \S+ was already accepted/);
     });
   });

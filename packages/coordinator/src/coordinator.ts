@@ -38,6 +38,8 @@ interface CoordinatorParts {
   readonly onFatal: FatalHandler;
   readonly random: () => number;
   readonly newId: () => string;
+  readonly verifyRandomWords: ((count: number) => Uint32Array) | undefined;
+  readonly step: typeof step;
   readonly recovery: Coordinator["recovery"];
 }
 
@@ -59,6 +61,7 @@ export class Coordinator {
   readonly #journal: JournalPort;
   readonly #clock: Clock;
   readonly #onFatal: FatalHandler;
+  readonly #step: typeof step;
   readonly #waiters: Waiters;
   readonly #identities: WorkerIdentities;
   readonly #verification: ResultVerification;
@@ -79,6 +82,7 @@ export class Coordinator {
     this.#journal = parts.journal;
     this.#clock = parts.clock;
     this.#onFatal = parts.onFatal;
+    this.#step = parts.step;
     this.recovery = parts.recovery;
     this.#waiters = new Waiters(parts.clock);
     this.#invariants = new InvariantWatch(config.invariantCheckIntervalMs, logger);
@@ -89,6 +93,7 @@ export class Coordinator {
       state: parts.state,
       blobs: parts.blobs,
       clock: parts.clock,
+      randomWords: parts.verifyRandomWords,
     });
     const apply = <E extends CoreEvent>(event: E, tile?: Uint8Array) => this.#apply(event, tile);
     const isClosed = () => this.#closed !== undefined;
@@ -141,6 +146,8 @@ export class Coordinator {
       onFatal: ports.onFatal ?? (() => {}),
       random: ports.random ?? Math.random,
       newId: ports.newId ?? randomUUID,
+      verifyRandomWords: ports.verifyRandomWords,
+      step: ports.step ?? step,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
     logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");
@@ -229,7 +236,7 @@ export class Coordinator {
    * Handlers await `durable` before replying.
    */
   #apply<E extends CoreEvent>(event: E, tile?: Uint8Array): Applied<E> {
-    const out = step(this.#state, event);
+    const out = this.#step(this.#state, event);
     const notify: Effect[] = [];
     let persisted = false;
     for (const fx of out.effects) {

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { step } from "@dce/core";
 import { JobService, JobState, WorkerService } from "@dce/proto";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -24,6 +25,8 @@ interface Options {
   storage?: MemoryStorage;
   clock?: VirtualClock;
   onFatal?: CoordinatorPorts["onFatal"];
+  step?: CoordinatorPorts["step"];
+  verifyRandomWords?: CoordinatorPorts["verifyRandomWords"];
 }
 
 async function start(o: Options = {}) {
@@ -45,6 +48,8 @@ async function start(o: Options = {}) {
     random: () => 0.5,
     newId: () => `00000000-0000-4000-8000-${String(++ids).padStart(12, "0")}`,
     ...(o.onFatal ? { onFatal: o.onFatal } : {}),
+    ...(o.step ? { step: o.step } : {}),
+    ...(o.verifyRandomWords ? { verifyRandomWords: o.verifyRandomWords } : {}),
   });
   cleanups.push(() => coordinator.close().catch(() => {}));
   const transport = createRouterTransport((r) => coordinator.routes(r));
@@ -264,5 +269,27 @@ describe("the real coordinator in memory, on a virtual clock", () => {
     const again = await s.jobs.cancelJob({ jobId: "nope" }).catch((x: unknown) => ConnectError.from(x));
     expect(again).toBeInstanceOf(ConnectError);
     expect(fatal).toHaveLength(1);
+  });
+
+  it("runs the core step and draws the verifier's probes from the ports it was given (the simulation's seams)", async () => {
+    const events: string[] = [];
+    let words = 0;
+    const s = await start({
+      verify: true,
+      step: (state, event) => {
+        events.push(event.type);
+        return step(state, event);
+      },
+      verifyRandomWords: (n) => {
+        words += n;
+        return Uint32Array.from({ length: n }, (_, i) => i * 2654435761);
+      },
+    });
+    const job = await submit(s, 4, 4, 4, 4);
+    const workerId = await register(s);
+    const { leases } = await s.workers.acquireShards({ workerId, maxShards: 1, waitMs: 0 });
+    expect(await complete(s, workerId, leases, job)).toEqual([0]);
+    expect(events).toEqual(expect.arrayContaining(["job-submitted", "worker-registered", "shards-requested", "shard-completed"]));
+    expect(words).toBeGreaterThan(0);
   });
 });

@@ -23,6 +23,7 @@ export { startInMemoryCoordinator, WORKER_IDENTITY_HEADER } from "./harness/in-m
 export type { MemoryBlobStoreOptions } from "./memory/memory-blob-store.js";
 export { MemoryBlobStore } from "./memory/memory-blob-store.js";
 export { MemoryJournal } from "./memory/memory-journal.js";
+export type { MemoryResultSinkOptions } from "./memory/memory-result-sink.js";
 export { MemoryResultSink } from "./memory/memory-result-sink.js";
 export type { MemoryStorage } from "./memory/memory-storage.js";
 export { createMemoryStorage } from "./memory/memory-storage.js";

@@ -1,4 +1,4 @@
-import { applyRecord, createDurableModel, type DurableModel, type DurableRecord } from "@dce/core";
+import { applyRecord, createDurableModel, type DurableModel, type DurableRecord, fromSnapshot, toSnapshot } from "@dce/core";
 import type { JournalPort, OpenedJournal } from "../ports/storage.js";
 
 /**
@@ -13,21 +13,79 @@ import type { JournalPort, OpenedJournal } from "../ports/storage.js";
  *
  * Commits resolve on a later microtask, in order, unless {@link hold} holds them: then
  * they wait for {@link release}, which models a slow fsync. {@link failCommits} makes the
- * next commit fail like a full disk, and every later one of that run.
+ * next commit fail like a full disk, and every later one of that run. {@link crash} ends
+ * the current run at once, as a killed process (optionally mid-fsync, keeping a prefix of
+ * the records on their way to disk: a torn tail).
  */
 export class MemoryJournal {
   readonly #committed: string[] = [];
   #run = 0;
   #held: (() => void)[] | undefined;
   #failNext: Error | undefined;
+  /** Batches of the current run committed but not durable yet, oldest first. */
+  #inFlight: string[][] = [];
+  readonly #commitObservers = new Set<(records: readonly DurableRecord[]) => void>();
 
-  /** Opens the journal for a new run; see the class comment. */
-  open(): Promise<OpenedJournal> {
+  /**
+   * Opens the journal for a new run; see the class comment.
+   * @param options.snapshotAfter rebuild the model through a JSON snapshot of the first
+   *   `snapshotAfter` committed records, then the rest (as the disk journal restores a
+   *   snapshot and the segments after it).
+   */
+  open(options: { snapshotAfter?: number } = {}): Promise<OpenedJournal> {
     const run = ++this.#run;
-    const model = createDurableModel();
-    for (const text of this.#committed) applyRecord(model, JSON.parse(text) as DurableRecord);
-    const report = { snapshotSeq: 0, segments: 1, records: this.#committed.length, truncatedBytes: 0, ms: 0 };
+    this.#inFlight = [];
+    let model = createDurableModel();
+    const records = this.#committed.map((text) => JSON.parse(text) as DurableRecord);
+    let from = 0;
+    const cut = options.snapshotAfter;
+    if (cut !== undefined) {
+      from = Math.max(0, Math.min(cut, records.length));
+      for (const r of records.slice(0, from)) applyRecord(model, r);
+      model = fromSnapshot(JSON.parse(JSON.stringify(toSnapshot(model))));
+    }
+    for (const r of records.slice(from)) applyRecord(model, r);
+    const report = { snapshotSeq: from, segments: 1, records: this.#committed.length, truncatedBytes: 0, ms: 0 };
     return Promise.resolve({ journal: this.#startRun(run, model), report });
+  }
+
+  /**
+   * Ends the current run now, like a killed process: what it appended and has not made
+   * durable is lost, except the first `keepRecords` of the records already on their way
+   * to disk (a crash mid-fsync that leaves a torn tail, which recovery truncates). The
+   * run's later appends are dropped and its commits rejected.
+   * @returns how many records were on their way to disk.
+   */
+  crash(keepRecords = 0): number {
+    const flying = this.#inFlight.flat();
+    const kept = flying.slice(0, Math.max(0, keepRecords));
+    this.#run++;
+    this.#inFlight = [];
+    if (kept.length > 0) this.#durable(kept);
+    return flying.length;
+  }
+
+  /** Calls `observer` with every batch of records as it becomes durable; returns a function that removes it. */
+  observeCommits(observer: (records: readonly DurableRecord[]) => void): () => void {
+    this.#commitObservers.add(observer);
+    return () => this.#commitObservers.delete(observer);
+  }
+
+  /** Records of the current run committed but not durable yet. */
+  get recordsInFlight(): number {
+    let n = 0;
+    for (const batch of this.#inFlight) n += batch.length;
+    return n;
+  }
+
+  /** How many records are durable. */
+  get committedCount(): number {
+    return this.#committed.length;
+  }
+
+  /** Commits waiting for {@link release}. */
+  get heldCommits(): number {
+    return this.#held?.length ?? 0;
   }
 
   /** Every committed record, oldest first (copies). */
@@ -64,6 +122,7 @@ export class MemoryJournal {
       if (pending.length === 0) return last;
       const batch = pending;
       pending = [];
+      this.#inFlight.push(batch);
       last = last
         .then(() => this.#gate())
         .then(() => {
@@ -73,7 +132,9 @@ export class MemoryJournal {
             this.#failNext = undefined;
           }
           if (failed) throw failed;
-          this.#committed.push(...batch);
+          const i = this.#inFlight.indexOf(batch);
+          if (i >= 0) this.#inFlight.splice(i, 1);
+          this.#durable(batch);
         });
       return last;
     };
@@ -94,6 +155,13 @@ export class MemoryJournal {
         }
       },
     };
+  }
+
+  #durable(batch: readonly string[]): void {
+    this.#committed.push(...batch);
+    if (this.#commitObservers.size === 0) return;
+    const records = batch.map((text) => JSON.parse(text) as DurableRecord);
+    for (const observer of this.#commitObservers) observer(records);
   }
 
   #gate(): Promise<void> | undefined {

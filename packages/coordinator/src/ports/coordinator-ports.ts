@@ -1,3 +1,4 @@
+import type { step } from "@dce/core";
 import type { Clock } from "./clock.js";
 import type { StoragePorts } from "./storage.js";
 
@@ -26,4 +27,14 @@ export interface CoordinatorPorts {
   readonly random?: () => number;
   /** Fresh ids for jobs and workers. Default `crypto.randomUUID`. */
   readonly newId?: () => string;
+  /**
+   * Uniform 32-bit words for the verifier's secret probes. Default the operating system's
+   * CSPRNG; only tests and the simulation pass a seeded source (so a run is reproducible).
+   */
+  readonly verifyRandomWords?: (count: number) => Uint32Array;
+  /**
+   * The core's transition function. Default `step` from `@dce/core`; the simulation passes
+   * a wrapped one to show that its oracle catches a broken core (test/sim).
+   */
+  readonly step?: typeof step;
 }

@@ -29,13 +29,16 @@ export class ResultVerification {
     state: Readonly<CoreState>;
     blobs: BlobStorePort;
     clock: Clock;
+    /** The verifier's source of random words (default: the CSPRNG). */
+    randomWords?: ((count: number) => Uint32Array) | undefined;
   }) {
     this.#config = deps.config;
     this.#log = deps.log;
     this.#state = deps.state;
     this.#blobs = deps.blobs;
     this.#clock = deps.clock;
-    this.#verifier = deps.config.verify.enabled ? new Verifier({ threads: deps.config.verify.threads }) : undefined;
+    const random = deps.randomWords === undefined ? {} : { randomWords: deps.randomWords };
+    this.#verifier = deps.config.verify.enabled ? new Verifier({ threads: deps.config.verify.threads, ...random }) : undefined;
   }
 
   /** True when results are checked before they are accepted. */
