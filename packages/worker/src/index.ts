@@ -16,6 +16,7 @@
  */
 
 export type { ChaosOptions } from "./chaos/chaos-options.js";
+export { chaosReporter } from "./chaos/chaos-reporter.js";
 export { RetryBudgetExceededError } from "./errors.js";
 export type { Kernel, KernelSelection, UnavailableKernel } from "./kernels/kernel.js";
 export { createKernel, listKernels, selectKernels } from "./kernels/kernel.js";

@@ -1,6 +1,5 @@
 import { hostname } from "node:os";
 import type { Transport } from "@connectrpc/connect";
-import type { ChaosOptions } from "./chaos/chaos-options.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
 import type { WorkerLogger } from "./log-scope.js";
 import type { ComputePool } from "./pool.js";
@@ -70,16 +69,10 @@ export interface WorkerOptions {
   /** Uniform random numbers in [0, 1) for backoff jitter; default `Math.random`. */
   readonly random?: (() => number) | undefined;
   /**
-   * Built-in fault injection, to watch the engine survive faults. Off by default. The
-   * same as `wrapReporter` with the chaos decorator of `chaos/chaos-reporter.ts`.
-   */
-  readonly chaos?: ChaosOptions | undefined;
-  /**
-   * Decorates the port through which each computed tile is reported (the `worker`
-   * command wraps it with `--chaos-*` fault injection). `tools` are the worker's own
-   * logger (lines carry the shard's fields) and random source.
-   *
-   * @internal
+   * Decorates the port through which each computed tile is reported: fault injection
+   * lives outside the worker. The `worker` command wraps it with `--chaos-*` faults
+   * (`chaosReporter(options)`, exported too). `tools` are the worker's own logger (lines
+   * carry the shard's fields) and random source.
    */
   readonly wrapReporter?: ReporterDecorator | undefined;
 }

@@ -1,7 +1,6 @@
 import { createClient, type Transport } from "@connectrpc/connect";
 import { BlobService, WorkerService } from "@dce/proto";
 import { createBlobTransfer } from "@dce/runtime/blob-transfer";
-import { chaosReporter } from "./chaos/chaos-reporter.js";
 import { errorMessage, ShardStopped, toError } from "./errors.js";
 import { type BlobCache, createBlobCache } from "./inputs/blob-cache.js";
 import { InputFetcher } from "./inputs/input-fetcher.js";
@@ -81,8 +80,7 @@ export class Worker {
     this.#log = scopedLogger(options.logger ?? silentLogger);
     this.#transport = options.transport;
     this.#injectedPool = options.pool;
-    // `chaos` is a shorthand for the chaos decorator (the `worker` command passes it as wrapReporter).
-    this.#wrapReporter = options.wrapReporter ?? (options.chaos === undefined ? undefined : chaosReporter(options.chaos));
+    this.#wrapReporter = options.wrapReporter;
     this.#cache = createBlobCache({ budgetBytes: this.#config.cacheBytes });
     this.#stopped = new Promise<void>((resolve, reject) => {
       this.#settleStopped = (error) => (error === undefined ? resolve() : reject(error));

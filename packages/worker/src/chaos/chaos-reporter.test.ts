@@ -9,6 +9,7 @@ import {
   threadPool,
   waitFor,
 } from "../test-support/worker-fixtures.js";
+import { chaosReporter } from "./chaos-reporter.js";
 
 // The --chaos-* decorator around the report port.
 
@@ -22,7 +23,11 @@ describe("Worker pull loop", () => {
     const jobs = [(await smallJob(h)).job, (await smallJob(h)).job];
     let crashes = 0;
     // The CLI's crash is a SIGKILL; this one returns, so the worker goes on and reports the shard.
-    const worker = newWorker(h, { pool: threadPool(1), logger, chaos: { crashOnShard: 5, crash: () => crashes++ } });
+    const worker = newWorker(h, {
+      pool: threadPool(1),
+      logger,
+      wrapReporter: chaosReporter({ crashOnShard: 5, crash: () => crashes++ }),
+    });
     await worker.start();
     await waitFor("all tiles", () => jobs.every((j) => h.doneCount(j.jobId) === j.shards));
     const lines = logger.lines.filter((l) => l.msg.startsWith("chaos: crashing"));
