@@ -1,4 +1,5 @@
 import { ErrorReason } from "@dce/proto";
+import { isBlobId } from "@dce/runtime/blob-layout";
 
 /** The reason a {@link BlobError} of each kind has unless its raise site names a more precise one. */
 const REASON_OF_BLOB_KIND = {
@@ -27,5 +28,31 @@ export class BlobError extends Error {
     super(message);
     this.reason = detail.reason ?? REASON_OF_BLOB_KIND[kind];
     this.metadata = detail.metadata ?? {};
+  }
+}
+
+/**
+ * The checks every blob store makes before it opens an upload: a well-formed SHA-256, a
+ * size that is a positive multiple of 8 (float64) and within `maxBlobBytes`.
+ */
+export function checkUploadRequest(sizeBytes: number, sha256: string, maxBlobBytes: number): void {
+  if (!isBlobId(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
+    throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
+  }
+  if (sizeBytes > maxBlobBytes) {
+    throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${maxBlobBytes}`, {
+      metadata: { limit: "maxMatrixBytes" },
+    });
+  }
+}
+
+/** Refuses a new upload when `open` uploads already are, the limit `maxOpenUploads`. */
+export function checkOpenUploads(open: number, maxOpenUploads: number): void {
+  if (open >= maxOpenUploads) {
+    throw new BlobError("over-limit", `${open} uploads are open, the limit maxOpenUploads=${maxOpenUploads}`, {
+      reason: ErrorReason.OVER_CAPACITY,
+      metadata: { limit: "maxOpenUploads" },
+    });
   }
 }

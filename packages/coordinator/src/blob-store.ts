@@ -20,7 +20,7 @@ import { resolve } from "node:path";
 import { quote } from "@dce/core";
 import { ErrorReason } from "@dce/proto";
 import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
-import { BlobError } from "./blob-error.js";
+import { BlobError, checkOpenUploads, checkUploadRequest } from "./blob-error.js";
 import type { DataDirSpace } from "./disk-space.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
@@ -108,24 +108,10 @@ export class BlobStore {
 
   /** Starts an upload; returns undefined when the blob is already stored. */
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
-    if (!isBlobId(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
-      throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
-    }
-    if (sizeBytes > this.#opts.maxBlobBytes) {
-      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`, {
-        metadata: { limit: "maxMatrixBytes" },
-      });
-    }
+    checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
     if (this.sizeOf(sha256) === sizeBytes) return undefined;
     this.expireIdle(nowMs);
-    if (this.#uploads.size >= this.#opts.maxOpenUploads) {
-      throw new BlobError(
-        "over-limit",
-        `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
-        { reason: ErrorReason.OVER_CAPACITY, metadata: { limit: "maxOpenUploads" } },
-      );
-    }
+    checkOpenUploads(this.#uploads.size, this.#opts.maxOpenUploads);
     this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
     const id = randomUUID();
     const path = uploadPath(this.#opts.dir, id);

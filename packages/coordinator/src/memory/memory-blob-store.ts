@@ -3,10 +3,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
 import { ErrorReason } from "@dce/proto";
-import { BlobError } from "../blob-error.js";
+import { isBlobId } from "@dce/runtime/blob-layout";
+import { BlobError, checkOpenUploads, checkUploadRequest } from "../blob-error.js";
 import type { BlobStorePort } from "../ports/storage.js";
-
-const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 /** Settings of a {@link MemoryBlobStore}; each has a default. */
 export interface MemoryBlobStoreOptions {
@@ -67,28 +66,14 @@ export class MemoryBlobStore implements BlobStorePort {
   }
 
   sizeOf(blobId: string): number | undefined {
-    return SHA256_HEX.test(blobId) ? this.#blobs.get(blobId)?.byteLength : undefined;
+    return isBlobId(blobId) ? this.#blobs.get(blobId)?.byteLength : undefined;
   }
 
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
-    if (!SHA256_HEX.test(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
-      throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
-    }
-    if (sizeBytes > this.#opts.maxBlobBytes) {
-      throw new BlobError("over-limit", `size_bytes=${sizeBytes} is over the limit maxMatrixBytes=${this.#opts.maxBlobBytes}`, {
-        metadata: { limit: "maxMatrixBytes" },
-      });
-    }
+    checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
     if (this.sizeOf(sha256) === sizeBytes) return undefined;
     this.expireIdle(nowMs);
-    if (this.#uploads.size >= this.#opts.maxOpenUploads) {
-      throw new BlobError(
-        "over-limit",
-        `${this.#uploads.size} uploads are open, the limit maxOpenUploads=${this.#opts.maxOpenUploads}`,
-        { reason: ErrorReason.OVER_CAPACITY, metadata: { limit: "maxOpenUploads" } },
-      );
-    }
+    checkOpenUploads(this.#uploads.size, this.#opts.maxOpenUploads);
     const uploadId = `upload-${this.#nextUpload++}`;
     this.#uploads.set(uploadId, {
       sizeBytes,
