@@ -183,7 +183,26 @@ try {
         ? `checked: byte-identical to an independent naive multiply (${checked} entries)`
         : `checked: ${checked} sampled entries against an independent naive multiply, all within the rounding bound (largest error ${(worst * 100).toFixed(3)}% of it)`,
     );
-    exitCode = 0;
+    // Byte-identical whatever the number of workers: stop one, run the same product again
+    // on the other alone with the same kernel, and compare every byte.
+    const second = workers[1];
+    second.kill("SIGTERM");
+    await new Promise((r) => (second.exitCode !== null ? r() : second.on("exit", r)));
+    const again = await client.submitMatMul(a, b, {
+      kernel,
+      ...(TILE === undefined ? {} : { tileSize: TILE }),
+      idempotencyKey: `${job.id}-one-worker`,
+    });
+    const c1 = await again.result();
+    const sameBytes = Buffer.from(c1.data.buffer, c1.data.byteOffset, c1.data.byteLength).equals(
+      Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength),
+    );
+    if (!sameBytes) {
+      console.error("VERIFICATION FAILED: the same product on 1 worker differs from the one on 2 workers");
+    } else {
+      console.log(`checked: the same product on 1 worker (job ${again.id}) is byte-identical to the one on 2 workers`);
+      exitCode = 0;
+    }
     const holdMs = Number(process.env.DCE_DEMO_HOLD_MS ?? 0);
     if (holdMs > 0) {
       // Keep the cluster up so the dashboard and /metrics can be looked at.
