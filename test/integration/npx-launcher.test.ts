@@ -33,6 +33,7 @@ function launch(bin: string, args: string[], npm: boolean): Launched {
   const env: Record<string, string | undefined> = { ...process.env, DCE_LOG_FORMAT: "json" };
   delete env.npm_command;
   delete env.npm_lifecycle_event;
+  delete env.DCE_EXIT_WITH_PARENT;
   if (npm) {
     env.npm_command = "exec";
     env.npm_lifecycle_event = "npx";

@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { EXIT_WITH_PARENT_ENV } from "@dce/runtime/launcher";
 import { type PackageBinResult, type ResolveModule, resolvePackageBin } from "@dce/runtime/package-bin";
 import { createClient, type DceClient } from "./client.js";
 import { LocalClusterError } from "./errors.js";
@@ -119,9 +120,9 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
   const args = ["dev", "--port", "0", "--dir", dir, "--workers", String(options.workers ?? 2)];
   if (options.threads !== undefined) args.push("--threads", String(options.threads));
   const child = spawn(process.execPath, [bin.path, ...args], {
-    // With npm's marker, `coordinator dev` watches this process (its launcher) and stops
-    // itself when it goes away without close().
-    env: { ...process.env, npm_command: "exec" },
+    // `coordinator dev` then watches this process and stops itself when it goes away
+    // without close() (@dce/runtime/launcher).
+    env: { ...process.env, [EXIT_WITH_PARENT_ENV]: "1" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const exited = new Promise<void>((done) => child.once("exit", () => done()));

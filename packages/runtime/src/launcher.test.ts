@@ -69,6 +69,25 @@ describe("watchLauncher", () => {
     expect(onGone).not.toHaveBeenCalled();
   });
 
+  it("watches a child its dce parent started with DCE_EXIT_WITH_PARENT=1", () => {
+    vi.useFakeTimers();
+    let ppid = 100;
+    const onGone = vi.fn();
+    watchLauncher(
+      {
+        env: { DCE_EXIT_WITH_PARENT: "1" },
+        get ppid() {
+          return ppid;
+        },
+      },
+      onGone,
+      50,
+    );
+    ppid = 1;
+    vi.advanceTimersByTime(50);
+    expect(onGone).toHaveBeenCalledTimes(1);
+  });
+
   it("recognises npx and npm exec by npm's own variables", () => {
     expect(startedByNpmExec({ npm_command: "exec" })).toBe(true);
     expect(startedByNpmExec({ npm_lifecycle_event: "npx" })).toBe(true);

@@ -10,6 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import type { Stream } from "node:stream";
+import { EXIT_WITH_PARENT_ENV } from "@dce/runtime/launcher";
 import { type PackageBinResult, type ResolveModule, resolvePackageBin } from "@dce/runtime/package-bin";
 import type { Logger } from "pino";
 import { type RunningCoordinator, startCoordinator } from "../server.js";
@@ -101,9 +102,9 @@ export async function startDevCluster(o: DevClusterOptions): Promise<DevCluster>
         ...["--log-level", cmd.logLevel],
       ];
       return spawn(o.execPath, [o.workerBin, ...args], {
-        // The workers' launcher watch (@dce/runtime/launcher) acts on npm's marker: with it, a
-        // worker drains and exits when this process goes away, however it ends (SIGKILL included).
-        env: { ...o.env, npm_command: "exec" },
+        // With it, a worker drains and exits when this process goes away, however it ends
+        // (SIGKILL included): the launcher watch of @dce/runtime/launcher.
+        env: { ...o.env, [EXIT_WITH_PARENT_ENV]: "1" },
         stdio: ["ignore", o.workerOutput, o.workerOutput],
         // A group of its own: Ctrl-C in a terminal signals this process only, which then
         // stops each worker once (a worker signalled twice would skip its drain).
