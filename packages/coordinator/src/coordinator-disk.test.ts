@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { Coordinator } from "./coordinator.js";
 import { resolveConfig } from "./server.js";
 import { faults } from "./test-support/disk-faults.js";
+import { submitInline, tileOf } from "./test-support/inline-jobs.js";
 
 vi.mock("node:fs", async (orig) => (await import("./test-support/disk-faults.js")).faultyFs(await orig()));
 vi.mock("node:fs/promises", async (orig) => (await import("./test-support/disk-faults.js")).faultyFsPromises(await orig()));
@@ -52,36 +53,9 @@ async function start(dataDir?: string) {
 }
 type Started = Awaited<ReturnType<typeof start>>;
 
-/** A rows × cols matrix of small integers (exact in float64, so any summation order agrees). */
-function matrix(rows: number, cols: number, seed: number): Float64Array {
-  const m = new Float64Array(rows * cols);
-  for (let i = 0; i < m.length; i++) m[i] = ((i * 7 + seed * 13) % 11) - 5;
-  return m;
-}
-const bytes = (m: Float64Array) => new Uint8Array(m.buffer, m.byteOffset, m.byteLength);
-
 /** Submits A (m × k) · B (k × n) inline with square tiles of `tile`. */
-async function submit(s: Started, m: number, k: number, n: number, tile: number, idempotencyKey = "") {
-  const a = matrix(m, k, 1);
-  const b = matrix(k, n, 2);
-  const res = await s.jobs.submitJob({
-    idempotencyKey,
-    matmul: {
-      a: { rows: m, cols: k, inlineData: bytes(a) },
-      b: { rows: k, cols: n, inlineData: bytes(b) },
-      tileRows: tile,
-      tileCols: tile,
-      kernel: "reference",
-    },
-  });
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++)
-    for (let j = 0; j < n; j++) {
-      let sum = 0;
-      for (let x = 0; x < k; x++) sum += (a[i * k + x] as number) * (b[x * n + j] as number);
-      c[i * n + j] = sum;
-    }
-  return { jobId: res.jobId, c, n };
+function submit(s: Started, m: number, k: number, n: number, tile: number, idempotencyKey = "") {
+  return submitInline(s.jobs, { m, k, n, tile }, idempotencyKey);
 }
 
 /** Registers a worker and takes every lease on offer. */
@@ -96,17 +70,6 @@ async function leaseAll(s: Started) {
 }
 
 type Lease = Awaited<ReturnType<typeof leaseAll>>["leases"][number];
-
-/** The tile of C a lease asks for, as a worker would compute it. */
-function tileOf(lease: Lease, job: { c: Float64Array; n: number }): Uint8Array {
-  const t = lease.matmul;
-  if (!t) throw new Error("lease without a task");
-  const out = new Float64Array((t.rowEnd - t.rowStart) * (t.colEnd - t.colStart));
-  let o = 0;
-  for (let i = t.rowStart; i < t.rowEnd; i++)
-    for (let j = t.colStart; j < t.colEnd; j++) out[o++] = job.c[i * job.n + j] as number;
-  return bytes(out);
-}
 
 function complete(s: Started, workerId: string, leases: Lease[], job: { c: Float64Array; n: number }) {
   return s.workers.completeShards({

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Coordinator, type CoordinatorConfig } from "./coordinator.js";
 import type { CoordinatorPorts } from "./ports/coordinator-ports.js";
 import { resolveConfig } from "./server.js";
+import { bytes, submitInline, tileOf } from "./test-support/inline-jobs.js";
 import { createMemoryStorage, type MemoryStorage, VirtualClock } from "./testing.js";
 
 // The real Coordinator, its services and the core, with storage in memory and time on a
@@ -68,36 +69,9 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-/** A rows × cols matrix of small integers (exact in float64, so any summation order agrees). */
-function matrix(rows: number, cols: number, seed: number): Float64Array {
-  const m = new Float64Array(rows * cols);
-  for (let i = 0; i < m.length; i++) m[i] = ((i * 7 + seed * 13) % 11) - 5;
-  return m;
-}
-const bytes = (m: Float64Array) => new Uint8Array(m.buffer, m.byteOffset, m.byteLength);
-
 /** Submits A (m × k) · B (k × n) inline with square tiles; returns the job and the naive product. */
-async function submit(s: Started, m: number, k: number, n: number, tile: number, idempotencyKey = "") {
-  const a = matrix(m, k, 1);
-  const b = matrix(k, n, 2);
-  const res = await s.jobs.submitJob({
-    idempotencyKey,
-    matmul: {
-      a: { rows: m, cols: k, inlineData: bytes(a) },
-      b: { rows: k, cols: n, inlineData: bytes(b) },
-      tileRows: tile,
-      tileCols: tile,
-      kernel: "reference",
-    },
-  });
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++)
-    for (let j = 0; j < n; j++) {
-      let sum = 0;
-      for (let x = 0; x < k; x++) sum += (a[i * k + x] as number) * (b[x * n + j] as number);
-      c[i * n + j] = sum;
-    }
-  return { jobId: res.jobId, c, n };
+function submit(s: Started, m: number, k: number, n: number, tile: number, idempotencyKey = "") {
+  return submitInline(s.jobs, { m, k, n, tile }, idempotencyKey);
 }
 
 async function register(s: Started, name = "w") {
@@ -110,18 +84,6 @@ async function register(s: Started, name = "w") {
 }
 
 type Lease = Awaited<ReturnType<Started["workers"]["acquireShards"]>>["leases"][number];
-
-/** The tile of C a lease asks for, as a worker would compute it (`wrong` adds 1 to its first value). */
-function tileOf(lease: Lease, job: { c: Float64Array; n: number }, wrong = false): Uint8Array {
-  const t = lease.matmul;
-  if (!t) throw new Error("lease without a task");
-  const out = new Float64Array((t.rowEnd - t.rowStart) * (t.colEnd - t.colStart));
-  let o = 0;
-  for (let i = t.rowStart; i < t.rowEnd; i++)
-    for (let j = t.colStart; j < t.colEnd; j++) out[o++] = job.c[i * job.n + j] as number;
-  if (wrong) out[0] = (out[0] as number) + 1;
-  return bytes(out);
-}
 
 async function complete(s: Started, workerId: string, leases: Lease[], job: { c: Float64Array; n: number }, wrong = false) {
   const res = await s.workers.completeShards({
