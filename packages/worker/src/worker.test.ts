@@ -26,7 +26,7 @@ import { Worker } from "./worker.js";
 afterAll(() => removeCompiledThreadScript());
 afterEach(cleanUpWorkers);
 
-describe("Worker pull loop", () => {
+describe("Worker retries and registration", () => {
   it("retries reads after UNAVAILABLE and acquires after a connection failure", async () => {
     const h = await startCoordinator();
     const { job, expected } = await smallJob(h);

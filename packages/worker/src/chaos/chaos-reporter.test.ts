@@ -16,7 +16,7 @@ import { chaosReporter } from "./chaos-reporter.js";
 afterAll(() => removeCompiledThreadScript());
 afterEach(cleanUpWorkers);
 
-describe("Worker pull loop", () => {
+describe("Worker chaos decorator", () => {
   it("--chaos-crash-on-shard: dies whenever it runs that shard index, of any job, and on no other shard", async () => {
     const h = await startCoordinator();
     const logger = captureLogger();

@@ -20,7 +20,7 @@ import {
 afterAll(() => removeCompiledThreadScript());
 afterEach(cleanUpWorkers);
 
-describe("Worker pull loop", () => {
+describe("Worker input fetcher", () => {
   it("reads blobs in chunks that fit the message limit and caches B across shards", async () => {
     // limit ≤ 128 KiB → chunk = limit / 2 = 52 768 bytes; B (100×100) is 80 000 bytes
     const h = await startCoordinator({ advertise: { maxMessageBytes: 105_536 } });

@@ -21,7 +21,7 @@ import {
 afterAll(() => removeCompiledThreadScript());
 afterEach(cleanUpWorkers);
 
-describe("Worker pull loop", () => {
+describe("Worker report batcher", () => {
   it("uploads a tile larger than one message as a blob", async () => {
     // limit 140 000 → inline limit 74 464 bytes; a 100×100 tile is 80 000 bytes
     const h = await startCoordinator({ advertise: { maxMessageBytes: 140_000, maxChunkBytes: 30_000 } });
