@@ -1,3 +1,4 @@
+import { quote } from "@dce/core";
 import { ErrorReason } from "@dce/proto";
 import { isBlobId } from "@dce/runtime/blob-layout";
 
@@ -55,4 +56,12 @@ export function checkOpenUploads(open: number, maxOpenUploads: number): void {
       metadata: { limit: "maxOpenUploads" },
     });
   }
+}
+
+/** The error for an upload id this store does not hold (finished, expired or never begun). */
+export function uploadNotFound(uploadId: string): BlobError {
+  return new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`, {
+    reason: ErrorReason.UPLOAD_NOT_FOUND,
+    metadata: { upload_id: uploadId },
+  });
 }

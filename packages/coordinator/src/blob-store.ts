@@ -18,9 +18,8 @@ import {
 import { open } from "node:fs/promises";
 import { resolve } from "node:path";
 import { quote } from "@dce/core";
-import { ErrorReason } from "@dce/proto";
 import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
-import { BlobError, checkOpenUploads, checkUploadRequest } from "./blob-error.js";
+import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "./blob-error.js";
 import type { DataDirSpace } from "./disk-space.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
@@ -314,12 +313,7 @@ export class BlobStore {
 
   #session(uploadId: string): UploadSession {
     const u = this.#uploads.get(uploadId);
-    if (!u) {
-      throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`, {
-        reason: ErrorReason.UPLOAD_NOT_FOUND,
-        metadata: { upload_id: uploadId },
-      });
-    }
+    if (!u) throw uploadNotFound(uploadId);
     return u;
   }
 

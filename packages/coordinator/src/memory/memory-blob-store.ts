@@ -2,9 +2,8 @@ import { createHash } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
-import { ErrorReason } from "@dce/proto";
 import { isBlobId } from "@dce/runtime/blob-layout";
-import { BlobError, checkOpenUploads, checkUploadRequest } from "../blob-error.js";
+import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "../blob-error.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
 /** Settings of a {@link MemoryBlobStore}; each has a default. */
@@ -151,12 +150,7 @@ export class MemoryBlobStore implements BlobStorePort {
 
   #session(uploadId: string): MemoryUpload {
     const u = this.#uploads.get(uploadId);
-    if (!u) {
-      throw new BlobError("not-found", `upload ${quote(uploadId, 64)} not found (finished, expired or never begun)`, {
-        reason: ErrorReason.UPLOAD_NOT_FOUND,
-        metadata: { upload_id: uploadId },
-      });
-    }
+    if (!u) throw uploadNotFound(uploadId);
     return u;
   }
 }
