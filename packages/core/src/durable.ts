@@ -3,7 +3,15 @@ import { createLeaseEnds, type LeaseEnds, observeLeaseEnd } from "./poison.js";
 import type { DurableRecord } from "./records.js";
 import { restoreShardDeaths } from "./shard-deaths.js";
 import type { MatMulSpec } from "./spec.js";
-import { type CoreConfig, type CoreState, createCoreState, createJobRecord, type JobStateName, ShardStatus } from "./state.js";
+import {
+  type CoreConfig,
+  type CoreState,
+  createCoreState,
+  createJobRecord,
+  idempotencyEntry,
+  type JobStateName,
+  ShardStatus,
+} from "./state.js";
 
 export type { DurableRecord };
 
@@ -206,7 +214,7 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
       job.error = `restored with ${job.doneCount}/${n} tiles recorded`;
     }
     s.jobs.set(job.id, job);
-    if (job.idempotencyKey !== "") s.idempotency.set(`${job.clientId}\u0000${job.idempotencyKey}`, job.id);
+    if (job.idempotencyKey !== "") s.idempotency.set(idempotencyEntry(job.clientId, job.idempotencyKey), job.id);
     if (job.state === "queued" || job.state === "running") {
       s.activeJobs.push(job.id);
       active.push(job.id);

@@ -81,7 +81,7 @@ export type {
   QuarantinedWorker,
   WorkerRecord,
 } from "./state.js";
-export { createCoreState, DEFAULT_CORE_CONFIG, isTerminal, ShardStatus } from "./state.js";
+export { createCoreState, DEFAULT_CORE_CONFIG, idempotencyEntry, isTerminal, ShardStatus } from "./state.js";
 export { step } from "./step.js";
 export { clipCodePoints, ELLIPSIS, quote, toWellFormed } from "./text.js";
 export type { JobView } from "./views.js";

@@ -10,7 +10,7 @@ import type {
 } from "./events.js";
 import { dropLease } from "./leases.js";
 import { sameSpec, validateMatMulSpec } from "./spec.js";
-import { type CoreState, createJobRecord, isTerminal, type JobRecord, ShardStatus } from "./state.js";
+import { type CoreState, createJobRecord, idempotencyEntry, isTerminal, type JobRecord, ShardStatus } from "./state.js";
 import { clipCodePoints, quote } from "./text.js";
 
 // A job's life: submitted (admission, idempotency), cancelled, its result sealed or
@@ -21,7 +21,7 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
   const v = validateMatMulSpec(e.spec, s.config.limits);
   if (!v.ok) return v;
   const spec = v.value;
-  const idemKey = e.idempotencyKey === "" ? "" : `${e.clientId}\u0000${e.idempotencyKey}`;
+  const idemKey = e.idempotencyKey === "" ? "" : idempotencyEntry(e.clientId, e.idempotencyKey);
   if (idemKey !== "") {
     const existing = s.idempotency.get(idemKey);
     if (existing !== undefined) {

@@ -221,7 +221,7 @@ export interface CoreState {
   readonly jobs: Map<JobId, JobRecord>;
   /** Jobs that may still have shards to grant, oldest first. */
   activeJobs: JobId[];
-  /** (client, idempotency key) → job. */
+  /** (client, idempotency key) → job, keyed by {@link idempotencyEntry}. */
   readonly idempotency: Map<string, JobId>;
   readonly workers: Map<WorkerId, WorkerRecord>;
   readonly leases: Map<number, LeaseRecord>;
@@ -286,4 +286,9 @@ export function createJobRecord(init: {
     finalizing: false,
     resultBlobId: "",
   };
+}
+
+/** The key of {@link CoreState.idempotency} for a client's idempotency key: one job per pair. */
+export function idempotencyEntry(clientId: string, idempotencyKey: string): string {
+  return `${clientId}\u0000${idempotencyKey}`;
 }

@@ -1,6 +1,17 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { asClientId, asJobId, type ClientId, isTerminal, jobOf, quote, resultOf, validateMatMulSpec, viewJob } from "@dce/core";
+import {
+  asClientId,
+  asJobId,
+  type ClientId,
+  idempotencyEntry,
+  isTerminal,
+  jobOf,
+  quote,
+  resultOf,
+  validateMatMulSpec,
+  viewJob,
+} from "@dce/core";
 import { ErrorReason, GetJobResponseSchema, type JobService, type MatrixRef, MatrixRefSchema } from "@dce/proto";
 import { principalKey } from "../auth.js";
 import { dceError, malformedRequest } from "../errors.js";
@@ -70,8 +81,7 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
       }
       const clientId = clientOf(shell, ctx);
       // A new job's C must fit on disk (a retry of a submitted one is answered as before).
-      // The key is the core's (state.ts): a client's idempotency key names at most one job.
-      if (valid.ok && !shell.state.idempotency.has(`${clientId}\u0000${req.idempotencyKey}`)) {
+      if (valid.ok && !shell.state.idempotency.has(idempotencyEntry(clientId, req.idempotencyKey))) {
         shell.sink.admit(valid.value.a.rows, valid.value.b.cols);
       }
       const out = shell.apply({
