@@ -54,7 +54,8 @@ function killPid(pid) {
  * `{ note }` when Dask is missing or failed. `env` is the dce workers' environment.
  */
 export async function daskTimes({ sizes, repeat, chunkings, latency, env, log }) {
-  const candidates = [process.env.DCE_BENCH_PYTHON, "python3", "/usr/bin/python3"].filter(Boolean);
+  // DCE_BENCH_PYTHON names the one interpreter to use; otherwise the first of these with Dask.
+  const candidates = process.env.DCE_BENCH_PYTHON ? [process.env.DCE_BENCH_PYTHON] : ["python3", "/usr/bin/python3"];
   const python = findDaskPython(candidates);
   if (!python)
     return {
