@@ -40,6 +40,22 @@ def chunks_for(name, n):
     raise ValueError(f"unknown chunking {name!r} (rows2, 2x, 4x, ...)")
 
 
+def blas_core():
+    """OpenBLAS's build and the core type it runs with in this process (it honours OPENBLAS_CORETYPE)."""
+    import ctypes
+    import ctypes.util
+
+    for name in ("libopenblas.so.0", ctypes.util.find_library("openblas") or ""):
+        try:
+            lib = ctypes.CDLL(name)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            lib.openblas_get_config.restype = ctypes.c_char_p
+            return f"{lib.openblas_get_config().decode().strip()}; core {lib.openblas_get_corename().decode()}"
+        except (OSError, AttributeError):
+            continue
+    return "unknown"
+
+
 def percentile(xs, p):
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, -(-p * len(s) // 100) - 1))]
@@ -54,11 +70,6 @@ def main():
     from distributed import Client, LocalCluster
 
     versions = {"dask": dask.__version__, "distributed": distributed.__version__, "numpy": np.__version__}
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]  # NumPy >= 1.25
-        versions["blas"] = f"{blas.get('name')} {blas.get('version')}"
-    except Exception:  # older NumPy prints its config instead of returning it
-        versions["blas"] = "unknown"
 
     cluster = LocalCluster(
         n_workers=2,
@@ -71,6 +82,8 @@ def main():
     try:
         client.wait_for_workers(2)
         emit({"pids": sorted(client.run(os.getpid).values())})
+        # What the workers' BLAS runs as (the same on both: same environment).
+        versions["blas"] = sorted(set(client.run(blas_core).values()))
         result = {"versions": versions, "sizes": {}, "env": {
             k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")
         }}

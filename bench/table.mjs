@@ -22,8 +22,9 @@ export function formatTable(results, sizes) {
   }
   if (dask && !dask.note) {
     lines.push(
-      `Dask distributed ${dask.versions.distributed} (${dask.python}, NumPy ${dask.versions.numpy}), LocalCluster 2 worker processes x 1 thread,`,
+      `Dask distributed ${dask.versions.distributed} (${dask.python}, NumPy ${dask.versions.numpy}, ${dask.versions.blas?.join(", ")}),`,
     );
+    lines.push("  LocalCluster of 2 worker processes x 1 thread (1 BLAS thread each), started before timing;");
     lines.push(
       `  NumPy in the client -> da.from_array -> (A @ B).compute() -> NumPy in the client; fastest chunking of ${Object.keys(dask.sizes[String(sizes[0])]?.chunkings ?? {}).join(", ")}:`,
     );
