@@ -6,7 +6,8 @@
 //   in a folder holding what they read (ca.pem, certs/ca.pem, a.npy, b.npy, worker-1.pem and
 //   worker-1-key.pem: a worker certificate of the cluster), with DCE_TOKEN set and the cluster's
 //   address in place of the documented https://127.0.0.1:7070. One that exits non-zero or
-//   prints to stderr fails. A `prelude` directive supplies what a fragment leaves out.
+//   prints to stderr fails. A `prelude` directive supplies what a fragment leaves out. They run
+//   as .mjs on every supported Node.js, so a ```ts example is also valid JavaScript.
 // - ```sh / ```bash / ```console blocks of one markdown file run in order as one bash session
 //   (set -euo pipefail) in an empty folder holding A.npy and B.npy, with the repository's bins
 //   on PATH and found by npx as inside the repository, and a free port in place of 7070. What

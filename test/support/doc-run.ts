@@ -103,7 +103,16 @@ export function blockMarker(b: DocBlock): string {
 export function sessionScript(blocks: DocBlock[], edit: (code: string) => string): string {
   const parts = ["set -euo pipefail"];
   for (const b of blocks) {
-    const code = edit([b.prelude, b.code].filter((c) => c !== undefined).join("\n"));
+    // A console block shows a session: its commands are the lines after a "$ " prompt.
+    const body =
+      b.lang === "console"
+        ? b.code
+            .split("\n")
+            .filter((l) => l.startsWith("$ "))
+            .map((l) => l.slice(2))
+            .join("\n")
+        : b.code;
+    const code = edit([b.prelude, body].filter((c) => c !== undefined).join("\n"));
     parts.push(`echo ${quote(blockMarker(b))} >&2`);
     if (b.background === undefined) {
       parts.push(code);
