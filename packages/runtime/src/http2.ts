@@ -55,7 +55,7 @@ export class WideWindowSessionManager extends Http2SessionManager {
     pingOptions?: ConstructorParameters<typeof Http2SessionManager>[1],
     options?: http2.ClientSessionOptions | http2.SecureClientSessionOptions,
   ) {
-    super(url, pingOptions, { ...options, settings: { ...options?.settings, ...http2WindowSettings } });
+    super(url, pingOptions, { ...options, maxSessionMemory: 64, settings: { ...options?.settings, ...http2WindowSettings } });
     keepConnectionUnderWay(this);
   }
 
