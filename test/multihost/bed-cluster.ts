@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { issueWorkerCertificate } from "@dce/coordinator";
-import { BIN, naiveMultiply, randomMatrix, ROOT, runCoordinatorCommand } from "../support/cluster.js";
+import { BIN, naiveMultiply, ROOT, randomMatrix, runCoordinatorCommand } from "../support/cluster.js";
 import { type HostProc, type Testbed, until, upTestbed } from "./testbed.js";
 
 // A dce cluster on the test bed: the TLS coordinator on host "c", workers on "w1".."wN"
@@ -108,7 +108,20 @@ export async function startBedCluster(o: {
       metrics() {
         const text = execFileSync(
           join(ROOT, "scripts/testbed.sh"),
-          ["run", bed.id, "cl", "curl", "-sS", "-m", "10", "--cacert", caPath, "-H", `authorization: Bearer ${adminToken}`, `${url}/metrics`],
+          [
+            "run",
+            bed.id,
+            "cl",
+            "curl",
+            "-sS",
+            "-m",
+            "10",
+            "--cacert",
+            caPath,
+            "-H",
+            `authorization: Bearer ${adminToken}`,
+            `${url}/metrics`,
+          ],
           { encoding: "utf8", timeout: 15_000 },
         );
         const m = new Map<string, number>();

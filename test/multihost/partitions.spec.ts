@@ -11,7 +11,8 @@ import { hasNetem, testbedUnavailable, until } from "./testbed.js";
 const unavailable = testbedUnavailable();
 if (unavailable) console.warn(`multihost: skipped: ${unavailable}`);
 const netem = unavailable === undefined && hasNetem();
-if (unavailable === undefined && !netem) console.warn("multihost: the loss-and-jitter scenario is skipped: this kernel has no sch_netem");
+if (unavailable === undefined && !netem)
+  console.warn("multihost: the loss-and-jitter scenario is skipped: this kernel has no sch_netem");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Jobs with shards of a few tens of ms on one reference-kernel thread, so a cut lands mid-job. */
@@ -40,12 +41,12 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     c.bed.cut("w1", "both");
     await sleep(4 * ttl);
     c.bed.heal("w1");
-    expect(await clientEnds(c, client, 60_000)).toBe(0);
+    expect(await clientEnds(client, 60_000)).toBe(0);
     // It rejoins by itself: after the heal, a second batch gets shards from w1 too.
     const before = metric(c.metrics(), "dce_worker_shards_completed_total", 'worker_name="w1"');
     const second = work("wcut-after", 2);
     const again = c.client(second);
-    expect(await clientEnds(c, again, 60_000)).toBe(0);
+    expect(await clientEnds(again, 60_000)).toBe(0);
     const m = expectClean(c, [
       { proc: client, jobs: first },
       { proc: again, jobs: second },
@@ -55,7 +56,9 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     // the lease had ended; which one depends on where the cut caught the shard.
     const refused = metric(m, "dce_shard_completions_rejected_total", 'reason="stale"');
     const dropped = (c.workers[0]?.stderr.match(/"msg":"lease ended; stopping shard"/g) ?? []).length;
-    console.log(`worker cut: leases expired ${metric(m, "dce_leases_expired_total")}, late results refused ${refused}, dropped by w1 ${dropped}`);
+    console.log(
+      `worker cut: leases expired ${metric(m, "dce_leases_expired_total")}, late results refused ${refused}, dropped by w1 ${dropped}`,
+    );
     expect(metric(m, "dce_leases_expired_total")).toBeGreaterThan(0);
     expect(refused + dropped).toBeGreaterThan(0);
     if (refused > 0) expect(c.workers.map((w) => w.stderr).join("")).toContain('"errorReason":"STALE_FENCE"');
@@ -74,7 +77,7 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     c.bed.cut("w1", "in");
     await sleep(4 * ttl);
     c.bed.heal("w1");
-    expect(await clientEnds(c, client, 60_000)).toBe(0);
+    expect(await clientEnds(client, 60_000)).toBe(0);
     const m = expectClean(c, [{ proc: client, jobs: batch }]);
     expect(metric(m, "dce_leases_expired_total")).toBeGreaterThan(0);
   });
@@ -90,7 +93,7 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     for (const w of ["w1", "w2"]) c.bed.cut(w, "both");
     await sleep(4 * ttl);
     for (const w of ["w1", "w2"]) c.bed.heal(w);
-    expect(await clientEnds(c, client, 60_000)).toBe(0);
+    expect(await clientEnds(client, 60_000)).toBe(0);
     const m = expectClean(c, [{ proc: client, jobs: batch }]);
     expect(metric(m, "dce_leases_expired_total")).toBeGreaterThan(0);
   });
@@ -105,11 +108,18 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     const batch = clientJob();
     const client = c.client(batch);
     await until(() => c.events(client).some((e) => e.ev === "uploading"), 30_000, "the upload", client);
+    const sent0 = c.bed.counters("cl").tx;
     await sleep(700);
     c.bed.cut("cl", "both");
+    // The cut caught the upload: part of A and B (9 MiB) had left, not all.
+    const sentAtCut = c.bed.counters("cl").tx - sent0;
     await sleep(5_000);
+    const healedAt = Date.now();
     c.bed.heal("cl");
-    expect(await clientEnds(c, client, 90_000)).toBe(0);
+    expect(await clientEnds(client, 90_000)).toBe(0);
+    expect(sentAtCut).toBeGreaterThan(1024 * 1024);
+    expect(sentAtCut).toBeLessThan(9 * 1024 * 1024);
+    expect(Number(c.events(client).find((e) => e.ev === "submitted")?.["t"])).toBeGreaterThan(healedAt);
     const m = expectClean(c, [{ proc: client, jobs: batch }]);
     const retries = c.events(client).filter((e) => e.ev === "retry");
     console.log(`client cut in upload: ${JSON.stringify(retries)}`);
@@ -128,9 +138,15 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     // Cut while C is on its way to the client: right after the job succeeds.
     await until(() => log().includes('"msg":"job succeeded"'), 60_000, "the job to succeed", client);
     c.bed.cut("cl", "both");
+    const receivedAtCut = c.bed.counters("cl").rx;
     await sleep(5_000);
+    const healedAt = Date.now();
     c.bed.heal("cl");
-    expect(await clientEnds(c, client, 90_000)).toBe(0);
+    expect(await clientEnds(client, 90_000)).toBe(0);
+    // result() was under way across the cut: it returned only after the heal.
+    expect(Number(c.events(client).find((e) => e.ev === "done")?.["t"])).toBeGreaterThan(healedAt);
+    // Most of C (4.5 MiB) crossed after the heal.
+    expect(c.bed.counters("cl").rx - receivedAtCut).toBeGreaterThan(2 * 1024 * 1024);
     const m = expectClean(c, [{ proc: client, jobs: batch }]);
     const done = c.events(client).find((e) => e.ev === "done");
     console.log(`client cut in result(): ${JSON.stringify(c.events(client).filter((e) => e.ev === "retry"))}`);
@@ -144,7 +160,7 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     for (const h of ["c", "w1", "w2", "cl"]) c.bed.shape(h, { rate: "1gbit", delay: "10ms", jitter: "20ms", lossPercent: 1 });
     const batch = work("lossy", 2);
     const client = c.client(batch);
-    expect(await clientEnds(c, client, 100_000)).toBe(0);
+    expect(await clientEnds(client, 100_000)).toBe(0);
     expectClean(c, [{ proc: client, jobs: batch }]);
   });
 
@@ -154,7 +170,7 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     for (const h of ["w1", "w2"]) c.bed.shape(h, { rate: "20mbit" });
     const batch = work("congested", 2);
     const client = c.client(batch);
-    expect(await clientEnds(c, client, 100_000)).toBe(0);
+    expect(await clientEnds(client, 100_000)).toBe(0);
     expectClean(c, [{ proc: client, jobs: batch }]);
   });
 });

@@ -14,7 +14,7 @@ export function shardsOf(js: JobSpec[]): number {
 }
 
 /** Waits for the client driver to end (bounded) and returns its exit code. */
-export async function clientEnds(c: BedCluster, p: HostProc, timeoutMs: number): Promise<number | string> {
+export async function clientEnds(p: HostProc, timeoutMs: number): Promise<number | string> {
   let code: number | string | undefined;
   void p.exited.then((x) => {
     code = x;
@@ -37,7 +37,10 @@ export function metric(m: Map<string, number>, name: string, label = ""): number
 export function expectClean(c: BedCluster, batches: Array<{ proc: HostProc; jobs: JobSpec[] }>): Map<string, number> {
   for (const b of batches) {
     const evs = c.events(b.proc);
-    expect(evs.filter((e) => e.ev === "fatal"), b.proc.stderr.slice(-2000)).toEqual([]);
+    expect(
+      evs.filter((e) => e.ev === "fatal"),
+      b.proc.stderr.slice(-2000),
+    ).toEqual([]);
     expect(evs.some((e) => e.ev === "all-done")).toBe(true);
     expect(c.wrongResults(b.jobs)).toEqual([]);
   }

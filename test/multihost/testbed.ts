@@ -133,8 +133,7 @@ export function upTestbed(hosts: string[], o: { rate?: string; delay?: string } 
     node,
     cut: (host, dir) => void script(["cut", id, host, dir]),
     heal: (host) => void script(["heal", id, host]),
-    shape: (host, s) =>
-      void script(["shape", id, host, s.rate, s.delay ?? "0.2ms", s.jitter ?? "0", String(s.lossPercent ?? 0)]),
+    shape: (host, s) => void script(["shape", id, host, s.rate, s.delay ?? "0.2ms", s.jitter ?? "0", String(s.lossPercent ?? 0)]),
     counters(host) {
       const [rx, tx] = script(["counters", id, host]).trim().split(" ").map(Number);
       return { rx: rx ?? 0, tx: tx ?? 0 };
@@ -153,7 +152,10 @@ export function upTestbed(hosts: string[], o: { rate?: string; delay?: string } 
 export async function until(pred: () => boolean, timeoutMs: number, what: string, proc?: HostProc): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${proc ? `:\n${proc.stdout.slice(-1500)}\n${proc.stderr.slice(-3000)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${proc ? `:\n${proc.stdout.slice(-1500)}\n${proc.stderr.slice(-3000)}` : ""}`,
+      );
     await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -54,6 +54,20 @@ export function widenServerConnectionWindow(session: http2.Http2Session): void {
 }
 
 /**
+ * The options of every client session: the caller's, with the wide stream window and
+ * {@link HTTP2_CLIENT_SESSION_MEMORY_MIB} of session memory unless the caller set its own.
+ */
+export function clientSessionOptions<O extends http2.ClientSessionOptions | http2.SecureClientSessionOptions>(
+  options?: O,
+): O | http2.ClientSessionOptions {
+  return {
+    maxSessionMemory: HTTP2_CLIENT_SESSION_MEMORY_MIB,
+    ...options,
+    settings: { ...options?.settings, ...http2WindowSettings },
+  };
+}
+
+/**
  * A connect-node session manager whose sessions announce {@link http2WindowSettings} and
  * open their connection window wide. Pass it as `sessionManager` to `createGrpcTransport`.
  */
@@ -65,7 +79,7 @@ export class WideWindowSessionManager extends Http2SessionManager {
     pingOptions?: ConstructorParameters<typeof Http2SessionManager>[1],
     options?: http2.ClientSessionOptions | http2.SecureClientSessionOptions,
   ) {
-    super(url, pingOptions, { ...options, maxSessionMemory: HTTP2_CLIENT_SESSION_MEMORY_MIB, settings: { ...options?.settings, ...http2WindowSettings } });
+    super(url, pingOptions, clientSessionOptions(options));
     keepConnectionUnderWay(this);
   }
 
