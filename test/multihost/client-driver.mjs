@@ -1,5 +1,5 @@
 // The client host of the multi-host test bed: a real SDK user in its own namespace.
-// argv[2] is a JSON plan: { baseUrl, caPath, token, out, jobs: [{ key, m, k, n, seed, tileSize }],
+// argv[2] is a JSON plan: { baseUrl, caPath, token, out, jobs: [{ key, m, k, n, seed, tileSize, kernel? }],
 // timeoutMs?, reconnectBudgetMs?, attempts? }. It submits every job with its idempotency key and
 // waits for its result; a submit or result() failing with UNAVAILABLE or DEADLINE_EXCEEDED is
 // retried with the same key (at most `attempts` times). It prints one JSON line per event
@@ -43,7 +43,7 @@ async function runJob(j) {
   for (let i = 1; ; i++) {
     say("uploading", { key: j.key, attempt: i });
     const handle = await withRetries("submit", j.key, () =>
-      client.submitMatMul(a, b, { idempotencyKey: j.key, tileSize: j.tileSize, kernel: "reference" }),
+      client.submitMatMul(a, b, { idempotencyKey: j.key, tileSize: j.tileSize, kernel: j.kernel ?? "reference" }),
     );
     ids.push(handle.id);
     say("submitted", { key: j.key, jobId: handle.id });
