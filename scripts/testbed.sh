@@ -101,11 +101,15 @@ up() {
   [ ${#hosts[@]} -ge 1 ] || die "up needs at least one host name"
   [ ${#hosts[@]} -le 60 ] || die "at most 60 hosts"
   [[ $id =~ ^[0-9]+$ ]] || die "--id must be a PID"
+  local host
+  for host in "${hosts[@]}"; do
+    [[ $host =~ ^[a-z][a-z0-9]{0,9}$ ]] && [ "$host" != br ] || die "host names are [a-z][a-z0-9]{0,9} and not br, got $host"
+  done
   sweep
   [ -z "$(namespaces_of "$id")" ] || die "a bed with id $id exists; run: $0 down $id"
   local netem=0; have_netem && netem=1
   [ $netem = 1 ] || echo "testbed: the kernel has no sch_netem: links get a rate and no added delay, jitter or loss" >&2
-  local subnet="10.77.$((id % 250 + 1))" br i=0 host ns
+  local subnet="10.77.$((id % 250 + 1))" br i=0 ns
   br=$(bridge_ns "$id")
   mkdir -p "$STATE_ROOT/$id"
   trap 'down "$id"' ERR
@@ -114,7 +118,6 @@ up() {
   ip -n "$br" link add br0 type bridge
   ip -n "$br" link set br0 up
   for host in "${hosts[@]}"; do
-    [[ $host =~ ^[a-z][a-z0-9]{0,9}$ ]] || die "host names are [a-z][a-z0-9]{0,9}, got $host"
     ns=$(ns_of "$id" "$host")
     ip netns add "$ns"
     ip -n "$ns" link set lo up
