@@ -112,11 +112,7 @@ export function nextClient(f: FairShareState, candidates: Iterable<ClientId>): C
     const c = f.clients.get(id);
     const start = Math.max(c?.finishTag ?? 0, f.virtualTime);
     const seq = c?.lastGrantSeq ?? 0;
-    if (
-      best === undefined ||
-      start < bestStart ||
-      (start === bestStart && (seq < bestSeq || (seq === bestSeq && id < best)))
-    ) {
+    if (best === undefined || start < bestStart || (start === bestStart && (seq < bestSeq || (seq === bestSeq && id < best)))) {
       best = id;
       bestStart = start;
       bestSeq = seq;

@@ -31,7 +31,10 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
   }
   const weight = e.weight ?? 1;
   if (!Number.isInteger(weight) || weight < 1 || weight > MAX_CLIENT_WEIGHT) {
-    return err({ kind: "invalid-spec", message: `client weight must be an integer from 1 to ${MAX_CLIENT_WEIGHT}, got ${weight}` });
+    return err({
+      kind: "invalid-spec",
+      message: `client weight must be an integer from 1 to ${MAX_CLIENT_WEIGHT}, got ${weight}`,
+    });
   }
   const idemKey = e.idempotencyKey === "" ? "" : idempotencyEntry(e.clientId, e.idempotencyKey);
   if (idemKey !== "") {
