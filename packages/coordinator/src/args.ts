@@ -1,11 +1,11 @@
 import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
+import { addSetWeightCommand, type SetWeightCommand, tokenWeightOption } from "./args-token-weight.js";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { addDevCommand, type DevCommand } from "./dev/dev-args.js";
 import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
 import { type CoordinatorOptions, DEFAULT_DATA_DIR, DEFAULT_MAX_DEADLINE_MS } from "./server.js";
-import { addSetWeightCommand, type SetWeightCommand, tokenWeightOption } from "./args-token-weight.js";
 import { TOKEN_ROLES, type TokenRole } from "./tokens.js";
 
 /** What the `coordinator` command line asks for. */

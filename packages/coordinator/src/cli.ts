@@ -172,7 +172,12 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
         );
         return 0;
       case "list": {
-        const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt, weight }) => ({ name, role, createdAt, weight }));
+        const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt, weight }) => ({
+          name,
+          role,
+          createdAt,
+          weight,
+        }));
         if (cmd.json) process.stdout.write(`${JSON.stringify(entries)}\n`);
         else for (const e of entries) process.stdout.write(`${e.name}\t${e.role}\t${e.createdAt}\t${e.weight}\n`);
         return 0;
