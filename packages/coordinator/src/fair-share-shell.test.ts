@@ -42,7 +42,14 @@ async function start() {
       JobService,
       createRouterTransport((r) => coordinator.routes(r), {
         router: { interceptors: [asTestClient] },
-        transport: { interceptors: [(next) => (req) => (req.header.set("x-test-client", client), next(req))] },
+        transport: {
+          interceptors: [
+            (next) => (req) => {
+              req.header.set("x-test-client", client);
+              return next(req);
+            },
+          ],
+        },
       }),
     );
   return { coordinator, jobsAs, workers: createClient(WorkerService, transport) };
