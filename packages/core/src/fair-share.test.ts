@@ -87,6 +87,23 @@ describe("weighted fair share between clients", () => {
     expect(count(next, C1)).toBeLessThanOrEqual(31);
   });
 
+  it("a worker asking for many shards at once gets the clients' shares, even once spreading caps one of them", () => {
+    const d = new Driver({ ...CFG, spreadShards: true });
+    d.register("w1");
+    d.register("w2");
+    const heavy = asClientId("heavy");
+    const spec = matmulInput(64, 8, 64, { tileRows: 4, tileCols: 4 }); // 256 shards
+    d.submitOk(spec, { clientId: heavy, weight: 3 });
+    d.submitOk(spec, { clientId: C1, weight: 1 });
+    // Spreading lets w1 take at most 128 of heavy's 256 shards (two workers can run it).
+    const got = d.grants("w1", 256).map((g) => d.job(g.lease.jobId).clientId);
+    expect(count(got, heavy)).toBe(128);
+    expect(count(got, C1)).toBeLessThanOrEqual(44);
+    // The other worker gets the rest of heavy's and its own share of C1's.
+    const next = d.grants("w2", 256).map((g) => d.job(g.lease.jobId).clientId);
+    expect(count(next, heavy)).toBe(128);
+  });
+
   it("the shard cost is tile rows × tile cols × k, edge tiles included", () => {
     const d = new Driver(CFG);
     const j = d.job(d.submitOk(matmulInput(5, 7, 3, { tileRows: 4, tileCols: 4 })));

@@ -57,12 +57,20 @@ export function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): Outcome
     if (clientId === undefined) break;
     const queue = queues.get(clientId) as JobRecord[];
     let granted: Grant | undefined;
+    let capped = false;
     while (!granted && queue.length > 0) {
       const job = queue[0] as JobRecord;
+      // The fair choice has work left but spreading holds it back from this worker: end the
+      // request rather than give its turn to another client (that would hand a worker that
+      // asks for many shards at once, as prefetching workers do, far more of the other
+      // client's work than its share). A worker with nothing yet still gets other work.
+      capped = grants.length > 0 && room.get(job) === 0 && hasFreshWork(job);
+      if (capped) break;
       granted = grantOne(s, job, worker, e.nowMs, room, fx);
       // A job this worker cannot run, or has no more to give it now, is done for this request.
       if (!granted) queue.shift();
     }
+    if (capped) break;
     if (!granted) {
       queues.delete(clientId);
       continue;
@@ -77,6 +85,11 @@ export function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): Outcome
     fx.push({ type: "job-changed", jobId: job.id });
   }
   return ok(grants);
+}
+
+/** True when `job` has shards never leased or waiting to run again. */
+function hasFreshWork(job: JobRecord): boolean {
+  return job.retryQueue.length > 0 || job.cursor < job.plan.shardCount;
 }
 
 /** One lease of `job` for `worker` (a straggler's backup first), or undefined if it has none for it now. */

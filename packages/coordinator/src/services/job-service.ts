@@ -114,7 +114,15 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
       // (a failed commit stops the process with a fatal line of its own).
       if (created && job) {
         shell.log.info(
-          { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
+          {
+            jobId,
+            rows: job.plan.rows,
+            cols: job.plan.cols,
+            inner: job.plan.inner,
+            shards: job.plan.shardCount,
+            priority: job.priority,
+            weight: job.weight,
+          },
           "job submitted",
         );
       } else {
