@@ -49,7 +49,7 @@ describe("weighted fair share between clients (real processes)", () => {
           tileSize: DIM.tile,
         });
       const jobs = await Promise.all([submit(light, 1), submit(heavy, 3)]);
-      await Promise.all([cluster.addWorker(), cluster.addWorker()]);
+      await Promise.all([cluster.addWorker("w1"), cluster.addWorker("w2")]);
 
       const t0 = performance.now();
       const samples: Sample[] = [];
@@ -73,14 +73,18 @@ describe("weighted fair share between clients (real processes)", () => {
       const last = both.at(-1);
       expect(last, "no sample with both jobs backlogged").toBeDefined();
       const [l, h] = last?.granted ?? [0, 0];
-      const heavyShare = h / (l + h);
+      const [dl, dh] = last?.done ?? [0, 0];
+      const pct = (x: number, y: number) => ((100 * x) / (x + y)).toFixed(1);
       console.log(
-        `fair share: light (weight 1) ${l} shards, heavy (weight 3) ${h} shards granted while both were backlogged, ` +
-          `over ${last?.atMs.toFixed(0)} ms; heavy's share ${(heavyShare * 100).toFixed(1)}% (want 75% ± 7.5%); ` +
-          `samples ${samples.length}; done ${JSON.stringify(samples.map((x) => x.done))} granted ${JSON.stringify(samples.map((x) => x.granted))}`,
+        `fair share over ${last?.atMs.toFixed(0)} ms while both were backlogged (${samples.length} samples): ` +
+          `granted light ${l} / heavy ${h} shards (heavy ${pct(h, l)}%), ` +
+          `done light ${dl} / heavy ${dh} (heavy ${pct(dh, dl)}%); want heavy 75% ± 7.5%`,
       );
       expect(l + h).toBeGreaterThanOrEqual(100);
-      expect(Math.abs(heavyShare - 0.75) / 0.75).toBeLessThanOrEqual(0.1);
+      // Equal shapes, so equal cost a shard: the shards granted are the worker time given to
+      // each. (Shards done lag behind by what the workers hold ahead, in an order that also
+      // depends on when each job's inputs reached them, so they are reported, not asserted.)
+      expect(Math.abs(h / (l + h) - 0.75) / 0.75).toBeLessThanOrEqual(0.1);
       expect(Math.abs(l / (l + h) - 0.25) / 0.25).toBeLessThanOrEqual(0.1);
       // Both jobs still finish.
       const results = await Promise.all(jobs.map((j) => j.result({ timeoutMs: TIME_LIMIT_MS })));
