@@ -20,7 +20,7 @@ afterEach(async () => {
 
 /** Acts as the principal named by the `x-test-client` header ("name:weight"), as the auth layer would set it. */
 const asTestClient: Interceptor = (next) => async (req) => {
-  const [name, weight] = (req.header.get("x-test-client") ?? "anonymous:1").split(":");
+  const [name = "anonymous", weight = "1"] = (req.header.get("x-test-client") ?? "anonymous:1").split(":");
   req.contextValues.set(principalKey, { roles: new Set(ALL_ROLES), clientId: name, clientWeight: Number(weight) });
   return await next(req);
 };

@@ -1,4 +1,4 @@
-import { setClientWeight } from "./fair-share.js";
+import { setClientWeight } from "./fair-queue.js";
 import type { ClientId, JobId } from "./ids.js";
 import { createLeaseEnds, type LeaseEnds, observeLeaseEnd } from "./poison.js";
 import type { DurableRecord } from "./records.js";

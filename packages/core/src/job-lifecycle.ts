@@ -8,7 +8,8 @@ import type {
   ResultFailed,
   ResultFinalized,
 } from "./events.js";
-import { MAX_CLIENT_WEIGHT, MAX_JOB_PRIORITY, MIN_JOB_PRIORITY, setClientWeight } from "./fair-share.js";
+import { MAX_CLIENT_WEIGHT, setClientWeight } from "./fair-queue.js";
+import { MAX_JOB_PRIORITY, MIN_JOB_PRIORITY } from "./fair-share.js";
 import { dropLease } from "./leases.js";
 import { sameSpec, validateMatMulSpec } from "./spec.js";
 import { type CoreState, createJobRecord, idempotencyEntry, isTerminal, type JobRecord, ShardStatus } from "./state.js";

@@ -1,6 +1,7 @@
 import { err, ok } from "./errors.js";
 import type { Effect, Grant, OutcomeMap, ShardsRequested } from "./events.js";
-import { chargeGrant, clientQueues, nextClient, shardCost } from "./fair-share.js";
+import { chargeGrant, nextClient } from "./fair-queue.js";
+import { clientQueues, shardCost } from "./fair-share.js";
 import type { WorkerId } from "./ids.js";
 import { tileBounds } from "./plan.js";
 import { isShutOut, shutOutError } from "./quarantine.js";

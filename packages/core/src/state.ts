@@ -1,4 +1,4 @@
-import { createFairShare, type FairShareState } from "./fair-share.js";
+import { createFairShare, type FairShareState } from "./fair-queue.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type Plan, planMatMul } from "./plan.js";
 import { createLeaseEnds, type LeaseEnds, type ShardDeaths } from "./poison.js";

@@ -259,7 +259,8 @@ export class World {
         fail(`job ${id}: C is not byte-identical to the single-process multiply`);
     }
     if (this.fairShare) {
-      [this.stats.shareCostLight, this.stats.shareCostMid, this.stats.shareCostHeavy] = this.fairShare.cost;
+      const [light = 0, mid = 0, heavy = 0] = this.fairShare.cost;
+      Object.assign(this.stats, { shareCostLight: light, shareCostMid: mid, shareCostHeavy: heavy });
       const wrong = this.fairShare.check();
       if (wrong !== undefined) fail(wrong);
     }
