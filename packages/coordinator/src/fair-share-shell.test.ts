@@ -91,6 +91,7 @@ describe("weights and priorities through the job service", () => {
       expect(e?.code).toBe(Code.InvalidArgument);
       expect(e?.rawMessage).toBe(`priority must be an integer from -100 to 100, got ${priority}`);
       expect(e && errorInfosOf(e)[0]?.reason).toBe(ErrorReason.INVALID_SPEC);
+      expect(e && errorInfosOf(e)[0]?.metadata["field"]).toBe("priority");
     }
   });
 });
