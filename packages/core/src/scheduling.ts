@@ -33,7 +33,7 @@ function kernelFor(job: JobRecord, kernels: readonly KernelOffer[], known: reado
 
 /**
  * Grants a worker up to `maxShards` leases (`shards-requested`). Each grant goes to the
- * client that weighted fair share picks (fair-share.ts); within that client, to its
+ * client that weighted fair share picks (fair-queue.ts); within that client, to its
  * highest-priority job that this worker can run, first submitted first; within the job,
  * a straggler's backup, then a retry, then a fresh shard.
  */
