@@ -2,7 +2,7 @@
 //
 //   pnpm --filter @dce/worker build && node packages/worker/bench/kernels.mjs [--sizes 512,1024,2048] [--kernels LIST] [--json]
 //
-// LIST names kernels as the worker does (native-blas, wasm-simd, reference) plus
+// LIST names kernels as the worker does (native-avx512, native-blas, wasm-simd, reference) plus
 // wasm-simd-nofma (the wasm kernel without FMA). Each figure is the best of several runs
 // (at least one, until about a second has passed), counting 2·n³ flops per product and
 // the whole gemm call (for wasm-simd that includes copying the operands into its memory).
@@ -14,7 +14,7 @@ import { createKernel, createWasmSimdKernel, KernelUnavailableError } from "../d
 const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "512,1024,2048" },
-    kernels: { type: "string", default: "native-blas,wasm-simd,wasm-simd-nofma,reference" },
+    kernels: { type: "string", default: "native-avx512,native-blas,wasm-simd,wasm-simd-nofma,reference" },
     // One JSON line per kernel instead of the table (for `pnpm bench`).
     json: { type: "boolean", default: false },
   },

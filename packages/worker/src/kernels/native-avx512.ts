@@ -34,9 +34,7 @@ interface Avx512Addon {
 }
 
 /** Where `scripts/build-native.mjs` (node-gyp) puts the addon. */
-export const nativeAvx512AddonPath: string = fileURLToPath(
-  new URL("native/build/Release/dce_avx512.node", packageRootUrl),
-);
+export const nativeAvx512AddonPath: string = fileURLToPath(new URL("native/build/Release/dce_avx512.node", packageRootUrl));
 
 /**
  * Version of the kernel's arithmetic, part of the fingerprint. 1: every element of C is
