@@ -34,8 +34,8 @@
 
 // Micro-kernel shape: MR rows by NV vectors of 8 columns. 8 × 24 uses 24 of the 32 zmm
 // registers as accumulators, 3 for B and one for the broadcast A element. Measured
-// against 12 × 16 and 6 × 32 (bench/kernels.mjs; see README "Kernels"): 8 × 24 was the
-// fastest at n = 512 to 2048 on the reference machine.
+// against 12 × 16, 14 × 16 and 6 × 32 on the reference machine (Zen 5): 8 × 24 was the
+// fastest or equal at n = 512 to 2048, 12 × 16 and 14 × 16 up to 10% slower.
 #ifndef DCE_MR
 #define DCE_MR 8
 #endif
@@ -46,13 +46,16 @@
 #define NR (8 * DCE_NV)
 
 // Cache blocking for a core with a 48 KiB L1D and a 1 MiB L2 (AMD Zen 5; Intel Sapphire
-// Rapids has 48 KiB / 2 MiB):
-//  - KC = 256: the B micro-panel the inner loop reuses (KC × NR × 8 B = 48 KiB for NR 24)
-//    streams through L1 while each A micro-panel (MR × KC × 8 B = 16 KiB) stays in L1;
-//    a deeper KC also amortises the C reload/store of each depth block.
-//  - MC = 192: the packed A block (MC × KC × 8 B = 384 KiB) sits in half the L2.
+// Rapids has 48 KiB / 2 MiB), chosen by measurement among KC 128-384 and MC 96-384:
+//  - KC = 256: each A micro-panel (MR × KC × 8 B = 16 KiB) fits L1 beside the part of the
+//    B micro-panel (KC × NR × 8 B = 48 KiB) being read; the B micro-panel is reused by the
+//    MC/MR = 24 A micro-panels of a block from L1/L2, fetched ahead by prefetch. A deeper
+//    KC also amortises the reload and store of C once per depth block; KC 128 was slower.
+//  - MC = 192: the packed A block (MC × KC × 8 B = 384 KiB) sits in under half the L2.
 //  - NC = 4080 (a multiple of NR): the packed B block (KC × NC × 8 B ≈ 8 MiB) lives in
-//    L3 and is reused by every A block of a column block.
+//    L3 and is reused by every A block of a column block; B is packed once for n ≤ 4080.
+// Any of these (and the micro-kernel shape) can be overridden with -DDCE_KC=… at build
+// time; the shape is part of the kernel's fingerprint.
 #ifndef DCE_KC
 #define DCE_KC 256
 #endif
@@ -62,7 +65,11 @@
 #ifndef DCE_NC
 #define DCE_NC 4080
 #endif
+#ifndef DCE_PF
+#define DCE_PF 16
+#endif
 #define KC DCE_KC
+#define PF DCE_PF
 #define MC DCE_MC
 #define NC ((DCE_NC / NR) * NR)
 
@@ -138,13 +145,15 @@ AVX512 static inline __attribute__((always_inline)) void micro_kernel(int64_t kc
   for (int r = 0; r < MR; r++) {
 #pragma GCC unroll 4
     for (int v = 0; v < DCE_NV; v++) {
-#ifdef DCE_PREFETCH_C
-      if (r < mr) _mm_prefetch((const char*)(c + r * ldc + 8 * v), _MM_HINT_T0);
-#endif
       acc[r][v] = load_c && r < mr ? _mm512_maskz_loadu_pd(mask[v], c + r * ldc + 8 * v) : _mm512_setzero_pd();
     }
   }
+  // Unrolled by 4 (less loop overhead between the FMAs), and the packed panels fetched
+  // PF steps ahead into L1 (B's stream is 3 cache lines per step).
+#pragma GCC unroll 4
   for (int64_t p = 0; p < kc; p++) {
+    _mm_prefetch((const char*)(bp + PF * NR), _MM_HINT_T0);
+    _mm_prefetch((const char*)(ap + PF * MR), _MM_HINT_T0);
     __m512d bv[DCE_NV];
 #pragma GCC unroll 4
     for (int v = 0; v < DCE_NV; v++) bv[v] = _mm512_load_pd(bp + 8 * v);
@@ -169,17 +178,10 @@ AVX512 static inline __attribute__((always_inline)) void micro_kernel(int64_t kc
 // The two inner loops over one packed A block (mc × kc) and one packed B block (kc × nc).
 AVX512 static void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const double* ap, const double* bp, double* c,
                                 int64_t ldc, int load_c) {
-#ifdef DCE_A_OUTER
-  for (int64_t i0 = 0; i0 < mc; i0 += MR) {
-    const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
-  for (int64_t j0 = 0; j0 < nc; j0 += NR) {
-    const int64_t nr = nc - j0 < NR ? nc - j0 : NR;
-#else
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
     const int64_t nr = nc - j0 < NR ? nc - j0 : NR;
     for (int64_t i0 = 0; i0 < mc; i0 += MR) {
       const int64_t mr = mc - i0 < MR ? mc - i0 : MR;
-#endif
       micro_kernel(kc, ap + i0 * kc, bp + j0 * kc, c + i0 * ldc + j0, ldc, mr, nr, load_c);
     }
   }
