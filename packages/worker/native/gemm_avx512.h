@@ -26,7 +26,7 @@ void dce_avx512_shape(char* out, size_t size);
 // multiply-add chain over k in ascending order, starting from +0 (beta 0) or from C
 // (beta 1): its bits depend on its row of A and column of B only, never on m, n, the
 // blocking or where the element sits. `stop`, when not NULL, is read (relaxed atomic)
-// before each block of at most about 2^24 multiply-adds; once non-zero the call returns
+// before each block of at most MC·NC·KC multiply-adds (about 2·10^8, a few ms); once non-zero the call returns
 // DCE_GEMM_STOPPED.
 enum dce_gemm_status dce_avx512_dgemm(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
                                       int64_t ldb, double* c, int64_t ldc, int beta, const volatile int32_t* stop);
