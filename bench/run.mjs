@@ -135,7 +135,7 @@ async function main() {
         "--sizes",
         "1024",
         "--kernels",
-        "native-blas,wasm-simd,wasm-simd-nofma",
+        "native-avx512,native-blas,wasm-simd,wasm-simd-nofma",
       ],
       { encoding: "utf8" },
     );
