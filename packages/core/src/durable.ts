@@ -35,6 +35,8 @@ export interface DurableJob {
   idempotencyKey: string;
   spec: MatMulSpec;
   createdAtMs: number;
+  /** The retention the client asked for, in ms; 0: the coordinator's default. */
+  retentionMs: number;
   startedAtMs: number;
   kernel: string;
   fingerprint: string;
@@ -82,6 +84,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
         idempotencyKey: r.idempotencyKey,
         spec: r.spec,
         createdAtMs: r.createdAtMs,
+        retentionMs: r.retentionMs ?? 0,
         startedAtMs: 0,
         kernel: r.spec.kernel,
         fingerprint: "",
@@ -146,6 +149,10 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       if (j) j.accepted.clear();
       return;
     }
+    case "job-deleted":
+      // Gone for good: snapshots no longer carry it, and later records about it are ignored.
+      model.jobs.delete(r.jobId);
+      return;
     case "worker-quarantined":
       if (!model.quarantined.has(r.identity)) {
         model.quarantined.set(r.identity, { rejectedResults: r.rejectedResults, reason: r.reason, atMs: r.atMs });
@@ -192,6 +199,7 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
       idempotencyKey: d.idempotencyKey,
       spec: d.spec,
       createdAtMs: d.createdAtMs,
+      retentionMs: d.retentionMs,
     });
     const n = job.plan.shardCount;
     job.state = d.state;
@@ -231,7 +239,9 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
 export interface DurableSnapshot {
   version: 1;
   epochFloor: number;
-  jobs: (Omit<DurableJob, "accepted" | "deaths"> & {
+  jobs: (Omit<DurableJob, "accepted" | "deaths" | "retentionMs"> & {
+    /** Absent in snapshots written before jobs had their own retention. */
+    retentionMs?: number;
     accepted: [number, number][];
     /** Deaths per shard (absent in snapshots written before deaths were kept). */
     deaths?: [number, DurableDeath[]][];
@@ -257,7 +267,14 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
 export function fromSnapshot(snap: DurableSnapshot): DurableModel {
   const model = createDurableModel();
   model.epochFloor = snap.epochFloor;
-  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted), deaths: new Map(j.deaths ?? []) });
+  for (const j of snap.jobs) {
+    model.jobs.set(j.jobId, {
+      ...j,
+      retentionMs: j.retentionMs ?? 0,
+      accepted: new Map(j.accepted),
+      deaths: new Map(j.deaths ?? []),
+    });
+  }
   for (const [identity, q] of snap.quarantined ?? []) model.quarantined.set(identity, q);
   if (snap.leaseEnds) model.leaseEnds = { ...snap.leaseEnds };
   return model;

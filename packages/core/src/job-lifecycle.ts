@@ -9,6 +9,7 @@ import type {
   ResultFinalized,
 } from "./events.js";
 import { dropLease } from "./leases.js";
+import { noteFinished } from "./retention.js";
 import { sameSpec, validateMatMulSpec } from "./spec.js";
 import { type CoreState, createJobRecord, idempotencyEntry, isTerminal, type JobRecord, ShardStatus } from "./state.js";
 import { clipCodePoints, quote } from "./text.js";
@@ -21,6 +22,13 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
   const v = validateMatMulSpec(e.spec, s.config.limits);
   if (!v.ok) return v;
   const spec = v.value;
+  const retentionMs = e.retentionMs ?? 0;
+  if (!Number.isSafeInteger(retentionMs) || retentionMs < 0 || retentionMs > s.config.maxRetentionMs) {
+    return err({
+      kind: "invalid-spec",
+      message: `retention_ms ${retentionMs} is above the maximum ${s.config.maxRetentionMs} (the coordinator's --max-retention)`,
+    });
+  }
   const idemKey = e.idempotencyKey === "" ? "" : idempotencyEntry(e.clientId, e.idempotencyKey);
   if (idemKey !== "") {
     const existing = s.idempotency.get(idemKey);
@@ -60,6 +68,7 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
     idempotencyKey: e.idempotencyKey,
     spec,
     createdAtMs: e.nowMs,
+    retentionMs,
   });
   const plan = job.plan;
   s.jobs.set(job.id, job);
@@ -74,6 +83,8 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
       idempotencyKey: job.idempotencyKey,
       spec,
       createdAtMs: e.nowMs,
+      // Written only when asked for, so records of jobs on the default stay as they were.
+      ...(retentionMs > 0 ? { retentionMs } : {}),
     },
   });
   fx.push({ type: "prepare-result", jobId: job.id, rows: plan.rows, cols: plan.cols });
@@ -111,6 +122,7 @@ export function finalized(s: CoreState, e: ResultFinalized, fx: Effect[]): Outco
   job.finishedAtMs = e.nowMs;
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  noteFinished(s, job);
   fx.push({
     type: "persist",
     record: { type: "job-succeeded", jobId: job.id, resultBlobId: e.resultBlobId, finishedAtMs: e.nowMs },
@@ -186,6 +198,7 @@ export function endJob(
   job.retryQueue = [];
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  noteFinished(s, job);
   fx.push({ type: "persist", record: { type: "job-ended", jobId: job.id, state: to, error: message, finishedAtMs: nowMs } });
   fx.push({ type: "discard-result", jobId: job.id });
   fx.push({ type: "job-changed", jobId: job.id });

@@ -25,6 +25,8 @@ export interface JobRecord {
   readonly idempotencyKey: string;
   readonly spec: MatMulSpec;
   readonly plan: Plan;
+  /** How long the job is kept after it ends, in ms, as its client asked; 0 = {@link CoreConfig.retentionMs}. */
+  readonly retentionMs: number;
   state: JobStateName;
   createdAtMs: number;
   startedAtMs: number;
@@ -185,6 +187,13 @@ export interface CoreConfig {
    * shard of a small job and run them one after another while the others idle.
    */
   readonly spreadShards: boolean;
+  /**
+   * A finished job (succeeded, failed, cancelled) is deleted this long after it ended,
+   * unless it asked for its own retention at submit (job-deletion.ts).
+   */
+  readonly retentionMs: number;
+  /** The longest retention a submit may ask for; a longer one is refused, and no job is kept longer. */
+  readonly maxRetentionMs: number;
   readonly limits: SpecLimits;
 }
 
@@ -207,6 +216,8 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   throttleMaxMs: 30_000,
   quarantineAfterRejections: 3,
   spreadShards: true,
+  retentionMs: 7 * 24 * 3_600_000,
+  maxRetentionMs: 30 * 24 * 3_600_000,
   limits: DEFAULT_SPEC_LIMITS,
 };
 
@@ -229,6 +240,11 @@ export interface CoreState {
   readonly identities: Map<string, IdentityRecord>;
   /** Leases that ended since this coordinator started, and how many with their holder's death (not durable). */
   readonly leaseEnds: LeaseEnds;
+  /**
+   * No finished job's retention runs out before this time (a lower bound, not durable):
+   * the tick looks for jobs to delete only from then on (job-deletion.ts).
+   */
+  retentionDueMs: number;
   draining: boolean;
 }
 
@@ -244,6 +260,8 @@ export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
     leases: new Map(),
     identities: new Map(),
     leaseEnds: createLeaseEnds(),
+    // 0: the first tick looks at every job (restored finished jobs may be due already).
+    retentionDueMs: 0,
     draining: false,
   };
 }
@@ -255,11 +273,13 @@ export function createJobRecord(init: {
   idempotencyKey: string;
   spec: MatMulSpec;
   createdAtMs: number;
+  retentionMs?: number;
 }): JobRecord {
   const plan: Plan = planMatMul(init.spec);
   const n = plan.shardCount;
   return {
     ...init,
+    retentionMs: init.retentionMs ?? 0,
     plan,
     state: "queued",
     startedAtMs: 0,

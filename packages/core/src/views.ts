@@ -1,4 +1,5 @@
-import type { JobRecord } from "./state.js";
+import { expiresAtMsOf } from "./retention.js";
+import type { CoreConfig, JobRecord } from "./state.js";
 
 /** A read-only snapshot of a job, as reported to clients. */
 export interface JobView {
@@ -18,10 +19,14 @@ export interface JobView {
   readonly cols: number;
   readonly tileRows: number;
   readonly tileCols: number;
+  /** When retention deletes the job (ms since the epoch); 0 while it is queued or running. */
+  readonly expiresAtMs: number;
+  /** The client the job belongs to. */
+  readonly owner: string;
 }
 
-/** Snapshots a job. */
-export function viewJob(job: JobRecord): JobView {
+/** Snapshots a job; `config` gives the retention its expiry is computed with. */
+export function viewJob(job: JobRecord, config: Pick<CoreConfig, "retentionMs" | "maxRetentionMs">): JobView {
   return {
     jobId: job.id,
     state: job.state,
@@ -39,5 +44,7 @@ export function viewJob(job: JobRecord): JobView {
     cols: job.plan.cols,
     tileRows: job.plan.tileRows,
     tileCols: job.plan.tileCols,
+    expiresAtMs: expiresAtMsOf(job, config),
+    owner: job.clientId,
   };
 }
