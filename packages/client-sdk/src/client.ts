@@ -19,6 +19,7 @@ import {
 import { assertLittleEndianHost } from "./internal/host.js";
 import { tlsErrorInterceptor } from "./internal/tls-errors.js";
 import { createJobHandle, type JobHandle } from "./job-handle.js";
+import { type JobList, type ListJobsOptions, listJobs } from "./job-list.js";
 import type { Matrix, MatrixRef, RequestOptions } from "./types.js";
 
 /** Options of {@link createClient}. */
@@ -95,6 +96,12 @@ export interface SubmitOptions extends RequestOptions {
   readonly tileSize?: number | TileSize;
   /** Kernel name (e.g. `"reference"`); default `"auto"`, the fastest kernel all workers share. */
   readonly kernel?: string;
+  /**
+   * How long the coordinator keeps the job and its result after the job ends, in ms;
+   * default its `--retention` (7 days unless its operator changed it). More than its
+   * `--max-retention` is refused with `InvalidArgument`.
+   */
+  readonly retentionMs?: number;
 }
 
 /** A matrix to multiply: either its data, or a reference to an earlier upload. */
@@ -148,6 +155,33 @@ export interface DceClient {
    * Makes no RPC: an unknown id shows up as `NotFound` when the handle is used.
    */
   getJobHandle(jobId: string): JobHandle;
+
+  /**
+   * Deletes a job and its result now (see {@link JobHandle.delete}); a running job is
+   * cancelled first. Afterwards the job answers `NotFound`.
+   *
+   * @throws ConnectError `NotFound` for an unknown, deleted or another client's job.
+   */
+  deleteJob(jobId: string, options?: RequestOptions): Promise<void>;
+
+  /**
+   * Lists this client's jobs (an admin token: every client's), newest first. The result
+   * is an async iterable that fetches pages lazily as it is iterated; `byPage()` yields
+   * the pages with their `nextPageToken`, for callers who page themselves.
+   *
+   * @example
+   * ```ts
+   * for await (const job of client.listJobs({ states: ["running", "queued"] })) {
+   *   console.log(job.jobId, job.state, `${job.shardsDone}/${job.shardsTotal}`);
+   * }
+   * const first = await client.listJobs({ pageSize: 20 }).byPage()[Symbol.asyncIterator]().next();
+   * ```
+   *
+   * @throws RangeError (at once) for an unknown state or a `pageSize` outside 1 to 1000.
+   * @throws ConnectError while iterating, on RPC failure (`InvalidArgument` for a
+   *   `pageToken` of another listing).
+   */
+  listJobs(options?: ListJobsOptions): JobList;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -203,6 +237,11 @@ export function createClient(options: ClientOptions): DceClient {
       }
       return createJobHandle(ctx, jobId);
     },
+    deleteJob: (jobId, requestOptions) => {
+      if (typeof jobId !== "string" || jobId === "") throw new TypeError("jobId must be a non-empty string");
+      return createJobHandle(ctx, jobId).delete(requestOptions);
+    },
+    listJobs: (listOptions) => listJobs(ctx, listOptions),
   };
 }
 
@@ -375,6 +414,10 @@ async function submitMatMul(
     throw new RangeError(`idempotencyKey must be a string of at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
   }
   checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  const retentionMs = options?.retentionMs ?? 0;
+  if (!Number.isSafeInteger(retentionMs) || retentionMs < 0) {
+    throw new RangeError(`retentionMs must be a non-negative integer (0: the coordinator's default), got ${retentionMs}`);
+  }
 
   // A and B go up side by side (two upload sessions on one connection).
   const upA = isMatrixRef(a) ? a : submitRef(ctx, a, options);
@@ -390,6 +433,7 @@ async function submitMatMul(
         tileCols,
         kernel: options?.kernel ?? "",
       },
+      retentionMs: BigInt(retentionMs),
     },
     toCallOptions(ctx.config, options),
   );

@@ -17,6 +17,7 @@ const status: JobStatusInfo = {
   tileRows: 1,
   tileCols: 1,
   version: 5,
+  owner: "alice",
 };
 
 describe("error classes", () => {
