@@ -286,8 +286,10 @@ describe("JobHandle", () => {
       tileRows: 2,
       tileCols: 2,
       version: 1,
+      owner: "anonymous", // authentication is off in the in-memory coordinator
     });
     expect("startedAtMs" in s).toBe(false);
+    expect("expiresAtMs" in s).toBe(false); // only once the job has finished
     expect(callsOf(h, "GetJob").at(-1)?.request["waitMs"]).toBe(0);
   });
 
