@@ -135,6 +135,16 @@ describe("retention", () => {
     expect(d.state.jobs.has(jobId)).toBe(false);
   });
 
+  it("a job finishing after a tick that found nothing to expire is still deleted on time", () => {
+    const d = new Driver(CFG);
+    d.tick(); // nothing finished: the next scan is not due until a job ends
+    expect(d.state.retentionDueMs).toBe(Number.POSITIVE_INFINITY);
+    const { jobId } = succeeded(d);
+    expect(d.state.retentionDueMs).toBe(d.job(jobId).finishedAtMs + HOUR);
+    d.advance(HOUR);
+    expect(effectsOf(d.tick().effects, "job-deleted").map((f) => f.jobId)).toEqual([jobId]);
+  });
+
   it("never deletes a queued or running job, and a running job's expiry is 0", () => {
     const d = new Driver(CFG);
     unwrap(d.register("w1").outcome);
