@@ -43,8 +43,13 @@ describe("coordinator retention flags", () => {
     if (!env.ok) expect(env.usage).toContain("DCE_RETENTION");
   });
 
-  it("a default retention above the maximum is refused when the config is resolved", () => {
-    expect(() => resolveConfig(serve(["--retention", "40d"]))).toThrow(/retentionMs=3456000000 is above maxRetentionMs/);
+  it("a default retention above the maximum is a usage error, and refused when the config is resolved", () => {
+    const r = parseArgs(["--retention", "40d"], {});
+    expect(r).toMatchObject({ ok: false, exitCode: 2 });
+    if (!r.ok) expect(r.usage).toContain("--retention 40d is above --max-retention 30d");
+    expect(() => resolveConfig({ retentionMs: 40 * 86_400_000, maxRetentionMs: 30 * 86_400_000 })).toThrow(
+      /retentionMs=3456000000 is above maxRetentionMs/,
+    );
     expect(resolveConfig(serve(["--retention", "40d", "--max-retention", "40d"])).core.retentionMs).toBe(3_456_000_000);
   });
 });

@@ -55,14 +55,24 @@ export function addRetentionOptions(
       }
     }
     program.addOption(
-      new Option(`${flag} <duration>`, `${description}; default ${formatDurationMs(fallback)} (env ${envName})`)
+      new Option(`${flag} <duration>`, `${description} (env ${envName})`)
         .argParser(parse)
         .default(value, formatDurationMs(value)),
     );
   }
 }
 
-/** The retention settings of the parsed `coordinator` options. */
+/**
+ * The retention settings of the parsed `coordinator` options.
+ * @throws CommanderError (usage, exit 2) when `--retention` is above `--max-retention`.
+ */
 export function retentionOptionsOf(o: { retention: number; maxRetention: number }): RetentionOptions {
+  if (o.retention > o.maxRetention) {
+    throw new CommanderError(
+      2,
+      "dce.invalidArg",
+      `--retention ${formatDurationMs(o.retention)} is above --max-retention ${formatDurationMs(o.maxRetention)}; raise --max-retention or lower --retention`,
+    );
+  }
   return { retentionMs: o.retention, maxRetentionMs: o.maxRetention };
 }
