@@ -117,9 +117,18 @@ describe("dce delete and submit --retention", () => {
     expect(await t.run(`status ${id}`)).toBe(1);
   });
 
-  it("sends --retention as retention_ms", async () => {
+  it("sends --retention as retention_ms; dce status shows the owner, and the expiry once finished", async () => {
     const t = await fixture();
-    await t.submit("--retention 90m");
+    const id = await t.submit("--retention 90m");
     expect(t.h.calls.of("submitJob").at(-1)?.request["retentionMs"]).toBe(5_400_000n);
+    expect(await t.run(`status ${id}`)).toBe(0);
+    expect(t.out()).toContain("expires  -\n");
+    expect(t.out()).toContain("owner    anonymous\n");
+    expect(await t.run(`cancel ${id}`)).toBe(0);
+    expect(await t.run(`status ${id} --json`)).toBe(0);
+    const s = JSON.parse(t.out()) as { finishedAtMs: number; expiresAtMs: number };
+    expect(s.expiresAtMs).toBe(s.finishedAtMs + 5_400_000);
+    expect(await t.run(`status ${id}`)).toBe(0);
+    expect(t.out()).toContain(`expires  ${new Date(s.expiresAtMs).toISOString()}\n`);
   });
 });

@@ -363,6 +363,8 @@ function formatStatus(s: JobStatusInfo): string {
     ["created", time(s.createdAtMs)],
     ["started", time(s.startedAtMs)],
     ["finished", time(s.finishedAtMs)],
+    ["expires", time(s.expiresAtMs)],
+    ["owner", s.owner],
     ...(s.error === undefined ? [] : [["error", s.error]]),
   ];
   return lines.map(([k, v]) => `${(k ?? "").padEnd(9)}${v ?? ""}\n`).join("");
