@@ -135,9 +135,16 @@ export interface DceClient {
    * running. Pass an `idempotencyKey` to make retrying a submit safe.
    *
    * @example
+   * <!-- docs-test: prelude
+   * import { readFileSync } from "node:fs";
+   * import { createClient } from "@dce/client-sdk";
+   * const caPem = readFileSync("ca.pem", "utf8");
+   * const a = { rows: 2, cols: 2, data: new Float64Array([1, 2, 3, 4]) };
+   * const b = a;
+   * -->
    * ```ts
    * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem, token: process.env.DCE_TOKEN });
-   * const job = await client.submitMatMul(a, b, { idempotencyKey: "run-42" });
+   * const job = await client.submitMatMul(a, b, { idempotencyKey: "nightly-2026-12-01" });
    * for await (const p of job.progress()) console.log(p.shardsDone, "/", p.shardsTotal);
    * const c = await job.result(); // throws JobFailedError | JobCancelledError
    * ```
