@@ -177,11 +177,20 @@ export interface DceClient {
    * the pages with their `nextPageToken`, for callers who page themselves.
    *
    * @example
+   * <!-- docs-test: prelude
+   * import { readFileSync } from "node:fs";
+   * import { createClient } from "@dce/client-sdk";
+   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: readFileSync("ca.pem", "utf8"), token: process.env.DCE_TOKEN });
+   * const m = { rows: 2, cols: 2, data: new Float64Array([1, 2, 3, 4]) };
+   * await client.submitMatMul(m, m);
+   * -->
    * ```ts
    * for await (const job of client.listJobs({ states: ["running", "queued"] })) {
    *   console.log(job.jobId, job.state, `${job.shardsDone}/${job.shardsTotal}`);
    * }
-   * const first = await client.listJobs({ pageSize: 20 }).byPage()[Symbol.asyncIterator]().next();
+   * for await (const page of client.listJobs({ pageSize: 20 }).byPage()) {
+   *   console.log(page.jobs.length, "jobs; next:", page.nextPageToken || "(last page)");
+   * }
    * ```
    *
    * @throws RangeError (at once) for an unknown state or a `pageSize` outside 1 to 1000.

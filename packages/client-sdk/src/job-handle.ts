@@ -88,6 +88,13 @@ export interface JobHandle {
    * at submit, or its `--retention`).
    *
    * @example
+   * <!-- docs-test: prelude
+   * import { readFileSync } from "node:fs";
+   * import { createClient } from "@dce/client-sdk";
+   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: readFileSync("ca.pem", "utf8"), token: process.env.DCE_TOKEN });
+   * const m = { rows: 2, cols: 2, data: new Float64Array([1, 2, 3, 4]) };
+   * const job = await client.submitMatMul(m, m);
+   * -->
    * ```ts
    * const c = await job.result();
    * await job.delete(); // the coordinator frees its copy of C now
