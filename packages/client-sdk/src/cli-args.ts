@@ -4,8 +4,10 @@
  *
  * @packageDocumentation
  */
+import { parseDurationMs } from "@dce/runtime/duration";
 import { Command, CommanderError } from "commander";
 import type { TileSize } from "./client.js";
+import type { JobState } from "./types.js";
 
 /** Coordinator to talk to, resolved from flags, then env, then defaults. */
 export interface ConnectionConfig {
@@ -50,6 +52,8 @@ export interface SubmitCommand extends CommandBase {
   readonly idempotencyKey?: string;
   /** Priority among this client's jobs (`--priority`, -100..100); absent: 0. */
   readonly priority?: number;
+  /** How long the coordinator keeps the finished job, in ms (`--retention 1h`); absent: its default. */
+  readonly retentionMs?: number;
 }
 
 /** `dce status ID`: print one status snapshot. */
@@ -84,8 +88,31 @@ export interface WatchCommand extends CommandBase {
   readonly jobId: string;
 }
 
+/** `dce delete ID`: delete a job and its result (cancelling it first if it runs). */
+export interface DeleteCommand extends CommandBase {
+  readonly kind: "delete";
+  /** The job. */
+  readonly jobId: string;
+}
+
+/** `dce list`: the caller's jobs, newest first. */
+export interface ListCommand extends CommandBase {
+  readonly kind: "list";
+  /** Only jobs in these states (`--state running,queued`); empty for all. */
+  readonly states: readonly JobState[];
+  /** Print at most this many jobs (`--limit`); absent: all. */
+  readonly limit?: number;
+}
+
 /** Every command the CLI runs. */
-export type CliCommand = SubmitCommand | StatusCommand | ResultCommand | CancelCommand | WatchCommand;
+export type CliCommand =
+  | SubmitCommand
+  | StatusCommand
+  | ResultCommand
+  | CancelCommand
+  | WatchCommand
+  | DeleteCommand
+  | ListCommand;
 
 /**
  * Outcome of {@link parseArgs}. When `ok` is false, print `usage`: to stdout
@@ -145,7 +172,7 @@ export function parseArgs(
       getOutHasColors: () => false,
       getErrHasColors: () => false,
     })
-    .description("Submit, follow, fetch and cancel dce matrix-multiplication jobs.")
+    .description("Submit, follow, fetch, cancel, list and delete dce matrix-multiplication jobs.")
     .version(info.version, "-V, --version", "print the version")
     .helpOption("-h, --help", "show help")
     .addHelpText("after", "\nExit codes: 0 ok, 1 job failed or cancelled or RPC error, 2 usage or input problem.");
@@ -169,6 +196,7 @@ export function parseArgs(
     .option("--kernel <name>", "kernel to run (default: auto)")
     .option("--idempotency-key <key>", "retrying with the same key returns the same job")
     .option("--priority <N>", "-100 to 100: among your jobs, higher runs first (default 0)")
+    .option("--retention <duration>", "keep the finished job this long, e.g. 1h or 7d (default: the coordinator's)")
     .option("--no-wait", "print the job id and exit without waiting");
   submit.action(
     capture(() => {
@@ -189,6 +217,11 @@ export function parseArgs(
       if (priority !== undefined && (!/^[+-]?\d{1,3}$/.test(priority.trim()) || Math.abs(Number(priority)) > 100)) {
         throw new UsageError(`--priority must be an integer from -100 to 100, got '${priority}'`);
       }
+      const retention = optString(o, "retention");
+      const retentionMs = retention === undefined ? undefined : parseDurationMs(retention);
+      if (retention !== undefined && (retentionMs === undefined || retentionMs < 1)) {
+        throw new UsageError(`--retention must be a duration like 90s, 30m, 1h or 7d, got ${JSON.stringify(retention)}`);
+      }
       if (kernel === "") throw new UsageError("--kernel must not be empty");
       if (idempotencyKey !== undefined && (idempotencyKey === "" || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
         throw new UsageError(`--idempotency-key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
@@ -205,6 +238,7 @@ export function parseArgs(
         ...(kernel === undefined ? {} : { kernel }),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
         ...(priority === undefined ? {} : { priority: Number(priority) }),
+        ...(retentionMs === undefined ? {} : { retentionMs }),
       };
     }),
   );
@@ -262,6 +296,39 @@ export function parseArgs(
     })),
   );
 
+  const del = withCommon(program.command("delete"))
+    .description("delete a job and its result now (a running job is cancelled first)")
+    .argument("<ID>", "job id");
+  del.action(
+    capture(() => ({
+      kind: "delete",
+      connection: resolveConnection(del.opts(), env),
+      json: del.opts()["json"] === true,
+      jobId: jobIdArg(del.args),
+    })),
+  );
+
+  const list = withCommon(program.command("list"))
+    .description("list your jobs (an admin token: everyone's), newest first; a table, or JSON lines with --json")
+    .option("--state <states>", `only jobs in these states, comma-separated: ${JOB_STATES.join(", ")}`)
+    .option("--limit <n>", "print at most N jobs");
+  list.action(
+    capture(() => {
+      const o = list.opts();
+      const limit = optString(o, "limit");
+      if (limit !== undefined && (!/^[0-9]+$/.test(limit) || Number(limit) < 1 || Number(limit) > MAX_UINT32)) {
+        throw new UsageError(`--limit must be a positive integer, got ${JSON.stringify(limit)}`);
+      }
+      return {
+        kind: "list",
+        connection: resolveConnection(o, env),
+        json: o["json"] === true,
+        states: parseStates(optString(o, "state")),
+        ...(limit === undefined ? {} : { limit: Number(limit) }),
+      };
+    }),
+  );
+
   try {
     program.parse([...argv], { from: "user" });
   } catch (e) {
@@ -297,7 +364,7 @@ function withCommon(cmd: Command): Command {
 }
 
 function hint(argv: readonly string[]): string {
-  const sub = argv.find((a) => ["submit", "status", "result", "cancel", "watch"].includes(a));
+  const sub = argv.find((a) => ["submit", "status", "result", "cancel", "watch", "delete", "list"].includes(a));
   return `run 'dce ${sub === undefined ? "" : `${sub} `}--help' for usage`;
 }
 
@@ -379,6 +446,20 @@ function parseTimeout(text: string, source: string): number {
     throw new UsageError(`${source} must be a positive integer of milliseconds, got ${JSON.stringify(text)}`);
   }
   return Number(text);
+}
+
+const JOB_STATES: readonly JobState[] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+/** Parses `--state running,queued`; absent: every state. */
+function parseStates(text: string | undefined): JobState[] {
+  if (text === undefined) return [];
+  const names = text.split(",").map((s) => s.trim().toLowerCase());
+  for (const name of names) {
+    if (!(JOB_STATES as readonly string[]).includes(name)) {
+      throw new UsageError(`--state must list states among ${JOB_STATES.join(", ")}, got ${JSON.stringify(name)}`);
+    }
+  }
+  return [...new Set(names)] as JobState[];
 }
 
 /** Parses `--tile`: `N` for a square tile or `RxC`. */

@@ -9,6 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { pemProblem } from "@dce/runtime/tls";
 import cliProgress from "cli-progress";
 import type { CliCommand, ConnectionConfig, ResultCommand, SubmitCommand } from "./cli-args.js";
+import { runDelete, runList } from "./cli-run-jobs.js";
 import type { ClientOptions, DceClient } from "./client.js";
 import { InvalidMatrixError, JobError, NpyFormatError } from "./errors.js";
 import type { JobHandle } from "./job-handle.js";
@@ -111,6 +112,12 @@ export async function runCommand(command: CliCommand, deps: CliDeps): Promise<nu
         if (bar && last !== undefined) deps.stdout.write(`${formatProgressLine(last)}\n`);
         return last?.state === "succeeded" ? EXIT_OK : EXIT_FAILURE;
       }
+      case "delete":
+        await runDelete(await connect(command.connection, deps), command, deps);
+        return EXIT_OK;
+      case "list":
+        await runList(await connect(command.connection, deps), command, deps);
+        return EXIT_OK;
     }
   } catch (e) {
     return reportError(e, deps);
@@ -177,6 +184,7 @@ async function runSubmit(command: SubmitCommand, deps: CliDeps): Promise<number>
     ...(command.kernel === undefined ? {} : { kernel: command.kernel }),
     ...(command.idempotencyKey === undefined ? {} : { idempotencyKey: command.idempotencyKey }),
     ...(command.priority === undefined ? {} : { priority: command.priority }),
+    ...(command.retentionMs === undefined ? {} : { retentionMs: command.retentionMs }),
   });
   // The job id is always the first stdout line, so scripts can `head -1`.
   deps.stdout.write(command.json ? `${JSON.stringify({ jobId: job.id })}\n` : `${job.id}\n`);
@@ -357,6 +365,8 @@ function formatStatus(s: JobStatusInfo): string {
     ["created", time(s.createdAtMs)],
     ["started", time(s.startedAtMs)],
     ["finished", time(s.finishedAtMs)],
+    ["expires", time(s.expiresAtMs)],
+    ["owner", s.owner],
     ...(s.error === undefined ? [] : [["error", s.error]]),
   ];
   return lines.map(([k, v]) => `${(k ?? "").padEnd(9)}${v ?? ""}\n`).join("");

@@ -300,8 +300,10 @@ describe("JobHandle", () => {
       tileCols: 2,
       priority: 0,
       version: 1,
+      owner: "anonymous", // authentication is off in the in-memory coordinator
     });
     expect("startedAtMs" in s).toBe(false);
+    expect("expiresAtMs" in s).toBe(false); // only once the job has finished
     expect(callsOf(h, "GetJob").at(-1)?.request["waitMs"]).toBe(0);
   });
 

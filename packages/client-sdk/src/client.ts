@@ -19,6 +19,7 @@ import {
 import { assertLittleEndianHost } from "./internal/host.js";
 import { tlsErrorInterceptor } from "./internal/tls-errors.js";
 import { createJobHandle, type JobHandle } from "./job-handle.js";
+import { type JobList, type ListJobsOptions, listJobs } from "./job-list.js";
 import type { Matrix, MatrixRef, RequestOptions } from "./types.js";
 
 /** Options of {@link createClient}. */
@@ -101,6 +102,12 @@ export interface SubmitOptions extends RequestOptions {
    * work from other clients: they share the workers by their tokens' weights.
    */
   readonly priority?: number;
+  /**
+   * How long the coordinator keeps the job and its result after the job ends, in ms;
+   * default its `--retention` (7 days unless its operator changed it). More than its
+   * `--max-retention` is refused with `InvalidArgument`.
+   */
+  readonly retentionMs?: number;
 }
 
 /** A matrix to multiply: either its data, or a reference to an earlier upload. */
@@ -161,6 +168,42 @@ export interface DceClient {
    * Makes no RPC: an unknown id shows up as `NotFound` when the handle is used.
    */
   getJobHandle(jobId: string): JobHandle;
+
+  /**
+   * Deletes a job and its result now (see {@link JobHandle.delete}); a running job is
+   * cancelled first. Afterwards the job answers `NotFound`.
+   *
+   * @throws ConnectError `NotFound` for an unknown, deleted or another client's job.
+   */
+  deleteJob(jobId: string, options?: RequestOptions): Promise<void>;
+
+  /**
+   * Lists this client's jobs (an admin token: every client's), newest first. The result
+   * is an async iterable that fetches pages lazily as it is iterated; `byPage()` yields
+   * the pages with their `nextPageToken`, for callers who page themselves.
+   *
+   * @example
+   * <!-- docs-test: prelude
+   * import { readFileSync } from "node:fs";
+   * import { createClient } from "@dce/client-sdk";
+   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: readFileSync("ca.pem", "utf8"), token: process.env.DCE_TOKEN });
+   * const m = { rows: 2, cols: 2, data: new Float64Array([1, 2, 3, 4]) };
+   * await client.submitMatMul(m, m);
+   * -->
+   * ```ts
+   * for await (const job of client.listJobs({ states: ["running", "queued"] })) {
+   *   console.log(job.jobId, job.state, `${job.shardsDone}/${job.shardsTotal}`);
+   * }
+   * for await (const page of client.listJobs({ pageSize: 20 }).byPage()) {
+   *   console.log(page.jobs.length, "jobs; next:", page.nextPageToken || "(last page)");
+   * }
+   * ```
+   *
+   * @throws RangeError (at once) for an unknown state or a `pageSize` outside 1 to 1000.
+   * @throws ConnectError while iterating, on RPC failure (`InvalidArgument` for a
+   *   `pageToken` of another listing).
+   */
+  listJobs(options?: ListJobsOptions): JobList;
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -219,6 +262,11 @@ export function createClient(options: ClientOptions): DceClient {
       }
       return createJobHandle(ctx, jobId);
     },
+    deleteJob: (jobId, requestOptions) => {
+      if (typeof jobId !== "string" || jobId === "") throw new TypeError("jobId must be a non-empty string");
+      return createJobHandle(ctx, jobId).delete(requestOptions);
+    },
+    listJobs: (listOptions) => listJobs(ctx, listOptions),
   };
 }
 
@@ -395,6 +443,10 @@ async function submitMatMul(
     throw new RangeError(`priority must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}, got ${String(priority)}`);
   }
   checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  const retentionMs = options?.retentionMs ?? 0;
+  if (!Number.isSafeInteger(retentionMs) || retentionMs < 0) {
+    throw new RangeError(`retentionMs must be a non-negative integer (0: the coordinator's default), got ${retentionMs}`);
+  }
 
   // A and B go up side by side (two upload sessions on one connection).
   const upA = isMatrixRef(a) ? a : submitRef(ctx, a, options);
@@ -411,6 +463,7 @@ async function submitMatMul(
         kernel: options?.kernel ?? "",
       },
       priority,
+      retentionMs: BigInt(retentionMs),
     },
     toCallOptions(ctx.config, options),
   );

@@ -18,6 +18,7 @@ const status: JobStatusInfo = {
   tileCols: 1,
   priority: 0,
   version: 5,
+  owner: "alice",
 };
 
 describe("error classes", () => {

@@ -1,6 +1,6 @@
 /**
  * The dce client SDK: submit float64 matrix multiplications to a dce
- * coordinator, follow their progress, fetch results and cancel jobs; plus
+ * coordinator, follow their progress, fetch results, cancel, delete and list jobs; plus
  * NumPy `.npy` reading and writing.
  *
  * @example
@@ -41,6 +41,7 @@ export {
   NpyFormatError,
 } from "./errors.js";
 export type { CancelOptions, JobHandle } from "./job-handle.js";
+export type { JobList, JobPage, ListJobsOptions } from "./job-list.js";
 export type { LocalCluster, LocalClusterOptions } from "./local-cluster.js";
 export { startLocalCluster } from "./local-cluster.js";
 export { encodeNpy, parseNpy } from "./npy.js";

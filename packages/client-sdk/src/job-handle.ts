@@ -79,6 +79,31 @@ export interface JobHandle {
    *   failed, `NotFound` for an unknown id, or another code on RPC failure.
    */
   cancel(options?: CancelOptions): Promise<JobStatusInfo>;
+
+  /**
+   * Deletes the job and its result on the coordinator now; a job still queued or
+   * running is cancelled first. Afterwards every call about the job answers `NotFound`,
+   * and waits on it (`result()`, `progress()`) end with `NotFound`. The coordinator
+   * also deletes finished jobs by itself once their retention runs out (`retentionMs`
+   * at submit, or its `--retention`).
+   *
+   * @example
+   * <!-- docs-test: prelude
+   * import { readFileSync } from "node:fs";
+   * import { createClient } from "@dce/client-sdk";
+   * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: readFileSync("ca.pem", "utf8"), token: process.env.DCE_TOKEN });
+   * const m = { rows: 2, cols: 2, data: new Float64Array([1, 2, 3, 4]) };
+   * const job = await client.submitMatMul(m, m);
+   * -->
+   * ```ts
+   * const c = await job.result();
+   * await job.delete(); // the coordinator frees its copy of C now
+   * ```
+   *
+   * @throws ConnectError `NotFound` for an unknown (or already deleted) id, or another
+   *   code on RPC failure.
+   */
+  delete(options?: RequestOptions): Promise<void>;
 }
 
 // When a long-poll comes back this fast with nothing new, the coordinator is
@@ -97,6 +122,7 @@ export function createJobHandle(ctx: ClientContext, jobId: string): JobHandle {
     progress: (options) => followProgress(ctx, jobId, options),
     result: (options) => waitForResult(ctx, jobId, options),
     cancel: (options) => cancelJob(ctx, jobId, options),
+    delete: (options) => deleteJob(ctx, jobId, options),
   };
 }
 
@@ -259,6 +285,11 @@ async function cancelJob(ctx: ClientContext, jobId: string, options: CancelOptio
   checkTimeoutMs(options?.timeoutMs, "timeoutMs");
   const res = await ctx.jobs.cancelJob({ jobId, reason: options?.reason ?? "" }, toCallOptions(ctx.config, options));
   return fromWireStatus(requireStatus(res.status, jobId), jobId);
+}
+
+async function deleteJob(ctx: ClientContext, jobId: string, options: RequestOptions | undefined): Promise<void> {
+  checkTimeoutMs(options?.timeoutMs, "timeoutMs");
+  await ctx.jobs.deleteJob({ jobId }, toCallOptions(ctx.config, options));
 }
 
 function requireStatus<T>(status: T | undefined, jobId: string): T {

@@ -78,6 +78,13 @@ export interface JobStatusInfo {
   readonly priority: number;
   /** Increases on every change of the job. */
   readonly version: number;
+  /**
+   * When the coordinator deletes the finished job and its result (its retention ran
+   * out); absent while the job is queued or running.
+   */
+  readonly expiresAtMs?: number;
+  /** The client (token name) the job belongs to. */
+  readonly owner: string;
 }
 
 /**

@@ -40,6 +40,7 @@ export function fromWireStatus(s: JobStatus, expectedJobId?: string): JobStatusI
   }
   const startedAtMs = Number(s.startedAtMs);
   const finishedAtMs = Number(s.finishedAtMs);
+  const expiresAtMs = Number(s.expiresAtMs);
   return {
     jobId: s.jobId === "" && expectedJobId !== undefined ? expectedJobId : s.jobId,
     state,
@@ -58,5 +59,21 @@ export function fromWireStatus(s: JobStatus, expectedJobId?: string): JobStatusI
     tileCols: s.tileCols,
     priority: s.priority,
     version: Number(s.version),
+    ...(expiresAtMs > 0 ? { expiresAtMs } : {}),
+    owner: s.owner,
   };
+}
+
+/**
+ * Converts SDK job states to wire states (a ListJobs filter).
+ * @throws RangeError for a name that is not a job state.
+ */
+export function toWireStates(states: readonly JobState[]): WireJobState[] {
+  return states.map((name) => {
+    const wire = (Object.entries(STATE_NAMES) as [string, JobState | undefined][]).find(([, n]) => n === name)?.[0];
+    if (wire === undefined) {
+      throw new RangeError(`states: '${String(name)}' is not a job state (queued, running, succeeded, failed, cancelled)`);
+    }
+    return Number(wire) as WireJobState;
+  });
 }

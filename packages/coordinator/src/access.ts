@@ -32,8 +32,9 @@ export type Allowed = readonly Role[] | typeof ANYONE;
  * The access table. Keys are gRPC paths (`package.Service/Method`) and HTTP routes
  * (`GET /path`; HEAD is treated as GET).
  *
- * - Clients submit, follow, fetch and cancel their own jobs; a job of anybody else
- *   answers NOT_FOUND (the coordinator scopes jobs by the token's name).
+ * - Clients submit, follow, fetch, cancel, delete and list their own jobs; a job of
+ *   anybody else answers NOT_FOUND and is not listed (the coordinator scopes jobs by
+ *   the token's name).
  * - Admins may do what clients do on every job, and read the metrics and the dashboard data.
  * - Workers pull shards, renew and report their own leases (a worker id is bound to
  *   the certificate that registered it), read the input blobs and upload result tiles.
@@ -45,6 +46,9 @@ export const ACCESS: Readonly<Record<string, Allowed>> = {
   "dce.v1.JobService/GetJob": ["client", "admin"],
   "dce.v1.JobService/GetResult": ["client", "admin"],
   "dce.v1.JobService/CancelJob": ["client", "admin"],
+  "dce.v1.JobService/DeleteJob": ["client", "admin"],
+  // A client lists its own jobs; an admin lists every client's.
+  "dce.v1.JobService/ListJobs": ["client", "admin"],
 
   // Workers upload result tiles too large for one message, or through the local store.
   // The upload only stores bytes under their SHA-256; a tile counts once CompleteShards

@@ -1,6 +1,7 @@
 import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
+import { addRetentionOptions, retentionOptionsOf } from "./args-retention.js";
 import { addSetWeightCommand, type SetWeightCommand, tokenWeightOption } from "./args-token-weight.js";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { addDevCommand, type DevCommand } from "./dev/dev-args.js";
@@ -276,7 +277,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         0,
         DEFAULT_CORE_CONFIG.quarantineAfterRejections,
       ),
-    )
+    );
+  addRetentionOptions(program, env, envErrors);
+  program
     .addOption(
       new Option("--no-metrics", "do not serve Prometheus metrics at GET /metrics (env DCE_METRICS=0)").default(
         env.DCE_METRICS !== "0",
@@ -347,6 +350,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             localStore: o.localStore === "on",
             ...(o.verifyThreads > 0 ? { verifyThreads: o.verifyThreads } : {}),
             quarantineAfter: o.quarantineAfter,
+            ...retentionOptionsOf(o),
             metrics: o.metrics,
             ui: o.ui,
           },

@@ -238,6 +238,7 @@ export class Coordinator {
   #apply<E extends CoreEvent>(event: E, tile?: Uint8Array): Applied<E> {
     const out = this.#step(this.#state, event);
     const notify: Effect[] = [];
+    const deleted: Extract<Effect, { type: "job-deleted" }>[] = [];
     let persisted = false;
     for (const fx of out.effects) {
       if (fx.type === "persist") {
@@ -245,6 +246,9 @@ export class Coordinator {
         persisted = true;
       } else if (fx.type === "job-changed" || fx.type === "shards-available") {
         notify.push(fx);
+      } else if (fx.type === "job-deleted") {
+        this.#verification.forget(fx.jobId);
+        deleted.push(fx);
       } else {
         this.#execute(fx, tile);
       }
@@ -254,6 +258,8 @@ export class Coordinator {
       durable = this.#journal.commit().then(
         () => {
           for (const fx of notify) this.#execute(fx, undefined);
+          // Only once the deletion is durable: a crash before that finds the jobs (and their blobs) still there.
+          if (deleted.length > 0) this.#onJobsDeleted(deleted);
         },
         (e: unknown) => this.#diskFailed(e),
       );
@@ -330,6 +336,9 @@ export class Coordinator {
           () => {}, // #apply stops the coordinator on a failed commit
         );
         return;
+      case "job-deleted":
+        // Collected by #apply and handed to #onJobsDeleted once durable.
+        return;
       case "job-changed":
         this.#waiters.wakeJob(fx.jobId);
         return;
@@ -340,6 +349,16 @@ export class Coordinator {
         this.#log[fx.level](fx.fields, fx.msg);
         return;
     }
+  }
+
+  /**
+   * Jobs were deleted (by their clients or by retention) and their deletion is durable:
+   * the blobs they named (`blobIds`: inputs and result) may have no job left referencing
+   * them. This is the one place a blob garbage-collection pass is asked for; the job's
+   * result buffer is already gone (`discard-result`, or released once its result was sealed).
+   */
+  #onJobsDeleted(deleted: readonly { jobId: string; blobIds: readonly string[] }[]): void {
+    this.#log.debug({ jobs: deleted.length, blobIds: deleted.flatMap((d) => d.blobIds).length }, "jobs deleted");
   }
 
   #tick(): void {

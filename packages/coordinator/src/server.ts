@@ -21,13 +21,14 @@ import { type CoordinatorMetrics, createCoordinatorMetrics } from "./observabili
 import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js";
 import { registerReflectionService } from "./observability/reflection.js";
 import type { FatalHandler } from "./ports/coordinator-ports.js";
+import { type RetentionOptions, resolveRetention } from "./retention-options.js";
 import { createRpcHandler } from "./rpc-handler.js";
 import { loadServerTls, type ServerTlsFiles } from "./tls-dir.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
 import { defaultVerifyThreads } from "./verify/verifier.js";
 
 /** Options for {@link startCoordinator}; every field has a default. */
-export interface CoordinatorOptions {
+export interface CoordinatorOptions extends RetentionOptions {
   /** Interface to bind. Default "127.0.0.1". */
   host?: string;
   /** Port; 0 picks a free one. Default 7070. */
@@ -205,6 +206,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
       1,
     ),
     quarantineAfterRejections: quarantineAfter,
+    ...resolveRetention(o),
     limits,
   };
   return {

@@ -100,6 +100,20 @@ const STATE_TO_WIRE: Record<JobStateName, JobState> = {
   cancelled: JobState.CANCELLED,
 };
 
+const STATE_FROM_WIRE: ReadonlyMap<JobState, JobStateName> = new Map(
+  Object.entries(STATE_TO_WIRE).map(([name, wire]) => [wire, name as JobStateName]),
+);
+
+/** Wire job states (a ListJobs filter) → core state names; an unknown or unspecified one is INVALID_ARGUMENT. */
+export function fromJobStates(states: readonly JobState[]): JobStateName[] {
+  return states.map((w) => {
+    const name = STATE_FROM_WIRE.get(w);
+    if (name === undefined)
+      throw malformedRequest(`states: ${w} is not a job state (QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED)`);
+    return name;
+  });
+}
+
 /** Core job view → wire JobStatus. */
 export function toJobStatus(v: JobView): JobStatus {
   return create(JobStatusSchema, {
@@ -120,6 +134,8 @@ export function toJobStatus(v: JobView): JobStatus {
     tileRows: v.tileRows,
     tileCols: v.tileCols,
     priority: v.priority,
+    expiresAtMs: BigInt(v.expiresAtMs),
+    owner: v.owner,
   });
 }
 

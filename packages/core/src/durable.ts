@@ -40,6 +40,8 @@ export interface DurableJob {
   priority?: number;
   /** Absent in snapshots written before weights: 1. */
   weight?: number;
+  /** The retention the client asked for, in ms; 0: the coordinator's default. */
+  retentionMs: number;
   startedAtMs: number;
   kernel: string;
   fingerprint: string;
@@ -89,6 +91,7 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
         createdAtMs: r.createdAtMs,
         ...(r.priority === undefined ? {} : { priority: r.priority }),
         ...(r.weight === undefined ? {} : { weight: r.weight }),
+        retentionMs: r.retentionMs ?? 0,
         startedAtMs: 0,
         kernel: r.spec.kernel,
         fingerprint: "",
@@ -153,6 +156,10 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
       if (j) j.accepted.clear();
       return;
     }
+    case "job-deleted":
+      // Gone for good: snapshots no longer carry it, and later records about it are ignored.
+      model.jobs.delete(r.jobId);
+      return;
     case "worker-quarantined":
       if (!model.quarantined.has(r.identity)) {
         model.quarantined.set(r.identity, { rejectedResults: r.rejectedResults, reason: r.reason, atMs: r.atMs });
@@ -201,6 +208,7 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
       createdAtMs: d.createdAtMs,
       ...(d.priority === undefined ? {} : { priority: d.priority }),
       ...(d.weight === undefined ? {} : { weight: d.weight }),
+      retentionMs: d.retentionMs,
     });
     const n = job.plan.shardCount;
     job.state = d.state;
@@ -242,7 +250,9 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
 export interface DurableSnapshot {
   version: 1;
   epochFloor: number;
-  jobs: (Omit<DurableJob, "accepted" | "deaths"> & {
+  jobs: (Omit<DurableJob, "accepted" | "deaths" | "retentionMs"> & {
+    /** Absent in snapshots written before jobs had their own retention. */
+    retentionMs?: number;
     accepted: [number, number][];
     /** Deaths per shard (absent in snapshots written before deaths were kept). */
     deaths?: [number, DurableDeath[]][];
@@ -268,7 +278,14 @@ export function toSnapshot(model: DurableModel): DurableSnapshot {
 export function fromSnapshot(snap: DurableSnapshot): DurableModel {
   const model = createDurableModel();
   model.epochFloor = snap.epochFloor;
-  for (const j of snap.jobs) model.jobs.set(j.jobId, { ...j, accepted: new Map(j.accepted), deaths: new Map(j.deaths ?? []) });
+  for (const j of snap.jobs) {
+    model.jobs.set(j.jobId, {
+      ...j,
+      retentionMs: j.retentionMs ?? 0,
+      accepted: new Map(j.accepted),
+      deaths: new Map(j.deaths ?? []),
+    });
+  }
   for (const [identity, q] of snap.quarantined ?? []) model.quarantined.set(identity, q);
   if (snap.leaseEnds) model.leaseEnds = { ...snap.leaseEnds };
   return model;

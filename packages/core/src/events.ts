@@ -22,6 +22,15 @@ export interface JobSubmitted {
   priority?: number;
   /** The weight of the client's token (an integer in 1..1000, default 1), as the shell authenticated it. */
   weight?: number;
+  /** How long to keep the job after it ends, in ms; 0 or absent: the configured default. */
+  retentionMs?: number;
+}
+/** A client (or an admin, acting as the owner) asked to delete a job; a running one is cancelled first. */
+export interface JobDeleteRequested {
+  type: "job-delete-requested";
+  nowMs: number;
+  clientId: ClientId;
+  jobId: JobId;
 }
 /** A client asked to cancel a job. */
 export interface JobCancelRequested {
@@ -136,6 +145,7 @@ export interface DrainStarted {
 export type CoreEvent =
   | JobSubmitted
   | JobCancelRequested
+  | JobDeleteRequested
   | WorkerRegistered
   | ShardsRequested
   | HeartbeatReceived
@@ -173,6 +183,8 @@ export interface LeaseCheck {
 export interface OutcomeMap {
   "job-submitted": Result<{ jobId: JobId; created: boolean }>;
   "job-cancel-requested": Result<{ jobId: JobId }>;
+  /** ok once the job is gone; `cancelled`: it was still queued or running and was cancelled first. */
+  "job-delete-requested": Result<{ jobId: JobId; cancelled: boolean }>;
   "worker-registered": Result<{ workerId: WorkerId }>;
   "shards-requested": Result<Grant[]>;
   "heartbeat-received": Result<LeaseCheck[]>;
@@ -205,6 +217,12 @@ export type Effect =
   | { type: "finalize-result"; jobId: JobId }
   /** Drop a job's partial result (cancelled or failed). */
   | { type: "discard-result"; jobId: JobId }
+  /**
+   * A job was deleted (by its client or by retention): it is gone from the state, and the
+   * blobs it named (`blobIds`: A, B and C) may now be unreferenced. The shell drops what
+   * it holds for the job and may start a blob garbage-collection pass.
+   */
+  | { type: "job-deleted"; jobId: JobId; blobIds: string[] }
   /** A job's status changed: wake whoever long-polls it. */
   | { type: "job-changed"; jobId: JobId }
   /** Shards became grantable: wake long-polling workers. */

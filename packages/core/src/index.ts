@@ -26,6 +26,7 @@ export type {
   Grant,
   HeartbeatReceived,
   JobCancelRequested,
+  JobDeleteRequested,
   JobSubmitted,
   LeaseCheck,
   LeaseKey,
@@ -57,6 +58,8 @@ export {
 export type { ClientId, JobId, WorkerId } from "./ids.js";
 export { asClientId, asJobId, asWorkerId } from "./ids.js";
 export { checkInvariants } from "./invariants.js";
+export type { JobCursor, JobListQuery, JobPage } from "./job-list.js";
+export { listJobs } from "./job-list.js";
 export type { Plan, TileBounds } from "./plan.js";
 export { planMatMul, tileBounds, tileSizeBytes } from "./plan.js";
 export type { DeathVerdict, LeaseEnds, PoisonRule, ShardDeaths } from "./poison.js";
@@ -71,6 +74,7 @@ export {
 export type { QuarantineDecision } from "./quarantine.js";
 export { isShutOut, sameIdentityPeers } from "./quarantine.js";
 export { checkCompletion, jobOf, resultOf } from "./queries.js";
+export { expiresAtMsOf, retentionOf } from "./retention.js";
 export type { MatMulSpec, MatMulSpecInput, MatrixDesc, SpecLimits } from "./spec.js";
 export { autoTile, DEFAULT_SPEC_LIMITS, KERNEL_REGISTRY, sameSpec, validateMatMulSpec } from "./spec.js";
 export type {

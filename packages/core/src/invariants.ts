@@ -8,6 +8,8 @@ import { type CoreState, isTerminal, ShardStatus } from "./state.js";
  * - at most one live lease per shard, at its current epoch — plus, for a straggler,
  *   one backup lease at its backup epoch (the first valid result of the two wins);
  * - every lease belongs to a registered-or-expiring worker's set and to a live job;
+ * - every active job and every idempotency entry names a job in the state (a deleted
+ *   job leaves nothing behind);
  * - done/leased counters match the per-shard statuses;
  * - a job is succeeded only when every tile was accepted;
  * - epochs are below `nextEpoch` (they never go backwards).
@@ -36,6 +38,8 @@ export function checkInvariants(s: CoreState): string[] {
     }
     if (lease.epoch >= s.nextEpoch) out.push(`lease epoch ${lease.epoch} >= nextEpoch ${s.nextEpoch}`);
   }
+  for (const id of s.activeJobs) if (!s.jobs.has(id)) out.push(`active job ${id} is not in the state`);
+  for (const id of s.idempotency.values()) if (!s.jobs.has(id)) out.push(`idempotency entry names missing job ${id}`);
   for (const [key, n] of perShard) if (n > 2) out.push(`shard ${key} has ${n} live leases`);
   for (const job of s.jobs.values()) {
     let done = 0;

@@ -132,7 +132,7 @@ describe("job lifecycle", () => {
     expect(job.resultBlobId).toBe(blobOf("c"));
     expect(job.version).toBe(version);
 
-    const view = viewJob(job);
+    const view = viewJob(job, d.state.config);
     expect(view).toMatchObject({
       state: "succeeded",
       shardsTotal: 4,

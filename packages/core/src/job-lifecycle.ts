@@ -11,6 +11,7 @@ import type {
 import { MAX_CLIENT_WEIGHT, setClientWeight } from "./fair-queue.js";
 import { MAX_JOB_PRIORITY, MIN_JOB_PRIORITY } from "./fair-share.js";
 import { dropLease } from "./leases.js";
+import { noteFinished } from "./retention.js";
 import { sameSpec, validateMatMulSpec } from "./spec.js";
 import { type CoreState, createJobRecord, idempotencyEntry, isTerminal, type JobRecord, ShardStatus } from "./state.js";
 import { clipCodePoints, quote } from "./text.js";
@@ -35,6 +36,13 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
     return err({
       kind: "invalid-spec",
       message: `client weight must be an integer from 1 to ${MAX_CLIENT_WEIGHT}, got ${weight}`,
+    });
+  }
+  const retentionMs = e.retentionMs ?? 0;
+  if (!Number.isSafeInteger(retentionMs) || retentionMs < 0 || retentionMs > s.config.maxRetentionMs) {
+    return err({
+      kind: "invalid-spec",
+      message: `retention_ms ${retentionMs} is above the maximum ${s.config.maxRetentionMs} (the coordinator's --max-retention)`,
     });
   }
   const idemKey = e.idempotencyKey === "" ? "" : idempotencyEntry(e.clientId, e.idempotencyKey);
@@ -78,6 +86,7 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
     createdAtMs: e.nowMs,
     priority,
     weight,
+    retentionMs,
   });
   const plan = job.plan;
   s.jobs.set(job.id, job);
@@ -95,6 +104,8 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
       createdAtMs: e.nowMs,
       priority,
       weight,
+      // Written only when asked for, so records of jobs on the default stay as they were.
+      ...(retentionMs > 0 ? { retentionMs } : {}),
     },
   });
   fx.push({ type: "prepare-result", jobId: job.id, rows: plan.rows, cols: plan.cols });
@@ -132,6 +143,7 @@ export function finalized(s: CoreState, e: ResultFinalized, fx: Effect[]): Outco
   job.finishedAtMs = e.nowMs;
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  noteFinished(s, job);
   fx.push({
     type: "persist",
     record: { type: "job-succeeded", jobId: job.id, resultBlobId: e.resultBlobId, finishedAtMs: e.nowMs },
@@ -207,6 +219,7 @@ export function endJob(
   job.retryQueue = [];
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
+  noteFinished(s, job);
   fx.push({ type: "persist", record: { type: "job-ended", jobId: job.id, state: to, error: message, finishedAtMs: nowMs } });
   fx.push({ type: "discard-result", jobId: job.id });
   fx.push({ type: "job-changed", jobId: job.id });

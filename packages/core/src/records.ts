@@ -27,6 +27,8 @@ export type DurableRecord =
       priority?: number;
       /** The client's weight at submit; absent in journals written before weights: 1. */
       weight?: number;
+      /** The retention the client asked for, in ms; absent or 0: the coordinator's default. */
+      retentionMs?: number;
     }
   /** The job's kernel and fingerprint were pinned by its first grant. */
   | { type: "kernel-pinned"; jobId: JobId; kernel: string; fingerprint: string; startedAtMs: number }
@@ -44,4 +46,9 @@ export type DurableRecord =
    * The job's result buffer was gone after a restart: the tiles accepted before this record
    * are computed again (they no longer count as accepted), see `result-buffer-lost` in events.ts.
    */
-  | { type: "result-buffer-lost"; jobId: JobId; atMs: number };
+  | { type: "result-buffer-lost"; jobId: JobId; atMs: number }
+  /**
+   * The job was deleted (by its client, or its retention ran out): it is gone, and no
+   * later record about it counts. Snapshots leave it out, so the journal stays bounded.
+   */
+  | { type: "job-deleted"; jobId: JobId; atMs: number };

@@ -31,7 +31,8 @@ describe("core state machine properties", () => {
     ],
     { numRuns: 300 },
   )("liveness: with no failures or cancels, acquiring and completing everything succeeds every job", (specs, builds, rounds) => {
-    const d = new Driver(CFG);
+    // Jobs are kept for the whole run: this property looks at them after they succeed.
+    const d = new Driver({ ...CFG, retentionMs: 3_600_000, maxRetentionMs: 3_600_000 });
     const workers = builds.map((b, i) => {
       const id = `w${i}`;
       unwrap(d.register(id, OFFERS[b] as readonly KernelOffer[]).outcome);

@@ -30,6 +30,8 @@ export interface JobRecord {
   readonly priority: number;
   /** The weight of the client's token at submit, 1..1000 (fair-share.ts). */
   readonly weight: number;
+  /** How long the job is kept after it ends, in ms, as its client asked; 0 = {@link CoreConfig.retentionMs}. */
+  readonly retentionMs: number;
   state: JobStateName;
   createdAtMs: number;
   startedAtMs: number;
@@ -190,6 +192,13 @@ export interface CoreConfig {
    * shard of a small job and run them one after another while the others idle.
    */
   readonly spreadShards: boolean;
+  /**
+   * A finished job (succeeded, failed, cancelled) is deleted this long after it ended,
+   * unless it asked for its own retention at submit (job-deletion.ts).
+   */
+  readonly retentionMs: number;
+  /** The longest retention a submit may ask for; a longer one is refused, and no job is kept longer. */
+  readonly maxRetentionMs: number;
   readonly limits: SpecLimits;
 }
 
@@ -212,6 +221,8 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   throttleMaxMs: 30_000,
   quarantineAfterRejections: 3,
   spreadShards: true,
+  retentionMs: 7 * 24 * 3_600_000,
+  maxRetentionMs: 30 * 24 * 3_600_000,
   limits: DEFAULT_SPEC_LIMITS,
 };
 
@@ -236,6 +247,11 @@ export interface CoreState {
   readonly leaseEnds: LeaseEnds;
   /** Weighted fair share between clients (not durable; see fair-share.ts). */
   readonly fairShare: FairShareState;
+  /**
+   * No finished job's retention runs out before this time (a lower bound, not durable):
+   * the tick looks for jobs to delete only from then on (job-deletion.ts).
+   */
+  retentionDueMs: number;
   draining: boolean;
 }
 
@@ -252,6 +268,8 @@ export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
     identities: new Map(),
     leaseEnds: createLeaseEnds(),
     fairShare: createFairShare(),
+    // 0: the first tick looks at every job (restored finished jobs may be due already).
+    retentionDueMs: 0,
     draining: false,
   };
 }
@@ -267,6 +285,7 @@ export function createJobRecord(init: {
   priority?: number;
   /** Default 1. */
   weight?: number;
+  retentionMs?: number;
 }): JobRecord {
   const plan: Plan = planMatMul(init.spec);
   const n = plan.shardCount;
@@ -274,6 +293,7 @@ export function createJobRecord(init: {
     ...init,
     priority: init.priority ?? 0,
     weight: init.weight ?? 1,
+    retentionMs: init.retentionMs ?? 0,
     plan,
     state: "queued",
     startedAtMs: 0,

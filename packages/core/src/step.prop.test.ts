@@ -32,7 +32,7 @@ describe("core state machine properties", () => {
       expect(third.results).toEqual(again.results);
       // and the same final state
       const summary = (st: typeof run.d.state) => ({
-        views: [...st.jobs.values()].map(viewJob),
+        views: [...st.jobs.values()].map((j) => viewJob(j, st.config)),
         leases: [...st.leases.values()],
         workers: [...st.workers.values()].map((w) => ({ ...w, leases: [...w.leases] })),
         nextEpoch: st.nextEpoch,

@@ -1,5 +1,6 @@
 import { ok } from "./errors.js";
 import type { CoreEvent, Effect, OutcomeMap, StepResult } from "./events.js";
+import { deleteRequested } from "./job-deletion.js";
 import { cancel, finalized, resultBufferLost, resultFailed, submit } from "./job-lifecycle.js";
 import { heartbeat } from "./leases.js";
 import { complete, fail, rejected } from "./results.js";
@@ -9,7 +10,7 @@ import { tick } from "./tick.js";
 import { register } from "./workers.js";
 
 // The event handlers live by concern: job-lifecycle.ts (submit, cancel, the result's
-// end), workers.ts (registration), scheduling.ts (grants, fair share, stragglers),
+// end), job-deletion.ts (delete, retention), workers.ts (registration), scheduling.ts (grants, fair share, stragglers),
 // leases.ts (fencing checks, heartbeats), results.ts (completions, failures,
 // rejections), tick.ts (expiry) and retries.ts (re-queueing). Reads are in queries.ts.
 
@@ -32,6 +33,8 @@ function dispatch(s: CoreState, e: CoreEvent, fx: Effect[]): OutcomeMap[CoreEven
       return submit(s, e, fx);
     case "job-cancel-requested":
       return cancel(s, e, fx);
+    case "job-delete-requested":
+      return deleteRequested(s, e, fx);
     case "worker-registered":
       return register(s, e);
     case "shards-requested":

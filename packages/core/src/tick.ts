@@ -1,5 +1,6 @@
 import { ok } from "./errors.js";
 import type { Effect, OutcomeMap, Ticked } from "./events.js";
+import { expireRetention } from "./job-deletion.js";
 import { endJob } from "./job-lifecycle.js";
 import { endLease } from "./leases.js";
 import { judgeShardDeaths } from "./poison.js";
@@ -11,7 +12,8 @@ import { chargeFailure, forgetSilentWorkers } from "./workers.js";
 
 /**
  * Time passed (`ticked`): expired leases end (their shards run again, or a poison shard
- * fails its job), silent workers are forgotten and stragglers get backups queued.
+ * fails its job), silent workers are forgotten, stragglers get backups queued and
+ * finished jobs whose retention ran out are deleted (job-deletion.ts).
  */
 export function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"] {
   let expired = 0;
@@ -57,6 +59,7 @@ export function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"
   }
   forgetSilentWorkers(s, e.nowMs, fx);
   if (s.config.stragglerFactor > 0) findStragglers(s, e.nowMs, fx);
+  expireRetention(s, e.nowMs, fx);
   // Retry backoffs that ran out make shards grantable again.
   if (s.activeJobs.some((id) => (s.jobs.get(id)?.retryQueue.length ?? 0) > 0)) fx.push({ type: "shards-available" });
   return ok({ expired });

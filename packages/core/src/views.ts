@@ -1,4 +1,5 @@
-import type { JobRecord } from "./state.js";
+import { expiresAtMsOf } from "./retention.js";
+import type { CoreConfig, JobRecord } from "./state.js";
 
 /** A read-only snapshot of a job, as reported to clients. */
 export interface JobView {
@@ -20,10 +21,14 @@ export interface JobView {
   readonly tileCols: number;
   /** Its priority within its client (-100..100). */
   readonly priority: number;
+  /** When retention deletes the job (ms since the epoch); 0 while it is queued or running. */
+  readonly expiresAtMs: number;
+  /** The client the job belongs to. */
+  readonly owner: string;
 }
 
-/** Snapshots a job. */
-export function viewJob(job: JobRecord): JobView {
+/** Snapshots a job; `config` gives the retention its expiry is computed with. */
+export function viewJob(job: JobRecord, config: Pick<CoreConfig, "retentionMs" | "maxRetentionMs">): JobView {
   return {
     jobId: job.id,
     state: job.state,
@@ -42,5 +47,7 @@ export function viewJob(job: JobRecord): JobView {
     tileRows: job.plan.tileRows,
     tileCols: job.plan.tileCols,
     priority: job.priority,
+    expiresAtMs: expiresAtMsOf(job, config),
+    owner: job.clientId,
   };
 }

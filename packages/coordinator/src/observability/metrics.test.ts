@@ -199,6 +199,22 @@ describe("metrics derived from core steps", () => {
     expect(await value(metrics, "dce_jobs", { state: "cancelled" })).toBe(2);
   });
 
+  it("counts deleted jobs by why, and a running job deleted as cancelled once", async () => {
+    const sc = await scenario({ core: { retentionMs: 1_000 } });
+    const metrics = createCoordinatorMetrics({ processMetrics: false });
+    metrics.attach(sc.coordinator);
+    const running = await sc.submit(4, 4, 4, 4);
+    await sc.h.jobs.deleteJob({ jobId: running });
+    const finished = await sc.submit(4, 4, 4, 4);
+    await sc.cancel(finished);
+    await sc.tick(1_000);
+    expect(sc.h.job(finished)).toBeUndefined();
+    expect(await value(metrics, "dce_jobs_deleted_total", { reason: "client" })).toBe(1);
+    expect(await value(metrics, "dce_jobs_deleted_total", { reason: "retention" })).toBe(1);
+    expect(await value(metrics, "dce_jobs_finished_total", { state: "cancelled" })).toBe(2);
+    expect(await value(metrics, "dce_jobs", { state: "cancelled" })).toBe(0);
+  });
+
   it("drops the series of forgotten workers at scrape time", async () => {
     const { sc, metrics } = await setup();
     await sc.submit(4, 4, 4, 4);

@@ -86,6 +86,13 @@ export function createStepMetrics(registers: Registry[], state: () => Readonly<C
     registers,
   });
   for (const s of ["succeeded", "failed", "cancelled"]) jobsFinished.inc({ state: s }, 0);
+  const jobsDeleted = new Counter({
+    name: "dce_jobs_deleted_total",
+    help: "Jobs deleted, by why: client (DeleteJob) or retention (finished longer ago than its retention).",
+    labelNames: ["reason"] as const,
+    registers,
+  });
+  for (const r of ["client", "retention"]) jobsDeleted.inc({ reason: r }, 0);
   const shardsCompleted = new Counter({
     name: "dce_shards_completed_total",
     help: "Shard results accepted (first valid completion of each shard).",
@@ -220,6 +227,12 @@ export function createStepMetrics(registers: Registry[], state: () => Readonly<C
         if (o.ok && o.value.created) jobsSubmitted.inc();
         break;
       }
+      case "job-delete-requested": {
+        // Cancelled and gone in one step: trackJob no longer finds it, so its end is counted here.
+        const o = outcome as OutcomeMap["job-delete-requested"];
+        if (o.ok && o.value.cancelled) jobsFinished.inc({ state: "cancelled" });
+        break;
+      }
       case "worker-registered":
         if (outcome.ok) workersRegistered.inc();
         break;
@@ -265,7 +278,10 @@ export function createStepMetrics(registers: Registry[], state: () => Readonly<C
         break;
     }
     countEndedLeases(event, outcome, granted);
-    for (const fx of result.effects) if (fx.type === "job-changed") trackJob(fx.jobId);
+    for (const fx of result.effects) {
+      if (fx.type === "job-changed") trackJob(fx.jobId);
+      else if (fx.type === "job-deleted") jobsDeleted.inc({ reason: event.type === "ticked" ? "retention" : "client" });
+    }
   };
 
   return {

@@ -7,6 +7,7 @@ import {
   idempotencyEntry,
   isTerminal,
   jobOf,
+  listJobs,
   MAX_JOB_PRIORITY,
   MIN_JOB_PRIORITY,
   quote,
@@ -14,12 +15,19 @@ import {
   validateMatMulSpec,
   viewJob,
 } from "@dce/core";
+
 import { ErrorReason, GetJobResponseSchema, type JobService, type MatrixRef, MatrixRefSchema } from "@dce/proto";
 import { principalKey } from "../auth.js";
 import { dceError, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 import { MAX_INLINE_BYTES, storeInline } from "../shell/inline-inputs.js";
-import { toConnectError, toJobStatus } from "../wire.js";
+import { fromJobStates, toConnectError, toJobStatus } from "../wire.js";
+import { decodePageToken, encodePageToken, type ListingScope } from "./page-token.js";
+
+/** ListJobs page size when the request leaves it 0. */
+export const DEFAULT_PAGE_SIZE = 50;
+/** Largest ListJobs page; a larger page_size is lowered to it. */
+export const MAX_PAGE_SIZE = 1000;
 
 /** The single client identity while authentication is off (development mode). */
 const ANONYMOUS = asClientId("anonymous");
@@ -39,7 +47,14 @@ function clientOf(shell: ShellContext, ctx: HandlerContext, jobId?: string): Cli
   return asClientId(p.clientId);
 }
 
-/** JobService: clients submit, watch, download and cancel jobs. */
+/** Whose jobs a ListJobs call sees: an admin every client's, anybody else its own. */
+function listOwner(ctx: HandlerContext): ListingScope["owner"] {
+  const p = ctx.values.get(principalKey);
+  if (p?.clientId === undefined) return ANONYMOUS;
+  return p.roles.has("admin") ? { all: true } : p.clientId;
+}
+
+/** JobService: clients submit, watch, download, cancel, delete and list jobs. */
 export function createJobService(shell: ShellContext): ServiceImpl<typeof JobService> {
   return {
     submitJob: async (req, ctx) => {
@@ -53,6 +68,15 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
           ErrorReason.INVALID_SPEC,
           `priority must be an integer from ${MIN_JOB_PRIORITY} to ${MAX_JOB_PRIORITY}, got ${req.priority}`,
           { field: "priority" },
+        );
+      }
+      const maxRetentionMs = shell.config.core.maxRetentionMs;
+      if (req.retentionMs > BigInt(maxRetentionMs)) {
+        throw dceError(
+          Code.InvalidArgument,
+          ErrorReason.MALFORMED_REQUEST,
+          `retention_ms ${req.retentionMs} is above this coordinator's maximum of ${maxRetentionMs} ms (--max-retention)`,
+          { limit: "max_retention_ms", max_retention_ms: maxRetentionMs },
         );
       }
       const spec = { a: m.a, b: m.b, tileRows: m.tileRows, tileCols: m.tileCols, kernel: m.kernel };
@@ -106,6 +130,7 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         // The token's weight as the auth layer read it; it reaches the core with each submit,
         // so scheduling replays from events (a changed weight applies from the next submit).
         weight: ctx.values.get(principalKey)?.clientWeight ?? 1,
+        retentionMs: Number(req.retentionMs),
       });
       if (!out.outcome.ok) throw toConnectError(out.outcome.error);
       const { jobId, created } = out.outcome.value;
@@ -129,7 +154,7 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         shell.log.debug({ jobId }, "job submitted again (same idempotency key)");
       }
       await out.durable;
-      return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job)) } : {}) };
+      return { jobId, created, ...(job ? { status: toJobStatus(viewJob(job, shell.config.core)) } : {}) };
     },
 
     getJob: async (req, ctx) => {
@@ -152,7 +177,7 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         if (!again.ok) throw toConnectError(again.error);
         job = again.value;
       }
-      const res = create(GetJobResponseSchema, { status: toJobStatus(viewJob(job)) });
+      const res = create(GetJobResponseSchema, { status: toJobStatus(viewJob(job, shell.config.core)) });
       const inlineMax = Math.min(req.inlineResultMaxBytes, MAX_INLINE_BYTES);
       if (job.state === "succeeded" && inlineMax > 0 && job.plan.rows * job.plan.cols * 8 <= inlineMax) {
         const r = resultOf(shell.state, clientId, jobId);
@@ -194,7 +219,37 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
       await out.durable;
       const job = jobOf(shell.state, clientId, out.outcome.value.jobId);
       if (!job.ok) throw toConnectError(job.error);
-      return { status: toJobStatus(viewJob(job.value)) };
+      return { status: toJobStatus(viewJob(job.value, shell.config.core)) };
+    },
+
+    deleteJob: async (req, ctx) => {
+      const out = shell.apply({
+        type: "job-delete-requested",
+        nowMs: shell.clock.nowMs(),
+        clientId: clientOf(shell, ctx, req.jobId),
+        jobId: asJobId(req.jobId),
+      });
+      if (!out.outcome.ok) throw toConnectError(out.outcome.error);
+      await out.durable;
+      return {};
+    },
+
+    listJobs: (req, ctx) => {
+      if (req.pageSize < 0)
+        throw malformedRequest(`page_size must be 0 (the default, ${DEFAULT_PAGE_SIZE}) or more, got ${req.pageSize}`);
+      const limit = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : Math.min(req.pageSize, MAX_PAGE_SIZE);
+      const scope: ListingScope = { owner: listOwner(ctx), states: fromJobStates(req.states) };
+      const after = req.pageToken === "" ? undefined : decodePageToken(req.pageToken, scope);
+      const page = listJobs(shell.state, {
+        ...(typeof scope.owner === "string" ? { owner: asClientId(scope.owner) } : {}),
+        states: scope.states,
+        limit,
+        ...(after ? { after } : {}),
+      });
+      return {
+        jobs: page.jobs.map((job) => toJobStatus(viewJob(job, shell.config.core))),
+        nextPageToken: page.next ? encodePageToken(page.next, scope) : "",
+      };
     },
   };
 }

@@ -47,6 +47,8 @@ export class ResultFinalizer {
   }
 
   #seal(jobId: JobId): void {
+    // Cancelled or deleted while the seal waited: nothing to seal, and its buffer is gone.
+    if (!this.#state.jobs.get(jobId)?.finalizing) return;
     let out: { durable: Promise<void> } | undefined;
     try {
       const blobId = this.#sink.finalize(jobId);

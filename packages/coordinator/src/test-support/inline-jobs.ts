@@ -25,12 +25,14 @@ export async function submitInline(
   jobs: Client<typeof JobService>,
   dims: { m: number; k: number; n: number; tile: number },
   idempotencyKey = "",
+  retentionMs = 0,
 ): Promise<InlineJob> {
   const { m, k, n, tile } = dims;
   const a = smallIntMatrix(m, k, 1);
   const b = smallIntMatrix(k, n, 2);
   const res = await jobs.submitJob({
     idempotencyKey,
+    retentionMs: BigInt(retentionMs),
     matmul: {
       a: { rows: m, cols: k, inlineData: bytes(a) },
       b: { rows: k, cols: n, inlineData: bytes(b) },

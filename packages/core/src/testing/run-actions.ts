@@ -13,6 +13,9 @@ export const CFG: Partial<CoreConfig> = {
   retryMaxMs: 100,
   workerTtlMs: 2_000,
   maxActiveJobs: 4,
+  // Short enough that ticks delete finished jobs within a run (job-deletion.ts).
+  retentionMs: 500,
+  maxRetentionMs: 2_000,
 };
 
 /** Small jobs: 4, 1, 8 and 1 shards; one names its kernel. */
@@ -42,13 +45,14 @@ export const SLOTS = 3;
 // ---------------------------------------------------------------------------
 
 export type Action =
-  | { t: "submit"; dt: number; spec: number; client: number; key: number }
+  | { t: "submit"; dt: number; spec: number; client: number; key: number; retention?: number }
   | { t: "register"; dt: number; slot: number; offer: number }
   | { t: "acquire"; dt: number; slot: number; max: number }
   | { t: "heartbeat"; dt: number; slot: number; mask: number; stale: boolean }
   | { t: "complete"; dt: number; pick: number; mode: "holder" | "wrong-size" | "wrong-worker" | "stale" }
   | { t: "fail"; dt: number; pick: number; release: boolean; jitter: number; stale: boolean }
   | { t: "cancel"; dt: number; job: number; owner: boolean }
+  | { t: "delete"; dt: number; job: number; owner: boolean }
   | { t: "tick"; dt: number; jitter: number }
   | { t: "shell"; dt: number; ok: boolean }
   | { t: "drain"; dt: number };
@@ -67,6 +71,8 @@ function actionArb(opts: { faults: boolean }): fc.Arbitrary<Action> {
         spec: fc.nat(SPECS.length - 1),
         client: fc.nat(1),
         key: fc.nat(2),
+        // 0: the default; 3_000 is above maxRetentionMs and refused.
+        retention: fc.constantFrom(0, 0, 100, 3_000),
       }),
     },
     {
@@ -123,6 +129,15 @@ function actionArb(opts: { faults: boolean }): fc.Arbitrary<Action> {
         weight: 1,
         arbitrary: fc.record({
           t: fc.constant("cancel" as const),
+          dt: dtArb,
+          job: fc.nat(),
+          owner: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          t: fc.constant("delete" as const),
           dt: dtArb,
           job: fc.nat(),
           owner: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),

@@ -31,6 +31,8 @@ export class StepChecks {
   readonly accepted = new Set<string>();
   /** The highest epoch granted per shard (`jobId/shard`). */
   readonly maxGranted = new Map<string, number>();
+  /** Jobs deleted so far (by their client or by retention). */
+  readonly deleted = new Set<string>();
   /** Jobs whose finalize-result the shell has not answered yet. */
   readonly pendingFinal: JobId[] = [];
   writes = 0;
@@ -107,6 +109,22 @@ export class StepChecks {
         this.x(r.effects).toEqual([]);
       }
     }
+
+    // A deleted job is gone for good: durably, never back in the state, and nothing points at it.
+    const records = effectsOf(r.effects, "persist").filter((p) => p.record.type === "job-deleted");
+    const gone = effectsOf(r.effects, "job-deleted");
+    this.x(records.map((p) => (p.record as { jobId: string }).jobId)).toEqual(gone.map((f) => f.jobId));
+    for (const f of gone) {
+      this.x(this.deleted.has(f.jobId), `job ${f.jobId} deleted twice`).toBe(false);
+      const prev = this.states.get(f.jobId);
+      const cancelledNow = e.type === "job-delete-requested";
+      this.x(prev !== undefined && (isTerminal(prev) || cancelledNow), `job ${f.jobId} deleted while ${prev}`).toBe(true);
+      this.deleted.add(f.jobId);
+    }
+    for (const id of this.deleted) this.x(s.jobs.has(id as JobId), `deleted job ${id} is back`).toBe(false);
+    for (const lease of s.leases.values()) this.x(this.deleted.has(lease.jobId), `lease on deleted job`).toBe(false);
+    for (const id of s.idempotency.values()) this.x(this.deleted.has(id), `idempotency entry of deleted job`).toBe(false);
+    for (const id of s.activeJobs) this.x(this.deleted.has(id), `deleted job ${id} still active`).toBe(false);
 
     // Job states only move forward; terminal states never change; succeeded only on the shell's reply.
     for (const job of s.jobs.values()) {

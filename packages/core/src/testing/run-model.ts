@@ -88,7 +88,9 @@ export class Run {
           clientId,
           idempotencyKey: KEYS[a.key] ?? "",
           spec: SPECS[a.spec] as MatMulSpecInput,
+          retentionMs: a.retention ?? 0,
         });
+        if ((a.retention ?? 0) > (CFG.maxRetentionMs as number)) this.x(r.outcome.ok).toBe(false);
         if (r.outcome.ok) {
           const { jobId, created } = r.outcome.value;
           this.x(s.jobs.get(jobId)?.clientId).toBe(clientId);
@@ -235,6 +237,17 @@ export class Run {
         }
         return;
       }
+      case "delete": {
+        if (this.jobs.length === 0) return;
+        const jobId = this.jobs[a.job % this.jobs.length] as JobId;
+        const owner = s.jobs.get(jobId)?.clientId;
+        const clientId = a.owner && owner ? owner : ((CLIENTS.find((c) => c !== owner) ?? C2) as ClientId);
+        const r = this.apply({ type: "job-delete-requested", nowMs: this.d.nowMs, clientId, jobId });
+        // Another client's job, or one deleted already, answers exactly like a missing one.
+        if (!a.owner || !owner) this.x(r.outcome).toEqual({ ok: false, error: { kind: "job-not-found", jobId } });
+        else this.x(r.outcome.ok).toBe(true);
+        return;
+      }
       case "tick": {
         const r = this.apply({ type: "ticked", nowMs: this.d.nowMs, jitter: a.jitter });
         this.x(r.outcome.ok).toBe(true);
@@ -263,8 +276,8 @@ export class Run {
     if (ok) {
       this.apply({ type: "result-finalized", nowMs: this.d.nowMs, jobId, resultBlobId: "c".repeat(64) });
       const job = this.d.state.jobs.get(jobId);
-      // Either it succeeded now, or it had been cancelled/failed meanwhile.
-      this.x(job && isTerminal(job.state)).toBe(true);
+      // Either it succeeded now, or it had been cancelled/failed (or deleted) meanwhile.
+      this.x(job ? isTerminal(job.state) : this.checks.deleted.has(jobId)).toBe(true);
     } else {
       this.apply({ type: "result-failed", nowMs: this.d.nowMs, jobId, message: "disk full" });
     }

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/common.proto.
  */
 export const file_dce_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIuACCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDRIQCghwcmlvcml0eRgRIAEoBSIrCgpMb2NhbFN0b3JlEgsKA2RpchgBIAEoCRIQCghzdG9yZV9pZBgCIAEoCSqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAViBnByb3RvMw");
+  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIoYDCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDRIQCghwcmlvcml0eRgRIAEoBRIVCg1leHBpcmVzX2F0X21zGBIgASgDEg0KBW93bmVyGBMgASgJIisKCkxvY2FsU3RvcmUSCwoDZGlyGAEgASgJEhAKCHN0b3JlX2lkGAIgASgJKpoBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBWIGcHJvdG8z");
 
 /**
  * A dense float64 matrix stored on the coordinator as one content-addressed blob.
@@ -175,6 +175,20 @@ export type JobStatus = Message<"dce.v1.JobStatus"> & {
    * @generated from field: int32 priority = 17;
    */
   priority: number;
+
+  /**
+   * When retention will delete the job (ms since the Unix epoch); 0 while it runs.
+   *
+   * @generated from field: int64 expires_at_ms = 18;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * The client (token name) the job belongs to.
+   *
+   * @generated from field: string owner = 19;
+   */
+  owner: string;
 };
 
 /**

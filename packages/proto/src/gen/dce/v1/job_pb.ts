@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { JobStatus, LocalStore, MatrixRef } from "./common_pb.js";
+import type { JobState, JobStatus, LocalStore, MatrixRef } from "./common_pb.js";
 import { file_dce_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/job.proto.
  */
 export const file_dce_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChBkY2UvdjEvam9iLnByb3RvEgZkY2UudjEifgoKTWF0TXVsU3BlYxIcCgFhGAEgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIcCgFiGAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIRCgl0aWxlX3Jvd3MYAyABKA0SEQoJdGlsZV9jb2xzGAQgASgNEg4KBmtlcm5lbBgFIAEoCSJhChBTdWJtaXRKb2JSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCRIiCgZtYXRtdWwYAiABKAsyEi5kY2UudjEuTWF0TXVsU3BlYxIQCghwcmlvcml0eRgEIAEoBSJXChFTdWJtaXRKb2JSZXNwb25zZRIOCgZqb2JfaWQYASABKAkSDwoHY3JlYXRlZBgCIAEoCBIhCgZzdGF0dXMYAyABKAsyES5kY2UudjEuSm9iU3RhdHVzIoABCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgd3YWl0X21zGAIgASgNEhUKDWFmdGVyX3ZlcnNpb24YAyABKAQSFgoOdW50aWxfdGVybWluYWwYBCABKAgSHwoXaW5saW5lX3Jlc3VsdF9tYXhfYnl0ZXMYBSABKA0iVgoOR2V0Sm9iUmVzcG9uc2USIQoGc3RhdHVzGAEgASgLMhEuZGNlLnYxLkpvYlN0YXR1cxIhCgZyZXN1bHQYAiABKAsyES5kY2UudjEuTWF0cml4UmVmIiIKEEdldFJlc3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJInMKEUdldFJlc3VsdFJlc3BvbnNlEiEKBnJlc3VsdBgBIAEoCzIRLmRjZS52MS5NYXRyaXhSZWYSEgoKc2l6ZV9ieXRlcxgCIAEoBBInCgtsb2NhbF9zdG9yZRgDIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlIjIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI2ChFDYW5jZWxKb2JSZXNwb25zZRIhCgZzdGF0dXMYASABKAsyES5kY2UudjEuSm9iU3RhdHVzMosCCgpKb2JTZXJ2aWNlEkAKCVN1Ym1pdEpvYhIYLmRjZS52MS5TdWJtaXRKb2JSZXF1ZXN0GhkuZGNlLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjcKBkdldEpvYhIVLmRjZS52MS5HZXRKb2JSZXF1ZXN0GhYuZGNlLnYxLkdldEpvYlJlc3BvbnNlEkAKCUdldFJlc3VsdBIYLmRjZS52MS5HZXRSZXN1bHRSZXF1ZXN0GhkuZGNlLnYxLkdldFJlc3VsdFJlc3BvbnNlEkAKCUNhbmNlbEpvYhIYLmRjZS52MS5DYW5jZWxKb2JSZXF1ZXN0GhkuZGNlLnYxLkNhbmNlbEpvYlJlc3BvbnNlYgZwcm90bzM", [file_dce_v1_common]);
+  fileDesc("ChBkY2UvdjEvam9iLnByb3RvEgZkY2UudjEifgoKTWF0TXVsU3BlYxIcCgFhGAEgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIcCgFiGAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIRCgl0aWxlX3Jvd3MYAyABKA0SEQoJdGlsZV9jb2xzGAQgASgNEg4KBmtlcm5lbBgFIAEoCSJ3ChBTdWJtaXRKb2JSZXF1ZXN0EhcKD2lkZW1wb3RlbmN5X2tleRgBIAEoCRIiCgZtYXRtdWwYAiABKAsyEi5kY2UudjEuTWF0TXVsU3BlYxIQCghwcmlvcml0eRgEIAEoBRIUCgxyZXRlbnRpb25fbXMYAyABKAQiVwoRU3VibWl0Sm9iUmVzcG9uc2USDgoGam9iX2lkGAEgASgJEg8KB2NyZWF0ZWQYAiABKAgSIQoGc3RhdHVzGAMgASgLMhEuZGNlLnYxLkpvYlN0YXR1cyKAAQoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDwoHd2FpdF9tcxgCIAEoDRIVCg1hZnRlcl92ZXJzaW9uGAMgASgEEhYKDnVudGlsX3Rlcm1pbmFsGAQgASgIEh8KF2lubGluZV9yZXN1bHRfbWF4X2J5dGVzGAUgASgNIlYKDkdldEpvYlJlc3BvbnNlEiEKBnN0YXR1cxgBIAEoCzIRLmRjZS52MS5Kb2JTdGF0dXMSIQoGcmVzdWx0GAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZiIiChBHZXRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSJzChFHZXRSZXN1bHRSZXNwb25zZRIhCgZyZXN1bHQYASABKAsyES5kY2UudjEuTWF0cml4UmVmEhIKCnNpemVfYnl0ZXMYAiABKAQSJwoLbG9jYWxfc3RvcmUYAyABKAsyEi5kY2UudjEuTG9jYWxTdG9yZSIyChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiNgoRQ2FuY2VsSm9iUmVzcG9uc2USIQoGc3RhdHVzGAEgASgLMhEuZGNlLnYxLkpvYlN0YXR1cyIiChBEZWxldGVKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJaCg9MaXN0Sm9ic1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSIAoGc3RhdGVzGAMgAygOMhAuZGNlLnYxLkpvYlN0YXRlIkwKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLmRjZS52MS5Kb2JTdGF0dXMSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMowDCgpKb2JTZXJ2aWNlEkAKCVN1Ym1pdEpvYhIYLmRjZS52MS5TdWJtaXRKb2JSZXF1ZXN0GhkuZGNlLnYxLlN1Ym1pdEpvYlJlc3BvbnNlEjcKBkdldEpvYhIVLmRjZS52MS5HZXRKb2JSZXF1ZXN0GhYuZGNlLnYxLkdldEpvYlJlc3BvbnNlEkAKCUdldFJlc3VsdBIYLmRjZS52MS5HZXRSZXN1bHRSZXF1ZXN0GhkuZGNlLnYxLkdldFJlc3VsdFJlc3BvbnNlEkAKCUNhbmNlbEpvYhIYLmRjZS52MS5DYW5jZWxKb2JSZXF1ZXN0GhkuZGNlLnYxLkNhbmNlbEpvYlJlc3BvbnNlEkAKCURlbGV0ZUpvYhIYLmRjZS52MS5EZWxldGVKb2JSZXF1ZXN0GhkuZGNlLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEj0KCExpc3RKb2JzEhcuZGNlLnYxLkxpc3RKb2JzUmVxdWVzdBoYLmRjZS52MS5MaXN0Sm9ic1Jlc3BvbnNlYgZwcm90bzM", [file_dce_v1_common]);
 
 /**
  * @generated from message dce.v1.MatMulSpec
@@ -79,6 +79,15 @@ export type SubmitJobRequest = Message<"dce.v1.SubmitJobRequest"> & {
    * @generated from field: int32 priority = 4;
    */
   priority: number;
+
+  /**
+   * How long the job and its result are kept after it ends, in ms; 0 means the
+   * coordinator's default (--retention). Above the coordinator's --max-retention:
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: uint64 retention_ms = 3;
+   */
+  retentionMs: bigint;
 };
 
 /**
@@ -275,6 +284,96 @@ export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE_
   messageDesc(file_dce_v1_job, 8);
 
 /**
+ * @generated from message dce.v1.DeleteJobRequest
+ */
+export type DeleteJobRequest = Message<"dce.v1.DeleteJobRequest"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message dce.v1.DeleteJobRequest.
+ * Use `create(DeleteJobRequestSchema)` to create a new message.
+ */
+export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
+  messageDesc(file_dce_v1_job, 9);
+
+/**
+ * @generated from message dce.v1.DeleteJobResponse
+ */
+export type DeleteJobResponse = Message<"dce.v1.DeleteJobResponse"> & {
+};
+
+/**
+ * Describes the message dce.v1.DeleteJobResponse.
+ * Use `create(DeleteJobResponseSchema)` to create a new message.
+ */
+export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
+  messageDesc(file_dce_v1_job, 10);
+
+/**
+ * @generated from message dce.v1.ListJobsRequest
+ */
+export type ListJobsRequest = Message<"dce.v1.ListJobsRequest"> & {
+  /**
+   * Most jobs in one page: 0 means 50; above 1000 means 1000; negative is INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first page. A token is valid
+   * only with the same states and the same caller as the request that returned it.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only jobs in one of these states; empty for every state.
+   *
+   * @generated from field: repeated dce.v1.JobState states = 3;
+   */
+  states: JobState[];
+};
+
+/**
+ * Describes the message dce.v1.ListJobsRequest.
+ * Use `create(ListJobsRequestSchema)` to create a new message.
+ */
+export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
+  messageDesc(file_dce_v1_job, 11);
+
+/**
+ * @generated from message dce.v1.ListJobsResponse
+ */
+export type ListJobsResponse = Message<"dce.v1.ListJobsResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated dce.v1.JobStatus jobs = 1;
+   */
+  jobs: JobStatus[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message dce.v1.ListJobsResponse.
+ * Use `create(ListJobsResponseSchema)` to create a new message.
+ */
+export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
+  messageDesc(file_dce_v1_job, 12);
+
+/**
  * Client-facing service: submit, follow, fetch and cancel jobs.
  *
  * @generated from service dce.v1.JobService
@@ -322,6 +421,28 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof CancelJobRequestSchema;
     output: typeof CancelJobResponseSchema;
+  },
+  /**
+   * Deletes a job and its result (the owner or an admin). A running job is cancelled
+   * first. Afterwards the job answers NOT_FOUND everywhere, as if it never existed.
+   *
+   * @generated from rpc dce.v1.JobService.DeleteJob
+   */
+  deleteJob: {
+    methodKind: "unary";
+    input: typeof DeleteJobRequestSchema;
+    output: typeof DeleteJobResponseSchema;
+  },
+  /**
+   * Lists the caller's jobs (an admin's: every client's), newest first (by created
+   * time, then job id), in pages as in AIP-158.
+   *
+   * @generated from rpc dce.v1.JobService.ListJobs
+   */
+  listJobs: {
+    methodKind: "unary";
+    input: typeof ListJobsRequestSchema;
+    output: typeof ListJobsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dce_v1_job, 0);
