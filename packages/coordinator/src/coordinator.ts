@@ -15,6 +15,7 @@ import type { BlobStorePort, JournalPort, ResultSinkPort } from "./ports/storage
 import { createBlobService } from "./services/blob-service.js";
 import { createJobService } from "./services/job-service.js";
 import { createWorkerService } from "./services/worker-service.js";
+import { BlobCollector, DEFAULT_BLOB_GC, type GcCounters, type GcPassResult } from "./shell/blob-gc.js";
 import type { Applied, ShellContext } from "./shell/context.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
@@ -41,6 +42,7 @@ interface CoordinatorParts {
   readonly verifyRandomWords: ((count: number) => Uint32Array) | undefined;
   readonly step: typeof step;
   readonly recovery: Coordinator["recovery"];
+  readonly kill: (() => void) | undefined;
 }
 
 /**
@@ -66,6 +68,7 @@ export class Coordinator {
   readonly #identities: WorkerIdentities;
   readonly #verification: ResultVerification;
   readonly #finalizer: ResultFinalizer;
+  readonly #gc: BlobCollector;
   readonly #shell: ShellContext;
   readonly #observers = new Set<StepObserver>();
   #stopping = false;
@@ -122,6 +125,18 @@ export class Coordinator {
       newId: parts.newId,
       random: parts.random,
     };
+    const gc = config.gc ?? DEFAULT_BLOB_GC;
+    this.#gc = new BlobCollector({
+      blobs: parts.blobs,
+      state: parts.state,
+      clock: parts.clock,
+      log: logger,
+      commit: () => parts.journal.commit(),
+      config: gc,
+      crash: (point) => {
+        if (point === gc.crashAt) parts.kill?.();
+      },
+    });
     this.#stopTicker = every(parts.clock, config.tickIntervalMs, () => this.#tick());
   }
 
@@ -148,6 +163,7 @@ export class Coordinator {
       newId: ports.newId ?? randomUUID,
       verifyRandomWords: ports.verifyRandomWords,
       step: ports.step ?? step,
+      kill: ports.kill,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
     logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");
@@ -181,9 +197,24 @@ export class Coordinator {
     return this.#state.draining;
   }
 
+  /**
+   * Runs a pass of the blob garbage collector now (or right after the one in progress):
+   * deletes blobs no job references once their grace period is over. Call it after jobs
+   * leave state; it also runs every `config.gc.intervalMs`.
+   */
+  collectGarbage(): Promise<GcPassResult> {
+    return this.#gc.requestPass();
+  }
+
+  /** What the blob store holds and what the collector deleted since the start, for metrics. */
+  storageStats(): { blobs: number; bytes: number; gc: Readonly<GcCounters> } {
+    return { ...this.#blobs.usage(), gc: this.#gc.counters };
+  }
+
   /** Stops timers, commits the journal and closes files. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      this.#gc.close();
       this.#stopTicker?.();
       this.#stopTicker = undefined;
       await this.#verification.close();

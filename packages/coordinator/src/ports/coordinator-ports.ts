@@ -37,4 +37,9 @@ export interface CoordinatorPorts {
    * a wrapped one to show that its oracle catches a broken core (test/sim).
    */
   readonly step?: typeof step;
+  /**
+   * Kills this process at once (SIGKILL), for crash-point tests only: called at the
+   * collector's step named by `config.gc.crashAt`. Default: nothing.
+   */
+  readonly kill?: () => void;
 }

@@ -1,4 +1,5 @@
 import type { DurableModel, DurableRecord, TileBounds } from "@dce/core";
+import type { BlobUsage, StoredBlob } from "../blob-index.js";
 import type { RecoveryReport } from "../journal.js";
 
 /**
@@ -40,9 +41,27 @@ export interface BlobStorePort {
   readonly storeId: string;
   /** A file holding a stored blob (verification reads inputs from files). */
   pathOf(blobId: string): string;
-  /** Size of a stored blob in bytes, or undefined when it is not stored. */
+  /** Size of a stored blob in bytes, or undefined when it is not stored (or tombstoned). */
   sizeOf(blobId: string): number | undefined;
-  /** Starts an upload at `nowMs`; undefined when the blob is already stored. */
+  /** Every blob stored (not tombstoned), for the garbage collector. */
+  list(): StoredBlob[];
+  /** Blobs stored and their bytes, for metrics. */
+  usage(): BlobUsage;
+  /**
+   * Makes a blob absent at once (sizeOf, reads and deduplication no longer see it) ahead
+   * of its deletion by {@link remove}; storing the same bytes again revives it. False
+   * when it is not stored.
+   */
+  tombstone(blobId: string): boolean;
+  /**
+   * Deletes a tombstoned blob; returns the bytes freed, or 0 when it was stored again
+   * since its tombstone (then it stays).
+   */
+  remove(blobId: string): number;
+  /**
+   * Starts an upload at `nowMs`; undefined when the blob is already stored (a new
+   * generation of it, which restarts the collector's grace period).
+   */
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined;
   /** Appends a chunk at `offset`; returns the bytes received so far. */
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number;

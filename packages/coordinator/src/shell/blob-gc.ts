@@ -1,0 +1,185 @@
+import { type CoreState, referencedBlobs } from "@dce/core";
+import type { Logger } from "pino";
+import { type Clock, every } from "../ports/clock.js";
+import type { BlobStorePort } from "../ports/storage.js";
+
+/** The steps of a collection pass a crash-point test may kill the process at. */
+export const GC_CRASH_POINTS = ["gc-after-tombstone", "gc-after-commit", "gc-mid-delete"] as const;
+/** One of {@link GC_CRASH_POINTS}. */
+export type GcCrashPoint = (typeof GC_CRASH_POINTS)[number];
+
+/** Settings of the blob garbage collector. */
+export interface BlobGcConfig {
+  /**
+   * An unreferenced blob is kept at least this long after the collector first saw it
+   * unreferenced, and again after its bytes were last stored (an upload not yet named by
+   * a submit survives), in ms.
+   */
+  readonly graceMs: number;
+  /** A pass runs this often, in ms; 0 runs passes only on request. */
+  readonly intervalMs: number;
+  /** Fault injection for crash-point tests only: the step to call `crash` at. */
+  readonly crashAt?: GcCrashPoint;
+}
+
+/** Defaults of {@link BlobGcConfig}: a grace of 1 h, a pass every 60 s. */
+export const DEFAULT_BLOB_GC: BlobGcConfig = { graceMs: 3_600_000, intervalMs: 60_000 };
+
+/** What one pass did. */
+export interface GcPassResult {
+  readonly blobsDeleted: number;
+  readonly bytesDeleted: number;
+  /** Unreferenced blobs still within their grace period. */
+  readonly blobsKept: number;
+}
+
+/** Counters since the coordinator started, for metrics. */
+export interface GcCounters {
+  passes: number;
+  blobsDeleted: number;
+  bytesDeleted: number;
+  /** Deletions the disk refused (the blob is tried again by a later pass). */
+  failures: number;
+}
+
+/** What the collector needs of the coordinator. */
+export interface BlobGcDeps {
+  readonly blobs: BlobStorePort;
+  readonly state: Readonly<CoreState>;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Resolves once every journal record appended so far is durable (`JournalPort.commit`). */
+  readonly commit: () => Promise<void>;
+  /** Called at each named step of a pass; kills the process at `config.crashAt` in crash-point tests. */
+  readonly crash?: (point: GcCrashPoint) => void;
+  readonly config: BlobGcConfig;
+}
+
+/**
+ * Deletes the blobs no job in core state references (`referencedBlobs`: A, B and C of
+ * every job), once they have been unreferenced for the grace period, every
+ * `intervalMs` and on {@link requestPass}.
+ *
+ * Why it is safe (docs/operations.md, "Blob garbage collection"):
+ * - The decision is taken in one synchronous step against the in-memory state, and each
+ *   doomed blob is tombstoned in that same step: from then on the store answers as if it
+ *   were gone, so a submit naming it gets BLOB_NOT_FOUND and an upload of the same bytes
+ *   writes a fresh file (which the deletion then leaves alone). A submit never sees a
+ *   blob that is about to disappear.
+ * - Files are deleted only after the journal has committed every record appended before
+ *   the decision. The durable state is then no richer than the state the decision saw
+ *   (memory is only ever ahead of the journal), so no record a restart replays names a
+ *   deleted blob, even when a job's deletion was the last record before the crash.
+ * - Deletions are idempotent and tombstones live in memory only: a crash at any step
+ *   leaves files that are either still there (the next pass, after a restart's fresh
+ *   grace period, finds them unreferenced again) or gone (and unreferenced).
+ *
+ * The grace period restarts when the collector runs for the first time after a restart,
+ * so a restart only ever keeps blobs longer.
+ */
+export class BlobCollector {
+  readonly #deps: BlobGcDeps;
+  /** Unreferenced blobs: when first seen so, at which generation. */
+  readonly #unreferenced = new Map<string, { sinceMs: number; generation: number }>();
+  /** Tombstoned blobs whose deletion the disk refused: tried again by the next pass. */
+  readonly #retry = new Set<string>();
+  readonly counters: GcCounters = { passes: 0, blobsDeleted: 0, bytesDeleted: 0, failures: 0 };
+  #running: Promise<GcPassResult> | undefined;
+  #again: Promise<GcPassResult> | undefined;
+  #stopTimer: (() => void) | undefined;
+  #closed = false;
+
+  constructor(deps: BlobGcDeps) {
+    this.#deps = deps;
+    if (deps.config.intervalMs > 0) {
+      this.#stopTimer = every(deps.clock, deps.config.intervalMs, () => {
+        this.requestPass().catch((e: unknown) => deps.log.error({ err: e }, "blob collection failed"));
+      });
+    }
+  }
+
+  /**
+   * Runs a pass as soon as possible: now, or right after the pass in progress (calls
+   * made meanwhile share that one). Resolves with what it deleted.
+   */
+  requestPass(): Promise<GcPassResult> {
+    if (this.#running === undefined) {
+      this.#running = this.#pass().finally(() => {
+        this.#running = undefined;
+      });
+      return this.#running;
+    }
+    this.#again ??= this.#running
+      .catch(() => undefined)
+      .then(() => {
+        this.#again = undefined;
+        return this.requestPass();
+      });
+    return this.#again;
+  }
+
+  /** Stops the timer; a pass in progress deletes nothing more. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    this.#stopTimer?.();
+    this.#stopTimer = undefined;
+  }
+
+  async #pass(): Promise<GcPassResult> {
+    const { blobs, clock, config, log } = this.#deps;
+    const crash = this.#deps.crash ?? (() => {});
+    const nowMs = clock.nowMs();
+    // One synchronous step: what is referenced, what is doomed, and the tombstones.
+    const referenced = referencedBlobs(this.#deps.state);
+    const doomed: string[] = [...this.#retry];
+    this.#retry.clear();
+    const listed = new Set<string>();
+    let kept = 0;
+    for (const b of blobs.list()) {
+      listed.add(b.blobId);
+      if (referenced.has(b.blobId)) {
+        this.#unreferenced.delete(b.blobId);
+        continue;
+      }
+      let seen = this.#unreferenced.get(b.blobId);
+      if (seen === undefined || seen.generation !== b.generation) {
+        seen = { sinceMs: nowMs, generation: b.generation };
+        this.#unreferenced.set(b.blobId, seen);
+      }
+      if (nowMs - seen.sinceMs < config.graceMs) kept++;
+      else if (blobs.tombstone(b.blobId)) doomed.push(b.blobId);
+    }
+    for (const id of this.#unreferenced.keys()) if (!listed.has(id)) this.#unreferenced.delete(id);
+    this.counters.passes++;
+    if (doomed.length === 0) return { blobsDeleted: 0, bytesDeleted: 0, blobsKept: kept };
+    crash("gc-after-tombstone");
+    // Every record appended before the decision (a job's deletion above all) is durable
+    // before a file goes: a restart can never bring back a job naming a deleted blob.
+    await this.#deps.commit();
+    crash("gc-after-commit");
+    let blobsDeleted = 0;
+    let bytesDeleted = 0;
+    for (const id of doomed) {
+      if (this.#closed) break;
+      this.#unreferenced.delete(id);
+      let bytes: number;
+      try {
+        bytes = blobs.remove(id);
+      } catch (e) {
+        this.counters.failures++;
+        this.#retry.add(id);
+        log.error({ err: e, blobId: id }, "blob could not be deleted; a later pass tries again");
+        continue;
+      }
+      if (bytes > 0) {
+        blobsDeleted++;
+        bytesDeleted += bytes;
+      }
+      crash("gc-mid-delete");
+    }
+    this.counters.blobsDeleted += blobsDeleted;
+    this.counters.bytesDeleted += bytesDeleted;
+    if (blobsDeleted > 0) log.info({ blobsDeleted, bytesDeleted, blobsKept: kept }, "unreferenced blobs deleted");
+    return { blobsDeleted, bytesDeleted, blobsKept: kept };
+  }
+}
