@@ -89,7 +89,13 @@ describe("a full data dir (tmpfs)", () => {
   test("upload, tile and journal meet ENOSPC: RESOURCE_EXHAUSTED naming the data dir, nothing acknowledged is lost, and freeing space recovers", async (ctx) => {
     if (!mounted) ctx.skip(`cannot mount a tmpfs here (${mountError}); run as root to cover the real disk-full paths`);
     const dataDir = join(mnt, "data");
-    const cluster: Cluster = await startCluster({ workers: 0, leaseTtlMs: 2_000, dataDir });
+    // The real ENOSPC paths are under test: no watermark above the journal's reserve.
+    const cluster: Cluster = await startCluster({
+      workers: 0,
+      leaseTtlMs: 2_000,
+      dataDir,
+      coordinatorEnv: { DCE_MIN_FREE_BYTES: "0" },
+    });
     onTestFinished(() => cluster.close());
     const client = createClient({ ...cluster.clientOptions, timeoutMs: 60_000 });
 

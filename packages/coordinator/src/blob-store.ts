@@ -285,7 +285,8 @@ export class BlobStore {
       this.#index.stored(blobId, data.byteLength);
       return blobId;
     }
-    this.#opts.space?.require(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
+    // Only submits store inline matrices: new work, held to the watermark.
+    this.#opts.space?.admit(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
     const tmp = uploadPath(this.#opts.dir, randomUUID());
     withDataDir(
       this.dir,

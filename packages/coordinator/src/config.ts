@@ -26,6 +26,11 @@ export interface CoordinatorConfig {
   readonly localStore: boolean;
   /** The blob garbage collector (default: a grace of 1 h, a pass every 60 s). */
   readonly gc?: BlobGcConfig;
+  /**
+   * Free bytes below which new uploads and submits are refused (RESOURCE_EXHAUSTED);
+   * undefined: the larger of 1 GiB and 5% of the data dir's file system. See disk-space.ts.
+   */
+  readonly minFreeBytes?: number;
   /** Fault injection for crash-point tests only (see {@link CrashPoint}). */
   readonly crashAt?: CrashPoint;
   /** Called with each journal group commit's duration, for metrics. */

@@ -11,7 +11,7 @@ import type { RecoveryReport } from "./journal.js";
 import type { StepObserver, VerificationObserver } from "./observability/events.js";
 import { type Clock, every, systemClock } from "./ports/clock.js";
 import type { CoordinatorPorts, FatalHandler } from "./ports/coordinator-ports.js";
-import type { BlobStorePort, JournalPort, ResultSinkPort } from "./ports/storage.js";
+import type { BlobStorePort, FreeSpacePort, JournalPort, ResultSinkPort } from "./ports/storage.js";
 import { createBlobService } from "./services/blob-service.js";
 import { createJobService } from "./services/job-service.js";
 import { createWorkerService } from "./services/worker-service.js";
@@ -29,6 +29,16 @@ import { DataDirError } from "./storage-errors.js";
 export type { CoordinatorConfig } from "./config.js";
 export { MESSAGE_OVERHEAD_BYTES } from "./config.js";
 
+/** See {@link Coordinator.storageStats}. */
+export interface StorageStats {
+  readonly blobs: number;
+  readonly bytes: number;
+  readonly freeBytes?: number;
+  readonly totalBytes?: number;
+  readonly minFreeBytes?: number;
+  readonly gc: Readonly<GcCounters>;
+}
+
 /** What a coordinator was opened with, besides its settings and logger. */
 interface CoordinatorParts {
   readonly state: CoreState;
@@ -43,6 +53,7 @@ interface CoordinatorParts {
   readonly step: typeof step;
   readonly recovery: Coordinator["recovery"];
   readonly kill: (() => void) | undefined;
+  readonly space: FreeSpacePort | undefined;
 }
 
 /**
@@ -124,6 +135,7 @@ export class Coordinator {
       reserveEpochs: (count) => epochs.reserve(count),
       newId: parts.newId,
       random: parts.random,
+      space: parts.space,
     };
     const gc = config.gc ?? DEFAULT_BLOB_GC;
     this.#gc = new BlobCollector({
@@ -149,7 +161,8 @@ export class Coordinator {
    */
   static async open(config: CoordinatorConfig, logger: Logger, ports: CoordinatorPorts = {}): Promise<Coordinator> {
     const clock = ports.clock ?? systemClock;
-    const { blobs, sink, openJournal } = ports.storage ?? createDiskStorage(config, logger);
+    const storage = ports.storage ?? createDiskStorage(config, logger, ports.statfs ? { statfs: ports.statfs } : {});
+    const { blobs, sink, openJournal, space } = storage;
     const { journal, report } = await openJournal();
     const restored = await recoverState(config.core, journal, sink, clock, logger);
     const c = new Coordinator(config, logger, {
@@ -164,6 +177,7 @@ export class Coordinator {
       verifyRandomWords: ports.verifyRandomWords,
       step: ports.step ?? step,
       kill: ports.kill,
+      space,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
     logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");
@@ -206,9 +220,19 @@ export class Coordinator {
     return this.#gc.requestPass();
   }
 
-  /** What the blob store holds and what the collector deleted since the start, for metrics. */
-  storageStats(): { blobs: number; bytes: number; gc: Readonly<GcCounters> } {
-    return { ...this.#blobs.usage(), gc: this.#gc.counters };
+  /**
+   * What the blob store holds, the data dir's free space and watermark (undefined on
+   * memory storage, or when they cannot be read), and what the collector did since the
+   * start, for metrics and the dashboard.
+   */
+  storageStats(): StorageStats {
+    const space = this.#shell.space;
+    const fs = space?.stat();
+    return {
+      ...this.#blobs.usage(),
+      ...(fs ? { freeBytes: fs.freeBytes, totalBytes: fs.totalBytes, minFreeBytes: space?.minFreeBytes() ?? 0 } : {}),
+      gc: this.#gc.counters,
+    };
   }
 
   /** Stops timers, commits the journal and closes files. Idempotent. */

@@ -22,12 +22,13 @@ import { createOpsHttpHandler, type OpsGuard } from "./observability/ops-http.js
 import { registerReflectionService } from "./observability/reflection.js";
 import type { FatalHandler } from "./ports/coordinator-ports.js";
 import { createRpcHandler } from "./rpc-handler.js";
+import { resolveStorageOptions, type StorageOptions } from "./storage-options.js";
 import { loadServerTls, type ServerTlsFiles } from "./tls-dir.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
 import { defaultVerifyThreads } from "./verify/verifier.js";
 
 /** Options for {@link startCoordinator}; every field has a default. */
-export interface CoordinatorOptions {
+export interface CoordinatorOptions extends StorageOptions {
   /** Interface to bind. Default "127.0.0.1". */
   host?: string;
   /** Port; 0 picks a free one. Default 7070. */
@@ -219,6 +220,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     fsync: o.fsync ?? true,
     localStore: o.localStore ?? true,
     verify: { enabled: o.verify ?? true, threads: verifyThreads, maxBacklogBytes: 512 * 1024 * 1024 },
+    ...resolveStorageOptions(o),
     core,
   };
 }
@@ -302,7 +304,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   // Without a handler of the embedder's, a journal failure stops serving (see onFatal).
   let stopServing: () => void = () => {};
   const onFatal: FatalHandler = o.onFatal ?? (() => stopServing());
-  const coordinator = await Coordinator.open(config, logger, { onFatal });
+  const coordinator = await Coordinator.open(config, logger, { onFatal, ...(o.testKill ? { kill: o.testKill } : {}) });
   // Attached after recovery: recovered jobs are the baseline, not counted again.
   const detachMetrics = metrics.attach(coordinator);
   const dashboard =

@@ -42,4 +42,9 @@ export interface CoordinatorPorts {
    * collector's step named by `config.gc.crashAt`. Default: nothing.
    */
   readonly kill?: () => void;
+  /**
+   * Reads the data dir's free and total bytes (disk storage only); tests pass a fake to
+   * exercise the `--min-free-bytes` watermark. Default statfs(2).
+   */
+  readonly statfs?: (dir: string) => { freeBytes: number; totalBytes: number } | undefined;
 }

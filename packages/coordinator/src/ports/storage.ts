@@ -110,8 +110,29 @@ export interface ResultSinkPort {
   close(): void;
 }
 
+/**
+ * Free space in the data dir, and the watermark below which new work from clients is
+ * refused. Implemented by `DataDirSpace` (disk-space.ts), which reads it with statfs(2)
+ * or a fake.
+ */
+export interface FreeSpacePort {
+  /** The data dir, for messages. */
+  readonly dir: string;
+  /** Free and total bytes of its file system; undefined when they cannot be read. */
+  stat(): { freeBytes: number; totalBytes: number } | undefined;
+  /** The watermark (`--min-free-bytes`), in bytes. */
+  minFreeBytes(): number;
+  /**
+   * Checks that new work from a client of `needBytes` (an upload, a new job) leaves the
+   * watermark free. @throws DataDirError RESOURCE_EXHAUSTED (`DATA_DIR_FULL`) when not.
+   */
+  admit(needBytes: number, what: string): void;
+}
+
 /** The storage of one coordinator: its journal, blob store and result sink. */
 export interface StoragePorts {
+  /** Free space of the data dir; absent (memory storage): nothing is refused for space. */
+  readonly space?: FreeSpacePort;
   /** Opens the journal, recovering what earlier runs committed. Called once per coordinator. */
   openJournal(): Promise<OpenedJournal>;
   readonly blobs: BlobStorePort;

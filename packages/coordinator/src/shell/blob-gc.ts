@@ -8,6 +8,11 @@ export const GC_CRASH_POINTS = ["gc-after-tombstone", "gc-after-commit", "gc-mid
 /** One of {@link GC_CRASH_POINTS}. */
 export type GcCrashPoint = (typeof GC_CRASH_POINTS)[number];
 
+/** Parses a {@link GcCrashPoint}; undefined for an empty or unknown value. */
+export function parseGcCrashPoint(text: string | undefined): GcCrashPoint | undefined {
+  return GC_CRASH_POINTS.find((p) => p === text);
+}
+
 /** Settings of the blob garbage collector. */
 export interface BlobGcConfig {
   /**
