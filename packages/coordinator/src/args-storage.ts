@@ -89,17 +89,17 @@ export function addStorageFlags(
         "--min-free-bytes <size>",
         "DCE_MIN_FREE_BYTES",
         "below this much free space in the data dir, new uploads and submits get RESOURCE_EXHAUSTED while running jobs finish; auto = the larger of 1 GiB and 5% of its file system",
-        (f, t) => (t.trim() === "auto" ? undefined : parseByteSize(f, t)),
-        undefined as number | undefined,
+        (f, t): number | "auto" => (t.trim() === "auto" ? "auto" : parseByteSize(f, t)),
+        "auto" as number | "auto",
       ),
     );
 }
 
 /** The {@link StorageOptions} of parsed flags. */
-export function storageOptionsOf(o: { blobGrace: number; gcInterval: number; minFreeBytes: number | undefined }): StorageOptions {
+export function storageOptionsOf(o: { blobGrace: number; gcInterval: number; minFreeBytes: number | "auto" }): StorageOptions {
   return {
     blobGraceMs: o.blobGrace,
     gcIntervalMs: o.gcInterval,
-    ...(o.minFreeBytes !== undefined ? { minFreeBytes: o.minFreeBytes } : {}),
+    ...(o.minFreeBytes !== "auto" ? { minFreeBytes: o.minFreeBytes } : {}),
   };
 }

@@ -39,7 +39,11 @@ async function start(dataDir?: string) {
   });
   // As the bin does (cli.ts): a journal that cannot be written ends the process with code 70.
   const onFatal = () => setTimeout(() => process.exit(70), 200);
-  const c = await Coordinator.open(resolveConfig({ dataDir: dir, verify: false, minFreeBytes: 0 }), pino({ level: "info" }, sink), { onFatal });
+  const c = await Coordinator.open(
+    resolveConfig({ dataDir: dir, verify: false, minFreeBytes: 0 }),
+    pino({ level: "info" }, sink),
+    { onFatal },
+  );
   cleanups.push(() => c.close().catch(() => {}));
   const t = createRouterTransport((r) => c.routes(r));
   return {
