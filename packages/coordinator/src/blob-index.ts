@@ -23,7 +23,7 @@ export interface BlobUsage {
  * A tombstone is set by the garbage collector, synchronously, the moment it decides to
  * delete a blob: from then on the store answers as if the blob were gone (a submit
  * naming it gets BLOB_NOT_FOUND, an upload of the same bytes is not deduplicated but
- * writes a fresh file), so no new job can come to depend on bytes about to be deleted.
+ * received in full), so no new job can come to depend on bytes about to be deleted.
  * Storing the bytes again clears the tombstone, and the deletion then leaves them be.
  */
 export class BlobIndex {

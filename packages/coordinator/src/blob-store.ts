@@ -229,34 +229,22 @@ export class BlobStore {
 
   /**
    * Moves (or, with `keepSource`, hard-links) a finished, fsynced file into the store
-   * under its hash, deduplicating, and makes the new name durable. Over a tombstoned blob
-   * it puts the fresh file in place (an atomic rename over the old name), so the pending
-   * deletion finds the blob stored again and leaves it. When that fails, a name it made is
-   * taken back (so the blob is not seen as stored) and the error thrown; the source is
-   * left to the caller.
+   * under its hash, deduplicating, and makes the new name durable. Bytes already there
+   * under a tombstone are kept and revived (a new generation): the collector's pending
+   * deletion checks the tombstone in the same synchronous step as it unlinks, so it
+   * leaves them. When that fails, a name it made is taken back (so the blob is not seen
+   * as stored) and the error thrown; the source is left to the caller.
    */
   adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean } = {}): void {
     const dir = blobPrefixDir(this.#opts.dir, blobId);
     const dest = blobPath(this.#opts.dir, blobId);
-    const replace = this.#index.isTombstoned(blobId);
     mkdirSync(dir, { recursive: true });
     let made = false;
     try {
-      if (!replace && existsSync(dest)) {
+      if (existsSync(dest)) {
         if (!opts.keepSource) unlinkSync(path);
-      } else if (opts.keepSource && !replace) {
-        linkSync(path, dest);
-        made = true;
       } else if (opts.keepSource) {
-        // A link cannot replace a name: link beside the uploads, then rename over.
-        const tmp = uploadPath(this.#opts.dir, randomUUID());
-        linkSync(path, tmp);
-        try {
-          renameSync(tmp, dest);
-        } catch (e) {
-          rmSync(tmp, { force: true });
-          throw e;
-        }
+        linkSync(path, dest);
         made = true;
       } else {
         renameSync(path, dest);

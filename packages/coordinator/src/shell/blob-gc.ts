@@ -69,8 +69,9 @@ export interface BlobGcDeps {
  * - The decision is taken in one synchronous step against the in-memory state, and each
  *   doomed blob is tombstoned in that same step: from then on the store answers as if it
  *   were gone, so a submit naming it gets BLOB_NOT_FOUND and an upload of the same bytes
- *   writes a fresh file (which the deletion then leaves alone). A submit never sees a
- *   blob that is about to disappear.
+ *   is received in full (not deduplicated); storing it revives the blob, and the
+ *   deletion, which checks the tombstone in the same synchronous step as it unlinks,
+ *   leaves it. A submit never sees a blob that is about to disappear.
  * - Files are deleted only after the journal has committed every record appended before
  *   the decision. The durable state is then no richer than the state the decision saw
  *   (memory is only ever ahead of the journal), so no record a restart replays names a
