@@ -15,7 +15,7 @@ import type { BlobStorePort, FreeSpacePort, JournalPort, ResultSinkPort } from "
 import { createBlobService } from "./services/blob-service.js";
 import { createJobService } from "./services/job-service.js";
 import { createWorkerService } from "./services/worker-service.js";
-import { BlobCollector, DEFAULT_BLOB_GC, type GcCounters, type GcPassResult } from "./shell/blob-gc.js";
+import { BlobCollector, DEFAULT_BLOB_GC, type GcPassResult, type StorageStats } from "./shell/blob-gc.js";
 import type { Applied, ShellContext } from "./shell/context.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
@@ -28,16 +28,7 @@ import { DataDirError } from "./storage-errors.js";
 
 export type { CoordinatorConfig } from "./config.js";
 export { MESSAGE_OVERHEAD_BYTES } from "./config.js";
-
-/** See {@link Coordinator.storageStats}. */
-export interface StorageStats {
-  readonly blobs: number;
-  readonly bytes: number;
-  readonly freeBytes?: number;
-  readonly totalBytes?: number;
-  readonly minFreeBytes?: number;
-  readonly gc: Readonly<GcCounters>;
-}
+export type { StorageStats } from "./shell/blob-gc.js";
 
 /** What a coordinator was opened with, besides its settings and logger. */
 interface CoordinatorParts {

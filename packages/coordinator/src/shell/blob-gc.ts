@@ -47,6 +47,20 @@ export interface GcCounters {
   failures: number;
 }
 
+/**
+ * What the blob store holds (blobs, bytes), the data dir's free and total bytes and its
+ * watermark (absent when unknown: memory storage), and the collector's counts since the
+ * start. See `Coordinator.storageStats`.
+ */
+export interface StorageStats {
+  readonly blobs: number;
+  readonly bytes: number;
+  readonly freeBytes?: number;
+  readonly totalBytes?: number;
+  readonly minFreeBytes?: number;
+  readonly gc: Readonly<GcCounters>;
+}
+
 /** What the collector needs of the coordinator. */
 export interface BlobGcDeps {
   readonly blobs: BlobStorePort;
