@@ -23,6 +23,7 @@ import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, u
 import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "./blob-error.js";
 import { BlobIndex, type BlobUsage, type StoredBlob } from "./blob-index.js";
 import type { DataDirSpace } from "./disk-space.js";
+import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
 export { BlobError };
@@ -127,8 +128,12 @@ export class BlobStore {
     return this.#index.forget(blobId);
   }
 
-  /** Starts an upload; returns undefined when the blob is already stored (which restarts its grace period). */
-  begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
+  /**
+   * Starts an upload; returns undefined when the blob is already stored (which restarts
+   * its grace period). A client's upload must leave the watermark free, a worker's only
+   * the journal's reserve (see `BeginOptions`).
+   */
+  begin(sizeBytes: number, sha256: string, nowMs: number, opts: BeginOptions = {}): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
     if (this.sizeOf(sha256) === sizeBytes) {
       this.#index.stored(sha256, sizeBytes);
@@ -136,7 +141,8 @@ export class BlobStore {
     }
     this.expireIdle(nowMs);
     checkOpenUploads(this.#uploads.size, this.#opts.maxOpenUploads);
-    this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
+    if (opts.fromClient) this.#opts.space?.admit(sizeBytes, `an upload of ${sizeBytes} bytes`);
+    else this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
     const id = randomUUID();
     const path = uploadPath(this.#opts.dir, id);
     const fd = withDataDir(this.dir, `creating upload ${id}`, () => openSync(path, "w"));

@@ -67,9 +67,9 @@ const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 describe("the --min-free-bytes watermark", () => {
   it("defaults to the larger of 1 GiB and 5% of the file system", async () => {
     const s = await start();
-    expect(s.coordinator.storageStats()).toMatchObject({ freeBytes: 100 * GiB, totalBytes: 200 * GiB, minFreeBytes: 10 * GiB });
+    expect(s.coordinator.gc.stats()).toMatchObject({ freeBytes: 100 * GiB, totalBytes: 200 * GiB, minFreeBytes: 10 * GiB });
     s.disk.totalBytes = 4 * GiB;
-    expect(s.coordinator.storageStats().minFreeBytes).toBe(GiB);
+    expect(s.coordinator.gc.stats().minFreeBytes).toBe(GiB);
   });
 
   it("below it, a client's upload and submit get RESOURCE_EXHAUSTED naming the data dir, while a running job finishes", async () => {

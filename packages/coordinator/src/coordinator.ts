@@ -15,7 +15,7 @@ import type { BlobStorePort, FreeSpacePort, JournalPort, ResultSinkPort } from "
 import { createBlobService } from "./services/blob-service.js";
 import { createJobService } from "./services/job-service.js";
 import { createWorkerService } from "./services/worker-service.js";
-import { BlobCollector, DEFAULT_BLOB_GC, type GcPassResult, type StorageStats } from "./shell/blob-gc.js";
+import { type BlobCollector, createBlobCollector } from "./shell/blob-gc.js";
 import type { Applied, ShellContext } from "./shell/context.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
@@ -43,7 +43,6 @@ interface CoordinatorParts {
   readonly verifyRandomWords: ((count: number) => Uint32Array) | undefined;
   readonly step: typeof step;
   readonly recovery: Coordinator["recovery"];
-  readonly kill: (() => void) | undefined;
   readonly space: FreeSpacePort | undefined;
 }
 
@@ -58,6 +57,8 @@ export class Coordinator {
   readonly config: CoordinatorConfig;
   /** What recovery found when this coordinator opened its journal. */
   readonly recovery: RecoveryReport & { jobs: number; activeJobs: number };
+  /** The blob garbage collector: `requestPass()` after jobs leave the state; `stats()` for metrics. */
+  readonly gc: BlobCollector;
   readonly #log: Logger;
   readonly #state: CoreState;
   readonly #blobs: BlobStorePort;
@@ -70,7 +71,6 @@ export class Coordinator {
   readonly #identities: WorkerIdentities;
   readonly #verification: ResultVerification;
   readonly #finalizer: ResultFinalizer;
-  readonly #gc: BlobCollector;
   readonly #shell: ShellContext;
   readonly #observers = new Set<StepObserver>();
   #stopping = false;
@@ -92,24 +92,17 @@ export class Coordinator {
     this.#waiters = new Waiters(parts.clock);
     this.#invariants = new InvariantWatch(config.invariantCheckIntervalMs, logger);
     this.#identities = new WorkerIdentities(logger);
+    const { state, blobs, clock, sink } = parts;
     this.#verification = new ResultVerification({
       config,
       log: logger,
-      state: parts.state,
-      blobs: parts.blobs,
-      clock: parts.clock,
+      state,
+      blobs,
+      clock,
       randomWords: parts.verifyRandomWords,
     });
     const apply = <E extends CoreEvent>(event: E, tile?: Uint8Array) => this.#apply(event, tile);
-    const isClosed = () => this.#closed !== undefined;
-    this.#finalizer = new ResultFinalizer({
-      log: logger,
-      clock: parts.clock,
-      sink: parts.sink,
-      state: parts.state,
-      apply,
-      isClosed,
-    });
+    this.#finalizer = new ResultFinalizer({ log: logger, clock, sink, state, apply, isClosed: () => this.#closed !== undefined });
     const epochs = new EpochReservations(parts.journal, parts.state, (e) => this.#diskFailed(e));
     this.#shell = {
       config,
@@ -128,18 +121,7 @@ export class Coordinator {
       random: parts.random,
       space: parts.space,
     };
-    const gc = config.gc ?? DEFAULT_BLOB_GC;
-    this.#gc = new BlobCollector({
-      blobs: parts.blobs,
-      state: parts.state,
-      clock: parts.clock,
-      log: logger,
-      commit: () => parts.journal.commit(),
-      config: gc,
-      crash: (point) => {
-        if (point === gc.crashAt) parts.kill?.();
-      },
-    });
+    this.gc = createBlobCollector(config.gc, { ...this.#shell, commit: () => parts.journal.commit() });
     this.#stopTicker = every(parts.clock, config.tickIntervalMs, () => this.#tick());
   }
 
@@ -152,8 +134,7 @@ export class Coordinator {
    */
   static async open(config: CoordinatorConfig, logger: Logger, ports: CoordinatorPorts = {}): Promise<Coordinator> {
     const clock = ports.clock ?? systemClock;
-    const storage = ports.storage ?? createDiskStorage(config, logger, ports.statfs ? { statfs: ports.statfs } : {});
-    const { blobs, sink, openJournal, space } = storage;
+    const { blobs, sink, openJournal, space } = ports.storage ?? createDiskStorage(config, logger, ports);
     const { journal, report } = await openJournal();
     const restored = await recoverState(config.core, journal, sink, clock, logger);
     const c = new Coordinator(config, logger, {
@@ -167,7 +148,6 @@ export class Coordinator {
       newId: ports.newId ?? randomUUID,
       verifyRandomWords: ports.verifyRandomWords,
       step: ports.step ?? step,
-      kill: ports.kill,
       space,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
@@ -202,34 +182,10 @@ export class Coordinator {
     return this.#state.draining;
   }
 
-  /**
-   * Runs a pass of the blob garbage collector now (or right after the one in progress):
-   * deletes blobs no job references once their grace period is over. Call it after jobs
-   * leave state; it also runs every `config.gc.intervalMs`.
-   */
-  collectGarbage(): Promise<GcPassResult> {
-    return this.#gc.requestPass();
-  }
-
-  /**
-   * What the blob store holds, the data dir's free space and watermark (undefined on
-   * memory storage, or when they cannot be read), and what the collector did since the
-   * start, for metrics and the dashboard.
-   */
-  storageStats(): StorageStats {
-    const space = this.#shell.space;
-    const fs = space?.stat();
-    return {
-      ...this.#blobs.usage(),
-      ...(fs ? { freeBytes: fs.freeBytes, totalBytes: fs.totalBytes, minFreeBytes: space?.minFreeBytes() ?? 0 } : {}),
-      gc: this.#gc.counters,
-    };
-  }
-
   /** Stops timers, commits the journal and closes files. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      this.#gc.close();
+      this.gc.close();
       this.#stopTicker?.();
       this.#stopTicker = undefined;
       await this.#verification.close();

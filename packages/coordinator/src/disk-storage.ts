@@ -16,7 +16,7 @@ import type { diskSpaceOf } from "./storage-errors.js";
 export function createDiskStorage(
   config: CoordinatorConfig,
   logger: Logger,
-  opts: { statfs?: typeof diskSpaceOf } = {},
+  opts: { readonly statfs?: typeof diskSpaceOf | undefined } = {},
 ): StoragePorts {
   const space = new DataDirSpace(config.dataDir, {
     ...(opts.statfs ? { statfs: opts.statfs } : {}),

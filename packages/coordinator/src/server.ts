@@ -304,7 +304,7 @@ export async function startCoordinator(o: CoordinatorOptions = {}): Promise<Runn
   // Without a handler of the embedder's, a journal failure stops serving (see onFatal).
   let stopServing: () => void = () => {};
   const onFatal: FatalHandler = o.onFatal ?? (() => stopServing());
-  const coordinator = await Coordinator.open(config, logger, { onFatal, ...(o.testKill ? { kill: o.testKill } : {}) });
+  const coordinator = await Coordinator.open(config, logger, { onFatal });
   // Attached after recovery: recovered jobs are the baseline, not counted again.
   const detachMetrics = metrics.attach(coordinator);
   const dashboard =

@@ -40,7 +40,12 @@ export function resolveStorageOptions(o: StorageOptions): StorageConfig {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name}=${v}; it must be an integer >= 0`);
   }
   return {
-    gc: { graceMs, intervalMs, ...(o.testGcCrashAt ? { crashAt: o.testGcCrashAt } : {}) },
+    gc: {
+      graceMs,
+      intervalMs,
+      ...(o.testGcCrashAt ? { crashAt: o.testGcCrashAt } : {}),
+      ...(o.testKill ? { kill: o.testKill } : {}),
+    },
     ...(o.minFreeBytes !== undefined ? { minFreeBytes: o.minFreeBytes } : {}),
   };
 }

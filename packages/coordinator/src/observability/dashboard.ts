@@ -151,7 +151,7 @@ export function createDashboard(source: ObservableCoordinator, options: Dashboar
 
 /** The storage figures of the page, or null when the source has none. */
 function storageView(source: ObservableCoordinator): DashboardStorage | null {
-  const st = source.storageStats?.();
+  const st = source.gc?.stats();
   if (st === undefined) return null;
   return {
     blobs: st.blobs,

@@ -79,7 +79,7 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
   registerStateGauges(registers, state);
   const steps = createStepMetrics(registers, state);
   const interceptor = createRpcMetrics(registers);
-  registerStorageMetrics(registers, () => source?.storageStats?.());
+  registerStorageMetrics(registers, () => source?.gc?.stats());
 
   const journalSeconds = new Histogram({
     name: "dce_journal_write_seconds",

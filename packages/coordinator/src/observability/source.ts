@@ -14,6 +14,6 @@ export interface ObservableCoordinator {
   readonly state: Readonly<CoreState>;
   /** Registers an observer of result checks (absent on sources that do not verify); returns its remover. */
   observeVerification?(observer: VerificationObserver): () => void;
-  /** The blob store's size, the data dir's free space and the collector's counts (absent on sources without storage). */
-  storageStats?(): StorageStats;
+  /** The blob collector, for the store's size, the data dir's free space and its counts (absent on sources without storage). */
+  readonly gc?: { stats(): StorageStats };
 }

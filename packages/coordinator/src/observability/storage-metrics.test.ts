@@ -49,7 +49,7 @@ describe("storage metrics and dashboard figures", () => {
     expect(text).toContain(`dce_data_dir_min_free_bytes ${2 * GiB}`);
     expect(text).toContain("dce_gc_passes_total 0");
 
-    expect(await s.c.collectGarbage()).toEqual({ blobsDeleted: 1, bytesDeleted: 256, blobsKept: 0 });
+    expect(await s.c.gc.requestPass()).toEqual({ blobsDeleted: 1, bytesDeleted: 256, blobsKept: 0 });
     text = await metrics.scrape();
     expect(text).toContain("dce_store_bytes 128");
     expect(text).toContain("dce_store_blobs 2");

@@ -2,7 +2,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import type { StorageStats } from "../shell/blob-gc.js";
 
 // The data dir's gauges and the blob collector's counters, read from
-// `Coordinator.storageStats()` at scrape time. A counter here follows a count the
+// `coordinator.gc.stats()` at scrape time. A counter here follows a count the
 // coordinator keeps since its start: each scrape adds what it grew by.
 
 /**

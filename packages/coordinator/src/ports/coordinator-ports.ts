@@ -38,11 +38,6 @@ export interface CoordinatorPorts {
    */
   readonly step?: typeof step;
   /**
-   * Kills this process at once (SIGKILL), for crash-point tests only: called at the
-   * collector's step named by `config.gc.crashAt`. Default: nothing.
-   */
-  readonly kill?: () => void;
-  /**
    * Reads the data dir's free and total bytes (disk storage only); tests pass a fake to
    * exercise the `--min-free-bytes` watermark. Default statfs(2).
    */

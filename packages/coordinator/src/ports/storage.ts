@@ -28,6 +28,15 @@ export interface OpenedJournal {
   readonly report: RecoveryReport;
 }
 
+/** How an upload is admitted by free space. */
+export interface BeginOptions {
+  /**
+   * New data from a client: it must leave the data dir's `--min-free-bytes` watermark
+   * free. Otherwise (a worker's tile of a running job) only the journal's reserve.
+   */
+  readonly fromClient?: boolean;
+}
+
 /**
  * Content-addressed matrix storage (blob id = SHA-256 of the bytes) with resumable
  * uploads. Refusals throw `BlobError` (mapped to Connect codes by the blob service); a
@@ -62,7 +71,7 @@ export interface BlobStorePort {
    * Starts an upload at `nowMs`; undefined when the blob is already stored (a new
    * generation of it, which restarts the collector's grace period).
    */
-  begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined;
+  begin(sizeBytes: number, sha256: string, nowMs: number, opts?: BeginOptions): { uploadId: string } | undefined;
   /** Appends a chunk at `offset`; returns the bytes received so far. */
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number;
   /** The file a peer on this host may write an upload's bytes to. */

@@ -39,10 +39,7 @@ export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobS
         // New data from a client must leave the data dir's watermark free; a worker's tile
         // upload belongs to a running job, which may use the space below it.
         const sizeBytes = Number(req.sizeBytes);
-        if (!isWorkerCall(ctx) && shell.blobs.sizeOf(req.sha256) !== sizeBytes) {
-          shell.space?.admit(sizeBytes, `an upload of ${sizeBytes} bytes`);
-        }
-        const r = shell.blobs.begin(sizeBytes, req.sha256, shell.clock.nowMs());
+        const r = shell.blobs.begin(sizeBytes, req.sha256, shell.clock.nowMs(), { fromClient: !isWorkerCall(ctx) });
         if (!r) return { uploadId: "", alreadyPresent: true, maxChunkBytes: shell.maxChunkBytes };
         const local = localStoreField(shell).localStore;
         return {

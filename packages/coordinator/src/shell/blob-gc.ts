@@ -1,7 +1,7 @@
 import { type CoreState, referencedBlobs } from "@dce/core";
 import type { Logger } from "pino";
 import { type Clock, every } from "../ports/clock.js";
-import type { BlobStorePort } from "../ports/storage.js";
+import type { BlobStorePort, FreeSpacePort } from "../ports/storage.js";
 
 /** The steps of a collection pass a crash-point test may kill the process at. */
 export const GC_CRASH_POINTS = ["gc-after-tombstone", "gc-after-commit", "gc-mid-delete"] as const;
@@ -23,8 +23,10 @@ export interface BlobGcConfig {
   readonly graceMs: number;
   /** A pass runs this often, in ms; 0 runs passes only on request. */
   readonly intervalMs: number;
-  /** Fault injection for crash-point tests only: the step to call `crash` at. */
+  /** Fault injection for crash-point tests only: the step to call `kill` at. */
   readonly crashAt?: GcCrashPoint;
+  /** Kills the process at once (SIGKILL), for crash-point tests only (the bin's cli.ts passes it). */
+  readonly kill?: () => void;
 }
 
 /** Defaults of {@link BlobGcConfig}: a grace of 1 h, a pass every 60 s. */
@@ -50,7 +52,7 @@ export interface GcCounters {
 /**
  * What the blob store holds (blobs, bytes), the data dir's free and total bytes and its
  * watermark (absent when unknown: memory storage), and the collector's counts since the
- * start. See `Coordinator.storageStats`.
+ * start. See `BlobCollector.stats`.
  */
 export interface StorageStats {
   readonly blobs: number;
@@ -69,9 +71,19 @@ export interface BlobGcDeps {
   readonly log: Logger;
   /** Resolves once every journal record appended so far is durable (`JournalPort.commit`). */
   readonly commit: () => Promise<void>;
-  /** Called at each named step of a pass; kills the process at `config.crashAt` in crash-point tests. */
+  /** Called at each named step of a pass (tests); default: `config.kill` at `config.crashAt`. */
   readonly crash?: (point: GcCrashPoint) => void;
   readonly config: BlobGcConfig;
+  /** Free space of the data dir, for {@link BlobCollector.stats}; absent on memory storage. */
+  readonly space?: FreeSpacePort | undefined;
+}
+
+/**
+ * The coordinator's collector: `config` (default {@link DEFAULT_BLOB_GC}) over the
+ * coordinator's parts, killing the process at `config.crashAt` when a test asks.
+ */
+export function createBlobCollector(config: BlobGcConfig | undefined, deps: Omit<BlobGcDeps, "config" | "crash">): BlobCollector {
+  return new BlobCollector({ ...deps, config: config ?? DEFAULT_BLOB_GC });
 }
 
 /**
@@ -138,6 +150,20 @@ export class BlobCollector {
     return this.#again;
   }
 
+  /**
+   * What the blob store holds, the data dir's free space and watermark (absent on memory
+   * storage, or when they cannot be read), and what passes did since the start.
+   */
+  stats(): StorageStats {
+    const space = this.#deps.space;
+    const fs = space?.stat();
+    return {
+      ...this.#deps.blobs.usage(),
+      ...(fs && space ? { freeBytes: fs.freeBytes, totalBytes: fs.totalBytes, minFreeBytes: space.minFreeBytes() } : {}),
+      gc: { ...this.counters },
+    };
+  }
+
   /** Stops the timer; a pass in progress deletes nothing more. Idempotent. */
   close(): void {
     this.#closed = true;
@@ -147,7 +173,11 @@ export class BlobCollector {
 
   async #pass(): Promise<GcPassResult> {
     const { blobs, clock, config, log } = this.#deps;
-    const crash = this.#deps.crash ?? (() => {});
+    const crash =
+      this.#deps.crash ??
+      ((point: GcCrashPoint) => {
+        if (point === config.crashAt) config.kill?.();
+      });
     const nowMs = clock.nowMs();
     // One synchronous step: what is referenced, what is doomed, and the tombstones.
     const referenced = referencedBlobs(this.#deps.state);
