@@ -94,7 +94,7 @@ describe("a full data dir (tmpfs)", () => {
       workers: 0,
       leaseTtlMs: 2_000,
       dataDir,
-      coordinatorEnv: { DCE_MIN_FREE_BYTES: "0" },
+      extraCoordinatorArgs: ["--min-free-bytes", "0"],
     });
     onTestFinished(() => cluster.close());
     const client = createClient({ ...cluster.clientOptions, timeoutMs: 60_000 });
@@ -129,7 +129,7 @@ describe("a full data dir (tmpfs)", () => {
     expect(dce.stdout).toBe("");
     expect(dce.stderr).toMatch(
       new RegExp(
-        `^error: resource_exhausted: data dir ${dataDir} is full: an upload of 2097152 bytes needs 2\\.0 MiB, and 0 B of 16\\.0 MiB is free`,
+        `^error: resource_exhausted: data dir ${dataDir} has 0 B free \\(of 16\\.0 MiB\\), .*: an upload of 2097152 bytes \\(2\\.0 MiB\\) would leave less than --min-free-bytes 4\\.0 MiB`,
       ),
     );
 
