@@ -52,7 +52,14 @@ export function addStorageFlags(
   env: Readonly<Record<string, string | undefined>>,
   envErrors: string[],
 ): Command {
-  const flag = <T>(spec: string, envName: string, description: string, parse: (f: string, t: string) => T, fallback: T) => {
+  const flag = <T>(
+    spec: string,
+    envName: string,
+    description: string,
+    parse: (f: string, t: string) => T,
+    fallback: T,
+    shown: string,
+  ) => {
     const name = spec.split(" ")[0] ?? spec;
     let value = fallback;
     const fromEnv = env[envName];
@@ -63,7 +70,8 @@ export function addStorageFlags(
         envErrors.push(`${envName}: ${(e as Error).message}`);
       }
     }
-    return new Option(spec, `${description} (env ${envName})`).argParser((t) => parse(name, t)).default(value);
+    const option = new Option(spec, `${description} (env ${envName})`).argParser((t) => parse(name, t));
+    return value === fallback ? option.default(value, shown) : option.default(value);
   };
   return program
     .addOption(
@@ -73,6 +81,7 @@ export function addStorageFlags(
         "keep a blob no job references at least this long (an upload not yet submitted); uploading the same bytes again restarts it",
         parseDuration,
         3_600_000,
+        "1h",
       ),
     )
     .addOption(
@@ -82,6 +91,7 @@ export function addStorageFlags(
         "how often unreferenced blobs are deleted; 0 = never on its own",
         parseDuration,
         60_000,
+        "60s",
       ),
     )
     .addOption(
@@ -91,6 +101,7 @@ export function addStorageFlags(
         "below this much free space in the data dir, new uploads and submits get RESOURCE_EXHAUSTED while running jobs finish; auto = the larger of 1 GiB and 5% of its file system",
         (f, t): number | "auto" => (t.trim() === "auto" ? "auto" : parseByteSize(f, t)),
         "auto" as number | "auto",
+        "auto",
       ),
     );
 }
