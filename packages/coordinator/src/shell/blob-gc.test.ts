@@ -167,4 +167,19 @@ describe("BlobCollector", () => {
     t.clock.advance(10 * 60_000);
     expect(t.gc.counters.passes).toBe(3);
   });
+
+  it("yields to the event loop during a long deletion, and stops deleting once closed", async () => {
+    const t = setup({ graceMs: 0 });
+    for (let i = 0; i < 100; i++) t.blobs.put(matrix(i * 10));
+    const pass = t.gc.requestPass();
+    // The deletions run in batches of 32 with a turn of the event loop between them.
+    await new Promise((r) => setImmediate(r));
+    const during = t.blobs.usage().blobs;
+    t.gc.close();
+    const r = await pass;
+    expect(r.blobsDeleted).toBeGreaterThanOrEqual(32);
+    expect(r.blobsDeleted).toBeLessThan(100);
+    expect(during).toBe(0); // every doomed blob was tombstoned at the decision
+    expect(t.blobs.list()).toEqual([]);
+  });
 });
