@@ -35,6 +35,16 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      {
+        // Hosts in network namespaces (test/multihost/testbed.ts): root only, skips elsewhere.
+        test: {
+          name: "multihost",
+          include: ["test/multihost/**/*.spec.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 60_000,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@dce/client-sdk";
 import { addToken, generateDevCertificates } from "@dce/coordinator";
+import { logCollector } from "./trace.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = {
@@ -71,14 +72,17 @@ function waitForLine(child, needle, what, timeoutMs = 30_000) {
 
 /**
  * A coordinator process and `workers` worker processes offering `kernels`;
- * `coordinatorArgs` are extra coordinator flags (e.g. `--local-store off`).
+ * `coordinatorArgs` are extra coordinator flags (e.g. `--local-store off`). With `trace`,
+ * every process logs at debug level and the lines `bench/trace.mjs` reads are kept.
  */
-export async function startCluster({ workers, kernels, threads, coordinatorArgs = [] }) {
+export async function startCluster({ workers, kernels, threads, coordinatorArgs = [], trace = false }) {
   const port = await freePort();
   const url = `https://127.0.0.1:${port}`;
   const dataDir = mkdtempSync(join(dir, "data-"));
   // Secure by default: each worker presents its own CA-signed certificate, the client a token.
   const token = await addToken(dataDir, "bench", "client");
+  // /metrics is for operators: bench/trace.mjs reads it with a token of its own.
+  const adminToken = await addToken(dataDir, "bench-admin", "admin");
   const coordinator = spawn(
     process.execPath,
     [
@@ -91,7 +95,9 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
       "--data-dir",
       dataDir,
       "--log-level",
-      process.env.DCE_BENCH_LOGLEVEL ?? "warn",
+      trace ? "debug" : (process.env.DCE_BENCH_LOGLEVEL ?? "warn"),
+      "--log-format",
+      "json",
       ...coordinatorArgs,
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
@@ -100,8 +106,11 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
   if (process.env.DCE_BENCH_LOGDIR)
     coordinator.stderr.pipe(createWriteStream(join(process.env.DCE_BENCH_LOGDIR, "coordinator.log")));
   let coordLog = "";
+  const coordTrace = logCollector();
+  const workerTraces = [];
   coordinator.stderr.on("data", (d) => {
     coordLog = (coordLog + d).slice(-20_000);
+    if (trace) coordTrace.feed(d);
   });
   await waitUntilServing(url, coordinator);
   const procs = [];
@@ -128,11 +137,16 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
         "--name",
         `bench-w${i + 1}`,
         "--log-level",
-        process.env.DCE_BENCH_LOGLEVEL ?? "info",
+        trace ? "debug" : (process.env.DCE_BENCH_LOGLEVEL ?? "info"),
+        "--log-format",
+        "json",
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
     w.stderr.setEncoding("utf8");
+    const collector = logCollector();
+    workerTraces.push(collector);
+    if (trace) w.stderr.on("data", (d) => collector.feed(d));
     if (process.env.DCE_BENCH_LOGDIR) w.stderr.pipe(createWriteStream(join(process.env.DCE_BENCH_LOGDIR, `worker-${i + 1}.log`)));
     procs.push(w);
   }
@@ -141,10 +155,27 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
   return {
     url,
     token,
+    adminToken,
     client,
     coordinator,
     workers: procs,
     coordLog: () => coordLog,
+    /** The kept debug lines (see `trace`): the coordinator's and all workers'. */
+    traceLines: {
+      coordinator: coordTrace,
+      workers: {
+        get lines() {
+          return workerTraces.flatMap((c) => c.lines);
+        },
+        clear: () => {
+          for (const c of workerTraces) c.clear();
+        },
+      },
+    },
+    /** PIDs by role, for bench/bytes.mjs. */
+    pids() {
+      return { coordinator: coordinator.pid, ...Object.fromEntries(procs.map((w, i) => [`worker ${i + 1}`, w.pid])) };
+    },
     rss() {
       return { coordinator: peakRss(coordinator.pid), workers: procs.map((w) => peakRss(w.pid)) };
     },

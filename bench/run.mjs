@@ -1,11 +1,14 @@
 // `pnpm bench`: the performance benchmark (not a test). It starts a real TLS coordinator
 // and worker processes on loopback, runs float64 matrix products end to end through the
 // SDK (arrays in memory -> result in memory) and through the `dce` CLI, measures tiny-shard
-// throughput and small-job latency, compares with NumPy on 2 cores measured in the same
-// run, prints one table and writes the same figures as JSON under bench/results/.
+// throughput and small-job latency, compares with NumPy on 2 cores and with Dask
+// distributed (2 worker processes x 1 thread) measured in the same run, counts the bytes
+// each process moves per job, prints one table and writes the same figures as JSON under
+// bench/results/.
 //
 //   pnpm bench [--large] [--sizes 1024,2048] [--kernels native-blas,wasm-simd] [--workers 1,2] [--repeat 3]
-//              [--quick] [--skip kernels,sdk,variants,cli,tiny,latency]
+//              [--quick] [--trace] [--dask-chunkings rows2,2x,4x]
+//              [--skip kernels,sdk,variants,cli,tiny,latency,dask]
 //
 // Every configuration gets fresh processes, so the peak RSS figures (VmHWM) belong to it.
 import { execFileSync, spawn } from "node:child_process";
@@ -18,6 +21,11 @@ import { parseArgs } from "node:util";
 import { encodeNpy, parseNpy } from "@dce/client-sdk";
 import { randomMatrix } from "@dce/core/testing";
 import { BIN, prepare, startCluster } from "./cluster.mjs";
+import { daskTimes } from "./dask.mjs";
+import { numpyTimes } from "./numpy.mjs";
+import { benchSdk } from "./sdk.mjs";
+import { percentile, spotCheck } from "./stats.mjs";
+import { formatTable } from "./table.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: opts } = parseArgs({
@@ -29,6 +37,8 @@ const { values: opts } = parseArgs({
     workers: { type: "string", default: "1,2" },
     repeat: { type: "string" },
     skip: { type: "string", default: "" },
+    trace: { type: "boolean", default: false },
+    "dask-chunkings": { type: "string", default: "rows2,2x,4x" },
   },
 });
 const sizes = opts.sizes ? opts.sizes.split(",").map(Number) : [1024, 2048, 4096, ...(opts.large ? [8192] : [])];
@@ -37,71 +47,18 @@ const skip = new Set(opts.skip.split(",").filter(Boolean));
 const workerCounts = opts.workers.split(",").map(Number);
 const cores = cpus().length;
 const dir = mkdtempSync(join(tmpdir(), "dce-bench-"));
-const results = { startedAt: new Date().toISOString(), node: process.version, cores, rows: [], notes: [] };
+const results = {
+  startedAt: new Date().toISOString(),
+  node: process.version,
+  cores,
+  options: { sizes, repeat, workers: workerCounts, skip: [...skip], trace: opts.trace },
+  // What the workers (and Dask) run with; NumPy runs with the two OpenBLAS variables unset.
+  env: { OPENBLAS_CORETYPE: process.env.OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE: process.env.OPENBLAS_L2_SIZE },
+  rows: [],
+  notes: [],
+};
+const latencyCount = opts.quick ? 50 : 200;
 const log = (s) => process.stderr.write(`${s}\n`);
-
-/** Checks 64 random entries of C against dot products (catches a wrong or missing result). */
-function spotCheck(a, b, c) {
-  if (c.rows !== a.rows || c.cols !== b.cols) throw new Error(`result is ${c.rows}x${c.cols}, expected ${a.rows}x${b.cols}`);
-  const k = a.cols;
-  let x = 12345;
-  for (let t = 0; t < 64; t++) {
-    x = (x * 1103515245 + 12345) % 2 ** 31;
-    const i = x % a.rows;
-    x = (x * 1103515245 + 12345) % 2 ** 31;
-    const j = x % b.cols;
-    let s = 0;
-    let mag = 0;
-    for (let p = 0; p < k; p++) {
-      s += a.data[i * k + p] * b.data[p * b.cols + j];
-      mag += Math.abs(a.data[i * k + p] * b.data[p * b.cols + j]);
-    }
-    const got = c.data[i * b.cols + j];
-    if (Math.abs(got - s) > 1e-12 * Math.max(1, mag)) throw new Error(`C[${i},${j}] = ${got}, expected ${s}`);
-  }
-}
-
-/** NumPy on 2 cores: rows of A split over 2 threads, one BLAS thread each. Seconds per n, or a note. */
-function numpyTimes(ns) {
-  const py = `
-import json, sys, time
-from concurrent.futures import ThreadPoolExecutor
-import numpy as np
-out = {}
-pool = ThreadPoolExecutor(2)
-for n in ${JSON.stringify(ns)}:
-    rng = np.random.default_rng(n)
-    a = rng.standard_normal((n, n)); b = rng.standard_normal((n, n)); c = np.empty((n, n))
-    h = n // 2
-    def part(lo, hi):
-        np.matmul(a[lo:hi], b, out=c[lo:hi])
-    best = 1e9
-    for _ in range(${Math.max(3, repeat)}):
-        t = time.perf_counter()
-        list(pool.map(lambda r: part(*r), [(0, h), (h, n)]))
-        best = min(best, time.perf_counter() - t)
-    out[str(n)] = best
-print(json.dumps(out))
-`;
-  const env = { ...process.env, OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  try {
-    return JSON.parse(execFileSync("python3", ["-c", py], { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }));
-  } catch (e) {
-    return { note: `NumPy unavailable (${String(e.message).split("\n")[0]}); ratio column skipped` };
-  }
-}
-
-function median(xs) {
-  const s = [...xs].sort((p, q) => p - q);
-  return s[Math.floor(s.length / 2)];
-}
-
-function percentile(xs, p) {
-  const s = [...xs].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-}
 
 /** Which kernels a worker here can run (the worker reports unavailable ones and skips them). */
 function availableKernels() {
@@ -124,9 +81,36 @@ async function main() {
   log(`dce bench: node ${process.version}, ${cores} cores, kernels available: ${avail.join(", ")}; sizes ${sizes.join(", ")}`);
 
   log("NumPy on 2 cores ...");
-  const numpy = numpyTimes(sizes);
+  const numpy = numpyTimes(sizes, repeat);
   if (numpy.note) results.notes.push(numpy.note);
   results.numpy = numpy;
+
+  // Dask before any dce process starts, so neither competes with the other for the cores.
+  if (skip.has("dask")) {
+    results.notes.push("Dask skipped (--skip dask)");
+  } else {
+    log("Dask distributed, 2 worker processes x 1 thread ...");
+    const chunkings = opts["dask-chunkings"].split(",").filter(Boolean);
+    results.dask = await daskTimes({
+      sizes,
+      repeat,
+      chunkings,
+      latency: skip.has("latency") ? 0 : latencyCount,
+      env: process.env,
+      log,
+    });
+    if (results.dask.note) {
+      results.notes.push(results.dask.note);
+      log(`  ${results.dask.note}`);
+    }
+  }
+  const refs = {
+    numpy: numpy.note ? {} : numpy,
+    dask:
+      results.dask && !results.dask.note
+        ? Object.fromEntries(sizes.map((n) => [String(n), results.dask.sizes[String(n)].seconds]))
+        : {},
+  };
 
   // Matrices for every size, one pair per repetition (fresh bytes, so no upload is skipped).
   const inputs = new Map();
@@ -151,7 +135,7 @@ async function main() {
         "--sizes",
         "1024",
         "--kernels",
-        "native-blas,wasm-simd,wasm-simd-nofma",
+        "native-avx512,native-blas,wasm-simd,wasm-simd-nofma",
       ],
       { encoding: "utf8" },
     );
@@ -175,13 +159,25 @@ async function main() {
       for (const workers of workerCounts) {
         for (const { path, coordinatorArgs, only } of variants) {
           if (only && (kernel !== kernels[0] || workers !== 2 || skip.has("variants"))) continue;
-          await benchSdk({ kernel, workers, path, coordinatorArgs, inputs, numpy });
+          const rows = await benchSdk({
+            kernel,
+            workers,
+            path,
+            coordinatorArgs,
+            inputs,
+            sizes,
+            cores,
+            refs,
+            trace: opts.trace,
+            caCert: certs.caCert,
+            log,
+          });
+          results.rows.push(...rows);
         }
       }
     }
   }
 
-  const defaultKernel = kernels[0];
   const twoWorkers = { workers: 2, kernels: "auto", threads: Math.max(1, Math.floor(cores / 2)) };
 
   // --- the n=4096 job through the CLI ---------------------------------------------------
@@ -211,7 +207,8 @@ async function main() {
       // (nothing cached at the coordinator), later runs skip the upload and are reported apart.
       const first = await run(join(dir, "C.npy"));
       spotCheck(a, b, parseNpy(readFileSync(join(dir, "C.npy"))));
-      const np = numpy[String(cliN)];
+      const np = refs.numpy[String(cliN)];
+      const dk = refs.dask[String(cliN)];
       results.rows.push({
         kind: "cli",
         n: cliN,
@@ -219,6 +216,7 @@ async function main() {
         workers: 2,
         seconds: first,
         ratioToNumpy: np ? first / np : undefined,
+        ratioToDask: dk ? first / dk : undefined,
         rss: cluster.rss(),
       });
       log(`  cli n=${cliN}: ${first.toFixed(3)} s${np ? ` (${(first / np).toFixed(2)}x NumPy)` : ""}`);
@@ -257,7 +255,7 @@ async function main() {
     const cluster = await startCluster(twoWorkers);
     try {
       const lat = [];
-      const count = opts.quick ? 50 : 200;
+      const count = latencyCount;
       for (let i = 0; i < count + 5; i++) {
         const a = randomMatrix(64, 64, 1000 + i);
         const b = randomMatrix(64, 64, 5000 + i);
@@ -281,106 +279,15 @@ async function main() {
     }
   }
 
-  printTable(defaultKernel);
+  printTable();
   mkdirSync(join(root, "bench/results"), { recursive: true });
   const file = join(root, "bench/results", `${results.startedAt.replace(/[:.]/g, "-")}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nresults written to ${file}`);
 }
 
-/** One SDK configuration over every size: fresh processes, a warm-up job, `repeat` timed jobs per size. */
-async function benchSdk({ kernel, workers, path, coordinatorArgs, inputs, numpy }) {
-  const threads = workers === 1 ? cores : Math.max(1, Math.floor(cores / workers));
-  const cluster = await startCluster({ workers, kernels: kernel, threads, coordinatorArgs });
-  try {
-    // warm-up: kernels loaded, connections open
-    const w = randomMatrix(300, 300, 7);
-    await (await cluster.client.submitMatMul(w, w, { kernel })).result();
-    for (const n of sizes) {
-      const secs = [];
-      for (const { a, b } of inputs.get(n)) {
-        const t0 = performance.now();
-        const job = await cluster.client.submitMatMul(a, b, { kernel });
-        const c = await job.result();
-        secs.push((performance.now() - t0) / 1000);
-        spotCheck(a, b, c);
-      }
-      const s = Math.min(...secs);
-      const np = numpy[String(n)];
-      results.rows.push({
-        kind: "sdk",
-        path,
-        n,
-        kernel,
-        workers,
-        threadsPerWorker: threads,
-        seconds: s,
-        medianSeconds: median(secs),
-        gflops: (2 * n ** 3) / s / 1e9,
-        ratioToNumpy: np ? s / np : undefined,
-        rss: cluster.rss(),
-      });
-      log(`  sdk n=${n} ${kernel} ${workers}w ${path}: ${s.toFixed(3)} s${np ? ` (${(s / np).toFixed(2)}x NumPy)` : ""}`);
-    }
-  } finally {
-    await cluster.stop();
-  }
-}
-
-function mib(bytes) {
-  return bytes === undefined ? "?" : `${(bytes / 2 ** 20).toFixed(0)}`;
-}
-
 function printTable() {
-  const lines = [];
-  lines.push(`dce bench  node ${process.version}  ${cores} cores  ${results.startedAt}`);
-  if (results.numpy && !results.numpy.note) {
-    lines.push(
-      `NumPy, 2 cores (rows split over 2 threads x 1 BLAS thread): ${sizes.map((n) => `n=${n} ${results.numpy[String(n)]?.toFixed(3)} s`).join("  ")}`,
-    );
-  }
-  lines.push("");
-  lines.push("path: default = local store on (same host) and verification on; rpc only = coordinator --local-store off;");
-  lines.push("      no verify = coordinator --verify off.");
-  lines.push(
-    "what             path       n      kernel        workers  wall s   GFLOP/s  x NumPy  coord RSS MiB  worker RSS MiB",
-  );
-  for (const r of results.rows) {
-    if (r.kind === "sdk" || r.kind === "cli") {
-      lines.push(
-        [
-          (r.kind === "sdk" ? "SDK" : "CLI dce submit").padEnd(16),
-          (r.path ?? "default").padEnd(10),
-          String(r.n).padEnd(6),
-          r.kernel.padEnd(13),
-          `${r.workers}x${r.threadsPerWorker ?? 1}t`.padEnd(8),
-          r.seconds.toFixed(3).padStart(7),
-          ((2 * r.n ** 3) / r.seconds / 1e9).toFixed(1).padStart(9),
-          (r.ratioToNumpy === undefined ? "-" : `${r.ratioToNumpy.toFixed(2)}x`).padStart(8),
-          mib(r.rss.coordinator).padStart(14),
-          r.rss.workers.map(mib).join(", ").padStart(15),
-        ].join(" "),
-      );
-    }
-  }
-  for (const r of results.rows) {
-    if (r.kind === "kernel")
-      lines.push(
-        `kernel alone, one thread, n=1024: ${r.kernel.padEnd(16)} ${r.gflops ? `${r.gflops["1024"].toFixed(1)} GFLOP/s  (${r.fingerprint})` : `unavailable: ${r.unavailable}`}`,
-      );
-  }
-  for (const r of results.rows) {
-    if (r.kind === "tiny-shards")
-      lines.push(
-        `tiny shards: 1024x16 . 16x1024, tile 8 (${r.shards} shards), reference kernel: ${r.shardsPerSecond.toFixed(0)} shards/s  (coord RSS ${mib(r.rss.coordinator)} MiB)`,
-      );
-    if (r.kind === "latency")
-      lines.push(
-        `latency: 64x64 submit -> result, ${r.count} sequential jobs: p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms`,
-      );
-  }
-  for (const n of results.notes) lines.push(`note: ${n}`);
-  console.log(lines.join("\n"));
+  console.log(formatTable(results, sizes).join("\n"));
 }
 
 try {

@@ -13,11 +13,10 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { appSectionBlocks, DEV_SECTION, APP_SECTION as SECTION } from "./doc-blocks.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const work = mkdtempSync(join(tmpdir(), "dce-pack-"));
-const SECTION = "## Use dce in your app";
-const DEV_SECTION = "### Development cluster";
 const RUN_LIMIT_MS = 240_000;
 let group;
 
@@ -25,20 +24,10 @@ function run(cmd, args, cwd) {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
 }
 
-/** The fenced blocks of README's app section, by language (the first of each), and its dev cluster's sh block. */
+/** README's app section: the blocks this check runs (the docs test leaves exactly these to it). */
 function sectionBlocks() {
-  const readme = readFileSync(join(root, "README.md"), "utf8");
-  const start = readme.indexOf(`\n${SECTION}\n`);
-  if (start < 0) throw new Error(`README.md has no "${SECTION}" section`);
-  const end = readme.indexOf("\n## ", start + SECTION.length + 2);
-  const text = readme.slice(start, end < 0 ? undefined : end);
-  const blocks = {};
-  for (const m of text.matchAll(/```(\w+)\n([\s\S]*?)```/g)) blocks[m[1]] ??= m[2];
-  if (!blocks.sh || !blocks.js) throw new Error(`"${SECTION}" needs a sh block and a js block`);
-  const dev = text.indexOf(`\n${DEV_SECTION}\n`);
-  blocks.dev = dev < 0 ? undefined : /```sh\n([\s\S]*?)```/.exec(text.slice(dev))?.[1];
-  if (!blocks.dev) throw new Error(`"${SECTION}" needs a "${DEV_SECTION}" with a sh block`);
-  return blocks;
+  const { sh, js, dev } = appSectionBlocks(readFileSync(join(root, "README.md"), "utf8"));
+  return { sh: sh.code, js: js.code, dev: dev.code };
 }
 
 /** Runs `script` with bash in `cwd`, in a process group of its own; resolves with its exit code and stdout. */

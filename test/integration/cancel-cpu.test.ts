@@ -80,13 +80,13 @@ async function waitUntilComputing(start: number[], timeoutMs: number): Promise<v
 }
 
 describe("cancel stops the running kernels", () => {
-  test.for(["reference", "wasm-simd", "native-blas"])(
+  test.for(["reference", "wasm-simd", "native-blas", "native-avx512"])(
     "%s: worker CPU falls to idle within one heartbeat interval + 100 ms of cancel()",
     async (kernel, ctx) => {
       const advertised = cluster.workers.every((w) => w.stderr.includes(`"${kernel}/`));
-      if (kernel === "native-blas" && !advertised) {
-        const why = /native-blas unavailable: [^"]*/.exec(cluster.workers[0]?.stderr ?? "")?.[0];
-        ctx.skip(`the native-blas addon is not built here (${why ?? "not advertised"}); nothing to test`);
+      if (kernel.startsWith("native-") && !advertised) {
+        const why = new RegExp(`${kernel} unavailable: [^"]*`).exec(cluster.workers[0]?.stderr ?? "")?.[0];
+        ctx.skip(`the ${kernel} kernel cannot run here (${why ?? "not advertised"}); nothing to test`);
       }
       expect(advertised).toBe(true);
       const start = pids.map(cpuTicks);

@@ -15,7 +15,7 @@ import { FINGERPRINTS, type Matrix, randomBlobId, randomMatrix } from "./matrix.
 import type { Rng } from "./prng.js";
 
 /** Which kind of run the simulation draws. */
-export type SimMode = "default" | "crash-storm" | "poison";
+export type SimMode = "default" | "crash-storm" | "poison" | "fair-share";
 
 /** How the simulated workers die on their own in a chaos mode. */
 export interface WorkerChaos {
@@ -70,7 +70,7 @@ function job(rng: Rng, inputs: Map<string, Matrix>, j: number, m: number, n: num
  * sim.ts) plus its {@link ChaosPart}. Faults besides the workers' own deaths: 0–2
  * coordinator crashes (a restart must not count as deaths) and light network loss.
  */
-export function drawChaosScenario(mode: Exclude<SimMode, "default">, rng: Rng, inputs: Map<string, Matrix>) {
+export function drawChaosScenario(mode: "crash-storm" | "poison", rng: Rng, inputs: Map<string, Matrix>) {
   const ttlMs = rng.pick([150, 300, 600]);
   const faultEndMs = rng.int(1_000, 2_000);
   const storm = mode === "crash-storm";

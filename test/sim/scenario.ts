@@ -9,6 +9,8 @@ export interface JobPlan {
   readonly key: string;
   readonly submitAtMs: number;
   readonly spec: MatMulSpecInput;
+  /** The submitting client's token name and weight (fair-share mode); absent: the anonymous client. */
+  readonly client?: { readonly name: string; readonly weight: number };
 }
 
 export type Fault =

@@ -37,6 +37,10 @@ export interface SimStats {
   /** Deaths of shards' workers the coordinator noted (lease expiries), and those of the poison shard. */
   shardDeaths: number;
   poisonDeaths: number;
+  /** Fair-share mode: work granted to the clients of weight 1, 2 and 4 while all three were backlogged (shard-cost units). */
+  shareCostLight: number;
+  shareCostMid: number;
+  shareCostHeavy: number;
 }
 
 /** The outcome of one seed: its stats, or the first violated guarantee. */
@@ -76,5 +80,8 @@ export function emptyStats(jobs: number, workers: number): SimStats {
     sharedIdentityWorkerQuarantines: 0,
     shardDeaths: 0,
     poisonDeaths: 0,
+    shareCostLight: 0,
+    shareCostMid: 0,
+    shareCostHeavy: 0,
   };
 }

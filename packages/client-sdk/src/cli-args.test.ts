@@ -28,7 +28,7 @@ describe("parseArgs", () => {
     const cmd = ok(
       parseArgs(
         split(
-          "submit a.npy b.npy --no-wait --json --tile 128x256 --kernel blocked --idempotency-key run-1 --coordinator http://localhost:9 --timeout-ms 500 --local-store off",
+          "submit a.npy b.npy --no-wait --json --tile 128x256 --kernel blocked --idempotency-key run-1 --priority -7 --coordinator http://localhost:9 --timeout-ms 500 --local-store off",
         ),
         {},
       ),
@@ -43,6 +43,7 @@ describe("parseArgs", () => {
       tileSize: { rows: 128, cols: 256 },
       kernel: "blocked",
       idempotencyKey: "run-1",
+      priority: -7,
     });
   });
 
@@ -110,6 +111,10 @@ describe("parseArgs", () => {
     ["submit a b -o c --tile -3", /--tile/],
     ["submit a b -o c --kernel=", /--kernel must not be empty/],
     [`submit a b -o c --idempotency-key ${"k".repeat(129)}`, /--idempotency-key must be 1 to 128/],
+    ["submit a b -o c --priority 101", /--priority must be an integer from -100 to 100, got '101'/],
+    ["submit a b -o c --priority=-101", /--priority must be an integer from -100 to 100/],
+    ["submit a b -o c --priority 1.5", /--priority must be an integer from -100 to 100/],
+    ["submit a b -o c --priority high", /--priority must be an integer from -100 to 100/],
     ["submit a b -o c --timeout-ms 0", /--timeout-ms must be a positive integer/],
     ["submit a b -o c --timeout-ms 1.5", /--timeout-ms must be a positive integer/],
     ["submit a b -o c --max-message-bytes 65536", /--max-message-bytes must be an integer of bytes above 65536/],

@@ -48,6 +48,8 @@ export interface SubmitCommand extends CommandBase {
   readonly kernel?: string;
   /** Idempotency key (`--idempotency-key`). */
   readonly idempotencyKey?: string;
+  /** Priority among this client's jobs (`--priority`, -100..100); absent: 0. */
+  readonly priority?: number;
 }
 
 /** `dce status ID`: print one status snapshot. */
@@ -166,6 +168,7 @@ export function parseArgs(
     .option("--tile <N|RxC>", "output tile shape, e.g. 256 or 128x512 (default: coordinator's)")
     .option("--kernel <name>", "kernel to run (default: auto)")
     .option("--idempotency-key <key>", "retrying with the same key returns the same job")
+    .option("--priority <N>", "-100 to 100: among your jobs, higher runs first (default 0)")
     .option("--no-wait", "print the job id and exit without waiting");
   submit.action(
     capture(() => {
@@ -182,6 +185,10 @@ export function parseArgs(
       const tile = optString(o, "tile");
       const kernel = optString(o, "kernel");
       const idempotencyKey = optString(o, "idempotencyKey");
+      const priority = optString(o, "priority");
+      if (priority !== undefined && (!/^[+-]?\d{1,3}$/.test(priority.trim()) || Math.abs(Number(priority)) > 100)) {
+        throw new UsageError(`--priority must be an integer from -100 to 100, got '${priority}'`);
+      }
       if (kernel === "") throw new UsageError("--kernel must not be empty");
       if (idempotencyKey !== undefined && (idempotencyKey === "" || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH)) {
         throw new UsageError(`--idempotency-key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
@@ -197,6 +204,7 @@ export function parseArgs(
         ...(tile === undefined ? {} : { tileSize: parseTile(tile) }),
         ...(kernel === undefined ? {} : { kernel }),
         ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+        ...(priority === undefined ? {} : { priority: Number(priority) }),
       };
     }),
   );

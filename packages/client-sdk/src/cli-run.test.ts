@@ -79,6 +79,14 @@ describe("dce submit", () => {
     expect(t.h.calls.of("submitJob")[0]?.request["matmul"]).toMatchObject({ tileRows: 2, tileCols: 2 });
   });
 
+  it("--priority reaches the submit, and status shows it", async () => {
+    const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
+    expect(await t.run("submit a.npy b.npy --no-wait --priority 42")).toBe(0);
+    expect(t.h.calls.of("submitJob")[0]?.request["priority"]).toBe(42);
+    expect(await t.run("status job-1")).toBe(0);
+    expect(t.out()).toMatch(/^priority +42$/m);
+  });
+
   it("--no-wait prints only the job id", async () => {
     const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
     expect(await t.run("submit a.npy b.npy --no-wait")).toBe(0);

@@ -176,6 +176,7 @@ async function runSubmit(command: SubmitCommand, deps: CliDeps): Promise<number>
     ...(command.tileSize === undefined ? {} : { tileSize: command.tileSize }),
     ...(command.kernel === undefined ? {} : { kernel: command.kernel }),
     ...(command.idempotencyKey === undefined ? {} : { idempotencyKey: command.idempotencyKey }),
+    ...(command.priority === undefined ? {} : { priority: command.priority }),
   });
   // The job id is always the first stdout line, so scripts can `head -1`.
   deps.stdout.write(command.json ? `${JSON.stringify({ jobId: job.id })}\n` : `${job.id}\n`);
@@ -352,6 +353,7 @@ function formatStatus(s: JobStatusInfo): string {
     ["shards", `${s.shardsDone}/${s.shardsTotal} done, ${s.shardsLeased} leased, ${s.shardsRetried} retried`],
     ["result", `${s.rows}x${s.cols} in ${s.tileRows}x${s.tileCols} tiles`],
     ["kernel", s.kernel === "" ? "auto" : s.kernel],
+    ["priority", String(s.priority)],
     ["created", time(s.createdAtMs)],
     ["started", time(s.startedAtMs)],
     ["finished", time(s.finishedAtMs)],

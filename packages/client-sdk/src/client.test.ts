@@ -116,6 +116,19 @@ describe("uploadMatrix", () => {
 });
 
 describe("submitMatMul and result", () => {
+  it("sends the priority, which the job's status reports; a bad one fails before any RPC", async () => {
+    const { h, client } = await setup({});
+    const job = await client.submitMatMul(matrix(2, 2, 1), matrix(2, 2, 2), { priority: -100 });
+    expect(callsOf(h, "SubmitJob")[0]?.request["priority"]).toBe(-100);
+    expect((await job.status()).priority).toBe(-100);
+    for (const priority of [101, -101, 0.5, Number.NaN]) {
+      await expect(client.submitMatMul(matrix(2, 2, 1), matrix(2, 2, 2), { priority })).rejects.toThrow(
+        /priority must be an integer from -100 to 100/,
+      );
+    }
+    expect(callsOf(h, "SubmitJob")).toHaveLength(1);
+  });
+
   it("multiplies end to end: uploads, submits, waits and assembles the result from chunks", async () => {
     // Server returns at most 500 bytes per ReadBlob, so the client must loop on short reads.
     const { h, client } = await setup({ maxChunkBytes: 4096, readChunkBytes: 500, inlineResults: false });
@@ -285,6 +298,7 @@ describe("JobHandle", () => {
       cols: 6,
       tileRows: 2,
       tileCols: 2,
+      priority: 0,
       version: 1,
     });
     expect("startedAtMs" in s).toBe(false);

@@ -95,6 +95,12 @@ export interface SubmitOptions extends RequestOptions {
   readonly tileSize?: number | TileSize;
   /** Kernel name (e.g. `"reference"`); default `"auto"`, the fastest kernel all workers share. */
   readonly kernel?: string;
+  /**
+   * An integer from -100 to 100, default 0. Among this client's jobs, a higher priority
+   * is granted work first (first submitted first within a priority). It does not take
+   * work from other clients: they share the workers by their tokens' weights.
+   */
+  readonly priority?: number;
 }
 
 /** A matrix to multiply: either its data, or a reference to an earlier upload. */
@@ -128,16 +134,23 @@ export interface DceClient {
    * running. Pass an `idempotencyKey` to make retrying a submit safe.
    *
    * @example
+   * <!-- docs-test: prelude
+   * import { readFileSync } from "node:fs";
+   * import { createClient } from "@dce/client-sdk";
+   * const caPem = readFileSync("ca.pem", "utf8");
+   * const a = { rows: 2, cols: 2, data: new Float64Array([1, 2, 3, 4]) };
+   * const b = a;
+   * -->
    * ```ts
    * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem, token: process.env.DCE_TOKEN });
-   * const job = await client.submitMatMul(a, b, { idempotencyKey: "run-42" });
+   * const job = await client.submitMatMul(a, b, { idempotencyKey: "nightly-2026-12-01" });
    * for await (const p of job.progress()) console.log(p.shardsDone, "/", p.shardsTotal);
    * const c = await job.result(); // throws JobFailedError | JobCancelledError
    * ```
    *
    * @throws {@link DimensionMismatchError} if `a.cols !== b.rows`.
    * @throws {@link InvalidMatrixError} if either matrix is malformed or has a zero dimension.
-   * @throws RangeError for a bad `tileSize`, `idempotencyKey` or `timeoutMs`.
+   * @throws RangeError for a bad `tileSize`, `idempotencyKey`, `priority` or `timeoutMs`.
    * @throws ConnectError on RPC failure or abort (e.g. `AlreadyExists` for a
    *   reused idempotency key with other inputs).
    */
@@ -157,6 +170,9 @@ const DEFAULT_RECONNECT_BUDGET_MS = 60_000;
 const MAX_DIMENSION = 2 ** 31;
 const MAX_UINT32 = 2 ** 32 - 1;
 const MAX_IDEMPOTENCY_KEY_LENGTH = 128;
+/** The job priorities a coordinator accepts (SubmitJobRequest.priority). */
+const MIN_PRIORITY = -100;
+const MAX_PRIORITY = 100;
 
 /**
  * Creates a client of a dce coordinator. Makes no connection until the first
@@ -374,6 +390,10 @@ async function submitMatMul(
   if (typeof idempotencyKey !== "string" || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
     throw new RangeError(`idempotencyKey must be a string of at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
   }
+  const priority = options?.priority ?? 0;
+  if (!Number.isInteger(priority) || priority < MIN_PRIORITY || priority > MAX_PRIORITY) {
+    throw new RangeError(`priority must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}, got ${String(priority)}`);
+  }
   checkTimeoutMs(options?.timeoutMs, "timeoutMs");
 
   // A and B go up side by side (two upload sessions on one connection).
@@ -390,6 +410,7 @@ async function submitMatMul(
         tileCols,
         kernel: options?.kernel ?? "",
       },
+      priority,
     },
     toCallOptions(ctx.config, options),
   );

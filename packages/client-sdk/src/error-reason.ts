@@ -16,13 +16,23 @@ import { errorMetadataOf, errorReasonOf } from "@dce/runtime/error-info";
  * failure) or by a peer that is not a dce coordinator; then branch on `err.code`.
  *
  * @example
+ * <!-- docs-test: prelude
+ * import { readFileSync } from "node:fs";
+ * import { createClient } from "@dce/client-sdk";
+ * const client = createClient({
+ *   baseUrl: "https://127.0.0.1:7070",
+ *   ca: readFileSync("ca.pem", "utf8"),
+ *   token: process.env.DCE_TOKEN,
+ * });
+ * const id = "no-such-job";
+ * -->
  * ```ts
  * import { ErrorReason, errorReason } from "@dce/client-sdk";
  *
  * try {
  *   await client.getJobHandle(id).status();
  * } catch (e) {
- *   if (errorReason(e) === ErrorReason.JOB_NOT_FOUND) console.error(`no job ${id}`);
+ *   if (errorReason(e) === ErrorReason.JOB_NOT_FOUND) console.log(`no job ${id}`);
  *   else throw e;
  * }
  * ```

@@ -16,6 +16,7 @@ const status: JobStatusInfo = {
   cols: 2,
   tileRows: 1,
   tileCols: 1,
+  priority: 0,
   version: 5,
 };
 

@@ -5,10 +5,15 @@
  *
  * @example
  * ```ts
+ * import { readFile, writeFile } from "node:fs/promises";
  * import { createClient, parseNpy, encodeNpy } from "@dce/client-sdk";
  *
- * const client = createClient({ baseUrl: "https://127.0.0.1:7070", ca: caPem });
- * const job = await client.submitMatMul(parseNpy(aBytes), parseNpy(bBytes));
+ * const client = createClient({
+ *   baseUrl: "https://127.0.0.1:7070",
+ *   ca: await readFile("ca.pem", "utf8"),
+ *   token: process.env.DCE_TOKEN, // from `coordinator tokens add NAME`
+ * });
+ * const job = await client.submitMatMul(parseNpy(await readFile("a.npy")), parseNpy(await readFile("b.npy")));
  * const c = await job.result();
  * await writeFile("c.npy", encodeNpy(c));
  * ```

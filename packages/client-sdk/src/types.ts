@@ -74,6 +74,8 @@ export interface JobStatusInfo {
   readonly tileRows: number;
   /** Columns of one output tile. */
   readonly tileCols: number;
+  /** The priority it was submitted with (-100..100; see `SubmitOptions.priority`). */
+  readonly priority: number;
   /** Increases on every change of the job. */
   readonly version: number;
 }

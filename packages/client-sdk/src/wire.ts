@@ -56,6 +56,7 @@ export function fromWireStatus(s: JobStatus, expectedJobId?: string): JobStatusI
     cols: s.cols,
     tileRows: s.tileRows,
     tileCols: s.tileCols,
+    priority: s.priority,
     version: Number(s.version),
   };
 }

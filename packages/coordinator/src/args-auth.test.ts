@@ -40,6 +40,25 @@ describe("coordinator flags for authentication", () => {
     expect(parseArgs(["tokens", "add", "x", "--role", "worker"], {})).toMatchObject({ ok: false, exitCode: 2 });
   });
 
+  it("parses token weights: --weight on add and rotate, and tokens set-weight; 1..1000 only", () => {
+    expect(command(["tokens", "add", "big", "--weight", "4"])).toMatchObject({ action: "add", name: "big", weight: 4 });
+    expect(command(["tokens", "add", "small"])).not.toHaveProperty("weight");
+    expect(command(["tokens", "rotate", "big", "--weight", "1000"])).toMatchObject({ action: "rotate", weight: 1000 });
+    expect(command(["tokens", "set-weight", "big", "2", "--data-dir", "/d"])).toEqual({
+      kind: "tokens",
+      action: "set-weight",
+      dataDir: "/d",
+      name: "big",
+      weight: 2,
+    });
+    for (const bad of ["0", "1001", "1.5", "x", ""]) {
+      const r = parseArgs(["tokens", "add", "big", "--weight", bad], {});
+      expect(r).toMatchObject({ ok: false, exitCode: 2 });
+      expect(r.ok ? "" : r.usage).toContain("--weight must be an integer from 1 to 1000");
+      expect(parseArgs(["tokens", "set-weight", "big", bad], {})).toMatchObject({ ok: false, exitCode: 2 });
+    }
+  });
+
   it("init-certs writes one certificate per worker: 2 by default, --workers N for more", () => {
     expect(command(["init-certs", "--out", "certs"])).toMatchObject({ kind: "init-certs", outDir: "certs", workers: 2 });
     expect(command(["init-certs", "--out", "certs", "--workers", "4"])).toMatchObject({ kind: "init-certs", workers: 4 });

@@ -2,6 +2,7 @@ import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
 import { addStorageFlags, storageOptionsOf } from "./args-storage.js";
+import { addSetWeightCommand, type SetWeightCommand, tokenWeightOption } from "./args-token-weight.js";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { addDevCommand, type DevCommand } from "./dev/dev-args.js";
 import { DEFAULT_DEV_WORKER_CERTS, MAX_DEV_WORKER_CERTS } from "./dev-cert-counts.js";
@@ -13,8 +14,9 @@ export type CoordinatorCommand =
   | { kind: "serve"; options: CoordinatorOptions; logLevel: string; logFormat: LogFormat | "auto" }
   | { kind: "init-certs"; outDir: string; hosts: string[]; validDays: number; workers: number; force: boolean }
   | { kind: "issue-worker-cert"; outDir: string; name: string; validDays: number }
-  | { kind: "tokens"; action: "add"; dataDir: string; name: string; role: TokenRole }
-  | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole }
+  | { kind: "tokens"; action: "add"; dataDir: string; name: string; role: TokenRole; weight?: number }
+  | { kind: "tokens"; action: "rotate"; dataDir: string; name: string; role?: TokenRole; weight?: number }
+  | SetWeightCommand
   | { kind: "tokens"; action: "revoke"; dataDir: string; name: string }
   | { kind: "tokens"; action: "list"; dataDir: string; json: boolean }
   | DevCommand
@@ -426,13 +428,15 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
           `client: its own jobs; admin: every job, /metrics, /ui (default: ${action === "add" ? "client" : "unchanged"})`,
         ).choices(TOKEN_ROLES),
       )
+      .addOption(tokenWeightOption(action))
       .addOption(dataDirOption())
       .action((name: string, o, sub: Command) => {
         const dataDir = tokensDataDir(sub);
+        const weight = o.weight === undefined ? {} : { weight: o.weight as number };
         result =
           action === "add"
-            ? { ok: true, command: { kind: "tokens", action, dataDir, name, role: o.role ?? "client" } }
-            : { ok: true, command: { kind: "tokens", action, dataDir, name, ...(o.role ? { role: o.role } : {}) } };
+            ? { ok: true, command: { kind: "tokens", action, dataDir, name, role: o.role ?? "client", ...weight } }
+            : { ok: true, command: { kind: "tokens", action, dataDir, name, ...(o.role ? { role: o.role } : {}), ...weight } };
       });
   }
   tokens
@@ -442,9 +446,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     .action((name: string, _o, sub: Command) => {
       result = { ok: true, command: { kind: "tokens", action: "revoke", dataDir: tokensDataDir(sub), name } };
     });
+  addSetWeightCommand(tokens, dataDirOption, tokensDataDir, (command) => (result = { ok: true, command }));
   tokens
     .command("list")
-    .description("list token names, roles and creation times (never the tokens)")
+    .description("list token names, roles, creation times and weights (never the tokens)")
     .addOption(dataDirOption())
     .option("--json", "print JSON")
     .action((o, sub: Command) => {

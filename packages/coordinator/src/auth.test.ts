@@ -94,11 +94,12 @@ describe("createAuthenticator", () => {
 
   it("turns a listed bearer token into its role and name", async () => {
     const dir = tmp();
-    const admin = await addToken(dir, "root", "admin");
+    const admin = await addToken(dir, "root", "admin", { weight: 3 });
     const auth = createAuthenticator({ enabled: true, tokens: new TokenStore(dir) });
     const p = auth.principalOf(request({ authorization: `Bearer ${admin}` }));
     expect([...p.roles]).toEqual(["admin"]);
     expect(p.clientId).toBe("root");
+    expect(p.clientWeight).toBe(3);
     expect(auth.principalOf(request({ authorization: `bearer   ${admin}` })).clientId).toBe("root");
     expect(auth.principalOf(request({ authorization: `Bearer ${admin}x` })).tokenProblem).toContain("not recognised");
     expect(auth.principalOf(request({ authorization: admin })).tokenProblem).toContain("not 'Bearer <token>'");

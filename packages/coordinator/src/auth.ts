@@ -32,6 +32,8 @@ export interface Principal {
   readonly roles: ReadonlySet<Role>;
   /** Name of the verified bearer token: the client identity that owns jobs. */
   readonly clientId?: string;
+  /** The verified token's fair-share weight (1..1000); set with `clientId`. */
+  readonly clientWeight?: number;
   /** CN of the verified worker certificate: the identity a worker id is bound to. */
   readonly workerIdentity?: string;
   /** Why no client role: no token sent, or why it was refused. */
@@ -93,7 +95,9 @@ export function createAuthenticator(o: AuthOptions): Authenticator {
     return {
       roles,
       ...(cert.identity !== undefined ? { workerIdentity: cert.identity } : { certProblem: cert.problem ?? "" }),
-      ...(token.name !== undefined ? { clientId: token.name } : { tokenProblem: token.problem ?? "" }),
+      ...(token.name !== undefined
+        ? { clientId: token.name, clientWeight: token.weight ?? 1 }
+        : { tokenProblem: token.problem ?? "" }),
     };
   };
   const interceptor: Interceptor = (next) => async (req) => {
@@ -180,10 +184,10 @@ function workerFromSocket(socket: TLSSocket | undefined): { identity?: string; p
 function tokenFromHeader(
   header: string | undefined,
   tokens: TokenStore,
-): { name?: string; role?: "client" | "admin"; problem?: string } {
+): { name?: string; role?: "client" | "admin"; weight?: number; problem?: string } {
   if (header === undefined || header === "") return { problem: "none was sent" };
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
   if (!m) return { problem: "the authorization header is not 'Bearer <token>'" };
   const check = tokens.verify(m[1] as string);
-  return check.ok ? { name: check.name, role: check.role } : { problem: check.reason };
+  return check.ok ? { name: check.name, role: check.role, weight: check.weight } : { problem: check.reason };
 }

@@ -9,7 +9,7 @@ import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
 import { parseGcCrashPoint } from "./shell/blob-gc.js";
 import { DataDirError } from "./storage-errors.js";
-import { addToken, readTokenFile, revokeToken, TokenFileError, tokenFilePath } from "./tokens.js";
+import { addToken, readTokenFile, revokeToken, setTokenWeight, TokenFileError, tokenFilePath } from "./tokens.js";
 
 /** "worker-1.pem", "worker-1.pem, worker-2.pem" or "worker-1.pem … worker-N.pem". */
 function workerFileRange(n: number): string {
@@ -154,7 +154,10 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
     switch (cmd.action) {
       case "add":
       case "rotate": {
-        const token = await addToken(cmd.dataDir, cmd.name, cmd.role, { replace: cmd.action === "rotate" });
+        const token = await addToken(cmd.dataDir, cmd.name, cmd.role, {
+          replace: cmd.action === "rotate",
+          ...(cmd.weight === undefined ? {} : { weight: cmd.weight }),
+        });
         process.stdout.write(`${token}\n`);
         // The file named in full: a coordinator with another --data-dir / DCE_DATA_DIR would not know the token.
         process.stderr.write(
@@ -166,10 +169,21 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
         await revokeToken(cmd.dataDir, cmd.name);
         process.stderr.write(`token for ${cmd.name} revoked in ${resolve(tokenFilePath(cmd.dataDir))}\n`);
         return 0;
+      case "set-weight":
+        await setTokenWeight(cmd.dataDir, cmd.name, cmd.weight);
+        process.stderr.write(
+          `weight of ${cmd.name} set to ${cmd.weight} in ${resolve(tokenFilePath(cmd.dataDir))}; it applies from ${cmd.name}'s next submit\n`,
+        );
+        return 0;
       case "list": {
-        const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt }) => ({ name, role, createdAt }));
+        const entries = readTokenFile(cmd.dataDir).map(({ name, role, createdAt, weight }) => ({
+          name,
+          role,
+          createdAt,
+          weight,
+        }));
         if (cmd.json) process.stdout.write(`${JSON.stringify(entries)}\n`);
-        else for (const e of entries) process.stdout.write(`${e.name}\t${e.role}\t${e.createdAt}\n`);
+        else for (const e of entries) process.stdout.write(`${e.name}\t${e.role}\t${e.createdAt}\t${e.weight}\n`);
         return 0;
       }
     }

@@ -10,7 +10,7 @@ export { ACCESS, ALL_ROLES, ANYONE } from "./access.js";
 export type { CoordinatorCommand } from "./args.js";
 export { parseArgs } from "./args.js";
 export type { AccessDecision, Principal } from "./auth.js";
-export { authorize } from "./auth.js";
+export { authorize, principalKey } from "./auth.js";
 export type {
   DevCertificateOptions,
   DevCertificatePaths,

@@ -8,6 +8,7 @@ import {
   parseTokenFile,
   readTokenFile,
   revokeToken,
+  setTokenWeight,
   TOKEN_RELOAD_INTERVAL_MS,
   TokenFileError,
   TokenStore,
@@ -32,7 +33,7 @@ describe("the token file", () => {
     const text = readFileSync(tokenFilePath(dir), "utf8");
     expect(text).not.toContain(token.slice(4));
     expect(readTokenFile(dir)).toEqual([
-      { name: "alice", role: "client", sha256: hashToken(token), createdAt: "2030-01-02T03:04:05.000Z" },
+      { name: "alice", role: "client", sha256: hashToken(token), createdAt: "2030-01-02T03:04:05.000Z", weight: 1 },
     ]);
     expect(statSync(tokenFilePath(dir)).mode & 0o777).toBe(0o600);
   });
@@ -80,7 +81,29 @@ describe("the token file", () => {
     expect(() => parseTokenFile('{"version":1,"tokens":[{"name":"a"}]}')).toThrow("entry 0 is malformed");
     const e = { name: "a", role: "client", sha256: "0".repeat(64), createdAt: "t" };
     expect(() => parseTokenFile(JSON.stringify({ version: 1, tokens: [e, e] }))).toThrow("listed twice");
-    expect(parseTokenFile(JSON.stringify({ version: 1, tokens: [e] }))).toEqual([e]);
+    // A file written before weights reads with weight 1.
+    expect(parseTokenFile(JSON.stringify({ version: 1, tokens: [e] }))).toEqual([{ ...e, weight: 1 }]);
+    for (const weight of [0, 1001, 2.5, "3", null]) {
+      expect(() => parseTokenFile(JSON.stringify({ version: 1, tokens: [{ ...e, weight }] }))).toThrow("entry 0 is malformed");
+    }
+  });
+
+  it("stores a weight with the token: set at add, kept by rotation unless given, changed by setTokenWeight", async () => {
+    const dir = tmp();
+    const token = await addToken(dir, "big", "client", { weight: 4 });
+    expect(readTokenFile(dir)).toMatchObject([{ name: "big", weight: 4 }]);
+    expect(JSON.parse(readFileSync(tokenFilePath(dir), "utf8")).tokens[0].weight).toBe(4);
+    await addToken(dir, "big", undefined, { replace: true });
+    expect(readTokenFile(dir)[0]?.weight).toBe(4);
+    await addToken(dir, "big", undefined, { replace: true, weight: 2 });
+    expect(readTokenFile(dir)[0]?.weight).toBe(2);
+    await setTokenWeight(dir, "big", 1000);
+    expect(readTokenFile(dir)[0]?.weight).toBe(1000);
+    expect(readTokenFile(dir)[0]?.sha256).not.toBe(hashToken(token)); // rotated above, kept by set-weight
+    await expect(setTokenWeight(dir, "big", 1001)).rejects.toThrow("weight must be an integer from 1 to 1000, got 1001");
+    await expect(setTokenWeight(dir, "nobody", 2)).rejects.toThrow("no token named nobody");
+    await expect(addToken(dir, "zero", "client", { weight: 0 })).rejects.toThrow(TokenFileError);
+    expect(readTokenFile(dir).map((e) => e.name)).toEqual(["big"]);
   });
 });
 
@@ -90,7 +113,7 @@ describe("TokenStore", () => {
     const token = await addToken(dir, "alice", "client");
     let now = 1_000;
     const store = new TokenStore(dir, { nowMs: () => now });
-    expect(store.verify(token)).toEqual({ ok: true, name: "alice", role: "client" });
+    expect(store.verify(token)).toEqual({ ok: true, name: "alice", role: "client", weight: 1 });
     expect(store.verify(`${token}x`)).toMatchObject({ ok: false });
     expect(store.verify("")).toEqual({ ok: false, reason: "malformed bearer token" });
     expect(store.verify("x".repeat(300))).toEqual({ ok: false, reason: "malformed bearer token" });
@@ -106,7 +129,7 @@ describe("TokenStore", () => {
     });
     const bob = await addToken(dir, "bob", "admin");
     now += TOKEN_RELOAD_INTERVAL_MS;
-    expect(store.verify(bob)).toEqual({ ok: true, name: "bob", role: "admin" });
+    expect(store.verify(bob)).toEqual({ ok: true, name: "bob", role: "admin", weight: 1 });
     expect(store.size).toBe(1);
   });
 

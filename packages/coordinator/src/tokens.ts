@@ -3,7 +3,8 @@
  *
  * A token is `dce_` followed by 256 random bits in base64url. The coordinator keeps
  * only the SHA-256 of each token, in `DATA_DIR/tokens.json` (mode 0600), with the
- * token's name (the client identity its jobs belong to) and role. `coordinator tokens
+ * token's name (the client identity its jobs belong to), role and fair-share weight
+ * (`weight`, absent in files written before weights: 1). `coordinator tokens
  * add NAME` prints a new token once; nobody can read it back. A running coordinator
  * notices a changed file within {@link TOKEN_RELOAD_INTERVAL_MS}, so a revocation
  * takes effect without a restart.
@@ -14,7 +15,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { chmod, mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { clipCodePoints, quote } from "@dce/core";
+import { clipCodePoints, MAX_CLIENT_WEIGHT, quote } from "@dce/core";
 import { dataDirError, withDataDirAsync } from "./storage-errors.js";
 
 /** Roles a token can carry (the `worker` role comes from a certificate only). */
@@ -30,9 +31,17 @@ export interface TokenEntry {
   readonly role: TokenRole;
   /** Lower-case hex SHA-256 of the token string. */
   readonly sha256: string;
+  /**
+   * The client's share of the workers relative to other clients' (1..{@link MAX_TOKEN_WEIGHT}):
+   * backlogged clients get worker time in proportion to their weights. Default 1.
+   */
+  readonly weight: number;
   /** ISO-8601 time the token was made. */
   readonly createdAt: string;
 }
+
+/** The largest token weight (the core's limit on a client weight). */
+export const MAX_TOKEN_WEIGHT = MAX_CLIENT_WEIGHT;
 
 /** Name of the token file inside the data dir. */
 export const TOKEN_FILE = "tokens.json";
@@ -62,6 +71,13 @@ export function checkTokenName(name: string): void {
     throw new TokenFileError(
       `token name ${JSON.stringify(clipCodePoints(name, 80))} is not valid: 1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit`,
     );
+  }
+}
+
+/** Throws a {@link TokenFileError} unless `weight` is an integer from 1 to {@link MAX_TOKEN_WEIGHT}. */
+export function checkTokenWeight(weight: number): void {
+  if (!Number.isInteger(weight) || weight < 1 || weight > MAX_TOKEN_WEIGHT) {
+    throw new TokenFileError(`weight must be an integer from 1 to ${MAX_TOKEN_WEIGHT}, got ${weight}`);
   }
 }
 
@@ -103,21 +119,25 @@ export function parseTokenFile(text: string): TokenEntry[] {
       !TOKEN_ROLES.includes(e.role as TokenRole) ||
       typeof e.sha256 !== "string" ||
       !SHA256_HEX.test(e.sha256) ||
-      typeof e.createdAt !== "string"
+      typeof e.createdAt !== "string" ||
+      // Files written before weights have none: weight 1.
+      (e.weight !== undefined &&
+        (typeof e.weight !== "number" || !Number.isInteger(e.weight) || e.weight < 1 || e.weight > MAX_TOKEN_WEIGHT))
     ) {
       throw new TokenFileError(`${TOKEN_FILE}: entry ${i} is malformed`);
     }
     if (seen.has(e.name)) throw new TokenFileError(`${TOKEN_FILE}: name ${e.name} is listed twice`);
     seen.add(e.name);
-    return { name: e.name, role: e.role as TokenRole, sha256: e.sha256, createdAt: e.createdAt };
+    const weight = typeof e.weight === "number" ? e.weight : 1;
+    return { name: e.name, role: e.role as TokenRole, sha256: e.sha256, createdAt: e.createdAt, weight };
   });
 }
 
 /**
  * Makes a new token for `name` and stores its hash. With `replace`, an existing token
  * of that name is replaced (rotation: the old token stops working, the jobs stay with
- * the name, the role stays unless `role` is given); without it, an existing name is
- * an error. `role` defaults to `client`.
+ * the name, the role and weight stay unless given); without it, an existing name is
+ * an error. `role` defaults to `client`, `weight` to 1.
  * @returns the token, which is not stored anywhere: show it once.
  * @throws TokenFileError for a bad name or role, or an existing name without `replace`.
  */
@@ -125,9 +145,10 @@ export async function addToken(
   dataDir: string,
   name: string,
   role: TokenRole | undefined,
-  opts: { replace?: boolean; now?: Date } = {},
+  opts: { replace?: boolean; now?: Date; weight?: number } = {},
 ): Promise<string> {
   checkTokenName(name);
+  if (opts.weight !== undefined) checkTokenWeight(opts.weight);
   if (role !== undefined && !TOKEN_ROLES.includes(role)) {
     throw new TokenFileError(`role must be one of ${TOKEN_ROLES.join(", ")}, got ${String(role)}`);
   }
@@ -144,10 +165,25 @@ export async function addToken(
       role: role ?? entries[existing]?.role ?? "client",
       sha256: hashToken(token),
       createdAt: (opts.now ?? new Date()).toISOString(),
+      weight: opts.weight ?? entries[existing]?.weight ?? 1,
     };
     return existing >= 0 ? entries.map((e, i) => (i === existing ? entry : e)) : [...entries, entry];
   });
   return token;
+}
+
+/**
+ * Sets the weight of the token called `name`, keeping the token. A running coordinator
+ * reads it within {@link TOKEN_RELOAD_INTERVAL_MS}; it applies from the client's next
+ * submit (docs/operations.md, "Scheduling").
+ * @throws TokenFileError for a bad weight or when there is no such token.
+ */
+export async function setTokenWeight(dataDir: string, name: string, weight: number): Promise<void> {
+  checkTokenWeight(weight);
+  await updateTokenFile(dataDir, (entries) => {
+    if (!entries.some((e) => e.name === name)) throw new TokenFileError(`no token named ${quote(name, 80)}`);
+    return entries.map((e) => (e.name === name ? { ...e, weight } : e));
+  });
 }
 
 /**
@@ -234,7 +270,7 @@ async function lock(path: string): Promise<() => void> {
 }
 
 /** What {@link TokenStore.verify} found for a presented token. */
-export type TokenCheck = { ok: true; name: string; role: TokenRole } | { ok: false; reason: string };
+export type TokenCheck = { ok: true; name: string; role: TokenRole; weight: number } | { ok: false; reason: string };
 
 /**
  * The token file as a running coordinator sees it. It looks at the file at most every
@@ -281,7 +317,7 @@ export class TokenStore {
         reason:
           "token not recognised (wrong, revoked or rotated, or added with `coordinator tokens` to another data dir than this coordinator's)",
       };
-    return { ok: true, name: found.name, role: found.role };
+    return { ok: true, name: found.name, role: found.role, weight: found.weight };
   }
 
   #refresh(force: boolean): void {

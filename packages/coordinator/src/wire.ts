@@ -119,6 +119,7 @@ export function toJobStatus(v: JobView): JobStatus {
     cols: v.cols,
     tileRows: v.tileRows,
     tileCols: v.tileCols,
+    priority: v.priority,
   });
 }
 

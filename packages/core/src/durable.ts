@@ -1,3 +1,4 @@
+import { setClientWeight } from "./fair-queue.js";
 import type { ClientId, JobId } from "./ids.js";
 import { createLeaseEnds, type LeaseEnds, observeLeaseEnd } from "./poison.js";
 import type { DurableRecord } from "./records.js";
@@ -35,6 +36,10 @@ export interface DurableJob {
   idempotencyKey: string;
   spec: MatMulSpec;
   createdAtMs: number;
+  /** Absent in snapshots written before priorities: 0. */
+  priority?: number;
+  /** Absent in snapshots written before weights: 1. */
+  weight?: number;
   startedAtMs: number;
   kernel: string;
   fingerprint: string;
@@ -82,6 +87,8 @@ export function applyRecord(model: DurableModel, r: DurableRecord): void {
         idempotencyKey: r.idempotencyKey,
         spec: r.spec,
         createdAtMs: r.createdAtMs,
+        ...(r.priority === undefined ? {} : { priority: r.priority }),
+        ...(r.weight === undefined ? {} : { weight: r.weight }),
         startedAtMs: 0,
         kernel: r.spec.kernel,
         fingerprint: "",
@@ -192,6 +199,8 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
       idempotencyKey: d.idempotencyKey,
       spec: d.spec,
       createdAtMs: d.createdAtMs,
+      ...(d.priority === undefined ? {} : { priority: d.priority }),
+      ...(d.weight === undefined ? {} : { weight: d.weight }),
     });
     const n = job.plan.shardCount;
     job.state = d.state;
@@ -217,6 +226,8 @@ export function restoreCoreState(config: Partial<CoreConfig>, model: DurableMode
     if (job.idempotencyKey !== "") s.idempotency.set(idempotencyEntry(job.clientId, job.idempotencyKey), job.id);
     if (job.state === "queued" || job.state === "running") {
       s.activeJobs.push(job.id);
+      // In creation order, so each client ends with the weight of its latest submit.
+      setClientWeight(s.fairShare, job.clientId, job.weight);
       active.push(job.id);
       if (job.doneCount === n) {
         job.finalizing = true;

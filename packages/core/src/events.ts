@@ -18,6 +18,10 @@ export interface JobSubmitted {
   idempotencyKey: string;
   spec: MatMulSpecInput;
   jobId: JobId;
+  /** The job's priority within its client, an integer in -100..100; default 0. */
+  priority?: number;
+  /** The weight of the client's token (an integer in 1..1000, default 1), as the shell authenticated it. */
+  weight?: number;
 }
 /** A client asked to cancel a job. */
 export interface JobCancelRequested {

@@ -42,6 +42,9 @@ export type {
   Ticked,
   WorkerRegistered,
 } from "./events.js";
+export type { ClientShare, FairShareState } from "./fair-queue.js";
+export { MAX_CLIENT_WEIGHT } from "./fair-queue.js";
+export { MAX_JOB_PRIORITY, MIN_JOB_PRIORITY, shardCost } from "./fair-share.js";
 export type { ColumnTiling, Projection, TileCheck } from "./freivalds.js";
 export {
   checkCostFlops,

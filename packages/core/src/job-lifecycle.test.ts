@@ -21,6 +21,8 @@ describe("job lifecycle", () => {
           idempotencyKey: "",
           spec: d.job(asJobId("j1")).spec,
           createdAtMs: 1_000,
+          priority: 0,
+          weight: 1,
         },
       },
       { type: "prepare-result", jobId: "j1", rows: 4, cols: 6 },

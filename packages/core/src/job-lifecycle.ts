@@ -8,6 +8,8 @@ import type {
   ResultFailed,
   ResultFinalized,
 } from "./events.js";
+import { MAX_CLIENT_WEIGHT, setClientWeight } from "./fair-queue.js";
+import { MAX_JOB_PRIORITY, MIN_JOB_PRIORITY } from "./fair-share.js";
 import { dropLease } from "./leases.js";
 import { sameSpec, validateMatMulSpec } from "./spec.js";
 import { type CoreState, createJobRecord, idempotencyEntry, isTerminal, type JobRecord, ShardStatus } from "./state.js";
@@ -21,6 +23,20 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
   const v = validateMatMulSpec(e.spec, s.config.limits);
   if (!v.ok) return v;
   const spec = v.value;
+  const priority = e.priority ?? 0;
+  if (!Number.isInteger(priority) || priority < MIN_JOB_PRIORITY || priority > MAX_JOB_PRIORITY) {
+    return err({
+      kind: "invalid-spec",
+      message: `priority must be an integer from ${MIN_JOB_PRIORITY} to ${MAX_JOB_PRIORITY}, got ${priority}`,
+    });
+  }
+  const weight = e.weight ?? 1;
+  if (!Number.isInteger(weight) || weight < 1 || weight > MAX_CLIENT_WEIGHT) {
+    return err({
+      kind: "invalid-spec",
+      message: `client weight must be an integer from 1 to ${MAX_CLIENT_WEIGHT}, got ${weight}`,
+    });
+  }
   const idemKey = e.idempotencyKey === "" ? "" : idempotencyEntry(e.clientId, e.idempotencyKey);
   if (idemKey !== "") {
     const existing = s.idempotency.get(idemKey);
@@ -60,10 +76,13 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
     idempotencyKey: e.idempotencyKey,
     spec,
     createdAtMs: e.nowMs,
+    priority,
+    weight,
   });
   const plan = job.plan;
   s.jobs.set(job.id, job);
   s.activeJobs.push(job.id);
+  setClientWeight(s.fairShare, job.clientId, weight);
   if (idemKey !== "") s.idempotency.set(idemKey, job.id);
   fx.push({
     type: "persist",
@@ -74,6 +93,8 @@ export function submit(s: CoreState, e: JobSubmitted, fx: Effect[]): OutcomeMap[
       idempotencyKey: job.idempotencyKey,
       spec,
       createdAtMs: e.nowMs,
+      priority,
+      weight,
     },
   });
   fx.push({ type: "prepare-result", jobId: job.id, rows: plan.rows, cols: plan.cols });

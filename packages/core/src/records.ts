@@ -23,6 +23,10 @@ export type DurableRecord =
       idempotencyKey: string;
       spec: MatMulSpec;
       createdAtMs: number;
+      /** Absent in journals written before priorities: 0. */
+      priority?: number;
+      /** The client's weight at submit; absent in journals written before weights: 1. */
+      weight?: number;
     }
   /** The job's kernel and fingerprint were pinned by its first grant. */
   | { type: "kernel-pinned"; jobId: JobId; kernel: string; fingerprint: string; startedAtMs: number }

@@ -1,5 +1,7 @@
 import { err, ok } from "./errors.js";
 import type { Effect, Grant, OutcomeMap, ShardsRequested } from "./events.js";
+import { chargeGrant, nextClient } from "./fair-queue.js";
+import { clientQueues, shardCost } from "./fair-share.js";
 import type { WorkerId } from "./ids.js";
 import { tileBounds } from "./plan.js";
 import { isShutOut, shutOutError } from "./quarantine.js";
@@ -13,8 +15,9 @@ import {
   type WorkerRecord,
 } from "./state.js";
 
-// Scheduling: which shards a worker gets when it asks (oldest job first, retries before
-// fresh shards, a fair share of small jobs, straggler backups), on which kernel.
+// Scheduling: which shards a worker gets when it asks (weighted fair share between
+// clients, priority then submit order within a client, retries before fresh shards,
+// spreading small jobs over the workers, straggler backups), on which kernel.
 
 /** The kernel offer of `worker` that can run `job`, or undefined. */
 function kernelFor(job: JobRecord, kernels: readonly KernelOffer[], known: readonly string[]): KernelOffer | undefined {
@@ -28,7 +31,12 @@ function kernelFor(job: JobRecord, kernels: readonly KernelOffer[], known: reado
   return kernels.find((k) => k.name === job.kernel);
 }
 
-/** Grants a worker up to `maxShards` leases (`shards-requested`). */
+/**
+ * Grants a worker up to `maxShards` leases (`shards-requested`). Each grant goes to the
+ * client that weighted fair share picks (fair-queue.ts); within that client, to its
+ * highest-priority job that this worker can run, first submitted first; within the job,
+ * a straggler's backup, then a retry, then a fresh shard.
+ */
 export function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): OutcomeMap["shards-requested"] {
   const worker = s.workers.get(e.workerId);
   if (!worker) return err({ kind: "worker-not-found", workerId: e.workerId });
@@ -40,107 +48,164 @@ export function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): Outcome
   // A worker that keeps failing waits out its throttle period (it long-polls meanwhile).
   if (worker.throttledUntilMs > e.nowMs) return ok(grants);
   const want = Math.max(0, Math.floor(e.maxShards));
-  for (const jobId of s.activeJobs) {
-    if (grants.length >= want) break;
-    const job = s.jobs.get(jobId);
-    if (!job || job.finalizing || isTerminal(job.state)) continue;
-    const offer = kernelFor(job, worker.kernels, s.config.limits.kernels);
-    if (!offer) continue;
-    let changed = false;
-    // Fair share: a worker takes at most its share of the job's unleased shards (and at
-    // least one per thread), so a job of a few shards is spread over the workers instead
-    // of queued behind one worker's threads. Jobs of many shards are not held back.
-    const stop = s.config.spreadShards ? grants.length + fairShare(s, job, worker) : want;
-    while (grants.length < want && grants.length < stop) {
-      const backup = nextBackup(s, job, worker.id);
-      if (backup >= 0) {
-        // A straggler's backup: a second live lease with a higher epoch; the first valid result wins.
-        const epoch = s.nextEpoch++;
-        s.leases.set(epoch, {
-          epoch,
-          jobId: job.id,
-          shardIndex: backup,
-          workerId: worker.id,
-          grantedAtMs: e.nowMs,
-          expiresAtMs: e.nowMs + s.config.leaseTtlMs,
-        });
-        worker.leases.add(epoch);
-        job.shardBackupEpoch[backup] = epoch;
-        changed = true;
-        fx.push({
-          type: "log",
-          level: "info",
-          msg: "backup leased for straggler",
-          fields: { jobId: job.id, shard: backup, epoch },
-        });
-        grants.push({
-          lease: { jobId: job.id, shardIndex: backup, epoch },
-          kernel: job.kernel,
-          ttlMs: s.config.leaseTtlMs,
-          attempt: job.shardAttempts[backup] ?? 1,
-          spec: job.spec,
-          bounds: tileBounds(job.plan, backup),
-        });
-        continue;
-      }
-      const shard = nextShard(s, job, e.nowMs, worker);
-      if (shard < 0) break;
-      if (job.fingerprint === "") {
-        // Pin the implementation at the first grant: a job's bytes never mix kernels.
-        job.kernel = offer.name;
-        job.fingerprint = offer.fingerprint;
-        fx.push({
-          type: "persist",
-          record: {
-            type: "kernel-pinned",
-            jobId: job.id,
-            kernel: offer.name,
-            fingerprint: offer.fingerprint,
-            startedAtMs: e.nowMs,
-          },
-        });
-      }
-      const epoch = s.nextEpoch++;
-      const lease: LeaseRecord = {
-        epoch,
-        jobId: job.id,
-        shardIndex: shard,
-        workerId: worker.id,
-        grantedAtMs: e.nowMs,
-        expiresAtMs: e.nowMs + s.config.leaseTtlMs,
-      };
-      s.leases.set(epoch, lease);
-      worker.leases.add(epoch);
-      job.shardStatus[shard] = ShardStatus.leased;
-      job.shardEpoch[shard] = epoch;
-      job.shardAttempts[shard] = (job.shardAttempts[shard] ?? 0) + 1;
-      job.leasedCount++;
-      if (job.state === "queued") {
-        job.state = "running";
-        job.startedAtMs = e.nowMs;
-        fx.push({
-          type: "log",
-          level: "info",
-          msg: "job started",
-          fields: { jobId: job.id, kernel: job.kernel, workerId: worker.id },
-        });
-      }
-      changed = true;
-      grants.push({
-        lease: { jobId: job.id, shardIndex: shard, epoch },
-        kernel: job.kernel,
-        ttlMs: s.config.leaseTtlMs,
-        attempt: job.shardAttempts[shard] ?? 1,
-        spec: job.spec,
-        bounds: tileBounds(job.plan, shard),
-      });
+  if (want === 0) return ok(grants);
+  const queues = clientQueues(s);
+  /** Grants left for each job in this request (spreadShards), set when the job is first tried. */
+  const room = new Map<JobRecord, number>();
+  const changed = new Set<JobRecord>();
+  while (grants.length < want) {
+    const clientId = nextClient(s.fairShare, queues.keys());
+    if (clientId === undefined) break;
+    const queue = queues.get(clientId) as JobRecord[];
+    let granted: Grant | undefined;
+    let capped = false;
+    while (!granted && queue.length > 0) {
+      const job = queue[0] as JobRecord;
+      // The fair choice has work left but spreading holds it back from this worker: end the
+      // request rather than give its turn to another client (that would hand a worker that
+      // asks for many shards at once, as prefetching workers do, far more of the other
+      // client's work than its share). A worker with nothing yet still gets other work.
+      capped = grants.length > 0 && room.get(job) === 0 && hasFreshWork(job);
+      if (capped) break;
+      granted = grantOne(s, job, worker, e.nowMs, room, fx);
+      // A job this worker cannot run, or has no more to give it now, is done for this request.
+      if (!granted) queue.shift();
     }
-    if (changed) {
-      job.version++;
-      fx.push({ type: "job-changed", jobId: job.id });
+    if (capped) break;
+    if (!granted) {
+      queues.delete(clientId);
+      continue;
     }
+    const job = queue[0] as JobRecord;
+    chargeGrant(s.fairShare, clientId, shardCost(job, granted.lease.shardIndex));
+    changed.add(job);
+    grants.push(granted);
+  }
+  for (const job of changed) {
+    job.version++;
+    fx.push({ type: "job-changed", jobId: job.id });
   }
   return ok(grants);
+}
+
+/** True when `job` has shards never leased or waiting to run again. */
+function hasFreshWork(job: JobRecord): boolean {
+  return job.retryQueue.length > 0 || job.cursor < job.plan.shardCount;
+}
+
+/** One lease of `job` for `worker` (a straggler's backup first), or undefined if it has none for it now. */
+function grantOne(
+  s: CoreState,
+  job: JobRecord,
+  worker: WorkerRecord,
+  nowMs: number,
+  room: Map<JobRecord, number>,
+  fx: Effect[],
+): Grant | undefined {
+  if (job.finalizing || isTerminal(job.state)) return undefined;
+  const offer = kernelFor(job, worker.kernels, s.config.limits.kernels);
+  if (!offer) return undefined;
+  // Spreading: a worker takes at most its share of the job's unleased shards (and at least
+  // one per thread) in one request, so a job of a few shards is spread over the workers
+  // instead of queued behind one worker's threads. Jobs of many shards are not held back.
+  let left = room.get(job);
+  if (left === undefined) left = s.config.spreadShards ? fairShare(s, job, worker) : Number.POSITIVE_INFINITY;
+  if (left <= 0) return undefined;
+  const grant = grantBackup(s, job, worker, nowMs, fx) ?? grantShard(s, job, worker, offer, nowMs, fx);
+  if (grant) room.set(job, left - 1);
+  return grant;
+}
+
+/** A straggler's backup: a second live lease with a higher epoch; the first valid result wins. */
+function grantBackup(s: CoreState, job: JobRecord, worker: WorkerRecord, nowMs: number, fx: Effect[]): Grant | undefined {
+  const backup = nextBackup(s, job, worker.id);
+  if (backup < 0) return undefined;
+  const epoch = s.nextEpoch++;
+  s.leases.set(epoch, {
+    epoch,
+    jobId: job.id,
+    shardIndex: backup,
+    workerId: worker.id,
+    grantedAtMs: nowMs,
+    expiresAtMs: nowMs + s.config.leaseTtlMs,
+  });
+  worker.leases.add(epoch);
+  job.shardBackupEpoch[backup] = epoch;
+  fx.push({
+    type: "log",
+    level: "info",
+    msg: "backup leased for straggler",
+    fields: { jobId: job.id, shard: backup, epoch },
+  });
+  return {
+    lease: { jobId: job.id, shardIndex: backup, epoch },
+    kernel: job.kernel,
+    ttlMs: s.config.leaseTtlMs,
+    attempt: job.shardAttempts[backup] ?? 1,
+    spec: job.spec,
+    bounds: tileBounds(job.plan, backup),
+  };
+}
+
+/** A retry or a fresh shard of `job`, pinning the job's kernel at its first grant. */
+function grantShard(
+  s: CoreState,
+  job: JobRecord,
+  worker: WorkerRecord,
+  offer: KernelOffer,
+  nowMs: number,
+  fx: Effect[],
+): Grant | undefined {
+  const shard = nextShard(s, job, nowMs, worker);
+  if (shard < 0) return undefined;
+  if (job.fingerprint === "") {
+    // Pin the implementation at the first grant: a job's bytes never mix kernels.
+    job.kernel = offer.name;
+    job.fingerprint = offer.fingerprint;
+    fx.push({
+      type: "persist",
+      record: {
+        type: "kernel-pinned",
+        jobId: job.id,
+        kernel: offer.name,
+        fingerprint: offer.fingerprint,
+        startedAtMs: nowMs,
+      },
+    });
+  }
+  const epoch = s.nextEpoch++;
+  const lease: LeaseRecord = {
+    epoch,
+    jobId: job.id,
+    shardIndex: shard,
+    workerId: worker.id,
+    grantedAtMs: nowMs,
+    expiresAtMs: nowMs + s.config.leaseTtlMs,
+  };
+  s.leases.set(epoch, lease);
+  worker.leases.add(epoch);
+  job.shardStatus[shard] = ShardStatus.leased;
+  job.shardEpoch[shard] = epoch;
+  job.shardAttempts[shard] = (job.shardAttempts[shard] ?? 0) + 1;
+  job.leasedCount++;
+  if (job.state === "queued") {
+    job.state = "running";
+    job.startedAtMs = nowMs;
+    fx.push({
+      type: "log",
+      level: "info",
+      msg: "job started",
+      fields: { jobId: job.id, kernel: job.kernel, workerId: worker.id },
+    });
+  }
+  return {
+    lease: { jobId: job.id, shardIndex: shard, epoch },
+    kernel: job.kernel,
+    ttlMs: s.config.leaseTtlMs,
+    attempt: job.shardAttempts[shard] ?? 1,
+    spec: job.spec,
+    bounds: tileBounds(job.plan, shard),
+  };
 }
 
 /**

@@ -243,11 +243,11 @@ describe("validateMatMulSpec: tiles, shards and kernels", () => {
 
   it("rejects an unknown kernel and accepts registered ones", () => {
     expect(rejection(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "turbo" })))).toBe(
-      "unknown kernel 'turbo'; known kernels: auto, native-blas, wasm-simd, reference",
+      "unknown kernel 'turbo'; known kernels: auto, native-avx512, native-blas, wasm-simd, reference",
     );
     const long = "x".repeat(500);
     expect(rejection(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: long })))).toBe(
-      `unknown kernel '${"x".repeat(63)}…'; known kernels: auto, native-blas, wasm-simd, reference`,
+      `unknown kernel '${"x".repeat(63)}…'; known kernels: auto, native-avx512, native-blas, wasm-simd, reference`,
     );
     expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "reference" }))).kernel).toBe("reference");
     expect(accepted(validateMatMulSpec(matmulInput(2, 2, 2, { kernel: "auto" }))).kernel).toBe("auto");

@@ -32,7 +32,7 @@ export interface MatMulSpecInput {
  * Kernels the engine knows, fastest first. A job may name one of these or `"auto"`;
  * nothing else is ever run (a kernel name is a registry key, never code or a path).
  */
-export const KERNEL_REGISTRY: readonly string[] = ["native-blas", "wasm-simd", "reference"];
+export const KERNEL_REGISTRY: readonly string[] = ["native-avx512", "native-blas", "wasm-simd", "reference"];
 
 /** Limits applied to every job. All are explicit so they can be documented and configured. */
 export interface SpecLimits {

@@ -1,3 +1,4 @@
+import { createFairShare, type FairShareState } from "./fair-queue.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
 import { type Plan, planMatMul } from "./plan.js";
 import { createLeaseEnds, type LeaseEnds, type ShardDeaths } from "./poison.js";
@@ -25,6 +26,10 @@ export interface JobRecord {
   readonly idempotencyKey: string;
   readonly spec: MatMulSpec;
   readonly plan: Plan;
+  /** Set at submit, -100..100: within its client, a higher priority is granted first (fair-share.ts). */
+  readonly priority: number;
+  /** The weight of the client's token at submit, 1..1000 (fair-share.ts). */
+  readonly weight: number;
   state: JobStateName;
   createdAtMs: number;
   startedAtMs: number;
@@ -229,6 +234,8 @@ export interface CoreState {
   readonly identities: Map<string, IdentityRecord>;
   /** Leases that ended since this coordinator started, and how many with their holder's death (not durable). */
   readonly leaseEnds: LeaseEnds;
+  /** Weighted fair share between clients (not durable; see fair-share.ts). */
+  readonly fairShare: FairShareState;
   draining: boolean;
 }
 
@@ -244,6 +251,7 @@ export function createCoreState(config: Partial<CoreConfig> = {}): CoreState {
     leases: new Map(),
     identities: new Map(),
     leaseEnds: createLeaseEnds(),
+    fairShare: createFairShare(),
     draining: false,
   };
 }
@@ -255,11 +263,17 @@ export function createJobRecord(init: {
   idempotencyKey: string;
   spec: MatMulSpec;
   createdAtMs: number;
+  /** Default 0. */
+  priority?: number;
+  /** Default 1. */
+  weight?: number;
 }): JobRecord {
   const plan: Plan = planMatMul(init.spec);
   const n = plan.shardCount;
   return {
     ...init,
+    priority: init.priority ?? 0,
+    weight: init.weight ?? 1,
     plan,
     state: "queued",
     startedAtMs: 0,

@@ -18,6 +18,8 @@ export interface JobView {
   readonly cols: number;
   readonly tileRows: number;
   readonly tileCols: number;
+  /** Its priority within its client (-100..100). */
+  readonly priority: number;
 }
 
 /** Snapshots a job. */
@@ -39,5 +41,6 @@ export function viewJob(job: JobRecord): JobView {
     cols: job.plan.cols,
     tileRows: job.plan.tileRows,
     tileCols: job.plan.tileCols,
+    priority: job.priority,
   };
 }

@@ -108,6 +108,17 @@ function dataLoss(problem: BlobDataProblem): Error {
  * Creates the blob-transfer client over `blobs`.
  *
  * @example
+ * <!-- docs-test: prelude
+ * import { readFileSync } from "node:fs";
+ * import { createClient } from "@connectrpc/connect";
+ * import { createGrpcTransport } from "@connectrpc/connect-node";
+ * import { BlobService } from "@dce/proto";
+ * import { createBlobTransfer } from "@dce/runtime/blob-transfer";
+ * const bearer = (next) => (req) => (req.header.set("authorization", `Bearer ${process.env.DCE_TOKEN}`), next(req));
+ * const nodeOptions = { ca: readFileSync("ca.pem") };
+ * const transport = createGrpcTransport({ baseUrl: "https://127.0.0.1:7070", nodeOptions, interceptors: [bearer] });
+ * const bytes = new Uint8Array(3000).fill(7);
+ * -->
  * ```ts
  * const transfer = createBlobTransfer(createClient(BlobService, transport), { chunkBytes: 4_128_768 });
  * const blobId = await transfer.upload(bytes, { callOptions: { timeoutMs: 30_000 }, useLocalStore: true });

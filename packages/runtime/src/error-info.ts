@@ -4,6 +4,16 @@
  * never on the message text (docs/errors.md lists the reasons).
  *
  * @example
+ * <!-- docs-test: prelude
+ * import { readFileSync } from "node:fs";
+ * import { createClient } from "@connectrpc/connect";
+ * import { createGrpcTransport } from "@connectrpc/connect-node";
+ * import { WorkerService } from "@dce/proto";
+ * const [ca, cert, key] = ["ca.pem", "worker-1.pem", "worker-1-key.pem"].map((f) => readFileSync(f));
+ * const workers = createClient(WorkerService, createGrpcTransport({ baseUrl: "https://127.0.0.1:7070", nodeOptions: { ca, cert, key } }));
+ * const [workerId, leases] = ["a-worker-id-the-coordinator-never-gave", []];
+ * const registerAgain = async () => {};
+ * -->
  * ```ts
  * import { ErrorReason } from "@dce/proto";
  * import { errorReasonOf } from "@dce/runtime/error-info";

@@ -28,6 +28,16 @@ export const HTTP2_SERVER_STREAM_WINDOW_BYTES = 1024 * 1024;
  */
 export const HTTP2_SERVER_CONNECTION_WINDOW_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Memory a client session may hold, in MiB (Node's `maxSessionMemory`, default 10). Node
+ * counts the request bytes written but not yet on the wire, and resets every stream the
+ * peer answers while the session is over it (NGHTTP2_ENHANCE_YOUR_CALM). On loopback the
+ * bytes leave at once; on a 1 Gbit/s link three concurrent 4 MiB upload chunks plus the
+ * 16 MiB receive window went over 10 MiB and failed the uploads (test/multihost). Room for
+ * {@link HTTP2_CONNECTION_WINDOW_BYTES} received and a dozen 4 MiB chunks queued.
+ */
+export const HTTP2_CLIENT_SESSION_MEMORY_MIB = 64;
+
 /** SETTINGS a client session announces. */
 export const http2WindowSettings: http2.Settings = { initialWindowSize: HTTP2_STREAM_WINDOW_BYTES };
 /** SETTINGS the coordinator announces. */
@@ -44,6 +54,20 @@ export function widenServerConnectionWindow(session: http2.Http2Session): void {
 }
 
 /**
+ * The options of every client session: the caller's, with the wide stream window and
+ * {@link HTTP2_CLIENT_SESSION_MEMORY_MIB} of session memory unless the caller set its own.
+ */
+export function clientSessionOptions<O extends http2.ClientSessionOptions | http2.SecureClientSessionOptions>(
+  options?: O,
+): O | http2.ClientSessionOptions {
+  return {
+    maxSessionMemory: HTTP2_CLIENT_SESSION_MEMORY_MIB,
+    ...options,
+    settings: { ...options?.settings, ...http2WindowSettings },
+  };
+}
+
+/**
  * A connect-node session manager whose sessions announce {@link http2WindowSettings} and
  * open their connection window wide. Pass it as `sessionManager` to `createGrpcTransport`.
  */
@@ -55,7 +79,7 @@ export class WideWindowSessionManager extends Http2SessionManager {
     pingOptions?: ConstructorParameters<typeof Http2SessionManager>[1],
     options?: http2.ClientSessionOptions | http2.SecureClientSessionOptions,
   ) {
-    super(url, pingOptions, { ...options, settings: { ...options?.settings, ...http2WindowSettings } });
+    super(url, pingOptions, clientSessionOptions(options));
     keepConnectionUnderWay(this);
   }
 

@@ -15,54 +15,9 @@
 //   numThreads()            openblas_get_num_threads()
 #include <cblas.h>
 #include <node_api.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
-#define CHECK(env, call)                                       \
-  do {                                                         \
-    if ((call) != napi_ok) {                                   \
-      napi_throw_error((env), NULL, "dce_blas: " #call " failed"); \
-      return NULL;                                             \
-    }                                                          \
-  } while (0)
-
-// Largest dimension cblas_dgemm takes with 32-bit blasint.
-#define MAX_DIM 2147483647.0
-
-static int get_dim(napi_env env, napi_value v, const char* label, int64_t* out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= MAX_DIM) || d != (double)(int64_t)d) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a non-negative integer below 2^31", label);
-    napi_throw_range_error(env, NULL, msg);
-    return 0;
-  }
-  *out = (int64_t)d;
-  return 1;
-}
-
-static int get_f64(napi_env env, napi_value v, const char* label, int64_t need, double** out) {
-  napi_typedarray_type type;
-  size_t length;
-  void* data;
-  bool is_typed = false;
-  if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array) {
-    char msg[64];
-    snprintf(msg, sizeof msg, "%s must be a Float64Array", label);
-    napi_throw_type_error(env, NULL, msg);
-    return 0;
-  }
-  if ((int64_t)length < need) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s has %zu elements, needs %lld", label, length, (long long)need);
-    napi_throw_range_error(env, NULL, msg);
-    return 0;
-  }
-  *out = (double*)data;
-  return 1;
-}
+#include "napi_args.h"
 
 // dgemm(m, n, k, a, lda, b, ldb, c, ldc, beta): C = A * B + beta * C, row-major, where A is
 // m rows of stride lda, B is k rows of stride ldb and C is m rows of stride ldc, each
@@ -78,29 +33,11 @@ static napi_value dgemm(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "dgemm(m, n, k, a, lda, b, ldb, c, ldc, beta) takes 10 arguments");
     return NULL;
   }
-  int64_t m, n, k, lda, ldb, ldc;
-  if (!get_dim(env, argv[0], "m", &m) || !get_dim(env, argv[1], "n", &n) || !get_dim(env, argv[2], "k", &k) ||
-      !get_dim(env, argv[4], "lda", &lda) || !get_dim(env, argv[6], "ldb", &ldb) || !get_dim(env, argv[8], "ldc", &ldc)) {
-    return NULL;
-  }
-  double beta;
-  if (napi_get_value_double(env, argv[9], &beta) != napi_ok || (beta != 0.0 && beta != 1.0)) {
-    napi_throw_range_error(env, NULL, "beta must be 0 or 1");
-    return NULL;
-  }
-  // BLAS requires every leading dimension to be at least max(1, row length).
-  if (lda < (k > 1 ? k : 1) || ldb < (n > 1 ? n : 1) || ldc < (n > 1 ? n : 1)) {
-    napi_throw_range_error(env, NULL, "lda must be >= max(1, k), ldb and ldc >= max(1, n)");
-    return NULL;
-  }
-  int64_t a_need = m == 0 ? 0 : (m - 1) * lda + k;
-  int64_t b_need = k == 0 ? 0 : (k - 1) * ldb + n;
-  int64_t c_need = m == 0 ? 0 : (m - 1) * ldc + n;
-  double *a, *b, *c;
-  if (!get_f64(env, argv[3], "a", a_need, &a) || !get_f64(env, argv[5], "b", b_need, &b) ||
-      !get_f64(env, argv[7], "c", c_need, &c)) {
-    return NULL;
-  }
+  struct dgemm_args g;
+  if (!read_dgemm_args(env, argv, &g)) return NULL;
+  const int64_t m = g.m, n = g.n, k = g.k, ldc = g.ldc;
+  double* c = g.c;
+  const double beta = g.beta ? 1.0 : 0.0;
   if (m == 0 || n == 0) return NULL;
   if (k == 0) {
     // The empty sum is +0 everywhere; adding it changes nothing.
@@ -109,15 +46,9 @@ static napi_value dgemm(napi_env env, napi_callback_info info) {
     }
     return NULL;
   }
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, a, (blasint)lda, b,
-              (blasint)ldb, beta, c, (blasint)ldc);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0, g.a, (blasint)g.lda,
+              g.b, (blasint)g.ldb, beta, c, (blasint)ldc);
   return NULL;
-}
-
-static napi_value string_result(napi_env env, const char* s) {
-  napi_value out;
-  CHECK(env, napi_create_string_utf8(env, s == NULL ? "" : s, NAPI_AUTO_LENGTH, &out));
-  return out;
 }
 
 static napi_value config(napi_env env, napi_callback_info info) {

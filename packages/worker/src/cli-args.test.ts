@@ -183,7 +183,11 @@ describe("parseArgs", () => {
     [[...base, "--max-message-bytes", "1000"], {}, /--max-message-bytes must be an integer >= 65536/],
     [[...base, "--local-store", "on"], {}, /--local-store must be auto or off, got "on"/],
     [[...base, "--log-level", "loud"], {}, /--log-level must be one of/],
-    [[...base, "--kernels", "simd"], {}, /--kernels: unknown kernel "simd" \(known: auto, native-blas, wasm-simd, reference\)/],
+    [
+      [...base, "--kernels", "simd"],
+      {},
+      /--kernels: unknown kernel "simd" \(known: auto, native-avx512, native-blas, wasm-simd, reference\)/,
+    ],
     [[...base, "--kernels", "reference,auto"], {}, /--kernels: unknown kernel "auto"/],
     [[...base, "--kernels", "reference,,wasm-simd"], {}, /--kernels: unknown kernel ""/],
     [[...base, "--kernels", "reference,reference"], {}, /"reference" is listed twice/],

@@ -4,10 +4,18 @@
  *
  * Most users run the `worker` command; embedders create a {@link Worker}:
  *
+ * <!-- docs-test: serves for 3 s -->
  * ```ts
+ * import { readFileSync } from "node:fs";
  * import { Worker } from "@dce/worker";
- * const worker = new Worker({ coordinatorUrl: "https://coord:7070", ca: readFileSync("ca.pem") });
- * await worker.start();
+ *
+ * const worker = new Worker({
+ *   coordinatorUrl: "https://127.0.0.1:7070",
+ *   ca: readFileSync("ca.pem"), // the CA that signed the coordinator's certificate
+ *   cert: readFileSync("worker-1.pem"), // this worker's identity, signed by the coordinator's CA
+ *   key: readFileSync("worker-1-key.pem"),
+ * });
+ * await worker.start(); // resolves once registered
  * process.once("SIGTERM", () => void worker.close());
  * await worker.wait();
  * ```

@@ -39,8 +39,15 @@ interface Parts {
  * tells which.
  *
  * @example
+ * <!-- docs-test: serves for 3 s -->
+ * <!-- docs-test: prelude
+ * import { readFileSync } from "node:fs";
+ * import { Worker } from "@dce/worker";
+ * const [pem, cert, key] = ["ca.pem", "worker-1.pem", "worker-1-key.pem"].map((f) => readFileSync(f));
+ * const logger = { debug() {}, info() {}, warn: console.log, error: console.log };
+ * -->
  * ```ts
- * const worker = new Worker({ coordinatorUrl: "https://coord:7443", ca: pem, logger });
+ * const worker = new Worker({ coordinatorUrl: "https://127.0.0.1:7070", ca: pem, cert, key, logger });
  * await worker.start();
  * process.once("SIGTERM", () => void worker.close());
  * await worker.wait();

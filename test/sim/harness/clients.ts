@@ -28,7 +28,7 @@ export class SimClients {
     if (!cl || cl.jobId !== undefined) return;
     const reqId = ++w.reqSeq;
     cl.pendingReqId = reqId;
-    const req: Req = { t: "submit", key: cl.plan.key, spec: cl.plan.spec };
+    const req: Req = { t: "submit", key: cl.plan.key, spec: cl.plan.spec, ...(cl.plan.client ? { client: cl.plan.client } : {}) };
     w.net.transmit({ k: "to-coord", env: { reqId, from: { kind: "client", job }, req } }, `client${job} submit #${reqId}`);
     w.at(w.sc.rpcTimeoutMs * 2, { k: "client-timeout", job, reqId });
   }

@@ -10,7 +10,7 @@ import pino from "pino";
 import { SimViolation } from "../oracle.js";
 import { clientKeyOf, type Envelope, type Outcome, type SimGrant } from "./messages.js";
 import { commitJudge, stepJudge, verificationJudge, type Watched } from "./step-judge.js";
-import { call, plainContext, servicesOf } from "./wire-calls.js";
+import { call, clientContext, plainContext, servicesOf } from "./wire-calls.js";
 import type { World } from "./world.js";
 
 const LOG = pino({ level: "silent" });
@@ -193,7 +193,9 @@ export class CoordinatorDriver {
     this.#current = env;
     let answer: Promise<Outcome>;
     try {
-      answer = call(services, env.req, this.#ctx);
+      // A client with a token (fair-share mode) calls as its principal, as the auth layer sets it.
+      const client = env.req.t === "submit" ? env.req.client : undefined;
+      answer = call(services, env.req, client ? clientContext(this.#ctx, client) : this.#ctx);
     } catch (e) {
       world.violation ??= new SimViolation(`t=${world.nowMs}: ${env.req.t} threw: ${describe(e)}`);
       return;
@@ -281,7 +283,7 @@ export class CoordinatorDriver {
         if (req.t === "acquire") world.oracle.onGrantsReleased(outcome.value as SimGrant[] as never);
         else if (req.t === "complete") world.oracle.onCompletionAcked(req.lease);
         else if (req.t === "submit")
-          world.oracle.onSubmitAcked(clientKeyOf(req.key), req.key, (outcome.value as { jobId: JobId }).jobId);
+          world.oracle.onSubmitAcked(clientKeyOf(req.key, req.client?.name), req.key, (outcome.value as { jobId: JobId }).jobId);
       }
     } catch (e) {
       world.violation ??= e instanceof SimViolation ? e : new SimViolation(String(e));

@@ -7,7 +7,7 @@ import type { Fingerprint } from "../matrix.js";
 import type { Fault } from "../scenario.js";
 
 export type Req =
-  | { t: "submit"; key: string; spec: MatMulSpecInput }
+  | { t: "submit"; key: string; spec: MatMulSpecInput; client?: { name: string; weight: number } }
   | { t: "register"; build: Fingerprint; threads: number; identity: string }
   | { t: "acquire"; workerId: WorkerId; maxShards: number; waitMs: number }
   | { t: "heartbeat"; workerId: WorkerId; leases: LeaseKey[] }
@@ -69,6 +69,6 @@ export const leaseKeyOf = (l: LeaseKey): string => `${l.jobId}/${l.shardIndex}@$
 export const CLIENT_ID = "anonymous";
 
 /** The key the core and the oracle give an idempotency key of the client. */
-export const clientKeyOf = (idempotencyKey: string): string => `${CLIENT_ID}\u0000${idempotencyKey}`;
+export const clientKeyOf = (idempotencyKey: string, clientId: string = CLIENT_ID): string => `${clientId}\u0000${idempotencyKey}`;
 
 export type { JobId };

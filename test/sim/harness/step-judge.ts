@@ -65,6 +65,7 @@ export function stepJudge(world: World, c: Watched): StepObserver {
       if (world.trace) traceStep(world, event, out.outcome as Result<unknown>, out.effects);
       if (writes > 1) oracle.fail(`one ${event.type} wrote ${writes} tiles`);
       judgeOutcome(world, c, event, out.outcome as Result<unknown>);
+      world.fairShare?.onStep(event, out.outcome as Result<unknown>, c.state() as CoreState);
       for (const id of ended) oracle.onJobEnded(id);
       // Every step, or every n-th in the big runs of a chaos mode (the check reads every shard).
       const broken = ++steps % (sc.invariantEvery ?? 1) === 0 ? checkInvariants(c.state() as CoreState) : [];
@@ -95,7 +96,7 @@ function judgeOutcome(world: World, c: Watched, event: CoreEvent, outcome: Resul
       const v = outcome.ok ? (outcome.value as Value<"job-submitted">) : undefined;
       if (v?.created) {
         world.keyOf.set(v.jobId, event.idempotencyKey);
-        oracle.onJobCreated(clientKeyOf(event.idempotencyKey), event.idempotencyKey, v.jobId);
+        oracle.onJobCreated(clientKeyOf(event.idempotencyKey, event.clientId), event.idempotencyKey, v.jobId);
       }
       return;
     }

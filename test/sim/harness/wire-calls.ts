@@ -12,7 +12,7 @@ import {
   type HandlerContext,
   type ServiceImpl,
 } from "@connectrpc/connect";
-import type { Coordinator } from "@dce/coordinator";
+import { type Coordinator, principalKey } from "@dce/coordinator";
 import { asJobId, type LeaseKey, type WorkerId } from "@dce/core";
 import {
   AcquireShardsRequestSchema,
@@ -60,6 +60,16 @@ export function plainContext(): HandlerContext {
   const signal = new AbortController().signal;
   setMaxListeners(0, signal);
   return { signal, values: createContextValues() } as unknown as HandlerContext;
+}
+
+/** `base` acting as the client `name` whose token weighs `weight`, as the coordinator's auth layer would set it. */
+export function clientContext(base: HandlerContext, client: { name: string; weight: number }): HandlerContext {
+  const values = createContextValues().set(principalKey, {
+    roles: new Set(["client"] as const),
+    clientId: client.name,
+    clientWeight: client.weight,
+  });
+  return { signal: base.signal, values } as unknown as HandlerContext;
 }
 
 const leaseRef = (l: LeaseKey) => create(LeaseRefSchema, { jobId: l.jobId, shardIndex: l.shardIndex, epoch: BigInt(l.epoch) });

@@ -4,6 +4,7 @@
 import type { CoreEvent, CoreState, JobId, MatMulSpec, StepResult, WorkerId } from "@dce/core";
 import { checkPoisonEnd, drawChaosScenario, type SimMode } from "../chaos-modes.js";
 import { EventQueue } from "../event-queue.js";
+import { drawFairShareScenario, FairShareWatch } from "../fair-share-mode.js";
 import { type Matrix, multiply, sameBytes } from "../matrix.js";
 import { Oracle, type SimViolation } from "../oracle.js";
 import { createRng, type Rng } from "../prng.js";
@@ -55,6 +56,8 @@ export class World {
   nowMs = 0;
   calm = false;
   reqSeq = 0;
+  /** The shares of granted work while every client is backlogged (fair-share mode only). */
+  readonly fairShare: FairShareWatch | undefined;
   /** The first broken guarantee seen inside the shell's callbacks (raised after the event). */
   violation: SimViolation | undefined;
 
@@ -67,7 +70,12 @@ export class World {
     const mode = opts.mode ?? "default";
     const drawn = new Map<string, Matrix>();
     this.sc =
-      mode === "default" ? withCorruption(drawScenario(this.rng, drawn), this.vrng) : drawChaosScenario(mode, this.rng, drawn);
+      mode === "default"
+        ? withCorruption(drawScenario(this.rng, drawn), this.vrng)
+        : mode === "fair-share"
+          ? drawFairShareScenario(this.rng, drawn)
+          : drawChaosScenario(mode, this.rng, drawn);
+    this.fairShare = mode === "fair-share" ? new FairShareWatch() : undefined;
     this.trace = opts.trace;
     this.quarantine = new QuarantineWatch(this.sc.corrupter, this.sc.config.quarantineAfterRejections ?? 0);
     this.stats = emptyStats(this.sc.jobs.length, this.sc.workers.length);
@@ -249,6 +257,12 @@ export class World {
       const fp = job.fingerprint;
       if (!sameBytes(blob, this.expected(job.spec, fp)))
         fail(`job ${id}: C is not byte-identical to the single-process multiply`);
+    }
+    if (this.fairShare) {
+      const [light = 0, mid = 0, heavy = 0] = this.fairShare.cost;
+      Object.assign(this.stats, { shareCostLight: light, shareCostMid: mid, shareCostHeavy: heavy });
+      const wrong = this.fairShare.check();
+      if (wrong !== undefined) fail(wrong);
     }
   }
 

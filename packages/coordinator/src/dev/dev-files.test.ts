@@ -23,8 +23,8 @@ describe("prepareDevFiles", () => {
     expect(first.workers.map((w) => w.name)).toEqual(["dev-1"]);
     expect(statSync(join(dir, "token")).mode & 0o777).toBe(0o600);
     const store = new TokenStore(first.dataDir);
-    expect(store.verify(first.token)).toEqual({ ok: true, name: "dev", role: "client" });
-    expect(store.verify(first.adminToken)).toEqual({ ok: true, name: "dev-admin", role: "admin" });
+    expect(store.verify(first.token)).toEqual({ ok: true, name: "dev", role: "client", weight: 1 });
+    expect(store.verify(first.adminToken)).toEqual({ ok: true, name: "dev-admin", role: "admin", weight: 1 });
     const ca = readFileSync(first.caPath, "utf8");
     const worker1 = readFileSync(first.workers[0]?.cert ?? "", "utf8");
 

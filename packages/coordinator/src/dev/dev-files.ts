@@ -2,7 +2,7 @@
  * The files of a development cluster's folder, made on the first run and reused on the
  * next ones:
  *
- * ```
+ * ```text
  * DIR/certs/      ca.pem, server.pem, worker-dev-<i>.pem and their keys (0600)
  * DIR/data/       the coordinator's data dir (blobs, journal, tokens.json)
  * DIR/token       the client token `dev` (0600)

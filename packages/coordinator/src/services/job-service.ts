@@ -7,6 +7,8 @@ import {
   idempotencyEntry,
   isTerminal,
   jobOf,
+  MAX_JOB_PRIORITY,
+  MIN_JOB_PRIORITY,
   quote,
   resultOf,
   validateMatMulSpec,
@@ -44,6 +46,15 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
       if (req.idempotencyKey.length > 128) throw malformedRequest("idempotency_key is longer than 128 characters");
       const m = req.matmul;
       if (!m) throw malformedRequest("matmul spec is required");
+      // Checked before any blob is looked at, so a bad priority is named whatever else is wrong.
+      if (req.priority < MIN_JOB_PRIORITY || req.priority > MAX_JOB_PRIORITY) {
+        throw dceError(
+          Code.InvalidArgument,
+          ErrorReason.INVALID_SPEC,
+          `priority must be an integer from ${MIN_JOB_PRIORITY} to ${MAX_JOB_PRIORITY}, got ${req.priority}`,
+          { field: "priority" },
+        );
+      }
       const spec = { a: m.a, b: m.b, tileRows: m.tileRows, tileCols: m.tileCols, kernel: m.kernel };
       // Limits first (pure, no I/O): a spec over a limit fails with that limit's name, whatever
       // blobs it names. Other problems are reported in their usual order, below and by the core.
@@ -91,6 +102,10 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         idempotencyKey: req.idempotencyKey,
         spec,
         jobId: asJobId(shell.newId()),
+        priority: req.priority,
+        // The token's weight as the auth layer read it; it reaches the core with each submit,
+        // so scheduling replays from events (a changed weight applies from the next submit).
+        weight: ctx.values.get(principalKey)?.clientWeight ?? 1,
       });
       if (!out.outcome.ok) throw toConnectError(out.outcome.error);
       const { jobId, created } = out.outcome.value;
@@ -99,7 +114,15 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
       // (a failed commit stops the process with a fatal line of its own).
       if (created && job) {
         shell.log.info(
-          { jobId, rows: job.plan.rows, cols: job.plan.cols, inner: job.plan.inner, shards: job.plan.shardCount },
+          {
+            jobId,
+            rows: job.plan.rows,
+            cols: job.plan.cols,
+            inner: job.plan.inner,
+            shards: job.plan.shardCount,
+            priority: job.priority,
+            weight: job.weight,
+          },
           "job submitted",
         );
       } else {

@@ -101,13 +101,14 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
     },
 
     completeShards: async (req, ctx) => {
+      const arrivedMs = shell.clock.nowMs();
       const workerId = asWorkerId(req.workerId);
       shell.identities.checkOwner(ctx, workerId);
       // Before reading the report: an unknown worker is told to register again (WORKER_NOT_FOUND).
       if (!shell.state.workers.has(workerId)) throw toConnectError({ kind: "worker-not-found", workerId });
       const items = readReport(shell, req);
       await verifyAll(shell, workerId, items);
-      return { outcomes: await handOver(shell, workerId, items) };
+      return { outcomes: await handOver(shell, workerId, items, arrivedMs) };
     },
 
     failShard: async (req, ctx) => {
@@ -186,8 +187,14 @@ async function verifyAll(shell: ShellContext, workerId: WorkerId, items: ReportI
  * @throws DataDirError when the disk refused tiles, ConnectError UNAVAILABLE when a result
  *   could not be verified now: the whole call fails so the worker retries it (holding its
  *   leases), and the results accepted meanwhile then answer ALREADY_EXISTS.
+ *   `arrivedMs` is when the report arrived: "shard accepted" logs how long it waited for its checks.
  */
-async function handOver(shell: ShellContext, workerId: WorkerId, items: ReportItem[]): Promise<ShardOutcome[]> {
+async function handOver(
+  shell: ShellContext,
+  workerId: WorkerId,
+  items: ReportItem[],
+  arrivedMs: number,
+): Promise<ShardOutcome[]> {
   const nowMs = shell.clock.nowMs();
   const stagedAll = stageTiles(shell.state, shell.sink, workerId, items, nowMs);
   const durables: Promise<void>[] = [];
@@ -223,7 +230,11 @@ async function handOver(shell: ShellContext, workerId: WorkerId, items: ReportIt
     );
     durables.push(out.durable);
     if (out.outcome.ok) {
-      shell.log.debug({ jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId }, "shard accepted");
+      // sinceArrivalMs: reading and checking the report (the verification a job's last tile waits for).
+      shell.log.debug(
+        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, sinceArrivalMs: nowMs - arrivedMs },
+        "shard accepted",
+      );
       return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
     }
     const ce = toConnectError(out.outcome.error);

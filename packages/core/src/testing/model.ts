@@ -47,6 +47,15 @@ export function effectsOf<T extends Effect["type"]>(fx: readonly Effect[], type:
   return fx.filter((f): f is Extract<Effect, { type: T }> => f.type === type);
 }
 
+/** Options of {@link Driver.submit}: the event's optional fields. */
+export interface SubmitOptions {
+  clientId?: ClientId;
+  key?: string;
+  jobId?: JobId;
+  priority?: number;
+  weight?: number;
+}
+
 export const C1 = asClientId("client-1");
 export const C2 = asClientId("client-2");
 
@@ -81,7 +90,7 @@ export class Driver {
     return j;
   }
 
-  submit(spec: MatMulSpecInput, opts: { clientId?: ClientId; key?: string; jobId?: JobId } = {}) {
+  submit(spec: MatMulSpecInput, opts: SubmitOptions = {}) {
     const jobId = opts.jobId ?? asJobId(`job-${++this.jobSeq}`);
     return this.apply({
       type: "job-submitted",
@@ -90,11 +99,13 @@ export class Driver {
       idempotencyKey: opts.key ?? "",
       spec,
       jobId,
+      ...(opts.priority === undefined ? {} : { priority: opts.priority }),
+      ...(opts.weight === undefined ? {} : { weight: opts.weight }),
     });
   }
 
   /** Submits and returns the new job id (throws if refused). */
-  submitOk(spec: MatMulSpecInput, opts: { clientId?: ClientId; key?: string; jobId?: JobId } = {}): JobId {
+  submitOk(spec: MatMulSpecInput, opts: SubmitOptions = {}): JobId {
     return unwrap(this.submit(spec, opts).outcome).jobId;
   }
 

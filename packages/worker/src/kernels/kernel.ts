@@ -1,6 +1,8 @@
 import { type KernelName, kernelNames } from "./names.js";
+import { createNativeAvx512Kernel } from "./native-avx512.js";
 import { createNativeBlasKernel } from "./native-blas.js";
 import { referenceKernel } from "./reference.js";
+import { selfChecked } from "./self-check.js";
 import { KernelUnavailableError } from "./support.js";
 import type { Kernel } from "./types.js";
 import { createWasmSimdKernel } from "./wasm-simd.js";
@@ -8,8 +10,10 @@ import { createWasmSimdKernel } from "./wasm-simd.js";
 export type { Kernel, StopFlag } from "./types.js";
 
 // The registry is a fixed table: kernels are code, not configuration. Each entry
-// creates the kernel for the calling thread, or throws KernelUnavailableError.
+// creates the kernel for the calling thread, or throws KernelUnavailableError. Our own
+// native code is offered only once it agrees with the reference (self-check.ts).
 const factories: Readonly<Record<KernelName, () => Kernel>> = {
+  "native-avx512": () => selfChecked(createNativeAvx512Kernel()),
   "native-blas": createNativeBlasKernel,
   "wasm-simd": () => createWasmSimdKernel(),
   reference: () => referenceKernel,
@@ -37,7 +41,8 @@ function instance(name: KernelName): Kernel | KernelUnavailableError {
  * This thread's instance of a kernel, created at the first call.
  *
  * @throws RangeError if no kernel has that name, or KernelUnavailableError if it cannot
- *   run here (e.g. `native-blas` without OpenBLAS).
+ *   run here (e.g. `native-blas` without OpenBLAS, `native-avx512` on a CPU without
+ *   AVX-512 or after a failed self-check).
  */
 export function createKernel(name: string): Kernel {
   if (!(kernelNames as readonly string[]).includes(name)) {
@@ -68,7 +73,7 @@ let selected: readonly Kernel[] | undefined;
 /**
  * Chooses the kernels this process advertises (the `worker --kernels` flag); it sets
  * what {@link listKernels} returns. `"auto"` means every available kernel, fastest
- * first ({@link kernelNames} order: native-blas, wasm-simd, reference); a list keeps
+ * first ({@link kernelNames} order: native-avx512, native-blas, wasm-simd, reference); a list keeps
  * its own order. Kernels that cannot run are left out and reported in `unavailable`,
  * for the caller to log or to refuse.
  *

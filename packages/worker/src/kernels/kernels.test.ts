@@ -5,11 +5,13 @@ import { startInMemoryCoordinator } from "@dce/coordinator/testing";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type ComputePool, createThreadPool } from "../pool.js";
+import { avx512Unavailable } from "../test-support/avx512.js";
 import { compileThreadScript, removeCompiledThreadScript } from "../test-support/compile-thread.js";
 import { openblasInstalled } from "../test-support/openblas.js";
 import { Worker } from "../worker.js";
 import { createKernel, type Kernel, listKernels, selectKernels } from "./kernel.js";
 import { kernelNames } from "./names.js";
+import { createNativeAvx512Kernel } from "./native-avx512.js";
 import { createNativeBlasKernel, nativeBlasAddonPath, nativeBlasPanels } from "./native-blas.js";
 import { referenceKernel } from "./reference.js";
 import { KernelStoppedError, KernelUnavailableError } from "./support.js";
@@ -72,7 +74,12 @@ const candidates: Candidate[] = [
   { label: "wasm-simd (no FMA)", create: () => createWasmSimdKernel({ fma: false }), skip: false },
   { label: "wasm-simd (tiny chunks)", create: () => createWasmSimdKernel({ chunkBytes: 24 * 8 * 8 }), skip: false },
   { label: "native-blas", create: createNativeBlasKernel, skip: !openblasInstalled },
+  { label: "native-avx512", create: createNativeAvx512Kernel, skip: avx512Unavailable !== undefined },
 ];
+
+/** Kernels that run here (each skip above says why one does not). */
+const runsHere = (name: string) =>
+  (name !== "native-blas" || openblasInstalled) && (name !== "native-avx512" || avx512Unavailable === undefined);
 
 for (const candidate of candidates) {
   describe.skipIf(candidate.skip)(candidate.label, () => {
@@ -333,7 +340,8 @@ describe("kernel registry", () => {
     const names = listKernels().map((k) => k.name);
     expect(names.at(-1)).toBe("reference");
     expect(names).toContain("wasm-simd");
-    if (openblasInstalled) expect(names[0]).toBe("native-blas");
+    if (avx512Unavailable === undefined) expect(names[0]).toBe("native-avx512");
+    else if (openblasInstalled) expect(names[0]).toBe("native-blas");
     expect(names).toEqual(kernelNames.filter((n) => names.includes(n)));
     expect(createKernel("wasm-simd")).toBe(createKernel("wasm-simd")); // one instance per thread
   });
@@ -349,7 +357,7 @@ describe("kernel registry", () => {
       const auto = selectKernels("auto");
       expect(auto.kernels.length + auto.unavailable.length).toBe(kernelNames.length);
       for (const u of auto.unavailable) expect(u.reason).not.toBe("");
-      if (openblasInstalled) expect(auto.unavailable).toEqual([]);
+      if (openblasInstalled && avx512Unavailable === undefined) expect(auto.unavailable).toEqual([]);
     } finally {
       selectKernels("auto");
     }
@@ -369,26 +377,23 @@ describe("kernels in the thread pool", () => {
   });
   afterAll(() => removeCompiledThreadScript());
 
-  it.each(kernelNames.filter((name) => name !== "native-blas" || openblasInstalled))(
-    "%s runs in a worker thread with the same bits as on the main thread",
-    async (name) => {
-      const pool = createThreadPool({ threads: 2, threadUrl: compileThreadScript() });
-      pools.push(pool);
-      const kernel = createKernel(name);
-      const runs = [
-        [67, 129, 31],
-        [130, 70, 300],
-      ].map(async ([m, n, k]) => {
-        const [mm, nn, kk] = [m as number, n as number, k as number];
-        const a = random(mm * kk, 3);
-        const b = random(kk * nn, 4);
-        const want = gemmWith(kernel, mm, nn, kk, a, b);
-        const { c } = await pool.run({ kernel: name, m: mm, n: nn, k: kk, a, b });
-        expect(bits(c)).toEqual(bits(want));
-      });
-      await Promise.all(runs);
-    },
-  );
+  it.each(kernelNames.filter(runsHere))("%s runs in a worker thread with the same bits as on the main thread", async (name) => {
+    const pool = createThreadPool({ threads: 2, threadUrl: compileThreadScript() });
+    pools.push(pool);
+    const kernel = createKernel(name);
+    const runs = [
+      [67, 129, 31],
+      [130, 70, 300],
+    ].map(async ([m, n, k]) => {
+      const [mm, nn, kk] = [m as number, n as number, k as number];
+      const a = random(mm * kk, 3);
+      const b = random(kk * nn, 4);
+      const want = gemmWith(kernel, mm, nn, kk, a, b);
+      const { c } = await pool.run({ kernel: name, m: mm, n: nn, k: kk, a, b });
+      expect(bits(c)).toEqual(bits(want));
+    });
+    await Promise.all(runs);
+  });
 });
 
 describe("kernels in the worker's pull loop", () => {
@@ -398,7 +403,7 @@ describe("kernels in the worker's pull loop", () => {
   });
   afterAll(() => removeCompiledThreadScript());
 
-  it.each(kernelNames.filter((name) => name !== "native-blas" || openblasInstalled))(
+  it.each(kernelNames.filter(runsHere))(
     "a job pinned to %s is computed in threads, tile by tile, with that kernel's bits",
     async (name) => {
       const h = await startInMemoryCoordinator();

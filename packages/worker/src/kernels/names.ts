@@ -3,7 +3,7 @@
  * available ones in with `--kernels auto`. Kept apart from the implementations so
  * that the argument parser can validate names without loading any kernel.
  */
-export const kernelNames = ["native-blas", "wasm-simd", "reference"] as const;
+export const kernelNames = ["native-avx512", "native-blas", "wasm-simd", "reference"] as const;
 
 /** One of {@link kernelNames}. */
 export type KernelName = (typeof kernelNames)[number];

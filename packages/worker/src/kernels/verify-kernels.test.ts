@@ -5,7 +5,9 @@ import { execFileSync } from "node:child_process";
 import { checkTileRows, createProjection, FREIVALDS_ROUNDS, probesFromWords, projectRows } from "@dce/core";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { avx512Unavailable } from "../test-support/avx512.js";
 import type { Kernel } from "./kernel.js";
+import { createNativeAvx512Kernel } from "./native-avx512.js";
 import { createNativeBlasKernel } from "./native-blas.js";
 import { referenceKernel } from "./reference.js";
 import { createWasmSimdKernel } from "./wasm-simd.js";
@@ -23,6 +25,7 @@ const kernels: { label: string; create: () => Kernel; available: boolean }[] = [
   { label: "wasm-simd (auto FMA)", create: () => createWasmSimdKernel(), available: true },
   { label: "wasm-simd (no FMA)", create: () => createWasmSimdKernel({ fma: false }), available: true },
   { label: "native-blas", create: createNativeBlasKernel, available: openblasInstalled },
+  { label: "native-avx512", create: createNativeAvx512Kernel, available: avx512Unavailable === undefined },
 ];
 
 const value = fc.oneof(

@@ -37,7 +37,7 @@ describe("Worker pull loop", () => {
     const workerId = registrations(h)[0]?.workerId;
     expect(workerId).toBeDefined();
     expect(worker.workerId).toBe(workerId);
-    // every available kernel, fastest first (native-blas and wasm-simd where they run), reference last
+    // every available kernel, fastest first (native-avx512, native-blas and wasm-simd where they run), reference last
     const kernels = listKernels().map((k) => k.fingerprint);
     expect(kernels.at(-1)).toBe("reference/1");
     expect(registrations(h)).toEqual([{ workerId, name: "test-worker", threads: 2, kernels }]);

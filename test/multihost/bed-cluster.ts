@@ -1,0 +1,141 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { issueWorkerCertificate } from "@dce/coordinator";
+import { BIN, naiveMultiply, ROOT, randomMatrix, runCoordinatorCommand } from "../support/cluster.js";
+import { type HostProc, type Testbed, until, upTestbed } from "./testbed.js";
+
+// A dce cluster on the test bed: the TLS coordinator on host "c", workers on "w1".."wN"
+// (`--local-store off`: separate hosts share no files), and the SDK on host "cl" through
+// client-driver.mjs. Certificates name the coordinator's bed address.
+
+const PORT = 7443;
+const DRIVER = join(ROOT, "test/multihost/client-driver.mjs");
+
+/** One job of a client run: C = A·B with A m×k and B k×n from `seed`. */
+export interface JobSpec {
+  readonly key: string;
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+  readonly seed: number;
+  readonly tileSize: number;
+}
+
+export interface BedCluster {
+  readonly bed: Testbed;
+  readonly url: string;
+  readonly coordinator: HostProc;
+  readonly workers: HostProc[];
+  /** Starts the client driver on host "cl" with `jobs`. */
+  client(jobs: JobSpec[], o?: { timeoutMs?: number; reconnectBudgetMs?: number; attempts?: number }): HostProc;
+  /** The events the driver printed so far. */
+  events(p: HostProc): Array<Record<string, unknown> & { ev: string }>;
+  /** Asserts every job's C equals the naive product, byte for byte; returns the keys that differ. */
+  wrongResults(jobs: JobSpec[]): string[];
+  /** GET /metrics from the client host (admin token): value of each sample line by its name and labels. */
+  metrics(): Map<string, number>;
+  close(): Promise<void>;
+}
+
+export async function startBedCluster(o: {
+  workers: number;
+  leaseTtlMs: number;
+  rate?: string;
+  coordinatorArgs?: string[];
+  workerArgs?: string[];
+}): Promise<BedCluster> {
+  const workerHosts = Array.from({ length: o.workers }, (_, i) => `w${i + 1}`);
+  const bed = upTestbed(["c", ...workerHosts, "cl"], o.rate ? { rate: o.rate } : {});
+  const dir = mkdtempSync(join(tmpdir(), "dce-bed-"));
+  const out = join(dir, "out");
+  mkdirSync(out);
+  const close = async () => {
+    await bed.down();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const tlsDir = join(dir, "certs");
+    const dataDir = join(dir, "data");
+    const caPath = join(tlsDir, "ca.pem");
+    const host = bed.addr["c"] as string;
+    const url = `https://${host}:${PORT}`;
+    await runCoordinatorCommand(["init-certs", "--out", tlsDir, "--workers", "0", "--hosts", host]);
+    const token = await runCoordinatorCommand(["tokens", "add", "bed-client", "--data-dir", dataDir]);
+    const adminToken = await runCoordinatorCommand(["tokens", "add", "bed-admin", "--role", "admin", "--data-dir", dataDir]);
+    const coordinator = bed.node("c", "coordinator", BIN.coordinator, [
+      ...["--host", host, "--port", String(PORT), "--tls-dir", tlsDir, "--data-dir", dataDir],
+      ...["--lease-ttl-ms", String(o.leaseTtlMs), "--local-store", "off", ...(o.coordinatorArgs ?? [])],
+    ]);
+    await until(() => /listening on/.test(coordinator.stdout), 20_000, "the coordinator's listening line", coordinator);
+    const workers: HostProc[] = [];
+    for (const w of workerHosts) {
+      const cert = await issueWorkerCertificate({ dir: tlsDir, name: w });
+      const p = bed.node(w, w, BIN.worker, [
+        ...["--coordinator", url, "--ca", caPath, "--cert", cert.cert, "--key", cert.key, "--name", w],
+        ...["--threads", "1", "--kernels", "reference", "--local-store", "off", ...(o.workerArgs ?? [])],
+      ]);
+      workers.push(p);
+    }
+    for (const p of workers) await until(() => p.stderr.includes("worker registered"), 20_000, `${p.name} registered`, p);
+    const events = (p: HostProc) =>
+      p.stdout
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as Record<string, unknown> & { ev: string });
+    return {
+      bed,
+      url,
+      coordinator,
+      workers,
+      client: (jobs, co = {}) =>
+        bed.node("cl", "client", DRIVER, [JSON.stringify({ baseUrl: url, caPath, token, out, jobs, ...co })]),
+      events,
+      wrongResults: (jobs) =>
+        jobs
+          .filter((j) => {
+            const want = naiveMultiply(randomMatrix(j.m, j.k, j.seed), randomMatrix(j.k, j.n, j.seed + 1));
+            let got: Buffer;
+            try {
+              got = readFileSync(join(out, `${j.key}.bin`));
+            } catch {
+              return true;
+            }
+            return !got.equals(Buffer.from(want.buffer, want.byteOffset, want.byteLength));
+          })
+          .map((j) => j.key),
+      metrics() {
+        const text = execFileSync(
+          join(ROOT, "scripts/testbed.sh"),
+          [
+            "run",
+            bed.id,
+            "cl",
+            "curl",
+            "-sS",
+            "-m",
+            "10",
+            "--cacert",
+            caPath,
+            "-H",
+            `authorization: Bearer ${adminToken}`,
+            `${url}/metrics`,
+          ],
+          { encoding: "utf8", timeout: 15_000 },
+        );
+        const m = new Map<string, number>();
+        for (const line of text.split("\n")) {
+          if (line.startsWith("#") || line.trim() === "") continue;
+          const sp = line.lastIndexOf(" ");
+          m.set(line.slice(0, sp), Number(line.slice(sp + 1)));
+        }
+        return m;
+      },
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
