@@ -89,7 +89,13 @@ describe("a full data dir (tmpfs)", () => {
   test("upload, tile and journal meet ENOSPC: RESOURCE_EXHAUSTED naming the data dir, nothing acknowledged is lost, and freeing space recovers", async (ctx) => {
     if (!mounted) ctx.skip(`cannot mount a tmpfs here (${mountError}); run as root to cover the real disk-full paths`);
     const dataDir = join(mnt, "data");
-    const cluster: Cluster = await startCluster({ workers: 0, leaseTtlMs: 2_000, dataDir });
+    // The real ENOSPC paths are under test: no watermark above the journal's reserve.
+    const cluster: Cluster = await startCluster({
+      workers: 0,
+      leaseTtlMs: 2_000,
+      dataDir,
+      extraCoordinatorArgs: ["--min-free-bytes", "0"],
+    });
     onTestFinished(() => cluster.close());
     const client = createClient({ ...cluster.clientOptions, timeoutMs: 60_000 });
 
@@ -123,7 +129,7 @@ describe("a full data dir (tmpfs)", () => {
     expect(dce.stdout).toBe("");
     expect(dce.stderr).toMatch(
       new RegExp(
-        `^error: resource_exhausted: data dir ${dataDir} is full: an upload of 2097152 bytes needs 2\\.0 MiB, and 0 B of 16\\.0 MiB is free`,
+        `^error: resource_exhausted: data dir ${dataDir} has 0 B free \\(of 16\\.0 MiB\\), .*: an upload of 2097152 bytes \\(2\\.0 MiB\\) would leave less than --min-free-bytes 4\\.0 MiB`,
       ),
     );
 

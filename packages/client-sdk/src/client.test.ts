@@ -182,6 +182,35 @@ describe("submitMatMul and result", () => {
     expect(c.data).toEqual(matmul(a.data, a.data, 40, 40, 40));
   });
 
+  it("uploads again and resubmits once when the coordinator collected its upload before the submit (BLOB_NOT_FOUND)", async () => {
+    const { h, client } = await setup({}, 64 * KiB + 3000); // only up to 750 bytes go inline
+    const a = matrix(40, 40);
+    const b = matrix(40, 30, 3);
+    let collected = 0;
+    h.faults.beforeCall("submitJob", (req) => {
+      if (collected > 0) return;
+      // As the blob collector does with an upload older than --blob-grace, or whose bytes were a deleted job's.
+      const { matmul } = req as { matmul: { a: { blobId: string }; b: { blobId: string } } };
+      for (const id of [matmul.a.blobId, matmul.b.blobId])
+        if (h.storage.blobs.tombstone(id)) collected += h.storage.blobs.remove(id);
+    });
+    const job = await client.submitMatMul(a, b);
+    expect(collected).toBe((40 * 40 + 40 * 30) * 8);
+    expect(callsOf(h, "BeginUpload").length).toBe(4);
+    expect(callsOf(h, "SubmitJob").length).toBe(2);
+    const c = await job.result({ minIntervalMs: 0 });
+    expect(c.data).toEqual(matmul(a.data, b.data, 40, 40, 30));
+  });
+
+  it("does not resubmit blob ids the caller passed in: BLOB_NOT_FOUND is theirs to handle", async () => {
+    const { h, client } = await setup();
+    const a = await client.uploadMatrix(matrix(2, 3));
+    const b = await client.uploadMatrix(matrix(3, 2, 5));
+    for (const id of [a.blobId, b.blobId]) if (h.storage.blobs.tombstone(id)) h.storage.blobs.remove(id);
+    await expect(client.submitMatMul(a, b)).rejects.toMatchObject({ code: Code.NotFound });
+    expect(callsOf(h, "SubmitJob").length).toBe(1);
+  });
+
   it("sends small matrices inside SubmitJob, with no upload round trips", async () => {
     const { h, client } = await setup();
     const a = matrix(4, 3);

@@ -5,9 +5,10 @@
  */
 import { Code, ConnectError, createClient as createRpcClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { BlobService, JobService } from "@dce/proto";
+import { BlobService, ErrorReason, JobService } from "@dce/proto";
 import { createBlobTransfer } from "@dce/runtime/blob-transfer";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
+import { errorReason } from "./error-reason.js";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import {
   type ClientConfig,
@@ -449,24 +450,37 @@ async function submitMatMul(
   }
 
   // A and B go up side by side (two upload sessions on one connection).
-  const upA = isMatrixRef(a) ? a : submitRef(ctx, a, options);
-  const upB = b === a ? upA : isMatrixRef(b) ? b : submitRef(ctx, b, options);
-  const [refA, refB] = await Promise.all([upA, upB]);
-  const res = await ctx.jobs.submitJob(
-    {
-      idempotencyKey,
-      matmul: {
-        a: { rows: refA.rows, cols: refA.cols, blobId: refA.blobId, inlineData: inlineOf(refA) },
-        b: { rows: refB.rows, cols: refB.cols, blobId: refB.blobId, inlineData: inlineOf(refB) },
-        tileRows,
-        tileCols,
-        kernel: options?.kernel ?? "",
+  const upload = () => {
+    const upA = isMatrixRef(a) ? a : submitRef(ctx, a, options);
+    const upB = b === a ? upA : isMatrixRef(b) ? b : submitRef(ctx, b, options);
+    return Promise.all([upA, upB]);
+  };
+  const submit = ([refA, refB]: [SubmitRef | MatrixRef, SubmitRef | MatrixRef]) =>
+    ctx.jobs.submitJob(
+      {
+        idempotencyKey,
+        matmul: {
+          a: { rows: refA.rows, cols: refA.cols, blobId: refA.blobId, inlineData: inlineOf(refA) },
+          b: { rows: refB.rows, cols: refB.cols, blobId: refB.blobId, inlineData: inlineOf(refB) },
+          tileRows,
+          tileCols,
+          kernel: options?.kernel ?? "",
+        },
+        priority,
+        retentionMs: BigInt(retentionMs),
       },
-      priority,
-      retentionMs: BigInt(retentionMs),
-    },
-    toCallOptions(ctx.config, options),
-  );
+      toCallOptions(ctx.config, options),
+    );
+  let res: Awaited<ReturnType<typeof submit>>;
+  try {
+    res = await submit(await upload());
+  } catch (e) {
+    // The coordinator collected an upload of ours before the submit named it (its bytes
+    // were a deleted job's, or the upload outlived --blob-grace): send the data again, once.
+    // A blob id the caller passed in is theirs to re-upload.
+    if (errorReason(e) !== ErrorReason.BLOB_NOT_FOUND || (isMatrixRef(a) && isMatrixRef(b))) throw e;
+    res = await submit(await upload());
+  }
   if (res.jobId === "") {
     throw new ConnectError("coordinator returned an empty job id", Code.Internal);
   }

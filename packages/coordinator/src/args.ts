@@ -2,6 +2,7 @@ import { DEFAULT_CORE_CONFIG, DEFAULT_SPEC_LIMITS } from "@dce/core";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
 import { addRetentionOptions, retentionOptionsOf } from "./args-retention.js";
+import { addStorageFlags, storageOptionsOf } from "./args-storage.js";
 import { addSetWeightCommand, type SetWeightCommand, tokenWeightOption } from "./args-token-weight.js";
 import { DEFAULT_CONNECTION_LIMITS } from "./connection-guard.js";
 import { addDevCommand, type DevCommand } from "./dev/dev-args.js";
@@ -69,7 +70,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     // `tokens … --data-dir` must reach the subcommand, not the server's flag of the same name.
     .enablePositionalOptions();
 
-  program
+  addStorageFlags(program, env, envErrors)
     .addOption(new Option("--host <host>", "interface to bind").default(env.DCE_HOST ?? "127.0.0.1"))
     .addOption(
       new Option("--port <n>", "port (0 picks a free one)")
@@ -339,6 +340,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
             maxShardsPerAcquire: o.maxShardsPerAcquire,
             maxOpenUploads: o.maxOpenUploads,
             uploadIdleMs: o.uploadIdleMs,
+            ...storageOptionsOf(o),
             maxConnections: o.maxConnections,
             maxConcurrentStreams: o.maxConcurrentStreams,
             handshakeTimeoutMs: o.handshakeTimeoutMs,

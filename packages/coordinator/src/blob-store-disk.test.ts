@@ -140,6 +140,7 @@ describe("BlobStore on a full or failing disk", () => {
     let freeBytes = 48 << 20;
     const space = new DataDirSpace("/unused", {
       reserveBytes: 1 << 20,
+      minFreeBytes: 0,
       statfs: () => ({ freeBytes, totalBytes: 48 << 20 }),
     });
     const store = open(space);
@@ -157,7 +158,9 @@ describe("BlobStore on a full or failing disk", () => {
         "free space there (or restart the coordinator with a bigger --data-dir), then retry",
     );
     expect(uploads(store)).toHaveLength(1);
-    expect(() => store.put(new Uint8Array(2 << 20).fill(1))).toThrow(/an inline matrix of 2097152 bytes needs/);
+    expect(() => store.put(new Uint8Array(2 << 20).fill(1))).toThrow(
+      /an inline matrix of 2097152 bytes \(2\.0 MiB\) would leave less than --min-free-bytes 1\.0 MiB/,
+    );
     expect(uploads(store)).toHaveLength(1);
     // What is already stored is never refused.
     freeBytes = 0;

@@ -6,6 +6,7 @@ import {
   linkSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   readSync,
   renameSync,
@@ -16,11 +17,13 @@ import {
   writeSync,
 } from "node:fs";
 import { open } from "node:fs/promises";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { quote } from "@dce/core";
 import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
 import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "./blob-error.js";
+import { BlobIndex, type BlobUsage, type StoredBlob } from "./blob-index.js";
 import type { DataDirSpace } from "./disk-space.js";
+import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
 
 export { BlobError };
@@ -65,7 +68,7 @@ export class BlobStore {
   readonly #blobDir: string;
   readonly #uploadDir: string;
   readonly #uploads = new Map<string, UploadSession>();
-  readonly #sizes = new Map<string, number>();
+  readonly #index = new BlobIndex();
   /** Absolute root of the store, as peers on this host see it. */
   readonly dir: string;
   /** Random id in `dir/store-id`: a peer that reads it there knows it sees this store. */
@@ -81,9 +84,12 @@ export class BlobStore {
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
     mkdirSync(this.#blobDir, { recursive: true });
     this.storeId = withDataDir(this.dir, "writing store-id", () => ensureStoreId(storeIdPath(opts.dir)));
-    // Uploads in progress do not survive a restart: clients start them again.
+    // Uploads in progress do not survive a restart: clients start them again. This also
+    // removes the temporary files of uploads, inline matrices and results being stored
+    // when the process was killed (blob-store-gc.test.ts "a restart removes ...").
     rmSync(this.#uploadDir, { recursive: true, force: true });
     mkdirSync(this.#uploadDir, { recursive: true });
+    withDataDir(this.dir, "listing blobs", () => scanBlobs(this.#blobDir, this.#index));
   }
 
   /** Path of a stored blob (the id must already be validated). */
@@ -91,27 +97,56 @@ export class BlobStore {
     return blobPath(this.#opts.dir, blobId);
   }
 
-  /** Size of a stored blob, or undefined when it is not stored. */
+  /** Size of a stored blob, or undefined when it is not stored (or tombstoned by the collector). */
   sizeOf(blobId: string): number | undefined {
-    if (!isBlobId(blobId)) return undefined;
-    const cached = this.#sizes.get(blobId);
-    if (cached !== undefined) return cached;
-    try {
-      const size = statSync(this.pathOf(blobId)).size;
-      this.#sizes.set(blobId, size);
-      return size;
-    } catch {
-      return undefined;
-    }
+    return isBlobId(blobId) ? this.#index.sizeOf(blobId) : undefined;
   }
 
-  /** Starts an upload; returns undefined when the blob is already stored. */
-  begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
+  generationOf(blobId: string): number | undefined {
+    return isBlobId(blobId) ? this.#index.generationOf(blobId) : undefined;
+  }
+
+  /** Every blob stored (not tombstoned), as listed when the store opened and kept since. */
+  list(): StoredBlob[] {
+    return this.#index.list();
+  }
+
+  /** Blobs stored and their bytes. */
+  usage(): BlobUsage {
+    return this.#index.usage();
+  }
+
+  /** Makes a blob absent at once, ahead of {@link remove} (see `BlobIndex`); false when not stored. */
+  tombstone(blobId: string): boolean {
+    return this.#index.tombstone(blobId);
+  }
+
+  /**
+   * Deletes a tombstoned blob's file; returns the bytes freed. A blob stored again since
+   * its tombstone is left alone (0).
+   * @throws DataDirError when the disk refuses; the blob stays tombstoned, to be retried.
+   */
+  remove(blobId: string): number {
+    if (!this.#index.isTombstoned(blobId)) return 0;
+    withDataDir(this.dir, `deleting blob ${blobId}`, () => rmSync(this.pathOf(blobId), { force: true }));
+    return this.#index.forget(blobId);
+  }
+
+  /**
+   * Starts an upload; returns undefined when the blob is already stored (which restarts
+   * its grace period). A client's upload must leave the watermark free, a worker's only
+   * the journal's reserve (see `BeginOptions`).
+   */
+  begin(sizeBytes: number, sha256: string, nowMs: number, opts: BeginOptions = {}): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
-    if (this.sizeOf(sha256) === sizeBytes) return undefined;
+    if (this.sizeOf(sha256) === sizeBytes) {
+      this.#index.stored(sha256, sizeBytes);
+      return undefined;
+    }
     this.expireIdle(nowMs);
     checkOpenUploads(this.#uploads.size, this.#opts.maxOpenUploads);
-    this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
+    if (opts.fromClient) this.#opts.space?.admit(sizeBytes, `an upload of ${sizeBytes} bytes`);
+    else this.#opts.space?.require(sizeBytes, `an upload of ${sizeBytes} bytes`);
     const id = randomUUID();
     const path = uploadPath(this.#opts.dir, id);
     const fd = withDataDir(this.dir, `creating upload ${id}`, () => openSync(path, "w"));
@@ -204,9 +239,11 @@ export class BlobStore {
 
   /**
    * Moves (or, with `keepSource`, hard-links) a finished, fsynced file into the store
-   * under its hash, deduplicating, and makes the new name durable. When that fails, a
-   * name it made is taken back (so the blob is not seen as stored) and the error thrown;
-   * the source is left to the caller.
+   * under its hash, deduplicating, and makes the new name durable. Bytes already there
+   * under a tombstone are kept and revived (a new generation): the collector's pending
+   * deletion checks the tombstone in the same synchronous step as it unlinks, so it
+   * leaves them. When that fails, a name it made is taken back (so the blob is not seen
+   * as stored) and the error thrown; the source is left to the caller.
    */
   adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean } = {}): void {
     const dir = blobPrefixDir(this.#opts.dir, blobId);
@@ -236,14 +273,18 @@ export class BlobStore {
       }
       throw e;
     }
-    this.#sizes.set(blobId, sizeBytes);
+    this.#index.stored(blobId, sizeBytes);
   }
 
   /** Stores bytes directly (matrices sent inline in SubmitJob). */
   put(data: Uint8Array): string {
     const blobId = createHash("sha256").update(data).digest("hex");
-    if (this.sizeOf(blobId) === data.byteLength) return blobId;
-    this.#opts.space?.require(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
+    if (this.sizeOf(blobId) === data.byteLength) {
+      this.#index.stored(blobId, data.byteLength);
+      return blobId;
+    }
+    // Only submits store inline matrices: new work, held to the watermark.
+    this.#opts.space?.admit(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
     const tmp = uploadPath(this.#opts.dir, randomUUID());
     withDataDir(
       this.dir,
@@ -326,6 +367,24 @@ export class BlobStore {
   #discard(u: UploadSession): void {
     this.#drop(u);
     rmSync(u.path, { force: true });
+  }
+}
+
+/**
+ * Lists the blob files under `blobsDir` into `index`. A file there that is no blob of
+ * its folder (nothing the store writes; only a hand-made copy could be) is deleted, so
+ * it cannot pass for a blob.
+ */
+function scanBlobs(blobsDir: string, index: BlobIndex): void {
+  for (const prefix of readdirSync(blobsDir)) {
+    if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
+    const dir = join(blobsDir, prefix);
+    if (!statSync(dir).isDirectory()) continue;
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      if (isBlobId(name) && name.startsWith(prefix)) index.stored(name, statSync(path).size);
+      else rmSync(path, { force: true, recursive: true });
+    }
   }
 }
 

@@ -7,6 +7,7 @@ import { ExistingCaError, generateDevCertificates, issueWorkerCertificate } from
 import { runDevCommand } from "./dev/dev-command.js";
 import { parseCrashPoint } from "./journal.js";
 import { startCoordinator } from "./server.js";
+import { parseGcCrashPoint } from "./shell/blob-gc.js";
 import { DataDirError } from "./storage-errors.js";
 import { addToken, readTokenFile, revokeToken, setTokenWeight, TokenFileError, tokenFilePath } from "./tokens.js";
 
@@ -51,6 +52,8 @@ async function main(): Promise<number> {
   try {
     // DCE_TEST_CRASH_AT=POINT[:N] is fault injection for the crash-point tests only.
     const testCrashAt = parseCrashPoint(process.env.DCE_TEST_CRASH_AT);
+    // DCE_TEST_GC_CRASH_AT=POINT kills it at a step of a blob collection pass, likewise.
+    const testGcCrashAt = parseGcCrashPoint(process.env.DCE_TEST_GC_CRASH_AT);
     running = await startCoordinator({
       ...cmd.options,
       logger,
@@ -58,6 +61,7 @@ async function main(): Promise<number> {
       // recovers from the journal (test/integration/disk-full.test.ts).
       onFatal: () => setTimeout(() => process.exit(70), 200),
       ...(testCrashAt ? { testCrashAt } : {}),
+      ...(testGcCrashAt ? { testGcCrashAt, testKill: () => process.kill(process.pid, "SIGKILL") } : {}),
     });
   } catch (e) {
     // A full or failing data dir is no usage error: exit 1, like a port in use.

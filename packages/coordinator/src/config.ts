@@ -1,5 +1,6 @@
 import type { CoreConfig } from "@dce/core";
 import type { CrashPoint } from "./journal.js";
+import type { BlobGcConfig } from "./shell/blob-gc.js";
 
 /** Settings of a `Coordinator`, every default resolved. */
 export interface CoordinatorConfig {
@@ -23,6 +24,13 @@ export interface CoordinatorConfig {
   readonly fsync: boolean;
   /** Offer the blob store to workers and clients on this host (LocalStore in responses). */
   readonly localStore: boolean;
+  /** The blob garbage collector (default: a grace of 1 h, a pass every 60 s). */
+  readonly gc?: BlobGcConfig;
+  /**
+   * Free bytes below which new uploads and submits are refused (RESOURCE_EXHAUSTED);
+   * undefined: the larger of 1 GiB and 5% of the data dir's file system. See disk-space.ts.
+   */
+  readonly minFreeBytes?: number;
   /** Fault injection for crash-point tests only (see {@link CrashPoint}). */
   readonly crashAt?: CrashPoint;
   /** Called with each journal group commit's duration, for metrics. */

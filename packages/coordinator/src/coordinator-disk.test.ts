@@ -39,7 +39,11 @@ async function start(dataDir?: string) {
   });
   // As the bin does (cli.ts): a journal that cannot be written ends the process with code 70.
   const onFatal = () => setTimeout(() => process.exit(70), 200);
-  const c = await Coordinator.open(resolveConfig({ dataDir: dir, verify: false }), pino({ level: "info" }, sink), { onFatal });
+  const c = await Coordinator.open(
+    resolveConfig({ dataDir: dir, verify: false, minFreeBytes: 0 }),
+    pino({ level: "info" }, sink),
+    { onFatal },
+  );
   cleanups.push(() => c.close().catch(() => {}));
   const t = createRouterTransport((r) => c.routes(r));
   return {
@@ -183,7 +187,9 @@ describe("coordinator on a full or failing data dir", () => {
     const e = await failure(submit(s, 512, 4, 512, 256));
     expect(e.code).toBe(Code.ResourceExhausted);
     expect(e.rawMessage).toMatch(
-      new RegExp(`^data dir ${s.dir} is full: the result of this job \\(512x512\\) needs 2\\.0 MiB, and 5\\.0 MiB of .* is free`),
+      new RegExp(
+        `^data dir ${s.dir} has 5\\.0 MiB free \\(of .*\\), .* promised to running jobs and uploads: a new job's result \\(512x512\\) \\(2\\.0 MiB\\) would leave less than --min-free-bytes 4\\.0 MiB`,
+      ),
     );
     expect((await submit(s, 4, 4, 4, 4, "key-1")).jobId).toBe(first.jobId);
   });

@@ -11,10 +11,11 @@ import type { RecoveryReport } from "./journal.js";
 import type { StepObserver, VerificationObserver } from "./observability/events.js";
 import { type Clock, every, systemClock } from "./ports/clock.js";
 import type { CoordinatorPorts, FatalHandler } from "./ports/coordinator-ports.js";
-import type { BlobStorePort, JournalPort, ResultSinkPort } from "./ports/storage.js";
+import type { BlobStorePort, FreeSpacePort, JournalPort, ResultSinkPort } from "./ports/storage.js";
 import { createBlobService } from "./services/blob-service.js";
 import { createJobService } from "./services/job-service.js";
 import { createWorkerService } from "./services/worker-service.js";
+import { type BlobCollector, createBlobCollector } from "./shell/blob-gc.js";
 import type { Applied, ShellContext } from "./shell/context.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
@@ -27,6 +28,7 @@ import { DataDirError } from "./storage-errors.js";
 
 export type { CoordinatorConfig } from "./config.js";
 export { MESSAGE_OVERHEAD_BYTES } from "./config.js";
+export type { StorageStats } from "./shell/blob-gc.js";
 
 /** What a coordinator was opened with, besides its settings and logger. */
 interface CoordinatorParts {
@@ -41,6 +43,7 @@ interface CoordinatorParts {
   readonly verifyRandomWords: ((count: number) => Uint32Array) | undefined;
   readonly step: typeof step;
   readonly recovery: Coordinator["recovery"];
+  readonly space: FreeSpacePort | undefined;
 }
 
 /**
@@ -54,6 +57,8 @@ export class Coordinator {
   readonly config: CoordinatorConfig;
   /** What recovery found when this coordinator opened its journal. */
   readonly recovery: RecoveryReport & { jobs: number; activeJobs: number };
+  /** The blob garbage collector: `requestPass()` after jobs leave the state; `stats()` for metrics. */
+  readonly gc: BlobCollector;
   readonly #log: Logger;
   readonly #state: CoreState;
   readonly #blobs: BlobStorePort;
@@ -87,24 +92,17 @@ export class Coordinator {
     this.#waiters = new Waiters(parts.clock);
     this.#invariants = new InvariantWatch(config.invariantCheckIntervalMs, logger);
     this.#identities = new WorkerIdentities(logger);
+    const { state, blobs, clock, sink } = parts;
     this.#verification = new ResultVerification({
       config,
       log: logger,
-      state: parts.state,
-      blobs: parts.blobs,
-      clock: parts.clock,
+      state,
+      blobs,
+      clock,
       randomWords: parts.verifyRandomWords,
     });
     const apply = <E extends CoreEvent>(event: E, tile?: Uint8Array) => this.#apply(event, tile);
-    const isClosed = () => this.#closed !== undefined;
-    this.#finalizer = new ResultFinalizer({
-      log: logger,
-      clock: parts.clock,
-      sink: parts.sink,
-      state: parts.state,
-      apply,
-      isClosed,
-    });
+    this.#finalizer = new ResultFinalizer({ log: logger, clock, sink, state, apply, isClosed: () => this.#closed !== undefined });
     const epochs = new EpochReservations(parts.journal, parts.state, (e) => this.#diskFailed(e));
     this.#shell = {
       config,
@@ -121,7 +119,9 @@ export class Coordinator {
       reserveEpochs: (count) => epochs.reserve(count),
       newId: parts.newId,
       random: parts.random,
+      space: parts.space,
     };
+    this.gc = createBlobCollector(config.gc, { ...this.#shell, commit: () => parts.journal.commit() });
     this.#stopTicker = every(parts.clock, config.tickIntervalMs, () => this.#tick());
   }
 
@@ -134,7 +134,7 @@ export class Coordinator {
    */
   static async open(config: CoordinatorConfig, logger: Logger, ports: CoordinatorPorts = {}): Promise<Coordinator> {
     const clock = ports.clock ?? systemClock;
-    const { blobs, sink, openJournal } = ports.storage ?? createDiskStorage(config, logger);
+    const { blobs, sink, openJournal, space } = ports.storage ?? createDiskStorage(config, logger, ports);
     const { journal, report } = await openJournal();
     const restored = await recoverState(config.core, journal, sink, clock, logger);
     const c = new Coordinator(config, logger, {
@@ -148,6 +148,7 @@ export class Coordinator {
       newId: ports.newId ?? randomUUID,
       verifyRandomWords: ports.verifyRandomWords,
       step: ports.step ?? step,
+      space,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
     logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");
@@ -184,6 +185,7 @@ export class Coordinator {
   /** Stops timers, commits the journal and closes files. Idempotent. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      this.gc.close();
       this.#stopTicker?.();
       this.#stopTicker = undefined;
       await this.#verification.close();
@@ -248,6 +250,7 @@ export class Coordinator {
         notify.push(fx);
       } else if (fx.type === "job-deleted") {
         this.#verification.forget(fx.jobId);
+        this.gc.release(fx.blobIds);
         deleted.push(fx);
       } else {
         this.#execute(fx, tile);
@@ -358,7 +361,9 @@ export class Coordinator {
    * result buffer is already gone (`discard-result`, or released once its result was sealed).
    */
   #onJobsDeleted(deleted: readonly { jobId: string; blobIds: readonly string[] }[]): void {
-    this.#log.debug({ jobs: deleted.length, blobIds: deleted.flatMap((d) => d.blobIds).length }, "jobs deleted");
+    const blobIds = deleted.flatMap((d) => d.blobIds);
+    this.#log.debug({ jobs: deleted.length, blobIds: blobIds.length }, "jobs deleted");
+    this.gc.requestPass().catch((e: unknown) => this.#log.error({ err: e }, "blob collection failed"));
   }
 
   #tick(): void {

@@ -6,14 +6,22 @@ import { DataDirSpace } from "./disk-space.js";
 import { Journal } from "./journal.js";
 import type { StoragePorts } from "./ports/storage.js";
 import { ResultSink } from "./result-sink.js";
+import type { diskSpaceOf } from "./storage-errors.js";
 
 /**
  * The coordinator's storage on disk, in `config.dataDir`: blobs, result buffers and the
  * journal, sharing one account of free space. The journal syncs the result buffers
  * before each commit, so an accepted tile's bytes are on disk before its record.
  */
-export function createDiskStorage(config: CoordinatorConfig, logger: Logger): StoragePorts {
-  const space = new DataDirSpace(config.dataDir);
+export function createDiskStorage(
+  config: CoordinatorConfig,
+  logger: Logger,
+  opts: { readonly statfs?: typeof diskSpaceOf | undefined } = {},
+): StoragePorts {
+  const space = new DataDirSpace(config.dataDir, {
+    ...(opts.statfs ? { statfs: opts.statfs } : {}),
+    ...(config.minFreeBytes !== undefined ? { minFreeBytes: config.minFreeBytes } : {}),
+  });
   const blobs = new BlobStore({
     dir: config.dataDir,
     maxBlobBytes: config.core.limits.maxMatrixBytes,
@@ -27,6 +35,7 @@ export function createDiskStorage(config: CoordinatorConfig, logger: Logger): St
   return {
     blobs,
     sink,
+    space,
     openJournal: () =>
       Journal.open({
         dir: join(config.dataDir, "journal"),

@@ -84,11 +84,12 @@ export class ResultSink {
 
   /**
    * Checks that a new job's C (rows × cols float64) fits on disk next to what is
-   * promised already; call before the job is accepted.
+   * promised already, leaving the watermark free (`DataDirSpace.admit`); call before the
+   * job is accepted.
    * @throws DataDirError RESOURCE_EXHAUSTED when it does not.
    */
   admit(rows: number, cols: number): void {
-    this.#space?.require(rows * cols * 8, `the result of this job (${rows}x${cols})`);
+    this.#space?.admit(rows * cols * 8, `a new job's result (${rows}x${cols})`);
   }
 
   /** Opens (creating a sparse file if needed) the result buffer of a job; does nothing when it is open. */

@@ -23,12 +23,13 @@ import { registerReflectionService } from "./observability/reflection.js";
 import type { FatalHandler } from "./ports/coordinator-ports.js";
 import { type RetentionOptions, resolveRetention } from "./retention-options.js";
 import { createRpcHandler } from "./rpc-handler.js";
+import { resolveStorageOptions, type StorageOptions } from "./storage-options.js";
 import { loadServerTls, type ServerTlsFiles } from "./tls-dir.js";
 import { TokenStore, tokenFilePath } from "./tokens.js";
 import { defaultVerifyThreads } from "./verify/verifier.js";
 
 /** Options for {@link startCoordinator}; every field has a default. */
-export interface CoordinatorOptions extends RetentionOptions {
+export interface CoordinatorOptions extends RetentionOptions, StorageOptions {
   /** Interface to bind. Default "127.0.0.1". */
   host?: string;
   /** Port; 0 picks a free one. Default 7070. */
@@ -221,6 +222,7 @@ export function resolveConfig(o: CoordinatorOptions): CoordinatorConfig {
     fsync: o.fsync ?? true,
     localStore: o.localStore ?? true,
     verify: { enabled: o.verify ?? true, threads: verifyThreads, maxBacklogBytes: 512 * 1024 * 1024 },
+    ...resolveStorageOptions(o),
     core,
   };
 }

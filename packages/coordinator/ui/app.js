@@ -71,6 +71,18 @@ function fmtDuration(ms) {
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`;
 }
 
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
 function fmtAgo(ms) {
   if (ms < 1000) return "just now";
   return `${fmtDuration(ms)} ago`;
@@ -87,10 +99,17 @@ function renderStats(s) {
   $("st-rate").textContent = fmtRate(s.totals.shardsPerSec);
   $("st-gflops").textContent = fmtNum(s.totals.gflops, 2);
   $("st-done").textContent = fmtNum(s.totals.shardsCompleted);
+  const st = s.storage;
+  $("st-store").textContent = st ? `${fmtBytes(st.bytes)} · ${fmtNum(st.blobs)} blobs` : "–";
+  $("st-free").textContent = st && st.freeBytes !== null ? fmtBytes(st.freeBytes) : "–";
+  $("st-free").title = st && st.minFreeBytes !== null ? `uploads and submits refused below ${fmtBytes(st.minFreeBytes)}` : "";
   const j = s.totals.jobs;
+  const gc = st
+    ? ` · GC ${fmtNum(st.gcPasses)} passes, ${fmtNum(st.gcBlobsDeleted)} blobs (${fmtBytes(st.gcBytesDeleted)}) deleted`
+    : "";
   $("meta").textContent =
     `up ${fmtDuration(s.nowMs - s.startedAtMs)} · ${fmtNum(j.succeeded)} succeeded · ${fmtNum(j.failed)} failed · ` +
-    `${fmtNum(j.cancelled)} cancelled · ${fmtNum(s.totals.leases)} leases`;
+    `${fmtNum(j.cancelled)} cancelled · ${fmtNum(s.totals.leases)} leases${gc}`;
 }
 
 function progressCell(job) {

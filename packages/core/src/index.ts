@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 
+export { referencedBlobs } from "./blob-refs.js";
 export type {
   DurableDeath,
   DurableJob,

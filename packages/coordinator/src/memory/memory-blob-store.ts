@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
 import { isBlobId } from "@dce/runtime/blob-layout";
 import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "../blob-error.js";
+import { BlobIndex, type BlobUsage, type StoredBlob } from "../blob-index.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
 /** Settings of a {@link MemoryBlobStore}; each has a default. */
@@ -43,6 +44,7 @@ export class MemoryBlobStore implements BlobStorePort {
   readonly storeId = "memory";
   readonly #opts: Required<Omit<MemoryBlobStoreOptions, "spillDir">> & MemoryBlobStoreOptions;
   readonly #blobs = new Map<string, Uint8Array>();
+  readonly #index = new BlobIndex();
   readonly #uploads = new Map<string, MemoryUpload>();
   readonly #spilled = new Set<string>();
   #nextUpload = 1;
@@ -55,7 +57,7 @@ export class MemoryBlobStore implements BlobStorePort {
     const dir = this.#opts.spillDir;
     if (dir === undefined) throw new Error("MemoryBlobStore has no files (pass spillDir to verify results)");
     const path = join(dir, blobId);
-    const bytes = this.#blobs.get(blobId);
+    const bytes = this.sizeOf(blobId) === undefined ? undefined : this.#blobs.get(blobId);
     if (bytes !== undefined && !this.#spilled.has(blobId)) {
       mkdirSync(dir, { recursive: true });
       writeFileSync(path, bytes);
@@ -65,12 +67,40 @@ export class MemoryBlobStore implements BlobStorePort {
   }
 
   sizeOf(blobId: string): number | undefined {
-    return isBlobId(blobId) ? this.#blobs.get(blobId)?.byteLength : undefined;
+    return isBlobId(blobId) ? this.#index.sizeOf(blobId) : undefined;
+  }
+
+  generationOf(blobId: string): number | undefined {
+    return isBlobId(blobId) ? this.#index.generationOf(blobId) : undefined;
+  }
+
+  list(): StoredBlob[] {
+    return this.#index.list();
+  }
+
+  usage(): BlobUsage {
+    return this.#index.usage();
+  }
+
+  tombstone(blobId: string): boolean {
+    return this.#index.tombstone(blobId);
+  }
+
+  remove(blobId: string): number {
+    if (!this.#index.isTombstoned(blobId)) return 0;
+    this.#blobs.delete(blobId);
+    if (this.#spilled.delete(blobId) && this.#opts.spillDir !== undefined) {
+      rmSync(join(this.#opts.spillDir, blobId), { force: true });
+    }
+    return this.#index.forget(blobId);
   }
 
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
-    if (this.sizeOf(sha256) === sizeBytes) return undefined;
+    if (this.sizeOf(sha256) === sizeBytes) {
+      this.#index.stored(sha256, sizeBytes);
+      return undefined;
+    }
     this.expireIdle(nowMs);
     checkOpenUploads(this.#uploads.size, this.#opts.maxOpenUploads);
     const uploadId = `upload-${this.#nextUpload++}`;
@@ -118,13 +148,13 @@ export class MemoryBlobStore implements BlobStorePort {
     const digest = u.hash.digest("hex");
     if (digest !== u.sha256)
       throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
-    if (!this.#blobs.has(digest)) this.#blobs.set(digest, u.bytes);
+    this.#store(digest, u.bytes);
     return digest;
   }
 
   put(data: Uint8Array): string {
     const blobId = createHash("sha256").update(data).digest("hex");
-    if (!this.#blobs.has(blobId)) this.#blobs.set(blobId, data.slice());
+    this.#store(blobId, this.sizeOf(blobId) === undefined ? data.slice() : data);
     return blobId;
   }
 
@@ -146,6 +176,15 @@ export class MemoryBlobStore implements BlobStorePort {
 
   close(): void {
     this.#uploads.clear();
+  }
+
+  /** Keeps bytes under their id (again: a new generation), replacing a tombstoned copy. */
+  #store(blobId: string, bytes: Uint8Array): void {
+    if (this.sizeOf(blobId) === undefined) {
+      this.#blobs.set(blobId, bytes);
+      this.#spilled.delete(blobId);
+    }
+    this.#index.stored(blobId, bytes.byteLength);
   }
 
   #session(uploadId: string): MemoryUpload {

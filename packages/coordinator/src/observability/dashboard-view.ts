@@ -33,6 +33,19 @@ export interface DashboardJob {
   readonly error: string;
 }
 
+/** The data dir as the dashboard shows it: the blob store, free space and the collector. */
+export interface DashboardStorage {
+  readonly blobs: number;
+  readonly bytes: number;
+  /** Free bytes of the data dir's file system; null when unknown (memory storage). */
+  readonly freeBytes: number | null;
+  /** The --min-free-bytes watermark; null when unknown. */
+  readonly minFreeBytes: number | null;
+  readonly gcPasses: number;
+  readonly gcBlobsDeleted: number;
+  readonly gcBytesDeleted: number;
+}
+
 /** One lease held by a worker. */
 export interface DashboardLease {
   readonly jobId: string;
@@ -124,6 +137,8 @@ export interface DashboardState {
     /** GFLOP/s over the last 5 s (fewer while younger). */
     readonly gflops: number;
   };
+  /** The blob store and the data dir's free space; null without storage figures. */
+  readonly storage: DashboardStorage | null;
   /** Active jobs oldest first, then finished ones newest first. */
   readonly jobs: readonly DashboardJob[];
   readonly workers: readonly DashboardWorker[];

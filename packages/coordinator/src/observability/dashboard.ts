@@ -2,6 +2,7 @@ import type { CoreEvent, OutcomeMap, StepResult } from "@dce/core";
 import {
   countJobs,
   type DashboardState,
+  type DashboardStorage,
   listJobs,
   listWorkers,
   pickFocus,
@@ -134,6 +135,7 @@ export function createDashboard(source: ObservableCoordinator, options: Dashboar
           shardsPerSec: recentRate(shards, nowMs, startedAtMs),
           gflops: recentRate(flops, nowMs, startedAtMs) / 1e9,
         },
+        storage: storageView(source),
         jobs,
         workers: listWorkers(s, workers, nowMs, staleAfterMs, maxLeases),
         focusJobId: focus?.id ?? null,
@@ -144,5 +146,20 @@ export function createDashboard(source: ObservableCoordinator, options: Dashboar
     close() {
       unobserve();
     },
+  };
+}
+
+/** The storage figures of the page, or null when the source has none. */
+function storageView(source: ObservableCoordinator): DashboardStorage | null {
+  const st = source.gc?.stats();
+  if (st === undefined) return null;
+  return {
+    blobs: st.blobs,
+    bytes: st.bytes,
+    freeBytes: st.freeBytes ?? null,
+    minFreeBytes: st.minFreeBytes ?? null,
+    gcPasses: st.gc.passes,
+    gcBlobsDeleted: st.gc.blobsDeleted,
+    gcBytesDeleted: st.gc.bytesDeleted,
   };
 }

@@ -4,6 +4,7 @@ import { createRpcMetrics } from "./rpc-metrics.js";
 import type { ObservableCoordinator } from "./source.js";
 import { registerStateGauges } from "./state-gauges.js";
 import { createStepMetrics } from "./step-metrics.js";
+import { registerStorageMetrics } from "./storage-metrics.js";
 
 export { codeLabel } from "./rpc-metrics.js";
 export { type LeaseEndReason, type RejectionReason, rejectionReason } from "./step-metrics.js";
@@ -74,10 +75,11 @@ export function createCoordinatorMetrics(options: CoordinatorMetricsOptions = {}
   const state = () => source?.state;
   const registers = [registry];
 
-  // Registration order is the scrape's order: state gauges, step counters, RPCs, journal.
+  // Registration order is the scrape's order: state gauges, step counters, RPCs, storage, journal.
   registerStateGauges(registers, state);
   const steps = createStepMetrics(registers, state);
   const interceptor = createRpcMetrics(registers);
+  registerStorageMetrics(registers, () => source?.gc?.stats());
 
   const journalSeconds = new Histogram({
     name: "dce_journal_write_seconds",

@@ -1,4 +1,5 @@
 import type { CoreState } from "@dce/core";
+import type { StorageStats } from "../shell/blob-gc.js";
 import type { StepObserver, VerificationObserver } from "./events.js";
 
 /**
@@ -13,4 +14,6 @@ export interface ObservableCoordinator {
   readonly state: Readonly<CoreState>;
   /** Registers an observer of result checks (absent on sources that do not verify); returns its remover. */
   observeVerification?(observer: VerificationObserver): () => void;
+  /** The blob collector, for the store's size, the data dir's free space and its counts (absent on sources without storage). */
+  readonly gc?: { stats(): StorageStats };
 }

@@ -37,4 +37,9 @@ export interface CoordinatorPorts {
    * a wrapped one to show that its oracle catches a broken core (test/sim).
    */
   readonly step?: typeof step;
+  /**
+   * Reads the data dir's free and total bytes (disk storage only); tests pass a fake to
+   * exercise the `--min-free-bytes` watermark. Default statfs(2).
+   */
+  readonly statfs?: (dir: string) => { freeBytes: number; totalBytes: number } | undefined;
 }

@@ -1,4 +1,5 @@
 import type { DurableModel, DurableRecord, TileBounds } from "@dce/core";
+import type { BlobUsage, StoredBlob } from "../blob-index.js";
 import type { RecoveryReport } from "../journal.js";
 
 /**
@@ -27,6 +28,15 @@ export interface OpenedJournal {
   readonly report: RecoveryReport;
 }
 
+/** How an upload is admitted by free space. */
+export interface BeginOptions {
+  /**
+   * New data from a client: it must leave the data dir's `--min-free-bytes` watermark
+   * free. Otherwise (a worker's tile of a running job) only the journal's reserve.
+   */
+  readonly fromClient?: boolean;
+}
+
 /**
  * Content-addressed matrix storage (blob id = SHA-256 of the bytes) with resumable
  * uploads. Refusals throw `BlobError` (mapped to Connect codes by the blob service); a
@@ -40,10 +50,30 @@ export interface BlobStorePort {
   readonly storeId: string;
   /** A file holding a stored blob (verification reads inputs from files). */
   pathOf(blobId: string): string;
-  /** Size of a stored blob in bytes, or undefined when it is not stored. */
+  /** Size of a stored blob in bytes, or undefined when it is not stored (or tombstoned). */
   sizeOf(blobId: string): number | undefined;
-  /** Starts an upload at `nowMs`; undefined when the blob is already stored. */
-  begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined;
+  /** Generation of a stored blob (it grows each time the same bytes are stored again), or undefined. */
+  generationOf(blobId: string): number | undefined;
+  /** Every blob stored (not tombstoned), for the garbage collector. */
+  list(): StoredBlob[];
+  /** Blobs stored and their bytes, for metrics. */
+  usage(): BlobUsage;
+  /**
+   * Makes a blob absent at once (sizeOf, reads and deduplication no longer see it) ahead
+   * of its deletion by {@link remove}; storing the same bytes again revives it. False
+   * when it is not stored.
+   */
+  tombstone(blobId: string): boolean;
+  /**
+   * Deletes a tombstoned blob; returns the bytes freed, or 0 when it was stored again
+   * since its tombstone (then it stays).
+   */
+  remove(blobId: string): number;
+  /**
+   * Starts an upload at `nowMs`; undefined when the blob is already stored (a new
+   * generation of it, which restarts the collector's grace period).
+   */
+  begin(sizeBytes: number, sha256: string, nowMs: number, opts?: BeginOptions): { uploadId: string } | undefined;
   /** Appends a chunk at `offset`; returns the bytes received so far. */
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number;
   /** The file a peer on this host may write an upload's bytes to. */
@@ -91,8 +121,29 @@ export interface ResultSinkPort {
   close(): void;
 }
 
+/**
+ * Free space in the data dir, and the watermark below which new work from clients is
+ * refused. Implemented by `DataDirSpace` (disk-space.ts), which reads it with statfs(2)
+ * or a fake.
+ */
+export interface FreeSpacePort {
+  /** The data dir, for messages. */
+  readonly dir: string;
+  /** Free and total bytes of its file system; undefined when they cannot be read. */
+  stat(): { freeBytes: number; totalBytes: number } | undefined;
+  /** The watermark (`--min-free-bytes`), in bytes. */
+  minFreeBytes(): number;
+  /**
+   * Checks that new work from a client of `needBytes` (an upload, a new job) leaves the
+   * watermark free. @throws DataDirError RESOURCE_EXHAUSTED (`DATA_DIR_FULL`) when not.
+   */
+  admit(needBytes: number, what: string): void;
+}
+
 /** The storage of one coordinator: its journal, blob store and result sink. */
 export interface StoragePorts {
+  /** Free space of the data dir; absent (memory storage): nothing is refused for space. */
+  readonly space?: FreeSpacePort;
   /** Opens the journal, recovering what earlier runs committed. Called once per coordinator. */
   openJournal(): Promise<OpenedJournal>;
   readonly blobs: BlobStorePort;

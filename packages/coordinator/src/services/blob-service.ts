@@ -1,5 +1,6 @@
-import { Code, type ServiceImpl } from "@connectrpc/connect";
+import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { type BlobService, ErrorReason } from "@dce/proto";
+import { principalKey } from "../auth.js";
 import { BlobError } from "../blob-error.js";
 import { blobConnectError, dceError, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
@@ -17,15 +18,28 @@ function guard<T>(fn: () => T): T {
   }
 }
 
+/**
+ * A call from a worker: one with a worker certificate and no client token. With
+ * authentication off (development) every caller looks like one, so uploads there are held
+ * only to the journal's reserve (submits are still held to the watermark).
+ */
+function isWorkerCall(ctx: HandlerContext): boolean {
+  const p = ctx.values.get(principalKey);
+  return p?.workerIdentity !== undefined && p.clientId === undefined;
+}
+
 /** BlobService: chunked (or, on this host, file-based) upload and download of matrices. */
 export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobService> {
   return {
-    beginUpload: (req) =>
+    beginUpload: (req, ctx) =>
       guard(() => {
         if (req.sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
           throw malformedRequest("size_bytes out of range");
         }
-        const r = shell.blobs.begin(Number(req.sizeBytes), req.sha256, shell.clock.nowMs());
+        // New data from a client must leave the data dir's watermark free; a worker's tile
+        // upload belongs to a running job, which may use the space below it.
+        const sizeBytes = Number(req.sizeBytes);
+        const r = shell.blobs.begin(sizeBytes, req.sha256, shell.clock.nowMs(), { fromClient: !isWorkerCall(ctx) });
         if (!r) return { uploadId: "", alreadyPresent: true, maxChunkBytes: shell.maxChunkBytes };
         const local = localStoreField(shell).localStore;
         return {

@@ -2,7 +2,7 @@ import type { CoreEvent, CoreState, OutcomeMap, StepResult } from "@dce/core";
 import type { Logger } from "pino";
 import type { CoordinatorConfig } from "../config.js";
 import type { Clock } from "../ports/clock.js";
-import type { BlobStorePort, ResultSinkPort } from "../ports/storage.js";
+import type { BlobStorePort, FreeSpacePort, ResultSinkPort } from "../ports/storage.js";
 import type { ResultVerification } from "./result-verification.js";
 import type { Waiters } from "./waiters.js";
 import type { WorkerIdentities } from "./worker-identity.js";
@@ -38,6 +38,8 @@ export interface ShellContext {
   newId(): string;
   /** A uniform number in [0, 1) (the core's jitter). */
   random(): number;
+  /** Free space of the data dir and its watermark; undefined on memory storage. */
+  readonly space: FreeSpacePort | undefined;
 }
 
 /** The blob store as peers on this host may reach it, as a response field, when offered. */
