@@ -45,6 +45,15 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      {
+        // A long run of many small jobs (test/soak): `pnpm test:soak`; CI runs a short one.
+        test: {
+          name: "soak",
+          include: ["test/soak/**/*.spec.ts"],
+          hookTimeout: 60_000,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

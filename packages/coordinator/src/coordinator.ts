@@ -17,6 +17,7 @@ import { createJobService } from "./services/job-service.js";
 import { createWorkerService } from "./services/worker-service.js";
 import { type BlobCollector, createBlobCollector } from "./shell/blob-gc.js";
 import type { Applied, ShellContext } from "./shell/context.js";
+import { executeEffect } from "./shell/effects.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
 import { recoverState } from "./shell/recovery.js";
@@ -24,7 +25,6 @@ import { ResultFinalizer } from "./shell/result-finalizer.js";
 import { ResultVerification } from "./shell/result-verification.js";
 import { Waiters } from "./shell/waiters.js";
 import { WorkerIdentities } from "./shell/worker-identity.js";
-import { DataDirError } from "./storage-errors.js";
 
 export type { CoordinatorConfig } from "./config.js";
 export { MESSAGE_OVERHEAD_BYTES } from "./config.js";
@@ -309,49 +309,14 @@ export class Coordinator {
   }
 
   #execute(fx: Effect, tile: Uint8Array | undefined): void {
-    switch (fx.type) {
-      case "persist":
-        // Journaled by #apply, which also decides when replies and wake-ups may go out.
-        return;
-      case "prepare-result":
-        try {
-          this.#sink.prepare(fx.jobId, fx.rows, fx.cols);
-        } catch (e) {
-          // The job is acknowledged anyway; its first tile opens the buffer (see stageTiles).
-          if (!(e instanceof DataDirError)) throw e;
-          this.#log.error({ jobId: fx.jobId, err: e.rawMessage }, "result buffer not created yet");
-        }
-        return;
-      case "write-tile":
-        // Tiles are written by stageTiles before the step; only an unstaged one comes here.
-        if (tile) this.#sink.writeTile(fx.jobId, fx.bounds, tile);
-        return;
-      case "finalize-result":
-        this.#verification.forget(fx.jobId);
-        this.#finalizer.finalize(fx.jobId);
-        return;
-      case "discard-result":
-        this.#verification.forget(fx.jobId);
-        // The buffer goes once the job's end is durable: a crash before that finds the job
-        // running with its accepted tiles (found by test/sim's poison mode).
-        void this.#journal.commit().then(
-          () => this.#sink.release(fx.jobId),
-          () => {}, // #apply stops the coordinator on a failed commit
-        );
-        return;
-      case "job-deleted":
-        // Collected by #apply and handed to #onJobsDeleted once durable.
-        return;
-      case "job-changed":
-        this.#waiters.wakeJob(fx.jobId);
-        return;
-      case "shards-available":
-        this.#waiters.wakeWorkers();
-        return;
-      case "log":
-        this.#log[fx.level](fx.fields, fx.msg);
-        return;
-    }
+    executeEffect(fx, tile, {
+      log: this.#log,
+      sink: this.#sink,
+      journal: this.#journal,
+      waiters: this.#waiters,
+      verification: this.#verification,
+      finalizer: this.#finalizer,
+    });
   }
 
   /**

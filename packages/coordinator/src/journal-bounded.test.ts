@@ -55,4 +55,20 @@ describe("journal with deleted jobs", () => {
     expect(again.model.epochFloor).toBeGreaterThan(4_000);
     await again.close();
   });
+
+  it("with the default options, compacts once the log is a few times the live state: bounded by the state, not by 64 MiB", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dce-journal-compact-"));
+    dirs.push(dir);
+    const { journal } = await Journal.open({ dir, fsync: false });
+    let peak = 0;
+    // ~700 bytes per job: 8,000 jobs write ~5.6 MB of records, none of them live at the end.
+    for (let i = 0; i < 8_000; i++) {
+      for (const r of lifeOf(i)) journal.append(r);
+      await journal.commit();
+      if (i % 250 === 249) peak = Math.max(peak, bytesOf(dir));
+    }
+    expect(peak).toBeLessThan(1.5 * 1024 * 1024);
+    expect(readdirSync(dir)).toContain("snapshot.json");
+    await journal.close();
+  });
 });

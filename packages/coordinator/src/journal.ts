@@ -22,6 +22,12 @@ export interface JournalOptions {
   readonly fsync?: boolean;
   /** Write a snapshot and start a new segment once the current one holds this many bytes. */
   readonly snapshotAfterBytes?: number;
+  /**
+   * Also snapshot once the segment holds at least this many bytes (default 1 MiB) and
+   * {@link COMPACT_RATIO} times the last snapshot: when jobs come and go, the live state
+   * stays small while its history grows, and the journal must stay bounded by the state.
+   */
+  readonly compactAfterBytes?: number;
   /** Called before each group commit's write, to make data the records point at durable (tile bytes). */
   readonly beforeCommit?: () => Promise<void>;
   /** Called with each group commit's duration (write + fsync), for metrics. */
@@ -123,6 +129,9 @@ function fsyncDir(dir: string): void {
  * Node ABI in CI), the records are few and small (big data lives in content-addressed
  * files), and the event-sourced core already folds records into state.
  */
+/** A segment this many times the last snapshot's size is folded into a new snapshot (see `compactAfterBytes`). */
+export const COMPACT_RATIO = 4;
+
 export class Journal {
   readonly model: DurableModel;
   readonly #opts: Required<Omit<JournalOptions, "beforeCommit" | "onCommit" | "onSnapshotFailed" | "crashAt">> & JournalOptions;
@@ -135,9 +144,19 @@ export class Journal {
   #failed: Error | undefined;
   #closed = false;
   #acceptCommits = 0;
+  /** Size of the last snapshot written or read, for the compaction rule. */
+  #snapshotBytes: number;
 
-  private constructor(opts: JournalOptions, model: DurableModel, seq: number, fh: FileHandle, segmentBytes: number) {
-    this.#opts = { fsync: true, snapshotAfterBytes: 64 * 1024 * 1024, ...opts };
+  private constructor(
+    opts: JournalOptions,
+    model: DurableModel,
+    seq: number,
+    fh: FileHandle,
+    segmentBytes: number,
+    snapshotBytes: number,
+  ) {
+    this.#opts = { fsync: true, snapshotAfterBytes: 64 * 1024 * 1024, compactAfterBytes: 1024 * 1024, ...opts };
+    this.#snapshotBytes = snapshotBytes;
     this.model = model;
     this.#seq = seq;
     this.#fh = fh;
@@ -150,9 +169,11 @@ export class Journal {
     mkdirSync(opts.dir, { recursive: true });
     let model = createDurableModel();
     let snapshotSeq = 0;
+    let snapshotBytes = 0;
     const snapPath = join(opts.dir, SNAPSHOT);
     if (existsSync(snapPath)) {
       const raw = readFileSync(snapPath, "utf8");
+      snapshotBytes = raw.length;
       const nl = raw.indexOf("\n");
       const [sum, seqText] = raw.slice(0, nl).split(" ");
       const body = raw.slice(nl + 1);
@@ -193,7 +214,7 @@ export class Journal {
     const seq = segs.at(-1) ?? snapshotSeq + 1;
     const fh = await open(join(opts.dir, segName(seq)), "a");
     if (segs.length === 0) fsyncDir(opts.dir);
-    const journal = new Journal(opts, model, seq, fh, segs.length === 0 ? 0 : lastBytes);
+    const journal = new Journal(opts, model, seq, fh, segs.length === 0 ? 0 : lastBytes, snapshotBytes);
     return {
       journal,
       report: { snapshotSeq, segments: segs.length, records, truncatedBytes, ms: performance.now() - t0 },
@@ -267,7 +288,9 @@ export class Journal {
       throw this.#failed;
     }
     this.#opts.onCommit?.(performance.now() - t0, batch.length);
-    if (this.#segmentBytes >= this.#opts.snapshotAfterBytes) await this.#trySnapshot();
+    const compact =
+      this.#segmentBytes >= this.#opts.compactAfterBytes && this.#segmentBytes >= COMPACT_RATIO * this.#snapshotBytes;
+    if (compact || this.#segmentBytes >= this.#opts.snapshotAfterBytes) await this.#trySnapshot();
   }
 
   /** Forces a snapshot now (after the pending commit); a failed snapshot is reported to `onSnapshotFailed`. */
@@ -305,6 +328,7 @@ export class Journal {
     const sum = createHash("sha256").update(body).digest("hex");
     const tmp = join(this.#opts.dir, `${SNAPSHOT}.tmp`);
     await writeFile(tmp, `${sum} ${oldSeq}\n${body}`);
+    this.#snapshotBytes = body.length;
     const fh = await open(tmp, "r");
     await fh.sync();
     await fh.close();
