@@ -1,3 +1,4 @@
+import { isBlobId } from "@dce/runtime/blob-layout";
 /** One stored blob as the garbage collector sees it. */
 export interface StoredBlob {
   readonly blobId: string;
@@ -97,5 +98,39 @@ export class BlobIndex {
     let tombBytes = 0;
     for (const id of this.#tombstones) tombBytes += this.#entries.get(id)?.sizeBytes ?? 0;
     return { blobs: this.#entries.size - this.#tombstones.size, bytes: this.#bytes - tombBytes };
+  }
+}
+
+/**
+ * What both blob stores (disk and memory) answer from their {@link BlobIndex} alone: sizes,
+ * generations, the listing, usage and tombstones. A store extends it and updates `index`
+ * as it stores and removes bytes.
+ */
+export abstract class IndexedBlobStore {
+  protected readonly index = new BlobIndex();
+
+  /** Size of a stored blob, or undefined when it is not stored (or tombstoned by the collector). */
+  sizeOf(blobId: string): number | undefined {
+    return isBlobId(blobId) ? this.index.sizeOf(blobId) : undefined;
+  }
+
+  /** Generation of a stored blob (it grows each time the same bytes are stored again), or undefined. */
+  generationOf(blobId: string): number | undefined {
+    return isBlobId(blobId) ? this.index.generationOf(blobId) : undefined;
+  }
+
+  /** Every blob stored (not tombstoned). */
+  list(): StoredBlob[] {
+    return this.index.list();
+  }
+
+  /** Blobs stored and their bytes. */
+  usage(): BlobUsage {
+    return this.index.usage();
+  }
+
+  /** Makes a blob absent at once, ahead of its removal (see {@link BlobIndex}); false when not stored. */
+  tombstone(blobId: string): boolean {
+    return this.index.tombstone(blobId);
   }
 }

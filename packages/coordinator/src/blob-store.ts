@@ -21,7 +21,7 @@ import { join, resolve } from "node:path";
 import { quote } from "@dce/core";
 import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
 import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "./blob-error.js";
-import { BlobIndex, type BlobUsage, type StoredBlob } from "./blob-index.js";
+import { type BlobIndex, IndexedBlobStore } from "./blob-index.js";
 import type { DataDirSpace } from "./disk-space.js";
 import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
@@ -63,18 +63,18 @@ export interface BlobStoreOptions {
  * written: the upload or temporary file is deleted, and no blob id is handed out for
  * bytes that are not all on disk. Covered by blob-store-disk.test.ts.
  */
-export class BlobStore {
+export class BlobStore extends IndexedBlobStore {
   readonly #opts: BlobStoreOptions;
   readonly #blobDir: string;
   readonly #uploadDir: string;
   readonly #uploads = new Map<string, UploadSession>();
-  readonly #index = new BlobIndex();
   /** Absolute root of the store, as peers on this host see it. */
   readonly dir: string;
   /** Random id in `dir/store-id`: a peer that reads it there knows it sees this store. */
   readonly storeId: string;
 
   constructor(opts: BlobStoreOptions) {
+    super();
     this.#opts = opts;
     this.dir = resolve(opts.dir);
     this.#blobDir = blobsDir(opts.dir);
@@ -89,36 +89,12 @@ export class BlobStore {
     // when the process was killed (blob-store-gc.test.ts "a restart removes ...").
     rmSync(this.#uploadDir, { recursive: true, force: true });
     mkdirSync(this.#uploadDir, { recursive: true });
-    withDataDir(this.dir, "listing blobs", () => scanBlobs(this.#blobDir, this.#index));
+    withDataDir(this.dir, "listing blobs", () => scanBlobs(this.#blobDir, this.index));
   }
 
   /** Path of a stored blob (the id must already be validated). */
   pathOf(blobId: string): string {
     return blobPath(this.#opts.dir, blobId);
-  }
-
-  /** Size of a stored blob, or undefined when it is not stored (or tombstoned by the collector). */
-  sizeOf(blobId: string): number | undefined {
-    return isBlobId(blobId) ? this.#index.sizeOf(blobId) : undefined;
-  }
-
-  generationOf(blobId: string): number | undefined {
-    return isBlobId(blobId) ? this.#index.generationOf(blobId) : undefined;
-  }
-
-  /** Every blob stored (not tombstoned), as listed when the store opened and kept since. */
-  list(): StoredBlob[] {
-    return this.#index.list();
-  }
-
-  /** Blobs stored and their bytes. */
-  usage(): BlobUsage {
-    return this.#index.usage();
-  }
-
-  /** Makes a blob absent at once, ahead of {@link remove} (see `BlobIndex`); false when not stored. */
-  tombstone(blobId: string): boolean {
-    return this.#index.tombstone(blobId);
   }
 
   /**
@@ -127,9 +103,9 @@ export class BlobStore {
    * @throws DataDirError when the disk refuses; the blob stays tombstoned, to be retried.
    */
   remove(blobId: string): number {
-    if (!this.#index.isTombstoned(blobId)) return 0;
+    if (!this.index.isTombstoned(blobId)) return 0;
     withDataDir(this.dir, `deleting blob ${blobId}`, () => rmSync(this.pathOf(blobId), { force: true }));
-    return this.#index.forget(blobId);
+    return this.index.forget(blobId);
   }
 
   /**
@@ -140,7 +116,7 @@ export class BlobStore {
   begin(sizeBytes: number, sha256: string, nowMs: number, opts: BeginOptions = {}): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
     if (this.sizeOf(sha256) === sizeBytes) {
-      this.#index.stored(sha256, sizeBytes);
+      this.index.stored(sha256, sizeBytes);
       return undefined;
     }
     this.expireIdle(nowMs);
@@ -273,14 +249,14 @@ export class BlobStore {
       }
       throw e;
     }
-    this.#index.stored(blobId, sizeBytes);
+    this.index.stored(blobId, sizeBytes);
   }
 
   /** Stores bytes directly (matrices sent inline in SubmitJob). */
   put(data: Uint8Array): string {
     const blobId = createHash("sha256").update(data).digest("hex");
     if (this.sizeOf(blobId) === data.byteLength) {
-      this.#index.stored(blobId, data.byteLength);
+      this.index.stored(blobId, data.byteLength);
       return blobId;
     }
     // Only submits store inline matrices: new work, held to the watermark.

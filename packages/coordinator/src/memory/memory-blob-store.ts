@@ -2,9 +2,8 @@ import { createHash } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
-import { isBlobId } from "@dce/runtime/blob-layout";
 import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "../blob-error.js";
-import { BlobIndex, type BlobUsage, type StoredBlob } from "../blob-index.js";
+import { IndexedBlobStore } from "../blob-index.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
 /** Settings of a {@link MemoryBlobStore}; each has a default. */
@@ -39,17 +38,17 @@ interface MemoryUpload {
  * {@link close}, so a coordinator restarted on the same store finds them, like files.
  * No local store: a coordinator on it runs with `localStore` off.
  */
-export class MemoryBlobStore implements BlobStorePort {
+export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
   readonly dir = "memory";
   readonly storeId = "memory";
   readonly #opts: Required<Omit<MemoryBlobStoreOptions, "spillDir">> & MemoryBlobStoreOptions;
   readonly #blobs = new Map<string, Uint8Array>();
-  readonly #index = new BlobIndex();
   readonly #uploads = new Map<string, MemoryUpload>();
   readonly #spilled = new Set<string>();
   #nextUpload = 1;
 
   constructor(options: MemoryBlobStoreOptions = {}) {
+    super();
     this.#opts = { maxBlobBytes: 1 << 30, maxOpenUploads: 64, uploadIdleMs: 600_000, ...options };
   }
 
@@ -66,39 +65,19 @@ export class MemoryBlobStore implements BlobStorePort {
     return path;
   }
 
-  sizeOf(blobId: string): number | undefined {
-    return isBlobId(blobId) ? this.#index.sizeOf(blobId) : undefined;
-  }
-
-  generationOf(blobId: string): number | undefined {
-    return isBlobId(blobId) ? this.#index.generationOf(blobId) : undefined;
-  }
-
-  list(): StoredBlob[] {
-    return this.#index.list();
-  }
-
-  usage(): BlobUsage {
-    return this.#index.usage();
-  }
-
-  tombstone(blobId: string): boolean {
-    return this.#index.tombstone(blobId);
-  }
-
   remove(blobId: string): number {
-    if (!this.#index.isTombstoned(blobId)) return 0;
+    if (!this.index.isTombstoned(blobId)) return 0;
     this.#blobs.delete(blobId);
     if (this.#spilled.delete(blobId) && this.#opts.spillDir !== undefined) {
       rmSync(join(this.#opts.spillDir, blobId), { force: true });
     }
-    return this.#index.forget(blobId);
+    return this.index.forget(blobId);
   }
 
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
     if (this.sizeOf(sha256) === sizeBytes) {
-      this.#index.stored(sha256, sizeBytes);
+      this.index.stored(sha256, sizeBytes);
       return undefined;
     }
     this.expireIdle(nowMs);
@@ -184,7 +163,7 @@ export class MemoryBlobStore implements BlobStorePort {
       this.#blobs.set(blobId, bytes);
       this.#spilled.delete(blobId);
     }
-    this.#index.stored(blobId, bytes.byteLength);
+    this.index.stored(blobId, bytes.byteLength);
   }
 
   #session(uploadId: string): MemoryUpload {
