@@ -92,6 +92,29 @@ describe("createThreadPool", () => {
     await expect(p.run(1)).rejects.toThrow("test pool is closed");
   });
 
+  it("rejects a task that cannot be posted (a detached buffer) at once, and the slot takes the next task", async () => {
+    const detached = new ArrayBuffer(8);
+    structuredClone(detached, { transfer: [detached] });
+    const p = createThreadPool<number, number>({
+      threads: 1,
+      url,
+      threadLabel: "test thread",
+      closedMessage: "test pool is closed",
+      // As the kernels' encode does: a view on the task's buffer (throws when it is detached).
+      encode: (id, tasks) => ({
+        message: { id, tasks, views: tasks.includes(13) ? [new Float64Array(detached)] : [] },
+        transfer: [],
+      }),
+      decode: (reply) => (reply as { results: { value: number }[] }).results.map((r) => ({ ok: true, value: r.value })),
+    });
+    try {
+      await expect(p.run(13)).rejects.toThrow(/detached/i);
+      expect((await p.run(5)).value).toBe(10);
+    } finally {
+      await p.close();
+    }
+  });
+
   it("refuses a thread count that is not a positive integer", () => {
     expect(() => pool(0)).toThrow(RangeError);
   });

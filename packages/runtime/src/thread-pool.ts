@@ -243,11 +243,18 @@ class Pool<T, R> implements ThreadPool<T, R> {
       const id = this.#nextId++;
       slot.batch = { id, jobs, startedAt: performance.now() };
       const thread = slot.thread ?? this.#spawn(slot);
-      const { message, transfer } = this.#o.encode(
-        id,
-        jobs.map((j) => j.task),
-      );
-      thread.postMessage(message, transfer as TransferListItem[]);
+      try {
+        const { message, transfer } = this.#o.encode(
+          id,
+          jobs.map((j) => j.task),
+        );
+        thread.postMessage(message, transfer as TransferListItem[]);
+      } catch (e) {
+        // A task that cannot be sent (e.g. its buffer was already transferred away) fails
+        // alone, at once; the slot stays free for the next one instead of waiting forever.
+        slot.batch = undefined;
+        for (const job of jobs) job.reject(e);
+      }
     }
   }
 
