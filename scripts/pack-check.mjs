@@ -110,6 +110,8 @@ try {
   writeFileSync(join(app, "app.mjs"), js.replaceAll("7070", port));
   const out = await runScript(sh.replaceAll("7070", port), app, `README's "${SECTION}"`);
   if (!/, 0 entries differ from a naive multiply/.test(out)) throw new Error("app.mjs did not report a correct C");
+  if (!/: cancelled\n/.test(out) || !/^listed: \S+ cancelled$/m.test(out) || /^listed: .* succeeded$/m.test(out))
+    throw new Error(`app.mjs did not cancel, list and delete as the README says:\n${out}`);
   // `kill %1 %2 %3` signalled npx; the bins must see it and exit on their own.
   await groupGone("a bin started by npx");
   console.log("every bin started through npx drained and exited after SIGTERM to npx");
