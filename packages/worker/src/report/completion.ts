@@ -83,6 +83,10 @@ export class CompletionReporter implements ShardReporter {
       case Code.Aborted:
         log.info({ ...fields, reason: outcome.message }, "result not accepted (lease no longer current); dropped");
         return;
+      case Code.NotFound:
+        // The job was deleted (by its client or its retention) while this shard ran: nothing is wrong here.
+        log.info({ ...fields, reason: outcome.message }, "result not accepted (the job is gone); dropped");
+        return;
       default:
         log.warn(
           { ...fields, code: Code[outcome.code] ?? outcome.code, reason: outcome.message },

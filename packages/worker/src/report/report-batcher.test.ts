@@ -82,6 +82,23 @@ describe("Worker report batcher", () => {
     expect(failShardCalls(h)).toEqual([]);
   });
 
+  it("drops a result whose job is gone (NOT_FOUND: deleted while it ran) at info level, without failing the shard", async () => {
+    const h = await startCoordinator();
+    const logger = captureLogger();
+    const { job } = await smallJob(h);
+    h.faults.answerResults((lease) =>
+      lease.shardIndex === 0 ? { code: Code.NotFound, message: `job ${job.jobId} not found` } : undefined,
+    );
+    const worker = newWorker(h, { pool: new HeldPool(2), logger });
+    await worker.start();
+    await waitFor("other tiles", () => h.doneCount(job.jobId) === job.shards - 1);
+    await waitFor("drop", () => logger.lines.some((l) => l.msg === "result not accepted (the job is gone); dropped"));
+    const dropped = logger.lines.filter((l) => l.msg === "result not accepted (the job is gone); dropped");
+    expect(dropped.map((l) => [l.level, l.fields.shard])).toEqual([["info", 0]]);
+    expect(logger.lines.filter((l) => l.level === "warn")).toEqual([]);
+    expect(failShardCalls(h)).toEqual([]);
+  });
+
   it("treats ALREADY_EXISTS as success and other outcome codes as a warned drop", async () => {
     const h = await startCoordinator();
     const logger = captureLogger();
