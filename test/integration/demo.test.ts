@@ -45,7 +45,7 @@ describe("pnpm demo (README quick start)", () => {
     const context = `stdout:\n${r.stdout}\nstderr:\n${r.stderr.slice(-3000)}`;
     expect(r.code, context).toBe(0);
     expect(r.stdout).toMatch(/C = A\(1536x1024\) x B\(1024x1280\)/);
-    expect(r.stdout).toMatch(/[\d.]+ GFLOP\/s end to end \((native-blas|wasm-simd) kernel/);
+    expect(r.stdout).toMatch(/[\d.]+ GFLOP\/s end to end \((native-avx512|native-blas|wasm-simd) kernel/);
     expect(r.stdout).toMatch(
       /checked: 4096 sampled entries against an independent naive multiply, all within the rounding bound/,
     );

@@ -102,7 +102,8 @@ describe("coordinator dev", () => {
     expect(lines[0]).toMatch(/^export DCE_COORDINATOR=https:\/\/127\.0\.0\.1:\d+$/);
     expect(lines[1]).toBe(`export DCE_CA=${join(dir, "dev", "certs", "ca.pem")}`);
     expect(lines[2]).toMatch(/^export DCE_TOKEN=dce_[A-Za-z0-9_-]+$/);
-    expect(dev.stderr).toContain("/ui#token=");
+    // The dashboard's URL goes to stderr, which may arrive a moment after stdout's exports.
+    await waitFor(dev, (p) => p.stderr.includes("/ui#token="), 10_000, "the dashboard URL");
     const workers = childPids(dev.child.pid ?? -1);
     expect(workers).toHaveLength(2);
 
