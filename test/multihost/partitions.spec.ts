@@ -13,6 +13,12 @@ if (unavailable) console.warn(`multihost: skipped: ${unavailable}`);
 const netem = unavailable === undefined && hasNetem();
 if (unavailable === undefined && !netem)
   console.warn("multihost: the loss-and-jitter scenario is skipped: this kernel has no sch_netem");
+/**
+ * Leases the coordinator took back from a cut worker: expired, or lost to a backup execution
+ * the straggler rule started elsewhere first (on a fast host the backup wins before the TTL).
+ */
+const takenAway = (m: Map<string, number>) =>
+  metric(m, "dce_leases_ended_total", 'reason="expired"') + metric(m, "dce_leases_ended_total", 'reason="superseded"');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Jobs with shards of a few tens of ms on one reference-kernel thread, so a cut lands mid-job. */
@@ -55,11 +61,13 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     // late and refused (ABORTED: STALE_FENCE), or dropped by w1 itself once a heartbeat told it
     // the lease had ended; which one depends on where the cut caught the shard.
     const refused = metric(m, "dce_shard_completions_rejected_total", 'reason="stale"');
-    const dropped = (c.workers[0]?.stderr.match(/"msg":"lease ended; stopping shard"/g) ?? []).length;
-    console.log(
-      `worker cut: leases expired ${metric(m, "dce_leases_expired_total")}, late results refused ${refused}, dropped by w1 ${dropped}`,
-    );
-    expect(metric(m, "dce_leases_expired_total")).toBeGreaterThan(0);
+    const dropped = (
+      c.workers[0]?.stderr.match(
+        /"msg":"(lease ended; stopping shard|lease expired while the coordinator was unreachable; result dropped)"/g,
+      ) ?? []
+    ).length;
+    console.log(`worker cut: leases taken from w1 ${takenAway(m)}, late results refused ${refused}, dropped by w1 ${dropped}`);
+    expect(takenAway(m)).toBeGreaterThan(0);
     expect(refused + dropped).toBeGreaterThan(0);
     if (refused > 0) expect(c.workers.map((w) => w.stderr).join("")).toContain('"errorReason":"STALE_FENCE"');
     // It rejoined by itself: shards of the second batch were accepted from w1.
@@ -79,7 +87,7 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     c.bed.heal("w1");
     expect(await clientEnds(client, 60_000)).toBe(0);
     const m = expectClean(c, [{ proc: client, jobs: batch }]);
-    expect(metric(m, "dce_leases_expired_total")).toBeGreaterThan(0);
+    expect(takenAway(m)).toBeGreaterThan(0);
   });
 
   test("the coordinator cut from every worker for 4 lease TTLs, then healed", async () => {
