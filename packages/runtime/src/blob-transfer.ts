@@ -56,7 +56,12 @@ export interface TransferCallOptions {
 export interface UploadOptions extends TransferCallOptions {
   /** Write the bytes into the upload file when BeginUpload offers the local store and it is reachable. */
   readonly useLocalStore: boolean;
-  /** Lower-case hex SHA-256 of the bytes, when the caller has it already. */
+  /**
+   * Lower-case hex SHA-256 of the bytes, when the caller has it already. Without it the
+   * bytes are hashed first (so a blob already stored is not sent again), except with
+   * `useLocalStore` while the local store has not proved out of reach: then the
+   * coordinator names the blob by the bytes it receives.
+   */
   readonly sha256?: string;
 }
 
@@ -126,27 +131,38 @@ function dataLoss(problem: BlobDataProblem): Error {
  */
 export function createBlobTransfer(blobs: Client<typeof BlobService>, options: BlobTransferOptions): BlobTransfer {
   const chunkLimit = typeof options.chunkBytes === "number" ? () => options.chunkBytes as number : options.chunkBytes;
+  /** Whether the last upload that offered to use the local store could write there; unknown before. */
+  let localStoreReachable: boolean | undefined;
 
   async function upload(bytes: Uint8Array, o: UploadOptions): Promise<string> {
     const call = o.call ?? callOnce;
     const dataError = o.dataError ?? dataLoss;
     const opts = o.callOptions;
-    const sha256 = o.sha256 ?? sha256Hex(bytes);
+    // Over the local store the bytes only cross a page cache, and the coordinator hashes
+    // them anyway to check them: declaring no hash spares the client a pass over them
+    // (and gives up deduplication before the write, which would save only that write).
+    // Until an upload has shown that the local store is out of reach, it is assumed
+    // reachable; after that, bytes are hashed first, so stored blobs are not sent again.
+    const sha256 = o.sha256 ?? (o.useLocalStore && localStoreReachable !== false ? "" : sha256Hex(bytes));
     const begin = await call("BeginUpload", () => blobs.beginUpload({ sizeBytes: BigInt(bytes.byteLength), sha256 }, opts));
     // Blob ids are the lower-case hex SHA-256 of the bytes (common.proto, MatrixRef.blob_id),
     // which is the only id there is when the coordinator already holds the blob.
-    if (begin.alreadyPresent) return sha256;
+    if (begin.alreadyPresent && sha256 !== "") return sha256;
     if (begin.uploadId === "") throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
     const finished = (blobId: string): string => {
-      if (blobId !== sha256) {
+      if (sha256 === "" ? blobId.length !== 64 : blobId !== sha256) {
         throw dataError({
           kind: "upload-mismatch",
-          message: `coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`,
+          message:
+            sha256 === ""
+              ? `coordinator named the upload ${JSON.stringify(blobId)}, which is not a blob id`
+              : `coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`,
         });
       }
       return blobId;
     };
-    if (o.useLocalStore && (await writeUploadLocally(begin, bytes))) {
+    if (o.useLocalStore) localStoreReachable = await writeUploadLocally(begin, bytes);
+    if (o.useLocalStore && localStoreReachable) {
       const done = await call("FinishUpload", () => blobs.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, opts));
       return finished(done.blobId);
     }

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { quote } from "@dce/core";
-import { BlobError, checkOpenUploads, checkUploadRequest, uploadNotFound } from "../blob-error.js";
+import { BlobError, checkOpenUploads, checkUploadDigest, checkUploadRequest, uploadNotFound } from "../blob-error.js";
 import { IndexedBlobStore } from "../blob-index.js";
 import type { BlobStorePort } from "../ports/storage.js";
 
@@ -76,7 +76,7 @@ export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
 
   begin(sizeBytes: number, sha256: string, nowMs: number): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
-    if (this.sizeOf(sha256) === sizeBytes) {
+    if (sha256 !== "" && this.sizeOf(sha256) === sizeBytes) {
       this.index.stored(sha256, sizeBytes);
       return undefined;
     }
@@ -125,8 +125,7 @@ export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
     if (u.received !== u.sizeBytes)
       throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
     const digest = u.hash.digest("hex");
-    if (digest !== u.sha256)
-      throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${u.sha256}`);
+    checkUploadDigest(digest, u.sha256);
     this.#store(digest, u.bytes);
     return digest;
   }

@@ -113,8 +113,11 @@ export interface ResultSinkPort {
   writeTile(jobId: string, bounds: TileBounds, data: Uint8Array): void;
   /** Pushes tiles held in memory towards their durable place, so a full disk shows now. */
   flush(jobId: string): void;
-  /** Seals a job's C into the blob store; returns its blob id. The buffer stays until {@link release}. */
-  finalize(jobId: string): string;
+  /**
+   * Seals a job's C into the blob store; returns its blob id, at once when C is small,
+   * else once it is hashed off the event loop. The buffer stays until {@link release}.
+   */
+  finalize(jobId: string): string | Promise<string>;
   /** Deletes a job's buffer. */
   release(jobId: string): void;
   /** Closes every buffer, keeping their contents for the next run. */

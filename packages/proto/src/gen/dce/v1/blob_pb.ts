@@ -24,7 +24,12 @@ export type BeginUploadRequest = Message<"dce.v1.BeginUploadRequest"> & {
   sizeBytes: bigint;
 
   /**
-   * Lower-case hex SHA-256 of the whole blob.
+   * Lower-case hex SHA-256 of the whole blob, checked when the upload finishes; with it,
+   * a blob the coordinator already holds is not sent again (already_present). Empty: the
+   * coordinator names the blob by the SHA-256 of the bytes it receives (FinishUpload
+   * returns it), and nothing is deduplicated before they are sent. A client that writes
+   * into the local store leaves it empty: hashing there would only repeat the
+   * coordinator's own check.
    *
    * @generated from field: string sha256 = 2;
    */
