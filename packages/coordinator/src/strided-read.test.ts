@@ -1,11 +1,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { StridedView } from "@dce/runtime/strided-view";
 import { afterEach, describe, expect, it } from "vitest";
 import { BlobError } from "./blob-error.js";
 import { BlobStore } from "./blob-store.js";
 import { MemoryBlobStore } from "./memory/memory-blob-store.js";
-import { coalesceRanges, planStridedRead, type StridedView } from "./strided-read.js";
+import { planStridedRead } from "./strided-read.js";
 
 // The strided view of ReadBlob (a column panel of a row-major matrix): which bytes a read
 // gathers, its bounds and refusals, and that both stores gather the same bytes.
@@ -83,15 +84,6 @@ describe("planStridedRead", () => {
     expect(e).toBeInstanceOf(BlobError);
     expect((e as BlobError).kind).toBe("invalid");
     expect((e as BlobError).message).toMatch(message);
-  });
-});
-
-describe("coalesceRanges", () => {
-  it("merges ranges with short gaps up to the window size and keeps distant ones apart", () => {
-    const r = (offsetBytes: number, lengthBytes: number) => ({ offsetBytes, lengthBytes });
-    const windows = coalesceRanges([r(0, 4), r(6, 4), r(12, 4), r(100, 4), r(106, 20)], 2, 24);
-    expect(windows.map((w) => w.span)).toEqual([r(0, 16), r(100, 4), r(106, 20)]);
-    expect(windows[0]?.ranges).toHaveLength(3);
   });
 });
 

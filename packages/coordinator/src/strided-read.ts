@@ -1,22 +1,7 @@
+import { type ByteRange, coalesceRanges, gatheredBytesOf, gatheredRanges, type StridedView } from "@dce/runtime/strided-view";
 import { BlobError } from "./blob-error.js";
 
-/**
- * A strided view of a blob: segments of `segmentBytes` bytes every `strideBytes` bytes
- * from `offsetBytes`, for as many segments as lie wholly inside the blob. A column panel
- * `B[:, c0:c1]` of a row-major k × n float64 matrix is `{ offsetBytes: 8·c0, strideBytes:
- * 8·n, segmentBytes: 8·(c1 − c0) }`, which has k segments.
- */
-export interface StridedView {
-  readonly offsetBytes: number;
-  readonly strideBytes: number;
-  readonly segmentBytes: number;
-}
-
-/** A contiguous byte range of a blob. */
-export interface ByteRange {
-  readonly offsetBytes: number;
-  readonly lengthBytes: number;
-}
+export type { StridedView };
 
 /** What one strided read does: which bytes of the blob it gathers, and the view's length. */
 export interface StridedReadPlan {
@@ -55,62 +40,20 @@ export function planStridedRead(
   if (!(segmentBytes > 0) || !Number.isSafeInteger(strideBytes) || strideBytes < segmentBytes) {
     throw new BlobError("invalid", `stride_bytes=${strideBytes} must be at least segment_bytes=${segmentBytes}`);
   }
-  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + segmentBytes > blobBytes) {
+  const gatheredBytes = gatheredBytesOf(view, blobBytes);
+  if (gatheredBytes === undefined) {
     throw new BlobError(
       "invalid",
       `a strided view at offset ${offsetBytes} with segment_bytes=${segmentBytes} does not fit the blob's ${blobBytes} bytes`,
     );
   }
-  const segments = Math.floor((blobBytes - offsetBytes - segmentBytes) / strideBytes) + 1;
-  const gatheredBytes = segments * segmentBytes;
   if (!Number.isSafeInteger(gatheredOffset) || gatheredOffset < 0 || gatheredOffset > gatheredBytes) {
     throw new BlobError("invalid", `gathered_offset ${gatheredOffset} is outside the view (0..${gatheredBytes})`);
   }
-  const ranges: ByteRange[] = [];
-  let pos = gatheredOffset;
-  const end = Math.min(gatheredBytes, gatheredOffset + maxBytes);
-  while (pos < end && ranges.length < maxSegments) {
-    const segment = Math.floor(pos / segmentBytes);
-    const within = pos - segment * segmentBytes;
-    const lengthBytes = Math.min(segmentBytes - within, end - pos);
-    ranges.push({ offsetBytes: offsetBytes + segment * strideBytes + within, lengthBytes });
-    pos += lengthBytes;
-  }
-  return { ranges, lengthBytes: pos - gatheredOffset, gatheredBytes };
-}
-
-/** Ranges of a blob read together in one read of their covering span (see {@link coalesceRanges}). */
-export interface ReadWindow {
-  /** The covering span. */
-  readonly span: ByteRange;
-  /** The ranges inside it, in order. */
-  readonly ranges: readonly ByteRange[];
-}
-
-/**
- * Groups consecutive ranges into windows read with one read each: a range joins the
- * window before it when the gap between them is at most `maxGapBytes` and the span stays
- * within `maxWindowBytes`. Dense views (short gaps) then cost a few large reads instead of
- * one per segment, and sparse ones read no bytes they do not return. Pure.
- */
-export function coalesceRanges(ranges: readonly ByteRange[], maxGapBytes: number, maxWindowBytes: number): ReadWindow[] {
-  const windows: { start: number; end: number; ranges: ByteRange[] }[] = [];
-  for (const r of ranges) {
-    const last = windows.at(-1);
-    const end = r.offsetBytes + r.lengthBytes;
-    if (
-      last !== undefined &&
-      r.offsetBytes >= last.end &&
-      r.offsetBytes - last.end <= maxGapBytes &&
-      end - last.start <= maxWindowBytes
-    ) {
-      last.end = end;
-      last.ranges.push(r);
-    } else {
-      windows.push({ start: r.offsetBytes, end, ranges: [r] });
-    }
-  }
-  return windows.map((w) => ({ span: { offsetBytes: w.start, lengthBytes: w.end - w.start }, ranges: w.ranges }));
+  const length = Math.min(gatheredBytes - gatheredOffset, maxBytes);
+  const ranges = gatheredRanges(view, gatheredOffset, length, maxSegments);
+  const lengthBytes = ranges.reduce((sum, r) => sum + r.lengthBytes, 0);
+  return { ranges, lengthBytes, gatheredBytes };
 }
 
 /**
