@@ -1,10 +1,15 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import type { InMemoryCoordinator } from "@dce/coordinator/testing";
-import type { MatrixRef } from "@dce/proto";
+import { type MatrixRef, MatrixRefSchema, ShardLeaseSchema } from "@dce/proto";
 import { blobPath, storeIdPath } from "@dce/runtime/blob-layout";
+import type { BlobTransfer } from "@dce/runtime/blob-transfer";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { silentLogger } from "../log-scope.js";
+import { planShard } from "../pull/shard.js";
+import type { Session } from "../session/session.js";
 import { removeCompiledThreadScript } from "../test-support/compile-thread.js";
 import {
   bits,
@@ -18,6 +23,9 @@ import {
   startCoordinator,
   waitFor,
 } from "../test-support/worker-fixtures.js";
+import { createBlobCache } from "./blob-cache.js";
+import { InputFetcher } from "./input-fetcher.js";
+import { colPanelKey } from "./panel-key.js";
 
 // Over the network a large B comes by column panels: a worker reads only the columns its
 // shards use, each panel once, as a strided ReadBlob.
@@ -145,5 +153,64 @@ describe("Worker input fetcher: column panels of B", () => {
     expect(failShardCalls(h)[0]?.error).toMatch(
       /does not hold a 30x50 float64 matrix: a strided view of blob \w+ has \d+ bytes, expected \d+/,
     );
+  });
+});
+
+describe("InputFetcher: which reads it makes for B", () => {
+  /** A transfer that records each read (zeros for content) instead of moving bytes. */
+  function recordingTransfer() {
+    const reads: string[] = [];
+    const transfer = {
+      readRange: async (blobId: string, offset: number, target: Uint8Array) =>
+        void reads.push(`range ${blobId.slice(0, 1)} ${offset} ${target.byteLength}`),
+      readStrided: async (blobId: string, view: { offsetBytes: number }, target: Uint8Array) =>
+        void reads.push(`strided ${blobId.slice(0, 1)} ${view.offsetBytes} ${target.byteLength}`),
+    } as unknown as BlobTransfer;
+    return { reads, transfer };
+  }
+
+  const plan = planShard(
+    create(ShardLeaseSchema, {
+      kernel: "reference",
+      matmul: {
+        a: create(MatrixRefSchema, { rows: m, cols: k, blobId: "a".repeat(64) }),
+        b: create(MatrixRefSchema, { rows: k, cols: n, blobId: "b".repeat(64) }),
+        rowStart: 4,
+        rowEnd: 8,
+        colStart: 10,
+        colEnd: 20,
+      },
+    }),
+    "reference",
+  );
+
+  function fetcher(localStore: boolean) {
+    const { reads, transfer } = recordingTransfer();
+    const session = {
+      localStore: localStore ? { dir: "/store", storeId: "s", blobPath: () => "/store/blob" } : undefined,
+      retry: (_name: string, rpc: () => Promise<unknown>) => rpc(),
+    } as unknown as Session;
+    const cache = createBlobCache({ budgetBytes: cacheBytes });
+    const inputs = new InputFetcher({ session, transfer, cache, cacheBytes, rpcTimeoutMs: 1000, log: silentLogger });
+    return { reads, cache, inputs };
+  }
+
+  it("over the network: the shard's column panel, cached under its panel key, handed over as a k x width matrix", async () => {
+    const { reads, cache, inputs } = fetcher(false);
+    const got = await inputs.load(plan, new AbortController().signal);
+    expect(reads).toContain(`strided b 80 ${k * 10 * 8}`);
+    expect(reads.filter((r) => r.includes(" b "))).toHaveLength(1);
+    expect(got).toMatchObject({ bColStart: 0, ldb: 10 });
+    expect(got.b).toHaveLength(k * 10);
+    expect(cache.get(colPanelKey(plan.b.blobId, 10, 20))).toBe(got.b);
+  });
+
+  it("with the local store: all of B from its file (the page cache, no network), the kernel picking the columns", async () => {
+    const { reads, inputs } = fetcher(true);
+    const got = await inputs.load(plan, new AbortController().signal);
+    expect(reads).toContain(`range b 0 ${k * n * 8}`);
+    expect(reads.some((r) => r.startsWith("strided"))).toBe(false);
+    expect(got).toMatchObject({ bColStart: 10, ldb: n });
+    expect(got.b).toHaveLength(k * n);
   });
 });
