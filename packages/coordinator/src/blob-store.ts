@@ -26,6 +26,7 @@ import { type BlobIndex, IndexedBlobStore } from "./blob-index.js";
 import type { DataDirSpace } from "./disk-space.js";
 import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir } from "./storage-errors.js";
+import { gatherRanges, planStridedRead, type StridedReadPlan, type StridedView } from "./strided-read.js";
 
 export { BlobError };
 
@@ -309,6 +310,16 @@ export class BlobStore extends IndexedBlobStore {
     return { data, totalBytes: total };
   }
 
+  /** Reads part of the gathered bytes of a strided view of a blob, with positioned reads (never the blob whole). */
+  readStrided(blobId: string, view: StridedView, gatheredOffset: number, maxBytes: number) {
+    const total = this.sizeOf(blobId);
+    if (total === undefined)
+      throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`, { metadata: { blob_id: blobId } });
+    const plan = planStridedRead(view, total, gatheredOffset, maxBytes);
+    const data = withDataDir(this.dir, `reading blob ${blobId}`, () => gatherFromFile(this.pathOf(blobId), blobId, plan));
+    return { data, totalBytes: plan.gatheredBytes };
+  }
+
   /** Bytes that uploads in progress were declared with and have not sent yet. */
   pendingUploadBytes(): number {
     let n = 0;
@@ -402,5 +413,24 @@ async function digestLocalUpload(path: string, sizeBytes: number): Promise<strin
     return digest;
   } finally {
     await fh.close();
+  }
+}
+
+/** Gathers a strided read's ranges from a blob's file with positioned reads. */
+function gatherFromFile(path: string, blobId: string, plan: StridedReadPlan): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    return gatherRanges(plan, (target, at, length, position) => {
+      let got = 0;
+      while (got < length) {
+        const n = readSync(fd, target, at + got, length - got, position + got);
+        if (n === 0) {
+          throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`, { metadata: { blob_id: blobId } });
+        }
+        got += n;
+      }
+    });
+  } finally {
+    closeSync(fd);
   }
 }

@@ -14,8 +14,9 @@
  */
 import { createHash } from "node:crypto";
 import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
-import type { BlobService } from "@dce/proto";
-import { type LocalStoreAccess, readFileRange, writeUploadLocally } from "./local-store.js";
+import type { BlobService, ReadBlobRequest } from "@dce/proto";
+import { type LocalStoreAccess, readFileRange, readFileStrided, writeUploadLocally } from "./local-store.js";
+import { gatheredBytesOf, type StridedView } from "./strided-view.js";
 
 /** Runs one RPC of a transfer: call `rpc()` once, or retry it by the caller's rules. `name` is the RPC's name. */
 export type RpcRunner = <T>(name: string, rpc: () => Promise<T>) => Promise<T>;
@@ -31,11 +32,20 @@ export interface BlobTransferOptions {
 
 /** Content that does not fit the request; `message` says so in words. */
 export type BlobDataProblem =
-  | { readonly kind: "size-mismatch"; readonly blobId: string; readonly actualBytes: bigint; readonly message: string }
+  | {
+      readonly kind: "size-mismatch";
+      readonly blobId: string;
+      /** Bytes the coordinator says the blob holds; those of the gathered view when `strided`. */
+      readonly actualBytes: bigint;
+      /** The read was of a strided view ({@link BlobTransfer.readStrided}). */
+      readonly strided: boolean;
+      readonly message: string;
+    }
   | {
       readonly kind: "bad-chunk";
       readonly blobId: string;
       readonly chunkBytes: number;
+      /** Where the chunk was asked for: in the blob, or in the gathered view for a strided read. */
       readonly offsetBytes: number;
       readonly message: string;
     }
@@ -65,7 +75,7 @@ export interface UploadOptions extends TransferCallOptions {
   readonly sha256?: string;
 }
 
-/** Options of {@link BlobTransfer.readRange} and {@link BlobTransfer.readBlob}. */
+/** Options of {@link BlobTransfer.readRange}, {@link BlobTransfer.readStrided} and {@link BlobTransfer.readBlob}. */
 export interface ReadOptions extends TransferCallOptions {
   /** The coordinator's store, when reachable from here: blocks are read from its files first. */
   readonly localStore?: LocalStoreAccess | undefined;
@@ -93,6 +103,19 @@ export interface BlobTransfer {
    *   empty or larger than asked, or the error of an RPC.
    */
   readRange(blobId: string, offsetBytes: number, target: Uint8Array, totalBytes: number, options: ReadOptions): Promise<void>;
+  /**
+   * Fills `target` with the first `target.byteLength` gathered bytes of a strided `view`
+   * (`@dce/runtime/strided-view`; a column panel of a row-major matrix) of a blob that
+   * holds `totalBytes`: from the local store's file when given and readable (its segments,
+   * merged into larger reads where they lie close), else by strided ReadBlob chunks that
+   * fit a message. Only the view's bytes cross the wire. Not hashed (it is a part).
+   *
+   * @throws RangeError when `view` does not fit a blob of `totalBytes` or `target` is
+   *   longer than the view; the `dataError` when the coordinator's view of the blob is not
+   *   that long (the blob's size differs) or a chunk is empty or larger than asked; or the
+   *   error of an RPC.
+   */
+  readStrided(blobId: string, view: StridedView, target: Uint8Array, totalBytes: number, options: ReadOptions): Promise<void>;
   /**
    * Fills `target` with a whole blob, as {@link BlobTransfer.readRange}, then checks
    * its SHA-256 against `blobId`.
@@ -200,22 +223,66 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
         o.onLocalStoreError?.(e);
       }
     }
+    await readChunks(blobId, target, totalBytes, o, (pos) => ({ offset: BigInt(offsetBytes + pos) }));
+  }
+
+  async function readStrided(
+    blobId: string,
+    view: StridedView,
+    target: Uint8Array,
+    totalBytes: number,
+    o: ReadOptions,
+  ): Promise<void> {
+    const gatheredBytes = gatheredBytesOf(view, totalBytes);
+    if (gatheredBytes === undefined || target.byteLength > gatheredBytes) {
+      const { offsetBytes, strideBytes, segmentBytes } = view;
+      throw new RangeError(
+        `a ${target.byteLength}-byte read of the view (offset ${offsetBytes}, stride ${strideBytes}, segment ${segmentBytes}) does not fit a ${totalBytes}-byte blob`,
+      );
+    }
+    if (o.localStore !== undefined) {
+      try {
+        await readFileStrided(o.localStore.blobPath(blobId), view, target, totalBytes);
+        return;
+      } catch (e) {
+        o.onLocalStoreError?.(e);
+      }
+    }
+    const fixed = { offset: BigInt(view.offsetBytes), strideBytes: BigInt(view.strideBytes), segmentBytes: view.segmentBytes };
+    await readChunks(blobId, target, gatheredBytes, o, (pos) => ({ ...fixed, gatheredOffset: BigInt(pos) }));
+  }
+
+  /**
+   * Fills `target` by ReadBlob chunks that fit a message; `at(pos)` is the request for the
+   * bytes from `pos` of `target` on, whose answers must say the read covers `totalBytes`.
+   */
+  async function readChunks(
+    blobId: string,
+    target: Uint8Array,
+    totalBytes: number,
+    o: ReadOptions,
+    at: (pos: number) => Partial<Pick<ReadBlobRequest, "offset" | "strideBytes" | "segmentBytes" | "gatheredOffset">>,
+  ): Promise<void> {
     const call = o.call ?? callOnce;
     const dataError = o.dataError ?? dataLoss;
     const lengthBytes = target.byteLength;
+    const strided = at(0).segmentBytes !== undefined;
     let pos = 0;
     while (pos < lengthBytes) {
       const maxBytes = Math.min(chunkLimit(), lengthBytes - pos);
-      const offset = offsetBytes + pos;
-      const res = await call("ReadBlob", () => blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, o.callOptions));
+      const request = at(pos);
+      const res = await call("ReadBlob", () => blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions));
+      const where = strided ? `gathered offset ${pos} of a strided view` : `offset ${request.offset}`;
       if (res.totalBytes !== BigInt(totalBytes)) {
-        const message = `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
-        throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, message });
+        const message = strided
+          ? `a strided view of blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes} (the blob's size differs)`
+          : `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
+        throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, strided, message });
       }
       if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
         const chunkBytes = res.data.byteLength;
-        const message = `ReadBlob returned ${chunkBytes} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`;
-        throw dataError({ kind: "bad-chunk", blobId, chunkBytes, offsetBytes: offset, message });
+        const message = `ReadBlob returned ${chunkBytes} bytes at ${where} of blob ${blobId} (asked for at most ${maxBytes})`;
+        throw dataError({ kind: "bad-chunk", blobId, chunkBytes, offsetBytes: strided ? pos : Number(request.offset), message });
       }
       target.set(res.data, pos);
       pos += res.data.byteLength;
@@ -230,7 +297,7 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
     }
   }
 
-  return { upload, readRange, readBlob };
+  return { upload, readRange, readStrided, readBlob };
 }
 
 /** Lower-case hex SHA-256 of `bytes`. */

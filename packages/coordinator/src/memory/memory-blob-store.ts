@@ -5,6 +5,7 @@ import { quote } from "@dce/core";
 import { BlobError, checkOpenUploads, checkUploadDigest, checkUploadRequest, uploadNotFound } from "../blob-error.js";
 import { IndexedBlobStore } from "../blob-index.js";
 import type { BlobStorePort } from "../ports/storage.js";
+import { gatherRanges, planStridedRead, type StridedView } from "../strided-read.js";
 
 /** Settings of a {@link MemoryBlobStore}; each has a default. */
 export interface MemoryBlobStoreOptions {
@@ -146,6 +147,18 @@ export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
       throw new BlobError("invalid", `offset ${offset} is outside the blob (0..${total})`);
     }
     return { data: bytes.slice(offset, offset + Math.min(maxBytes, total - offset)), totalBytes: total };
+  }
+
+  readStrided(blobId: string, view: StridedView, gatheredOffset: number, maxBytes: number) {
+    const bytes = this.sizeOf(blobId) === undefined ? undefined : this.#blobs.get(blobId);
+    if (bytes === undefined) {
+      throw new BlobError("not-found", `blob ${quote(blobId, 64)} not found`, { metadata: { blob_id: blobId } });
+    }
+    const plan = planStridedRead(view, bytes.byteLength, gatheredOffset, maxBytes);
+    const data = gatherRanges(plan, (target, at, length, position) =>
+      target.set(bytes.subarray(position, position + length), at),
+    );
+    return { data, totalBytes: plan.gatheredBytes };
   }
 
   expireIdle(nowMs: number): void {
