@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { BlobService, ReadBlobRequest } from "@dce/proto";
-import { type LocalStoreAccess, readFileRange, readFileStrided, writeUploadLocally } from "./local-store.js";
+import { type LocalStoreAccess, readFilePieces, readFileRange, readFileStrided, writeUploadLocally } from "./local-store.js";
 import { gatheredBytesOf, type StridedView } from "./strided-view.js";
 
 /** Runs one RPC of a transfer: call `rpc()` once, or retry it by the caller's rules. `name` is the RPC's name. */
@@ -126,6 +126,9 @@ export interface BlobTransfer {
 }
 
 const callOnce: RpcRunner = (_name, rpc) => rpc();
+
+/** ReadBlob calls in flight at once for one read. */
+const READ_WINDOW = 4;
 
 /** The default {@link TransferCallOptions.dataError}. */
 function dataLoss(problem: BlobDataProblem): Error {
@@ -253,8 +256,10 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
   }
 
   /**
-   * Fills `target` by ReadBlob chunks that fit a message; `at(pos)` is the request for the
-   * bytes from `pos` of `target` on, whose answers must say the read covers `totalBytes`.
+   * Fills `target` by ReadBlob chunks that fit a message, {@link READ_WINDOW} in flight at
+   * once (each RPC's round trip overlaps the others' transfer); `at(pos)` is the request
+   * for the bytes from `pos` of `target` on, whose answers must say the read covers
+   * `totalBytes`. `onFilled(end)` is told each time the filled prefix of `target` grows to `end`.
    */
   async function readChunks(
     blobId: string,
@@ -262,36 +267,83 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
     totalBytes: number,
     o: ReadOptions,
     at: (pos: number) => Partial<Pick<ReadBlobRequest, "offset" | "strideBytes" | "segmentBytes" | "gatheredOffset">>,
+    onFilled?: (end: number) => void,
   ): Promise<void> {
     const call = o.call ?? callOnce;
     const dataError = o.dataError ?? dataLoss;
     const lengthBytes = target.byteLength;
     const strided = at(0).segmentBytes !== undefined;
-    let pos = 0;
-    while (pos < lengthBytes) {
-      const maxBytes = Math.min(chunkLimit(), lengthBytes - pos);
-      const request = at(pos);
-      const res = await call("ReadBlob", () => blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions));
-      const where = strided ? `gathered offset ${pos} of a strided view` : `offset ${request.offset}`;
-      if (res.totalBytes !== BigInt(totalBytes)) {
-        const message = strided
-          ? `a strided view of blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes} (the blob's size differs)`
-          : `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
-        throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, strided, message });
+    // Slots of one chunk each; a slot whose answer came short (a smaller server limit) asks again for the rest.
+    const slotBytes = Math.max(1, chunkLimit());
+    const slots = Math.ceil(lengthBytes / slotBytes);
+    const done = new Uint8Array(slots);
+    let prefixSlots = 0;
+    const fill = async (slot: number): Promise<void> => {
+      const end = Math.min(lengthBytes, (slot + 1) * slotBytes);
+      for (let pos = slot * slotBytes; pos < end; ) {
+        const maxBytes = Math.min(chunkLimit(), end - pos);
+        const request = at(pos);
+        const res = await call("ReadBlob", () => blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions));
+        const where = strided ? `gathered offset ${pos} of a strided view` : `offset ${request.offset}`;
+        if (res.totalBytes !== BigInt(totalBytes)) {
+          const message = strided
+            ? `a strided view of blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes} (the blob's size differs)`
+            : `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
+          throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, strided, message });
+        }
+        if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
+          const chunkBytes = res.data.byteLength;
+          const message = `ReadBlob returned ${chunkBytes} bytes at ${where} of blob ${blobId} (asked for at most ${maxBytes})`;
+          throw dataError({
+            kind: "bad-chunk",
+            blobId,
+            chunkBytes,
+            offsetBytes: strided ? pos : Number(request.offset),
+            message,
+          });
+        }
+        target.set(res.data, pos);
+        pos += res.data.byteLength;
       }
-      if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
-        const chunkBytes = res.data.byteLength;
-        const message = `ReadBlob returned ${chunkBytes} bytes at ${where} of blob ${blobId} (asked for at most ${maxBytes})`;
-        throw dataError({ kind: "bad-chunk", blobId, chunkBytes, offsetBytes: strided ? pos : Number(request.offset), message });
+      done[slot] = 1;
+      const before = prefixSlots;
+      while (prefixSlots < slots && done[prefixSlots] === 1) prefixSlots++;
+      if (prefixSlots > before) onFilled?.(Math.min(lengthBytes, prefixSlots * slotBytes));
+    };
+    let next = 0;
+    let failed = false;
+    const lane = async (): Promise<void> => {
+      try {
+        while (next < slots && !failed) await fill(next++);
+      } catch (e) {
+        failed = true; // the other lanes stop after their current call
+        throw e;
       }
-      target.set(res.data, pos);
-      pos += res.data.byteLength;
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_WINDOW, slots) }, lane));
   }
 
   async function readBlob(blobId: string, target: Uint8Array, o: ReadOptions): Promise<void> {
-    await readRange(blobId, 0, target, target.byteLength, o);
-    const sha256 = sha256Hex(target);
+    // The digest follows the bytes as they arrive, so hashing overlaps the transfer.
+    let hash = createHash("sha256");
+    let hashed = 0;
+    const onFilled = (end: number) => {
+      hash.update(target.subarray(hashed, end));
+      hashed = end;
+    };
+    let fromFile = false;
+    if (o.localStore !== undefined) {
+      try {
+        await readFilePieces(o.localStore.blobPath(blobId), target, onFilled);
+        fromFile = true;
+      } catch (e) {
+        o.onLocalStoreError?.(e);
+        hash = createHash("sha256");
+        hashed = 0;
+      }
+    }
+    if (!fromFile) await readChunks(blobId, target, target.byteLength, o, (pos) => ({ offset: BigInt(pos) }), onFilled);
+    const sha256 = hash.digest("hex");
     if (sha256 !== blobId) {
       throw (o.dataError ?? dataLoss)({ kind: "digest-mismatch", message: `blob ${blobId} content has SHA-256 ${sha256}` });
     }

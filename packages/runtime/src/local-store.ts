@@ -134,6 +134,40 @@ export async function readFileStrided(
   }
 }
 
+/** Piece of {@link readFilePieces}: large enough to keep syscalls few, small enough to overlap. */
+const FILE_PIECE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Fills `target` with the whole file at `path` (which must hold exactly
+ * `target.byteLength` bytes), off the event loop, one piece ahead: `onFilled(end)` is
+ * told as each piece lands, in order, while the next one is being read (a caller hashing
+ * the bytes overlaps its work with the reads).
+ */
+export async function readFilePieces(path: string, target: Uint8Array, onFilled: (end: number) => void): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    const size = (await fh.stat()).size;
+    if (size !== target.byteLength) throw new Error(`${path} holds ${size} bytes, expected ${target.byteLength}`);
+    const readPiece = async (from: number): Promise<number> => {
+      const end = Math.min(size, from + FILE_PIECE_BYTES);
+      for (let pos = from; pos < end; ) {
+        const { bytesRead } = await fh.read(target, pos, end - pos, pos);
+        if (bytesRead === 0) throw new Error(`${path} ends at ${pos} bytes`);
+        pos += bytesRead;
+      }
+      return end;
+    };
+    let pending = size > 0 ? readPiece(0) : undefined;
+    while (pending !== undefined) {
+      const end = await pending;
+      pending = end < size ? readPiece(end) : undefined;
+      onFilled(end);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Writes all of `data` into the existing file at `path` (an upload the coordinator created, which syncs it). */
 export async function writeWholeFile(path: string, data: Uint8Array): Promise<void> {
   const fh = await open(path, "r+");
