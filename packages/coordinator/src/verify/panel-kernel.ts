@@ -1,0 +1,134 @@
+// The verifier's arithmetic: every product of Freivalds' check (projection of B, A pass of
+// a row band, Ĉ pass of a tile) as one WebAssembly SIMD routine, rows times a panel of
+// PANEL_WIDTH interleaved columns (asm/panel.ts, committed as wasm/panel.wasm). One
+// instance per thread; its memory grows to the largest operands it has staged.
+import { readFileSync } from "node:fs";
+import { PANEL_WIDTH } from "@dce/core";
+
+/** The few WebAssembly JS-API members used here (the ES2022 lib has no types for them). */
+interface WasmApi {
+  readonly Module: new (bytes: Uint8Array) => object;
+  readonly Instance: new (module: object, imports: object) => { readonly exports: unknown };
+}
+
+/** The exports of asm/panel.ts (see that file for the contracts). */
+interface PanelExports {
+  readonly memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
+  panelProduct(x: number, ldx: number, rows: number, len: number, v: number, y: number, ldy: number, accumulate: number): void;
+  bandProduct(a: number, m: number, k: number, w: number, blocks: number, y: number): void;
+  projectRows(
+    b: number,
+    rows: number,
+    cols: number,
+    tileCols: number,
+    probes: number,
+    w: number,
+    k: number,
+    firstRow: number,
+  ): void;
+  absSums(x: number, ldx: number, rows: number, len: number, out: number): void;
+}
+
+/** Reads `rows` rows starting at `firstRow` of a matrix into `into` (exactly its length). */
+export type ReadRows = (into: Float64Array, firstRow: number, rows: number) => void;
+
+/** The verifier's products on one thread. Every array is row-major float64. */
+export interface PanelKernel {
+  /**
+   * The projection of B (k × cols, read through `read` in chunks of rows): for each column
+   * block J of `tileCols` columns, w[(J·k + l)·8 + t] = B[l, J]·panel_J column t, with
+   * `probes` the probe panel (cols × 8, see `probePanel`). Fills `w` (blocks × k × 8).
+   */
+  project(read: ReadRows, k: number, cols: number, tileCols: number, probes: Float64Array, w: Float64Array): void;
+  /**
+   * The A pass of rows [rowStart, rowEnd) of A (× k, read through `read`), for every
+   * column block: y[(i·blocks + J)·8 + t] = A_i·w_J column t (column 7 against |A_i|),
+   * aAbs[i] = Σ_l |a_il|.
+   */
+  band(
+    read: ReadRows,
+    rowStart: number,
+    rowEnd: number,
+    k: number,
+    blocks: number,
+    w: Float64Array,
+    y: Float64Array,
+    aAbs: Float64Array,
+  ): void;
+  /**
+   * The Ĉ pass of a tile (m × n, raw little-endian float64 bytes): out[i·8 + t] = Ĉ_i ·
+   * probe panel rows [colStart, colStart + n) column t (column 7: Σ_j |Ĉ_ij|).
+   */
+  tile(bytes: Uint8Array, m: number, n: number, probes: Float64Array, colStart: number, out: Float64Array): void;
+}
+
+/** Most bytes of A or B staged at once: larger operands are read in chunks of rows. */
+const CHUNK_BYTES = 8 << 20;
+const pageBytes = 65_536;
+const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+let compiled: object | undefined;
+
+/**
+ * A kernel with its own WebAssembly instance (create one per thread).
+ * @throws if `wasm/panel.wasm` cannot be read or compiled (a broken installation).
+ */
+export function createPanelKernel(): PanelKernel {
+  compiled ??= new wasm.Module(new Uint8Array(readFileSync(new URL("../../wasm/panel.wasm", import.meta.url))));
+  const x = new wasm.Instance(compiled, {}).exports as PanelExports;
+  /** A view of the memory, grown to at least `bytes` (growing detaches old views). */
+  const heap = (bytes: number): Float64Array => {
+    const have = x.memory.buffer.byteLength;
+    if (bytes > have) x.memory.grow(Math.ceil((bytes - have) / pageBytes));
+    return new Float64Array(x.memory.buffer);
+  };
+  const W = PANEL_WIDTH;
+  return {
+    project(read, k, cols, tileCols, probes, w) {
+      // Layout: probes | w | a chunk of rows of B.
+      const probesAt = 0;
+      const wAt = probesAt + cols * W;
+      const bAt = wAt + w.length;
+      const chunkRows = Math.max(1, Math.min(k, Math.floor(CHUNK_BYTES / (Math.max(1, cols) * 8))));
+      let mem = heap((bAt + chunkRows * cols) * 8);
+      mem.set(probes.subarray(0, cols * W), probesAt);
+      for (let l0 = 0; l0 < k; l0 += chunkRows) {
+        const rows = Math.min(chunkRows, k - l0);
+        read(mem.subarray(bAt, bAt + rows * cols), l0, rows);
+        x.projectRows(bAt * 8, rows, cols, tileCols, probesAt * 8, wAt * 8, k, l0);
+        mem = heap(0);
+      }
+      w.set(mem.subarray(wAt, wAt + w.length));
+    },
+    band(read, rowStart, rowEnd, k, blocks, w, y, aAbs) {
+      // Layout: w | a chunk of rows of A | their sums | their absolute sums.
+      const m = rowEnd - rowStart;
+      const wAt = 0;
+      const aAt = wAt + w.length;
+      const chunkRows = Math.max(1, Math.min(m, Math.floor(CHUNK_BYTES / (Math.max(1, k) * 8))));
+      const yAt = aAt + chunkRows * k;
+      const absAt = yAt + chunkRows * blocks * W;
+      let mem = heap((absAt + chunkRows) * 8);
+      mem.set(w, wAt);
+      for (let i0 = 0; i0 < m; i0 += chunkRows) {
+        const rows = Math.min(chunkRows, m - i0);
+        read(mem.subarray(aAt, aAt + rows * k), rowStart + i0, rows);
+        x.bandProduct(aAt * 8, rows, k, wAt * 8, blocks, yAt * 8);
+        x.absSums(aAt * 8, k, rows, k, absAt * 8);
+        mem = heap(0);
+        y.set(mem.subarray(yAt, yAt + rows * blocks * W), i0 * blocks * W);
+        aAbs.set(mem.subarray(absAt, absAt + rows), i0);
+      }
+    },
+    tile(bytes, m, n, probes, colStart, out) {
+      // Layout: the probe rows of the tile's columns | the tile | its sums.
+      const probesAt = 0;
+      const tileAt = n * W;
+      const outAt = tileAt + m * n;
+      const mem = heap((outAt + m * W) * 8);
+      mem.set(probes.subarray(colStart * W, (colStart + n) * W), probesAt);
+      new Uint8Array(mem.buffer, tileAt * 8, m * n * 8).set(bytes.subarray(0, m * n * 8));
+      x.panelProduct(tileAt * 8, n, m, n, probesAt * 8, outAt * 8, W, 0);
+      out.set(mem.subarray(outAt, outAt + m * W));
+    },
+  };
+}
