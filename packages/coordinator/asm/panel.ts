@@ -1,5 +1,7 @@
 // AssemblyScript source of the verifier's product (compiled by scripts/build-wasm.mjs,
-// never by tsc) into wasm/panel.wasm: plain f64x2 multiply, then add.
+// never by tsc). One source, two binaries: wasm/panel-simd.wasm (plain f64x2 multiply, then
+// add) and wasm/panel-relaxed.wasm (f64x2.relaxed_madd, a fused multiply-add where the CPU
+// has one); ASC_FEATURE_RELAXED_SIMD is a compile-time constant.
 //
 // Every product of Freivalds' check has the same shape: rows of a matrix X times a panel
 // V of 8 interleaved columns (len × 8, row-major), where columns 0..6 are the 7 rounds and
@@ -13,11 +15,12 @@
 // - Ĉ pass:           X = rows of the tile, V = the probes of block J with column 7 = 1.
 //
 // Summation order: each y[r][c] is one accumulator summed over p in ascending order, one
-// rounding per multiply and per add; a product blocked over p (bandProduct) stores the
+// rounding per multiply and per add (or one per fused multiply-add); a product blocked over p (bandProduct) stores the
 // accumulator and loads it back, which is exact. The tolerance of the check covers any
 // order anyway (docs/verification.md); this one is simply the cheapest.
 //
-// Addresses are byte offsets into the module's memory; strides count doubles.
+// Addresses are byte offsets into the module's memory, whose first page is the module's
+// own (static data); strides count doubles.
 
 /** Rows of X per register block: 2 rows × 4 f64x2 accumulators = 8 registers. */
 const MR: i32 = 2;
@@ -26,15 +29,20 @@ const KC: i32 = 256;
 /** Rows of X per cache block of the band product: MB × KC doubles, 32 KiB (L1/L2). */
 const MB: i32 = 16;
 
-/** acc + x · y, rounded twice (no FMA: the bits do not depend on the CPU). */
+/** acc + x · y: rounded once (FMA) or twice, depending on the binary and the CPU; the check's bound covers both. */
 function madd(x: v128, y: v128, acc: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f64x2.relaxed_madd(x, y, acc);
+  }
   return f64x2.add(acc, f64x2.mul(x, y));
 }
 
-/** Keeps lane 0 and clears the sign of lane 1: [x, x] becomes [x, |x|]. */
-function lane1Abs(x: v128): v128 {
-  return v128.and(x, i64x2(-1, i64.MAX_VALUE));
-}
+/**
+ * Keeps lane 0 and clears the sign of lane 1: [x, x] & mask = [x, |x|]. The mask lives in
+ * static data and is loaded once per call: as a constant, Binaryen puts it back into the
+ * inner loop, where V8 rebuilds it on every step (40% slower, measured).
+ */
+const LANE1_ABS: usize = memory.data<u64>([0xffffffffffffffff, 0x7fffffffffffffff]);
 
 /**
  * y[r][0..8] (row stride `ldy`) = rows [0, rows) of X (row stride `ldx`) over `len`
@@ -43,6 +51,7 @@ function lane1Abs(x: v128): v128 {
 export function panelProduct(x: usize, ldx: i32, rows: i32, len: i32, v: usize, y: usize, ldy: i32, accumulate: bool): void {
   const xs = (<usize>ldx) << 3;
   const ys = (<usize>ldy) << 3;
+  const mask = v128.load(LANE1_ABS);
   let r = 0;
   for (; r + MR <= rows; r += MR) {
     const x0 = x + <usize>r * xs;
@@ -82,8 +91,8 @@ export function panelProduct(x: usize, ldx: i32, rows: i32, len: i32, v: usize, 
       c02 = madd(a0, w, c02);
       c12 = madd(a1, w, c12);
       w = v128.load(p, 48);
-      c03 = madd(lane1Abs(a0), w, c03);
-      c13 = madd(lane1Abs(a1), w, c13);
+      c03 = madd(v128.and(a0, mask), w, c03);
+      c13 = madd(v128.and(a1, mask), w, c13);
       p += 64;
     }
     v128.store(y0, c00);
@@ -114,7 +123,7 @@ export function panelProduct(x: usize, ldx: i32, rows: i32, len: i32, v: usize, 
       c0 = madd(a0, v128.load(p), c0);
       c1 = madd(a0, v128.load(p, 16), c1);
       c2 = madd(a0, v128.load(p, 32), c2);
-      c3 = madd(lane1Abs(a0), v128.load(p, 48), c3);
+      c3 = madd(v128.and(a0, mask), v128.load(p, 48), c3);
       p += 64;
     }
     v128.store(y0, c0);

@@ -1,11 +1,12 @@
 // Builds the verifier's WebAssembly product from asm/panel.ts with AssemblyScript:
 //
-//   node scripts/build-wasm.mjs            rebuilds wasm/panel.wasm; with CI set, fails instead if it was stale
+//   node scripts/build-wasm.mjs            rebuilds wasm/panel-simd.wasm and wasm/panel-relaxed.wasm;
+//                                          with CI set, fails instead if they were stale
 //   node scripts/build-wasm.mjs --check    builds into a temporary folder and exits 1 unless
-//                                          the committed binary is byte-identical to it
+//                                          the committed binaries are byte-identical to it
 //
-// The binary is committed (the verifier loads it at run time), so a change to the source or
-// to the pinned compiler must come with a rebuilt binary; `panel-kernel.test.ts` runs the
+// The binaries are committed (the verifier loads one at run time), so a change to the source
+// or to the pinned compiler must come with rebuilt binaries; `panel-kernel.test.ts` runs the
 // same comparison in the unit tests.
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,11 +17,15 @@ import asc from "assemblyscript/asc";
 const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const source = join(packageDir, "asm", "panel.ts");
 const wasmDir = join(packageDir, "wasm");
-const file = "panel.wasm";
+/** The binaries and the feature flags of each (relaxed-simd selects relaxed_madd at compile time). */
+const targets = [
+  { file: "panel-simd.wasm", features: "simd" },
+  { file: "panel-relaxed.wasm", features: "simd,relaxed-simd" },
+];
 
-/** Compiles the binary into `outDir`. */
-async function build(outDir) {
-  const args = [source, "--enable", "simd", "-O3", "--runtime", "stub", "--noAssert", "--use", "abort="];
+/** Compiles one binary into `outDir`. */
+async function build(outDir, file, features) {
+  const args = [source, "--enable", features, "-O3", "--runtime", "stub", "--noAssert", "--use", "abort="];
   args.push("--outFile", join(outDir, file));
   let stderr = "";
   const { error } = await asc.main(args, {
@@ -35,11 +40,11 @@ async function build(outDir) {
   return readFileSync(join(outDir, file));
 }
 
-/** Builds into a temporary folder; returns the fresh bytes and the committed ones (undefined when missing). */
-async function fresh() {
+/** Builds one binary into a temporary folder and compares it with (or, outside CI and --check, copies it over) the committed one. */
+async function fresh(file, features) {
   const tmp = mkdtempSync(join(tmpdir(), "dce-panel-wasm-"));
   try {
-    const bytes = await build(tmp);
+    const bytes = await build(tmp, file, features);
     let committed;
     try {
       committed = readFileSync(join(wasmDir, file));
@@ -56,10 +61,10 @@ async function fresh() {
       console.error(`wasm/${file} is stale: run \`node scripts/build-wasm.mjs\` in packages/coordinator and commit wasm/`);
       process.exit(1);
     }
-    console.log("wasm binary matches its source");
+    console.log(`wasm/${file} matches its source`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
 }
 
-await fresh();
+for (const { file, features } of targets) await fresh(file, features);

@@ -1,12 +1,15 @@
 // The verifier's arithmetic: every product of Freivalds' check (projection of B, A pass of
 // a row band, Ĉ pass of a tile) as one WebAssembly SIMD routine, rows times a panel of
-// PANEL_WIDTH interleaved columns (asm/panel.ts, committed as wasm/panel.wasm). One
+// PANEL_WIDTH interleaved columns (asm/panel.ts, committed as wasm/panel-relaxed.wasm, with
+// fused multiply-adds, and wasm/panel-simd.wasm for runtimes without relaxed SIMD). One
 // instance per thread; its memory grows to the largest operands it has staged.
 import { readFileSync } from "node:fs";
+import { setFlagsFromString } from "node:v8";
 import { PANEL_WIDTH } from "@dce/core";
 
 /** The few WebAssembly JS-API members used here (the ES2022 lib has no types for them). */
 interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
   readonly Module: new (bytes: Uint8Array) => object;
   readonly Instance: new (module: object, imports: object) => { readonly exports: unknown };
 }
@@ -65,15 +68,36 @@ export interface PanelKernel {
 /** Most bytes of A or B staged at once: larger operands are read in chunks of rows. */
 const CHUNK_BYTES = 8 << 20;
 const pageBytes = 65_536;
+/** Where staged operands start, in doubles: the first page holds the module's static data. */
+const base = pageBytes / 8;
 const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 let compiled: object | undefined;
 
 /**
+ * The binary this runtime runs: the relaxed one (f64x2.relaxed_madd) where it validates,
+ * after turning on `--experimental-wasm-relaxed-simd` on Node.js 20 (process-wide; Node.js
+ * 22 ships relaxed SIMD and would reject the flag's name), the plain one otherwise. Both
+ * are covered by the check's bound, which holds with or without fused multiply-adds.
+ */
+function loadBinary(): Uint8Array {
+  const read = (file: string) => new Uint8Array(readFileSync(new URL(`../../wasm/${file}`, import.meta.url)));
+  const relaxed = read("panel-relaxed.wasm");
+  if (wasm.validate(relaxed)) return relaxed;
+  try {
+    setFlagsFromString("--experimental-wasm-relaxed-simd");
+    if (wasm.validate(relaxed)) return relaxed;
+  } catch {
+    // No such flag here: the plain binary it is.
+  }
+  return read("panel-simd.wasm");
+}
+
+/**
  * A kernel with its own WebAssembly instance (create one per thread).
- * @throws if `wasm/panel.wasm` cannot be read or compiled (a broken installation).
+ * @throws if the binary cannot be read or compiled (a broken installation).
  */
 export function createPanelKernel(): PanelKernel {
-  compiled ??= new wasm.Module(new Uint8Array(readFileSync(new URL("../../wasm/panel.wasm", import.meta.url))));
+  compiled ??= new wasm.Module(loadBinary());
   const x = new wasm.Instance(compiled, {}).exports as PanelExports;
   /** A view of the memory, grown to at least `bytes` (growing detaches old views). */
   const heap = (bytes: number): Float64Array => {
@@ -85,7 +109,7 @@ export function createPanelKernel(): PanelKernel {
   return {
     project(read, k, cols, tileCols, probes, w) {
       // Layout: probes | w | a chunk of rows of B.
-      const probesAt = 0;
+      const probesAt = base;
       const wAt = probesAt + cols * W;
       const bAt = wAt + w.length;
       const chunkRows = Math.max(1, Math.min(k, Math.floor(CHUNK_BYTES / (Math.max(1, cols) * 8))));
@@ -102,7 +126,7 @@ export function createPanelKernel(): PanelKernel {
     band(read, rowStart, rowEnd, k, blocks, w, y, aAbs) {
       // Layout: w | a chunk of rows of A | their sums | their absolute sums.
       const m = rowEnd - rowStart;
-      const wAt = 0;
+      const wAt = base;
       const aAt = wAt + w.length;
       const chunkRows = Math.max(1, Math.min(m, Math.floor(CHUNK_BYTES / (Math.max(1, k) * 8))));
       const yAt = aAt + chunkRows * k;
@@ -121,8 +145,8 @@ export function createPanelKernel(): PanelKernel {
     },
     tile(bytes, m, n, probes, colStart, out) {
       // Layout: the probe rows of the tile's columns | the tile | its sums.
-      const probesAt = 0;
-      const tileAt = n * W;
+      const probesAt = base;
+      const tileAt = probesAt + n * W;
       const outAt = tileAt + m * n;
       const mem = heap((outAt + m * W) * 8);
       mem.set(probes.subarray(colStart * W, (colStart + n) * W), probesAt);
