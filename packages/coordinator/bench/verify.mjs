@@ -79,7 +79,8 @@ try {
       const bd = tileBounds(plan, s);
       const w = bd.colEnd - bd.colStart;
       const t = new Float64Array((bd.rowEnd - bd.rowStart) * w);
-      for (let i = bd.rowStart; i < bd.rowEnd; i++) t.set(c.subarray(i * n + bd.colStart, i * n + bd.colEnd), (i - bd.rowStart) * w);
+      for (let i = bd.rowStart; i < bd.rowEnd; i++)
+        t.set(c.subarray(i * n + bd.colStart, i * n + bd.colEnd), (i - bd.rowStart) * w);
       tiles.push({ bd, bytes: new Uint8Array(t.buffer) });
     }
     const total = [];

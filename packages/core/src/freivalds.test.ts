@@ -132,7 +132,14 @@ describe("Freivalds check", () => {
     const r = probesFromWords(Uint32Array.of(0, 0xffffffff, 0x7fffffff, 0x80000000), 1, 4);
     expect([...r]).toEqual([2 ** -32, -(2 ** -32), 1 - 2 ** -32, -1 + 2 ** -32]);
     expect(() => probesFromWords(new Uint32Array(3), 2, 2)).toThrow(RangeError);
-    const panel = probePanel(probesFromWords(Uint32Array.from({ length: 14 }, (_, i) => i), 7, 2), 2);
+    const panel = probePanel(
+      probesFromWords(
+        Uint32Array.from({ length: 14 }, (_, i) => i),
+        7,
+        2,
+      ),
+      2,
+    );
     expect(panel.length).toBe(16);
     expect([panel[7], panel[15]]).toEqual([1, 1]);
     expect(panel[9]).toBe(8 * 2 ** -31 + 2 ** -32); // column 1, round 1 = word 8
