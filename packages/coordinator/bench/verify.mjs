@@ -144,7 +144,7 @@ function splitRun(w, plan, aPath, bPath, tiles, split) {
   const { PANEL_WIDTH, FREIVALDS_ROUNDS, probePanel } = core;
   const words = Uint32Array.from({ length: FREIVALDS_ROUNDS * plan.cols }, (_, i) => (i * 2654435761) >>> 0);
   const probes = probePanel(probesFromWords(words, FREIVALDS_ROUNDS, plan.cols), plan.cols);
-  const wv = new Float64Array(plan.colTiles * plan.inner * PANEL_WIDTH);
+  const wv = new Float64Array(2 * Math.ceil(plan.colTiles / 2) * plan.inner * PANEL_WIDTH);
   let c0 = process.cpuUsage();
   w.runProject({ kind: "project", bPath, k: plan.inner, cols: plan.cols, tileCols: plan.tileCols, probes, w: wv });
   const projectMs = cpuMs(c0);
@@ -156,7 +156,7 @@ function splitRun(w, plan, aPath, bPath, tiles, split) {
     let sums = bands.get(bd.rowStart);
     if (!sums) {
       const m = bd.rowEnd - bd.rowStart;
-      sums = { y: new Float64Array(m * plan.colTiles * PANEL_WIDTH), aAbs: new Float64Array(m) };
+      sums = { y: new Float64Array(m * 2 * Math.ceil(plan.colTiles / 2) * PANEL_WIDTH), aAbs: new Float64Array(m) };
       c0 = process.cpuUsage();
       w.runBand({ kind: "band", aPath, k: plan.inner, blocks: plan.colTiles, ...bd, w: wv, y: sums.y, aAbs: sums.aAbs });
       bandMs += cpuMs(c0);

@@ -110,9 +110,9 @@ export type TileCheck =
  * product computed in any summation order, with or without FMA (the bound of the module
  * comment covers every order):
  *
- * - `a[aOff + i·aStride + t]` = fl(A_i·w_t) for round t < {@link FREIVALDS_ROUNDS}, and at
- *   t = {@link FREIVALDS_ROUNDS} the magnitude Ŝ_i = fl(Σ_l |a_il|·s_l), where w_t and s
- *   are the projection of the tile's column block (w_t = fl(B[:,J]·r_t[J]), s_l =
+ * - `a[aOff + i·aStride + t]` = fl(A_i·w_t) for round t < {@link FREIVALDS_ROUNDS}, and
+ *   `a[aScaleOff + i·aStride]` the magnitude Ŝ_i = fl(Σ_l |a_il|·s_l), where w_t and s are
+ *   the projection of the tile's column block (w_t = fl(B[:,J]·r_t[J]), s_l =
  *   fl(Σ_{j∈J} |b_lj|));
  * - `aAbs[aAbsOff + i]` = fl(Σ_l |a_il|) (for the underflow allowance);
  * - `c[i·PANEL_WIDTH + t]` = fl(Ĉ_i·r_t[J]), and at t = {@link FREIVALDS_ROUNDS} fl(Σ_j |Ĉ_ij|).
@@ -123,6 +123,7 @@ export interface TileSums {
   readonly a: Float64Array;
   readonly aOff: number;
   readonly aStride: number;
+  readonly aScaleOff: number;
   readonly aAbs: Float64Array;
   readonly aAbsOff: number;
   readonly c: Float64Array;
@@ -134,13 +135,13 @@ export interface TileSums {
  * Deterministic; never throws for any values.
  */
 export function judgeTileRows(sums: TileSums, firstRow: number, rowCount: number): TileCheck {
-  const { k, n, a, aOff, aStride, aAbs, aAbsOff, c } = sums;
+  const { k, n, a, aOff, aStride, aScaleOff, aAbs, aAbsOff, c } = sums;
   const rounds = FREIVALDS_ROUNDS;
   const growth = (k + n + 2) * U;
   let unverifiable = 0;
   for (let i = 0; i < rowCount; i++) {
     const ai = aOff + i * aStride;
-    const scale = a[ai + rounds] as number;
+    const scale = a[aScaleOff + i * aStride] as number;
     const eta = UNDERFLOW_UNIT * (n * (k + 1 + (aAbs[aAbsOff + i] as number)) + k + 1);
     // Not finite, NaN or near overflow: no rounding bound applies, the row is not checked.
     if (!(scale <= MAX_ROW_SCALE) || !Number.isFinite(eta)) {

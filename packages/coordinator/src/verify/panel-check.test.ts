@@ -7,7 +7,7 @@ import { xorshift32Words } from "@dce/core/testing";
 import { checkTileRows, createProjection, projectRows } from "@dce/core/testing/freivalds-oracle";
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
-import { createPanelKernel } from "./panel-kernel.js";
+import { createPanelKernel, projectionPanels } from "./panel-kernel.js";
 import { runCheck } from "./work.js";
 
 interface Problem {
@@ -48,9 +48,9 @@ function verdicts(p: Problem, c: Float64Array): { fast: TileCheck[]; oracle: Til
   const blocks = Math.ceil(p.n / p.tileCols);
   // Production: projection of B, the band's A pass for all blocks, then each tile.
   const panel = probePanel(probes, p.n);
-  const w = new Float64Array(blocks * p.k * PANEL_WIDTH);
+  const w = new Float64Array(projectionPanels(blocks) * p.k * PANEL_WIDTH);
   kernel.project((into, first) => into.set(p.b.subarray(first * p.n, first * p.n + into.length)), p.k, p.n, p.tileCols, panel, w);
-  const y = new Float64Array(p.m * blocks * PANEL_WIDTH);
+  const y = new Float64Array(p.m * projectionPanels(blocks) * PANEL_WIDTH);
   const aAbs = new Float64Array(p.m);
   kernel.band((into, first) => into.set(p.a.subarray(first * p.k, first * p.k + into.length)), 0, p.m, p.k, blocks, w, y, aAbs);
   // Oracle: the scalar projection and check.

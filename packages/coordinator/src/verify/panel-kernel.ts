@@ -32,6 +32,23 @@ interface PanelExports {
   absSums(x: number, ldx: number, rows: number, len: number, out: number): void;
 }
 
+/**
+ * Panels of the projection in pair layout (see asm/panel.ts `bandProduct`): two per pair of
+ * column blocks, the last pair padded with a block of zeros.
+ */
+export function projectionPanels(blocks: number): number {
+  return 2 * Math.ceil(blocks / 2);
+}
+
+/**
+ * Where block J's sums sit in a row of a band's sums (panels × 8 values): its rounds at
+ * `rounds` … `rounds` + 6, its magnitude Ŝ at `scale`.
+ */
+export function bandSumsOffsets(jb: number): { rounds: number; scale: number } {
+  const pair = 16 * (jb >> 1);
+  return jb & 1 ? { rounds: pair + 7, scale: pair + 15 } : { rounds: pair, scale: pair + 14 };
+}
+
 /** Reads `rows` rows starting at `firstRow` of a matrix into `into` (exactly its length). */
 export type ReadRows = (into: Float64Array, firstRow: number, rows: number) => void;
 
@@ -39,14 +56,15 @@ export type ReadRows = (into: Float64Array, firstRow: number, rows: number) => v
 export interface PanelKernel {
   /**
    * The projection of B (k × cols, read through `read` in chunks of rows): for each column
-   * block J of `tileCols` columns, w[(J·k + l)·8 + t] = B[l, J]·panel_J column t, with
-   * `probes` the probe panel (cols × 8, see `probePanel`). Fills `w` (blocks × k × 8).
+   * block J of `tileCols` columns, w_J[l][t] = B[l, J]·panel_J column t, with `probes` the
+   * probe panel (cols × 8, see `probePanel`). Fills `w` (projectionPanels(blocks) × k × 8)
+   * in the pair layout of asm/panel.ts `bandProduct`.
    */
   project(read: ReadRows, k: number, cols: number, tileCols: number, probes: Float64Array, w: Float64Array): void;
   /**
    * The A pass of rows [rowStart, rowEnd) of A (× k, read through `read`), for every
-   * column block: y[(i·blocks + J)·8 + t] = A_i·w_J column t (column 7 against |A_i|),
-   * aAbs[i] = Σ_l |a_il|.
+   * column block, from `w` in pair layout: y = (rowEnd − rowStart) × panels × 8 (block J's
+   * sums of row i at i·panels·8 + {@link bandSumsOffsets}), aAbs[i] = Σ_l |a_il|.
    */
   band(
     read: ReadRows,
@@ -108,10 +126,11 @@ export function createPanelKernel(): PanelKernel {
   const W = PANEL_WIDTH;
   return {
     project(read, k, cols, tileCols, probes, w) {
-      // Layout: probes | w | a chunk of rows of B.
+      // Layout: probes | w, one panel per block | a chunk of rows of B.
+      const blocks = Math.ceil(cols / tileCols);
       const probesAt = base;
       const wAt = probesAt + cols * W;
-      const bAt = wAt + w.length;
+      const bAt = wAt + blocks * k * W;
       const chunkRows = Math.max(1, Math.min(k, Math.floor(CHUNK_BYTES / (Math.max(1, cols) * 8))));
       let mem = heap((bAt + chunkRows * cols) * 8);
       mem.set(probes.subarray(0, cols * W), probesAt);
@@ -121,7 +140,7 @@ export function createPanelKernel(): PanelKernel {
         x.projectRows(bAt * 8, rows, cols, tileCols, probesAt * 8, wAt * 8, k, l0);
         mem = heap(0);
       }
-      w.set(mem.subarray(wAt, wAt + w.length));
+      toPairLayout(mem.subarray(wAt, wAt + blocks * k * W), k, blocks, w);
     },
     band(read, rowStart, rowEnd, k, blocks, w, y, aAbs) {
       // Layout: w | a chunk of rows of A | their sums | their absolute sums.
@@ -130,16 +149,17 @@ export function createPanelKernel(): PanelKernel {
       const aAt = wAt + w.length;
       const chunkRows = Math.max(1, Math.min(m, Math.floor(CHUNK_BYTES / (Math.max(1, k) * 8))));
       const yAt = aAt + chunkRows * k;
-      const absAt = yAt + chunkRows * blocks * W;
+      const panels = projectionPanels(blocks);
+      const absAt = yAt + chunkRows * panels * W;
       let mem = heap((absAt + chunkRows) * 8);
       mem.set(w, wAt);
       for (let i0 = 0; i0 < m; i0 += chunkRows) {
         const rows = Math.min(chunkRows, m - i0);
         read(mem.subarray(aAt, aAt + rows * k), rowStart + i0, rows);
-        x.bandProduct(aAt * 8, rows, k, wAt * 8, blocks, yAt * 8);
+        x.bandProduct(aAt * 8, rows, k, wAt * 8, panels, yAt * 8);
         x.absSums(aAt * 8, k, rows, k, absAt * 8);
         mem = heap(0);
-        y.set(mem.subarray(yAt, yAt + rows * blocks * W), i0 * blocks * W);
+        y.set(mem.subarray(yAt, yAt + rows * panels * W), i0 * panels * W);
         aAbs.set(mem.subarray(absAt, absAt + rows), i0);
       }
     },
@@ -155,4 +175,31 @@ export function createPanelKernel(): PanelKernel {
       out.set(mem.subarray(outAt, outAt + m * W));
     },
   };
+}
+
+/**
+ * Rewrites a projection from one panel per block (`plain`: blocks × k × [w_0 … w_6, s]) to
+ * the pair layout of asm/panel.ts `bandProduct` (`out`: projectionPanels(blocks) × k × 8).
+ */
+function toPairLayout(plain: Float64Array, k: number, blocks: number, out: Float64Array): void {
+  const W = PANEL_WIDTH;
+  out.fill(0);
+  for (let jb = 0; jb < blocks; jb++) {
+    const p = jb >> 1;
+    const first = 2 * p * k * W;
+    const second = (2 * p + 1) * k * W;
+    for (let l = 0; l < k; l++) {
+      const src = (jb * k + l) * W;
+      const a = first + l * W;
+      const b = second + l * W;
+      if ((jb & 1) === 0) {
+        for (let t = 0; t < 7; t++) out[a + t] = plain[src + t] as number;
+        out[b + 6] = plain[src + 7] as number;
+      } else {
+        out[a + 7] = plain[src] as number;
+        for (let t = 1; t < 7; t++) out[b + t - 1] = plain[src + t] as number;
+        out[b + 7] = plain[src + 7] as number;
+      }
+    }
+  }
 }

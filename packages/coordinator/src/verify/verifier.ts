@@ -11,6 +11,7 @@ import {
   type TileCheck,
 } from "@dce/core";
 import { createThreadPool, type ThreadPool } from "@dce/runtime/thread-pool";
+import { projectionPanels } from "./panel-kernel.js";
 import { type BandTask, type CheckTask, type ProjectTask, runBand, runCheck, runProject } from "./work.js";
 
 /** Settings of a {@link Verifier}. */
@@ -186,7 +187,7 @@ export class Verifier {
     const blocks = plan.colTiles;
     const alloc = (len: number) =>
       this.#pool ? new Float64Array(new SharedArrayBuffer(len * 8)) : new Float64Array(new ArrayBuffer(len * 8));
-    const sums: BandSums = { y: alloc(m * blocks * PANEL_WIDTH), aAbs: alloc(m) };
+    const sums: BandSums = { y: alloc(m * projectionPanels(blocks) * PANEL_WIDTH), aAbs: alloc(m) };
     const task: BandTask = {
       kind: "band",
       aPath: job.aPath,
@@ -260,7 +261,7 @@ export class Verifier {
     const { plan } = job;
     const rounds = FREIVALDS_ROUNDS;
     const blocks = plan.colTiles;
-    const lengths = [PANEL_WIDTH * plan.cols, blocks * PANEL_WIDTH * plan.inner];
+    const lengths = [PANEL_WIDTH * plan.cols, projectionPanels(blocks) * PANEL_WIDTH * plan.inner];
     const bytes = lengths.reduce((x, y) => x + y, 0) * 8;
     const alloc = (len: number) =>
       this.#pool ? new Float64Array(new SharedArrayBuffer(len * 8)) : new Float64Array(new ArrayBuffer(len * 8));

@@ -5,7 +5,7 @@
 // chunks; the products are the WebAssembly panel kernel's, the verdict is the core's.
 import { closeSync, openSync, readSync } from "node:fs";
 import { judgeTileRows, PANEL_WIDTH, type TileCheck } from "@dce/core";
-import { createPanelKernel, type PanelKernel, type ReadRows } from "./panel-kernel.js";
+import { bandSumsOffsets, createPanelKernel, type PanelKernel, projectionPanels, type ReadRows } from "./panel-kernel.js";
 
 /** Everything a projection needs, as plain data (it crosses a thread boundary). */
 export interface ProjectTask {
@@ -15,7 +15,7 @@ export interface ProjectTask {
   readonly k: number;
   readonly cols: number;
   readonly tileCols: number;
-  /** Shared buffers (or plain ones inline): the probe panel (cols × 8), and w (blocks × k × 8), filled in place. */
+  /** Shared buffers (or plain ones inline): the probe panel (cols × 8), and w (projectionPanels(blocks) × k × 8), filled in place. */
   readonly probes: Float64Array;
   readonly w: Float64Array;
 }
@@ -30,7 +30,7 @@ export interface BandTask {
   readonly rowStart: number;
   readonly rowEnd: number;
   readonly w: Float64Array;
-  /** Filled in place: (rowEnd − rowStart) × blocks × 8 sums, and the rows' absolute sums. */
+  /** Filled in place: (rowEnd − rowStart) × projectionPanels(blocks) × 8 sums, and the rows' absolute sums. */
   readonly y: Float64Array;
   readonly aAbs: Float64Array;
 }
@@ -105,7 +105,7 @@ export function runCheck(t: CheckTask): TileCheck {
   const n = t.colEnd - t.colStart;
   const c = new Float64Array(m * PANEL_WIDTH);
   panelKernel().tile(t.tile, m, n, t.probes, t.colStart, c);
-  const jb = Math.floor(t.colStart / t.tileCols);
-  const stride = t.blocks * PANEL_WIDTH;
-  return judgeTileRows({ k: t.k, n, a: t.y, aOff: jb * PANEL_WIDTH, aStride: stride, aAbs: t.aAbs, aAbsOff: 0, c }, 0, m);
+  const at = bandSumsOffsets(Math.floor(t.colStart / t.tileCols));
+  const aStride = projectionPanels(t.blocks) * PANEL_WIDTH;
+  return judgeTileRows({ k: t.k, n, a: t.y, aOff: at.rounds, aStride, aScaleOff: at.scale, aAbs: t.aAbs, aAbsOff: 0, c }, 0, m);
 }

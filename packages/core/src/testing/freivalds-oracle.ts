@@ -236,5 +236,5 @@ export function scalarTileSums(
     for (let t = 0; t < rounds; t++) c[i * width + t] = out[1 + t] as number;
     c[i * width + rounds] = out[0] as number;
   }
-  return { k, n, a, aOff: 0, aStride: width, aAbs, aAbsOff: 0, c };
+  return { k, n, a, aOff: 0, aStride: width, aScaleOff: rounds, aAbs, aAbsOff: 0, c };
 }
