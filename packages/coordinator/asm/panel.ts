@@ -4,8 +4,7 @@
 // has one); ASC_FEATURE_RELAXED_SIMD is a compile-time constant.
 //
 // Every product of Freivalds' check has the same shape: rows of a matrix X times a panel
-// V of 8 interleaved columns (len × 8, row-major), where columns 0..6 are the 7 rounds and
-// column 7 is taken against |x| instead of x:
+// V of 8 interleaved columns (len × 8, row-major) of the 7 rounds and a magnitude:
 //
 //   y[r][c] = Σ_p x[r][p] · V[p][c]     for c < 7
 //   y[r][7] = Σ_p |x[r][p]| · V[p][7]
@@ -14,13 +13,18 @@
 // - A pass:           X = rows of A,       V = the projection of block J (column 7 = s_J);
 // - Ĉ pass:           X = rows of the tile, V = the probes of block J with column 7 = 1.
 //
-// Summation order: each y[r][c] is one accumulator summed over p in ascending order, one
-// rounding per multiply and per add (or one per fused multiply-add); a product blocked over p (bandProduct) stores the
-// accumulator and loads it back, which is exact. The tolerance of the check covers any
-// order anyway (docs/verification.md); this one is simply the cheapest.
+// With a column of ones the magnitude is a plain sum of |x| (probeProduct); the A pass
+// takes the projection of two blocks at a time in a layout that keeps magnitudes in their
+// own vector (bandProduct).
 //
-// Addresses are byte offsets into the module's memory, whose first page is the module's
-// own (static data); strides count doubles.
+// Summation order: each y[r][c] is one accumulator summed over p in ascending order (the
+// sums of |x| in two lanes of two vectors, added at the end), one rounding per multiply
+// and per add (or one per fused multiply-add); a product blocked over p (bandProduct)
+// stores the accumulator and loads it back, which is exact. The tolerance of the check
+// covers any order anyway (docs/verification.md); this one is simply the cheapest.
+//
+// Addresses are byte offsets into the module's memory, whose first page is left to the
+// module's own data; strides count doubles.
 
 /** Rows of X per register block: 2 rows × 4 f64x2 accumulators = 8 registers. */
 const MR: i32 = 2;
@@ -38,38 +42,37 @@ function madd(x: v128, y: v128, acc: v128): v128 {
 }
 
 /**
- * Keeps lane 0 and clears the sign of lane 1: [x, x] & mask = [x, |x|]. The mask lives in
- * static data and is loaded once per call: as a constant, Binaryen puts it back into the
- * inner loop, where V8 rebuilds it on every step (40% slower, measured).
+ * Modes of {@link product}: which value of x meets the last vector (columns 6–7) of the
+ * panel. No vector mixes x and |x|: masking one lane of [x, x] costs 1.5× the whole
+ * product in V8 (measured), while f64x2.abs is nearly free.
  */
-const LANE1_ABS: usize = memory.data<u64>([0xffffffffffffffff, 0x7fffffffffffffff]);
-
-/** Modes of {@link product}: which value of x meets column pair 6–7 of the panel. */
-type LaneAbs = u8; // [x, |x|]: round 6, then the magnitude column
 type AllAbs = u16; // [|x|, |x|]: two magnitude columns
 type NoAbs = u32; // [x, x]: two round columns
 
 /** The operand of the last vector of the panel (see the modes above); resolved at compile time. */
-function lastOperand<M>(a: v128, mask: v128): v128 {
-  if (sizeof<M>() == 1) return v128.and(a, mask);
+function lastOperand<M>(a: v128): v128 {
   if (sizeof<M>() == 2) return f64x2.abs(a);
   return a;
 }
 
 /**
- * y[r][0..8] (row stride `ldy`) = rows [0, rows) of X (row stride `ldx`) over `len`
- * steps times the panel V (len × 8 at `v`), added to what y holds when `accumulate`.
- * Column 7 is taken against |x| (the layout of the module comment).
+ * y[r][0..7] (row stride `ldy`) = rows [0, rows) of X (row stride `ldx`) over `len` steps
+ * times columns 0–6 of the probe panel V (len × 8 at `v`), and y[r][7] = Σ_p |x[r][p]|
+ * (the panel's column 7 of ones is not read).
  */
-export function panelProduct(x: usize, ldx: i32, rows: i32, len: i32, v: usize, y: usize, ldy: i32, accumulate: bool): void {
-  product<LaneAbs>(x, ldx, rows, len, v, y, ldy, accumulate);
+export function probeProduct(x: usize, ldx: i32, rows: i32, len: i32, v: usize, y: usize, ldy: i32): void {
+  product<NoAbs>(x, ldx, rows, len, v, y, ldy, false);
+  absSums(x, ldx, rows, len, y + 56, ldy);
 }
 
-/** {@link panelProduct} with columns 6 and 7 taken against x, |x| (LaneAbs), |x|, |x| (AllAbs) or x, x (NoAbs). */
+/**
+ * y[r][0..8] (row stride `ldy`) = rows [0, rows) of X (row stride `ldx`) over `len`
+ * steps times the panel V (len × 8 at `v`), added to what y holds when `accumulate`;
+ * columns 6 and 7 are taken against |x| in mode AllAbs.
+ */
 function product<M>(x: usize, ldx: i32, rows: i32, len: i32, v: usize, y: usize, ldy: i32, accumulate: bool): void {
   const xs = (<usize>ldx) << 3;
   const ys = (<usize>ldy) << 3;
-  const mask = v128.load(LANE1_ABS);
   let r = 0;
   for (; r + MR <= rows; r += MR) {
     const x0 = x + <usize>r * xs;
@@ -109,8 +112,8 @@ function product<M>(x: usize, ldx: i32, rows: i32, len: i32, v: usize, y: usize,
       c02 = madd(a0, w, c02);
       c12 = madd(a1, w, c12);
       w = v128.load(p, 48);
-      c03 = madd(lastOperand<M>(a0, mask), w, c03);
-      c13 = madd(lastOperand<M>(a1, mask), w, c13);
+      c03 = madd(lastOperand<M>(a0), w, c03);
+      c13 = madd(lastOperand<M>(a1), w, c13);
       p += 64;
     }
     v128.store(y0, c00);
@@ -141,7 +144,7 @@ function product<M>(x: usize, ldx: i32, rows: i32, len: i32, v: usize, y: usize,
       c0 = madd(a0, v128.load(p), c0);
       c1 = madd(a0, v128.load(p, 16), c1);
       c2 = madd(a0, v128.load(p, 32), c2);
-      c3 = madd(lastOperand<M>(a0, mask), v128.load(p, 48), c3);
+      c3 = madd(lastOperand<M>(a0), v128.load(p, 48), c3);
       p += 64;
     }
     v128.store(y0, c0);
@@ -194,14 +197,15 @@ export function projectRows(b: usize, rows: i32, cols: i32, tileCols: i32, probe
   for (let j0 = 0; j0 < cols; j0 += tileCols) {
     const nb = min(tileCols, cols - j0);
     const out = w + ((<usize>jb * <usize>k + <usize>firstRow) << 6);
-    panelProduct(b + ((<usize>j0) << 3), cols, rows, nb, probes + ((<usize>j0) << 6), out, 8, false);
+    probeProduct(b + ((<usize>j0) << 3), cols, rows, nb, probes + ((<usize>j0) << 6), out, 8);
     jb++;
   }
 }
 
-/** out[r] = Σ_p |x[r][p]| over `len` values of each of `rows` rows (row stride `ldx`). */
-export function absSums(x: usize, ldx: i32, rows: i32, len: i32, out: usize): void {
+/** out[r·outStride] = Σ_p |x[r][p]| over `len` values of each of `rows` rows (row stride `ldx`). */
+export function absSums(x: usize, ldx: i32, rows: i32, len: i32, out: usize, outStride: i32): void {
   const xs = (<usize>ldx) << 3;
+  const os = (<usize>outStride) << 3;
   for (let r = 0; r < rows; r++) {
     const x0 = x + <usize>r * xs;
     let s0 = f64x2.splat(0);
@@ -215,6 +219,6 @@ export function absSums(x: usize, ldx: i32, rows: i32, len: i32, out: usize): vo
     const s = f64x2.add(s0, s1);
     let t = f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
     for (; p < len; p++) t += abs<f64>(load<f64>(x0 + ((<usize>p) << 3)));
-    store<f64>(out + ((<usize>r) << 3), t);
+    store<f64>(out + <usize>r * os, t);
   }
 }

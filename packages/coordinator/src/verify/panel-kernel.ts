@@ -17,7 +17,7 @@ interface WasmApi {
 /** The exports of asm/panel.ts (see that file for the contracts). */
 interface PanelExports {
   readonly memory: { readonly buffer: ArrayBuffer; grow(pages: number): number };
-  panelProduct(x: number, ldx: number, rows: number, len: number, v: number, y: number, ldy: number, accumulate: number): void;
+  probeProduct(x: number, ldx: number, rows: number, len: number, v: number, y: number, ldy: number): void;
   bandProduct(a: number, m: number, k: number, w: number, blocks: number, y: number): void;
   projectRows(
     b: number,
@@ -29,7 +29,7 @@ interface PanelExports {
     k: number,
     firstRow: number,
   ): void;
-  absSums(x: number, ldx: number, rows: number, len: number, out: number): void;
+  absSums(x: number, ldx: number, rows: number, len: number, out: number, outStride: number): void;
 }
 
 /**
@@ -157,7 +157,7 @@ export function createPanelKernel(): PanelKernel {
         const rows = Math.min(chunkRows, m - i0);
         read(mem.subarray(aAt, aAt + rows * k), rowStart + i0, rows);
         x.bandProduct(aAt * 8, rows, k, wAt * 8, panels, yAt * 8);
-        x.absSums(aAt * 8, k, rows, k, absAt * 8);
+        x.absSums(aAt * 8, k, rows, k, absAt * 8, 1);
         mem = heap(0);
         y.set(mem.subarray(yAt, yAt + rows * panels * W), i0 * panels * W);
         aAbs.set(mem.subarray(absAt, absAt + rows), i0);
@@ -171,7 +171,7 @@ export function createPanelKernel(): PanelKernel {
       const mem = heap((outAt + m * W) * 8);
       mem.set(probes.subarray(colStart * W, (colStart + n) * W), probesAt);
       new Uint8Array(mem.buffer, tileAt * 8, m * n * 8).set(bytes.subarray(0, m * n * 8));
-      x.panelProduct(tileAt * 8, n, m, n, probesAt * 8, outAt * 8, W, 0);
+      x.probeProduct(tileAt * 8, n, m, n, probesAt * 8, outAt * 8, W);
       out.set(mem.subarray(outAt, outAt + m * W));
     },
   };
