@@ -51,7 +51,7 @@ type NoAbs = u32; // [x, x]: two round columns
 
 /** The operand of the last vector of the panel (see the modes above); resolved at compile time. */
 function lastOperand<M>(a: v128): v128 {
-  if (sizeof<M>() == 2) return f64x2.abs(a);
+  if (sizeof<M>() === 2) return f64x2.abs(a);
   return a;
 }
 
