@@ -3,8 +3,10 @@
  *
  * A worker returns a tile Ĉ = C[I, J] of C = A·B. The coordinator draws secret probe
  * vectors r (one per round, entries on a grid of 2^32 values in (-1, 1)) and compares
- * Ĉ·r with A[I,:]·(B[:,J]·r) row by row. Everything here is pure arithmetic on arrays;
- * the shell supplies the random words, reads the matrices and runs it off its event loop.
+ * Ĉ·r with A[I,:]·(B[:,J]·r) row by row. Here are the probes and the rules
+ * ({@link judgeTileRows}), pure functions of arrays; the shell supplies the random words,
+ * reads the matrices, computes the dot products (in any summation order, see "No false
+ * rejections") and runs it all off its event loop.
  *
  * Notation (u = 2^-53, the unit roundoff of float64; k = inner dimension; n = tile
  * columns; for a row i of the tile):
