@@ -1,14 +1,14 @@
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect, it } from "vitest";
 import {
-  checkTileRows,
-  createProjection,
   FREIVALDS_DETECTION_FACTOR,
   FREIVALDS_ROUNDS,
+  judgeTileRows,
+  probePanel,
   probesFromWords,
-  projectRows,
   type TileCheck,
 } from "./freivalds.js";
+import { checkTileRows, createProjection, projectRows, scalarTileSums } from "./testing/freivalds-oracle.js";
 import { xorshift32Words } from "./testing/random-matrix.js";
 
 const U = 2 ** -53;
@@ -72,7 +72,10 @@ function checkAll(p: Problem, c: Float64Array, tileCols: number, seed: number, r
     let unverifiable = 0;
     for (let r0 = 0; r0 < p.m && result.ok; r0 += rowChunk) {
       const rows = Math.min(rowChunk, p.m - r0);
-      result = checkTileRows(proj, probes, j0, tile, nt, p.a.subarray(r0 * p.k, (r0 + rows) * p.k), r0, rows);
+      // The production decision, on sums from the scalar loops (the coordinator's product is
+      // held to the same verdicts in packages/coordinator/src/verify/panel-check.test.ts).
+      const sums = scalarTileSums(proj, probes, j0, tile, nt, p.a.subarray(r0 * p.k, (r0 + rows) * p.k), r0, rows);
+      result = judgeTileRows(sums, r0, rows);
       if (result.ok) {
         checked += result.rowsChecked;
         unverifiable += result.rowsUnverifiable;
@@ -129,6 +132,18 @@ describe("Freivalds check", () => {
     const r = probesFromWords(Uint32Array.of(0, 0xffffffff, 0x7fffffff, 0x80000000), 1, 4);
     expect([...r]).toEqual([2 ** -32, -(2 ** -32), 1 - 2 ** -32, -1 + 2 ** -32]);
     expect(() => probesFromWords(new Uint32Array(3), 2, 2)).toThrow(RangeError);
+    const panel = probePanel(
+      probesFromWords(
+        Uint32Array.from({ length: 14 }, (_, i) => i),
+        7,
+        2,
+      ),
+      2,
+    );
+    expect(panel.length).toBe(16);
+    expect([panel[7], panel[15]]).toEqual([1, 1]);
+    expect(panel[9]).toBe(8 * 2 ** -31 + 2 ** -32); // column 1, round 1 = word 8
+    expect(() => probePanel(new Float64Array(13), 2)).toThrow(RangeError);
   });
 
   test.prop(

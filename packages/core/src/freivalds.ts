@@ -3,8 +3,10 @@
  *
  * A worker returns a tile Ĉ = C[I, J] of C = A·B. The coordinator draws secret probe
  * vectors r (one per round, entries on a grid of 2^32 values in (-1, 1)) and compares
- * Ĉ·r with A[I,:]·(B[:,J]·r) row by row. Everything here is pure arithmetic on arrays;
- * the shell supplies the random words, reads the matrices and runs it off its event loop.
+ * Ĉ·r with A[I,:]·(B[:,J]·r) row by row. Here are the probes and the rules
+ * ({@link judgeTileRows}), pure functions of arrays; the shell supplies the random words,
+ * reads the matrices, computes the dot products (in any summation order, see "No false
+ * rejections") and runs it all off its event loop.
  *
  * Notation (u = 2^-53, the unit roundoff of float64; k = inner dimension; n = tile
  * columns; for a row i of the tile):
@@ -81,134 +83,23 @@ export function probesFromWords(words: Uint32Array, rounds: number, cols: number
   return r;
 }
 
-/** How C's columns are cut into tiles; one projection per column block. */
-export interface ColumnTiling {
-  /** Columns of B (= of C). */
-  readonly cols: number;
-  /** Columns per tile (the last block may be narrower). */
-  readonly tileCols: number;
-}
+/** Values per row of a panel and of a row's sums: the {@link FREIVALDS_ROUNDS} rounds, then the magnitude. */
+export const PANEL_WIDTH = FREIVALDS_ROUNDS + 1;
 
 /**
- * The per-job precomputation: for every column block J of the tiling and every round t,
- * w_J,t = B[:,J]·r_t[J] (length k), plus s_J = |B[:,J]|·1 for the tolerance.
- * Layout: `w[(J·k + l)·rounds + t]` (the rounds of one l side by side, read together),
- * `s[J·k + l]`.
+ * The probes as a panel: `cols × PANEL_WIDTH` values, row j = round 0…6's entries for
+ * column j, then 1 (so the product of a row x with it gives x·r_t and, against |x|,
+ * Σ|x_j|). `probes` is {@link probesFromWords}' output for {@link FREIVALDS_ROUNDS} rounds.
  */
-export interface Projection {
-  readonly k: number;
-  readonly rounds: number;
-  readonly tiling: ColumnTiling;
-  readonly w: Float64Array;
-  readonly s: Float64Array;
-}
-
-/** An empty projection for a k × cols B, to be filled by {@link projectRows}. */
-export function createProjection(k: number, rounds: number, tiling: ColumnTiling): Projection {
-  const blocks = Math.ceil(tiling.cols / tiling.tileCols);
-  return { k, rounds, tiling, w: new Float64Array(blocks * rounds * k), s: new Float64Array(blocks * k) };
-}
-
-/**
- * The dot products of one vector `x[xOff..xOff+len)` with `rounds` interleaved vectors
- * `v[(vOff + i)·rounds + t]`, plus Σ|x_i|·g_i when `g` is given (else Σ|x_i|), and Σ|x_i|,
- * each summed in index order, so the result does not depend on how many rounds are
- * computed at once. Writes `out[0]` = the magnitude sum, `out[1 + t]` = round t and
- * `out[rounds + 1]` = Σ|x_i|. One pass over x.
- */
-function interleavedDots(
-  x: Float64Array,
-  xOff: number,
-  len: number,
-  v: Float64Array,
-  vOff: number,
-  rounds: number,
-  g: Float64Array | undefined,
-  gOff: number,
-  out: Float64Array,
-): void {
-  if (rounds === 7) {
-    // The production case (FREIVALDS_ROUNDS): every accumulator in a register.
-    let m = 0;
-    let abs = 0;
-    let y0 = 0;
-    let y1 = 0;
-    let y2 = 0;
-    let y3 = 0;
-    let y4 = 0;
-    let y5 = 0;
-    let y6 = 0;
-    let vi = vOff * 7;
-    // Two copies of the loop so the hot one has no branch; |a|·1 would round the same.
-    if (g === undefined) {
-      for (let i = 0; i < len; i++, vi += 7) {
-        const a = x[xOff + i] as number;
-        m += Math.abs(a);
-        y0 += a * (v[vi] as number);
-        y1 += a * (v[vi + 1] as number);
-        y2 += a * (v[vi + 2] as number);
-        y3 += a * (v[vi + 3] as number);
-        y4 += a * (v[vi + 4] as number);
-        y5 += a * (v[vi + 5] as number);
-        y6 += a * (v[vi + 6] as number);
-      }
-    } else {
-      for (let i = 0; i < len; i++, vi += 7) {
-        const a = x[xOff + i] as number;
-        abs += Math.abs(a);
-        m += Math.abs(a) * (g[gOff + i] as number);
-        y0 += a * (v[vi] as number);
-        y1 += a * (v[vi + 1] as number);
-        y2 += a * (v[vi + 2] as number);
-        y3 += a * (v[vi + 3] as number);
-        y4 += a * (v[vi + 4] as number);
-        y5 += a * (v[vi + 5] as number);
-        y6 += a * (v[vi + 6] as number);
-      }
-    }
-    out[0] = m;
-    out[1] = y0;
-    out[2] = y1;
-    out[3] = y2;
-    out[4] = y3;
-    out[5] = y4;
-    out[6] = y5;
-    out[7] = y6;
-    out[8] = g === undefined ? m : abs;
-    return;
+export function probePanel(probes: Float64Array, cols: number): Float64Array {
+  const rounds = FREIVALDS_ROUNDS;
+  if (probes.length < rounds * cols) throw new RangeError(`need ${rounds * cols} probe values, got ${probes.length}`);
+  const panel = new Float64Array(cols * PANEL_WIDTH);
+  for (let j = 0; j < cols; j++) {
+    for (let t = 0; t < rounds; t++) panel[j * PANEL_WIDTH + t] = probes[j * rounds + t] as number;
+    panel[j * PANEL_WIDTH + rounds] = 1;
   }
-  out.fill(0, 0, rounds + 2);
-  for (let i = 0; i < len; i++) {
-    const a = x[xOff + i] as number;
-    out[0] = (out[0] as number) + (g === undefined ? Math.abs(a) : Math.abs(a) * (g[gOff + i] as number));
-    out[rounds + 1] = (out[rounds + 1] as number) + Math.abs(a);
-    const vi = (vOff + i) * rounds;
-    for (let t = 0; t < rounds; t++) out[1 + t] = (out[1 + t] as number) + a * (v[vi + t] as number);
-  }
-}
-
-/**
- * Adds rows `[firstRow, firstRow + rowCount)` of B (row-major, `rowCount × cols` values
- * in `rows`) to a projection, so B can be streamed in chunks. Each row must be added once.
- * @param probes from {@link probesFromWords}, `rounds × cols`.
- */
-export function projectRows(p: Projection, probes: Float64Array, rows: Float64Array, firstRow: number, rowCount: number): void {
-  const { k, rounds } = p;
-  const { cols, tileCols } = p.tiling;
-  const blocks = Math.ceil(cols / tileCols);
-  const out = new Float64Array(rounds + 2);
-  for (let i = 0; i < rowCount; i++) {
-    const l = firstRow + i;
-    const base = i * cols;
-    for (let jb = 0; jb < blocks; jb++) {
-      const j0 = jb * tileCols;
-      const j1 = Math.min(j0 + tileCols, cols);
-      interleavedDots(rows, base + j0, j1 - j0, probes, j0, rounds, undefined, 0, out);
-      p.s[jb * k + l] = out[0] as number;
-      const wi = (jb * k + l) * rounds;
-      for (let t = 0; t < rounds; t++) p.w[wi + t] = out[1 + t] as number;
-    }
-  }
+  return panel;
 }
 
 /** Outcome of checking (part of) a tile. */
@@ -217,44 +108,50 @@ export type TileCheck =
   | { readonly ok: false; readonly row: number; readonly reason: string };
 
 /**
- * Checks rows `[firstRow, firstRow + rowCount)` of a tile (row indices relative to the
- * tile). `aRows` holds the matching rows of A (`rowCount × k`, row-major), `tile` the
- * whole tile (`m × n`, row-major), `colStart` the tile's first column in C. Deterministic
- * for given inputs and probes; never throws for any values in `tile`.
+ * The sums one check compares, per row i of a tile (m × n, inner dimension k), each a dot
+ * product computed in any summation order, with or without FMA (the bound of the module
+ * comment covers every order):
+ *
+ * - `a[aOff + i·aStride + t]` = fl(A_i·w_t) for round t < {@link FREIVALDS_ROUNDS}, and
+ *   `a[aScaleOff + i·aStride]` the magnitude Ŝ_i = fl(Σ_l |a_il|·s_l), where w_t and s are
+ *   the projection of the tile's column block (w_t = fl(B[:,J]·r_t[J]), s_l =
+ *   fl(Σ_{j∈J} |b_lj|));
+ * - `aAbs[aAbsOff + i]` = fl(Σ_l |a_il|) (for the underflow allowance);
+ * - `c[i·PANEL_WIDTH + t]` = fl(Ĉ_i·r_t[J]), and at t = {@link FREIVALDS_ROUNDS} fl(Σ_j |Ĉ_ij|).
  */
-export function checkTileRows(
-  p: Projection,
-  probes: Float64Array,
-  colStart: number,
-  tile: Float64Array,
-  n: number,
-  aRows: Float64Array,
-  firstRow: number,
-  rowCount: number,
-): TileCheck {
-  const { k, rounds, w, s } = p;
-  const { tileCols } = p.tiling;
-  const jb = Math.floor(colStart / tileCols);
+export interface TileSums {
+  readonly k: number;
+  readonly n: number;
+  readonly a: Float64Array;
+  readonly aOff: number;
+  readonly aStride: number;
+  readonly aScaleOff: number;
+  readonly aAbs: Float64Array;
+  readonly aAbsOff: number;
+  readonly c: Float64Array;
+}
+
+/**
+ * Decides rows `[0, rowCount)` of a tile from their sums (see {@link TileSums}), by the
+ * rules of the module comment; `firstRow` is added to the row a rejection names.
+ * Deterministic; never throws for any values.
+ */
+export function judgeTileRows(sums: TileSums, firstRow: number, rowCount: number): TileCheck {
+  const { k, n, a, aOff, aStride, aScaleOff, aAbs, aAbsOff, c } = sums;
+  const rounds = FREIVALDS_ROUNDS;
   const growth = (k + n + 2) * U;
-  // One pass over a row of A gives the scale and every A_i·w_t; one pass over the row of
-  // the tile gives Σ|Ĉ_ij| and every Ĉ_i·r_t.
-  const ay = new Float64Array(rounds + 2);
-  const cx = new Float64Array(rounds + 2);
   let unverifiable = 0;
   for (let i = 0; i < rowCount; i++) {
-    const aBase = i * k;
-    interleavedDots(aRows, aBase, k, w, jb * k, rounds, s, jb * k, ay);
-    const scale = ay[0] as number;
-    const aAbs = ay[rounds + 1] as number;
-    const eta = UNDERFLOW_UNIT * (n * (k + 1 + aAbs) + k + 1);
+    const ai = aOff + i * aStride;
+    const scale = a[aScaleOff + i * aStride] as number;
+    const eta = UNDERFLOW_UNIT * (n * (k + 1 + (aAbs[aAbsOff + i] as number)) + k + 1);
     // Not finite, NaN or near overflow: no rounding bound applies, the row is not checked.
     if (!(scale <= MAX_ROW_SCALE) || !Number.isFinite(eta)) {
       unverifiable++;
       continue;
     }
-    const cBase = (firstRow + i) * n;
-    interleavedDots(tile, cBase, n, probes, colStart, rounds, undefined, 0, cx);
-    const cAbs = cx[0] as number;
+    const ci = i * PANEL_WIDTH;
+    const cAbs = c[ci + rounds] as number;
     // Written so that NaN fails too.
     if (!(cAbs <= (1 + 4 * growth) * scale + eta)) {
       return { ok: false, row: firstRow + i, reason: `row ${firstRow + i} is larger than any product of these inputs can be` };
@@ -262,10 +159,10 @@ export function checkTileRows(
     const tol = 3 * growth * scale + eta;
     let conclusive = true;
     let failed = false;
-    for (let t = 1; t <= rounds; t++) {
-      const y = ay[t] as number;
+    for (let t = 0; t < rounds; t++) {
+      const y = a[ai + t] as number;
       if (!Number.isFinite(y)) conclusive = false;
-      else if (!(Math.abs((cx[t] as number) - y) <= tol)) failed = true;
+      else if (!(Math.abs((c[ci + t] as number) - y) <= tol)) failed = true;
     }
     if (!conclusive) {
       unverifiable++;

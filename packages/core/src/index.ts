@@ -46,15 +46,15 @@ export type {
 export type { ClientShare, FairShareState } from "./fair-queue.js";
 export { MAX_CLIENT_WEIGHT } from "./fair-queue.js";
 export { MAX_JOB_PRIORITY, MIN_JOB_PRIORITY, shardCost } from "./fair-share.js";
-export type { ColumnTiling, Projection, TileCheck } from "./freivalds.js";
+export type { TileCheck, TileSums } from "./freivalds.js";
 export {
   checkCostFlops,
-  checkTileRows,
-  createProjection,
   FREIVALDS_DETECTION_FACTOR,
   FREIVALDS_ROUNDS,
+  judgeTileRows,
+  PANEL_WIDTH,
+  probePanel,
   probesFromWords,
-  projectRows,
 } from "./freivalds.js";
 export type { ClientId, JobId, WorkerId } from "./ids.js";
 export { asClientId, asJobId, asWorkerId } from "./ids.js";

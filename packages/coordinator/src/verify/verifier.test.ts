@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { planMatMul, tileBounds } from "@dce/core";
@@ -104,5 +104,43 @@ describe("Verifier (inline)", () => {
     await v.check(a.spec, tileBounds(a.plan, 1), a.tile(1)); // prepared again
     expect(draws).toBe(3);
     await v.close();
+  });
+});
+
+// The thread script is the built one (`pnpm test` builds first).
+const threadUrl = new URL("../../dist/verify/verify-thread.js", import.meta.url);
+
+describe.runIf(existsSync(threadUrl))("Verifier (threads)", () => {
+  it("makes the A pass of a row band once, reading the band's rows of A once for all its tiles", async () => {
+    const v = new Verifier({ threads: 1, inlineMaxFlops: 0, threadUrl });
+    const j = job("bands", 40, 9, 37, 10); // 4 row bands × 4 column blocks, the last ones ragged
+    const bandTiles = (band: number) => [0, 1, 2, 3].map((c) => band * j.plan.colTiles + c);
+    // All tiles of band 0 at once: they share one pass.
+    const first = await Promise.all(bandTiles(0).map((s) => v.check(j.spec, tileBounds(j.plan, s), j.tile(s))));
+    for (const r of first) expect(r).toMatchObject({ ok: true, rowsChecked: 10 });
+    // With A gone, band 0 still checks from its sums; band 1 needs A and cannot be checked.
+    rmSync(j.spec.aPath);
+    const bad = j.tile(2);
+    bad[bad.length - 2] = (bad[bad.length - 2] as number) ^ 0x10;
+    expect(await v.check(j.spec, tileBounds(j.plan, 2), bad)).toMatchObject({ ok: false });
+    expect(await v.check(j.spec, tileBounds(j.plan, 3), j.tile(3))).toMatchObject({ ok: true });
+    await expect(v.check(j.spec, tileBounds(j.plan, bandTiles(1)[0] as number), j.tile(4))).rejects.toThrow();
+    await v.close();
+  });
+
+  it("gives the verdicts of the inline path for every shard", async () => {
+    const threaded = new Verifier({ threads: 2, inlineMaxFlops: 0, threadUrl, randomWords: (n) => new Uint32Array(n).fill(99) });
+    const inline = new Verifier({ threads: 0, randomWords: (n) => new Uint32Array(n).fill(99) });
+    const j = job("same", 23, 17, 29, 7);
+    for (let shard = 0; shard < j.plan.shardCount; shard++) {
+      const bytes = j.tile(shard);
+      if (shard % 3 === 1) bytes[bytes.length - 2] = (bytes[bytes.length - 2] as number) ^ 0x10;
+      const [a, b] = await Promise.all([
+        threaded.check(j.spec, tileBounds(j.plan, shard), bytes),
+        inline.check(j.spec, tileBounds(j.plan, shard), bytes),
+      ]);
+      expect({ ...a, ms: 0 }).toEqual({ ...b, ms: 0 });
+    }
+    await Promise.all([threaded.close(), inline.close()]);
   });
 });

@@ -1,9 +1,18 @@
 import { randomFillSync } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { checkCostFlops, FREIVALDS_ROUNDS, type Plan, probesFromWords, type TileBounds, type TileCheck } from "@dce/core";
+import {
+  FREIVALDS_ROUNDS,
+  PANEL_WIDTH,
+  type Plan,
+  probePanel,
+  probesFromWords,
+  type TileBounds,
+  type TileCheck,
+} from "@dce/core";
 import { createThreadPool, type ThreadPool } from "@dce/runtime/thread-pool";
-import { type CheckTask, type ProjectTask, runCheck, runProject } from "./work.js";
+import { projectionPanels } from "./panel-kernel.js";
+import { type BandTask, type CheckTask, type ProjectTask, runBand, runCheck, runProject } from "./work.js";
 
 /** Settings of a {@link Verifier}. */
 export interface VerifierOptions {
@@ -39,12 +48,27 @@ export function defaultVerifyThreads(): number {
 }
 
 interface Prepared {
+  /** The probe panel (cols × 8, see `probePanel`). */
   readonly probes: Float64Array;
+  /** The projection of B: blocks × k × 8. */
   readonly w: Float64Array;
-  readonly s: Float64Array;
   readonly bytes: number;
-  /** A's file, opened for inline checks; closed when the projection is dropped. */
+  /** The A pass of each row band that has had a result, by its first row. */
+  readonly bands: Map<number, Band>;
+  /** A's file, opened for inline work; closed when the projection is dropped. */
   aFd: number | undefined;
+}
+
+/** A row band's sums against every column block: rows × blocks × 8, and the rows' absolute sums. */
+interface BandSums {
+  readonly y: Float64Array;
+  readonly aAbs: Float64Array;
+}
+
+interface Band {
+  readonly ready: Promise<BandSums>;
+  /** Set once the sums are ready, so tiny checks can run without waiting a tick. */
+  sums: BandSums | undefined;
 }
 
 interface Entry {
@@ -58,9 +82,11 @@ interface Entry {
 /**
  * Checks workers' results with Freivalds' test (see `@dce/core` freivalds) before the
  * coordinator accepts them. Per job it draws secret probes from a CSPRNG and projects B
- * once (w = B·r per column block); each tile then costs one pass over its rows of A and
- * one over the tile. Work runs in a small pool of `worker_threads`, except tiny tasks,
- * which run inline because a thread hop would cost more than the arithmetic.
+ * once (w = B·r per column block); per row band, the first result makes one pass over
+ * the band's rows of A against every block's projection at once (kept with the job), and
+ * each tile then costs one pass over the tile. The products run in WebAssembly SIMD
+ * (`panel-kernel.ts`) in a small pool of `worker_threads`, except tiny tasks, which run
+ * inline because a thread hop would cost more than the arithmetic.
  */
 export class Verifier {
   readonly #inlineMaxFlops: number;
@@ -89,7 +115,8 @@ export class Verifier {
   async check(job: VerifiableJob, bounds: TileBounds, bytes: Uint8Array): Promise<Verdict> {
     const started = performance.now();
     const prepared = await this.#prepare(job);
-    return this.#run(job, prepared, bounds, bytes, started);
+    const band = await this.#band(job, prepared, bounds);
+    return this.#run(job, prepared, band, bounds, bytes, started);
   }
 
   /**
@@ -100,18 +127,24 @@ export class Verifier {
   checkNow(job: VerifiableJob, bounds: TileBounds, bytes: Uint8Array): Verdict | undefined {
     const m = bounds.rowEnd - bounds.rowStart;
     const n = bounds.colEnd - bounds.colStart;
-    if (this.#pool !== undefined && checkCostFlops(m, n, job.plan.inner) > this.#inlineMaxFlops) return undefined;
+    if (this.#pool !== undefined && tileFlops(m, n) > this.#inlineMaxFlops) return undefined;
     const started = performance.now();
     void this.#prepare(job).catch(() => {});
     const prepared = this.#jobs.get(job.id)?.prepared;
     if (prepared === undefined) return undefined;
-    const out = this.#run(job, prepared, bounds, bytes, started);
+    const band = this.#band(job, prepared, bounds);
+    if (band instanceof Promise) {
+      band.catch(() => {});
+      return undefined;
+    }
+    const out = this.#run(job, prepared, band, bounds, bytes, started);
     return out instanceof Promise ? undefined : out;
   }
 
   #run(
     job: VerifiableJob,
     prepared: Prepared,
+    band: BandSums,
     bounds: TileBounds,
     bytes: Uint8Array,
     started: number,
@@ -119,28 +152,84 @@ export class Verifier {
     const { plan } = job;
     const m = bounds.rowEnd - bounds.rowStart;
     const n = bounds.colEnd - bounds.colStart;
+    const inline = this.#pool === undefined || tileFlops(m, n) <= this.#inlineMaxFlops;
     const task: CheckTask = {
       kind: "check",
-      aPath: job.aPath,
       k: plan.inner,
-      cols: plan.cols,
       tileCols: plan.tileCols,
-      rounds: FREIVALDS_ROUNDS,
+      blocks: plan.colTiles,
       ...bounds,
-      tile: toFloat64(bytes, m * n),
+      // Inline, the kernel copies the bytes into its memory itself; a thread gets its own copy.
+      tile: inline ? bytes : bytes.slice(0, m * n * 8),
       probes: prepared.probes,
-      w: prepared.w,
-      s: prepared.s,
+      y: band.y,
+      aAbs: band.aAbs,
     };
     const verdict = (result: TileCheck): Verdict => {
       const ms = performance.now() - started;
       return result.ok ? { ...result, ms } : { ok: false, reason: result.reason, ms };
     };
-    if (this.#pool === undefined || checkCostFlops(m, n, plan.inner) <= this.#inlineMaxFlops) {
-      prepared.aFd ??= openSync(job.aPath, "r");
-      return verdict(runCheck(task, prepared.aFd));
-    }
+    if (inline || this.#pool === undefined) return verdict(runCheck(task));
     return this.#pool.run(task, [task.tile.buffer as ArrayBuffer]).then((r) => verdict(r as TileCheck));
+  }
+
+  /**
+   * The A pass of the tile's row band: ready, or on its way (the first result of a band
+   * starts it; the band's other tiles wait for the same pass). Inline when cheap, in a
+   * thread otherwise. Throws (inline) or rejects when A cannot be read; a failed pass is
+   * not kept, so the next result of the band tries again.
+   */
+  #band(job: VerifiableJob, prepared: Prepared, bounds: TileBounds): BandSums | Promise<BandSums> {
+    const known = prepared.bands.get(bounds.rowStart);
+    if (known) return known.sums ?? known.ready;
+    const { plan } = job;
+    const m = bounds.rowEnd - bounds.rowStart;
+    const blocks = plan.colTiles;
+    const alloc = (len: number) =>
+      this.#pool ? new Float64Array(new SharedArrayBuffer(len * 8)) : new Float64Array(new ArrayBuffer(len * 8));
+    const sums: BandSums = { y: alloc(m * projectionPanels(blocks) * PANEL_WIDTH), aAbs: alloc(m) };
+    const task: BandTask = {
+      kind: "band",
+      aPath: job.aPath,
+      k: plan.inner,
+      blocks,
+      rowStart: bounds.rowStart,
+      rowEnd: bounds.rowEnd,
+      w: prepared.w,
+      y: sums.y,
+      aAbs: sums.aAbs,
+    };
+    const flops = 2 * m * plan.inner * blocks * PANEL_WIDTH;
+    if (this.#pool === undefined || flops <= 4 * this.#inlineMaxFlops) {
+      prepared.aFd ??= openSync(job.aPath, "r");
+      runBand(task, prepared.aFd);
+      this.#keepBand(job.id, prepared, bounds.rowStart, { ready: Promise.resolve(sums), sums }, sums);
+      return sums;
+    }
+    const band: Band = {
+      ready: this.#pool.run(task, []).then(() => {
+        band.sums = sums;
+        return sums;
+      }),
+      sums: undefined,
+    };
+    this.#keepBand(job.id, prepared, bounds.rowStart, band, sums);
+    band.ready.catch(() => {
+      if (prepared.bands.get(bounds.rowStart) === band) prepared.bands.delete(bounds.rowStart);
+    });
+    return band.ready;
+  }
+
+  /** Keeps a band's sums with its job, counted against the cache budget. */
+  #keepBand(jobId: string, prepared: Prepared, rowStart: number, band: Band, sums: BandSums): void {
+    prepared.bands.set(rowStart, band);
+    const entry = this.#jobs.get(jobId);
+    // The job was forgotten (or drawn afresh) meanwhile: these sums go with the old projection.
+    if (entry === undefined || entry.prepared !== prepared) return;
+    const bytes = sums.y.byteLength + sums.aAbs.byteLength;
+    entry.bytes += bytes;
+    this.#cachedBytes += bytes;
+    this.#evict(jobId);
   }
 
   /** Bytes of tiles waiting for or in a verification thread. */
@@ -172,28 +261,26 @@ export class Verifier {
     const { plan } = job;
     const rounds = FREIVALDS_ROUNDS;
     const blocks = plan.colTiles;
-    const lengths = [rounds * plan.cols, blocks * rounds * plan.inner, blocks * plan.inner];
+    const lengths = [PANEL_WIDTH * plan.cols, projectionPanels(blocks) * PANEL_WIDTH * plan.inner];
     const bytes = lengths.reduce((x, y) => x + y, 0) * 8;
     const alloc = (len: number) =>
       this.#pool ? new Float64Array(new SharedArrayBuffer(len * 8)) : new Float64Array(new ArrayBuffer(len * 8));
     const probes = alloc(lengths[0] as number);
     // The probes are secret: drawn here, they never leave this process (not logged, not sent).
-    probes.set(probesFromWords(this.#randomWords(probes.length), rounds, plan.cols));
-    const prepared: Prepared = { probes, w: alloc(lengths[1] as number), s: alloc(lengths[2] as number), bytes, aFd: undefined };
+    probes.set(probePanel(probesFromWords(this.#randomWords(rounds * plan.cols), rounds, plan.cols), plan.cols));
+    const prepared: Prepared = { probes, w: alloc(lengths[1] as number), bytes, bands: new Map(), aFd: undefined };
     const task: ProjectTask = {
       kind: "project",
       bPath: job.bPath,
       k: plan.inner,
       cols: plan.cols,
       tileCols: plan.tileCols,
-      rounds,
       probes: prepared.probes,
       w: prepared.w,
-      s: prepared.s,
     };
     let ready: Promise<Prepared>;
     let now: Prepared | undefined;
-    if (this.#pool === undefined || 2 * plan.inner * plan.cols * (rounds + 1) <= 4 * this.#inlineMaxFlops) {
+    if (this.#pool === undefined || 2 * plan.inner * plan.cols * PANEL_WIDTH <= 4 * this.#inlineMaxFlops) {
       try {
         runProject(task);
         now = prepared;
@@ -240,16 +327,14 @@ function closeA(p: Prepared): void {
   p.aFd = undefined;
 }
 
-/** The tile as float64 values, copied (wire bytes may be unaligned, and a thread gets the copy). */
-function toFloat64(bytes: Uint8Array, length: number): Float64Array {
-  const copy = new Float64Array(length);
-  new Uint8Array(copy.buffer).set(bytes.subarray(0, length * 8));
-  return copy;
+/** Flops of the Ĉ pass of an m × n tile (its band's A pass is shared with the band's other tiles). */
+function tileFlops(m: number, n: number): number {
+  return 2 * m * n * PANEL_WIDTH;
 }
 
 /** A task for a verification thread and the buffers that go with it. */
 interface PoolTask {
-  readonly task: ProjectTask | CheckTask;
+  readonly task: ProjectTask | BandTask | CheckTask;
   readonly transfer: readonly ArrayBuffer[];
 }
 
@@ -282,7 +367,7 @@ class VerifyPool {
     });
   }
 
-  async run(task: ProjectTask | CheckTask, transfer: ArrayBuffer[]): Promise<TileCheck | undefined> {
+  async run(task: ProjectTask | BandTask | CheckTask, transfer: ArrayBuffer[]): Promise<TileCheck | undefined> {
     const bytes = task.kind === "check" ? task.tile.byteLength : 0;
     this.backlogBytes += bytes;
     try {

@@ -1,20 +1,24 @@
 /**
  * Entry point of one verification thread (loaded by `verifier.ts` from `dist/`). It runs
- * one task at a time — project B for a job, or check one tile — and answers with the
- * outcome. The projection is written into shared buffers the main thread owns.
+ * one task at a time — project B for a job, make the A pass of a row band, or check one
+ * tile — and answers with the outcome. Projections and band sums are written into shared
+ * buffers the main thread owns.
  *
  * @packageDocumentation
  */
 import { parentPort } from "node:worker_threads";
-import { type CheckTask, type ProjectTask, runCheck, runProject } from "./work.js";
+import { type BandTask, type CheckTask, type ProjectTask, runBand, runCheck, runProject } from "./work.js";
 
 const port = parentPort;
 if (port === null) throw new Error("verify-thread.js must be started as a worker thread");
 
-port.on("message", (msg: { id: number; task: ProjectTask | CheckTask }) => {
+port.on("message", (msg: { id: number; task: ProjectTask | BandTask | CheckTask }) => {
   try {
     if (msg.task.kind === "project") {
       runProject(msg.task);
+      port.postMessage({ id: msg.id, ok: true, check: undefined });
+    } else if (msg.task.kind === "band") {
+      runBand(msg.task);
       port.postMessage({ id: msg.id, ok: true, check: undefined });
     } else {
       port.postMessage({ id: msg.id, ok: true, check: runCheck(msg.task) });

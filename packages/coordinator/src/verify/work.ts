@@ -1,12 +1,11 @@
-// The two pieces of verification work, run either inline (tiny jobs and tiles) or in a
-// verification thread (verify-thread.ts): projecting B once per job, and checking one
-// tile against the rows of A it depends on. Both read the matrices straight from their
-// content-addressed blob files in bounded chunks; the arithmetic is the core's.
+// The three pieces of verification work, run either inline (tiny jobs and tiles) or in a
+// verification thread (verify-thread.ts): projecting B once per job, the A pass of a row
+// band once for all the tiles of the band, and the Ĉ pass and verdict of one tile. The
+// first two read the matrices straight from their content-addressed blob files in bounded
+// chunks; the products are the WebAssembly panel kernel's, the verdict is the core's.
 import { closeSync, openSync, readSync } from "node:fs";
-import { checkTileRows, type Projection, projectRows, type TileCheck } from "@dce/core";
-
-/** Most bytes of A or B read into memory at once. */
-const CHUNK_BYTES = 8 << 20;
+import { judgeTileRows, PANEL_WIDTH, type TileCheck } from "@dce/core";
+import { bandSumsOffsets, createPanelKernel, type PanelKernel, projectionPanels, type ReadRows } from "./panel-kernel.js";
 
 /** Everything a projection needs, as plain data (it crosses a thread boundary). */
 export interface ProjectTask {
@@ -16,31 +15,50 @@ export interface ProjectTask {
   readonly k: number;
   readonly cols: number;
   readonly tileCols: number;
-  readonly rounds: number;
-  /** Shared buffers (or plain ones inline): probes `rounds × cols`, w and s of the projection, filled in place. */
+  /** Shared buffers (or plain ones inline): the probe panel (cols × 8), and w (projectionPanels(blocks) × k × 8), filled in place. */
   readonly probes: Float64Array;
   readonly w: Float64Array;
-  readonly s: Float64Array;
 }
 
-/** Everything one tile check needs. */
-export interface CheckTask {
-  readonly kind: "check";
+/** The A pass of one row band: its sums against every column block's projection. */
+export interface BandTask {
+  readonly kind: "band";
   /** Path of A's blob file (rows × k, row-major float64). */
   readonly aPath: string;
   readonly k: number;
-  readonly cols: number;
+  readonly blocks: number;
+  readonly rowStart: number;
+  readonly rowEnd: number;
+  readonly w: Float64Array;
+  /** Filled in place: (rowEnd − rowStart) × projectionPanels(blocks) × 8 sums, and the rows' absolute sums. */
+  readonly y: Float64Array;
+  readonly aAbs: Float64Array;
+}
+
+/** The check of one tile against its band's sums. */
+export interface CheckTask {
+  readonly kind: "check";
+  readonly k: number;
   readonly tileCols: number;
-  readonly rounds: number;
+  readonly blocks: number;
   readonly rowStart: number;
   readonly rowEnd: number;
   readonly colStart: number;
   readonly colEnd: number;
-  /** The tile, (rowEnd − rowStart) × (colEnd − colStart). */
-  readonly tile: Float64Array;
+  /** The tile, (rowEnd − rowStart) × (colEnd − colStart) little-endian float64. */
+  readonly tile: Uint8Array;
   readonly probes: Float64Array;
-  readonly w: Float64Array;
-  readonly s: Float64Array;
+  /** The band's sums and absolute row sums (from a {@link BandTask}). */
+  readonly y: Float64Array;
+  readonly aAbs: Float64Array;
+}
+
+/** This thread's kernel, created at the first task. */
+let kernel: PanelKernel | undefined;
+
+function panelKernel(): PanelKernel {
+  kernel ??= createPanelKernel();
+  return kernel;
 }
 
 /** Reads exactly `into.byteLength` bytes at `position`. */
@@ -54,72 +72,40 @@ function readExactly(fd: number, into: Float64Array, position: number): void {
   }
 }
 
-/** Fills the task's projection (w, s) from B, streamed in chunks of rows. */
-export function runProject(t: ProjectTask): void {
-  const p: Projection = { k: t.k, rounds: t.rounds, tiling: { cols: t.cols, tileCols: t.tileCols }, w: t.w, s: t.s };
-  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / (t.cols * 8)));
-  const fd = openSync(t.bPath, "r");
+/** Rows of a row-major matrix of `cols` columns in the file `fd`. */
+function rowsOf(fd: number, cols: number): ReadRows {
+  return (into, firstRow) => readExactly(fd, into, firstRow * cols * 8);
+}
+
+/** Opens `path` (or uses `fd`) for the duration of `body`. */
+function withFile<T>(path: string, fd: number | undefined, body: (fd: number) => T): T {
+  const handle = fd ?? openSync(path, "r");
   try {
-    const buf = new Float64Array(Math.min(t.k, rowsPerChunk) * t.cols);
-    for (let row = 0; row < t.k; row += rowsPerChunk) {
-      const rows = Math.min(rowsPerChunk, t.k - row);
-      const chunk = buf.subarray(0, rows * t.cols);
-      readExactly(fd, chunk, row * t.cols * 8);
-      projectRows(p, t.probes, chunk, row, rows);
-    }
+    return body(handle);
   } finally {
-    closeSync(fd);
+    if (fd === undefined) closeSync(handle);
   }
 }
 
-/** Largest row panel of A a verification thread keeps between checks. */
-const PANEL_CACHE_BYTES = 64 << 20;
-/**
- * The last row panel of A this thread read. The tiles of one row band arrive together
- * (a worker leases a row band's tiles in a row), and each needs the same rows of A; blob
- * files never change, so the path and rows name the bytes.
- */
-let lastPanel: { key: string; rows: Float64Array } | undefined;
+/** Fills the task's projection w from B, streamed in chunks of rows. */
+export function runProject(t: ProjectTask): void {
+  withFile(t.bPath, undefined, (fd) => panelKernel().project(rowsOf(fd, t.cols), t.k, t.cols, t.tileCols, t.probes, t.w));
+}
 
-/** Checks one tile against the rows of A, read in chunks. */
-export function runCheck(t: CheckTask, fd?: number): TileCheck {
-  const p: Projection = { k: t.k, rounds: t.rounds, tiling: { cols: t.cols, tileCols: t.tileCols }, w: t.w, s: t.s };
+/** Fills the band's sums from its rows of A, read once (in chunks of rows) for all its tiles. */
+export function runBand(t: BandTask, fd?: number): void {
+  withFile(t.aPath, fd, (handle) =>
+    panelKernel().band(rowsOf(handle, t.k), t.rowStart, t.rowEnd, t.k, t.blocks, t.w, t.y, t.aAbs),
+  );
+}
+
+/** Checks one tile: its Ĉ pass, then the core's verdict on the band's sums of its column block. */
+export function runCheck(t: CheckTask): TileCheck {
   const m = t.rowEnd - t.rowStart;
   const n = t.colEnd - t.colStart;
-  if (fd === undefined && m * t.k * 8 <= PANEL_CACHE_BYTES) {
-    // In a verification thread: read the whole panel once for the tiles of its band.
-    const key = `${t.aPath}:${t.rowStart}:${t.rowEnd}:${t.k}`;
-    if (lastPanel?.key !== key) {
-      lastPanel = undefined;
-      const rows = new Float64Array(m * t.k);
-      const handle = openSync(t.aPath, "r");
-      try {
-        readExactly(handle, rows, t.rowStart * t.k * 8);
-      } finally {
-        closeSync(handle);
-      }
-      lastPanel = { key, rows };
-    }
-    return checkTileRows(p, t.probes, t.colStart, t.tile, n, lastPanel.rows, 0, m);
-  }
-  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / (t.k * 8)));
-  const own = fd === undefined;
-  const handle = fd ?? openSync(t.aPath, "r");
-  try {
-    const buf = new Float64Array(Math.min(m, rowsPerChunk) * t.k);
-    let checked = 0;
-    let unverifiable = 0;
-    for (let r0 = 0; r0 < m; r0 += rowsPerChunk) {
-      const rows = Math.min(rowsPerChunk, m - r0);
-      const aRows = buf.subarray(0, rows * t.k);
-      readExactly(handle, aRows, (t.rowStart + r0) * t.k * 8);
-      const r = checkTileRows(p, t.probes, t.colStart, t.tile, n, aRows, r0, rows);
-      if (!r.ok) return r;
-      checked += r.rowsChecked;
-      unverifiable += r.rowsUnverifiable;
-    }
-    return { ok: true, rowsChecked: checked, rowsUnverifiable: unverifiable };
-  } finally {
-    if (own) closeSync(handle);
-  }
+  const c = new Float64Array(m * PANEL_WIDTH);
+  panelKernel().tile(t.tile, m, n, t.probes, t.colStart, c);
+  const at = bandSumsOffsets(Math.floor(t.colStart / t.tileCols));
+  const aStride = projectionPanels(t.blocks) * PANEL_WIDTH;
+  return judgeTileRows({ k: t.k, n, a: t.y, aOff: at.rounds, aStride, aScaleOff: at.scale, aAbs: t.aAbs, aAbsOff: 0, c }, 0, m);
 }

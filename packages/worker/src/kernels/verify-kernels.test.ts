@@ -2,7 +2,8 @@
 // with a rigorous rounding bound, @dce/core freivalds.ts): odd shapes, any tiling,
 // values over many binades. A false rejection would quarantine an honest worker.
 import { execFileSync } from "node:child_process";
-import { checkTileRows, createProjection, FREIVALDS_ROUNDS, probesFromWords, projectRows } from "@dce/core";
+import { FREIVALDS_ROUNDS, probesFromWords } from "@dce/core";
+import { checkTileRows, createProjection, projectRows } from "@dce/core/testing/freivalds-oracle";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { avx512Unavailable } from "../test-support/avx512.js";
