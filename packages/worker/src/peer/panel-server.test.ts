@@ -121,10 +121,12 @@ describe("panel server", () => {
     const client = rawClient(server.port, certs.worker2);
     const first = client.readPanel({ blobId, rows, cols, axis: PanelAxis.ROWS, start: 3, end: 7, maxBytes: 1_000 });
     await new Promise((r) => setTimeout(r, 100));
-    const second = await client.readPanel({ blobId, rows, cols, axis: PanelAxis.ROWS, start: 3, end: 7 }).then(
-      () => undefined,
-      (e: unknown) => ConnectError.from(e),
-    );
+    const second = await client
+      .readPanel({ blobId, rows, cols, axis: PanelAxis.ROWS, start: 3, end: 7 }, { timeoutMs: 2_000 })
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
     expect(second?.code).toBe(Code.ResourceExhausted);
     finish(rowPanel);
     await loading;
