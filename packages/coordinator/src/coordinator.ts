@@ -1,7 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { asJobId, asWorkerId, type CoreEvent, type CoreState, type Effect, type OutcomeMap, type StepResult, step } from "@dce/core";
+import {
+  asJobId,
+  asWorkerId,
+  type CoreEvent,
+  type CoreState,
+  type Effect,
+  type OutcomeMap,
+  type StepResult,
+  step,
+} from "@dce/core";
 import { BlobService, ErrorReason, JobService, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { type CoordinatorConfig, MESSAGE_OVERHEAD_BYTES } from "./config.js";
