@@ -48,7 +48,7 @@ export interface WorkerCliConfig {
   readonly peerListen: string | undefined;
   /** `--peer-advertise` / `DCE_WORKER_PEER_ADVERTISE`: `HOST:PORT` peers are told; default the listen address. */
   readonly peerAdvertise: string | undefined;
-  /** `--peer-timeout-ms` / `DCE_WORKER_PEER_TIMEOUT_MS`: deadline of one read from a peer; default 3 000. */
+  /** `--peer-timeout-ms` / `DCE_WORKER_PEER_TIMEOUT_MS`: bound on reaching a peer and on its silence; default 3 000. */
   readonly peerTimeoutMs: number;
   /** `--chaos-crash-rate` / `DCE_CHAOS_CRASH_RATE`: probability of dying mid-shard; default 0. */
   readonly chaosCrashRate: number;
@@ -164,7 +164,7 @@ const flags: readonly FlagSpec[] = [
     flag: "--peer-timeout-ms <n>",
     key: "peerTimeoutMs",
     env: "DCE_WORKER_PEER_TIMEOUT_MS",
-    help: `deadline of one panel read from a peer; past it the next peer, then the coordinator, is asked (default: ${defaultPeerTimeoutMs})`,
+    help: `how long a peer may take to be reached, or stay silent (HTTP/2 PINGs), before the next peer, then the coordinator, is asked (default: ${defaultPeerTimeoutMs})`,
   },
   {
     flag: "--chaos-crash-rate <p>",

@@ -69,7 +69,12 @@ export interface WorkerOptions {
    * `peerListen` (with the port it got). Required when `peerListen` is 0.0.0.0 or [::].
    */
   readonly peerAdvertise?: string | undefined;
-  /** Deadline of one ReadPanel call to a peer, in milliseconds; default 3 000. */
+  /**
+   * How long a peer may take to be reached (connection and TLS handshake) or stay silent
+   * (HTTP/2 PINGs unanswered), in milliseconds, before the worker asks the next peer,
+   * then the coordinator; default 3 000. A peer that answers PINGs may take up to
+   * `rpcTimeoutMs` per call (it may be loading the panel itself).
+   */
   readonly peerTimeoutMs?: number | undefined;
   /** Most peer reads the panel server serves at once (more get RESOURCE_EXHAUSTED); default 8. */
   readonly maxPeerReads?: number | undefined;

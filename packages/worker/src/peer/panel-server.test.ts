@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { createServer } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { PanelAxis, PeerService, type PeerSource } from "@dce/proto";
@@ -58,8 +58,8 @@ async function serve(cache = createBlobCache({ budgetBytes: 1 << 20 }), extra: {
   return { server, cache, peer };
 }
 
-function reader(role: TlsRole = certs.worker2, log: WorkerLogger = silentLogger, callTimeoutMs = 2_000): PeerReader {
-  const r = new PeerReader({ ...role, maxMessageBytes: 65_536 + 200, callTimeoutMs, log });
+function reader(role: TlsRole = certs.worker2, log: WorkerLogger = silentLogger, reachTimeoutMs = 2_000): PeerReader {
+  const r = new PeerReader({ ...role, maxMessageBytes: 65_536 + 200, reachTimeoutMs, callTimeoutMs: 10_000, log });
   readers.push(r);
   return r;
 }
@@ -227,6 +227,66 @@ describe("peer reader", () => {
       expect(performance.now() - started).toBeLessThan(1_500);
     } finally {
       silent.close();
+    }
+  });
+
+  it("waits past the reach bound for a peer still loading the panel, and takes it from there", async () => {
+    const { cache, peer } = await serve();
+    let finish!: (v: Float64Array) => void;
+    const loading = cache.getOrLoad(
+      rowPanelKey(blobId, 3, 7),
+      () => new Promise((resolve) => (finish = resolve)),
+      new AbortController().signal,
+    );
+    setTimeout(() => finish(rowPanel), 800);
+    const got = await reader(certs.worker2, silentLogger, 300).read(
+      rowRequest,
+      [peer],
+      sha(bytesOf(rowPanel)),
+      new AbortController().signal,
+    );
+    await loading;
+    expect(got).toEqual(bytesOf(rowPanel));
+  });
+
+  it("gives up within about the reach bound on a peer that goes silent in the middle of a call", async () => {
+    const { cache, server, peer } = await serve();
+    void cache.getOrLoad(rowPanelKey(blobId, 3, 7), () => new Promise(() => {}), new AbortController().signal); // loads forever
+    // A proxy that forwards until told to drop everything, as a cut cable or a stopped process.
+    let cut = false;
+    const sockets: Socket[] = [];
+    const proxy = createServer((down) => {
+      const up = connect(server.port, "127.0.0.1");
+      sockets.push(down, up);
+      for (const [from, to] of [
+        [down, up],
+        [up, down],
+      ] as const) {
+        from.on("data", (d) => {
+          if (!cut) to.write(d);
+        });
+        from.on("error", () => {});
+      }
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    try {
+      const address = `127.0.0.1:${(proxy.address() as { port: number }).port}`;
+      setTimeout(() => {
+        cut = true;
+      }, 500);
+      const started = performance.now();
+      const got = await reader(certs.worker2, silentLogger, 300).read(
+        rowRequest,
+        [{ ...peer, address }],
+        sha(bytesOf(rowPanel)),
+        new AbortController().signal,
+      );
+      expect(got).toBeUndefined();
+      // The call's own deadline is 10 s: the PINGs ended it.
+      expect(performance.now() - started).toBeLessThan(2_500);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      proxy.close();
     }
   });
 });

@@ -36,7 +36,13 @@ export async function startPeerPlane(config: WorkerConfig, cache: BlobCache, log
   const reader =
     tls === undefined
       ? undefined
-      : new PeerReader({ ...tls, maxMessageBytes: config.maxMessageBytes, callTimeoutMs: config.peerTimeoutMs, log });
+      : new PeerReader({
+          ...tls,
+          maxMessageBytes: config.maxMessageBytes,
+          reachTimeoutMs: config.peerTimeoutMs,
+          callTimeoutMs: config.rpcTimeoutMs,
+          log,
+        });
   let server: PanelServer | undefined;
   if (config.peerListen !== undefined && tls === undefined) {
     // Peers are workers of the cluster, known by their certificates: without one there is no mutual TLS to serve them over.

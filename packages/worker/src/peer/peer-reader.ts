@@ -17,8 +17,18 @@ import { WideWindowSessionManager } from "@dce/runtime/http2";
 import { errorMessage } from "../errors.js";
 import type { WorkerLogger } from "../log-scope.js";
 
-/** Default deadline of one ReadPanel call to a peer, in milliseconds. */
+/**
+ * Default bound, in milliseconds, on reaching a peer (its connection and TLS handshake)
+ * and on its silence once reached (HTTP/2 PINGs unanswered): a peer that is down, cut
+ * off or stopped is given up within about this long.
+ */
 export const defaultPeerTimeoutMs = 3_000;
+/**
+ * Default deadline of one ReadPanel call to a peer that answers PINGs, in milliseconds:
+ * a peer still loading the panel (from the coordinator) answers once it has it, and
+ * waiting for it costs less than loading the panel a second time.
+ */
+export const defaultPeerReadTimeoutMs = 30_000;
 /** Room left in each response for everything but the panel bytes. */
 const messageHeadroomBytes = 64 * 1024;
 
@@ -31,7 +41,9 @@ export interface PeerReaderOptions {
   readonly key: string | Buffer;
   /** Largest message read, in bytes; pages ask for this less 64 KiB. */
   readonly maxMessageBytes: number;
-  /** Deadline of each ReadPanel call, in milliseconds; default {@link defaultPeerTimeoutMs}. */
+  /** Bound on reaching a peer and on its silence, in milliseconds; default {@link defaultPeerTimeoutMs}. */
+  readonly reachTimeoutMs?: number | undefined;
+  /** Deadline of each ReadPanel call to a reachable peer, in milliseconds; default {@link defaultPeerReadTimeoutMs}. */
   readonly callTimeoutMs?: number | undefined;
   readonly log: WorkerLogger;
 }
@@ -52,6 +64,28 @@ export interface PanelRequest {
 interface PeerChannel {
   readonly client: Client<typeof PeerService>;
   readonly sessions: WideWindowSessionManager;
+}
+
+/**
+ * The session manager of one peer connection. connect-node 2.1.2 destroys a connection
+ * whose PING timed out with an error, and raises that error again on a session it no
+ * longer listens to once the call on it has failed: with nobody listening, Node would
+ * throw it and end the worker. The call has already failed over to the next source, so
+ * here every session gets a listener of its own. Covered by "panel-server.test.ts" ("goes
+ * silent in the middle of a call").
+ */
+class PeerSessionManager extends WideWindowSessionManager {
+  readonly #heard = new WeakSet<object>();
+
+  override async request(...args: Parameters<WideWindowSessionManager["request"]>) {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session !== undefined && !this.#heard.has(session)) {
+      this.#heard.add(session);
+      session.on("error", () => {});
+    }
+    return stream;
+  }
 }
 
 /** Reads panels from peers; one connection per peer, kept until {@link PeerReader.close}. */
@@ -121,11 +155,12 @@ export class PeerReader {
 
   /** The whole panel from one peer, page by page. @throws on any error, or when the peer's size is not the panel's. */
   async #readFrom(peer: PeerSource, panel: PanelRequest, signal: AbortSignal): Promise<Uint8Array> {
-    const { client } = this.#channel(peer);
+    const { client, sessions } = this.#channel(peer);
+    await this.#reach(sessions, signal);
     // Shared memory: kernel threads read it in place.
     const out = new Uint8Array(new SharedArrayBuffer(panel.totalBytes));
     const pageBytes = this.#o.maxMessageBytes - messageHeadroomBytes;
-    const timeoutMs = this.#o.callTimeoutMs ?? defaultPeerTimeoutMs;
+    const timeoutMs = this.#o.callTimeoutMs ?? defaultPeerReadTimeoutMs;
     for (let offset = 0; offset < panel.totalBytes; ) {
       const res = await client.readPanel(
         { ...panel, offset: BigInt(offset), maxBytes: Math.min(pageBytes, panel.totalBytes - offset) },
@@ -143,13 +178,41 @@ export class PeerReader {
     return out;
   }
 
+  /**
+   * Opens the connection to a peer (TLS handshake included) within the reach bound.
+   * @throws when it fails or takes longer.
+   */
+  async #reach(sessions: WideWindowSessionManager, signal: AbortSignal): Promise<void> {
+    const reachMs = this.#o.reachTimeoutMs ?? defaultPeerTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), reachMs);
+    });
+    const aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+    });
+    aborted.catch(() => {});
+    try {
+      const state = await Promise.race([sessions.connect(), late, aborted]);
+      if (state === "late") throw new Error(`the peer was not reached within ${reachMs} ms`);
+      if (state === "error") throw new Error(`the peer could not be reached: ${errorMessage(sessions.error())}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** The connection to `peer`, opened on first use; keyed by address and identity, so a new identity at an old address gets its own. */
   #channel(peer: PeerSource): PeerChannel {
     const key = `${peer.address}\u0000${peer.identity}`;
     let channel = this.#channels.get(key);
     if (channel === undefined) {
       const baseUrl = `https://${peer.address}`;
-      const sessions = new WideWindowSessionManager(baseUrl, undefined, {
+      const reachMs = this.#o.reachTimeoutMs ?? defaultPeerTimeoutMs;
+      // PINGs while a call is open: a peer that stops answering (stopped, cut off) ends the
+      // call within about the reach bound, even while the call itself may wait longer.
+      const ping = { pingIntervalMs: Math.min(1_000, reachMs), pingTimeoutMs: reachMs };
+      const sessions = new PeerSessionManager(baseUrl, ping, {
         ca: this.#o.ca,
         cert: this.#o.cert,
         key: this.#o.key,
