@@ -65,7 +65,7 @@ async function runJob(address: string, fill: (blobId: string) => Promise<void>, 
   const worker = newWorker(h, { pool: new HeldPool(2), cacheBytes: 300_000, ...certs.worker2, peerTimeoutMs: 500, ...extra });
   const started = performance.now();
   await worker.start();
-  await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards);
+  await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards, 15_000);
   const elapsedMs = performance.now() - started;
   expect(bits(await h.result(job.jobId))).toEqual(bits(product(m, n, k, a, b)));
   return { fromCoordinator: bytesRead(h, aRef), inputBytes: worker.inputBytes, elapsedMs };
