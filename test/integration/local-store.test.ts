@@ -159,8 +159,9 @@ describe("local store offered (coordinator default)", () => {
     await runJob(cluster, 21, false);
     const d = delta(await counters(cluster), before);
     // Both inputs as chunks; out: C once, plus A and B at least once (each worker reads B
-    // whole and the row panels of A it needs, usually once; a load dropped with a revoked
-    // lease is read again, so there is no exact upper bound).
+    // whole when small, else the column panels of B and row panels of A it needs, usually
+    // once; a load dropped with a revoked lease is read again, so there is no exact upper
+    // bound).
     expect(d.in).toBe(2 * MATRIX_BYTES);
     expect(d.uploadChunks).toBeGreaterThanOrEqual(2);
     expect(d.out).toBeGreaterThanOrEqual(3 * MATRIX_BYTES);

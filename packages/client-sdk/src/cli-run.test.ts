@@ -35,8 +35,8 @@ async function fixture(files: Record<string, Uint8Array>, driverOptions: JobDriv
       }
       return bytes;
     },
-    writeFile: async (path, bytes) => {
-      fs.set(path, bytes);
+    writeFile: async (path, parts) => {
+      fs.set(path, Buffer.concat(parts));
     },
     stdout: { write: (s) => (stdout += s) },
     stderr: { write: (s) => (stderr += s) },

@@ -13,7 +13,7 @@ import { runDelete, runList } from "./cli-run-jobs.js";
 import type { ClientOptions, DceClient } from "./client.js";
 import { InvalidMatrixError, JobError, NpyFormatError } from "./errors.js";
 import type { JobHandle } from "./job-handle.js";
-import { encodeNpy, parseNpy } from "./npy.js";
+import { npyHeader, parseNpyInPlace } from "./npy.js";
 import type { JobProgress, JobStatusInfo, Matrix } from "./types.js";
 
 /** Somewhere to write text (stdout or stderr). */
@@ -27,8 +27,8 @@ export interface CliDeps {
   createClient(options: ClientOptions): DceClient;
   /** Reads a whole file; rejects with a Node `ErrnoException` on failure. */
   readFile(path: string): Promise<Uint8Array>;
-  /** Writes a whole file (atomically in the real CLI). */
-  writeFile(path: string, bytes: Uint8Array): Promise<void>;
+  /** Writes a whole file made of `parts` in order (atomically in the real CLI). */
+  writeFile(path: string, parts: readonly Uint8Array[]): Promise<void>;
   /** Results. */
   readonly stdout: TextSink;
   /** Logs, progress and errors. */
@@ -161,7 +161,8 @@ async function readMatrix(path: string, label: string, deps: CliDeps): Promise<M
   const bytes = await readInput(path, "", deps);
   let m: Matrix;
   try {
-    m = parseNpy(bytes);
+    // The file's bytes were read for this matrix alone: its data is used in place.
+    m = parseNpyInPlace(bytes);
   } catch (e) {
     if (e instanceof NpyFormatError) throw new InputError(`${path}: ${e.message}`);
     throw e;
@@ -213,7 +214,8 @@ async function waitAndWrite(job: JobHandle, outputPath: string, json: boolean, d
     });
     const c = await job.result({ signal: deps.signal, minIntervalMs: intervals(deps).pollMs });
     try {
-      await deps.writeFile(outputPath, encodeNpy(c));
+      // The header, then C's own bytes: no copy of C into one buffer.
+      await deps.writeFile(outputPath, [npyHeader(c), new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength)]);
     } catch (e) {
       deps.stderr.write(
         `error: cannot write ${outputPath}: ${describeFsError(e)}\n` +

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 import { readFileSync } from "node:fs";
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { open, readFile, rename, rm } from "node:fs/promises";
 import { watchLauncher } from "@dce/runtime/launcher";
 import { parseArgs } from "./cli-args.js";
 import { EXIT_FAILURE, runCommand } from "./cli-run.js";
@@ -22,11 +22,23 @@ function readVersion(): string {
   }
 }
 
-/** Writes to a temporary file next to `path`, then renames: readers never see half a file. */
-async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+/** Writes `parts` in order to a temporary file next to `path`, then renames: readers never see half a file. */
+async function writeFileAtomic(path: string, parts: readonly Uint8Array[]): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   try {
-    await writeFile(tmp, bytes);
+    const fh = await open(tmp, "w");
+    try {
+      let at = 0;
+      for (const part of parts) {
+        for (let done = 0; done < part.byteLength; ) {
+          const { bytesWritten } = await fh.write(part, done, part.byteLength - done, at);
+          done += bytesWritten;
+          at += bytesWritten;
+        }
+      }
+    } finally {
+      await fh.close();
+    }
     await rename(tmp, path);
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => {});

@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 /** A client on the real coordinator in memory, whose jobs a scripted worker moves along. */
-async function setup(options: JobDriverOptions = {}, maxMessageBytes?: number) {
+async function setup(options: JobDriverOptions = {}, maxMessageBytes?: number, extra: { useLocalStore?: boolean } = {}) {
   const driver = await startJobDriver(options);
   drivers.push(driver);
   const client = createClient({
@@ -29,6 +29,7 @@ async function setup(options: JobDriverOptions = {}, maxMessageBytes?: number) {
     transport: driver.h.transport,
     longPollWaitMs: 5_000,
     ...(maxMessageBytes === undefined ? {} : { maxMessageBytes }),
+    ...extra,
   });
   return { h: driver.h, driver, client };
 }
@@ -66,7 +67,8 @@ describe("uploadMatrix", () => {
     expect(ref).toEqual({ rows: 30, cols: 20, blobId: sha256Hex(bytes) });
     expect(expectChunks(callsOf(h, "UploadChunk"), 4800, 1000)).toEqual([1000, 1000, 1000, 1000, 800]);
     expect(blobOf(h, ref.blobId)).toEqual(bytes);
-    expect(callsOf(h, "BeginUpload")[0]?.request).toMatchObject({ sizeBytes: 4800n, sha256: ref.blobId });
+    // The first upload hopes for the local store, so it declares no hash: the coordinator names the blob.
+    expect(callsOf(h, "BeginUpload")[0]?.request).toMatchObject({ sizeBytes: 4800n, sha256: "" });
   });
 
   it("splits into chunks no larger than maxMessageBytes - 64 KiB", async () => {
@@ -89,7 +91,7 @@ describe("uploadMatrix", () => {
     );
   });
 
-  it("skips the chunks when the coordinator already holds the blob", async () => {
+  it("once the local store proved out of reach, hashes first and skips the chunks of a blob the coordinator holds", async () => {
     const { h, client } = await setup();
     const m = matrix(10, 10);
     const first = await client.uploadMatrix(m);
@@ -99,7 +101,13 @@ describe("uploadMatrix", () => {
     expect(chunksAfterFirst).toBe(1);
     expect(callsOf(h, "UploadChunk").length).toBe(1);
     expect(callsOf(h, "FinishUpload").length).toBe(1);
-    expect(callsOf(h, "BeginUpload").length).toBe(2);
+    expect(callsOf(h, "BeginUpload").map((c) => (c.request as { sha256: string }).sha256)).toEqual(["", first.blobId]);
+  });
+
+  it("without the local store (useLocalStore false) hashes first from the start", async () => {
+    const { h, client } = await setup({}, undefined, { useLocalStore: false });
+    const ref = await client.uploadMatrix(matrix(10, 10));
+    expect(callsOf(h, "BeginUpload")[0]?.request).toMatchObject({ sha256: ref.blobId });
   });
 
   it.each([

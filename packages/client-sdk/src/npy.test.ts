@@ -2,7 +2,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
 import { NpyFormatError } from "./errors.js";
-import { encodeNpy, parseNpy } from "./npy.js";
+import { encodeNpy, npyHeader, parseNpy, parseNpyInPlace } from "./npy.js";
 
 /** Builds an .npy file by hand: any version, header text and payload. */
 function npyBytes(version: 1 | 2 | 3, header: string, payload: Uint8Array, pad = true): Uint8Array {
@@ -303,3 +303,35 @@ describe("encodeNpy", () => {
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+describe("parseNpyInPlace and npyHeader (the CLI's copy-free paths)", () => {
+  const m = { rows: 3, cols: 5, data: Float64Array.from({ length: 15 }, (_, i) => i * 1.5 - 4) };
+
+  it("npyHeader followed by the data's bytes is encodeNpy's file", () => {
+    const parts = Buffer.concat([npyHeader(m), new Uint8Array(m.data.buffer)]);
+    expect(parts.equals(encodeNpy(m))).toBe(true);
+  });
+
+  it("reads an aligned <f8 C-order file in place: the matrix views the file's bytes", () => {
+    const file = encodeNpy(m);
+    const parsed = parseNpyInPlace(file);
+    expect(parsed.data).toEqual(m.data);
+    expect(parsed.data.buffer).toBe(file.buffer);
+    expect(parseNpy(file).data.buffer).not.toBe(file.buffer);
+  });
+
+  it("copies when the data is not 8-byte aligned in the buffer, and for any other layout", () => {
+    const file = encodeNpy(m);
+    const shifted = new Uint8Array(file.byteLength + 4).subarray(4);
+    shifted.set(file);
+    const parsed = parseNpyInPlace(shifted);
+    expect(parsed.data).toEqual(m.data);
+    expect(parsed.data.buffer).not.toBe(shifted.buffer);
+    const f32 = npyBytes(
+      1,
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 5), }",
+      new Uint8Array(new Float32Array(15).buffer),
+    );
+    expect(parseNpyInPlace(f32).data.buffer).not.toBe(f32.buffer);
+  });
+});

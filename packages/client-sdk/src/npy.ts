@@ -51,6 +51,21 @@ const TRANSPOSE_BAND_COLS = 64;
  *   that is not 2-D, or truncated data.
  */
 export function parseNpy(bytes: Uint8Array): Matrix {
+  return parseNpyBytes(bytes, false);
+}
+
+/**
+ * {@link parseNpy}, except that a `<f8` C-order file whose data lies 8-byte aligned in
+ * `bytes` (as numpy aligns it to 64 in the file) gives a view of `bytes`, not a copy: for
+ * a caller that owns `bytes` and leaves them alone (the `dce` CLI, which reads a file
+ * only to send it).
+ * @internal
+ */
+export function parseNpyInPlace(bytes: Uint8Array): Matrix {
+  return parseNpyBytes(bytes, true);
+}
+
+function parseNpyBytes(bytes: Uint8Array, inPlace: boolean): Matrix {
   assertLittleEndianHost();
   if (bytes.length < MAGIC_LENGTH + 2 || MAGIC.some((b, i) => bytes[i] !== b)) {
     throw new NpyFormatError("not a .npy file: bad magic (expected \\x93NUMPY)");
@@ -86,6 +101,10 @@ export function parseNpy(bytes: Uint8Array): Matrix {
     throw new NpyFormatError(
       `truncated data: shape (${header.rows}, ${header.cols}) needs ${dataBytes} bytes, file has ${available}`,
     );
+  }
+  const columnMajor = header.fortranOrder && header.rows > 1 && header.cols > 1;
+  if (inPlace && header.descr === "<f8" && !columnMajor && (bytes.byteOffset + dataStart) % 8 === 0) {
+    return { rows: header.rows, cols: header.cols, data: new Float64Array(bytes.buffer, bytes.byteOffset + dataStart, count) };
   }
   const data = toFloat64RowMajor(bytes.subarray(dataStart, dataStart + dataBytes), header, itemBytes);
   return { rows: header.rows, cols: header.cols, data };
@@ -144,6 +163,21 @@ function toFloat64RowMajor(src: Uint8Array, header: NpyHeader, itemBytes: 4 | 8)
  *   `data.length`, or the header would not fit format 1.0.
  */
 export function encodeNpy(m: Matrix): Uint8Array {
+  const header = npyHeader(m);
+  const { data } = m;
+  const out = new Uint8Array(header.byteLength + data.byteLength);
+  out.set(header, 0);
+  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), header.byteLength);
+  return out;
+}
+
+/**
+ * The bytes of a `.npy` file before its data, for `m` (the shape checks of
+ * {@link encodeNpy}): writing them, then `m.data`'s bytes, makes the same file without
+ * copying the data into one buffer first.
+ * @internal
+ */
+export function npyHeader(m: Matrix): Uint8Array {
   assertLittleEndianHost();
   const { rows, cols, data } = m;
   if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows < 0 || cols < 0) {
@@ -162,13 +196,12 @@ export function encodeNpy(m: Matrix): Uint8Array {
   if (headerLength > 0xffff) {
     throw new RangeError("npy header too long for format 1.0");
   }
-  const out = new Uint8Array(prefixBytes + headerLength + data.byteLength);
+  const out = new Uint8Array(prefixBytes + headerLength);
   out.set(MAGIC, 0);
   out[6] = 1;
   out[7] = 0;
   new DataView(out.buffer).setUint16(8, headerLength, true);
   const headerText = `${dict}${" ".repeat(padding)}\n`;
   for (let i = 0; i < headerText.length; i++) out[prefixBytes + i] = headerText.charCodeAt(i);
-  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), prefixBytes + headerLength);
   return out;
 }

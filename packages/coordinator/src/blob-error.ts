@@ -33,11 +33,21 @@ export class BlobError extends Error {
 }
 
 /**
- * The checks every blob store makes before it opens an upload: a well-formed SHA-256, a
- * size that is a positive multiple of 8 (float64) and within `maxBlobBytes`.
+ * The checks every blob store makes before it opens an upload: a well-formed SHA-256 (or
+ * none: "" lets the bytes name the blob), a size that is a positive multiple of 8
+ * (float64) and within `maxBlobBytes`.
  */
+/**
+ * Checks a finished upload's digest against the sha256 declared at its start (none
+ * declared: the digest names the blob).
+ */
+export function checkUploadDigest(digest: string, declared: string): void {
+  if (declared !== "" && digest !== declared)
+    throw new BlobError("invalid", `upload bytes hash to ${digest}, not the declared sha256 ${declared}`);
+}
+
 export function checkUploadRequest(sizeBytes: number, sha256: string, maxBlobBytes: number): void {
-  if (!isBlobId(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters");
+  if (sha256 !== "" && !isBlobId(sha256)) throw new BlobError("invalid", "sha256 must be 64 lower-case hex characters, or empty");
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 8 !== 0) {
     throw new BlobError("invalid", `size_bytes=${sizeBytes}; it must be a positive multiple of 8 (float64)`);
   }

@@ -56,7 +56,7 @@ describe("ResultSink", () => {
         if (i % 3 === 0) await sink.syncDirty();
       }
       await sink.syncDirty();
-      const blobId = sink.finalize("job");
+      const blobId = await sink.finalize("job");
       expect(blobId).toBe(createHash("sha256").update(want).digest("hex"));
       expect(Buffer.from(store.read(blobId, 0, want.byteLength).data).equals(want)).toBe(true);
       ids.push(blobId);
@@ -87,7 +87,7 @@ describe("ResultSink", () => {
     again.sink.prepare("job", rows, cols);
     for (const t of ts.slice(7)) again.sink.writeTile("job", t.b, t.data);
     await again.sink.syncDirty();
-    const blobId = again.sink.finalize("job");
+    const blobId = await again.sink.finalize("job");
     expect(Buffer.from(again.store.read(blobId, 0, rows * cols * 8).data).equals(expected(rows, cols))).toBe(true);
     again.sink.close();
   });

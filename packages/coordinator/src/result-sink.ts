@@ -13,12 +13,14 @@ import {
   rmSync,
   writeSync,
 } from "node:fs";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { TileBounds } from "@dce/core";
+import { digestFile } from "@dce/runtime/file-digest";
 import type { BlobStore } from "./blob-store.js";
 import type { DataDirSpace } from "./disk-space.js";
-import { withDataDir, withDataDirAsync } from "./storage-errors.js";
+import { ResultReleasedError, withDataDir, withDataDirAsync } from "./storage-errors.js";
 
 const fdatasyncAsync = promisify(fdatasync);
 
@@ -205,36 +207,39 @@ export class ResultSink {
 
   /**
    * Seals a job's C: hashes it, makes it durable and links it into the blob store.
-   * The buffer itself stays until {@link release}, so a crash before the job's success
-   * is journaled can seal it again.
+   * A C larger than the in-memory mirror is hashed from its file on a digest thread, so
+   * the event loop keeps serving meanwhile. The buffer itself stays until {@link release},
+   * so a crash before the job's success is journaled can seal it again.
+   * @throws ResultReleasedError when the buffer was released (the job ended) during the seal.
    */
-  finalize(jobId: string): string {
+  finalize(jobId: string): string | Promise<string> {
     const r = this.#open.get(jobId);
     if (!r) throw new Error(`no result buffer for job ${jobId}`);
-    return withDataDir(this.#dataDir, `storing the result of job ${jobId}`, () => this.#seal(jobId, r));
-  }
-
-  #seal(jobId: string, r: OpenResult): string {
-    const hash = createHash("sha256");
+    const doing = `storing the result of job ${jobId}`;
     if (r.mirror !== undefined) {
-      flushMirror(r);
-      hash.update(r.mirror);
-      fsyncSync(r.fd);
-      const blobId = hash.digest("hex");
+      const mirror = r.mirror;
+      return withDataDir(this.#dataDir, doing, () => {
+        flushMirror(r);
+        const blobId = createHash("sha256").update(mirror).digest("hex");
+        fsyncSync(r.fd);
+        this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
+        return blobId;
+      });
+    }
+    return withDataDirAsync(this.#dataDir, doing, async () => {
+      // Every accepted tile was synced before its acceptance was journaled (syncDirty);
+      // the file is synced once more, through its own handle (a release meanwhile closes r.fd).
+      const fh = await open(r.path, "r");
+      let blobId: string;
+      try {
+        [blobId] = await Promise.all([digestFile(r.path, r.sizeBytes), fh.datasync()]);
+      } finally {
+        await fh.close();
+      }
+      if (this.#open.get(jobId) !== r) throw new ResultReleasedError(jobId);
       this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
       return blobId;
-    }
-    const buf = Buffer.allocUnsafe(Math.min(r.sizeBytes, 8 << 20));
-    for (let pos = 0; pos < r.sizeBytes; ) {
-      const n = readSync(r.fd, buf, 0, Math.min(buf.byteLength, r.sizeBytes - pos), pos);
-      if (n === 0) throw new Error(`result file of job ${jobId} is short`);
-      hash.update(buf.subarray(0, n));
-      pos += n;
-    }
-    fsyncSync(r.fd);
-    const blobId = hash.digest("hex");
-    this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
-    return blobId;
+    });
   }
 
   /** Closes and deletes a job's buffer (after its success is durable, or when it is discarded). */

@@ -147,3 +147,11 @@ export async function withDataDirAsync<T>(
     throw dataDirError(e, dataDir, doing) ?? e;
   }
 }
+
+/** A seal found its job's buffer released (the job was cancelled or deleted meanwhile). */
+export class ResultReleasedError extends Error {
+  constructor(jobId: string) {
+    super(`the result buffer of job ${jobId} was released during its seal`);
+    this.name = "ResultReleasedError";
+  }
+}

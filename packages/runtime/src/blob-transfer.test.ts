@@ -7,8 +7,11 @@ import { createBlobTransfer } from "./blob-transfer.js";
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** An in-memory BlobService that records its calls; `tamper` changes what it answers. */
-function fakeBlobs(tamper: { totalBytesDelta?: number; storeAs?: string; readMaxBytes?: number } = {}) {
+function fakeBlobs(
+  tamper: { totalBytesDelta?: number; storeAs?: string; readMaxBytes?: number; readDelayMs?: number; failReadAt?: number } = {},
+) {
   const blobs = new Map<string, Uint8Array>();
+  const reads = { inFlight: 0, maxInFlight: 0 };
   const uploads = new Map<string, { sha256: string; data: Uint8Array }>();
   const calls: string[] = [];
   const chunkSizes: number[] = [];
@@ -36,8 +39,14 @@ function fakeBlobs(tamper: { totalBytesDelta?: number; storeAs?: string; readMax
         blobs.set(u.sha256, u.data);
         return { blobId: tamper.storeAs ?? u.sha256 };
       },
-      readBlob(req) {
+      async readBlob(req) {
         calls.push("ReadBlob");
+        reads.inFlight++;
+        reads.maxInFlight = Math.max(reads.maxInFlight, reads.inFlight);
+        await new Promise((r) => setTimeout(r, tamper.readDelayMs ?? 0));
+        reads.inFlight--;
+        if (tamper.failReadAt !== undefined && Number(req.offset) === tamper.failReadAt)
+          throw new ConnectError("disk on fire", Code.Unavailable);
         const blob = blobs.get(req.blobId);
         if (blob === undefined) throw new ConnectError("no such blob", Code.NotFound);
         const from = Number(req.offset);
@@ -46,7 +55,7 @@ function fakeBlobs(tamper: { totalBytesDelta?: number; storeAs?: string; readMax
       },
     });
   });
-  return { client: createClient(BlobService, transport), blobs, calls, chunkSizes };
+  return { client: createClient(BlobService, transport), blobs, calls, chunkSizes, reads };
 }
 
 const bytesOf = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + 7) & 0xff);
@@ -78,6 +87,27 @@ describe("createBlobTransfer", () => {
     const whole = new Uint8Array(3000);
     await transfer.readBlob(sha(data), whole, { callOptions });
     expect(whole).toEqual(data);
+  });
+
+  it("keeps 4 ReadBlob calls in flight, fills every byte even when answers come short, and stops asking after a failure", async () => {
+    const fake = fakeBlobs({ readDelayMs: 5, readMaxBytes: 300 });
+    const data = bytesOf(10_000);
+    fake.blobs.set(sha(data), data);
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 700 });
+    const whole = new Uint8Array(10_000);
+    await transfer.readBlob(sha(data), whole, { callOptions });
+    expect(whole).toEqual(data);
+    expect(fake.reads.maxInFlight).toBe(4);
+    // 15 slots of 700 bytes, each answered in 300 + 300 + 100 (the last 200: 200).
+    expect(fake.calls.filter((c) => c === "ReadBlob")).toHaveLength(14 * 3 + 1);
+
+    const failing = fakeBlobs({ readDelayMs: 5, failReadAt: 1400 });
+    failing.blobs.set(sha(data), data);
+    const t2 = createBlobTransfer(failing.client, { chunkBytes: 700 });
+    await expect(t2.readRange(sha(data), 0, new Uint8Array(10_000), 10_000, { callOptions })).rejects.toThrow("disk on fire");
+    await new Promise((r) => setTimeout(r, 50));
+    // The window's other calls finish, and no new one starts after the failure.
+    expect(failing.calls.filter((c) => c === "ReadBlob").length).toBeLessThan(8);
   });
 
   it("runs every RPC through the caller's wrapper", async () => {

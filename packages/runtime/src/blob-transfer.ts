@@ -14,8 +14,9 @@
  */
 import { createHash } from "node:crypto";
 import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
-import type { BlobService } from "@dce/proto";
-import { type LocalStoreAccess, readFileRange, writeUploadLocally } from "./local-store.js";
+import type { BlobService, ReadBlobRequest } from "@dce/proto";
+import { type LocalStoreAccess, readFilePieces, readFileRange, readFileStrided, writeUploadLocally } from "./local-store.js";
+import { gatheredBytesOf, type StridedView } from "./strided-view.js";
 
 /** Runs one RPC of a transfer: call `rpc()` once, or retry it by the caller's rules. `name` is the RPC's name. */
 export type RpcRunner = <T>(name: string, rpc: () => Promise<T>) => Promise<T>;
@@ -31,11 +32,20 @@ export interface BlobTransferOptions {
 
 /** Content that does not fit the request; `message` says so in words. */
 export type BlobDataProblem =
-  | { readonly kind: "size-mismatch"; readonly blobId: string; readonly actualBytes: bigint; readonly message: string }
+  | {
+      readonly kind: "size-mismatch";
+      readonly blobId: string;
+      /** Bytes the coordinator says the blob holds; those of the gathered view when `strided`. */
+      readonly actualBytes: bigint;
+      /** The read was of a strided view ({@link BlobTransfer.readStrided}). */
+      readonly strided: boolean;
+      readonly message: string;
+    }
   | {
       readonly kind: "bad-chunk";
       readonly blobId: string;
       readonly chunkBytes: number;
+      /** Where the chunk was asked for: in the blob, or in the gathered view for a strided read. */
       readonly offsetBytes: number;
       readonly message: string;
     }
@@ -56,11 +66,16 @@ export interface TransferCallOptions {
 export interface UploadOptions extends TransferCallOptions {
   /** Write the bytes into the upload file when BeginUpload offers the local store and it is reachable. */
   readonly useLocalStore: boolean;
-  /** Lower-case hex SHA-256 of the bytes, when the caller has it already. */
+  /**
+   * Lower-case hex SHA-256 of the bytes, when the caller has it already. Without it the
+   * bytes are hashed first (so a blob already stored is not sent again), except with
+   * `useLocalStore` while the local store has not proved out of reach: then the
+   * coordinator names the blob by the bytes it receives.
+   */
   readonly sha256?: string;
 }
 
-/** Options of {@link BlobTransfer.readRange} and {@link BlobTransfer.readBlob}. */
+/** Options of {@link BlobTransfer.readRange}, {@link BlobTransfer.readStrided} and {@link BlobTransfer.readBlob}. */
 export interface ReadOptions extends TransferCallOptions {
   /** The coordinator's store, when reachable from here: blocks are read from its files first. */
   readonly localStore?: LocalStoreAccess | undefined;
@@ -89,6 +104,19 @@ export interface BlobTransfer {
    */
   readRange(blobId: string, offsetBytes: number, target: Uint8Array, totalBytes: number, options: ReadOptions): Promise<void>;
   /**
+   * Fills `target` with the first `target.byteLength` gathered bytes of a strided `view`
+   * (`@dce/runtime/strided-view`; a column panel of a row-major matrix) of a blob that
+   * holds `totalBytes`: from the local store's file when given and readable (its segments,
+   * merged into larger reads where they lie close), else by strided ReadBlob chunks that
+   * fit a message. Only the view's bytes cross the wire. Not hashed (it is a part).
+   *
+   * @throws RangeError when `view` does not fit a blob of `totalBytes` or `target` is
+   *   longer than the view; the `dataError` when the coordinator's view of the blob is not
+   *   that long (the blob's size differs) or a chunk is empty or larger than asked; or the
+   *   error of an RPC.
+   */
+  readStrided(blobId: string, view: StridedView, target: Uint8Array, totalBytes: number, options: ReadOptions): Promise<void>;
+  /**
    * Fills `target` with a whole blob, as {@link BlobTransfer.readRange}, then checks
    * its SHA-256 against `blobId`.
    *
@@ -98,6 +126,9 @@ export interface BlobTransfer {
 }
 
 const callOnce: RpcRunner = (_name, rpc) => rpc();
+
+/** ReadBlob calls in flight at once for one read. */
+const READ_WINDOW = 4;
 
 /** The default {@link TransferCallOptions.dataError}. */
 function dataLoss(problem: BlobDataProblem): Error {
@@ -126,27 +157,38 @@ function dataLoss(problem: BlobDataProblem): Error {
  */
 export function createBlobTransfer(blobs: Client<typeof BlobService>, options: BlobTransferOptions): BlobTransfer {
   const chunkLimit = typeof options.chunkBytes === "number" ? () => options.chunkBytes as number : options.chunkBytes;
+  /** Whether the last upload that offered to use the local store could write there; unknown before. */
+  let localStoreReachable: boolean | undefined;
 
   async function upload(bytes: Uint8Array, o: UploadOptions): Promise<string> {
     const call = o.call ?? callOnce;
     const dataError = o.dataError ?? dataLoss;
     const opts = o.callOptions;
-    const sha256 = o.sha256 ?? sha256Hex(bytes);
+    // Over the local store the bytes only cross a page cache, and the coordinator hashes
+    // them anyway to check them: declaring no hash spares the client a pass over them
+    // (and gives up deduplication before the write, which would save only that write).
+    // Until an upload has shown that the local store is out of reach, it is assumed
+    // reachable; after that, bytes are hashed first, so stored blobs are not sent again.
+    const sha256 = o.sha256 ?? (o.useLocalStore && localStoreReachable !== false ? "" : sha256Hex(bytes));
     const begin = await call("BeginUpload", () => blobs.beginUpload({ sizeBytes: BigInt(bytes.byteLength), sha256 }, opts));
     // Blob ids are the lower-case hex SHA-256 of the bytes (common.proto, MatrixRef.blob_id),
     // which is the only id there is when the coordinator already holds the blob.
-    if (begin.alreadyPresent) return sha256;
+    if (begin.alreadyPresent && sha256 !== "") return sha256;
     if (begin.uploadId === "") throw new ConnectError("coordinator returned an empty upload id", Code.Internal);
     const finished = (blobId: string): string => {
-      if (blobId !== sha256) {
+      if (sha256 === "" ? blobId.length !== 64 : blobId !== sha256) {
         throw dataError({
           kind: "upload-mismatch",
-          message: `coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`,
+          message:
+            sha256 === ""
+              ? `coordinator named the upload ${JSON.stringify(blobId)}, which is not a blob id`
+              : `coordinator stored blob ${blobId} for content with SHA-256 ${sha256}`,
         });
       }
       return blobId;
     };
-    if (o.useLocalStore && (await writeUploadLocally(begin, bytes))) {
+    if (o.useLocalStore) localStoreReachable = await writeUploadLocally(begin, bytes);
+    if (o.useLocalStore && localStoreReachable) {
       const done = await call("FinishUpload", () => blobs.finishUpload({ uploadId: begin.uploadId, writtenLocally: true }, opts));
       return finished(done.blobId);
     }
@@ -184,37 +226,130 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
         o.onLocalStoreError?.(e);
       }
     }
+    await readChunks(blobId, target, totalBytes, o, (pos) => ({ offset: BigInt(offsetBytes + pos) }));
+  }
+
+  async function readStrided(
+    blobId: string,
+    view: StridedView,
+    target: Uint8Array,
+    totalBytes: number,
+    o: ReadOptions,
+  ): Promise<void> {
+    const gatheredBytes = gatheredBytesOf(view, totalBytes);
+    if (gatheredBytes === undefined || target.byteLength > gatheredBytes) {
+      const { offsetBytes, strideBytes, segmentBytes } = view;
+      throw new RangeError(
+        `a ${target.byteLength}-byte read of the view (offset ${offsetBytes}, stride ${strideBytes}, segment ${segmentBytes}) does not fit a ${totalBytes}-byte blob`,
+      );
+    }
+    if (o.localStore !== undefined) {
+      try {
+        await readFileStrided(o.localStore.blobPath(blobId), view, target, totalBytes);
+        return;
+      } catch (e) {
+        o.onLocalStoreError?.(e);
+      }
+    }
+    const fixed = { offset: BigInt(view.offsetBytes), strideBytes: BigInt(view.strideBytes), segmentBytes: view.segmentBytes };
+    await readChunks(blobId, target, gatheredBytes, o, (pos) => ({ ...fixed, gatheredOffset: BigInt(pos) }));
+  }
+
+  /**
+   * Fills `target` by ReadBlob chunks that fit a message, {@link READ_WINDOW} in flight at
+   * once (each RPC's round trip overlaps the others' transfer); `at(pos)` is the request
+   * for the bytes from `pos` of `target` on, whose answers must say the read covers
+   * `totalBytes`. `onFilled(end)` is told each time the filled prefix of `target` grows to `end`.
+   */
+  async function readChunks(
+    blobId: string,
+    target: Uint8Array,
+    totalBytes: number,
+    o: ReadOptions,
+    at: (pos: number) => Partial<Pick<ReadBlobRequest, "offset" | "strideBytes" | "segmentBytes" | "gatheredOffset">>,
+    onFilled?: (end: number) => void,
+  ): Promise<void> {
     const call = o.call ?? callOnce;
     const dataError = o.dataError ?? dataLoss;
     const lengthBytes = target.byteLength;
-    let pos = 0;
-    while (pos < lengthBytes) {
-      const maxBytes = Math.min(chunkLimit(), lengthBytes - pos);
-      const offset = offsetBytes + pos;
-      const res = await call("ReadBlob", () => blobs.readBlob({ blobId, offset: BigInt(offset), maxBytes }, o.callOptions));
-      if (res.totalBytes !== BigInt(totalBytes)) {
-        const message = `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
-        throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, message });
+    const strided = at(0).segmentBytes !== undefined;
+    // Slots of one chunk each; a slot whose answer came short (a smaller server limit) asks again for the rest.
+    const slotBytes = Math.max(1, chunkLimit());
+    const slots = Math.ceil(lengthBytes / slotBytes);
+    const done = new Uint8Array(slots);
+    let prefixSlots = 0;
+    const fill = async (slot: number): Promise<void> => {
+      const end = Math.min(lengthBytes, (slot + 1) * slotBytes);
+      for (let pos = slot * slotBytes; pos < end; ) {
+        const maxBytes = Math.min(chunkLimit(), end - pos);
+        const request = at(pos);
+        const res = await call("ReadBlob", () => blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions));
+        const where = strided ? `gathered offset ${pos} of a strided view` : `offset ${request.offset}`;
+        if (res.totalBytes !== BigInt(totalBytes)) {
+          const message = strided
+            ? `a strided view of blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes} (the blob's size differs)`
+            : `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
+          throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, strided, message });
+        }
+        if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
+          const chunkBytes = res.data.byteLength;
+          const message = `ReadBlob returned ${chunkBytes} bytes at ${where} of blob ${blobId} (asked for at most ${maxBytes})`;
+          throw dataError({
+            kind: "bad-chunk",
+            blobId,
+            chunkBytes,
+            offsetBytes: strided ? pos : Number(request.offset),
+            message,
+          });
+        }
+        target.set(res.data, pos);
+        pos += res.data.byteLength;
       }
-      if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
-        const chunkBytes = res.data.byteLength;
-        const message = `ReadBlob returned ${chunkBytes} bytes at offset ${offset} of blob ${blobId} (asked for at most ${maxBytes})`;
-        throw dataError({ kind: "bad-chunk", blobId, chunkBytes, offsetBytes: offset, message });
+      done[slot] = 1;
+      const before = prefixSlots;
+      while (prefixSlots < slots && done[prefixSlots] === 1) prefixSlots++;
+      if (prefixSlots > before) onFilled?.(Math.min(lengthBytes, prefixSlots * slotBytes));
+    };
+    let next = 0;
+    let failed = false;
+    const lane = async (): Promise<void> => {
+      try {
+        while (next < slots && !failed) await fill(next++);
+      } catch (e) {
+        failed = true; // the other lanes stop after their current call
+        throw e;
       }
-      target.set(res.data, pos);
-      pos += res.data.byteLength;
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_WINDOW, slots) }, lane));
   }
 
   async function readBlob(blobId: string, target: Uint8Array, o: ReadOptions): Promise<void> {
-    await readRange(blobId, 0, target, target.byteLength, o);
-    const sha256 = sha256Hex(target);
+    // The digest follows the bytes as they arrive, so hashing overlaps the transfer.
+    let hash = createHash("sha256");
+    let hashed = 0;
+    const onFilled = (end: number) => {
+      hash.update(target.subarray(hashed, end));
+      hashed = end;
+    };
+    let fromFile = false;
+    if (o.localStore !== undefined) {
+      try {
+        await readFilePieces(o.localStore.blobPath(blobId), target, onFilled);
+        fromFile = true;
+      } catch (e) {
+        o.onLocalStoreError?.(e);
+        hash = createHash("sha256");
+        hashed = 0;
+      }
+    }
+    if (!fromFile) await readChunks(blobId, target, target.byteLength, o, (pos) => ({ offset: BigInt(pos) }), onFilled);
+    const sha256 = hash.digest("hex");
     if (sha256 !== blobId) {
       throw (o.dataError ?? dataLoss)({ kind: "digest-mismatch", message: `blob ${blobId} content has SHA-256 ${sha256}` });
     }
   }
 
-  return { upload, readRange, readBlob };
+  return { upload, readRange, readStrided, readBlob };
 }
 
 /** Lower-case hex SHA-256 of `bytes`. */

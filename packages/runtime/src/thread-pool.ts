@@ -41,7 +41,7 @@ export interface ThreadPoolOptions<T, R> {
   readonly url: URL;
   /** Start every thread at once (default) or on its first task. */
   readonly startThreads?: "eager" | "lazy";
-  /** Threads that do not keep the process alive on their own; default false. */
+  /** Idle threads that do not keep the process alive (a thread running a task does); default false. */
   readonly unref?: boolean;
   /** How errors name a thread, e.g. `"kernel thread"` in "kernel thread died: exit code 1". */
   readonly threadLabel: string;
@@ -191,13 +191,13 @@ class Pool<T, R> implements ThreadPool<T, R> {
     const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
     const workerData: ThreadPoolData = { stop };
     const thread = new Thread(this.#o.url, { workerData });
-    if (this.#o.unref === true) thread.unref();
     slot.thread = thread;
     slot.stop = stop;
     thread.on("message", (reply: { id?: unknown }) => {
       const batch = slot.batch;
       if (slot.thread !== thread || batch === undefined || batch.id !== reply.id) return;
       slot.batch = undefined;
+      if (this.#o.unref === true) thread.unref();
       const share = (performance.now() - batch.startedAt) / Math.max(1, batch.jobs.length);
       const outcomes = this.#o.decode(reply, batch.jobs.length);
       for (const [i, job] of batch.jobs.entries()) {
@@ -221,6 +221,9 @@ class Pool<T, R> implements ThreadPool<T, R> {
     };
     thread.on("error", onDeath);
     thread.on("exit", (code) => onDeath(`exit code ${code}`));
+    // After the listeners (adding a "message" listener refs the thread's port again); a
+    // task posted to it refs it until its answer is in.
+    if (this.#o.unref === true) thread.unref();
     return thread;
   }
 
@@ -249,6 +252,7 @@ class Pool<T, R> implements ThreadPool<T, R> {
           jobs.map((j) => j.task),
         );
         thread.postMessage(message, transfer as TransferListItem[]);
+        if (this.#o.unref === true) thread.ref();
       } catch (e) {
         // A task that cannot be sent (e.g. its buffer was already transferred away) fails
         // alone, at once; the slot stays free for the next one instead of waiting forever.

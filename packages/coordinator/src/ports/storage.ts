@@ -1,6 +1,7 @@
 import type { DurableModel, DurableRecord, TileBounds } from "@dce/core";
 import type { BlobUsage, StoredBlob } from "../blob-index.js";
 import type { RecoveryReport } from "../journal.js";
+import type { StridedView } from "../strided-read.js";
 
 /**
  * The write-ahead journal as the shell uses it: the durable model recovered when it was
@@ -86,6 +87,17 @@ export interface BlobStorePort {
   put(data: Uint8Array): string;
   /** Reads `[offset, offset + maxBytes)` of a blob (shorter at its end). */
   read(blobId: string, offset: number, maxBytes: number): { data: Uint8Array; totalBytes: number };
+  /**
+   * Reads `[gatheredOffset, gatheredOffset + maxBytes)` of the gathered bytes of a strided
+   * view of a blob (`planStridedRead`: shorter at the view's end or after its segment
+   * limit); `totalBytes` is the whole view's gathered length. Never reads the blob whole.
+   */
+  readStrided(
+    blobId: string,
+    view: StridedView,
+    gatheredOffset: number,
+    maxBytes: number,
+  ): { data: Uint8Array; totalBytes: number };
   /** Drops uploads idle for longer than the store's limit at `nowMs`. */
   expireIdle(nowMs: number): void;
   /** Ends every open upload. */
@@ -113,8 +125,11 @@ export interface ResultSinkPort {
   writeTile(jobId: string, bounds: TileBounds, data: Uint8Array): void;
   /** Pushes tiles held in memory towards their durable place, so a full disk shows now. */
   flush(jobId: string): void;
-  /** Seals a job's C into the blob store; returns its blob id. The buffer stays until {@link release}. */
-  finalize(jobId: string): string;
+  /**
+   * Seals a job's C into the blob store; returns its blob id, at once when C is small,
+   * else once it is hashed off the event loop. The buffer stays until {@link release}.
+   */
+  finalize(jobId: string): string | Promise<string>;
   /** Deletes a job's buffer. */
   release(jobId: string): void;
   /** Closes every buffer, keeping their contents for the next run. */

@@ -1,9 +1,10 @@
 import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { type BlobService, ErrorReason } from "@dce/proto";
+import { type BlobService, ErrorReason, type ReadBlobRequest } from "@dce/proto";
 import { principalKey } from "../auth.js";
 import { BlobError } from "../blob-error.js";
 import { blobConnectError, dceError, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
+import type { StridedView } from "../strided-read.js";
 
 /** A blob store refusal as the Connect error callers see (with its reason); anything else unchanged. */
 function toConnect(e: unknown): unknown {
@@ -26,6 +27,25 @@ function guard<T>(fn: () => T): T {
 function isWorkerCall(ctx: HandlerContext): boolean {
   const p = ctx.values.get(principalKey);
   return p?.workerIdentity !== undefined && p.clientId === undefined;
+}
+
+/**
+ * The strided view a ReadBlob asks for (segment_bytes set), or undefined for a plain range.
+ *
+ * @throws INVALID_ARGUMENT (MALFORMED_REQUEST) for stride or gathered offset fields without
+ *   segment_bytes, or values past 2^53 − 1; the view itself is checked by the store.
+ */
+function stridedViewOf(req: ReadBlobRequest): StridedView | undefined {
+  if (req.segmentBytes === 0) {
+    if (req.strideBytes !== 0n || req.gatheredOffset !== 0n) {
+      throw malformedRequest("stride_bytes and gathered_offset need segment_bytes (a strided read)");
+    }
+    return undefined;
+  }
+  const limit = BigInt(Number.MAX_SAFE_INTEGER);
+  if (req.strideBytes > limit) throw malformedRequest("stride_bytes out of range");
+  if (req.gatheredOffset > limit) throw malformedRequest("gathered_offset out of range");
+  return { offsetBytes: Number(req.offset), strideBytes: Number(req.strideBytes), segmentBytes: req.segmentBytes };
 }
 
 /** BlobService: chunked (or, on this host, file-based) upload and download of matrices. */
@@ -74,7 +94,11 @@ export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobS
       guard(() => {
         if (req.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw malformedRequest("offset out of range");
         const max = req.maxBytes === 0 ? shell.maxChunkBytes : Math.min(req.maxBytes, shell.maxChunkBytes);
-        const r = shell.blobs.read(req.blobId, Number(req.offset), max);
+        const view = stridedViewOf(req);
+        const r =
+          view === undefined
+            ? shell.blobs.read(req.blobId, Number(req.offset), max)
+            : shell.blobs.readStrided(req.blobId, view, Number(req.gatheredOffset), max);
         return { data: r.data, totalBytes: BigInt(r.totalBytes) };
       }),
   };

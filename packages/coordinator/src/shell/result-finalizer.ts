@@ -2,7 +2,7 @@ import type { CoreState, JobId } from "@dce/core";
 import type { Logger } from "pino";
 import type { Clock } from "../ports/clock.js";
 import type { ResultSinkPort } from "../ports/storage.js";
-import { DataDirError } from "../storage-errors.js";
+import { DataDirError, ResultReleasedError } from "../storage-errors.js";
 import type { ShellContext } from "./context.js";
 
 /** First delay before sealing a result again after the disk refused it, in ms (doubled each time). */
@@ -24,6 +24,8 @@ export class ResultFinalizer {
   readonly #isClosed: () => boolean;
   /** Delay before the next try of each result that could not be sealed (disk full), in ms. */
   readonly #retryMs = new Map<string, number>();
+  /** Jobs whose C is being hashed now: a second finalize of one meanwhile is dropped (the first one's outcome stands). */
+  readonly #sealing = new Set<string>();
 
   constructor(deps: {
     log: Logger;
@@ -43,38 +45,50 @@ export class ResultFinalizer {
 
   /** Seals a job's result after the current reply is sent (it reads the whole buffer). */
   finalize(jobId: JobId): void {
-    this.#clock.setTimer(0, () => this.#seal(jobId));
+    this.#clock.setTimer(0, () => void this.#seal(jobId));
   }
 
-  #seal(jobId: JobId): void {
+  async #seal(jobId: JobId): Promise<void> {
     // Cancelled or deleted while the seal waited: nothing to seal, and its buffer is gone.
-    if (!this.#state.jobs.get(jobId)?.finalizing) return;
-    let out: { durable: Promise<void> } | undefined;
+    if (!this.#state.jobs.get(jobId)?.finalizing || this.#sealing.has(jobId)) return;
+    this.#sealing.add(jobId);
+    let blobId: string;
     try {
-      const blobId = this.#sink.finalize(jobId);
-      this.#retryMs.delete(jobId);
-      out = this.#apply({ type: "result-finalized", nowMs: this.#clock.nowMs(), jobId, resultBlobId: blobId });
-      this.#logSuccess(jobId, blobId);
+      // A small C is sealed at once (no await: its success is applied in this same turn).
+      const sealed = this.#sink.finalize(jobId);
+      blobId = typeof sealed === "string" ? sealed : await sealed;
     } catch (e) {
-      if (e instanceof DataDirError) {
-        // Not the job's fault: it stays running, its tiles kept, and sealing is tried again.
-        const ms = Math.min(2 * (this.#retryMs.get(jobId) ?? SEAL_RETRY_FIRST_MS / 2), SEAL_RETRY_MAX_MS);
-        this.#retryMs.set(jobId, ms);
-        this.#log.error({ jobId, err: e.rawMessage, retryInMs: ms }, "result could not be sealed; trying again");
-        this.#clock.setTimer(ms, () => {
-          if (!this.#isClosed() && this.#state.jobs.get(jobId)?.finalizing) this.finalize(jobId);
-        });
-        return;
-      }
-      this.#log.error({ jobId, err: e }, "result could not be sealed");
-      this.#apply({ type: "result-failed", nowMs: this.#clock.nowMs(), jobId, message: String(e) });
+      this.#failed(jobId, e);
       return;
+    } finally {
+      this.#sealing.delete(jobId);
     }
+    // The job may have been cancelled or deleted, or the coordinator closed, while C was hashed.
+    if (this.#isClosed() || !this.#state.jobs.get(jobId)?.finalizing) return;
+    this.#retryMs.delete(jobId);
+    const out = this.#apply({ type: "result-finalized", nowMs: this.#clock.nowMs(), jobId, resultBlobId: blobId });
+    this.#logSuccess(jobId, blobId);
     // The buffer goes only once the success is durable: a crash before that reseals it.
     out.durable.then(
       () => this.#sink.release(jobId),
       () => {},
     );
+  }
+
+  #failed(jobId: JobId, e: unknown): void {
+    if (e instanceof ResultReleasedError || this.#isClosed() || !this.#state.jobs.get(jobId)?.finalizing) return;
+    if (e instanceof DataDirError) {
+      // Not the job's fault: it stays running, its tiles kept, and sealing is tried again.
+      const ms = Math.min(2 * (this.#retryMs.get(jobId) ?? SEAL_RETRY_FIRST_MS / 2), SEAL_RETRY_MAX_MS);
+      this.#retryMs.set(jobId, ms);
+      this.#log.error({ jobId, err: e.rawMessage, retryInMs: ms }, "result could not be sealed; trying again");
+      this.#clock.setTimer(ms, () => {
+        if (!this.#isClosed() && this.#state.jobs.get(jobId)?.finalizing) this.finalize(jobId);
+      });
+      return;
+    }
+    this.#log.error({ jobId, err: e }, "result could not be sealed");
+    this.#apply({ type: "result-failed", nowMs: this.#clock.nowMs(), jobId, message: String(e) });
   }
 
   /** The job's summary: with "job submitted" and "job started" it tells the story at info level. */

@@ -72,13 +72,14 @@ describe("Worker input fetcher", () => {
     expect(reads(h).filter((r) => r.blobId === aRef.blobId)).toEqual([{ blobId: aRef.blobId, offset: 0, bytes: m * k * 8 }]);
   });
 
-  it("a cache budget too small for B re-reads B per shard (the cache is what saves the traffic)", async () => {
+  it("a cache budget too small for B re-reads its column panel per shard (the cache is what saves the traffic)", async () => {
     const h = await startCoordinator();
-    const { job, bRef } = await smallJob(h);
+    const { job, bRef } = await smallJob(h); // 3 row bands x 4 column bands
     const worker = newWorker(h, { pool: new HeldPool(1), cacheBytes: 0 });
     await worker.start();
     await waitFor("all tiles", () => h.doneCount(job.jobId) === job.shards);
-    expect(bytesRead(h, bRef)).toBe(bRef.rows * bRef.cols * 8 * job.shards);
+    // every shard reads its own panel: B once per row band, not once per worker
+    expect(bytesRead(h, bRef)).toBe(bRef.rows * bRef.cols * 8 * 3);
   });
 
   it("reports a blob whose size does not match its shape as a data error", async () => {

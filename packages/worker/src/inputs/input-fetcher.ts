@@ -1,5 +1,6 @@
 import { type MatrixRef, PanelAxis, type PeerSource } from "@dce/proto";
-import type { BlobTransfer } from "@dce/runtime/blob-transfer";
+import type { BlobTransfer, ReadOptions } from "@dce/runtime/blob-transfer";
+import { columnPanelView } from "@dce/runtime/strided-view";
 import { ShardDataError } from "../errors.js";
 import { bytesToFloat64 } from "../internal/bytes.js";
 import type { WorkerLogger } from "../log-scope.js";
@@ -7,9 +8,12 @@ import type { PeerReader } from "../peer/peer-reader.js";
 import type { ShardPlan } from "../pull/shard.js";
 import type { Session } from "../session/session.js";
 import type { BlobCache } from "./blob-cache.js";
-import { rowPanelKey } from "./panel-key.js";
+import { colPanelKey, rowPanelKey } from "./panel-key.js";
 
-/** A matrix A up to this size is fetched whole rather than by row panels. */
+/**
+ * A matrix up to this size (and a quarter of the cache) is fetched whole rather than by
+ * panels: rows of A, columns of B.
+ */
 const wholeMatrixMaxBytes = 4 * 1024 * 1024;
 
 /** What an {@link InputFetcher} needs of the worker around it. */
@@ -33,17 +37,26 @@ export interface InputBytes {
   readonly coordinator: number;
 }
 
-/** A shard's inputs, in shared memory: its rows of A, and all of B (the kernel picks its columns). */
+/**
+ * A shard's inputs, in shared memory: its rows of A (`m × k`), and B's columns for it,
+ * which the kernel picks out of `b` (`k × ldb`, row-major) from column `bColStart` on.
+ * Either all of B (`ldb` = B's columns, `bColStart` = the shard's first column) or just
+ * the shard's column panel (`ldb` = its width, `bColStart` = 0).
+ */
 export interface ShardInputs {
   readonly a: Float64Array;
   readonly b: Float64Array;
+  readonly bColStart: number;
+  readonly ldb: number;
 }
 
 /**
  * Brings a shard's A and B blocks to the worker: from the lease itself (small inputs
  * come inline), the block cache, the coordinator's blob files on this host, or ReadBlob.
  * Everything lands in shared memory and is cached, so kernel threads read it in place and
- * the shards of one job fetch each block once per worker.
+ * the shards of one job fetch each block once per worker. Over the network (no local
+ * store) a large A comes by row panels and a large B by column panels, so a worker reads
+ * only the panels its shards use.
  */
 export class InputFetcher {
   readonly #d: InputFetcherDeps;
@@ -67,9 +80,51 @@ export class InputFetcher {
     const from = plan.rowStart * plan.k;
     const [a, b] = await Promise.all([
       inlineA?.subarray(from, from + plan.m * plan.k) ?? this.#fetchRows(plan, signal),
-      inlineB ?? this.#d.cache.getOrLoad(plan.b.blobId, (s) => this.#fetchMatrix(plan.b, s), signal),
+      inlineB === undefined ? this.#fetchColumns(plan, signal) : wholeB(plan, inlineB),
     ]);
-    return { a, b };
+    return { a, ...b };
+  }
+
+  /**
+   * B's columns `[colStart, colEnd)`: all of B when it is cached, small, served by the
+   * local store (the page cache, no network) or the shard needs every column; otherwise
+   * the column panel alone, read as a strided view and cached as a block of its own.
+   */
+  async #fetchColumns(plan: ShardPlan, signal: AbortSignal): Promise<Omit<ShardInputs, "a">> {
+    const { cache, session } = this.#d;
+    const ref = plan.b;
+    const sizeBytes = ref.rows * ref.cols * 8;
+    const cached = cache.get(ref.blobId);
+    if (cached !== undefined && cached.length === ref.rows * ref.cols) return wholeB(plan, cached);
+    const width = plan.colEnd - plan.colStart;
+    const whole =
+      session.localStore !== undefined ||
+      width === ref.cols ||
+      sizeBytes <= Math.min(wholeMatrixMaxBytes, this.#d.cacheBytes / 4);
+    if (whole) return wholeB(plan, await cache.getOrLoad(ref.blobId, (s) => this.#fetchMatrix(ref, s), signal));
+    // The shards of one column band (the same columns, other rows) fetch it once per worker.
+    const key = colPanelKey(ref.blobId, plan.colStart, plan.colEnd);
+    const totalBytes = ref.rows * width * 8;
+    const panel = await cache.getOrLoad(
+      key,
+      (s) =>
+        this.#loadPanel(
+          { ref, axis: PanelAxis.COLS, start: plan.colStart, end: plan.colEnd, totalBytes },
+          plan.panels.bPeers,
+          plan.panels.bPanelSha256,
+          async (signal) => {
+            const out = new Uint8Array(new SharedArrayBuffer(totalBytes));
+            await this.#read(ref, signal, (o) =>
+              this.#d.transfer.readStrided(ref.blobId, columnPanelView(ref.cols, plan.colStart, plan.colEnd), out, sizeBytes, o),
+            );
+            this.#coordinatorBytes += totalBytes;
+            return out;
+          },
+          s,
+        ),
+      signal,
+    );
+    return { b: panel, bColStart: 0, ldb: width };
   }
 
   /** Rows `[rowStart, rowStart + m)` of A: one contiguous byte range (or a slice of a cached A). */
@@ -147,11 +202,18 @@ export class InputFetcher {
 
   /** Reads `lengthBytes` bytes at `offsetBytes` of a matrix blob: from the local store, else in chunks that fit a message. */
   async #readRange(ref: MatrixRef, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array> {
-    const { session, log } = this.#d;
     // Shared memory: kernel threads read it in place, without a copy per shard.
     const out = new Uint8Array(new SharedArrayBuffer(lengthBytes));
+    await this.#read(ref, signal, (o) => this.#d.transfer.readRange(ref.blobId, offsetBytes, out, ref.rows * ref.cols * 8, o));
+    this.#coordinatorBytes += lengthBytes;
+    return out;
+  }
+
+  /** Runs one read of a matrix blob with the worker's retries, local store and data errors. */
+  async #read(ref: MatrixRef, signal: AbortSignal, read: (options: ReadOptions) => Promise<void>): Promise<void> {
+    const { session, log } = this.#d;
     const expectedTotal = ref.rows * ref.cols * 8;
-    await this.#d.transfer.readRange(ref.blobId, offsetBytes, out, expectedTotal, {
+    await read({
       callOptions: { signal, timeoutMs: this.#d.rpcTimeoutMs },
       call: (name, rpc) => session.retry(name, rpc, { signal, workerScoped: false }),
       localStore: session.localStore,
@@ -159,14 +221,19 @@ export class InputFetcher {
       // A blob that does not fit the task fails the shard, in the task's terms; it is not retried.
       dataError: (problem) =>
         new ShardDataError(
-          problem.kind === "size-mismatch"
+          problem.kind === "size-mismatch" && !problem.strided
             ? `blob ${ref.blobId} holds ${problem.actualBytes} bytes but a ${ref.rows}x${ref.cols} float64 matrix needs ${expectedTotal}`
-            : problem.kind === "bad-chunk" && problem.chunkBytes === 0
-              ? `blob ${ref.blobId} returned no data at offset ${problem.offsetBytes}`
-              : problem.message,
+            : problem.kind === "size-mismatch"
+              ? `blob ${ref.blobId} does not hold a ${ref.rows}x${ref.cols} float64 matrix: ${problem.message}`
+              : problem.kind === "bad-chunk" && problem.chunkBytes === 0
+                ? `blob ${ref.blobId} returned no data at offset ${problem.offsetBytes}`
+                : problem.message,
         ),
     });
-    this.#coordinatorBytes += lengthBytes;
-    return out;
   }
+}
+
+/** All of B, as {@link ShardInputs} for `plan`'s columns. */
+function wholeB(plan: ShardPlan, b: Float64Array): Omit<ShardInputs, "a"> {
+  return { b, bColStart: plan.colStart, ldb: plan.b.cols };
 }

@@ -166,11 +166,11 @@ export class PullLoop {
     try {
       const startedAt = performance.now();
       const plan = planShard(shard, listKernels()[0]?.name ?? "reference");
-      const { a, b } = await this.#d.inputs.load(plan, signal);
+      const { a, b, bColStart, ldb } = await this.#d.inputs.load(plan, signal);
       const fetchMs = performance.now() - startedAt;
       run.phase = "computing";
       const { c, computeMs, threadMs } = await this.#d.pool.run(
-        { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b, bColStart: plan.colStart, ldb: plan.b.cols },
+        { kernel: plan.kernel, m: plan.m, n: plan.n, k: plan.k, a, b, bColStart, ldb },
         signal,
       );
       run.phase = "completing";

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/blob.proto.
  */
 export const file_dce_v1_blob: GenFile = /*@__PURE__*/
-  fileDesc("ChFkY2UvdjEvYmxvYi5wcm90bxIGZGNlLnYxIjgKEkJlZ2luVXBsb2FkUmVxdWVzdBISCgpzaXplX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoCSKXAQoTQmVnaW5VcGxvYWRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSFwoPYWxyZWFkeV9wcmVzZW50GAIgASgIEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRInCgtsb2NhbF9zdG9yZRgEIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlEhIKCmxvY2FsX3BhdGgYBSABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDCItChNVcGxvYWRDaHVua1Jlc3BvbnNlEhYKDnJlY2VpdmVkX2J5dGVzGAEgASgEIkEKE0ZpbmlzaFVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEhcKD3dyaXR0ZW5fbG9jYWxseRgCIAEoCCInChRGaW5pc2hVcGxvYWRSZXNwb25zZRIPCgdibG9iX2lkGAEgASgJIkUKD1JlYWRCbG9iUmVxdWVzdBIPCgdibG9iX2lkGAEgASgJEg4KBm9mZnNldBgCIAEoBBIRCgltYXhfYnl0ZXMYAyABKA0iNQoQUmVhZEJsb2JSZXNwb25zZRIMCgRkYXRhGAEgASgMEhMKC3RvdGFsX2J5dGVzGAIgASgEMqcCCgtCbG9iU2VydmljZRJGCgtCZWdpblVwbG9hZBIaLmRjZS52MS5CZWdpblVwbG9hZFJlcXVlc3QaGy5kY2UudjEuQmVnaW5VcGxvYWRSZXNwb25zZRJGCgtVcGxvYWRDaHVuaxIaLmRjZS52MS5VcGxvYWRDaHVua1JlcXVlc3QaGy5kY2UudjEuVXBsb2FkQ2h1bmtSZXNwb25zZRJJCgxGaW5pc2hVcGxvYWQSGy5kY2UudjEuRmluaXNoVXBsb2FkUmVxdWVzdBocLmRjZS52MS5GaW5pc2hVcGxvYWRSZXNwb25zZRI9CghSZWFkQmxvYhIXLmRjZS52MS5SZWFkQmxvYlJlcXVlc3QaGC5kY2UudjEuUmVhZEJsb2JSZXNwb25zZWIGcHJvdG8z", [file_dce_v1_common]);
+  fileDesc("ChFkY2UvdjEvYmxvYi5wcm90bxIGZGNlLnYxIjgKEkJlZ2luVXBsb2FkUmVxdWVzdBISCgpzaXplX2J5dGVzGAEgASgEEg4KBnNoYTI1NhgCIAEoCSKXAQoTQmVnaW5VcGxvYWRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSFwoPYWxyZWFkeV9wcmVzZW50GAIgASgIEhcKD21heF9jaHVua19ieXRlcxgDIAEoDRInCgtsb2NhbF9zdG9yZRgEIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlEhIKCmxvY2FsX3BhdGgYBSABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDCItChNVcGxvYWRDaHVua1Jlc3BvbnNlEhYKDnJlY2VpdmVkX2J5dGVzGAEgASgEIkEKE0ZpbmlzaFVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEhcKD3dyaXR0ZW5fbG9jYWxseRgCIAEoCCInChRGaW5pc2hVcGxvYWRSZXNwb25zZRIPCgdibG9iX2lkGAEgASgJIosBCg9SZWFkQmxvYlJlcXVlc3QSDwoHYmxvYl9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAQSEQoJbWF4X2J5dGVzGAMgASgNEhQKDHN0cmlkZV9ieXRlcxgEIAEoBBIVCg1zZWdtZW50X2J5dGVzGAUgASgNEhcKD2dhdGhlcmVkX29mZnNldBgGIAEoBCI1ChBSZWFkQmxvYlJlc3BvbnNlEgwKBGRhdGEYASABKAwSEwoLdG90YWxfYnl0ZXMYAiABKAQypwIKC0Jsb2JTZXJ2aWNlEkYKC0JlZ2luVXBsb2FkEhouZGNlLnYxLkJlZ2luVXBsb2FkUmVxdWVzdBobLmRjZS52MS5CZWdpblVwbG9hZFJlc3BvbnNlEkYKC1VwbG9hZENodW5rEhouZGNlLnYxLlVwbG9hZENodW5rUmVxdWVzdBobLmRjZS52MS5VcGxvYWRDaHVua1Jlc3BvbnNlEkkKDEZpbmlzaFVwbG9hZBIbLmRjZS52MS5GaW5pc2hVcGxvYWRSZXF1ZXN0GhwuZGNlLnYxLkZpbmlzaFVwbG9hZFJlc3BvbnNlEj0KCFJlYWRCbG9iEhcuZGNlLnYxLlJlYWRCbG9iUmVxdWVzdBoYLmRjZS52MS5SZWFkQmxvYlJlc3BvbnNlYgZwcm90bzM", [file_dce_v1_common]);
 
 /**
  * @generated from message dce.v1.BeginUploadRequest
@@ -24,7 +24,12 @@ export type BeginUploadRequest = Message<"dce.v1.BeginUploadRequest"> & {
   sizeBytes: bigint;
 
   /**
-   * Lower-case hex SHA-256 of the whole blob.
+   * Lower-case hex SHA-256 of the whole blob, checked when the upload finishes; with it,
+   * a blob the coordinator already holds is not sent again (already_present). Empty: the
+   * coordinator names the blob by the SHA-256 of the bytes it receives (FinishUpload
+   * returns it), and nothing is deduplicated before they are sent. A client that writes
+   * into the local store leaves it empty: hashing there would only repeat the
+   * coordinator's own check.
    *
    * @generated from field: string sha256 = 2;
    */
@@ -181,6 +186,8 @@ export type ReadBlobRequest = Message<"dce.v1.ReadBlobRequest"> & {
   blobId: string;
 
   /**
+   * Where the read starts; with segment_bytes set, where the strided view starts.
+   *
    * @generated from field: uint64 offset = 2;
    */
   offset: bigint;
@@ -191,6 +198,34 @@ export type ReadBlobRequest = Message<"dce.v1.ReadBlobRequest"> & {
    * @generated from field: uint32 max_bytes = 3;
    */
   maxBytes: number;
+
+  /**
+   * Distance between the starts of two segments of a strided view, in bytes; at least
+   * segment_bytes. Used only with segment_bytes.
+   *
+   * @generated from field: uint64 stride_bytes = 4;
+   */
+  strideBytes: bigint;
+
+  /**
+   * When set, the blob is read as a strided view: segments of segment_bytes bytes every
+   * stride_bytes bytes from offset, for as many segments as lie wholly inside the blob
+   * (at least one). The response carries the segments' bytes gathered back to back,
+   * from gathered_offset on, and total_bytes is the length of the whole gathered view.
+   * A column panel B[:, c0:c1] of a row-major k x n float64 matrix is offset = 8*c0,
+   * stride_bytes = 8*n, segment_bytes = 8*(c1 - c0): k segments.
+   *
+   * @generated from field: uint32 segment_bytes = 5;
+   */
+  segmentBytes: number;
+
+  /**
+   * With segment_bytes: where in the gathered bytes this read starts (a reader resumes
+   * by adding the bytes it got; every other field stays the same). 0 otherwise.
+   *
+   * @generated from field: uint64 gathered_offset = 6;
+   */
+  gatheredOffset: bigint;
 };
 
 /**
@@ -210,6 +245,8 @@ export type ReadBlobResponse = Message<"dce.v1.ReadBlobResponse"> & {
   data: Uint8Array;
 
   /**
+   * Bytes of the blob; of the gathered view when the request set segment_bytes.
+   *
    * @generated from field: uint64 total_bytes = 2;
    */
   totalBytes: bigint;
@@ -263,7 +300,8 @@ export const BlobService: GenService<{
     output: typeof FinishUploadResponseSchema;
   },
   /**
-   * Reads a byte range of a blob.
+   * Reads a byte range of a blob, or part of a strided view of it (a column panel of a
+   * row-major matrix): see ReadBlobRequest.segment_bytes.
    *
    * @generated from rpc dce.v1.BlobService.ReadBlob
    */
