@@ -141,6 +141,9 @@ async function runBed(p, rows) {
         w,
         "--local-store",
         "off",
+        // Its panel server: peers read the panels it holds instead of the coordinator.
+        "--peer-listen",
+        `${addr[w]}:7071`,
       ]);
       procs.push(wp);
       await until(() => wp.err.includes("worker registered"), 20_000, `${w} to register`);

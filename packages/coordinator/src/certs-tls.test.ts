@@ -170,14 +170,26 @@ describe("TLS handshake with the generated certificates", () => {
   });
 
   it("rejects a clientAuth-only certificate presented as a server certificate", async () => {
-    const w = role(paths.dir, "worker-1");
-    const wrong = await startServer({ cert: w.cert, key: w.key });
+    const c = role(paths.dir, "client");
+    const wrong = await startServer({ cert: c.cert, key: c.key });
     const result = await connect(wrong.port, {
-      ca: w.ca,
+      ca: c.ca,
       servername: "localhost",
     });
     expect(result.error).toBe("INVALID_PURPOSE");
     await wrong.close();
+  });
+
+  it("accepts a worker certificate as a server certificate (its panel server for peers), checked by its CN", async () => {
+    const w = role(paths.dir, "worker-1");
+    const peer = await startServer({ cert: w.cert, key: w.key });
+    const result = await connect(peer.port, {
+      ca: w.ca,
+      // Peers check the identity the coordinator named, not a host name (worker/src/peer/peer-reader.ts).
+      checkServerIdentity: (_host, cert) => (cert.subject.CN === "worker-1" ? undefined : new Error("wrong identity")),
+    });
+    expect(result).toEqual({ authorized: true, data: "hello anonymous", error: undefined });
+    await peer.close();
   });
 });
 

@@ -12,7 +12,7 @@ afterEach(() => {
 });
 
 describe("issueWorkerCertificate", () => {
-  it("issues OU=worker, CN=<name> from the existing CA, for client authentication", async () => {
+  it("issues OU=worker, CN=<name> from the existing CA, for client and server authentication", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dce-certs-"));
     dirs.push(dir);
     const dev = await generateDevCertificates({ outDir: dir });
@@ -24,7 +24,7 @@ describe("issueWorkerCertificate", () => {
     expect(cert.subject.split("\n").sort()).toEqual(["CN=gpu-3", "OU=worker"]);
     expect(cert.checkIssued(ca)).toBe(true);
     expect(cert.verify(ca.publicKey)).toBe(true);
-    expect(cert.keyUsage).toEqual(["1.3.6.1.5.5.7.3.2"]); // clientAuth
+    expect(cert.keyUsage).toEqual(["1.3.6.1.5.5.7.3.2", "1.3.6.1.5.5.7.3.1"]); // clientAuth, serverAuth (peers read its panels)
     expect(cert.ca).toBe(false);
     expect(new Date(cert.validFrom).getTime()).toBe(now.getTime() - 3_600_000);
     expect(new Date(cert.validTo).getTime()).toBe(now.getTime() + 2 * 86_400_000);

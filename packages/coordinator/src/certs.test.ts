@@ -152,7 +152,7 @@ describe("generateDevCertificates: certificate contents", () => {
     expect(p.getExtension(x509.BasicConstraintsExtension)?.ca).toBe(false);
   });
 
-  it("issues worker and client certificates for clientAuth with role OUs", async () => {
+  it("issues worker (clientAuth + serverAuth) and client (clientAuth) certificates with role OUs", async () => {
     const ca = await cert(paths.caCert);
     const worker = await cert(paths.workers[0]?.cert ?? "");
     const client = await cert(paths.clientCert);
@@ -164,7 +164,8 @@ describe("generateDevCertificates: certificate contents", () => {
       expect(c.checkIssued(ca)).toBe(true);
       expect(c.verify(ca.publicKey)).toBe(true);
       expect(c.subject.split("\n").sort()).toEqual([`CN=${cn}`, `OU=${name}`]);
-      expect(c.keyUsage).toEqual([CLIENT_AUTH]);
+      // A worker also serves panels to its peers (--peer-listen): serverAuth too.
+      expect(c.keyUsage).toEqual(name === "worker" ? [CLIENT_AUTH, "1.3.6.1.5.5.7.3.1"] : [CLIENT_AUTH]);
       expect(c.subjectAltName).toBeUndefined();
     }
     expect(worker.checkPrivateKey(createPrivateKey(await readFile(paths.workers[0]?.key ?? "")))).toBe(true);

@@ -132,7 +132,7 @@ const CERT_MODE = 0o644;
  * - `server.pem` / `server-key.pem`: "CN=dce-coordinator", subjectAltName from `hosts`,
  *   extendedKeyUsage serverAuth.
  * - `worker-<i>.pem` / `worker-<i>-key.pem` for i = 1 … `workers`: "OU=worker, CN=worker-<i>",
- *   extendedKeyUsage clientAuth. One per worker process: the coordinator charges wrong
+ *   extendedKeyUsage clientAuth and serverAuth (its panel server for peers). One per worker process: the coordinator charges wrong
  *   results to the worker and to its CN, and quarantines a CN whose workers keep returning them.
  * - `client.pem` / `client-key.pem`: "OU=client, CN=dce-client", extendedKeyUsage clientAuth.
  *
@@ -192,8 +192,11 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
     },
     crypto,
   );
-  const issueLeaf = (subject: string, usage: x509.ExtendedKeyUsage, extra: x509.Extension[] = []) =>
-    issueLeafCertificate({ cert: ca, privateKey: caKeys.privateKey }, subject, usage, { notBefore, notAfter }, extra);
+  const issueLeaf = (
+    subject: string,
+    usage: x509.ExtendedKeyUsage | readonly x509.ExtendedKeyUsage[],
+    extra: x509.Extension[] = [],
+  ) => issueLeafCertificate({ cert: ca, privateKey: caKeys.privateKey }, subject, usage, { notBefore, notAfter }, extra);
 
   const san = new x509.SubjectAlternativeNameExtension(
     hosts.map((host) => {
@@ -206,7 +209,7 @@ export async function generateDevCertificates(options: DevCertificateOptions): P
   const workers: { identity: string; issued: IssuedLeaf }[] = [];
   for (let i = 1; i <= workerCount; i++) {
     const identity = `worker-${i}`;
-    workers.push({ identity, issued: await issueLeaf(`OU=worker, CN=${identity}`, x509.ExtendedKeyUsage.clientAuth) });
+    workers.push({ identity, issued: await issueLeaf(`OU=worker, CN=${identity}`, WORKER_USAGES) });
   }
   const client = await issueLeaf("OU=client, CN=dce-client", x509.ExtendedKeyUsage.clientAuth);
 
@@ -264,12 +267,20 @@ export interface WorkerCertificateOptions {
   now?: Date;
 }
 
+/**
+ * A worker certificate is a client certificate (to the coordinator) and a server
+ * certificate (its panel server, `--peer-listen`, read by other workers): Node refuses a
+ * server certificate whose extendedKeyUsage lacks serverAuth ("unsupported certificate
+ * purpose"). Covered by "peer/panel-server.test.ts" in the worker.
+ */
+const WORKER_USAGES = [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth] as const;
+
 /** Worker names {@link issueWorkerCertificate} accepts; they become file names too. */
 const WORKER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * Issues one more worker certificate from the development CA in `dir`: subject
- * "OU=worker, CN=<name>", extendedKeyUsage clientAuth, written as `worker-<name>.pem`
+ * "OU=worker, CN=<name>", extendedKeyUsage clientAuth and serverAuth, written as `worker-<name>.pem`
  * and `worker-<name>-key.pem` (mode 0600). The coordinator takes the CN as the
  * worker's identity, so give each worker (or each machine) its own.
  *
@@ -297,12 +308,10 @@ export async function issueWorkerCertificate(o: WorkerCertificateOptions): Promi
   } catch (e) {
     throw new Error(`cannot read the CA (ca.pem, ca-key.pem) in ${dir}: ${(e as Error).message}`);
   }
-  const issued = await issueLeafCertificate(
-    { cert: ca, privateKey },
-    `OU=worker, CN=${o.name}`,
-    x509.ExtendedKeyUsage.clientAuth,
-    { notBefore: new Date(now.getTime() - HOUR_MS), notAfter: new Date(now.getTime() + validDays * DAY_MS) },
-  );
+  const issued = await issueLeafCertificate({ cert: ca, privateKey }, `OU=worker, CN=${o.name}`, WORKER_USAGES, {
+    notBefore: new Date(now.getTime() - HOUR_MS),
+    notAfter: new Date(now.getTime() + validDays * DAY_MS),
+  });
   const paths = { cert: join(dir, `worker-${o.name}.pem`), key: join(dir, `worker-${o.name}-key.pem`) };
   await writeFileAtomic(paths.key, privateKeyPem(issued.keys.privateKey), KEY_MODE);
   await writeFileAtomic(paths.cert, issued.cert.toString("pem"), CERT_MODE);
@@ -316,7 +325,7 @@ type IssuedLeaf = { cert: x509.X509Certificate; keys: webcrypto.CryptoKeyPair };
 async function issueLeafCertificate(
   ca: { cert: x509.X509Certificate; privateKey: webcrypto.CryptoKey },
   subject: string,
-  usage: x509.ExtendedKeyUsage,
+  usage: x509.ExtendedKeyUsage | readonly x509.ExtendedKeyUsage[],
   validity: { notBefore: Date; notAfter: Date },
   extra: x509.Extension[] = [],
 ): Promise<IssuedLeaf> {
@@ -335,7 +344,7 @@ async function issueLeafCertificate(
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([usage], false),
+        new x509.ExtendedKeyUsageExtension(typeof usage === "string" ? [usage] : [...usage], false),
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
         await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey, false, crypto),
         ...extra,

@@ -1,7 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { asWorkerId, type CoreEvent, type CoreState, type Effect, type OutcomeMap, type StepResult, step } from "@dce/core";
+import {
+  asJobId,
+  asWorkerId,
+  type CoreEvent,
+  type CoreState,
+  type Effect,
+  type OutcomeMap,
+  type StepResult,
+  step,
+} from "@dce/core";
 import { BlobService, ErrorReason, JobService, WorkerService } from "@dce/proto";
 import type { Logger } from "pino";
 import { type CoordinatorConfig, MESSAGE_OVERHEAD_BYTES } from "./config.js";
@@ -20,6 +29,7 @@ import type { Applied, ShellContext } from "./shell/context.js";
 import { executeEffect } from "./shell/effects.js";
 import { EpochReservations } from "./shell/epoch-reservations.js";
 import { InvariantWatch } from "./shell/invariant-watch.js";
+import { PanelHashes } from "./shell/panel-hashes.js";
 import { recoverState } from "./shell/recovery.js";
 import { ResultFinalizer } from "./shell/result-finalizer.js";
 import { ResultVerification } from "./shell/result-verification.js";
@@ -114,6 +124,7 @@ export class Coordinator {
       waiters: this.#waiters,
       identities: this.#identities,
       verification: this.#verification,
+      panelHashes: new PanelHashes({ blobs, jobState: (jobId) => state.jobs.get(asJobId(jobId))?.state }),
       maxChunkBytes: this.maxChunkBytes,
       apply,
       reserveEpochs: (count) => epochs.reserve(count),

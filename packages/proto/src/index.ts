@@ -9,4 +9,5 @@ export * from "./gen/dce/v1/blob_pb.js";
 export * from "./gen/dce/v1/common_pb.js";
 export * from "./gen/dce/v1/error_pb.js";
 export * from "./gen/dce/v1/job_pb.js";
+export * from "./gen/dce/v1/peer_pb.js";
 export * from "./gen/dce/v1/worker_pb.js";

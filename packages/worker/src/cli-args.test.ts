@@ -37,6 +37,7 @@ describe("parseArgs", () => {
       chaosDropRate: 0,
       chaosCorruptRate: 0,
       chaosCrashOnShard: undefined,
+      peerTimeoutMs: 3_000,
     });
   });
 
@@ -118,6 +119,7 @@ describe("parseArgs", () => {
       chaosDropRate: 0.1,
       chaosCorruptRate: 0.3,
       chaosCrashOnShard: 21,
+      peerTimeoutMs: 3_000,
     });
     const c = config(
       [...base, "--threads", "2", "--log-level", "error", "--kernels", "auto", "--chaos-crash-on-shard", "0"],

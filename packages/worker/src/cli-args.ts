@@ -2,6 +2,8 @@ import { LOG_FORMATS, type LogFormat } from "@dce/runtime/logging";
 import { Command, CommanderError, Option } from "commander";
 import { isKernelName, type KernelName, kernelNames } from "./kernels/names.js";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
+import { peerAddressProblems } from "./peer/peer-args.js";
+import { defaultPeerTimeoutMs } from "./peer/peer-reader.js";
 import { version } from "./version.js";
 
 /** Log levels `--log-level` accepts (pino's). */
@@ -42,6 +44,12 @@ export interface WorkerCliConfig {
    * `"auto"` (default) for every available one, fastest first.
    */
   readonly kernels: "auto" | readonly KernelName[];
+  /** `--peer-listen` / `DCE_WORKER_PEER_LISTEN`: `HOST:PORT` of the panel server for peers; default none (off). */
+  readonly peerListen: string | undefined;
+  /** `--peer-advertise` / `DCE_WORKER_PEER_ADVERTISE`: `HOST:PORT` peers are told; default the listen address. */
+  readonly peerAdvertise: string | undefined;
+  /** `--peer-timeout-ms` / `DCE_WORKER_PEER_TIMEOUT_MS`: bound on reaching a peer and on its silence; default 3 000. */
+  readonly peerTimeoutMs: number;
   /** `--chaos-crash-rate` / `DCE_CHAOS_CRASH_RATE`: probability of dying mid-shard; default 0. */
   readonly chaosCrashRate: number;
   /** `--chaos-delay-ms` / `DCE_CHAOS_DELAY_MS`: random delay up to this before each report; default 0. */
@@ -139,6 +147,24 @@ const flags: readonly FlagSpec[] = [
     key: "kernels",
     env: "DCE_WORKER_KERNELS",
     help: `kernels to offer, comma-separated in preference order, from ${kernelNames.join(", ")}; auto = every available one, fastest first (default: auto)`,
+  },
+  {
+    flag: "--peer-listen <host:port>",
+    key: "peerListen",
+    env: "DCE_WORKER_PEER_LISTEN",
+    help: "serve the input panels this worker holds to other workers of the cluster on HOST:PORT (mTLS; needs --cert, --key, --ca) (default: off)",
+  },
+  {
+    flag: "--peer-advertise <host:port>",
+    key: "peerAdvertise",
+    env: "DCE_WORKER_PEER_ADVERTISE",
+    help: "HOST:PORT other workers reach the panel server at; required when --peer-listen is 0.0.0.0 or [::] (default: the --peer-listen address)",
+  },
+  {
+    flag: "--peer-timeout-ms <n>",
+    key: "peerTimeoutMs",
+    env: "DCE_WORKER_PEER_TIMEOUT_MS",
+    help: `how long a peer may take to be reached, or stay silent (HTTP/2 PINGs), before the next peer, then the coordinator, is asked (default: ${defaultPeerTimeoutMs})`,
   },
   {
     flag: "--chaos-crash-rate <p>",
@@ -267,6 +293,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
     problems.push(`--log-format must be one of ${LOG_FORMATS.join(", ")}, got "${logFormat}"`);
   }
 
+  const peerListen = raw("peerListen");
+  const peerAdvertise = raw("peerAdvertise");
+  problems.push(...peerAddressProblems(peerListen, peerAdvertise));
+  const peerTimeoutMs = integer("peerTimeoutMs", "--peer-timeout-ms", defaultPeerTimeoutMs, 1);
   const kernels = parseKernels(raw("kernels") ?? "auto", problems);
   const rate = (key: "chaosCrashRate" | "chaosDropRate" | "chaosCorruptRate", flag: string): number => {
     const text = raw(key);
@@ -305,6 +335,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       logLevel: logLevel as LogLevel,
       logFormat: logFormat as LogFormat | "auto",
       kernels,
+      peerListen,
+      peerAdvertise,
+      peerTimeoutMs,
       chaosCrashRate,
       chaosDelayMs,
       chaosDropRate,

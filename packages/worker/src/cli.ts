@@ -88,6 +88,9 @@ async function main(): Promise<number> {
     maxMessageBytes: config.maxMessageBytes,
     shutdownGraceMs: config.shutdownGraceMs,
     retryBudgetMs: config.retryBudgetMs,
+    peerListen: config.peerListen,
+    peerAdvertise: config.peerAdvertise,
+    peerTimeoutMs: config.peerTimeoutMs,
     logger,
     // --chaos-*: faults injected around the worker's report port, from outside the worker.
     // Dying is abrupt on purpose: no drain, no flush, exactly like a crash.

@@ -26,6 +26,7 @@
 export type { ChaosOptions } from "./chaos/chaos-options.js";
 export { chaosReporter } from "./chaos/chaos-reporter.js";
 export { RetryBudgetExceededError } from "./errors.js";
+export type { InputBytes } from "./inputs/input-fetcher.js";
 export type { Kernel, KernelSelection, UnavailableKernel } from "./kernels/kernel.js";
 export { createKernel, listKernels, selectKernels } from "./kernels/kernel.js";
 export type { KernelName } from "./kernels/names.js";

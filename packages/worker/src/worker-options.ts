@@ -2,6 +2,9 @@ import { hostname } from "node:os";
 import type { Transport } from "@connectrpc/connect";
 import { defaultCacheBytes, defaultMaxMessageBytes, defaultShutdownGraceMs, minMaxMessageBytes } from "./limits.js";
 import type { WorkerLogger } from "./log-scope.js";
+import { type HostPort, isWildcardHost, parseHostPort } from "./peer/host-port.js";
+import { defaultMaxPeerReads } from "./peer/panel-server.js";
+import { defaultPeerTimeoutMs } from "./peer/peer-reader.js";
 import type { ComputePool } from "./pool.js";
 import type { ReporterDecorator } from "./report/shard-reporter.js";
 
@@ -56,6 +59,25 @@ export interface WorkerOptions {
    * gives up with a {@link RetryBudgetExceededError}; default 0, which retries forever.
    */
   readonly retryBudgetMs?: number | undefined;
+  /**
+   * `HOST:PORT` to serve the input panels this worker holds to its peers on (port 0: a
+   * free one); default none. Needs `cert`, `key` and `ca`: peers connect with mutual TLS.
+   */
+  readonly peerListen?: string | undefined;
+  /**
+   * `HOST:PORT` the coordinator tells peers to reach the panel server at; default
+   * `peerListen` (with the port it got). Required when `peerListen` is 0.0.0.0 or [::].
+   */
+  readonly peerAdvertise?: string | undefined;
+  /**
+   * How long a peer may take to be reached (connection and TLS handshake) or stay silent
+   * (HTTP/2 PINGs unanswered), in milliseconds, before the worker asks the next peer,
+   * then the coordinator; default 3 000. A peer that answers PINGs may take up to
+   * `rpcTimeoutMs` per call (it may be loading the panel itself).
+   */
+  readonly peerTimeoutMs?: number | undefined;
+  /** Most peer reads the panel server serves at once (more get RESOURCE_EXHAUSTED); default 8. */
+  readonly maxPeerReads?: number | undefined;
   /** Long-poll wait sent with AcquireShards, in milliseconds; default 20 000. */
   readonly acquireWaitMs?: number | undefined;
   /** Deadline of every other RPC, in milliseconds; default 30 000. */
@@ -94,6 +116,10 @@ export interface WorkerConfig {
   readonly acquireWaitMs: number;
   readonly rpcTimeoutMs: number;
   readonly random: () => number;
+  readonly peerListen: HostPort | undefined;
+  readonly peerAdvertise: HostPort | undefined;
+  readonly peerTimeoutMs: number;
+  readonly maxPeerReads: number;
 }
 
 /**
@@ -123,6 +149,7 @@ export function resolveConfig(o: WorkerOptions): WorkerConfig {
     acquireWaitMs: o.acquireWaitMs ?? 20_000,
     rpcTimeoutMs: o.rpcTimeoutMs ?? 30_000,
     random: o.random ?? Math.random,
+    ...resolvePeerOptions(o),
   };
   for (const key of ["cacheBytes", "shutdownGraceMs", "retryBudgetMs", "acquireWaitMs"] as const) {
     const v = config[key];
@@ -142,6 +169,37 @@ export function resolveConfig(o: WorkerOptions): WorkerConfig {
     throw new RangeError(`threads must be a positive integer, got ${config.threads}`);
   }
   return config;
+}
+
+/** The peer options of `o`, parsed. @throws TypeError for a bad address, RangeError for a bad number. */
+function resolvePeerOptions(
+  o: WorkerOptions,
+): Pick<WorkerConfig, "peerListen" | "peerAdvertise" | "peerTimeoutMs" | "maxPeerReads"> {
+  const hostPort = (name: string, text: string | undefined): HostPort | undefined => {
+    if (text === undefined) return undefined;
+    const parsed = parseHostPort(text);
+    if (typeof parsed === "string") throw new TypeError(`${name}: ${parsed}`);
+    return parsed;
+  };
+  const peerListen = hostPort("peerListen", o.peerListen);
+  const peerAdvertise = hostPort("peerAdvertise", o.peerAdvertise);
+  if (peerListen !== undefined && peerAdvertise === undefined && isWildcardHost(peerListen.host)) {
+    throw new TypeError(
+      `peerListen ${o.peerListen} listens on every interface: give peerAdvertise, the address peers reach it at`,
+    );
+  }
+  if (peerAdvertise !== undefined && (peerAdvertise.port === 0 || isWildcardHost(peerAdvertise.host))) {
+    throw new TypeError(`peerAdvertise must be an address peers can dial, got ${o.peerAdvertise}`);
+  }
+  const peerTimeoutMs = o.peerTimeoutMs ?? defaultPeerTimeoutMs;
+  const maxPeerReads = o.maxPeerReads ?? defaultMaxPeerReads;
+  for (const [key, v] of [
+    ["peerTimeoutMs", peerTimeoutMs],
+    ["maxPeerReads", maxPeerReads],
+  ] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${key} must be a positive integer, got ${v}`);
+  }
+  return { peerListen, peerAdvertise, peerTimeoutMs, maxPeerReads };
 }
 
 export function threadsOption(threads: number | undefined): { threads?: number } {

@@ -3,9 +3,10 @@ import { BlobService, WorkerService } from "@dce/proto";
 import { createBlobTransfer } from "@dce/runtime/blob-transfer";
 import { errorMessage, ShardStopped, toError } from "./errors.js";
 import { type BlobCache, createBlobCache } from "./inputs/blob-cache.js";
-import { InputFetcher } from "./inputs/input-fetcher.js";
+import { type InputBytes, InputFetcher } from "./inputs/input-fetcher.js";
 import { raceAbort } from "./internal/abort.js";
 import { scopedLogger, shardScope, silentLogger, type WorkerLogger } from "./log-scope.js";
+import { type PeerPlane, startPeerPlane } from "./peer/peer-plane.js";
 import { type ComputePool, createThreadPool } from "./pool.js";
 import { Heartbeat } from "./pull/heartbeat.js";
 import { PullLoop } from "./pull/pull-loop.js";
@@ -24,6 +25,7 @@ interface Parts {
   readonly pull: PullLoop;
   readonly heartbeat: Heartbeat;
   readonly failures: ShardFailures;
+  readonly inputs: InputFetcher;
 }
 
 /**
@@ -61,6 +63,8 @@ export class Worker {
   readonly #wrapReporter: ReporterDecorator | undefined;
   readonly #cache: BlobCache;
   #pool: ComputePool | undefined;
+  /** The panel server and peer reader, started before registration. */
+  #peers: PeerPlane | undefined;
   /** The worker's rooms, made by start() once there is a transport. */
   #parts: Parts | undefined;
 
@@ -98,6 +102,11 @@ export class Worker {
   /** The id the coordinator gave this worker; `undefined` before registration. Opaque. */
   get workerId(): string | undefined {
     return this.#parts?.session.workerId;
+  }
+
+  /** Input bytes received so far: from peers, and from the coordinator. */
+  get inputBytes(): InputBytes {
+    return this.#parts?.inputs.bytesBySource ?? { peer: 0, coordinator: 0 };
   }
 
   /** Number of shards held right now (fetching, computing, or reporting). */
@@ -144,7 +153,14 @@ export class Worker {
     if (this.#drain.signal.aborted) return;
     const transport = this.#transport ?? createTransport(this.#config);
     this.#pool = this.#injectedPool ?? createThreadPool(threadsOption(this.#config.threads));
-    const parts = this.#makeParts(transport, this.#pool);
+    try {
+      this.#peers = await startPeerPlane(this.#config, this.#cache, this.#log);
+    } catch (e) {
+      const error = toError(e, "starting the panel server for peers");
+      this.#fail(error);
+      throw error;
+    }
+    const parts = this.#makeParts(transport, this.#pool, this.#peers);
     this.#parts = parts;
     try {
       await parts.session.register(this.#drain.signal);
@@ -158,17 +174,27 @@ export class Worker {
   }
 
   /** Wires the rooms together: session, input fetcher, report path, pull loop, heartbeat. */
-  #makeParts(transport: Transport, pool: ComputePool): Parts {
+  #makeParts(transport: Transport, pool: ComputePool, peers: PeerPlane): Parts {
     const config = this.#config;
     const log = this.#log;
     const rpc = createClient(WorkerService, transport);
     const isFatal = () => this.#fatal !== undefined;
     const fail = (error: Error) => this.#fail(error);
     const stopSignal = this.#stop.signal;
-    const session = new Session({ config, log, rpc, threads: pool.size, stopSignal, isFatal, fail });
+    const peerAddress = peers.advertisedAddress;
+    const session = new Session({ config, log, rpc, threads: pool.size, peerAddress, stopSignal, isFatal, fail });
     const transfer = createBlobTransfer(createClient(BlobService, transport), { chunkBytes: () => session.chunkLimitBytes() });
     const { rpcTimeoutMs, random } = config;
-    const inputs = new InputFetcher({ session, transfer, cache: this.#cache, cacheBytes: config.cacheBytes, rpcTimeoutMs, log });
+    const cacheBytes = config.cacheBytes;
+    const inputs = new InputFetcher({
+      session,
+      transfer,
+      cache: this.#cache,
+      cacheBytes,
+      rpcTimeoutMs,
+      log,
+      peers: peers.reader,
+    });
     const batcher = new ReportBatcher({ rpc, session, rpcTimeoutMs, stopSignal });
     const completion = new CompletionReporter({ session, batcher, transfer, rpcTimeoutMs, random, log, isFatal });
     const reporter = this.#wrapReporter?.(completion, { log, random }) ?? completion;
@@ -177,7 +203,7 @@ export class Worker {
     const pullDeps = { config, log, rpc, session, pool, inputs, reporter, failures, drainSignal, stopSignal, isFatal, fail };
     const pull = new PullLoop(pullDeps);
     const heartbeat = new Heartbeat({ rpc, session, runs: pull.runs, log, stopSignal, isFatal });
-    return { session, pull, heartbeat, failures };
+    return { session, pull, heartbeat, failures, inputs };
   }
 
   /** Stops the worker because of an error it cannot recover from; wait() rejects with it. */
@@ -235,6 +261,9 @@ export class Worker {
       this.#stop.abort(new ShardStopped("worker stopped"));
       await Promise.all(this.#loops);
     });
+    await step("stop the panel server", async () => {
+      await this.#peers?.close();
+    });
     await step("close pool", async () => {
       if (this.#injectedPool === undefined) await this.#pool?.close();
     });
@@ -248,6 +277,10 @@ export class Worker {
           shardsFinishedWhileDraining: finished,
           leasesHandedBack: handBacks.done,
           handBacksLost: handBacks.lost,
+          // Where input panels came from, and what peers read here: the data plane's traffic.
+          inputBytesFromPeers: this.inputBytes.peer,
+          inputBytesFromCoordinator: this.inputBytes.coordinator,
+          bytesServedToPeers: this.#peers?.servedBytes ?? 0,
         },
         `worker stopped: ${plural(finished, "shard")} finished while draining, ${plural(handBacks.done, "lease")} handed back` +
           (handBacks.lost > 0 ? `, ${plural(handBacks.lost, "hand-back")} not delivered (those leases run out)` : ""),

@@ -82,7 +82,10 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
           for (const g of grants) {
             shell.log.debug({ jobId: g.lease.jobId, shard: g.lease.shardIndex, epoch: g.lease.epoch, workerId }, "lease granted");
           }
-          return { leases: withInlineInputs(shell.blobs, grants.map(toShardLease)) };
+          const leases = withInlineInputs(shell.blobs, grants.map(toShardLease));
+          // Only leases that name peers get panel hashes: a cluster without peers pays nothing.
+          await shell.panelHashes.fill(leases);
+          return { leases };
         }
         await shell.waiters.waitForShards(deadline - shell.clock.nowMs(), ctx.signal);
       }

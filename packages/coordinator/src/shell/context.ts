@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { CoordinatorConfig } from "../config.js";
 import type { Clock } from "../ports/clock.js";
 import type { BlobStorePort, FreeSpacePort, ResultSinkPort } from "../ports/storage.js";
+import type { PanelHashes } from "./panel-hashes.js";
 import type { ResultVerification } from "./result-verification.js";
 import type { Waiters } from "./waiters.js";
 import type { WorkerIdentities } from "./worker-identity.js";
@@ -25,6 +26,8 @@ export interface ShellContext {
   readonly waiters: Waiters;
   readonly identities: WorkerIdentities;
   readonly verification: ResultVerification;
+  /** SHA-256 of the input panels of leases that name peers. */
+  readonly panelHashes: PanelHashes;
   /** Largest data payload per chunk, in bytes. */
   readonly maxChunkBytes: number;
   /**

@@ -20,6 +20,12 @@ export interface BlobCache {
    * it has aborted.
    */
   getOrLoad(blobId: string, load: (signal: AbortSignal) => Promise<Float64Array>, signal: AbortSignal): Promise<Float64Array>;
+  /**
+   * The cached matrix, or the result of a load already under way (joined like another
+   * caller of {@link BlobCache.getOrLoad}); `undefined` at once when neither: it never
+   * starts a load. The panel server answers peers with it.
+   */
+  join(blobId: string, signal: AbortSignal): Promise<Float64Array> | undefined;
 }
 
 /** Options for {@link createBlobCache}. */
@@ -66,6 +72,12 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
       return sizeBytes;
     },
     get,
+    join(blobId, signal) {
+      const hit = get(blobId);
+      if (hit !== undefined) return Promise.resolve(hit);
+      const current = loads.get(blobId);
+      return current === undefined ? undefined : wait(blobId, current, signal);
+    },
     async getOrLoad(blobId, load, signal) {
       const hit = get(blobId);
       if (hit !== undefined) return hit;
@@ -88,18 +100,22 @@ export function createBlobCache(options: BlobCacheOptions): BlobCache {
         current = entry;
         loads.set(blobId, entry);
       }
-      const shared = current;
-      shared.waiters++;
-      try {
-        return await raceAbort(shared.promise, signal);
-      } finally {
-        shared.waiters--;
-        if (shared.waiters === 0 && loads.get(blobId) === shared) {
-          // Everyone left before the load finished: stop it, and let the next caller start afresh.
-          loads.delete(blobId);
-          shared.controller.abort(signal.reason);
-        }
-      }
+      return wait(blobId, current, signal);
     },
   };
+
+  /** Waits for a shared load as one of its callers. */
+  async function wait(blobId: string, shared: Load, signal: AbortSignal): Promise<Float64Array> {
+    shared.waiters++;
+    try {
+      return await raceAbort(shared.promise, signal);
+    } finally {
+      shared.waiters--;
+      if (shared.waiters === 0 && loads.get(blobId) === shared) {
+        // Everyone left before the load finished: stop it, and let the next caller start afresh.
+        loads.delete(blobId);
+        shared.controller.abort(signal.reason);
+      }
+    }
+  }
 }

@@ -1,9 +1,10 @@
-import type { MatrixRef } from "@dce/proto";
+import { type MatrixRef, PanelAxis, type PeerSource } from "@dce/proto";
 import type { BlobTransfer, ReadOptions } from "@dce/runtime/blob-transfer";
 import { columnPanelView } from "@dce/runtime/strided-view";
 import { ShardDataError } from "../errors.js";
 import { bytesToFloat64 } from "../internal/bytes.js";
 import type { WorkerLogger } from "../log-scope.js";
+import type { PeerReader } from "../peer/peer-reader.js";
 import type { ShardPlan } from "../pull/shard.js";
 import type { Session } from "../session/session.js";
 import type { BlobCache } from "./blob-cache.js";
@@ -24,6 +25,16 @@ export interface InputFetcherDeps {
   readonly cacheBytes: number;
   readonly rpcTimeoutMs: number;
   readonly log: WorkerLogger;
+  /** Reads panels from the peers a lease names; absent when this worker has no certificate. */
+  readonly peers?: PeerReader | undefined;
+}
+
+/** Input bytes a worker received, by where they came from. */
+export interface InputBytes {
+  /** From peers (PeerService.ReadPanel), accepted after their SHA-256 matched. */
+  readonly peer: number;
+  /** From the coordinator (ReadBlob, or its blob files on this host). */
+  readonly coordinator: number;
 }
 
 /**
@@ -49,9 +60,15 @@ export interface ShardInputs {
  */
 export class InputFetcher {
   readonly #d: InputFetcherDeps;
+  #coordinatorBytes = 0;
 
   constructor(deps: InputFetcherDeps) {
     this.#d = deps;
+  }
+
+  /** Input bytes received so far, by source. */
+  get bytesBySource(): InputBytes {
+    return { peer: this.#d.peers?.bytesRead ?? 0, coordinator: this.#coordinatorBytes };
   }
 
   /** The inputs of `plan`. Aborting `signal` abandons the wait (a shared load goes on for others). */
@@ -87,15 +104,24 @@ export class InputFetcher {
     if (whole) return wholeB(plan, await cache.getOrLoad(ref.blobId, (s) => this.#fetchMatrix(ref, s), signal));
     // The shards of one column band (the same columns, other rows) fetch it once per worker.
     const key = colPanelKey(ref.blobId, plan.colStart, plan.colEnd);
+    const totalBytes = ref.rows * width * 8;
     const panel = await cache.getOrLoad(
       key,
-      async (s) => {
-        const out = new Uint8Array(new SharedArrayBuffer(ref.rows * width * 8));
-        await this.#read(ref, s, (o) =>
-          this.#d.transfer.readStrided(ref.blobId, columnPanelView(ref.cols, plan.colStart, plan.colEnd), out, sizeBytes, o),
-        );
-        return bytesToFloat64(out);
-      },
+      (s) =>
+        this.#loadPanel(
+          { ref, axis: PanelAxis.COLS, start: plan.colStart, end: plan.colEnd, totalBytes },
+          plan.panels.bPeers,
+          plan.panels.bPanelSha256,
+          async (signal) => {
+            const out = new Uint8Array(new SharedArrayBuffer(totalBytes));
+            await this.#read(ref, signal, (o) =>
+              this.#d.transfer.readStrided(ref.blobId, columnPanelView(ref.cols, plan.colStart, plan.colEnd), out, sizeBytes, o),
+            );
+            this.#coordinatorBytes += totalBytes;
+            return out;
+          },
+          s,
+        ),
       signal,
     );
     return { b: panel, bColStart: 0, ldb: width };
@@ -116,12 +142,42 @@ export class InputFetcher {
     }
     // A row panel is a block of its own in the cache: the shards of one row band (the
     // same rows, other columns) fetch it once per worker.
-    const block = rowPanelKey(plan.a.blobId, plan.rowStart, plan.rowStart + plan.m);
+    const rowEnd = plan.rowStart + plan.m;
     return cache.getOrLoad(
-      block,
-      async (s) => bytesToFloat64(await this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, s)),
+      rowPanelKey(plan.a.blobId, plan.rowStart, rowEnd),
+      (s) =>
+        this.#loadPanel(
+          { ref: plan.a, axis: PanelAxis.ROWS, start: plan.rowStart, end: rowEnd, totalBytes: plan.m * plan.k * 8 },
+          plan.panels.aPeers,
+          plan.panels.aPanelSha256,
+          (signal) => this.#readRange(plan.a, from * 8, plan.m * plan.k * 8, signal),
+          s,
+        ),
       signal,
     );
+  }
+
+  /**
+   * One panel: from the first peer the lease names that serves it with the right SHA-256,
+   * else from the coordinator by `fromCoordinator`. The B column panels (cache key
+   * `colPanelKey`) go through here the same way.
+   */
+  async #loadPanel(
+    panel: { ref: MatrixRef; axis: PanelAxis; start: number; end: number; totalBytes: number },
+    peers: readonly PeerSource[],
+    sha256: Uint8Array,
+    fromCoordinator: (signal: AbortSignal) => Promise<Uint8Array>,
+    signal: AbortSignal,
+  ): Promise<Float64Array> {
+    const { ref, ...range } = panel;
+    const request = { blobId: ref.blobId, rows: ref.rows, cols: ref.cols, ...range };
+    const fromPeer = this.#d.peers === undefined ? undefined : await this.#d.peers.read(request, peers, sha256, signal);
+    const source = fromPeer === undefined ? "coordinator" : "peer";
+    this.#d.log.debug(
+      { blobId: ref.blobId, axis: PanelAxis[panel.axis], start: panel.start, end: panel.end, bytes: panel.totalBytes, source },
+      "panel fetched",
+    );
+    return bytesToFloat64(fromPeer ?? (await fromCoordinator(signal)));
   }
 
   /** Caches a matrix that came inline with its lease (small inputs), so no read is needed. */
@@ -149,6 +205,7 @@ export class InputFetcher {
     // Shared memory: kernel threads read it in place, without a copy per shard.
     const out = new Uint8Array(new SharedArrayBuffer(lengthBytes));
     await this.#read(ref, signal, (o) => this.#d.transfer.readRange(ref.blobId, offsetBytes, out, ref.rows * ref.cols * 8, o));
+    this.#coordinatorBytes += lengthBytes;
     return out;
   }
 

@@ -1,4 +1,4 @@
-import type { LeaseRef, MatrixRef, ShardLease, ShardResult } from "@dce/proto";
+import type { LeaseRef, MatrixRef, PeerSource, ShardLease, ShardResult } from "@dce/proto";
 import { ShardDataError } from "../errors.js";
 import { createKernel } from "../kernels/kernel.js";
 
@@ -26,6 +26,16 @@ export interface ShardPlan {
   readonly colStart: number;
   readonly colEnd: number;
   readonly kernel: string;
+  /** The peers the lease names for its A row panel and B column panel, and the panels' SHA-256. */
+  readonly panels: PanelPeers;
+}
+
+/** Where else a shard's input panels may be read: the peers and hashes of its lease (empty when none). */
+export interface PanelPeers {
+  readonly aPeers: readonly PeerSource[];
+  readonly bPeers: readonly PeerSource[];
+  readonly aPanelSha256: Uint8Array;
+  readonly bPanelSha256: Uint8Array;
 }
 
 /** A shard result as CompleteShards carries it. */
@@ -49,7 +59,8 @@ export function planShard(shard: ShardLease, defaultKernel: string): ShardPlan {
   }
   const kernel = shard.kernel || defaultKernel;
   createKernel(kernel); // throws RangeError for a kernel this build lacks
-  return { m: rowEnd - rowStart, n: colEnd - colStart, k: a.cols, a, b, rowStart, colStart, colEnd, kernel };
+  const panels = { aPeers: t.aPeers, bPeers: t.bPeers, aPanelSha256: t.aPanelSha256, bPanelSha256: t.bPanelSha256 };
+  return { m: rowEnd - rowStart, n: colEnd - colStart, k: a.cols, a, b, rowStart, colStart, colEnd, kernel, panels };
 }
 
 /** Map key of a lease: one grant of one shard. */

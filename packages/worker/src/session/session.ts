@@ -32,6 +32,8 @@ export interface SessionDeps {
   readonly rpc: Client<typeof WorkerService>;
   /** Compute threads, announced on registration. */
   readonly threads: number;
+  /** Where peers reach this worker's panel server, announced on registration; "" for none. */
+  readonly peerAddress: string;
   /** Aborted when everything must stop now; a re-registration runs until then. */
   readonly stopSignal: AbortSignal;
   /** Whether the worker already stopped on a fatal error (no more retries then). */
@@ -81,11 +83,11 @@ export class Session {
 
   /** Registers, retrying while the coordinator is unreachable, until `signal` aborts. */
   async register(signal: AbortSignal): Promise<void> {
-    const { config, log, rpc, threads } = this.#d;
+    const { config, log, rpc, threads, peerAddress } = this.#d;
     const kernels = listKernels().map((k) => ({ name: k.name, fingerprint: k.fingerprint }));
     const res = await this.retry(
       "RegisterWorker",
-      () => rpc.registerWorker({ name: config.name, kernels, threads }, { signal, timeoutMs: config.rpcTimeoutMs }),
+      () => rpc.registerWorker({ name: config.name, kernels, threads, peerAddress }, { signal, timeoutMs: config.rpcTimeoutMs }),
       { signal, workerScoped: false },
     );
     this.#workerId = res.workerId;
@@ -105,6 +107,7 @@ export class Session {
         maxMessageBytes: this.messageLimitBytes(),
         // Where input blocks come from: the coordinator's files on this host, or ReadBlob.
         inputs: this.#localStore ? `local store ${this.#localStore.dir}` : "ReadBlob",
+        ...(peerAddress === "" ? {} : { peerAddress }),
       },
       "worker registered",
     );
