@@ -4,7 +4,6 @@ import {
   existsSync,
   fdatasync,
   fstatSync,
-  fsyncSync,
   ftruncateSync,
   mkdirSync,
   openSync,
@@ -204,9 +203,10 @@ export class ResultSink {
   }
 
   /**
-   * Seals a job's C: hashes it, makes it durable and links it into the blob store.
-   * The buffer itself stays until {@link release}, so a crash before the job's success
-   * is journaled can seal it again.
+   * Seals a job's C: hashes it and links it into the blob store; it is durable once the
+   * journal's next commit ends (before that commit writes the success record). The
+   * buffer itself stays until {@link release}, so a crash before the job's success is
+   * journaled can seal it again.
    */
   finalize(jobId: string): string {
     const r = this.#open.get(jobId);
@@ -219,21 +219,21 @@ export class ResultSink {
     if (r.mirror !== undefined) {
       flushMirror(r);
       hash.update(r.mirror);
-      fsyncSync(r.fd);
-      const blobId = hash.digest("hex");
-      this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
-      return blobId;
+    } else {
+      const buf = Buffer.allocUnsafe(Math.min(r.sizeBytes, 8 << 20));
+      for (let pos = 0; pos < r.sizeBytes; ) {
+        const n = readSync(r.fd, buf, 0, Math.min(buf.byteLength, r.sizeBytes - pos), pos);
+        if (n === 0) throw new Error(`result file of job ${jobId} is short`);
+        hash.update(buf.subarray(0, n));
+        pos += n;
+      }
     }
-    const buf = Buffer.allocUnsafe(Math.min(r.sizeBytes, 8 << 20));
-    for (let pos = 0; pos < r.sizeBytes; ) {
-      const n = readSync(r.fd, buf, 0, Math.min(buf.byteLength, r.sizeBytes - pos), pos);
-      if (n === 0) throw new Error(`result file of job ${jobId} is short`);
-      hash.update(buf.subarray(0, n));
-      pos += n;
-    }
-    fsyncSync(r.fd);
     const blobId = hash.digest("hex");
-    this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
+    // Durable with the job's success record, not here on the event loop: the journal's
+    // next commit first fdatasyncs this buffer (syncDirty), then syncs the blob's folder
+    // (BlobStore.syncPending), then writes the record (disk-storage.ts).
+    this.#dirty.add(jobId);
+    this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true, deferSync: true });
     return blobId;
   }
 

@@ -9,6 +9,8 @@ import type { ShellContext } from "./context.js";
 const SEAL_RETRY_FIRST_MS = 1_000;
 /** Longest delay between tries to seal a result, in ms. */
 const SEAL_RETRY_MAX_MS = 30_000;
+/** Largest C sealed in the step that accepts its last tile (hashing 1 MiB takes a few ms). */
+const SEAL_AT_ONCE_MAX_BYTES = 1024 * 1024;
 
 /**
  * Seals each finished job's C into the blob store and records its success. A seal the
@@ -41,9 +43,18 @@ export class ResultFinalizer {
     this.#isClosed = deps.isClosed;
   }
 
-  /** Seals a job's result after the current reply is sent (it reads the whole buffer). */
+  /**
+   * Seals a job's result: a small one at once after the current step, so its success
+   * record joins the group commit that makes its last tile's acceptance durable (one
+   * journal fsync less at the end of each small job; the reply to that CompleteShards
+   * waits for the same commit either way); a larger one after the current reply is sent
+   * (it reads the whole buffer).
+   */
   finalize(jobId: JobId): void {
-    this.#clock.setTimer(0, () => this.#seal(jobId));
+    const plan = this.#state.jobs.get(jobId)?.plan;
+    // A microtask runs before the journal's commit of the current step starts its write.
+    if (plan !== undefined && plan.rows * plan.cols * 8 <= SEAL_AT_ONCE_MAX_BYTES) queueMicrotask(() => this.#seal(jobId));
+    else this.#clock.setTimer(0, () => this.#seal(jobId));
   }
 
   #seal(jobId: JobId): void {
