@@ -9,7 +9,7 @@ import type { ShellContext } from "./context.js";
 const SEAL_RETRY_FIRST_MS = 1_000;
 /** Longest delay between tries to seal a result, in ms. */
 const SEAL_RETRY_MAX_MS = 30_000;
-/** Largest C sealed in the step that accepts its last tile (hashing 1 MiB takes a few ms). */
+/** Default largest C sealed in the step that accepts its last tile (hashing 1 MiB takes a few ms). */
 const SEAL_AT_ONCE_MAX_BYTES = 1024 * 1024;
 
 /**
@@ -26,6 +26,7 @@ export class ResultFinalizer {
   readonly #isClosed: () => boolean;
   /** Delay before the next try of each result that could not be sealed (disk full), in ms. */
   readonly #retryMs = new Map<string, number>();
+  readonly #sealAtOnceMaxBytes: number;
 
   constructor(deps: {
     log: Logger;
@@ -34,7 +35,9 @@ export class ResultFinalizer {
     state: Readonly<CoreState>;
     apply: ShellContext["apply"];
     isClosed: () => boolean;
+    sealAtOnceMaxBytes?: number;
   }) {
+    this.#sealAtOnceMaxBytes = deps.sealAtOnceMaxBytes ?? SEAL_AT_ONCE_MAX_BYTES;
     this.#log = deps.log;
     this.#clock = deps.clock;
     this.#sink = deps.sink;
@@ -53,7 +56,7 @@ export class ResultFinalizer {
   finalize(jobId: JobId): void {
     const plan = this.#state.jobs.get(jobId)?.plan;
     // A microtask runs before the journal's commit of the current step starts its write.
-    if (plan !== undefined && plan.rows * plan.cols * 8 <= SEAL_AT_ONCE_MAX_BYTES) queueMicrotask(() => this.#seal(jobId));
+    if (plan !== undefined && plan.rows * plan.cols * 8 <= this.#sealAtOnceMaxBytes) queueMicrotask(() => this.#seal(jobId));
     else this.#clock.setTimer(0, () => this.#seal(jobId));
   }
 
