@@ -35,6 +35,33 @@ describe("durable coordinator", () => {
     expect(cluster.coordinator.stderr).toContain("recovered");
   });
 
+  test("SIGKILL right after SubmitJob answered: the inline A and B it sent are there after the restart", async () => {
+    // No worker yet: the job waits with nothing of it computed. The inline matrices are
+    // named (and fsynced) by the same group commit as the job's record, before the reply.
+    const cluster = await startCluster({ workers: 0 });
+    onTestFinished(() => cluster.close());
+    const client = createClient(cluster.clientOptions);
+    const a = randomMatrix(64, 48, 91);
+    const b = randomMatrix(48, 64, 92);
+    const job = await client.submitMatMul(a, b, { kernel: "reference" });
+    await cluster.restartCoordinator("SIGKILL");
+    await cluster.addWorker();
+    const c = await job.result();
+    expect(sameBytes(c.data, naiveMultiply(a, b))).toBe(true);
+  });
+
+  test("SIGKILL right after a small job's result was read: the job and its C are there after the restart", async () => {
+    const cluster = await startCluster({ workers: 1 });
+    onTestFinished(() => cluster.close());
+    const client = createClient(cluster.clientOptions);
+    const a = randomMatrix(40, 40, 93);
+    const job = await client.submitMatMul(a, a, { kernel: "reference" });
+    const c1 = await job.result();
+    await cluster.restartCoordinator("SIGKILL");
+    expect((await job.status()).state).toBe("succeeded");
+    expect(sameBytes((await job.result()).data, c1.data)).toBe(true);
+  });
+
   test("a torn journal tail is truncated at the last good record", async () => {
     const cluster = await startCluster({ workers: 1 });
     onTestFinished(() => cluster.close());

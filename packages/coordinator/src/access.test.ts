@@ -7,9 +7,9 @@ import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionAlpha } from "./gen/grpc/reflection/v1alpha/reflection_pb.js";
 
 const isService = (v: unknown): v is DescService => (v as { kind?: unknown } | null)?.kind === "service";
-/** Every service the coordinator serves: all of dce.v1, health and reflection. */
+/** Every service the coordinator serves: all of dce.v1 but PeerService (workers serve it to each other), health and reflection. */
 const SERVED: DescService[] = [
-  ...(Object.values(proto) as unknown[]).filter(isService),
+  ...(Object.values(proto) as unknown[]).filter(isService).filter((s) => s.typeName !== proto.PeerService.typeName),
   Health,
   ServerReflection,
   ServerReflectionAlpha,

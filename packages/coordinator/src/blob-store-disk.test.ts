@@ -136,7 +136,7 @@ describe("BlobStore on a full or failing disk", () => {
     expect(store.sizeOf(sha256(data))).toBeUndefined();
   });
 
-  it("an upload or inline matrix that would leave less than the reserve free is refused before anything is written", () => {
+  it("an upload or inline matrix that would leave less than the reserve free is refused before anything is written", async () => {
     let freeBytes = 48 << 20;
     const space = new DataDirSpace("/unused", {
       reserveBytes: 1 << 20,
@@ -146,6 +146,7 @@ describe("BlobStore on a full or failing disk", () => {
     const store = open(space);
     space.promise(() => store.pendingUploadBytes());
     const stored = store.put(new Uint8Array(4096).fill(7));
+    await store.syncPending();
     freeBytes = 3 << 20;
     const first = store.begin(1 << 20, "a".repeat(64), 0);
     expect(first).toBeDefined();

@@ -23,9 +23,10 @@ import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, u
 import { digestFile } from "@dce/runtime/file-digest";
 import { BlobError, checkOpenUploads, checkUploadDigest, checkUploadRequest, uploadNotFound } from "./blob-error.js";
 import { type BlobIndex, IndexedBlobStore } from "./blob-index.js";
+import { BlobSyncQueue } from "./blob-sync-queue.js";
 import type { DataDirSpace } from "./disk-space.js";
 import type { BeginOptions } from "./ports/storage.js";
-import { dataDirError, withDataDir } from "./storage-errors.js";
+import { dataDirError, withDataDir, withDataDirAsync } from "./storage-errors.js";
 import { gatherRanges, planStridedRead, type StridedReadPlan, type StridedView } from "./strided-read.js";
 
 export { BlobError };
@@ -70,6 +71,8 @@ export class BlobStore extends IndexedBlobStore {
   readonly #blobDir: string;
   readonly #uploadDir: string;
   readonly #uploads = new Map<string, UploadSession>();
+  /** Inline matrices and sealed results made durable by the next journal commit ({@link syncPending}). */
+  readonly #pending = new BlobSyncQueue((blobId, sizeBytes) => this.index.stored(blobId, sizeBytes));
   /** Absolute root of the store, as peers on this host see it. */
   readonly dir: string;
   /** Random id in `dir/store-id`: a peer that reads it there knows it sees this store. */
@@ -94,9 +97,25 @@ export class BlobStore extends IndexedBlobStore {
     withDataDir(this.dir, "listing blobs", () => scanBlobs(this.#blobDir, this.index));
   }
 
-  /** Path of a stored blob (the id must already be validated). */
+  /** Path of a stored blob (the id must already be validated); an inline matrix not yet synced is read from its temporary file. */
   pathOf(blobId: string): string {
-    return blobPath(this.#opts.dir, blobId);
+    return this.#pending.pathOf(blobId) ?? blobPath(this.#opts.dir, blobId);
+  }
+
+  /** Size of a stored blob, including one whose durability waits for the next journal commit. */
+  override sizeOf(blobId: string): number | undefined {
+    return this.#pending.sizeOf(blobId) ?? super.sizeOf(blobId);
+  }
+
+  /**
+   * Makes the blobs stored with a deferred sync durable (inline matrices, sealed results):
+   * the journal runs it before writing each batch, so no record names a blob that a crash
+   * could take back.
+   * @throws DataDirError when the disk refuses.
+   */
+  syncPending(): Promise<void> {
+    if (this.#pending.empty) return Promise.resolve();
+    return withDataDirAsync(this.dir, "storing new blobs", () => this.#pending.sync());
   }
 
   /**
@@ -117,7 +136,8 @@ export class BlobStore extends IndexedBlobStore {
    */
   begin(sizeBytes: number, sha256: string, nowMs: number, opts: BeginOptions = {}): { uploadId: string } | undefined {
     checkUploadRequest(sizeBytes, sha256, this.#opts.maxBlobBytes);
-    if (sha256 !== "" && this.sizeOf(sha256) === sizeBytes) {
+    // "Already stored" is a promise to the client: a blob still waiting for its sync is uploaded again.
+    if (sha256 !== "" && this.#pending.sizeOf(sha256) === undefined && this.sizeOf(sha256) === sizeBytes) {
       this.index.stored(sha256, sizeBytes);
       return undefined;
     }
@@ -220,9 +240,11 @@ export class BlobStore extends IndexedBlobStore {
    * under a tombstone are kept and revived (a new generation): the collector's pending
    * deletion checks the tombstone in the same synchronous step as it unlinks, so it
    * leaves them. When that fails, a name it made is taken back (so the blob is not seen
-   * as stored) and the error thrown; the source is left to the caller.
+   * as stored) and the error thrown; the source is left to the caller. With `deferSync`
+   * the folder is synced by the next {@link syncPending} (the journal's next commit), and
+   * the blob counts as stored from then on.
    */
-  adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean } = {}): void {
+  adopt(path: string, blobId: string, sizeBytes: number, opts: { keepSource?: boolean; deferSync?: boolean } = {}): void {
     const dir = blobPrefixDir(this.#opts.dir, blobId);
     const dest = blobPath(this.#opts.dir, blobId);
     mkdirSync(dir, { recursive: true });
@@ -236,6 +258,11 @@ export class BlobStore extends IndexedBlobStore {
       } else {
         renameSync(path, dest);
         made = true;
+      }
+      if (opts.deferSync && (made || this.#pending.sizeOf(blobId) !== undefined)) {
+        // Counted as stored once the journal's next commit has synced the folder.
+        this.#pending.addLink(blobId, sizeBytes, dir);
+        return;
       }
       fsyncPath(dir);
     } catch (e) {
@@ -253,11 +280,14 @@ export class BlobStore extends IndexedBlobStore {
     this.index.stored(blobId, sizeBytes);
   }
 
-  /** Stores bytes directly (matrices sent inline in SubmitJob). */
+  /**
+   * Stores bytes directly (matrices sent inline in SubmitJob). They are readable at once
+   * and durable after the journal's next commit ({@link syncPending}).
+   */
   put(data: Uint8Array): string {
     const blobId = createHash("sha256").update(data).digest("hex");
     if (this.sizeOf(blobId) === data.byteLength) {
-      this.index.stored(blobId, data.byteLength);
+      if (this.#pending.sizeOf(blobId) === undefined) this.index.stored(blobId, data.byteLength);
       return blobId;
     }
     // Only submits store inline matrices: new work, held to the watermark.
@@ -271,11 +301,20 @@ export class BlobStore extends IndexedBlobStore {
         try {
           let off = 0;
           while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off, off);
-          fsyncSync(fd);
-        } finally {
+        } catch (e) {
           closeSync(fd);
+          throw e;
         }
-        this.adopt(tmp, blobId, data.byteLength);
+        // Synced, named and counted as stored by the journal's next commit: the submit
+        // that sent it replies only after that commit (blob-store.test.ts "inline matrix").
+        this.#pending.addFile(
+          blobId,
+          tmp,
+          fd,
+          blobPath(this.#opts.dir, blobId),
+          blobPrefixDir(this.#opts.dir, blobId),
+          data.byteLength,
+        );
       },
       () => rmSync(tmp, { force: true }),
     );
@@ -337,6 +376,7 @@ export class BlobStore extends IndexedBlobStore {
   /** Closes every open upload. */
   close(): void {
     for (const u of [...this.#uploads.values()]) this.#discard(u);
+    this.#pending.close();
   }
 
   #session(uploadId: string): UploadSession {

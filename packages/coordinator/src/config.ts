@@ -35,6 +35,12 @@ export interface CoordinatorConfig {
   readonly crashAt?: CrashPoint;
   /** Called with each journal group commit's duration, for metrics. */
   readonly onJournalCommit?: (ms: number, records: number) => void;
+  /**
+   * Largest C (bytes) sealed in the step that accepts its last tile, so its success shares
+   * that tile's group commit; larger ones are sealed after the reply. Default 1 MiB; 0
+   * seals every C after the reply (the simulation does, to reach crashes in between).
+   */
+  readonly sealAtOnceMaxBytes?: number;
   /** Checking workers' results before accepting them (Freivalds' test; see docs/verification.md). */
   readonly verify: {
     /** Check every result (default true). Off, results are accepted as they come. */

@@ -112,7 +112,15 @@ export class Coordinator {
       randomWords: parts.verifyRandomWords,
     });
     const apply = <E extends CoreEvent>(event: E, tile?: Uint8Array) => this.#apply(event, tile);
-    this.#finalizer = new ResultFinalizer({ log: logger, clock, sink, state, apply, isClosed: () => this.#closed !== undefined });
+    this.#finalizer = new ResultFinalizer({
+      log: logger,
+      clock,
+      sink,
+      state,
+      apply,
+      isClosed: () => this.#closed !== undefined,
+      ...(config.sealAtOnceMaxBytes === undefined ? {} : { sealAtOnceMaxBytes: config.sealAtOnceMaxBytes }),
+    });
     const epochs = new EpochReservations(parts.journal, parts.state, (e) => this.#diskFailed(e));
     this.#shell = {
       config,

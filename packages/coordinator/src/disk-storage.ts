@@ -40,7 +40,12 @@ export function createDiskStorage(
       Journal.open({
         dir: join(config.dataDir, "journal"),
         fsync: config.fsync,
-        beforeCommit: () => sink.syncDirty(),
+        // Result bytes first, then the blob names that point at them (a sealed result is a
+        // link to its buffer), then the records: nothing a record names can be lost.
+        beforeCommit: async () => {
+          await sink.syncDirty();
+          await blobs.syncPending();
+        },
         onSnapshotFailed: (e) => logger.error({ err: e }, "journal snapshot failed; the segments are kept until one succeeds"),
         ...(config.onJournalCommit ? { onCommit: config.onJournalCommit } : {}),
         ...(config.crashAt ? { crashAt: config.crashAt } : {}),

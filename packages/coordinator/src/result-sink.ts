@@ -4,7 +4,6 @@ import {
   existsSync,
   fdatasync,
   fstatSync,
-  fsyncSync,
   ftruncateSync,
   mkdirSync,
   openSync,
@@ -13,7 +12,6 @@ import {
   rmSync,
   writeSync,
 } from "node:fs";
-import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { TileBounds } from "@dce/core";
@@ -206,9 +204,10 @@ export class ResultSink {
   }
 
   /**
-   * Seals a job's C: hashes it, makes it durable and links it into the blob store.
-   * A C larger than the in-memory mirror is hashed from its file on a digest thread, so
-   * the event loop keeps serving meanwhile. The buffer itself stays until {@link release},
+   * Seals a job's C: hashes it and links it into the blob store; it is durable once the
+   * journal's next commit ends (before that commit writes the success record). A C
+   * larger than the in-memory mirror is hashed from its file on a digest thread, so the
+   * event loop keeps serving meanwhile. The buffer itself stays until {@link release},
    * so a crash before the job's success is journaled can seal it again.
    * @throws ResultReleasedError when the buffer was released (the job ended) during the seal.
    */
@@ -216,29 +215,25 @@ export class ResultSink {
     const r = this.#open.get(jobId);
     if (!r) throw new Error(`no result buffer for job ${jobId}`);
     const doing = `storing the result of job ${jobId}`;
+    const link = (blobId: string): string => {
+      // Durable with the job's success record, not here on the event loop: the journal's
+      // next commit first fdatasyncs this buffer (syncDirty), then syncs the blob's folder
+      // (BlobStore.syncPending), then writes the record (disk-storage.ts).
+      this.#dirty.add(jobId);
+      this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true, deferSync: true });
+      return blobId;
+    };
     if (r.mirror !== undefined) {
       const mirror = r.mirror;
       return withDataDir(this.#dataDir, doing, () => {
         flushMirror(r);
-        const blobId = createHash("sha256").update(mirror).digest("hex");
-        fsyncSync(r.fd);
-        this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
-        return blobId;
+        return link(createHash("sha256").update(mirror).digest("hex"));
       });
     }
     return withDataDirAsync(this.#dataDir, doing, async () => {
-      // Every accepted tile was synced before its acceptance was journaled (syncDirty);
-      // the file is synced once more, through its own handle (a release meanwhile closes r.fd).
-      const fh = await open(r.path, "r");
-      let blobId: string;
-      try {
-        [blobId] = await Promise.all([digestFile(r.path, r.sizeBytes), fh.datasync()]);
-      } finally {
-        await fh.close();
-      }
+      const blobId = await digestFile(r.path, r.sizeBytes);
       if (this.#open.get(jobId) !== r) throw new ResultReleasedError(jobId);
-      this.#store.adopt(r.path, blobId, r.sizeBytes, { keepSource: true });
-      return blobId;
+      return link(blobId);
     });
   }
 

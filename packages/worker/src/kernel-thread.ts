@@ -8,9 +8,8 @@
  *
  * @packageDocumentation
  */
-import { performance } from "node:perf_hooks";
 import { parentPort, workerData } from "node:worker_threads";
-import { extractColumns } from "./internal/matrix.js";
+import { runGemm } from "./internal/gemm.js";
 import type { ThreadData, ThreadRequest, ThreadResponse, ThreadTask, ThreadTaskResult } from "./internal/thread-protocol.js";
 import { createKernel } from "./kernels/kernel.js";
 
@@ -20,24 +19,7 @@ const stop = (workerData as ThreadData | undefined)?.stop;
 
 function runTask(req: ThreadTask, transfer: ArrayBuffer[]): ThreadTaskResult {
   try {
-    const kernel = createKernel(req.kernel);
-    const c = new Float64Array(req.m * req.n);
-    const whole = req.ldb === req.n && req.bColStart === 0;
-    let startMs: number;
-    if (whole) {
-      startMs = performance.now();
-      kernel.gemm(req.m, req.n, req.k, req.a, req.b, c, stop);
-    } else if (kernel.gemmStrided !== undefined) {
-      // A column panel of a wider B, read in place.
-      startMs = performance.now();
-      kernel.gemmStrided(req.m, req.n, req.k, req.a, req.b.subarray(req.bColStart), req.ldb, c, stop);
-    } else {
-      // Columns of a wider B are copied out here, off the worker's event loop.
-      const b = extractColumns(req.b, req.k, req.ldb, req.bColStart, req.bColStart + req.n);
-      startMs = performance.now();
-      kernel.gemm(req.m, req.n, req.k, req.a, b, c, stop);
-    }
-    const computeMs = performance.now() - startMs;
+    const { c, computeMs } = runGemm(createKernel(req.kernel), req, stop);
     transfer.push(c.buffer);
     return { ok: true, c, computeMs };
   } catch (e) {

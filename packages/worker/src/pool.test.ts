@@ -7,7 +7,8 @@ import { openblasInstalled } from "./test-support/openblas.js";
 
 const pools: ComputePool[] = [];
 function pool(threads: number): ComputePool {
-  const p = createThreadPool({ threads, threadUrl: compileThreadScript() });
+  // Every product to a thread: these tests are about the threads (inline runs are tested below).
+  const p = createThreadPool({ threads, threadUrl: compileThreadScript(), inlineMaxMadds: 0 });
   pools.push(p);
   return p;
 }
@@ -233,8 +234,25 @@ describe("createThreadPool", () => {
     ).rejects.toThrow(/closed/);
   });
 
-  it("a missing thread script fails the task instead of respawning forever", async () => {
+  it("a tiny product runs on the calling thread with the same bits; a larger one still goes to a thread", async () => {
+    // No thread can start here: only a product computed on the calling thread succeeds.
     const p = createThreadPool({ threads: 1, threadUrl: new URL("file:///nonexistent/kernel-thread.js") });
+    pools.push(p);
+    const [m, n, k, ldb] = [16, 24, 40, 64];
+    const a = random(m * k, 11);
+    const b = random(k * ldb, 12);
+    const cols = Float64Array.from({ length: k * n }, (_, i) => b[Math.floor(i / n) * ldb + 8 + (i % n)] as number);
+    const want = expected(m, n, k, a, cols);
+    const { c } = await p.run({ kernel: "reference", m, n, k, a, b, bColStart: 8, ldb });
+    expect(new Uint8Array(c.buffer)).toEqual(new Uint8Array(want.buffer));
+    const big = 65;
+    await expect(
+      p.run({ kernel: "reference", m: big, n: big, k: big, a: new Float64Array(big * big), b: new Float64Array(big * big) }),
+    ).rejects.toThrow();
+  });
+
+  it("a missing thread script fails the task instead of respawning forever", async () => {
+    const p = createThreadPool({ threads: 1, threadUrl: new URL("file:///nonexistent/kernel-thread.js"), inlineMaxMadds: 0 });
     pools.push(p);
     await expect(
       p.run({ kernel: "reference", m: 1, n: 1, k: 1, a: new Float64Array(1), b: new Float64Array(1) }),

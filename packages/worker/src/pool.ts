@@ -1,6 +1,8 @@
 import { availableParallelism } from "node:os";
 import { createThreadPool as createPool, type TaskOutcome } from "@dce/runtime/thread-pool";
+import { runGemm } from "./internal/gemm.js";
 import type { ThreadRequest, ThreadResponse, ThreadTask } from "./internal/thread-protocol.js";
+import { createKernel } from "./kernels/kernel.js";
 
 /** One matrix product for a {@link ComputePool}: `c (m×n) = a (m×k) × b (k×n)`, row-major. */
 export interface GemmTask {
@@ -70,7 +72,20 @@ export interface ThreadPoolOptions {
    * in `dist/` (tests that run from `src/` compile it somewhere and pass its URL).
    */
   readonly threadUrl?: URL;
+  /**
+   * Products of at most this many multiply-adds run on the calling thread instead (the
+   * hop to a kernel thread and back costs more than they do); default
+   * {@link INLINE_TASK_MADDS}, 0 sends every product to a thread.
+   */
+  readonly inlineMaxMadds?: number;
 }
+
+/**
+ * Default of {@link ThreadPoolOptions.inlineMaxMadds}: a 64×64×64 product, some 10 µs
+ * with a native kernel and under 1 ms with the reference kernel, against a thread hop
+ * of 0.1 ms when the host is idle and several ms when it is busy.
+ */
+export const INLINE_TASK_MADDS = 64 * 64 * 64;
 
 /** The default thread script: resolved against this module, so it works from `dist/`. */
 export const defaultThreadUrl: URL = new URL("./kernel-thread.js", import.meta.url);
@@ -104,9 +119,11 @@ export function createThreadPool(options: ThreadPoolOptions = {}): ComputePool {
     encode: encodeRequest,
     decode: (reply, count) => decodeResponse(reply as ThreadResponse, count),
   });
+  const inlineMaxMadds = options.inlineMaxMadds ?? INLINE_TASK_MADDS;
   return {
     size: pool.size,
     run: async (task, signal) => {
+      if (task.m * task.n * task.k <= inlineMaxMadds) return runInline(task, signal);
       const { value, threadMs } = await pool.run(task, signal);
       return { c: value.c, computeMs: value.computeMs, threadMs };
     },
@@ -144,6 +161,25 @@ function decodeResponse(res: ThreadResponse, count: number): (TaskOutcome<Produc
     error.name = r.error.name;
     return { ok: false, error };
   });
+}
+
+/**
+ * Runs a tiny product on the calling thread, with the same kernel code a thread runs
+ * (internal/gemm.ts), so its bits are the same; covered by pool.test.ts "a tiny product
+ * runs on the calling thread with the same bits".
+ */
+async function runInline(task: GemmTask, signal: AbortSignal | undefined): Promise<GemmResult> {
+  signal?.throwIfAborted();
+  const { c, computeMs } = runGemm(createKernel(task.kernel), {
+    m: task.m,
+    n: task.n,
+    k: task.k,
+    a: task.a,
+    b: task.b,
+    bColStart: task.bColStart ?? 0,
+    ldb: task.ldb ?? task.n,
+  });
+  return { c, computeMs, threadMs: computeMs };
 }
 
 function isTiny(task: GemmTask): boolean {

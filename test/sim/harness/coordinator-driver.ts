@@ -58,6 +58,10 @@ export class CoordinatorDriver {
       ...BASE_CONFIG,
       tickIntervalMs: sc.tickMs,
       invariantCheckIntervalMs: 0,
+      // Every C sealed after its last tile's reply, as before the small-job path: crashes
+      // then fall between acceptance and seal (coverage "finalizedAfterRestart"). The
+      // at-once seal is covered by coordinator/src/shell/result-finalizer.test.ts.
+      sealAtOnceMaxBytes: 0,
       maxLongPollMs: Math.max(BASE_CONFIG.maxLongPollMs, sc.longPollMs),
       // Verification on the caller's thread: no worker_threads, so a check is part of the call.
       verify: { ...BASE_CONFIG.verify, threads: 0 },

@@ -9,6 +9,8 @@ import type { ShellContext } from "./context.js";
 const SEAL_RETRY_FIRST_MS = 1_000;
 /** Longest delay between tries to seal a result, in ms. */
 const SEAL_RETRY_MAX_MS = 30_000;
+/** Default largest C sealed in the step that accepts its last tile (hashing 1 MiB takes a few ms). */
+const SEAL_AT_ONCE_MAX_BYTES = 1024 * 1024;
 
 /**
  * Seals each finished job's C into the blob store and records its success. A seal the
@@ -26,6 +28,7 @@ export class ResultFinalizer {
   readonly #retryMs = new Map<string, number>();
   /** Jobs whose C is being hashed now: a second finalize of one meanwhile is dropped (the first one's outcome stands). */
   readonly #sealing = new Set<string>();
+  readonly #sealAtOnceMaxBytes: number;
 
   constructor(deps: {
     log: Logger;
@@ -34,7 +37,9 @@ export class ResultFinalizer {
     state: Readonly<CoreState>;
     apply: ShellContext["apply"];
     isClosed: () => boolean;
+    sealAtOnceMaxBytes?: number;
   }) {
+    this.#sealAtOnceMaxBytes = deps.sealAtOnceMaxBytes ?? SEAL_AT_ONCE_MAX_BYTES;
     this.#log = deps.log;
     this.#clock = deps.clock;
     this.#sink = deps.sink;
@@ -43,9 +48,19 @@ export class ResultFinalizer {
     this.#isClosed = deps.isClosed;
   }
 
-  /** Seals a job's result after the current reply is sent (it reads the whole buffer). */
+  /**
+   * Seals a job's result: a small one at once after the current step, so its success
+   * record joins the group commit that makes its last tile's acceptance durable (one
+   * journal fsync less at the end of each small job; the reply to that CompleteShards
+   * waits for the same commit either way); a larger one after the current reply is sent
+   * (it reads the whole buffer).
+   */
   finalize(jobId: JobId): void {
-    this.#clock.setTimer(0, () => void this.#seal(jobId));
+    const plan = this.#state.jobs.get(jobId)?.plan;
+    // A microtask runs before the journal's commit of the current step starts its write
+    // (a small C is sealed without an await, so its success joins that commit).
+    if (plan !== undefined && plan.rows * plan.cols * 8 <= this.#sealAtOnceMaxBytes) queueMicrotask(() => void this.#seal(jobId));
+    else this.#clock.setTimer(0, () => void this.#seal(jobId));
   }
 
   async #seal(jobId: JobId): Promise<void> {

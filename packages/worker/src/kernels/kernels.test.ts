@@ -412,7 +412,7 @@ describe("kernels in the worker's pull loop", () => {
       const a = random(m * k, 21);
       const b = random(k * n, 22);
       const job = await h.submit(h.putMatrix(m, k, a), h.putMatrix(k, n, b), 8, 6, name);
-      const pool = createThreadPool({ threads: 2, threadUrl: compileThreadScript() });
+      const pool = createThreadPool({ threads: 2, threadUrl: compileThreadScript(), inlineMaxMadds: 0 });
       cleanup.push(() => pool.close());
       const worker = new Worker({
         coordinatorUrl: "http://coordinator.test",

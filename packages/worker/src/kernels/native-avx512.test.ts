@@ -176,7 +176,7 @@ describe.skipIf(avx512Unavailable !== undefined)(title, () => {
   // would finish its product (seconds of CPU here). CPU time, not wall time, so that other
   // load on the machine does not change the outcome.
   it("aborted in a worker thread, stops within a block and frees the slot", async () => {
-    const pool = createThreadPool({ threads: 1, threadUrl: compileThreadScript() });
+    const pool = createThreadPool({ threads: 1, threadUrl: compileThreadScript(), inlineMaxMadds: 0 });
     pools.push(pool);
     // A fresh task each time: the pool transfers (detaches) the arrays it is given.
     const one = () => ({ kernel: nativeAvx512Name, m: 1, n: 1, k: 1, a: Float64Array.of(5), b: Float64Array.of(6) });

@@ -13,6 +13,7 @@ const srcDir = fileURLToPath(new URL("../", import.meta.url));
 const packageDir = fileURLToPath(new URL("../../", import.meta.url));
 const threadSources = [
   "kernel-thread.ts",
+  "internal/gemm.ts",
   "internal/matrix.ts",
   "internal/thread-protocol.ts",
   "kernels/kernel.ts",
