@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/worker.proto.
  */
 export const file_dce_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChNkY2UvdjEvd29ya2VyLnByb3RvEgZkY2UudjEiLwoKS2VybmVsSW5mbxIMCgRuYW1lGAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJIlsKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEiMKB2tlcm5lbHMYAiADKAsyEi5kY2UudjEuS2VybmVsSW5mbxIPCgd0aHJlYWRzGAMgASgNIqQBChZSZWdpc3RlcldvcmtlclJlc3BvbnNlEhEKCXdvcmtlcl9pZBgBIAEoCRIUCgxsZWFzZV90dGxfbXMYAiABKA0SHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAMgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAQgASgNEicKC2xvY2FsX3N0b3JlGAUgASgLMhIuZGNlLnYxLkxvY2FsU3RvcmUiPgoITGVhc2VSZWYSDgoGam9iX2lkGAEgASgJEhMKC3NoYXJkX2luZGV4GAIgASgNEg0KBWVwb2NoGAMgASgEIpABCgpNYXRNdWxUYXNrEhwKAWEYASABKAsyES5kY2UudjEuTWF0cml4UmVmEhwKAWIYAiABKAsyES5kY2UudjEuTWF0cml4UmVmEhEKCXJvd19zdGFydBgDIAEoDRIPCgdyb3dfZW5kGAQgASgNEhEKCWNvbF9zdGFydBgFIAEoDRIPCgdjb2xfZW5kGAYgASgNIoIBCgpTaGFyZExlYXNlEh8KBWxlYXNlGAEgASgLMhAuZGNlLnYxLkxlYXNlUmVmEg4KBmtlcm5lbBgCIAEoCRIOCgZ0dGxfbXMYAyABKA0SDwoHYXR0ZW1wdBgEIAEoDRIiCgZtYXRtdWwYBSABKAsyEi5kY2UudjEuTWF0TXVsVGFzayJOChRBY3F1aXJlU2hhcmRzUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkSEgoKbWF4X3NoYXJkcxgCIAEoDRIPCgd3YWl0X21zGAMgASgNIjsKFUFjcXVpcmVTaGFyZHNSZXNwb25zZRIiCgZsZWFzZXMYASADKAsyEi5kY2UudjEuU2hhcmRMZWFzZSJHChBIZWFydGJlYXRSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIgCgZsZWFzZXMYAiADKAsyEC5kY2UudjEuTGVhc2VSZWYiYQoLTGVhc2VTdGF0dXMSHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSIQoFc3RhdGUYAiABKA4yEi5kY2UudjEuTGVhc2VTdGF0ZRIOCgZ0dGxfbXMYAyABKA0iOAoRSGVhcnRiZWF0UmVzcG9uc2USIwoGbGVhc2VzGAEgAygLMhMuZGNlLnYxLkxlYXNlU3RhdHVzInAKC1NoYXJkUmVzdWx0Eh8KBWxlYXNlGAEgASgLMhAuZGNlLnYxLkxlYXNlUmVmEg4KBGRhdGEYAiABKAxIABIRCgdibG9iX2lkGAMgASgJSAASEgoKY29tcHV0ZV9tcxgEIAEoDUIJCgdwYXlsb2FkIlAKFUNvbXBsZXRlU2hhcmRzUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkSJAoHcmVzdWx0cxgCIAMoCzITLmRjZS52MS5TaGFyZFJlc3VsdCJwCgxTaGFyZE91dGNvbWUSHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDAoEY29kZRgCIAEoDRIPCgdtZXNzYWdlGAMgASgJEiAKBWVycm9yGAQgASgLMhEuZGNlLnYxLkVycm9ySW5mbyJAChZDb21wbGV0ZVNoYXJkc1Jlc3BvbnNlEiYKCG91dGNvbWVzGAEgAygLMhQuZGNlLnYxLlNoYXJkT3V0Y29tZSJmChBGYWlsU2hhcmRSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIfCgVsZWFzZRgCIAEoCzIQLmRjZS52MS5MZWFzZVJlZhINCgVlcnJvchgDIAEoCRIPCgdyZWxlYXNlGAQgASgIIhMKEUZhaWxTaGFyZFJlc3BvbnNlKnIKCkxlYXNlU3RhdGUSGwoXTEVBU0VfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJMRUFTRV9TVEFURV9BQ1RJVkUQARIZChVMRUFTRV9TVEFURV9DQU5DRUxMRUQQAhIUChBMRUFTRV9TVEFURV9MT1NUEAMygwMKDVdvcmtlclNlcnZpY2USTwoOUmVnaXN0ZXJXb3JrZXISHS5kY2UudjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0Gh4uZGNlLnYxLlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USTAoNQWNxdWlyZVNoYXJkcxIcLmRjZS52MS5BY3F1aXJlU2hhcmRzUmVxdWVzdBodLmRjZS52MS5BY3F1aXJlU2hhcmRzUmVzcG9uc2USQAoJSGVhcnRiZWF0EhguZGNlLnYxLkhlYXJ0YmVhdFJlcXVlc3QaGS5kY2UudjEuSGVhcnRiZWF0UmVzcG9uc2USTwoOQ29tcGxldGVTaGFyZHMSHS5kY2UudjEuQ29tcGxldGVTaGFyZHNSZXF1ZXN0Gh4uZGNlLnYxLkNvbXBsZXRlU2hhcmRzUmVzcG9uc2USQAoJRmFpbFNoYXJkEhguZGNlLnYxLkZhaWxTaGFyZFJlcXVlc3QaGS5kY2UudjEuRmFpbFNoYXJkUmVzcG9uc2ViBnByb3RvMw", [file_dce_v1_common, file_dce_v1_error]);
+  fileDesc("ChNkY2UvdjEvd29ya2VyLnByb3RvEgZkY2UudjEiLwoKS2VybmVsSW5mbxIMCgRuYW1lGAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJInEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEiMKB2tlcm5lbHMYAiADKAsyEi5kY2UudjEuS2VybmVsSW5mbxIPCgd0aHJlYWRzGAMgASgNEhQKDHBlZXJfYWRkcmVzcxgEIAEoCSKkAQoWUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIRCgl3b3JrZXJfaWQYASABKAkSFAoMbGVhc2VfdHRsX21zGAIgASgNEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoDRIZChFtYXhfbWVzc2FnZV9ieXRlcxgEIAEoDRInCgtsb2NhbF9zdG9yZRgFIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlIj4KCExlYXNlUmVmEg4KBmpvYl9pZBgBIAEoCRITCgtzaGFyZF9pbmRleBgCIAEoDRINCgVlcG9jaBgDIAEoBCJCCgpQZWVyU291cmNlEhEKCXdvcmtlcl9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEhAKCGlkZW50aXR5GAMgASgJIooCCgpNYXRNdWxUYXNrEhwKAWEYASABKAsyES5kY2UudjEuTWF0cml4UmVmEhwKAWIYAiABKAsyES5kY2UudjEuTWF0cml4UmVmEhEKCXJvd19zdGFydBgDIAEoDRIPCgdyb3dfZW5kGAQgASgNEhEKCWNvbF9zdGFydBgFIAEoDRIPCgdjb2xfZW5kGAYgASgNEiMKB2FfcGVlcnMYByADKAsyEi5kY2UudjEuUGVlclNvdXJjZRIjCgdiX3BlZXJzGAggAygLMhIuZGNlLnYxLlBlZXJTb3VyY2USFgoOYV9wYW5lbF9zaGEyNTYYCSABKAwSFgoOYl9wYW5lbF9zaGEyNTYYCiABKAwiggEKClNoYXJkTGVhc2USHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDgoGa2VybmVsGAIgASgJEg4KBnR0bF9tcxgDIAEoDRIPCgdhdHRlbXB0GAQgASgNEiIKBm1hdG11bBgFIAEoCzISLmRjZS52MS5NYXRNdWxUYXNrIk4KFEFjcXVpcmVTaGFyZHNSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRISCgptYXhfc2hhcmRzGAIgASgNEg8KB3dhaXRfbXMYAyABKA0iOwoVQWNxdWlyZVNoYXJkc1Jlc3BvbnNlEiIKBmxlYXNlcxgBIAMoCzISLmRjZS52MS5TaGFyZExlYXNlIkcKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEiAKBmxlYXNlcxgCIAMoCzIQLmRjZS52MS5MZWFzZVJlZiJhCgtMZWFzZVN0YXR1cxIfCgVsZWFzZRgBIAEoCzIQLmRjZS52MS5MZWFzZVJlZhIhCgVzdGF0ZRgCIAEoDjISLmRjZS52MS5MZWFzZVN0YXRlEg4KBnR0bF9tcxgDIAEoDSI4ChFIZWFydGJlYXRSZXNwb25zZRIjCgZsZWFzZXMYASADKAsyEy5kY2UudjEuTGVhc2VTdGF0dXMicAoLU2hhcmRSZXN1bHQSHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDgoEZGF0YRgCIAEoDEgAEhEKB2Jsb2JfaWQYAyABKAlIABISCgpjb21wdXRlX21zGAQgASgNQgkKB3BheWxvYWQiUAoVQ29tcGxldGVTaGFyZHNSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIkCgdyZXN1bHRzGAIgAygLMhMuZGNlLnYxLlNoYXJkUmVzdWx0InAKDFNoYXJkT3V0Y29tZRIfCgVsZWFzZRgBIAEoCzIQLmRjZS52MS5MZWFzZVJlZhIMCgRjb2RlGAIgASgNEg8KB21lc3NhZ2UYAyABKAkSIAoFZXJyb3IYBCABKAsyES5kY2UudjEuRXJyb3JJbmZvIkAKFkNvbXBsZXRlU2hhcmRzUmVzcG9uc2USJgoIb3V0Y29tZXMYASADKAsyFC5kY2UudjEuU2hhcmRPdXRjb21lImYKEEZhaWxTaGFyZFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEh8KBWxlYXNlGAIgASgLMhAuZGNlLnYxLkxlYXNlUmVmEg0KBWVycm9yGAMgASgJEg8KB3JlbGVhc2UYBCABKAgiEwoRRmFpbFNoYXJkUmVzcG9uc2UqcgoKTGVhc2VTdGF0ZRIbChdMRUFTRV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkxFQVNFX1NUQVRFX0FDVElWRRABEhkKFUxFQVNFX1NUQVRFX0NBTkNFTExFRBACEhQKEExFQVNFX1NUQVRFX0xPU1QQAzKDAwoNV29ya2VyU2VydmljZRJPCg5SZWdpc3RlcldvcmtlchIdLmRjZS52MS5SZWdpc3RlcldvcmtlclJlcXVlc3QaHi5kY2UudjEuUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJMCg1BY3F1aXJlU2hhcmRzEhwuZGNlLnYxLkFjcXVpcmVTaGFyZHNSZXF1ZXN0Gh0uZGNlLnYxLkFjcXVpcmVTaGFyZHNSZXNwb25zZRJACglIZWFydGJlYXQSGC5kY2UudjEuSGVhcnRiZWF0UmVxdWVzdBoZLmRjZS52MS5IZWFydGJlYXRSZXNwb25zZRJPCg5Db21wbGV0ZVNoYXJkcxIdLmRjZS52MS5Db21wbGV0ZVNoYXJkc1JlcXVlc3QaHi5kY2UudjEuQ29tcGxldGVTaGFyZHNSZXNwb25zZRJACglGYWlsU2hhcmQSGC5kY2UudjEuRmFpbFNoYXJkUmVxdWVzdBoZLmRjZS52MS5GYWlsU2hhcmRSZXNwb25zZWIGcHJvdG8z", [file_dce_v1_common, file_dce_v1_error]);
 
 /**
  * A kernel implementation a worker can run.
@@ -69,6 +69,14 @@ export type RegisterWorkerRequest = Message<"dce.v1.RegisterWorkerRequest"> & {
    * @generated from field: uint32 threads = 3;
    */
   threads: number;
+
+  /**
+   * host:port the worker's panel server listens on, where peers fetch the A row panels
+   * and B column panels it holds; "" = it serves none. At most 255 characters, port 1-65535.
+   *
+   * @generated from field: string peer_address = 4;
+   */
+  peerAddress: string;
 };
 
 /**
@@ -157,7 +165,39 @@ export const LeaseRefSchema: GenMessage<LeaseRef> = /*@__PURE__*/
 
 /**
  * Compute C[row_start:row_end, col_start:col_end] = A[row_start:row_end, :] x B[:, col_start:col_end].
+ * A worker that holds (or is fetching) a panel a task needs, and serves it to peers.
  *
+ * @generated from message dce.v1.PeerSource
+ */
+export type PeerSource = Message<"dce.v1.PeerSource"> & {
+  /**
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * host:port of its panel server.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * Its authenticated identity (certificate subject), to check whom the fetch reached.
+   *
+   * @generated from field: string identity = 3;
+   */
+  identity: string;
+};
+
+/**
+ * Describes the message dce.v1.PeerSource.
+ * Use `create(PeerSourceSchema)` to create a new message.
+ */
+export const PeerSourceSchema: GenMessage<PeerSource> = /*@__PURE__*/
+  messageDesc(file_dce_v1_worker, 4);
+
+/**
  * @generated from message dce.v1.MatMulTask
  */
 export type MatMulTask = Message<"dce.v1.MatMulTask"> & {
@@ -190,6 +230,34 @@ export type MatMulTask = Message<"dce.v1.MatMulTask"> & {
    * @generated from field: uint32 col_end = 6;
    */
   colEnd: number;
+
+  /**
+   * Up to two other workers granted a tile of the same rows (A row panel), earliest first.
+   *
+   * @generated from field: repeated dce.v1.PeerSource a_peers = 7;
+   */
+  aPeers: PeerSource[];
+
+  /**
+   * Up to two other workers granted a tile of the same columns (B column panel), earliest first.
+   *
+   * @generated from field: repeated dce.v1.PeerSource b_peers = 8;
+   */
+  bPeers: PeerSource[];
+
+  /**
+   * SHA-256 of the A row panel this task reads, when the coordinator gives it; empty otherwise.
+   *
+   * @generated from field: bytes a_panel_sha256 = 9;
+   */
+  aPanelSha256: Uint8Array;
+
+  /**
+   * SHA-256 of the B column panel this task reads, when the coordinator gives it; empty otherwise.
+   *
+   * @generated from field: bytes b_panel_sha256 = 10;
+   */
+  bPanelSha256: Uint8Array;
 };
 
 /**
@@ -197,7 +265,7 @@ export type MatMulTask = Message<"dce.v1.MatMulTask"> & {
  * Use `create(MatMulTaskSchema)` to create a new message.
  */
 export const MatMulTaskSchema: GenMessage<MatMulTask> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 4);
+  messageDesc(file_dce_v1_worker, 5);
 
 /**
  * @generated from message dce.v1.ShardLease
@@ -240,7 +308,7 @@ export type ShardLease = Message<"dce.v1.ShardLease"> & {
  * Use `create(ShardLeaseSchema)` to create a new message.
  */
 export const ShardLeaseSchema: GenMessage<ShardLease> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 5);
+  messageDesc(file_dce_v1_worker, 6);
 
 /**
  * @generated from message dce.v1.AcquireShardsRequest
@@ -269,7 +337,7 @@ export type AcquireShardsRequest = Message<"dce.v1.AcquireShardsRequest"> & {
  * Use `create(AcquireShardsRequestSchema)` to create a new message.
  */
 export const AcquireShardsRequestSchema: GenMessage<AcquireShardsRequest> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 6);
+  messageDesc(file_dce_v1_worker, 7);
 
 /**
  * @generated from message dce.v1.AcquireShardsResponse
@@ -286,7 +354,7 @@ export type AcquireShardsResponse = Message<"dce.v1.AcquireShardsResponse"> & {
  * Use `create(AcquireShardsResponseSchema)` to create a new message.
  */
 export const AcquireShardsResponseSchema: GenMessage<AcquireShardsResponse> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 7);
+  messageDesc(file_dce_v1_worker, 8);
 
 /**
  * @generated from message dce.v1.HeartbeatRequest
@@ -308,7 +376,7 @@ export type HeartbeatRequest = Message<"dce.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 8);
+  messageDesc(file_dce_v1_worker, 9);
 
 /**
  * @generated from message dce.v1.LeaseStatus
@@ -337,7 +405,7 @@ export type LeaseStatus = Message<"dce.v1.LeaseStatus"> & {
  * Use `create(LeaseStatusSchema)` to create a new message.
  */
 export const LeaseStatusSchema: GenMessage<LeaseStatus> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 9);
+  messageDesc(file_dce_v1_worker, 10);
 
 /**
  * @generated from message dce.v1.HeartbeatResponse
@@ -354,7 +422,7 @@ export type HeartbeatResponse = Message<"dce.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 10);
+  messageDesc(file_dce_v1_worker, 11);
 
 /**
  * @generated from message dce.v1.ShardResult
@@ -399,7 +467,7 @@ export type ShardResult = Message<"dce.v1.ShardResult"> & {
  * Use `create(ShardResultSchema)` to create a new message.
  */
 export const ShardResultSchema: GenMessage<ShardResult> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 11);
+  messageDesc(file_dce_v1_worker, 12);
 
 /**
  * @generated from message dce.v1.CompleteShardsRequest
@@ -421,7 +489,7 @@ export type CompleteShardsRequest = Message<"dce.v1.CompleteShardsRequest"> & {
  * Use `create(CompleteShardsRequestSchema)` to create a new message.
  */
 export const CompleteShardsRequestSchema: GenMessage<CompleteShardsRequest> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 12);
+  messageDesc(file_dce_v1_worker, 13);
 
 /**
  * @generated from message dce.v1.ShardOutcome
@@ -460,7 +528,7 @@ export type ShardOutcome = Message<"dce.v1.ShardOutcome"> & {
  * Use `create(ShardOutcomeSchema)` to create a new message.
  */
 export const ShardOutcomeSchema: GenMessage<ShardOutcome> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 13);
+  messageDesc(file_dce_v1_worker, 14);
 
 /**
  * @generated from message dce.v1.CompleteShardsResponse
@@ -477,7 +545,7 @@ export type CompleteShardsResponse = Message<"dce.v1.CompleteShardsResponse"> & 
  * Use `create(CompleteShardsResponseSchema)` to create a new message.
  */
 export const CompleteShardsResponseSchema: GenMessage<CompleteShardsResponse> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 14);
+  messageDesc(file_dce_v1_worker, 15);
 
 /**
  * @generated from message dce.v1.FailShardRequest
@@ -511,7 +579,7 @@ export type FailShardRequest = Message<"dce.v1.FailShardRequest"> & {
  * Use `create(FailShardRequestSchema)` to create a new message.
  */
 export const FailShardRequestSchema: GenMessage<FailShardRequest> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 15);
+  messageDesc(file_dce_v1_worker, 16);
 
 /**
  * @generated from message dce.v1.FailShardResponse
@@ -524,7 +592,7 @@ export type FailShardResponse = Message<"dce.v1.FailShardResponse"> & {
  * Use `create(FailShardResponseSchema)` to create a new message.
  */
 export const FailShardResponseSchema: GenMessage<FailShardResponse> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 16);
+  messageDesc(file_dce_v1_worker, 17);
 
 /**
  * @generated from enum dce.v1.LeaseState
