@@ -2,7 +2,7 @@ import type { WorkerId } from "./ids.js";
 import { addHolder, createPanelHolders, dropHolder, namePeers, type PanelPeer, type PeerLookup } from "./panel-holders.js";
 import { isShutOut } from "./quarantine.js";
 import { type CoreState, type JobRecord, ShardStatus, type WorkerRecord } from "./state.js";
-import { blockCoversPanel, freshTilesLeft, ownBlock, releaseBlock, splitTileGrid, takeFreshTile } from "./tile-blocks.js";
+import { freshTilesLeft, ownBlock, releaseBlock, splitTileGrid, takeFreshTile } from "./tile-blocks.js";
 
 // Grant placement: the scheduler's link to a job's tile blocks (tile-blocks.ts) and panel
 // holders (panel-holders.ts). Both live in the JobRecord, are not durable, and are dropped
@@ -39,17 +39,18 @@ export function hasFreshTiles(job: JobRecord): boolean {
 }
 
 /**
- * True when `workerId` already holds (or fetches) the A row panel or the B column panel
- * that `shard` needs: its block covers the tile's row or column, or it was granted a
- * shard there. Retries prefer such a shard.
+ * How many of the two panels `shard` needs (its A row panel, its B column panel)
+ * `workerId` already holds or fetches: its block covers the tile's row (column), or it
+ * was granted a shard there. Retries prefer the shard with the most.
  */
-export function holdsPanelOf(job: JobRecord, workerId: WorkerId, shard: number): boolean {
-  const own = job.tileBlocks === null ? undefined : ownBlock(job.tileBlocks, workerId);
-  if (own && blockCoversPanel(job.plan, own, shard)) return true;
-  if (job.panelHolders === null) return false;
+export function heldPanels(job: JobRecord, workerId: WorkerId, shard: number): number {
   const row = Math.floor(shard / job.plan.colTiles);
   const col = shard - row * job.plan.colTiles;
-  return Boolean(job.panelHolders.rows[row]?.includes(workerId) || job.panelHolders.cols[col]?.includes(workerId));
+  const own = job.tileBlocks === null ? undefined : ownBlock(job.tileBlocks, workerId);
+  const holders = job.panelHolders;
+  const a = (own && row >= own.rowStart && row < own.rowEnd) || holders?.rows[row]?.includes(workerId);
+  const b = (own && col >= own.colStart && col < own.colEnd) || holders?.cols[col]?.includes(workerId);
+  return (a ? 1 : 0) + (b ? 1 : 0);
 }
 
 /**

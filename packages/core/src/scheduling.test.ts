@@ -142,3 +142,29 @@ describe("misc", () => {
     expect(g?.spec.b.blobId).toBe(BLOB_B);
   });
 });
+
+describe("retries and tile blocks", () => {
+  it("a worker gets a due retry whose panels it holds before an earlier one it would have to fetch", () => {
+    // 4×4 tiles, two workers: w1 has tile rows 0-1, w2 rows 2-3.
+    const { d } = setup(matmulInput(4, 2, 4, { tileRows: 1, tileCols: 1 }));
+    const [a] = d.grants("w1", 1);
+    const [b] = d.grants("w2", 1);
+    if (!a || !b) throw new Error("no grants");
+    expect([a.lease.shardIndex, b.lease.shardIndex]).toEqual([0, 8]);
+    d.fail("w2", b.lease); // queued first
+    d.fail("w1", a.lease);
+    d.advance(1_000); // past both backoffs
+    expect(d.grants("w1", 1).map((g) => g.lease.shardIndex)).toEqual([0]);
+    expect(d.grants("w2", 1).map((g) => g.lease.shardIndex)).toEqual([8]);
+  });
+
+  it("with no retry on its panels, a worker takes the first due one", () => {
+    const { d } = setup(matmulInput(4, 2, 4, { tileRows: 1, tileCols: 1 }));
+    const [a] = d.grants("w1", 1);
+    const [b] = d.grants("w2", 1);
+    if (!a || !b) throw new Error("no grants");
+    d.fail("w2", b.lease);
+    d.advance(1_000);
+    expect(d.grants("w1", 1).map((g) => g.lease.shardIndex)).toEqual([8]);
+  });
+});

@@ -2,7 +2,7 @@ import { err, ok } from "./errors.js";
 import type { Effect, Grant, OutcomeMap, ShardsRequested } from "./events.js";
 import { chargeGrant, nextClient } from "./fair-queue.js";
 import { clientQueues, shardCost } from "./fair-share.js";
-import { hasFreshTiles, holdsPanelOf, nextFreshShard, panelPeersFor } from "./grant-placement.js";
+import { hasFreshTiles, heldPanels, nextFreshShard, panelPeersFor } from "./grant-placement.js";
 import type { WorkerId } from "./ids.js";
 import { tileBounds } from "./plan.js";
 import { isShutOut, shutOutError } from "./quarantine.js";
@@ -250,23 +250,24 @@ function nextBackup(s: CoreState, job: JobRecord, workerId: WorkerId): number {
 
 /**
  * Takes the next grantable shard of `job` for `worker`: retries whose backoff has passed
- * first (the first whose A or B panel the worker holds, else the first), then fresh
+ * first (of those, the first with the most of its A and B panels on the worker), then fresh
  * shards from the job's tile blocks. A retry whose last result from this worker's
  * identity was rejected is left for another identity while one that can run the job is
  * registered. -1 if none.
  */
 function nextShard(s: CoreState, job: JobRecord, nowMs: number, worker: WorkerRecord, offer: KernelOffer): number {
   const q = job.retryQueue;
-  let first = -1;
-  for (let i = 0; i < q.length; i++) {
+  let pick = -1;
+  let held = -1;
+  for (let i = 0; i < q.length && held < 2; i++) {
     const shard = q[i] as number;
     if ((job.shardNotBeforeMs[shard] ?? 0) > nowMs) continue;
     const avoid = job.shardAvoid.get(shard);
     if (avoid?.includes(worker.identity) && anotherTaker(s, job, avoid)) continue;
-    if (first < 0) first = i;
-    if (holdsPanelOf(job, worker.id, shard)) return q.splice(i, 1)[0] as number;
+    const h = heldPanels(job, worker.id, shard);
+    if (h > held) [pick, held] = [i, h];
   }
-  if (first >= 0) return q.splice(first, 1)[0] as number;
+  if (pick >= 0) return q.splice(pick, 1)[0] as number;
   // The blocks are cut for the workers that can run the job as this grant pins it.
   const pinned = (w: WorkerRecord): boolean =>
     job.fingerprint === ""

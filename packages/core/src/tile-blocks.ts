@@ -118,13 +118,6 @@ export function ownBlock(blocks: readonly TileBlock[], workerId: WorkerId): Tile
   return blocks.find((b) => b.owner === workerId);
 }
 
-/** True when `shard`'s tile row or tile column lies in `block` (its worker fetched that A or B panel for it). */
-export function blockCoversPanel(plan: Plan, block: TileBlock, shard: number): boolean {
-  const row = Math.floor(shard / plan.colTiles);
-  const col = shard - row * plan.colTiles;
-  return (row >= block.rowStart && row < block.rowEnd) || (col >= block.colStart && col < block.colEnd);
-}
-
 /** Frees the block of a worker that went away: the next worker without a block takes it whole. */
 export function releaseBlock(blocks: readonly TileBlock[], workerId: WorkerId): void {
   for (const b of blocks) if (b.owner === workerId) b.owner = undefined;
