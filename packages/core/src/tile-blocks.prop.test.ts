@@ -88,7 +88,8 @@ describe("tile block grant order", () => {
     expect(d.job(jobId).retriedCount).toBe(0);
     unwrap(d.finalized(jobId).outcome);
     expect(d.job(jobId).state).toBe("succeeded");
-    expect(d.job(jobId).tileBlocks).toBeNull(); // dropped when the job ended
+    // dropped when the job ended
+    expect([d.job(jobId).tileBlocks, d.job(jobId).panelHolders]).toEqual([null, null]);
   });
 
   test.prop([fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 8 })], {
