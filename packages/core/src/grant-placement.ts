@@ -1,5 +1,13 @@
 import type { WorkerId } from "./ids.js";
-import { addHolder, createPanelHolders, dropHolder, namePeers, type PanelPeer, type PeerLookup } from "./panel-holders.js";
+import {
+  addHolder,
+  createPanelHolders,
+  dropHolder,
+  holdersOf,
+  namePeers,
+  type PanelPeer,
+  type PeerLookup,
+} from "./panel-holders.js";
 import { isShutOut } from "./quarantine.js";
 import { type CoreState, type JobRecord, ShardStatus, type WorkerRecord } from "./state.js";
 import { freshTilesLeft, ownBlock, releaseBlock, splitTileGrid, takeFreshTile } from "./tile-blocks.js";
@@ -48,8 +56,8 @@ export function heldPanels(job: JobRecord, workerId: WorkerId, shard: number): n
   const col = shard - row * job.plan.colTiles;
   const own = job.tileBlocks === null ? undefined : ownBlock(job.tileBlocks, workerId);
   const holders = job.panelHolders;
-  const a = (own && row >= own.rowStart && row < own.rowEnd) || holders?.rows[row]?.includes(workerId);
-  const b = (own && col >= own.colStart && col < own.colEnd) || holders?.cols[col]?.includes(workerId);
+  const a = (own && row >= own.rowStart && row < own.rowEnd) || holders?.rows.get(row)?.includes(workerId);
+  const b = (own && col >= own.colStart && col < own.colEnd) || holders?.cols.get(col)?.includes(workerId);
   return (a ? 1 : 0) + (b ? 1 : 0);
 }
 
@@ -64,15 +72,15 @@ export function panelPeersFor(
   worker: WorkerRecord,
   shard: number,
 ): { aPeers: PanelPeer[]; bPeers: PanelPeer[] } {
-  job.panelHolders ??= createPanelHolders(job.plan.rowTiles, job.plan.colTiles);
+  job.panelHolders ??= createPanelHolders();
   const lookup: PeerLookup = (id) => {
     const w = s.workers.get(id);
     return w === undefined || isShutOut(s, w) ? undefined : { address: w.peerAddress, identity: w.identity };
   };
   const row = Math.floor(shard / job.plan.colTiles);
   const col = shard - row * job.plan.colTiles;
-  const rowHolders = job.panelHolders.rows[row] as WorkerId[];
-  const colHolders = job.panelHolders.cols[col] as WorkerId[];
+  const rowHolders = holdersOf(job.panelHolders.rows, row);
+  const colHolders = holdersOf(job.panelHolders.cols, col);
   const aPeers = namePeers(rowHolders, worker.id, lookup);
   const bPeers = namePeers(colHolders, worker.id, lookup);
   addHolder(rowHolders, worker.id, lookup);

@@ -59,7 +59,7 @@ describe("panel holders named in grants", () => {
     }
     expect(d.state.workers.has(asWorkerId("w0"))).toBe(false);
     const holders = d.job(jobId).panelHolders;
-    expect([...(holders?.rows ?? []), ...(holders?.cols ?? [])].flat()).not.toContain("w0");
+    expect([...(holders?.rows.values() ?? []), ...(holders?.cols.values() ?? [])].flat()).not.toContain("w0");
     expect(d.job(jobId).tileBlocks?.map((b) => b.owner)).toEqual([undefined, "w1"]); // its block is free
     unwrap(d.register("w2", undefined, undefined, addr("w2")).outcome);
     // w2 takes w0's block whole (its owner is gone): row 0 is held by w1 only now
@@ -73,7 +73,7 @@ describe("panel holders named in grants", () => {
     const jobId = d.submitOk(GRID);
     expect(d.grants("w0", 1)).toHaveLength(1);
     expect(d.job(jobId).tileBlocks).not.toBeNull();
-    expect(d.job(jobId).panelHolders?.rows[0]).toEqual(["w0"]);
+    expect(d.job(jobId).panelHolders?.rows.get(0)).toEqual(["w0"]);
     unwrap(d.cancel(jobId).outcome);
     expect([d.job(jobId).tileBlocks, d.job(jobId).panelHolders]).toEqual([null, null]);
   });

@@ -4,8 +4,9 @@ import type { WorkerId } from "./ids.js";
 // of a job, so that a grant can name peers to fetch a panel from instead of the
 // coordinator. A worker granted a shard of tile row r holds A's row panel r; of tile
 // column c, B's column panel c. Each panel remembers its first few holders, earliest
-// first (the likeliest to have it whole by now): O(rowTiles + colTiles) per job. Not
-// durable; dropped with the job, and a forgotten worker is dropped from every panel.
+// first (the likeliest to have it whole by now), and only panels granted so far have an
+// entry: O(rowTiles + colTiles) per job at most. Not durable; dropped with the job, and a
+// forgotten worker is dropped from every panel.
 
 /** Holders remembered per panel. A grant names at most {@link PEERS_PER_PANEL}; the spares stand in for holders that went away. */
 export const HOLDERS_PER_PANEL = 6;
@@ -15,10 +16,10 @@ export const PEERS_PER_PANEL = 2;
 
 /** The workers granted a shard of each tile row (A row panel) and tile column (B column panel) of one job. */
 export interface PanelHolders {
-  /** Per tile row, earliest grant first, at most {@link HOLDERS_PER_PANEL}. */
-  readonly rows: WorkerId[][];
-  /** Per tile column, earliest grant first, at most {@link HOLDERS_PER_PANEL}. */
-  readonly cols: WorkerId[][];
+  /** Tile row → its holders, earliest grant first, at most {@link HOLDERS_PER_PANEL}; rows never granted have no entry. */
+  readonly rows: Map<number, WorkerId[]>;
+  /** Tile column → its holders, the same way. */
+  readonly cols: Map<number, WorkerId[]>;
 }
 
 /** A worker that serves a panel to its peers, as a grant names it. */
@@ -33,12 +34,19 @@ export interface PanelPeer {
 /** What naming needs to know of a worker: undefined when it is gone or shut out (never named). */
 export type PeerLookup = (workerId: WorkerId) => { readonly address: string; readonly identity: string } | undefined;
 
-/** Empty holder lists for a grid of `rowTiles × colTiles` tiles. */
-export function createPanelHolders(rowTiles: number, colTiles: number): PanelHolders {
-  return {
-    rows: Array.from({ length: rowTiles }, () => []),
-    cols: Array.from({ length: colTiles }, () => []),
-  };
+/** No holders yet. */
+export function createPanelHolders(): PanelHolders {
+  return { rows: new Map(), cols: new Map() };
+}
+
+/** The holder list of `panel` in `lists`, created empty on first use. */
+export function holdersOf(lists: Map<number, WorkerId[]>, panel: number): WorkerId[] {
+  let list = lists.get(panel);
+  if (list === undefined) {
+    list = [];
+    lists.set(panel, list);
+  }
+  return list;
 }
 
 /**
@@ -71,10 +79,11 @@ export function addHolder(panel: WorkerId[], workerId: WorkerId, lookup: PeerLoo
 
 /** Drops `workerId` from every panel of `holders`. */
 export function dropHolder(holders: PanelHolders, workerId: WorkerId): void {
-  for (const list of [holders.rows, holders.cols]) {
-    for (const panel of list) {
+  for (const lists of [holders.rows, holders.cols]) {
+    for (const [key, panel] of lists) {
       const i = panel.indexOf(workerId);
       if (i >= 0) panel.splice(i, 1);
+      if (panel.length === 0) lists.delete(key);
     }
   }
 }
