@@ -79,7 +79,7 @@ describe("peers named in a grant", () => {
     ];
     const c = cluster;
     const grant = async (i: number) => {
-      const { leases } = await c.workers.acquireShards({ workerId: w[i], maxShards: 1, waitMs: 0 });
+      const { leases } = await c.workers.acquireShards({ workerId: w[i] as string, maxShards: 1, waitMs: 0 });
       const task = leases[0]?.matmul;
       if (!task) throw new Error("no task");
       const peers = (list: typeof task.aPeers) => list.map((p) => [p.workerId, p.address, p.identity]);
