@@ -167,8 +167,35 @@ export function toShardLease(g: Grant): ShardLease {
       rowEnd: g.bounds.rowEnd,
       colStart: g.bounds.colStart,
       colEnd: g.bounds.colEnd,
+      aPeers: g.aPeers.map((p) => ({ workerId: p.workerId, address: p.address, identity: p.identity })),
+      bPeers: g.bPeers.map((p) => ({ workerId: p.workerId, address: p.address, identity: p.identity })),
     },
   });
+}
+
+/** Longest `peer_address` a worker may register, in characters. */
+export const MAX_PEER_ADDRESS_CHARS = 255;
+
+/**
+ * A registering worker's `peer_address`, checked: "" (it serves no peers) or `host:port`
+ * with a port in 1..65535 (an IPv6 host in brackets, `[::1]:7000`), at most
+ * {@link MAX_PEER_ADDRESS_CHARS} characters, no spaces.
+ *
+ * @throws ConnectError INVALID_ARGUMENT (MALFORMED_REQUEST) naming what is wrong.
+ */
+export function fromPeerAddress(address: string): string {
+  if (address === "") return "";
+  const bad = (why: string) =>
+    malformedRequest(`peer_address ${JSON.stringify(address.slice(0, 64))} ${why}; want host:port, or "" to serve no peers`);
+  if (address.length > MAX_PEER_ADDRESS_CHARS) throw bad(`is longer than ${MAX_PEER_ADDRESS_CHARS} characters`);
+  const colon = address.lastIndexOf(":");
+  if (colon < 0) throw bad("has no port");
+  const host = address.slice(0, colon);
+  const port = address.slice(colon + 1);
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) throw bad("has no port in 1..65535");
+  const bracketed = /^\[[0-9A-Fa-f:.]+\]$/.test(host);
+  if (!bracketed && !/^[A-Za-z0-9._-]+$/.test(host)) throw bad("has no valid host (a name, an IPv4 address or [IPv6])");
+  return address;
 }
 
 const LEASE_STATE_TO_WIRE: Record<LeaseCheck["state"], LeaseState> = {

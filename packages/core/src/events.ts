@@ -1,5 +1,6 @@
 import type { Result } from "./errors.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
+import type { PanelPeer } from "./panel-holders.js";
 import type { TileBounds } from "./plan.js";
 import type { DurableRecord } from "./records.js";
 import type { MatMulSpec, MatMulSpecInput } from "./spec.js";
@@ -48,6 +49,8 @@ export interface WorkerRegistered {
   name: string;
   kernels: readonly KernelOffer[];
   threads: number;
+  /** host:port the worker's panel server listens on (validated by the shell); "" = it serves no peers. */
+  peerAddress: string;
   /**
    * The worker's authenticated identity (its certificate subject); defaults to `name`
    * when the shell has no stronger identity. See `quarantine.ts` for how rejected results
@@ -170,6 +173,13 @@ export interface Grant {
   readonly attempt: number;
   readonly spec: MatMulSpec;
   readonly bounds: TileBounds;
+  /**
+   * Up to two other workers that hold or fetch the A row panel this tile needs (granted
+   * a shard of the same tile row), earliest first; see panel-holders.ts.
+   */
+  readonly aPeers: readonly PanelPeer[];
+  /** The same for the B column panel (granted a shard of the same tile column). */
+  readonly bPeers: readonly PanelPeer[];
 }
 
 /** What a heartbeat tells the worker about one lease. */

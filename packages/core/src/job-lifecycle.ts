@@ -10,6 +10,7 @@ import type {
 } from "./events.js";
 import { MAX_CLIENT_WEIGHT, setClientWeight } from "./fair-queue.js";
 import { MAX_JOB_PRIORITY, MIN_JOB_PRIORITY } from "./fair-share.js";
+import { dropPlacement } from "./grant-placement.js";
 import { dropLease } from "./leases.js";
 import { noteFinished } from "./retention.js";
 import { sameSpec, validateMatMulSpec } from "./spec.js";
@@ -141,6 +142,7 @@ export function finalized(s: CoreState, e: ResultFinalized, fx: Effect[]): Outco
   job.resultBlobId = e.resultBlobId;
   job.state = "succeeded";
   job.finishedAtMs = e.nowMs;
+  dropPlacement(job);
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
   noteFinished(s, job);
@@ -177,8 +179,8 @@ export function resultBufferLost(s: CoreState, e: ResultBufferLost, fx: Effect[]
     job.shardStatus[shard] = ShardStatus.pending;
     job.shardEpoch[shard] = 0;
   }
-  // nextShard scans fresh shards from the cursor: start over so the reset ones are found.
-  job.cursor = 0;
+  // Fresh tiles come from the job's blocks: cut them afresh so the reset tiles are found.
+  job.tileBlocks = null;
   job.doneCount = 0;
   job.finalizing = false;
   job.version++;
@@ -217,6 +219,7 @@ export function endJob(
   job.finishedAtMs = nowMs;
   job.finalizing = false;
   job.retryQueue = [];
+  dropPlacement(job);
   job.version++;
   s.activeJobs = s.activeJobs.filter((id) => id !== job.id);
   noteFinished(s, job);

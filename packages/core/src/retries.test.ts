@@ -124,8 +124,9 @@ describe("retries", () => {
     const [g] = d.grants("w1", 1);
     if (!g) throw new Error("no grant");
     d.fail("w1", g.lease);
-    expect(d.grants("w2", 1).map((x) => x.lease.shardIndex)).toEqual([1]); // 0 still backing off
+    // 0 still backing off; w2 starts on its tile block (the second tile row)
+    expect(d.grants("w2", 1).map((x) => x.lease.shardIndex)).toEqual([2]);
     d.advance(1_000);
-    expect(d.grants("w2", 2).map((x) => x.lease.shardIndex)).toEqual([0, 2]);
+    expect(d.grants("w2", 2).map((x) => x.lease.shardIndex)).toEqual([0, 3]);
   });
 });

@@ -16,8 +16,9 @@ describe("kernel pinning", () => {
     expect(g?.kernel).toBe("reference");
     expect([job.kernel, job.fingerprint]).toEqual(["reference", "fp-a"]);
     expect(d.grants("wb", 10)).toEqual([]);
-    // a worker listing an unknown kernel first still matches through its known one
-    expect(d.grants("wa2", 1).map((x) => [x.kernel, x.lease.shardIndex])).toEqual([["reference", 1]]);
+    // a worker listing an unknown kernel first still matches through its known one (the
+    // first tile of the second tile block: the job is cut for wa and wa2, not wb)
+    expect(d.grants("wa2", 1).map((x) => [x.kernel, x.lease.shardIndex])).toEqual([["reference", 2]]);
     // a second job is independent: wb can pin it to fp-b
     const other = d.submitOk(FOUR);
     expect(d.grants("wb", 1).map((x) => x.lease.jobId)).toEqual([other]);
@@ -99,8 +100,10 @@ describe("spreading a job over workers (spreadShards)", () => {
 
   it("a worker asking for every shard of a small job gets its share; the next worker gets the rest", () => {
     const { d, jobId } = setup(NINE, SPREAD);
+    // Two tile blocks: rows 0-1 (shards 0-5) and row 2 (6-8).
     expect(d.grants("w1", 100).map((g) => g.lease.shardIndex)).toEqual([0, 1, 2, 3, 4]); // ceil(9 / 2)
-    expect(d.grants("w2", 100).map((g) => g.lease.shardIndex)).toEqual([5, 6, 7, 8]); // its share, all that is left
+    // its share, all that is left: its block, then the tile left in w1's
+    expect(d.grants("w2", 100).map((g) => g.lease.shardIndex)).toEqual([6, 7, 8, 5]);
     expect(d.job(jobId).leasedCount).toBe(9);
     expectInvariants(d);
   });
@@ -137,5 +140,31 @@ describe("misc", () => {
     const [g] = d.grants("w1", 1);
     expect(g?.spec.a.blobId).toBe(BLOB_A);
     expect(g?.spec.b.blobId).toBe(BLOB_B);
+  });
+});
+
+describe("retries and tile blocks", () => {
+  it("a worker gets a due retry whose panels it holds before an earlier one it would have to fetch", () => {
+    // 4×4 tiles, two workers: w1 has tile rows 0-1, w2 rows 2-3.
+    const { d } = setup(matmulInput(4, 2, 4, { tileRows: 1, tileCols: 1 }));
+    const [a] = d.grants("w1", 1);
+    const [b] = d.grants("w2", 1);
+    if (!a || !b) throw new Error("no grants");
+    expect([a.lease.shardIndex, b.lease.shardIndex]).toEqual([0, 8]);
+    d.fail("w2", b.lease); // queued first
+    d.fail("w1", a.lease);
+    d.advance(1_000); // past both backoffs
+    expect(d.grants("w1", 1).map((g) => g.lease.shardIndex)).toEqual([0]);
+    expect(d.grants("w2", 1).map((g) => g.lease.shardIndex)).toEqual([8]);
+  });
+
+  it("with no retry on its panels, a worker takes the first due one", () => {
+    const { d } = setup(matmulInput(4, 2, 4, { tileRows: 1, tileCols: 1 }));
+    const [a] = d.grants("w1", 1);
+    const [b] = d.grants("w2", 1);
+    if (!a || !b) throw new Error("no grants");
+    d.fail("w2", b.lease);
+    d.advance(1_000);
+    expect(d.grants("w1", 1).map((g) => g.lease.shardIndex)).toEqual([8]);
   });
 });

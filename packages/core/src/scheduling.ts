@@ -2,6 +2,7 @@ import { err, ok } from "./errors.js";
 import type { Effect, Grant, OutcomeMap, ShardsRequested } from "./events.js";
 import { chargeGrant, nextClient } from "./fair-queue.js";
 import { clientQueues, shardCost } from "./fair-share.js";
+import { hasFreshTiles, heldPanels, nextFreshShard, panelPeersFor } from "./grant-placement.js";
 import type { WorkerId } from "./ids.js";
 import { tileBounds } from "./plan.js";
 import { isShutOut, shutOutError } from "./quarantine.js";
@@ -18,6 +19,10 @@ import {
 // Scheduling: which shards a worker gets when it asks (weighted fair share between
 // clients, priority then submit order within a client, retries before fresh shards,
 // spreading small jobs over the workers, straggler backups), on which kernel.
+// Fresh shards go in compact 2-D blocks of the tile grid, one per worker, row-major
+// within a block; a worker whose block is done steals the far half of the busiest one
+// (tile-blocks.ts). A retry whose A or B panel the worker holds goes first. Each grant
+// names the peers that hold its panels (panel-holders.ts).
 
 /** The kernel offer of `worker` that can run `job`, or undefined. */
 function kernelFor(job: JobRecord, kernels: readonly KernelOffer[], known: readonly string[]): KernelOffer | undefined {
@@ -90,7 +95,7 @@ export function acquire(s: CoreState, e: ShardsRequested, fx: Effect[]): Outcome
 
 /** True when `job` has shards never leased or waiting to run again. */
 function hasFreshWork(job: JobRecord): boolean {
-  return job.retryQueue.length > 0 || job.cursor < job.plan.shardCount;
+  return job.retryQueue.length > 0 || hasFreshTiles(job);
 }
 
 /** One lease of `job` for `worker` (a straggler's backup first), or undefined if it has none for it now. */
@@ -144,6 +149,7 @@ function grantBackup(s: CoreState, job: JobRecord, worker: WorkerRecord, nowMs: 
     attempt: job.shardAttempts[backup] ?? 1,
     spec: job.spec,
     bounds: tileBounds(job.plan, backup),
+    ...panelPeersFor(s, job, worker, backup),
   };
 }
 
@@ -156,7 +162,7 @@ function grantShard(
   nowMs: number,
   fx: Effect[],
 ): Grant | undefined {
-  const shard = nextShard(s, job, nowMs, worker);
+  const shard = nextShard(s, job, nowMs, worker, offer);
   if (shard < 0) return undefined;
   if (job.fingerprint === "") {
     // Pin the implementation at the first grant: a job's bytes never mix kernels.
@@ -205,6 +211,7 @@ function grantShard(
     attempt: job.shardAttempts[shard] ?? 1,
     spec: job.spec,
     bounds: tileBounds(job.plan, shard),
+    ...panelPeersFor(s, job, worker, shard),
   };
 }
 
@@ -243,25 +250,30 @@ function nextBackup(s: CoreState, job: JobRecord, workerId: WorkerId): number {
 
 /**
  * Takes the next grantable shard of `job` for `worker`: retries whose backoff has passed
- * first, then fresh shards. A retry whose last result from this worker's identity was
- * rejected is left for another identity while one that can run the job is registered.
- * -1 if none.
+ * first (of those, the first with the most of its A and B panels on the worker), then fresh
+ * shards from the job's tile blocks. A retry whose last result from this worker's
+ * identity was rejected is left for another identity while one that can run the job is
+ * registered. -1 if none.
  */
-function nextShard(s: CoreState, job: JobRecord, nowMs: number, worker: WorkerRecord): number {
+function nextShard(s: CoreState, job: JobRecord, nowMs: number, worker: WorkerRecord, offer: KernelOffer): number {
   const q = job.retryQueue;
-  for (let i = 0; i < q.length; i++) {
+  let pick = -1;
+  let held = -1;
+  for (let i = 0; i < q.length && held < 2; i++) {
     const shard = q[i] as number;
     if ((job.shardNotBeforeMs[shard] ?? 0) > nowMs) continue;
     const avoid = job.shardAvoid.get(shard);
     if (avoid?.includes(worker.identity) && anotherTaker(s, job, avoid)) continue;
-    q.splice(i, 1);
-    return shard;
+    const h = heldPanels(job, worker.id, shard);
+    if (h > held) [pick, held] = [i, h];
   }
-  while (job.cursor < job.plan.shardCount) {
-    const shard = job.cursor++;
-    if (job.shardStatus[shard] === ShardStatus.pending) return shard;
-  }
-  return -1;
+  if (pick >= 0) return q.splice(pick, 1)[0] as number;
+  // The blocks are cut for the workers that can run the job as this grant pins it.
+  const pinned = (w: WorkerRecord): boolean =>
+    job.fingerprint === ""
+      ? w.kernels.some((k) => k.name === offer.name && k.fingerprint === offer.fingerprint)
+      : kernelFor(job, w.kernels, s.config.limits.kernels) !== undefined;
+  return nextFreshShard(s, job, worker, pinned);
 }
 
 /** True when a registered, unquarantined worker whose identity is not in `avoid` can run `job`. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { applyRecord, createDurableModel, type DurableRecord, fromSnapshot, restoreCoreState, toSnapshot } from "./durable.js";
+import type { LeaseKey } from "./events.js";
 import { asJobId, asWorkerId } from "./ids.js";
 import { checkInvariants } from "./invariants.js";
 import type { ShardDeaths } from "./poison.js";
@@ -117,7 +118,15 @@ describe("worker deaths", () => {
   it("a death is charged to the leases the worker was running, one per thread; its prefetched spares go back uncharged", () => {
     const d = new Driver({ ...CFG, spreadShards: false });
     const records: DurableRecord[] = [];
-    d.apply({ type: "worker-registered", nowMs: d.nowMs, workerId: asWorkerId("w2"), name: "w2", kernels: [REF_A], threads: 2 });
+    d.apply({
+      type: "worker-registered",
+      nowMs: d.nowMs,
+      workerId: asWorkerId("w2"),
+      name: "w2",
+      kernels: [REF_A],
+      threads: 2,
+      peerAddress: "",
+    });
     const jobId = d.submitOk(BIG);
     const first = d.grants("w2", 5); // 2 threads: the 2 oldest run, 3 are spares
     d.advance(500);
@@ -178,11 +187,20 @@ describe("worker deaths", () => {
     const j = asJobId("j");
     keep(d.submit(BIG, { jobId: j }).effects);
     for (const w of ["w1", "w2", "w3"]) d.register(w);
-    // w1 dies holding shard 0; w2 and w3 hold shards 1 and 2 when the coordinator crashes.
-    for (const w of ["w1", "w2", "w3"]) keep(d.acquire(w, 1).effects);
+    // w1 dies holding shard 0; w2 and w3 hold one shard each (of their tile blocks) when the coordinator crashes.
+    const held = new Map<string, LeaseKey>();
+    for (const w of ["w1", "w2", "w3"]) {
+      const r = d.acquire(w, 1);
+      keep(r.effects);
+      const [g] = unwrap(r.outcome);
+      if (!g) throw new Error(`no grant for ${w}`);
+      held.set(w, g.lease);
+    }
+    expect(held.get("w1")?.shardIndex).toBe(0);
+    const [s2, s3] = [held.get("w2")?.shardIndex, held.get("w3")?.shardIndex];
     d.advance(900);
-    d.heartbeat("w2", [{ jobId: j, shardIndex: 1, epoch: 2 }]);
-    d.heartbeat("w3", [{ jobId: j, shardIndex: 2, epoch: 3 }]);
+    d.heartbeat("w2", [held.get("w2") as LeaseKey]);
+    d.heartbeat("w3", [held.get("w3") as LeaseKey]);
     d.advance(100);
     keep(d.tick().effects);
     expect(records.filter((r) => r.type === "shard-died").map((r) => r.type === "shard-died" && r.shardIndex)).toEqual([0]);
@@ -192,8 +210,8 @@ describe("worker deaths", () => {
     const after = restoreCoreState(CFG, model).state;
     const job = after.jobs.get(j);
     expect(job?.shardDeaths.get(0)?.deaths).toBe(1);
-    expect(job?.shardDeaths.has(1)).toBe(false);
-    expect(job?.shardDeaths.has(2)).toBe(false);
+    expect(job?.shardDeaths.has(s2 as number)).toBe(false);
+    expect(job?.shardDeaths.has(s3 as number)).toBe(false);
     expect(after.leases.size).toBe(0); // nothing left to expire: the lost leases are not deaths
   });
 });

@@ -1,8 +1,10 @@
 import { createFairShare, type FairShareState } from "./fair-queue.js";
 import type { ClientId, JobId, WorkerId } from "./ids.js";
+import type { PanelHolders } from "./panel-holders.js";
 import { type Plan, planMatMul } from "./plan.js";
 import { createLeaseEnds, type LeaseEnds, type ShardDeaths } from "./poison.js";
 import { DEFAULT_SPEC_LIMITS, type MatMulSpec, type SpecLimits } from "./spec.js";
+import type { TileBlock } from "./tile-blocks.js";
 
 /** Lifecycle of a job: queued → running → succeeded | failed | cancelled. */
 export type JobStateName = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -68,8 +70,13 @@ export interface JobRecord {
    * job is registered.
    */
   readonly shardAvoid: Map<number, string[]>;
-  /** Next never-leased shard index; shards below it were leased at least once. */
-  cursor: number;
+  /**
+   * The blocks its fresh (never leased) tiles are granted from (tile-blocks.ts); null
+   * until its first fresh grant cuts the grid, and again once it ends. Not durable.
+   */
+  tileBlocks: TileBlock[] | null;
+  /** Who was granted a shard of each A row panel and B column panel (panel-holders.ts); null until its first grant, and once it ends. Not durable. */
+  panelHolders: PanelHolders | null;
   /** Shards handed back for another execution, in the order they came back. */
   retryQueue: number[];
   doneCount: number;
@@ -103,6 +110,8 @@ export interface WorkerRecord {
   readonly identity: string;
   readonly kernels: readonly KernelOffer[];
   readonly threads: number;
+  /** host:port its panel server listens on, where peers fetch the A and B panels it holds; "" = serves no peers. */
+  readonly peerAddress: string;
   lastSeenMs: number;
   /** Failed or expired executions in a row; reset by an accepted result. */
   failureStreak: number;
@@ -312,7 +321,8 @@ export function createJobRecord(init: {
     shardNotBeforeMs: new Float64Array(n),
     shardLastError: new Map(),
     shardAvoid: new Map(),
-    cursor: 0,
+    tileBlocks: null,
+    panelHolders: null,
     retryQueue: [],
     doneCount: 0,
     leasedCount: 0,

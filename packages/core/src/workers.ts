@@ -1,5 +1,6 @@
 import { err, ok } from "./errors.js";
 import type { Effect, OutcomeMap, WorkerRegistered } from "./events.js";
+import { forgetPlacement } from "./grant-placement.js";
 import type { WorkerId } from "./ids.js";
 import { checkIdentity } from "./quarantine.js";
 import type { CoreState } from "./state.js";
@@ -19,6 +20,7 @@ export function register(s: CoreState, e: WorkerRegistered): OutcomeMap["worker-
     identity,
     kernels: e.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
     threads: e.threads,
+    peerAddress: e.peerAddress,
     lastSeenMs: e.nowMs,
     failureStreak: 0,
     throttledUntilMs: 0,
@@ -34,6 +36,7 @@ export function forgetSilentWorkers(s: CoreState, nowMs: number, fx: Effect[]): 
   for (const w of [...s.workers.values()]) {
     if (w.leases.size === 0 && nowMs - w.lastSeenMs > s.config.workerTtlMs) {
       s.workers.delete(w.id);
+      forgetPlacement(s, w.id);
       fx.push({ type: "log", level: "info", msg: "worker forgotten", fields: { workerId: w.id, name: w.name } });
     }
   }

@@ -48,7 +48,8 @@ describe("dashboard snapshot", () => {
     expect(s.throughput).toHaveLength(4); // the dashboard is 3 s old: seconds 0..3
     await sc.advance(200_000);
     expect(dash.snapshot().throughput).toHaveLength(120);
-    expect(s.tiles?.cells).toBe("ddddlppppppppppp");
+    // w1 and w2 each have a block of two tile rows: w2 starts on row 2, at tile 8.
+    expect(s.tiles?.cells).toBe("ddddpppplppppppp");
     dash.close();
   });
 

@@ -8,7 +8,7 @@ import { withInlineInputs } from "../shell/inline-inputs.js";
 import type { CheckOutcome } from "../shell/result-verification.js";
 import { DataDirError } from "../storage-errors.js";
 import { stageTiles } from "../tile-staging.js";
-import { fromLeaseRef, toConnectError, toLeaseRef, toLeaseStatus, toShardLease } from "../wire.js";
+import { fromLeaseRef, fromPeerAddress, toConnectError, toLeaseRef, toLeaseStatus, toShardLease } from "../wire.js";
 
 /** One result of a CompleteShards call on its way to the core. */
 interface ReportItem {
@@ -27,6 +27,7 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
       if (req.kernels.length > 32 || req.name.length > 256) {
         throw malformedRequest("registration too large (at most 32 kernels, name of 256 characters)");
       }
+      const peerAddress = fromPeerAddress(req.peerAddress);
       const workerId = asWorkerId(shell.newId());
       const out = shell.apply({
         type: "worker-registered",
@@ -35,12 +36,13 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
         name: req.name,
         kernels: req.kernels.map((k) => ({ name: k.name, fingerprint: k.fingerprint })),
         threads: req.threads,
+        peerAddress,
         identity: shell.identities.quarantineIdentityOf(ctx, req.name),
       });
       if (!out.outcome.ok) throw toConnectError(out.outcome.error);
       const identity = shell.identities.register(ctx, workerId);
       shell.log.info(
-        { workerId, identity, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads },
+        { workerId, identity, name: req.name, kernels: req.kernels.map((k) => k.name), threads: req.threads, peerAddress },
         "worker registered",
       );
       // Live: heard from within a long poll and a lease TTL (the dashboard's "stale" bound).

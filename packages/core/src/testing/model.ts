@@ -109,7 +109,8 @@ export class Driver {
     return unwrap(this.submit(spec, opts).outcome).jobId;
   }
 
-  register(id: string, kernels: readonly KernelOffer[] = [REF_A], identity?: string) {
+  /** `peerAddress`: where the worker serves panels to peers; "" (the default) serves none. */
+  register(id: string, kernels: readonly KernelOffer[] = [REF_A], identity?: string, peerAddress = "") {
     return this.apply({
       type: "worker-registered",
       nowMs: this.nowMs,
@@ -117,6 +118,7 @@ export class Driver {
       name: id,
       kernels,
       threads: 1,
+      peerAddress,
       ...(identity === undefined ? {} : { identity }),
     });
   }

@@ -102,7 +102,15 @@ export class Run {
       case "register": {
         const id = asWorkerId(`w${a.slot}-${++this.regSeq}`);
         const kernels = OFFERS[a.offer] as readonly KernelOffer[];
-        const r = this.apply({ type: "worker-registered", nowMs: this.d.nowMs, workerId: id, name: id, kernels, threads: 1 });
+        const r = this.apply({
+          type: "worker-registered",
+          nowMs: this.d.nowMs,
+          workerId: id,
+          name: id,
+          kernels,
+          threads: 1,
+          peerAddress: "",
+        });
         if (!r.outcome.ok && kernels.some((k) => k.fingerprint === "")) {
           // refusing a build without a fingerprint is acceptable
           this.x(r.outcome.error.kind).toBe("invalid-spec");
