@@ -72,9 +72,12 @@ const NEVER_FOR_WELL_FORMED = new Set<Code>([Code.Internal, Code.Unknown, Code.D
 /** Codes even malformed bytes must not get. */
 const NEVER = new Set<Code>([Code.Unknown, Code.DataLoss]);
 
-/** Every service the coordinator serves, from the generated descriptors (new RPCs are fuzzed without edits here). */
+/**
+ * Every service the coordinator serves, from the generated descriptors (new RPCs are fuzzed
+ * without edits here); PeerService is served by workers to each other, not by the coordinator.
+ */
 const SERVICES: DescService[] = [
-  ...servicesOf(dceProto as unknown as Record<string, unknown>),
+  ...servicesOf(dceProto as unknown as Record<string, unknown>).filter((s) => s.typeName !== dceProto.PeerService.typeName),
   ...servicesOf(healthPb as unknown as Record<string, unknown>),
   ...servicesOf(reflectionV1 as unknown as Record<string, unknown>),
   ...servicesOf(reflectionV1alpha as unknown as Record<string, unknown>),

@@ -143,4 +143,15 @@ describe.runIf(existsSync(threadUrl))("Verifier (threads)", () => {
     }
     await Promise.all([threaded.close(), inline.close()]);
   });
+
+  it("leaves the caller's bytes whole when a thread checks them, also when they are a Node Buffer (a tile read from its blob)", async () => {
+    const v = new Verifier({ threads: 1, inlineMaxFlops: 0, threadUrl });
+    const j = job("buffer", 64, 9, 64, 64); // 32 KiB: a Buffer of its own, not a slice of the pool
+    const bytes = Buffer.from(j.tile(0));
+    const length = bytes.byteLength;
+    expect((await v.check(j.spec, tileBounds(j.plan, 0), bytes)).ok).toBe(true);
+    // The core then takes these same bytes: they must still be there.
+    expect(bytes.byteLength).toBe(length);
+    await v.close();
+  });
 });

@@ -159,8 +159,10 @@ export class Verifier {
       tileCols: plan.tileCols,
       blocks: plan.colTiles,
       ...bounds,
-      // Inline, the kernel copies the bytes into its memory itself; a thread gets its own copy.
-      tile: inline ? bytes : bytes.slice(0, m * n * 8),
+      // Inline, the kernel copies the bytes into its memory itself; a thread gets its own
+      // copy, transferred (never bytes.slice(): on a Node Buffer, as a tile read from its
+      // blob is, that is a view, and the transfer would empty the caller's bytes).
+      tile: inline ? bytes : new Uint8Array(bytes.subarray(0, m * n * 8)),
       probes: prepared.probes,
       y: band.y,
       aAbs: band.aAbs,
