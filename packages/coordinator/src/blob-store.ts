@@ -218,9 +218,11 @@ export class BlobStore extends IndexedBlobStore {
       throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
     }
     const digest = u.hash.digest("hex");
-    if (u.sha256 !== "" && digest !== u.sha256) {
-      rmSync(u.path, { force: true });
+    try {
       checkUploadDigest(digest, u.sha256);
+    } catch (e) {
+      rmSync(u.path, { force: true });
+      throw e;
     }
     withDataDir(
       this.dir,
