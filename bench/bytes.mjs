@@ -57,17 +57,32 @@ export function ioCounters(pids) {
   return out;
 }
 
+/** CPU time (user + system, all threads) of each PID in ms, from /proc/PID/stat (clock ticks of 10 ms). */
+export function cpuCounters(pids) {
+  const out = new Map();
+  for (const pid of pids) {
+    try {
+      const t = readFileSync(`/proc/${pid}/stat`, "utf8");
+      // the command name in parentheses may hold spaces: count fields after its closing ')'
+      const fields = t.slice(t.lastIndexOf(")") + 2).split(" ");
+      out.set(pid, (Number(fields[11]) + Number(fields[12])) * 10);
+    } catch {}
+  }
+  return out;
+}
+
 /** A sample of `roles` ({ name: pid }) to diff with {@link bytesMoved}. */
 export function sampleBytes(roles) {
   const pids = Object.values(roles);
-  return { roles, tcp: tcpSockets(pids), io: ioCounters(pids) };
+  return { roles, tcp: tcpSockets(pids), io: ioCounters(pids), cpu: cpuCounters(pids) };
 }
 
 /**
  * What each role moved between two samples, in bytes: `netSent` / `netReceived` over TCP
  * (TLS records included) and `fileRead` / `fileWritten` (read/write calls that were not
  * TCP: files, and a little pipe traffic for logs). A socket opened and closed between the
- * samples is not seen; one closed meanwhile counts nothing.
+ * samples is not seen; one closed meanwhile counts nothing. `cpuMs` is the CPU time the role
+ * used meanwhile (user + system, every thread).
  */
 export function bytesMoved(before, after) {
   const out = {};
@@ -85,7 +100,10 @@ export function bytesMoved(before, after) {
     const i0 = before.io.get(pid);
     const i1 = after.io.get(pid);
     const io = i0 && i1 ? { r: i1.rchar - i0.rchar, w: i1.wchar - i0.wchar } : undefined;
+    const c0 = before.cpu?.get(pid);
+    const c1 = after.cpu?.get(pid);
     out[role] = {
+      cpuMs: c0 !== undefined && c1 !== undefined ? c1 - c0 : undefined,
       netSent: after.tcp ? netSent : undefined,
       netReceived: after.tcp ? netReceived : undefined,
       fileRead: io ? Math.max(0, io.r - netReceived) : undefined,

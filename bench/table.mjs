@@ -79,11 +79,14 @@ export function formatTable(results, sizes) {
   if (withBytes.length > 0) {
     lines.push("");
     lines.push("bytes per job (fastest run), as multiples of A+B+C: net = TCP sent/received (TLS records, from ss);");
-    lines.push("  file = read/written through read/write calls other than TCP (files, plus a little pipe traffic; /proc/PID/io)");
+    lines.push(
+      "  file = read/written through read/write calls other than TCP (files, plus a little pipe traffic; /proc/PID/io);",
+    );
+    lines.push("  cpu = CPU time the process used during the job, every thread (/proc/PID/stat, 10 ms ticks)");
     for (const r of withBytes) {
       const parts = Object.entries(r.bytes).map(
         ([role, b]) =>
-          `${role} net ${multiples(b.netSent, b.netReceived, r.matrixBytes)} file ${multiples(b.fileRead, b.fileWritten, r.matrixBytes)}`,
+          `${role} net ${multiples(b.netSent, b.netReceived, r.matrixBytes)} file ${multiples(b.fileRead, b.fileWritten, r.matrixBytes)} cpu ${b.cpuMs === undefined ? "?" : `${b.cpuMs} ms`}`,
       );
       lines.push(
         `  ${r.path.padEnd(9)} n=${String(r.n).padEnd(5)} ${r.kernel} ${r.workers}w (A+B+C ${mib(r.matrixBytes)} MiB): ${parts.join(" | ")}`,

@@ -175,6 +175,16 @@ export class PullLoop {
       );
       run.phase = "completing";
       const reportStart = performance.now();
+      // For `pnpm bench --trace`: where the shard's time went before its report left.
+      log.debug(
+        {
+          ...leaseFields(lease),
+          fetchMs: Math.round(fetchMs),
+          waitMs: Math.round(reportStart - startedAt - fetchMs - computeMs),
+          computeMs: Math.round(computeMs),
+        },
+        "shard computed",
+      );
       await this.#d.reporter.complete(run, c, plan.n, computeMs);
       // Queueing behind other shards counts in neither figure: it is the effect, not the cause.
       this.#observeShard(threadMs, fetchMs + (performance.now() - reportStart) + this.#grantMs);
