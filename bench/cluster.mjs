@@ -17,6 +17,11 @@ export const BIN = {
 let certs;
 let dir;
 
+/** Extra node options for the coordinator and workers (`DCE_BENCH_NODE_ARGS="--trace-gc"`; NODE_OPTIONS refuses some). */
+function nodeArgs() {
+  return (process.env.DCE_BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+}
+
 /**
  * Makes the dev CA and certificates under `workDir`, one for each of up to `maxWorkers`
  * worker processes; call once before {@link startCluster}.
@@ -87,6 +92,7 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
     process.execPath,
     [
       ...(process.env.DCE_BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.DCE_BENCH_PROF] : []),
+      ...nodeArgs(),
       BIN.coordinator,
       "--port",
       String(port),
@@ -121,6 +127,7 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
       process.execPath,
       [
         ...(process.env.DCE_BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.DCE_BENCH_PROF] : []),
+        ...nodeArgs(),
         BIN.worker,
         "--coordinator",
         url,
@@ -141,9 +148,10 @@ export async function startCluster({ workers, kernels, threads, coordinatorArgs 
         "--log-format",
         "json",
       ],
-      { stdio: ["ignore", "ignore", "pipe"] },
+      { stdio: ["ignore", process.env.DCE_BENCH_LOGDIR ? "pipe" : "ignore", "pipe"] },
     );
     w.stderr.setEncoding("utf8");
+    if (process.env.DCE_BENCH_LOGDIR) w.stdout.pipe(createWriteStream(join(process.env.DCE_BENCH_LOGDIR, `worker-${i + 1}.out`)));
     const collector = logCollector();
     workerTraces.push(collector);
     if (trace) w.stderr.on("data", (d) => collector.feed(d));

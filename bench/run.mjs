@@ -185,6 +185,10 @@ async function main() {
   if (!skip.has("cli")) {
     const cluster = await startCluster(twoWorkers);
     try {
+      // The same warm-up as the SDK rows (kernels loaded, threads started), so the two
+      // compare the client paths, not a cold cluster against a warm one.
+      const w = randomMatrix(300, 300, 7);
+      await (await cluster.client.submitMatMul(w, w)).result();
       const { a, b } = inputs.get(cliN)[0];
       writeFileSync(join(dir, "A.npy"), encodeNpy(a));
       writeFileSync(join(dir, "B.npy"), encodeNpy(b));
