@@ -79,6 +79,33 @@ describe("createAuthenticator", () => {
     expect(multi.workerIdentity).toBe("w8");
   });
 
+  it("reads a connection's certificate once when it cannot change (HTTP/2 or TLS 1.3), on every request otherwise", () => {
+    const auth = createAuthenticator({ enabled: true, tokens: new TokenStore(tmp()) });
+    const connection = (alpnProtocol: string | false, protocol: string) => {
+      let reads = 0;
+      const socket = {
+        getPeerCertificate: () => {
+          reads++;
+          return { subject: { OU: "worker", CN: "w9" } };
+        },
+        getProtocol: () => protocol,
+        alpnProtocol,
+        authorized: true,
+        authorizationError: null,
+      };
+      return { req: { headers: {}, socket } as unknown as NodeRequest, reads: () => reads };
+    };
+    for (const [alpn, protocol, expected] of [
+      ["h2", "TLSv1.2", 1],
+      [false, "TLSv1.3", 1],
+      ["http/1.1", "TLSv1.2", 3],
+    ] as const) {
+      const c = connection(alpn, protocol);
+      for (let i = 0; i < 3; i++) expect(auth.principalOf(c.req).workerIdentity).toBe("w9");
+      expect(c.reads()).toBe(expected);
+    }
+  });
+
   it("names why a certificate gives no role", () => {
     const auth = createAuthenticator({ enabled: true, tokens: new TokenStore(tmp()) });
     const problem = (r: NodeRequest) => auth.principalOf(r).certProblem;

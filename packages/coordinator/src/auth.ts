@@ -161,9 +161,28 @@ export function authorize(key: string, p: Principal | undefined): AccessDecision
   return { ok: false, code: Code.Unauthenticated, message: `${needs}; it takes ${missing.join("; or ")}` };
 }
 
-/** The worker identity of a TLS peer, or why there is none. */
-function workerFromSocket(socket: TLSSocket | undefined): { identity?: string; problem?: string } {
+/** What a TLS peer's certificate makes of it. */
+type SocketWorker = { identity?: string; problem?: string };
+
+/**
+ * The answer of {@link readWorkerFromSocket} for each connection whose peer certificate
+ * cannot change: HTTP/2 (which forbids renegotiation; Node turns it off) or TLS 1.3
+ * (which has none). `getPeerCertificate` builds the whole certificate as an object on
+ * every call: per request it was the coordinator's largest single cost for tiny shards.
+ */
+const socketWorkers = new WeakMap<TLSSocket, SocketWorker>();
+
+/** The worker identity of a TLS peer, or why there is none: once per connection. */
+function workerFromSocket(socket: TLSSocket | undefined): SocketWorker {
   if (!socket || typeof socket.getPeerCertificate !== "function") return { problem: "the connection is not TLS" };
+  const known = socketWorkers.get(socket);
+  if (known !== undefined) return known;
+  const out = readWorkerFromSocket(socket);
+  if (socket.alpnProtocol === "h2" || socket.getProtocol?.() === "TLSv1.3") socketWorkers.set(socket, out);
+  return out;
+}
+
+function readWorkerFromSocket(socket: TLSSocket): SocketWorker {
   const cert = socket.getPeerCertificate();
   if (!cert || Object.keys(cert).length === 0) return { problem: "no client certificate was presented" };
   if (!socket.authorized) {

@@ -4,7 +4,7 @@ import type { CoordinatorConfig } from "../config.js";
 import type { VerificationEvent, VerificationObserver } from "../observability/events.js";
 import type { Clock } from "../ports/clock.js";
 import type { BlobStorePort } from "../ports/storage.js";
-import { type Verdict, Verifier } from "../verify/verifier.js";
+import { type Verdict, type VerifiableJob, Verifier } from "../verify/verifier.js";
 
 /** What checking one result came to: a verdict, or the check could not run now. */
 export type CheckOutcome = Verdict | { ok: false; unavailable: true; reason: string };
@@ -22,6 +22,12 @@ export class ResultVerification {
   readonly #clock: Clock;
   readonly #verifier: Verifier | undefined;
   readonly #observers = new Set<VerificationObserver>();
+  /**
+   * Each job's inputs as the verifier reads them, made once per job: working out blob
+   * paths for every tile cost more than checking a tiny tile. Results arrive only after
+   * the job's creation (and its inputs' names) are durable, so the paths are final.
+   */
+  readonly #targets = new Map<string, VerifiableJob>();
 
   constructor(deps: {
     config: CoordinatorConfig;
@@ -54,6 +60,7 @@ export class ResultVerification {
 
   /** Drops what the verifier keeps of a finished job. */
   forget(jobId: string): void {
+    this.#targets.delete(jobId);
     this.#verifier?.forget(jobId);
   }
 
@@ -76,12 +83,16 @@ export class ResultVerification {
     const { job } = pre.value;
     if (data.byteLength !== tileSizeBytes(job.plan, lease.shardIndex)) return undefined;
     const bounds = tileBounds(job.plan, lease.shardIndex);
-    const target = {
-      id: job.id,
-      plan: job.plan,
-      aPath: this.#blobs.pathOf(job.spec.a.blobId),
-      bPath: this.#blobs.pathOf(job.spec.b.blobId),
-    };
+    let target = this.#targets.get(job.id);
+    if (target === undefined || target.plan !== job.plan) {
+      target = {
+        id: job.id,
+        plan: job.plan,
+        aPath: this.#blobs.pathOf(job.spec.a.blobId),
+        bPath: this.#blobs.pathOf(job.spec.b.blobId),
+      };
+      this.#targets.set(job.id, target);
+    }
     const failed = (e: unknown): CheckOutcome => {
       this.#log.error(
         { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, err: e },
