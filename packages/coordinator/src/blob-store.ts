@@ -25,6 +25,7 @@ import { BlobError, checkOpenUploads, checkUploadDigest, checkUploadRequest, upl
 import { type BlobIndex, IndexedBlobStore } from "./blob-index.js";
 import { BlobSyncQueue } from "./blob-sync-queue.js";
 import type { DataDirSpace } from "./disk-space.js";
+import { JOURNAL_BLOB_MAX_BYTES, type JournalBlobs } from "./journal-blobs.js";
 import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir, withDataDirAsync } from "./storage-errors.js";
 import { gatherRanges, planStridedRead, type StridedReadPlan, type StridedView } from "./strided-read.js";
@@ -73,6 +74,8 @@ export class BlobStore extends IndexedBlobStore {
   readonly #uploads = new Map<string, UploadSession>();
   /** Inline matrices and sealed results made durable by the next journal commit ({@link syncPending}). */
   readonly #pending = new BlobSyncQueue((blobId, sizeBytes) => this.index.stored(blobId, sizeBytes));
+  /** Small inline matrices made durable by the journal's data frames, once a journal is attached. */
+  #journalBlobs: JournalBlobs | undefined;
   /** Absolute root of the store, as peers on this host see it. */
   readonly dir: string;
   /** Random id in `dir/store-id`: a peer that reads it there knows it sees this store. */
@@ -116,6 +119,19 @@ export class BlobStore extends IndexedBlobStore {
   syncPending(): Promise<void> {
     if (this.#pending.empty) return Promise.resolve();
     return withDataDirAsync(this.dir, "storing new blobs", () => this.#pending.sync());
+  }
+
+  /**
+   * From now on, small inline matrices go through `blobs` (journal-blobs.ts): durable by
+   * the journal's data frames instead of fsyncs of their own.
+   */
+  attachJournal(blobs: JournalBlobs): void {
+    this.#journalBlobs = blobs;
+  }
+
+  /** Counts a blob written back from the journal after a restart (journal-blobs.ts) as stored. */
+  restored(blobId: string, sizeBytes: number): void {
+    this.index.stored(blobId, sizeBytes);
   }
 
   /**
@@ -294,6 +310,12 @@ export class BlobStore extends IndexedBlobStore {
     }
     // Only submits store inline matrices: new work, held to the watermark.
     this.#opts.space?.admit(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
+    const viaJournal = this.#journalBlobs;
+    if (viaJournal !== undefined && data.byteLength <= JOURNAL_BLOB_MAX_BYTES) {
+      withDataDir(this.dir, `storing inline matrix ${blobId}`, () => viaJournal.put(blobId, data));
+      this.index.stored(blobId, data.byteLength);
+      return blobId;
+    }
     const tmp = uploadPath(this.#opts.dir, randomUUID());
     withDataDir(
       this.dir,

@@ -136,6 +136,9 @@ export class Coordinator {
       maxChunkBytes: this.maxChunkBytes,
       apply,
       reserveEpochs: (count) => epochs.reserve(count),
+      journalSettled: () => parts.journal.settled,
+      settle: () =>
+        parts.journal.settled ? Promise.resolve() : parts.journal.commit().catch((e: unknown) => this.#diskFailed(e)),
       newId: parts.newId,
       random: parts.random,
       space: parts.space,

@@ -4,9 +4,10 @@ import { BlobStore } from "./blob-store.js";
 import type { CoordinatorConfig } from "./config.js";
 import { DataDirSpace } from "./disk-space.js";
 import { Journal } from "./journal.js";
+import { JournalBlobs, restoreJournalBlobs } from "./journal-blobs.js";
 import type { StoragePorts } from "./ports/storage.js";
 import { ResultSink } from "./result-sink.js";
-import type { diskSpaceOf } from "./storage-errors.js";
+import { type diskSpaceOf, withDataDirAsync } from "./storage-errors.js";
 
 /**
  * The coordinator's storage on disk, in `config.dataDir`: blobs, result buffers and the
@@ -36,8 +37,9 @@ export function createDiskStorage(
     blobs,
     sink,
     space,
-    openJournal: () =>
-      Journal.open({
+    openJournal: async () => {
+      let journalBlobs: JournalBlobs | undefined;
+      const opened = await Journal.open({
         dir: join(config.dataDir, "journal"),
         fsync: config.fsync,
         // Result bytes first, then the blob names that point at them (a sealed result is a
@@ -46,9 +48,31 @@ export function createDiskStorage(
           await sink.syncDirty();
           await blobs.syncPending();
         },
+        // Blobs whose only durable copy is a data frame become files before segments go.
+        beforeSnapshot: () =>
+          journalBlobs === undefined || journalBlobs.unsyncedCount === 0
+            ? Promise.resolve()
+            : withDataDirAsync(config.dataDir, "storing new blobs", () => (journalBlobs as JournalBlobs).syncAll()),
         onSnapshotFailed: (e) => logger.error({ err: e }, "journal snapshot failed; the segments are kept until one succeeds"),
         ...(config.onJournalCommit ? { onCommit: config.onJournalCommit } : {}),
         ...(config.crashAt ? { crashAt: config.crashAt } : {}),
-      }),
+      });
+      const { journal } = opened;
+      // A crash may have taken the files of small inline matrices back: write again those a job still needs.
+      const named = new Set<string>();
+      for (const job of journal.model.jobs.values()) named.add(job.spec.a.blobId).add(job.spec.b.blobId);
+      const rewritten = await withDataDirAsync(config.dataDir, "restoring blobs from the journal", () =>
+        restoreJournalBlobs(
+          config.dataDir,
+          opened.blobs,
+          (id) => named.has(id),
+          (id, size) => blobs.restored(id, size),
+        ),
+      );
+      if (rewritten > 0) logger.warn({ blobs: rewritten }, "rewrote inline matrices from the journal after a crash");
+      journalBlobs = new JournalBlobs(config.dataDir, (id, data) => journal.appendBlob(id, data));
+      blobs.attachJournal(journalBlobs);
+      return { journal, report: opened.report };
+    },
   };
 }

@@ -30,6 +30,11 @@ export interface JournalOptions {
   readonly compactAfterBytes?: number;
   /** Called before each group commit's write, to make data the records point at durable (tile bytes). */
   readonly beforeCommit?: () => Promise<void>;
+  /**
+   * Called before a snapshot lets old segments go: the data frames in them must not be
+   * the only durable copy of any blob by then (see journal-blobs.ts).
+   */
+  readonly beforeSnapshot?: () => Promise<void>;
   /** Called with each group commit's duration (write + fsync), for metrics. */
   readonly onCommit?: (ms: number, records: number) => void;
   /**
@@ -70,6 +75,9 @@ export interface RecoveryReport {
 const HEADER_BYTES = 8;
 const MAX_RECORD_BYTES = 64 * 1024 * 1024;
 const SNAPSHOT = "snapshot.json";
+/** First payload byte of a data frame; a record's payload is JSON, which starts with `{`. */
+const DATA_FRAME = 0;
+const BLOB_ID_BYTES = 32;
 
 /** Frames a record: u32 length, u32 CRC-32 of the payload, payload (UTF-8 JSON). */
 export function encodeRecord(r: DurableRecord): Buffer {
@@ -82,11 +90,34 @@ export function encodeRecord(r: DurableRecord): Buffer {
 }
 
 /**
- * Decodes the records of one segment, stopping at the first torn or corrupt frame.
- * @returns the records and the byte offset where valid data ends.
+ * Frames a blob's bytes (a data frame): u32 length, u32 CRC-32 of the payload, payload =
+ * one 0 byte, the blob id's 32 bytes, the blob's bytes. Replay hands them to the blob
+ * store (journal-blobs.ts); they never reach the durable model.
  */
-export function decodeSegment(buf: Buffer): { records: DurableRecord[]; validBytes: number } {
+export function encodeDataFrame(blobId: string, data: Uint8Array): Buffer {
+  const payloadBytes = 1 + BLOB_ID_BYTES + data.byteLength;
+  const out = Buffer.allocUnsafe(HEADER_BYTES + payloadBytes);
+  out.writeUInt32LE(payloadBytes, 0);
+  out[HEADER_BYTES] = DATA_FRAME;
+  out.write(blobId, HEADER_BYTES + 1, BLOB_ID_BYTES, "hex");
+  out.set(data, HEADER_BYTES + 1 + BLOB_ID_BYTES);
+  out.writeUInt32LE(crc32(out.subarray(HEADER_BYTES)), 4);
+  return out;
+}
+
+/**
+ * Decodes the records and data frames of one segment, stopping at the first torn or
+ * corrupt frame.
+ * @returns the records, the blobs of the data frames (views into `buf`), and the byte
+ *   offset where valid data ends.
+ */
+export function decodeSegment(buf: Buffer): {
+  records: DurableRecord[];
+  blobs: Map<string, Uint8Array>;
+  validBytes: number;
+} {
   const records: DurableRecord[] = [];
+  const blobs = new Map<string, Uint8Array>();
   let off = 0;
   while (off + HEADER_BYTES <= buf.byteLength) {
     const len = buf.readUInt32LE(off);
@@ -94,6 +125,12 @@ export function decodeSegment(buf: Buffer): { records: DurableRecord[]; validByt
     if (len === 0 || len > MAX_RECORD_BYTES || off + HEADER_BYTES + len > buf.byteLength) break;
     const payload = buf.subarray(off + HEADER_BYTES, off + HEADER_BYTES + len);
     if (crc32(payload) !== crc) break;
+    if (payload[0] === DATA_FRAME) {
+      if (len < 1 + BLOB_ID_BYTES) break;
+      blobs.set(payload.toString("hex", 1, 1 + BLOB_ID_BYTES), payload.subarray(1 + BLOB_ID_BYTES));
+      off += HEADER_BYTES + len;
+      continue;
+    }
     let rec: DurableRecord;
     try {
       rec = JSON.parse(payload.toString("utf8")) as DurableRecord;
@@ -103,7 +140,7 @@ export function decodeSegment(buf: Buffer): { records: DurableRecord[]; validByt
     records.push(rec);
     off += HEADER_BYTES + len;
   }
-  return { records, validBytes: off };
+  return { records, blobs, validBytes: off };
 }
 
 const segName = (seq: number) => `wal-${String(seq).padStart(12, "0")}.log`;
@@ -134,7 +171,10 @@ export const COMPACT_RATIO = 4;
 
 export class Journal {
   readonly model: DurableModel;
-  readonly #opts: Required<Omit<JournalOptions, "beforeCommit" | "onCommit" | "onSnapshotFailed" | "crashAt">> & JournalOptions;
+  readonly #opts: Required<
+    Omit<JournalOptions, "beforeCommit" | "beforeSnapshot" | "onCommit" | "onSnapshotFailed" | "crashAt">
+  > &
+    JournalOptions;
   #seq: number;
   #fh: FileHandle;
   #segmentBytes: number;
@@ -164,7 +204,7 @@ export class Journal {
   }
 
   /** Opens (or creates) a journal, recovering the durable model from snapshot + segments. */
-  static async open(opts: JournalOptions): Promise<{ journal: Journal; report: RecoveryReport }> {
+  static async open(opts: JournalOptions): Promise<{ journal: Journal; report: RecoveryReport; blobs: Map<string, Uint8Array> }> {
     const t0 = performance.now();
     mkdirSync(opts.dir, { recursive: true });
     let model = createDurableModel();
@@ -189,6 +229,7 @@ export class Journal {
       .filter((s) => Number.isFinite(s) && s > snapshotSeq)
       .sort((a, b) => a - b);
     let records = 0;
+    const blobs = new Map<string, Uint8Array>();
     let truncatedBytes = 0;
     let lastBytes = 0;
     for (const [i, seq] of segs.entries()) {
@@ -196,6 +237,7 @@ export class Journal {
       const buf = readFileSync(path);
       const dec = decodeSegment(buf);
       for (const r of dec.records) applyRecord(model, r);
+      for (const [blobId, data] of dec.blobs) blobs.set(blobId, data);
       records += dec.records.length;
       if (dec.validBytes < buf.byteLength) {
         truncatedBytes += buf.byteLength - dec.validBytes;
@@ -218,6 +260,7 @@ export class Journal {
     return {
       journal,
       report: { snapshotSeq, segments: segs.length, records, truncatedBytes, ms: performance.now() - t0 },
+      blobs,
     };
   }
 
@@ -230,6 +273,22 @@ export class Journal {
   }
 
   #pendingAccepts = false;
+  /** A group commit is writing or syncing. */
+  #writing = false;
+
+  /** True when every record appended so far is durable: nothing pending, no commit in flight. */
+  get settled(): boolean {
+    return this.#pending.length === 0 && this.#scheduled === undefined && !this.#writing && this.#failed === undefined;
+  }
+
+  /**
+   * Appends a blob's bytes as a data frame: durable with the records appended after it,
+   * by the same {@link commit}. Append it before the record that names the blob.
+   */
+  appendBlob(blobId: string, data: Uint8Array): void {
+    if (this.#closed) throw new Error("journal is closed");
+    this.#pending.push(encodeDataFrame(blobId, data));
+  }
 
   /** Kills the process here if a crash-point test asked for it. */
   #maybeCrash(point: CrashPoint["point"], armed: boolean): void {
@@ -265,6 +324,7 @@ export class Journal {
     this.#pendingAccepts = false;
     if (armed) this.#acceptCommits++;
     const t0 = performance.now();
+    this.#writing = true;
     try {
       await this.#opts.beforeCommit?.();
       this.#maybeCrash("before-journal-write", armed);
@@ -286,6 +346,8 @@ export class Journal {
       );
       this.#failed = mapped ?? (e instanceof Error ? e : new Error(String(e)));
       throw this.#failed;
+    } finally {
+      this.#writing = false;
     }
     this.#opts.onCommit?.(performance.now() - t0, batch.length);
     const compact =
@@ -316,6 +378,7 @@ export class Journal {
    */
   async #snapshot(): Promise<void> {
     await this.#opts.beforeCommit?.();
+    await this.#opts.beforeSnapshot?.();
     const oldSeq = this.#seq;
     const body = JSON.stringify(toSnapshot(this.model));
     const newSeq = oldSeq + 1;

@@ -112,6 +112,7 @@ export class MemoryJournal {
 
   #startRun(run: number, model: DurableModel): JournalPort {
     let pending: string[] = [];
+    let inFlight = 0;
     let last: Promise<void> = Promise.resolve();
     let failed: Error | undefined;
     let closed = false;
@@ -123,6 +124,7 @@ export class MemoryJournal {
       const batch = pending;
       pending = [];
       this.#inFlight.push(batch);
+      inFlight++;
       last = last
         .then(() => this.#gate())
         .then(() => {
@@ -136,6 +138,10 @@ export class MemoryJournal {
           if (i >= 0) this.#inFlight.splice(i, 1);
           this.#durable(batch);
         });
+      const done = () => {
+        inFlight--;
+      };
+      last.then(done, done);
       return last;
     };
     return {
@@ -146,6 +152,9 @@ export class MemoryJournal {
         if (current()) pending.push(JSON.stringify(record));
       },
       commit,
+      get settled() {
+        return pending.length === 0 && inFlight === 0 && failed === undefined;
+      },
       async close() {
         if (closed) return;
         try {

@@ -21,6 +21,8 @@ export interface JournalPort {
   commit(): Promise<void>;
   /** Commits what is pending and closes. Idempotent. */
   close(): Promise<void>;
+  /** True when every record appended so far is durable: nothing pending, no commit in flight. */
+  readonly settled: boolean;
 }
 
 /** A journal just opened, and what recovering it found. */

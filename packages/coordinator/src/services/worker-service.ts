@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, type ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { asWorkerId, type LeaseKey, sameIdentityPeers, type WorkerId } from "@dce/core";
+import { asWorkerId, type Effect, type LeaseKey, sameIdentityPeers, type WorkerId } from "@dce/core";
 import { type CompleteShardsRequest, ErrorReason, type ShardOutcome, ShardOutcomeSchema, type WorkerService } from "@dce/proto";
 import { dceError, errorInfo, errorInfoFor, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
@@ -76,9 +76,10 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
       shell.identities.checkOwner(ctx, workerId);
       for (;;) {
         await shell.reserveEpochs(maxShards);
+        const settled = shell.journalSettled();
         const out = shell.apply({ type: "shards-requested", nowMs: shell.clock.nowMs(), workerId, maxShards });
         if (!out.outcome.ok) throw toConnectError(out.outcome.error);
-        await out.durable;
+        if (!settled || !onlyPinsKernels(out.effects)) await out.durable;
         const grants = out.outcome.value;
         if (grants.length > 0 || shell.clock.nowMs() >= deadline || ctx.signal.aborted) {
           for (const g of grants) {
@@ -132,6 +133,18 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
       return {};
     },
   };
+}
+
+/**
+ * True when a grant journaled nothing but its jobs' kernel pins. Then, if every earlier
+ * record was durable already (the jobs' creation, the epochs' reservation), the grant
+ * need not wait for its own commit: a result is accepted only by a record journaled
+ * after the pin, so a crash before the pin is durable takes back nothing but leases
+ * that the restarted coordinator does not know, whose results it refuses. A small job
+ * saves a whole fdatasync between its submit and its first lease.
+ */
+function onlyPinsKernels(effects: readonly Effect[]): boolean {
+  return effects.every((fx) => fx.type !== "persist" || fx.record.type === "kernel-pinned");
 }
 
 /** The results of a CompleteShards call, with their bytes (read from the blob store when sent by id). */

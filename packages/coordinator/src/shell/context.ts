@@ -37,6 +37,14 @@ export interface ShellContext {
   apply<E extends CoreEvent>(event: E, tile?: Uint8Array): Applied<E>;
   /** Makes sure the next `count` epochs are covered by a durable reservation. */
   reserveEpochs(count: number): Promise<void>;
+  /** True when every record journaled so far is durable (nothing pending, no commit in flight). */
+  journalSettled(): boolean;
+  /**
+   * Resolves once every record journaled so far is durable: a read that answers from the
+   * core state awaits it, so nobody observes a state that a crash could take back.
+   * @throws ConnectError UNAVAILABLE (`JOURNAL_FAILED`) when the journal failed.
+   */
+  settle(): Promise<void>;
   /** A fresh id for a job or a worker. */
   newId(): string;
   /** A uniform number in [0, 1) (the core's jitter). */

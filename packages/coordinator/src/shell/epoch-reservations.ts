@@ -13,8 +13,12 @@ export class EpochReservations {
   readonly #journal: JournalPort;
   readonly #state: Readonly<CoreState>;
   readonly #failed: (e: unknown) => never;
-  /** Epochs below this are covered by a durable `epochs-reserved` record. */
+  /** Epochs below this are covered by an `epochs-reserved` record, durable or on its way. */
   #reservedUpTo: number;
+  /** Epochs below this are covered by a durable `epochs-reserved` record. */
+  #durableUpTo: number;
+  /** The commit of the latest reservation. */
+  #reserving: Promise<void> = Promise.resolve();
 
   /** @param failed called when the journal cannot be written; it throws the error the caller gets. */
   constructor(journal: JournalPort, state: Readonly<CoreState>, failed: (e: unknown) => never) {
@@ -22,18 +26,28 @@ export class EpochReservations {
     this.#state = state;
     this.#failed = failed;
     this.#reservedUpTo = state.nextEpoch;
+    this.#durableUpTo = state.nextEpoch;
   }
 
   /** Resolves once the next `count` epochs are covered by a durable reservation. */
   async reserve(count: number): Promise<void> {
-    if (this.#state.nextEpoch + count <= this.#reservedUpTo) {
-      // Covered, but the reservation may still be on its way to disk: wait for it.
-      await this.#journal.commit().catch((e: unknown) => this.#failed(e));
+    const need = this.#state.nextEpoch + count;
+    // Covered by a durable reservation: nothing to wait for (not even other records' commits).
+    if (need <= this.#durableUpTo) return;
+    if (need <= this.#reservedUpTo) {
+      // Covered, but the reservation is still on its way to disk: wait for it.
+      await this.#reserving;
       return;
     }
-    const upTo = this.#state.nextEpoch + count + RESERVE_AHEAD;
+    const upTo = need + RESERVE_AHEAD;
     this.#reservedUpTo = upTo;
     this.#journal.append({ type: "epochs-reserved", upTo });
-    await this.#journal.commit().catch((e: unknown) => this.#failed(e));
+    this.#reserving = this.#journal.commit().then(
+      () => {
+        this.#durableUpTo = Math.max(this.#durableUpTo, upTo);
+      },
+      (e: unknown) => this.#failed(e),
+    );
+    await this.#reserving;
   }
 }
