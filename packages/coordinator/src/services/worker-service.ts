@@ -1,7 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, type ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { asWorkerId, type LeaseKey, sameIdentityPeers, type WorkerId } from "@dce/core";
-import { type CompleteShardsRequest, ErrorReason, type ShardOutcome, ShardOutcomeSchema, type WorkerService } from "@dce/proto";
+import {
+  type CompleteShardsRequest,
+  ErrorReason,
+  type ShardOutcome,
+  ShardOutcomeSchema,
+  type ShardResult,
+  type WorkerService,
+} from "@dce/proto";
 import { dceError, errorInfo, errorInfoFor, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 import { withInlineInputs } from "../shell/inline-inputs.js";
@@ -63,7 +70,7 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
         leaseTtlMs: ttl,
         heartbeatIntervalMs: Math.max(50, Math.floor(ttl / 3)),
         maxMessageBytes: shell.config.maxMessageBytes,
-        ...localStoreField(shell),
+        ...stagedLocalStore(shell),
       };
     },
 
@@ -111,7 +118,7 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
       shell.identities.checkOwner(ctx, workerId);
       // Before reading the report: an unknown worker is told to register again (WORKER_NOT_FOUND).
       if (!shell.state.workers.has(workerId)) throw toConnectError({ kind: "worker-not-found", workerId });
-      const items = readReport(shell, req);
+      const items = await readReport(shell, workerId, req);
       await verifyAll(shell, workerId, items);
       return { outcomes: await handOver(shell, workerId, items, arrivedMs) };
     },
@@ -134,36 +141,59 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
   };
 }
 
-/** The results of a CompleteShards call, with their bytes (read from the blob store when sent by id). */
-function readReport(shell: ShellContext, req: CompleteShardsRequest): ReportItem[] {
-  return req.results.map((r) => {
-    const lease = fromLeaseRef(r.lease);
-    if (r.payload.case === "data") return { lease, data: r.payload.value };
-    if (r.payload.case === "blobId") {
-      const size = shell.blobs.sizeOf(r.payload.value);
-      if (size === undefined) {
-        return {
-          lease,
-          early: create(ShardOutcomeSchema, {
-            lease: toLeaseRef(lease),
-            code: Code.NotFound,
-            message: "result blob not found",
-            error: errorInfo(ErrorReason.BLOB_NOT_FOUND, { blob_id: r.payload.value }),
-          }),
-        };
-      }
-      return { lease, data: shell.blobs.read(r.payload.value, 0, size).data };
+/** The local store as RegisterWorker offers it: with `acceptsStagedTiles` when staged tiles are read. */
+function stagedLocalStore(shell: ShellContext): {
+  localStore?: { dir: string; storeId: string; acceptsStagedTiles: boolean };
+} {
+  const { localStore } = localStoreField(shell);
+  if (localStore === undefined) return {};
+  return { localStore: { ...localStore, acceptsStagedTiles: shell.stagedTiles !== undefined } };
+}
+
+/**
+ * The results of a CompleteShards call, with their bytes: sent inline, read from the blob
+ * store when sent by id, or taken from the staging folder when staged (each staged file
+ * read once, after its lease was checked; see StagedTiles).
+ */
+async function readReport(shell: ShellContext, workerId: WorkerId, req: CompleteShardsRequest): Promise<ReportItem[]> {
+  return Promise.all(req.results.map((r) => readResult(shell, workerId, r)));
+}
+
+async function readResult(shell: ShellContext, workerId: WorkerId, r: ShardResult): Promise<ReportItem> {
+  const lease = fromLeaseRef(r.lease);
+  if (r.payload.case === "data") return { lease, data: r.payload.value };
+  if (r.payload.case === "staged") {
+    if (shell.stagedTiles === undefined) {
+      const e = dceError(Code.FailedPrecondition, ErrorReason.LOCAL_STORE_OFF, "this coordinator does not take staged tiles");
+      return { lease, early: outcomeOf(lease, e) };
     }
-    return {
-      lease,
-      early: create(ShardOutcomeSchema, {
-        lease: toLeaseRef(lease),
-        code: Code.InvalidArgument,
-        message: "result has no payload",
-        error: errorInfo(ErrorReason.MALFORMED_REQUEST),
-      }),
-    };
-  });
+    const taken = await shell.stagedTiles.take(workerId, lease, r.payload.value.sizeBytes);
+    return taken instanceof Uint8Array ? { lease, data: taken } : { lease, early: outcomeOf(lease, taken) };
+  }
+  if (r.payload.case === "blobId") {
+    const size = shell.blobs.sizeOf(r.payload.value);
+    if (size === undefined) {
+      return {
+        lease,
+        early: create(ShardOutcomeSchema, {
+          lease: toLeaseRef(lease),
+          code: Code.NotFound,
+          message: "result blob not found",
+          error: errorInfo(ErrorReason.BLOB_NOT_FOUND, { blob_id: r.payload.value }),
+        }),
+      };
+    }
+    return { lease, data: shell.blobs.read(r.payload.value, 0, size).data };
+  }
+  return {
+    lease,
+    early: create(ShardOutcomeSchema, {
+      lease: toLeaseRef(lease),
+      code: Code.InvalidArgument,
+      message: "result has no payload",
+      error: errorInfo(ErrorReason.MALFORMED_REQUEST),
+    }),
+  };
 }
 
 /**
