@@ -134,18 +134,22 @@ describe("staged result tiles (worker)", () => {
     expect(lines[0]?.fields.err).toMatch(/ENOTDIR/);
   });
 
-  it("stages again once the pause after a failed write is over", async () => {
+  it("stages again once the pause after a failed write is over; only the first failure is logged at info", async () => {
     const dir = storeDir(false);
     writeFileSync(join(dir, "staging"), "");
     let now = 1_000_000;
     const session = { localStore: { dir }, acceptsStagedTiles: true } as unknown as Session;
-    const stager = new TileStager({ session, log: captureLogger(), nowMs: () => now });
+    const log = captureLogger();
+    const stager = new TileStager({ session, log, nowMs: () => now });
     const tile = new Uint8Array(Float64Array.from(tileOf(big, 30)).buffer);
     expect(await stager.stage(runOf().lease, tile)).toBe(false);
+    now += STAGING_PAUSE_MS;
+    expect(await stager.stage(runOf().lease, tile)).toBe(false); // tried again: still failing
+    expect(log.lines.map((l) => l.level)).toEqual(["info", "debug"]);
     rmSync(join(dir, "staging"));
     mkdirSync(join(dir, "staging")); // the disk is usable again
     now += STAGING_PAUSE_MS - 1;
-    expect(await stager.stage(runOf().lease, tile)).toBe(false);
+    expect(await stager.stage(runOf().lease, tile)).toBe(false); // still paused
     now += 1;
     const run = runOf();
     expect(await stager.stage(run.lease, tile)).toBe(true);
