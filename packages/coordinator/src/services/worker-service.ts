@@ -21,6 +21,8 @@ import { fromLeaseRef, fromPeerAddress, toConnectError, toLeaseRef, toLeaseStatu
 interface ReportItem {
   lease: LeaseKey;
   data?: Uint8Array;
+  /** How the bytes came: in the message, as a blob, or staged in the local store. */
+  via?: "inline" | "blob" | "staged";
   /** The answer when the result never reaches the core (no payload, blob not found). */
   early?: ShardOutcome;
   verdict?: CheckOutcome | undefined;
@@ -161,14 +163,14 @@ async function readReport(shell: ShellContext, workerId: WorkerId, req: Complete
 
 async function readResult(shell: ShellContext, workerId: WorkerId, r: ShardResult): Promise<ReportItem> {
   const lease = fromLeaseRef(r.lease);
-  if (r.payload.case === "data") return { lease, data: r.payload.value };
+  if (r.payload.case === "data") return { lease, data: r.payload.value, via: "inline" };
   if (r.payload.case === "staged") {
     if (shell.stagedTiles === undefined) {
       const e = dceError(Code.FailedPrecondition, ErrorReason.LOCAL_STORE_OFF, "this coordinator does not take staged tiles");
       return { lease, early: outcomeOf(lease, e) };
     }
     const taken = await shell.stagedTiles.take(workerId, lease, r.payload.value.sizeBytes);
-    return taken instanceof Uint8Array ? { lease, data: taken } : { lease, early: outcomeOf(lease, taken) };
+    return taken instanceof Uint8Array ? { lease, data: taken, via: "staged" } : { lease, early: outcomeOf(lease, taken) };
   }
   if (r.payload.case === "blobId") {
     const size = shell.blobs.sizeOf(r.payload.value);
@@ -183,7 +185,7 @@ async function readResult(shell: ShellContext, workerId: WorkerId, r: ShardResul
         }),
       };
     }
-    return { lease, data: shell.blobs.read(r.payload.value, 0, size).data };
+    return { lease, data: shell.blobs.read(r.payload.value, 0, size).data, via: "blob" };
   }
   return {
     lease,
@@ -235,7 +237,7 @@ async function handOver(
   const durables: Promise<void>[] = [];
   let unverified: string | undefined;
   let diskError: DataDirError | undefined;
-  const outcomes = items.map(({ lease, data, early, verdict }, i) => {
+  const outcomes = items.map(({ lease, data, early, verdict, via }, i) => {
     if (early !== undefined || data === undefined) return early as ShardOutcome;
     const staged = stagedAll[i];
     if (staged instanceof DataDirError) {
@@ -267,7 +269,7 @@ async function handOver(
     if (out.outcome.ok) {
       // sinceArrivalMs: reading and checking the report (the verification a job's last tile waits for).
       shell.log.debug(
-        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, sinceArrivalMs: nowMs - arrivedMs },
+        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, via, sinceArrivalMs: nowMs - arrivedMs },
         "shard accepted",
       );
       return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });
