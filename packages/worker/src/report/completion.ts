@@ -50,27 +50,28 @@ export class CompletionReporter implements ShardReporter {
     // safe; it is only pointless once the lease has certainly run out.
     const giveUp = () => Date.now() >= run.expiresAtMs;
     const bytes = float64ToBytes(c);
-    const report = (payload: ShardResult["payload"]) =>
-      this.#d.batcher.report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
-    let outcome: ShardOutcome | undefined;
-    try {
-      // Staged in the local store when the coordinator takes it (no encoding, no copy on
-      // either side); else inline or as a blob.
-      const staged = await this.#stager.stage(lease, bytes);
-      outcome = await report(staged ? stagedPayload(bytes) : await this.#sendablePayload(bytes, signal, giveUp));
-      if (staged && outcome?.error?.reason === ErrorReason.STAGED_TILE_NOT_FOUND && !giveUp()) {
-        // The coordinator found no file (swept, or taken by an earlier try of this report):
-        // the tile is still here, so it goes the other way rather than being lost.
-        log.debug({ ...leaseFields(lease), reason: outcome.message }, "staged tile not found by the coordinator; sending it");
-        outcome = await report(await this.#sendablePayload(bytes, signal, giveUp));
+    const report = async (payload: ShardResult["payload"]): Promise<ShardOutcome | undefined | "dropped"> => {
+      try {
+        return await this.#d.batcher.report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
+      } catch (e) {
+        if (signal.aborted || this.#d.isFatal()) throw e;
+        const fields = { ...leaseFields(lease), err: errorMessage(e) };
+        if (giveUp()) log.info(fields, "lease expired while the coordinator was unreachable; result dropped");
+        else log.warn(fields, "CompleteShards refused; result dropped");
+        return "dropped";
       }
-    } catch (e) {
-      if (signal.aborted || this.#d.isFatal()) throw e;
-      const fields = { ...leaseFields(lease), err: errorMessage(e) };
-      if (giveUp()) log.info(fields, "lease expired while the coordinator was unreachable; result dropped");
-      else log.warn(fields, "CompleteShards refused; result dropped");
-      return;
+    };
+    // Staged in the local store when the coordinator takes it (no encoding, no copy on
+    // either side); else inline or as a blob.
+    const staged = await this.#stager.stage(lease, bytes);
+    let outcome = await report(staged ? stagedPayload(bytes) : await this.#sendablePayload(bytes, signal, giveUp));
+    if (staged && outcome !== "dropped" && outcome?.error?.reason === ErrorReason.STAGED_TILE_NOT_FOUND && !giveUp()) {
+      // The coordinator found no file (swept, or taken by an earlier try of this report):
+      // the tile is still here, so it goes the other way rather than being lost.
+      log.debug({ ...leaseFields(lease), reason: outcome.message }, "staged tile not found by the coordinator; sending it");
+      outcome = await report(await this.#sendablePayload(bytes, signal, giveUp));
     }
+    if (outcome === "dropped") return;
     const fields = {
       ...leaseFields(lease),
       computeMs: Math.round(computeMs),
