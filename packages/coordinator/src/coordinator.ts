@@ -174,7 +174,7 @@ export class Coordinator {
       // Offered with the local store: workers on this host then write result tiles there.
       stagedTiles:
         config.localStore && stagingDir !== undefined
-          ? new StagedTiles({ dir: stagingDir, state: restored.state, clock, log: logger, leaseTtlMs: config.core.leaseTtlMs })
+          ? StagedTiles.open({ dir: stagingDir, state: restored.state, clock, log: logger, leaseTtlMs: config.core.leaseTtlMs })
           : undefined,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });

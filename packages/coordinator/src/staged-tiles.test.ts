@@ -23,10 +23,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function start(opts: { before?: (stagingDir: string) => void; localStore?: boolean } = {}) {
+async function start(opts: { before?: (stagingDir: string) => void; localStore?: boolean; stagingDir?: string } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "dce-staged-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const stagingDir = join(dir, "staging");
+  const stagingDir = opts.stagingDir ?? join(dir, "staging");
   opts.before?.(stagingDir);
   const storage = { ...createMemoryStorage(), stagingDir };
   const clock = new VirtualClock(1_000_000);
@@ -191,6 +191,19 @@ describe("staged result tiles", () => {
 
   it("a coordinator with the local store off answers a staged report FAILED_PRECONDITION, LOCAL_STORE_OFF", async () => {
     const s = await start({ localStore: false });
+    const { job, workerId, lease } = await oneTile(s);
+    expect(await s.report(workerId, lease.lease, tileOf(lease, job).byteLength)).toMatchObject({
+      code: Code.FailedPrecondition,
+      reason: ErrorReason.LOCAL_STORE_OFF,
+    });
+  });
+
+  it("a staging folder it cannot make leaves staging off: RegisterWorker does not offer it, a staged report is refused", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "dce-staged-file-"));
+    cleanups.push(() => rmSync(parent, { recursive: true, force: true }));
+    writeFileSync(join(parent, "data"), ""); // a file where the data dir should be: mkdir fails (ENOTDIR)
+    const s = await start({ stagingDir: join(parent, "data", "staging") });
+    expect((await s.register("w")).localStore?.acceptsStagedTiles).toBe(false);
     const { job, workerId, lease } = await oneTile(s);
     expect(await s.report(workerId, lease.lease, tileOf(lease, job).byteLength)).toMatchObject({
       code: Code.FailedPrecondition,

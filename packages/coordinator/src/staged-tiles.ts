@@ -54,15 +54,25 @@ export class StagedTiles {
   #sweeping: Promise<SweepResult> | undefined;
 
   /**
-   * Empties (or creates) the staging folder and starts the periodic sweep.
-   * @throws the file system's error when the folder cannot be made (the data dir is unusable).
+   * Empties (or creates) the staging folder and starts the periodic sweep. Undefined, with
+   * a warning, when the folder cannot be made (a full or read-only data dir): the
+   * coordinator then does not offer staging, and workers send their tiles as before.
    */
-  constructor(deps: StagedTilesDeps) {
+  static open(deps: StagedTilesDeps): StagedTiles | undefined {
+    try {
+      // No lease outlives a restart, so no staged tile can be reported to this process.
+      rmSync(deps.dir, { recursive: true, force: true });
+      mkdirSync(deps.dir, { recursive: true });
+    } catch (e) {
+      deps.log.warn({ dir: deps.dir, err: e }, "staging folder unusable; workers send result tiles in their reports");
+      return undefined;
+    }
+    return new StagedTiles(deps);
+  }
+
+  private constructor(deps: StagedTilesDeps) {
     this.#d = deps;
     this.#wallNowMs = deps.wallNowMs ?? Date.now;
-    // No lease outlives a restart, so no staged tile can be reported to this process.
-    rmSync(deps.dir, { recursive: true, force: true });
-    mkdirSync(deps.dir, { recursive: true });
     this.#stopSweeps = every(deps.clock, Math.max(1_000, deps.leaseTtlMs), () => {
       this.sweep().catch((e: unknown) => deps.log.warn({ err: e }, "staging sweep failed"));
     });

@@ -217,7 +217,8 @@ export enum ErrorReason {
   UPLOAD_OUT_OF_ORDER = 23,
 
   /**
-   * FAILED_PRECONDITION: a locally written upload, and the coordinator's local store is off.
+   * FAILED_PRECONDITION: a locally written upload, and the coordinator's local store is off;
+   * or a staged result tile, and the coordinator does not take staged tiles.
    *
    * @generated from enum value: ERROR_REASON_LOCAL_STORE_OFF = 24;
    */
