@@ -115,7 +115,8 @@ export class StagedTiles {
       // and nothing written into it reaches the bytes read below.
       const [{ size }] = await Promise.all([fh.stat(), unlink(path).catch(() => {})]);
       if (size !== expected) return sizeError(lease, `staged tile file holds ${size} bytes, expected ${expected}`);
-      const data = new Uint8Array(expected);
+      // Not zeroed: every byte is read into it, or it is dropped.
+      const data = Buffer.allocUnsafeSlow(expected);
       for (let pos = 0; pos < expected; ) {
         const { bytesRead } = await fh.read(data, pos, expected - pos, pos);
         if (bytesRead === 0) return sizeError(lease, `staged tile file ends at ${pos} bytes, expected ${expected}`);
