@@ -131,8 +131,8 @@ describe("local store offered (coordinator default)", () => {
     expect(d).toEqual({ in: 0, out: 0, uploadChunks: 0, readBlobs: 0, finishUploads: 2 });
 
     // One shard whose tile is all of C (1.28 MB, more than the workers' 1 MiB messages): the
-    // worker uploads the tile as a blob, and writes it into the upload file instead of
-    // sending chunks.
+    // worker stages the tile in the store (ShardResult.staged) instead of uploading it, so
+    // only A and B are finished uploads (test/integration/staged-tiles.test.ts).
     const beforeTile = await counters(cluster);
     await runJob(cluster, 13, undefined, N);
     expect(delta(await counters(cluster), beforeTile)).toEqual({
@@ -140,7 +140,7 @@ describe("local store offered (coordinator default)", () => {
       out: 0,
       uploadChunks: 0,
       readBlobs: 0,
-      finishUploads: 3,
+      finishUploads: 2,
     });
     for (const w of workers) {
       expect(logged(w, "reading the local blob file failed; using ReadBlob")).toEqual([]);

@@ -35,6 +35,7 @@ import { ResultFinalizer } from "./shell/result-finalizer.js";
 import { ResultVerification } from "./shell/result-verification.js";
 import { Waiters } from "./shell/waiters.js";
 import { WorkerIdentities } from "./shell/worker-identity.js";
+import { StagedTiles } from "./staged-tiles.js";
 
 export type { CoordinatorConfig } from "./config.js";
 export { MESSAGE_OVERHEAD_BYTES } from "./config.js";
@@ -54,6 +55,7 @@ interface CoordinatorParts {
   readonly step: typeof step;
   readonly recovery: Coordinator["recovery"];
   readonly space: FreeSpacePort | undefined;
+  readonly stagedTiles: StagedTiles | undefined;
 }
 
 /**
@@ -142,6 +144,7 @@ export class Coordinator {
       newId: parts.newId,
       random: parts.random,
       space: parts.space,
+      stagedTiles: parts.stagedTiles,
     };
     this.gc = createBlobCollector(config.gc, { ...this.#shell, commit: () => parts.journal.commit() });
     this.#stopTicker = every(parts.clock, config.tickIntervalMs, () => this.#tick());
@@ -156,7 +159,7 @@ export class Coordinator {
    */
   static async open(config: CoordinatorConfig, logger: Logger, ports: CoordinatorPorts = {}): Promise<Coordinator> {
     const clock = ports.clock ?? systemClock;
-    const { blobs, sink, openJournal, space } = ports.storage ?? createDiskStorage(config, logger, ports);
+    const { blobs, sink, openJournal, space, stagingDir } = ports.storage ?? createDiskStorage(config, logger, ports);
     const { journal, report } = await openJournal();
     const restored = await recoverState(config.core, journal, sink, clock, logger);
     const c = new Coordinator(config, logger, {
@@ -171,6 +174,11 @@ export class Coordinator {
       verifyRandomWords: ports.verifyRandomWords,
       step: ports.step ?? step,
       space,
+      // Offered with the local store: workers on this host then write result tiles there.
+      stagedTiles:
+        config.localStore && stagingDir !== undefined
+          ? StagedTiles.open({ dir: stagingDir, state: restored.state, clock, log: logger, leaseTtlMs: config.core.leaseTtlMs })
+          : undefined,
       recovery: { ...report, jobs: restored.state.jobs.size, activeJobs: restored.active.length },
     });
     logger.info({ ...c.recovery, ms: Math.round(report.ms) }, "recovered journal");
@@ -208,6 +216,7 @@ export class Coordinator {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.gc.close();
+      this.#shell.stagedTiles?.close();
       this.#stopTicker?.();
       this.#stopTicker = undefined;
       await this.#verification.close();

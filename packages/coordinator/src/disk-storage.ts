@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import { stagingDir } from "@dce/runtime/blob-layout";
 import type { Logger } from "pino";
 import { BlobStore } from "./blob-store.js";
 import type { CoordinatorConfig } from "./config.js";
@@ -37,6 +38,7 @@ export function createDiskStorage(
     blobs,
     sink,
     space,
+    stagingDir: stagingDir(config.dataDir),
     openJournal: async () => {
       let journalBlobs: JournalBlobs | undefined;
       const opened = await Journal.open({

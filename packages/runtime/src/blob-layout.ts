@@ -7,6 +7,7 @@
  * <dir>/store-id                  random id naming this store (hex, one line)
  * <dir>/blobs/<2 hex>/<blob id>   a stored blob; its id is the SHA-256 of its bytes, 64 lower-case hex
  * <dir>/uploads/<upload id>       an upload in progress (gone after a restart)
+ * <dir>/staging/<job>.<shard>.<epoch>.f64   a result tile a worker wrote for its lease (gone after a restart)
  * ```
  *
  * The blob files are spread over 256 folders by the first two hex digits of their id, so
@@ -53,4 +54,52 @@ export function uploadsDir(dir: string): string {
 /** The file of the upload `uploadId`, `<dir>/uploads/<uploadId>`. */
 export function uploadPath(dir: string, uploadId: string): string {
   return join(uploadsDir(dir), uploadId);
+}
+
+/** The folder of result tiles workers staged for their leases, `<dir>/staging`. */
+export function stagingDir(dir: string): string {
+  return join(dir, "staging");
+}
+
+/** A job id that may appear in a staging file's name: letters, digits, `-` and `_`, at most 128. */
+const STAGED_JOB_ID = /^[A-Za-z0-9_-]{1,128}$/;
+/** A staging file's name: `<job id>.<shard index>.<epoch>.f64`, numbers in decimal without leading zeros. */
+const STAGED_NAME = /^([A-Za-z0-9_-]{1,128})\.(0|[1-9][0-9]{0,9})\.(0|[1-9][0-9]{0,19})\.f64$/;
+
+/** The lease a staging file belongs to. */
+export interface StagedTileLease {
+  readonly jobId: string;
+  readonly shardIndex: number;
+  /** The lease's fencing epoch (the wire's uint64, or the coordinator's safe integer). */
+  readonly epoch: bigint | number;
+}
+
+/**
+ * The name of the staging file of a lease, `<jobId>.<shardIndex>.<epoch>.f64`; undefined
+ * when the job id holds anything but letters, digits, `-` and `_` (so a name never leaves
+ * the staging folder), or the numbers are out of range.
+ */
+export function stagedTileName(lease: StagedTileLease): string | undefined {
+  const { jobId, shardIndex, epoch } = lease;
+  if (!STAGED_JOB_ID.test(jobId) || !Number.isInteger(shardIndex) || shardIndex < 0 || shardIndex > 0xffff_ffff) {
+    return undefined;
+  }
+  if (typeof epoch === "number" ? !Number.isSafeInteger(epoch) || epoch < 0 : epoch < 0n || epoch > 0xffff_ffff_ffff_ffffn) {
+    return undefined;
+  }
+  return `${jobId}.${shardIndex}.${epoch}.f64`;
+}
+
+/** The lease a staging file's name names, or undefined when it is not such a name. */
+export function parseStagedTileName(name: string): (StagedTileLease & { readonly epoch: bigint }) | undefined {
+  const m = STAGED_NAME.exec(name);
+  if (m === null) return undefined;
+  const lease = { jobId: m[1] as string, shardIndex: Number(m[2]), epoch: BigInt(m[3] as string) };
+  return stagedTileName(lease) === name ? lease : undefined;
+}
+
+/** The staging file of a lease, `<dir>/staging/<name>`; undefined when {@link stagedTileName} refuses the lease. */
+export function stagedTilePath(dir: string, lease: StagedTileLease): string | undefined {
+  const name = stagedTileName(lease);
+  return name === undefined ? undefined : join(stagingDir(dir), name);
 }

@@ -165,4 +165,6 @@ export interface StoragePorts {
   openJournal(): Promise<OpenedJournal>;
   readonly blobs: BlobStorePort;
   readonly sink: ResultSinkPort;
+  /** The folder workers on this host stage result tiles in (`StagedTiles`); absent (memory storage): none. */
+  readonly stagingDir?: string;
 }

@@ -1,7 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, type ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { asWorkerId, type Effect, type LeaseKey, sameIdentityPeers, type WorkerId } from "@dce/core";
-import { type CompleteShardsRequest, ErrorReason, type ShardOutcome, ShardOutcomeSchema, type WorkerService } from "@dce/proto";
+import {
+  type CompleteShardsRequest,
+  ErrorReason,
+  type ShardOutcome,
+  ShardOutcomeSchema,
+  type ShardResult,
+  type WorkerService,
+} from "@dce/proto";
 import { dceError, errorInfo, errorInfoFor, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
 import { withInlineInputs } from "../shell/inline-inputs.js";
@@ -14,6 +21,8 @@ import { fromLeaseRef, fromPeerAddress, toConnectError, toLeaseRef, toLeaseStatu
 interface ReportItem {
   lease: LeaseKey;
   data?: Uint8Array;
+  /** How the bytes came: in the message, as a blob, or staged in the local store. */
+  via?: "inline" | "blob" | "staged";
   /** The answer when the result never reaches the core (no payload, blob not found). */
   early?: ShardOutcome;
   verdict?: CheckOutcome | undefined;
@@ -63,7 +72,7 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
         leaseTtlMs: ttl,
         heartbeatIntervalMs: Math.max(50, Math.floor(ttl / 3)),
         maxMessageBytes: shell.config.maxMessageBytes,
-        ...localStoreField(shell),
+        ...stagedLocalStore(shell),
       };
     },
 
@@ -112,7 +121,7 @@ export function createWorkerService(shell: ShellContext): ServiceImpl<typeof Wor
       shell.identities.checkOwner(ctx, workerId);
       // Before reading the report: an unknown worker is told to register again (WORKER_NOT_FOUND).
       if (!shell.state.workers.has(workerId)) throw toConnectError({ kind: "worker-not-found", workerId });
-      const items = readReport(shell, req);
+      const items = await readReport(shell, workerId, req);
       await verifyAll(shell, workerId, items);
       return { outcomes: await handOver(shell, workerId, items, arrivedMs) };
     },
@@ -147,36 +156,59 @@ function onlyPinsKernels(effects: readonly Effect[]): boolean {
   return effects.every((fx) => fx.type !== "persist" || fx.record.type === "kernel-pinned");
 }
 
-/** The results of a CompleteShards call, with their bytes (read from the blob store when sent by id). */
-function readReport(shell: ShellContext, req: CompleteShardsRequest): ReportItem[] {
-  return req.results.map((r) => {
-    const lease = fromLeaseRef(r.lease);
-    if (r.payload.case === "data") return { lease, data: r.payload.value };
-    if (r.payload.case === "blobId") {
-      const size = shell.blobs.sizeOf(r.payload.value);
-      if (size === undefined) {
-        return {
-          lease,
-          early: create(ShardOutcomeSchema, {
-            lease: toLeaseRef(lease),
-            code: Code.NotFound,
-            message: "result blob not found",
-            error: errorInfo(ErrorReason.BLOB_NOT_FOUND, { blob_id: r.payload.value }),
-          }),
-        };
-      }
-      return { lease, data: shell.blobs.read(r.payload.value, 0, size).data };
+/** The local store as RegisterWorker offers it: with `acceptsStagedTiles` when staged tiles are read. */
+function stagedLocalStore(shell: ShellContext): {
+  localStore?: { dir: string; storeId: string; acceptsStagedTiles: boolean };
+} {
+  const { localStore } = localStoreField(shell);
+  if (localStore === undefined) return {};
+  return { localStore: { ...localStore, acceptsStagedTiles: shell.stagedTiles !== undefined } };
+}
+
+/**
+ * The results of a CompleteShards call, with their bytes: sent inline, read from the blob
+ * store when sent by id, or taken from the staging folder when staged (each staged file
+ * read once, after its lease was checked; see StagedTiles).
+ */
+async function readReport(shell: ShellContext, workerId: WorkerId, req: CompleteShardsRequest): Promise<ReportItem[]> {
+  return Promise.all(req.results.map((r) => readResult(shell, workerId, r)));
+}
+
+async function readResult(shell: ShellContext, workerId: WorkerId, r: ShardResult): Promise<ReportItem> {
+  const lease = fromLeaseRef(r.lease);
+  if (r.payload.case === "data") return { lease, data: r.payload.value, via: "inline" };
+  if (r.payload.case === "staged") {
+    if (shell.stagedTiles === undefined) {
+      const e = dceError(Code.FailedPrecondition, ErrorReason.LOCAL_STORE_OFF, "this coordinator does not take staged tiles");
+      return { lease, early: outcomeOf(lease, e) };
     }
-    return {
-      lease,
-      early: create(ShardOutcomeSchema, {
-        lease: toLeaseRef(lease),
-        code: Code.InvalidArgument,
-        message: "result has no payload",
-        error: errorInfo(ErrorReason.MALFORMED_REQUEST),
-      }),
-    };
-  });
+    const taken = await shell.stagedTiles.take(workerId, lease, r.payload.value.sizeBytes);
+    return taken instanceof Uint8Array ? { lease, data: taken, via: "staged" } : { lease, early: outcomeOf(lease, taken) };
+  }
+  if (r.payload.case === "blobId") {
+    const size = shell.blobs.sizeOf(r.payload.value);
+    if (size === undefined) {
+      return {
+        lease,
+        early: create(ShardOutcomeSchema, {
+          lease: toLeaseRef(lease),
+          code: Code.NotFound,
+          message: "result blob not found",
+          error: errorInfo(ErrorReason.BLOB_NOT_FOUND, { blob_id: r.payload.value }),
+        }),
+      };
+    }
+    return { lease, data: shell.blobs.read(r.payload.value, 0, size).data, via: "blob" };
+  }
+  return {
+    lease,
+    early: create(ShardOutcomeSchema, {
+      lease: toLeaseRef(lease),
+      code: Code.InvalidArgument,
+      message: "result has no payload",
+      error: errorInfo(ErrorReason.MALFORMED_REQUEST),
+    }),
+  };
 }
 
 /**
@@ -218,7 +250,7 @@ async function handOver(
   const durables: Promise<void>[] = [];
   let unverified: string | undefined;
   let diskError: DataDirError | undefined;
-  const outcomes = items.map(({ lease, data, early, verdict }, i) => {
+  const outcomes = items.map(({ lease, data, early, verdict, via }, i) => {
     if (early !== undefined || data === undefined) return early as ShardOutcome;
     const staged = stagedAll[i];
     if (staged instanceof DataDirError) {
@@ -250,7 +282,7 @@ async function handOver(
     if (out.outcome.ok) {
       // sinceArrivalMs: reading and checking the report (the verification a job's last tile waits for).
       shell.log.debug(
-        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, sinceArrivalMs: nowMs - arrivedMs },
+        { jobId: lease.jobId, shard: lease.shardIndex, epoch: lease.epoch, workerId, via, sinceArrivalMs: nowMs - arrivedMs },
         "shard accepted",
       );
       return create(ShardOutcomeSchema, { lease: toLeaseRef(lease), code: 0 });

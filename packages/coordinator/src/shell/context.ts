@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { CoordinatorConfig } from "../config.js";
 import type { Clock } from "../ports/clock.js";
 import type { BlobStorePort, FreeSpacePort, ResultSinkPort } from "../ports/storage.js";
+import type { StagedTiles } from "../staged-tiles.js";
 import type { PanelHashes } from "./panel-hashes.js";
 import type { ResultVerification } from "./result-verification.js";
 import type { Waiters } from "./waiters.js";
@@ -51,6 +52,8 @@ export interface ShellContext {
   random(): number;
   /** Free space of the data dir and its watermark; undefined on memory storage. */
   readonly space: FreeSpacePort | undefined;
+  /** Result tiles workers staged in the local store; undefined when the local store is off or on memory storage. */
+  readonly stagedTiles: StagedTiles | undefined;
 }
 
 /** The blob store as peers on this host may reach it, as a response field, when offered. */

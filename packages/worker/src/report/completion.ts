@@ -1,5 +1,6 @@
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ErrorReason, type ShardOutcome, type ShardResult } from "@dce/proto";
+import { ErrorReason, type ShardOutcome, type ShardResult, StagedTileSchema } from "@dce/proto";
 import type { BlobTransfer } from "@dce/runtime/blob-transfer";
 import { errorReasonOf } from "@dce/runtime/error-info";
 import { errorMessage } from "../errors.js";
@@ -11,6 +12,7 @@ import { leaseFields, type ShardRun } from "../pull/shard.js";
 import type { Session } from "../session/session.js";
 import type { ReportBatcher } from "./report-batcher.js";
 import type { ShardReporter } from "./shard-reporter.js";
+import { TileStager } from "./tile-stager.js";
 
 /** What a {@link CompletionReporter} needs of the worker around it. */
 export interface CompletionDeps {
@@ -25,16 +27,19 @@ export interface CompletionDeps {
 }
 
 /**
- * The worker's own {@link ShardReporter}: sends a tile inline, or uploads it as a blob
- * when it is too large for one message, reports it through the {@link ReportBatcher},
+ * The worker's own {@link ShardReporter}: stages a tile in the coordinator's local store
+ * when it takes staged tiles ({@link TileStager}), else sends it inline, or uploads it as
+ * a blob when it is too large for one message; reports it through the {@link ReportBatcher},
  * and logs what the coordinator made of it. Refused or lost results are dropped (their
  * lease runs out and the shard runs again elsewhere).
  */
 export class CompletionReporter implements ShardReporter {
   readonly #d: CompletionDeps;
+  readonly #stager: TileStager;
 
   constructor(deps: CompletionDeps) {
     this.#d = deps;
+    this.#stager = new TileStager({ session: deps.session, log: deps.log });
   }
 
   async complete(run: ShardRun, c: Float64Array, _n: number, computeMs: number): Promise<void> {
@@ -45,24 +50,28 @@ export class CompletionReporter implements ShardReporter {
     // safe; it is only pointless once the lease has certainly run out.
     const giveUp = () => Date.now() >= run.expiresAtMs;
     const bytes = float64ToBytes(c);
-    // A tile too large for one message goes as a blob (written into the upload file when
-    // the local store is reachable, else by chunks). Smaller ones stay inline: measured at
-    // n=4096, sending 2 MiB tiles through the local store did not make jobs faster, and
-    // every tile blob stays in the store.
-    const asBlob = bytes.byteLength > this.#d.session.chunkLimitBytes();
-    const payload: ShardResult["payload"] = asBlob
-      ? { case: "blobId", value: await this.#uploadTile(bytes, signal, giveUp) }
-      : { case: "data", value: bytes };
-    let outcome: ShardOutcome | undefined;
-    try {
-      outcome = await this.#d.batcher.report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
-    } catch (e) {
-      if (signal.aborted || this.#d.isFatal()) throw e;
-      const fields = { ...leaseFields(lease), err: errorMessage(e) };
-      if (giveUp()) log.info(fields, "lease expired while the coordinator was unreachable; result dropped");
-      else log.warn(fields, "CompleteShards refused; result dropped");
-      return;
+    const report = async (payload: ShardResult["payload"]): Promise<ShardOutcome | undefined | "dropped"> => {
+      try {
+        return await this.#d.batcher.report(run, { lease, payload, computeMs: clampUint32(Math.round(computeMs)) });
+      } catch (e) {
+        if (signal.aborted || this.#d.isFatal()) throw e;
+        const fields = { ...leaseFields(lease), err: errorMessage(e) };
+        if (giveUp()) log.info(fields, "lease expired while the coordinator was unreachable; result dropped");
+        else log.warn(fields, "CompleteShards refused; result dropped");
+        return "dropped";
+      }
+    };
+    // Staged in the local store when the coordinator takes it (no encoding, no copy on
+    // either side); else inline or as a blob.
+    const staged = await this.#stager.stage(lease, bytes);
+    let outcome = await report(staged ? stagedPayload(bytes) : await this.#sendablePayload(bytes, signal, giveUp));
+    if (staged && outcome !== "dropped" && outcome?.error?.reason === ErrorReason.STAGED_TILE_NOT_FOUND && !giveUp()) {
+      // The coordinator found no file (swept, or taken by an earlier try of this report):
+      // the tile is still here, so it goes the other way rather than being lost.
+      log.debug({ ...leaseFields(lease), reason: outcome.message }, "staged tile not found by the coordinator; sending it");
+      outcome = await report(await this.#sendablePayload(bytes, signal, giveUp));
     }
+    if (outcome === "dropped") return;
     const fields = {
       ...leaseFields(lease),
       computeMs: Math.round(computeMs),
@@ -96,6 +105,16 @@ export class CompletionReporter implements ShardReporter {
   }
 
   /**
+   * A tile as it goes without the local store: inline, or as a blob when it is too large
+   * for one message (written into the upload file when the local store is reachable, else
+   * by chunks).
+   */
+  async #sendablePayload(bytes: Uint8Array, signal: AbortSignal, giveUp: () => boolean): Promise<ShardResult["payload"]> {
+    if (bytes.byteLength <= this.#d.session.chunkLimitBytes()) return { case: "data", value: bytes };
+    return { case: "blobId", value: await this.#uploadTile(bytes, signal, giveUp) };
+  }
+
+  /**
    * Uploads a tile too large for one message; returns its blob id. An upload the
    * coordinator no longer holds (reason `UPLOAD_NOT_FOUND`: it dropped it when its disk
    * refused a chunk, it expired, or the coordinator restarted) is begun again while the
@@ -121,6 +140,11 @@ export class CompletionReporter implements ShardReporter {
       }
     }
   }
+}
+
+/** The payload of a tile staged in the local store (`TileStager`). */
+function stagedPayload(bytes: Uint8Array): ShardResult["payload"] {
+  return { case: "staged", value: create(StagedTileSchema, { sizeBytes: BigInt(bytes.byteLength) }) };
 }
 
 function clampUint32(x: number): number {

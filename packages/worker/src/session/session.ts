@@ -59,6 +59,8 @@ export class Session {
   #coordinatorMaxMessageBytes = 0;
   /** The coordinator's blob store, when it is offered and readable from here. */
   #localStore: LocalStoreAccess | undefined;
+  /** Whether the coordinator reads result tiles staged in that store. */
+  #acceptsStagedTiles = false;
   #registering: Promise<void> | undefined;
   #unreachableSinceMs: number | undefined;
 
@@ -81,6 +83,11 @@ export class Session {
     return this.#localStore;
   }
 
+  /** Whether result tiles may be staged in {@link localStore}: it is reachable and the coordinator reads staged tiles. */
+  get acceptsStagedTiles(): boolean {
+    return this.#acceptsStagedTiles && this.#localStore !== undefined;
+  }
+
   /** Registers, retrying while the coordinator is unreachable, until `signal` aborts. */
   async register(signal: AbortSignal): Promise<void> {
     const { config, log, rpc, threads, peerAddress } = this.#d;
@@ -95,6 +102,7 @@ export class Session {
     this.#heartbeatIntervalMs = res.heartbeatIntervalMs;
     this.#coordinatorMaxMessageBytes = res.maxMessageBytes;
     this.#localStore = config.useLocalStore ? accessLocalStore(res.localStore) : undefined;
+    this.#acceptsStagedTiles = res.localStore?.acceptsStagedTiles === true;
     log.info(
       {
         workerId: res.workerId,

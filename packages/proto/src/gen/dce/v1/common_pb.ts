@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/common.proto.
  */
 export const file_dce_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIoYDCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDRIQCghwcmlvcml0eRgRIAEoBRIVCg1leHBpcmVzX2F0X21zGBIgASgDEg0KBW93bmVyGBMgASgJIisKCkxvY2FsU3RvcmUSCwoDZGlyGAEgASgJEhAKCHN0b3JlX2lkGAIgASgJKpoBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBWIGcHJvdG8z");
+  fileDesc("ChNkY2UvdjEvY29tbW9uLnByb3RvEgZkY2UudjEiTQoJTWF0cml4UmVmEgwKBHJvd3MYASABKA0SDAoEY29scxgCIAEoDRIPCgdibG9iX2lkGAMgASgJEhMKC2lubGluZV9kYXRhGAQgASgMIoYDCglKb2JTdGF0dXMSDgoGam9iX2lkGAEgASgJEh8KBXN0YXRlGAIgASgOMhAuZGNlLnYxLkpvYlN0YXRlEhQKDHNoYXJkc190b3RhbBgDIAEoDRITCgtzaGFyZHNfZG9uZRgEIAEoDRIVCg1zaGFyZHNfbGVhc2VkGAUgASgNEhYKDnNoYXJkc19yZXRyaWVkGAYgASgNEhUKDWNyZWF0ZWRfYXRfbXMYByABKAMSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxIWCg5maW5pc2hlZF9hdF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIPCgd2ZXJzaW9uGAsgASgEEg4KBmtlcm5lbBgMIAEoCRIMCgRyb3dzGA0gASgNEgwKBGNvbHMYDiABKA0SEQoJdGlsZV9yb3dzGA8gASgNEhEKCXRpbGVfY29scxgQIAEoDRIQCghwcmlvcml0eRgRIAEoBRIVCg1leHBpcmVzX2F0X21zGBIgASgDEg0KBW93bmVyGBMgASgJIkkKCkxvY2FsU3RvcmUSCwoDZGlyGAEgASgJEhAKCHN0b3JlX2lkGAIgASgJEhwKFGFjY2VwdHNfc3RhZ2VkX3RpbGVzGAMgASgIKpoBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBWIGcHJvdG8z");
 
 /**
  * A dense float64 matrix stored on the coordinator as one content-addressed blob.
@@ -222,6 +222,16 @@ export type LocalStore = Message<"dce.v1.LocalStore"> & {
    * @generated from field: string store_id = 2;
    */
   storeId: string;
+
+  /**
+   * Set by the coordinator (in RegisterWorkerResponse only) when it reads result tiles a
+   * worker staged as files: a worker that reaches the store may then write a tile into
+   * <dir>/staging/<job_id>.<shard_index>.<epoch>.f64 and report it as
+   * ShardResult.staged. Unset: workers send tiles inline or as blobs.
+   *
+   * @generated from field: bool accepts_staged_tiles = 3;
+   */
+  acceptsStagedTiles: boolean;
 };
 
 /**

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dce/v1/worker.proto.
  */
 export const file_dce_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChNkY2UvdjEvd29ya2VyLnByb3RvEgZkY2UudjEiLwoKS2VybmVsSW5mbxIMCgRuYW1lGAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJInEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEiMKB2tlcm5lbHMYAiADKAsyEi5kY2UudjEuS2VybmVsSW5mbxIPCgd0aHJlYWRzGAMgASgNEhQKDHBlZXJfYWRkcmVzcxgEIAEoCSKkAQoWUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIRCgl3b3JrZXJfaWQYASABKAkSFAoMbGVhc2VfdHRsX21zGAIgASgNEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoDRIZChFtYXhfbWVzc2FnZV9ieXRlcxgEIAEoDRInCgtsb2NhbF9zdG9yZRgFIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlIj4KCExlYXNlUmVmEg4KBmpvYl9pZBgBIAEoCRITCgtzaGFyZF9pbmRleBgCIAEoDRINCgVlcG9jaBgDIAEoBCKKAgoKTWF0TXVsVGFzaxIcCgFhGAEgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIcCgFiGAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIRCglyb3dfc3RhcnQYAyABKA0SDwoHcm93X2VuZBgEIAEoDRIRCgljb2xfc3RhcnQYBSABKA0SDwoHY29sX2VuZBgGIAEoDRIjCgdhX3BlZXJzGAcgAygLMhIuZGNlLnYxLlBlZXJTb3VyY2USIwoHYl9wZWVycxgIIAMoCzISLmRjZS52MS5QZWVyU291cmNlEhYKDmFfcGFuZWxfc2hhMjU2GAkgASgMEhYKDmJfcGFuZWxfc2hhMjU2GAogASgMIkIKClBlZXJTb3VyY2USEQoJd29ya2VyX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSEAoIaWRlbnRpdHkYAyABKAkiggEKClNoYXJkTGVhc2USHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDgoGa2VybmVsGAIgASgJEg4KBnR0bF9tcxgDIAEoDRIPCgdhdHRlbXB0GAQgASgNEiIKBm1hdG11bBgFIAEoCzISLmRjZS52MS5NYXRNdWxUYXNrIk4KFEFjcXVpcmVTaGFyZHNSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRISCgptYXhfc2hhcmRzGAIgASgNEg8KB3dhaXRfbXMYAyABKA0iOwoVQWNxdWlyZVNoYXJkc1Jlc3BvbnNlEiIKBmxlYXNlcxgBIAMoCzISLmRjZS52MS5TaGFyZExlYXNlIkcKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEiAKBmxlYXNlcxgCIAMoCzIQLmRjZS52MS5MZWFzZVJlZiJhCgtMZWFzZVN0YXR1cxIfCgVsZWFzZRgBIAEoCzIQLmRjZS52MS5MZWFzZVJlZhIhCgVzdGF0ZRgCIAEoDjISLmRjZS52MS5MZWFzZVN0YXRlEg4KBnR0bF9tcxgDIAEoDSI4ChFIZWFydGJlYXRSZXNwb25zZRIjCgZsZWFzZXMYASADKAsyEy5kY2UudjEuTGVhc2VTdGF0dXMicAoLU2hhcmRSZXN1bHQSHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDgoEZGF0YRgCIAEoDEgAEhEKB2Jsb2JfaWQYAyABKAlIABISCgpjb21wdXRlX21zGAQgASgNQgkKB3BheWxvYWQiUAoVQ29tcGxldGVTaGFyZHNSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIkCgdyZXN1bHRzGAIgAygLMhMuZGNlLnYxLlNoYXJkUmVzdWx0InAKDFNoYXJkT3V0Y29tZRIfCgVsZWFzZRgBIAEoCzIQLmRjZS52MS5MZWFzZVJlZhIMCgRjb2RlGAIgASgNEg8KB21lc3NhZ2UYAyABKAkSIAoFZXJyb3IYBCABKAsyES5kY2UudjEuRXJyb3JJbmZvIkAKFkNvbXBsZXRlU2hhcmRzUmVzcG9uc2USJgoIb3V0Y29tZXMYASADKAsyFC5kY2UudjEuU2hhcmRPdXRjb21lImYKEEZhaWxTaGFyZFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEh8KBWxlYXNlGAIgASgLMhAuZGNlLnYxLkxlYXNlUmVmEg0KBWVycm9yGAMgASgJEg8KB3JlbGVhc2UYBCABKAgiEwoRRmFpbFNoYXJkUmVzcG9uc2UqcgoKTGVhc2VTdGF0ZRIbChdMRUFTRV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkxFQVNFX1NUQVRFX0FDVElWRRABEhkKFUxFQVNFX1NUQVRFX0NBTkNFTExFRBACEhQKEExFQVNFX1NUQVRFX0xPU1QQAzKDAwoNV29ya2VyU2VydmljZRJPCg5SZWdpc3RlcldvcmtlchIdLmRjZS52MS5SZWdpc3RlcldvcmtlclJlcXVlc3QaHi5kY2UudjEuUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJMCg1BY3F1aXJlU2hhcmRzEhwuZGNlLnYxLkFjcXVpcmVTaGFyZHNSZXF1ZXN0Gh0uZGNlLnYxLkFjcXVpcmVTaGFyZHNSZXNwb25zZRJACglIZWFydGJlYXQSGC5kY2UudjEuSGVhcnRiZWF0UmVxdWVzdBoZLmRjZS52MS5IZWFydGJlYXRSZXNwb25zZRJPCg5Db21wbGV0ZVNoYXJkcxIdLmRjZS52MS5Db21wbGV0ZVNoYXJkc1JlcXVlc3QaHi5kY2UudjEuQ29tcGxldGVTaGFyZHNSZXNwb25zZRJACglGYWlsU2hhcmQSGC5kY2UudjEuRmFpbFNoYXJkUmVxdWVzdBoZLmRjZS52MS5GYWlsU2hhcmRSZXNwb25zZWIGcHJvdG8z", [file_dce_v1_common, file_dce_v1_error]);
+  fileDesc("ChNkY2UvdjEvd29ya2VyLnByb3RvEgZkY2UudjEiLwoKS2VybmVsSW5mbxIMCgRuYW1lGAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJInEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIMCgRuYW1lGAEgASgJEiMKB2tlcm5lbHMYAiADKAsyEi5kY2UudjEuS2VybmVsSW5mbxIPCgd0aHJlYWRzGAMgASgNEhQKDHBlZXJfYWRkcmVzcxgEIAEoCSKkAQoWUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIRCgl3b3JrZXJfaWQYASABKAkSFAoMbGVhc2VfdHRsX21zGAIgASgNEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoDRIZChFtYXhfbWVzc2FnZV9ieXRlcxgEIAEoDRInCgtsb2NhbF9zdG9yZRgFIAEoCzISLmRjZS52MS5Mb2NhbFN0b3JlIj4KCExlYXNlUmVmEg4KBmpvYl9pZBgBIAEoCRITCgtzaGFyZF9pbmRleBgCIAEoDRINCgVlcG9jaBgDIAEoBCKKAgoKTWF0TXVsVGFzaxIcCgFhGAEgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIcCgFiGAIgASgLMhEuZGNlLnYxLk1hdHJpeFJlZhIRCglyb3dfc3RhcnQYAyABKA0SDwoHcm93X2VuZBgEIAEoDRIRCgljb2xfc3RhcnQYBSABKA0SDwoHY29sX2VuZBgGIAEoDRIjCgdhX3BlZXJzGAcgAygLMhIuZGNlLnYxLlBlZXJTb3VyY2USIwoHYl9wZWVycxgIIAMoCzISLmRjZS52MS5QZWVyU291cmNlEhYKDmFfcGFuZWxfc2hhMjU2GAkgASgMEhYKDmJfcGFuZWxfc2hhMjU2GAogASgMIkIKClBlZXJTb3VyY2USEQoJd29ya2VyX2lkGAEgASgJEg8KB2FkZHJlc3MYAiABKAkSEAoIaWRlbnRpdHkYAyABKAkiggEKClNoYXJkTGVhc2USHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDgoGa2VybmVsGAIgASgJEg4KBnR0bF9tcxgDIAEoDRIPCgdhdHRlbXB0GAQgASgNEiIKBm1hdG11bBgFIAEoCzISLmRjZS52MS5NYXRNdWxUYXNrIk4KFEFjcXVpcmVTaGFyZHNSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRISCgptYXhfc2hhcmRzGAIgASgNEg8KB3dhaXRfbXMYAyABKA0iOwoVQWNxdWlyZVNoYXJkc1Jlc3BvbnNlEiIKBmxlYXNlcxgBIAMoCzISLmRjZS52MS5TaGFyZExlYXNlIkcKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgJEiAKBmxlYXNlcxgCIAMoCzIQLmRjZS52MS5MZWFzZVJlZiJhCgtMZWFzZVN0YXR1cxIfCgVsZWFzZRgBIAEoCzIQLmRjZS52MS5MZWFzZVJlZhIhCgVzdGF0ZRgCIAEoDjISLmRjZS52MS5MZWFzZVN0YXRlEg4KBnR0bF9tcxgDIAEoDSI4ChFIZWFydGJlYXRSZXNwb25zZRIjCgZsZWFzZXMYASADKAsyEy5kY2UudjEuTGVhc2VTdGF0dXMilgEKC1NoYXJkUmVzdWx0Eh8KBWxlYXNlGAEgASgLMhAuZGNlLnYxLkxlYXNlUmVmEg4KBGRhdGEYAiABKAxIABIRCgdibG9iX2lkGAMgASgJSAASJAoGc3RhZ2VkGAUgASgLMhIuZGNlLnYxLlN0YWdlZFRpbGVIABISCgpjb21wdXRlX21zGAQgASgNQgkKB3BheWxvYWQiIAoKU3RhZ2VkVGlsZRISCgpzaXplX2J5dGVzGAEgASgEIlAKFUNvbXBsZXRlU2hhcmRzUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAkSJAoHcmVzdWx0cxgCIAMoCzITLmRjZS52MS5TaGFyZFJlc3VsdCJwCgxTaGFyZE91dGNvbWUSHwoFbGVhc2UYASABKAsyEC5kY2UudjEuTGVhc2VSZWYSDAoEY29kZRgCIAEoDRIPCgdtZXNzYWdlGAMgASgJEiAKBWVycm9yGAQgASgLMhEuZGNlLnYxLkVycm9ySW5mbyJAChZDb21wbGV0ZVNoYXJkc1Jlc3BvbnNlEiYKCG91dGNvbWVzGAEgAygLMhQuZGNlLnYxLlNoYXJkT3V0Y29tZSJmChBGYWlsU2hhcmRSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoCRIfCgVsZWFzZRgCIAEoCzIQLmRjZS52MS5MZWFzZVJlZhINCgVlcnJvchgDIAEoCRIPCgdyZWxlYXNlGAQgASgIIhMKEUZhaWxTaGFyZFJlc3BvbnNlKnIKCkxlYXNlU3RhdGUSGwoXTEVBU0VfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJMRUFTRV9TVEFURV9BQ1RJVkUQARIZChVMRUFTRV9TVEFURV9DQU5DRUxMRUQQAhIUChBMRUFTRV9TVEFURV9MT1NUEAMygwMKDVdvcmtlclNlcnZpY2USTwoOUmVnaXN0ZXJXb3JrZXISHS5kY2UudjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0Gh4uZGNlLnYxLlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USTAoNQWNxdWlyZVNoYXJkcxIcLmRjZS52MS5BY3F1aXJlU2hhcmRzUmVxdWVzdBodLmRjZS52MS5BY3F1aXJlU2hhcmRzUmVzcG9uc2USQAoJSGVhcnRiZWF0EhguZGNlLnYxLkhlYXJ0YmVhdFJlcXVlc3QaGS5kY2UudjEuSGVhcnRiZWF0UmVzcG9uc2USTwoOQ29tcGxldGVTaGFyZHMSHS5kY2UudjEuQ29tcGxldGVTaGFyZHNSZXF1ZXN0Gh4uZGNlLnYxLkNvbXBsZXRlU2hhcmRzUmVzcG9uc2USQAoJRmFpbFNoYXJkEhguZGNlLnYxLkZhaWxTaGFyZFJlcXVlc3QaGS5kY2UudjEuRmFpbFNoYXJkUmVzcG9uc2ViBnByb3RvMw", [file_dce_v1_common, file_dce_v1_error]);
 
 /**
  * A kernel implementation a worker can run.
@@ -452,6 +452,16 @@ export type ShardResult = Message<"dce.v1.ShardResult"> & {
      */
     value: string;
     case: "blobId";
+  } | {
+    /**
+     * Or the same bytes written by the worker into the staging file of this lease in the
+     * coordinator's local store (only when RegisterWorkerResponse.local_store has
+     * accepts_staged_tiles). See StagedTile.
+     *
+     * @generated from field: dce.v1.StagedTile staged = 5;
+     */
+    value: StagedTile;
+    case: "staged";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -468,6 +478,36 @@ export type ShardResult = Message<"dce.v1.ShardResult"> & {
  */
 export const ShardResultSchema: GenMessage<ShardResult> = /*@__PURE__*/
   messageDesc(file_dce_v1_worker, 12);
+
+/**
+ * A result tile a worker wrote into the coordinator's local store instead of sending it.
+ * The file is <local_store.dir>/staging/<job_id>.<shard_index>.<epoch>.f64 (the lease
+ * names it; job ids are letters, digits, '-' and '_'), holding exactly the tile's bytes,
+ * row-major little-endian float64; the worker need not sync it. The coordinator checks
+ * the lease is current before it reads the file, reads it once, and deletes it whatever
+ * the outcome: a file written after its report was read never reaches C. Outcomes as for
+ * inline data, and NOT_FOUND with reason STAGED_TILE_NOT_FOUND when the file is missing or
+ * unreadable: the worker then sends the same tile inline. Staging files of ended jobs,
+ * and any older than twice the lease TTL, are swept; the directory is emptied when the
+ * coordinator starts.
+ *
+ * @generated from message dce.v1.StagedTile
+ */
+export type StagedTile = Message<"dce.v1.StagedTile"> & {
+  /**
+   * Size of the file in bytes: the tile's rows x cols x 8.
+   *
+   * @generated from field: uint64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message dce.v1.StagedTile.
+ * Use `create(StagedTileSchema)` to create a new message.
+ */
+export const StagedTileSchema: GenMessage<StagedTile> = /*@__PURE__*/
+  messageDesc(file_dce_v1_worker, 13);
 
 /**
  * @generated from message dce.v1.CompleteShardsRequest
@@ -489,7 +529,7 @@ export type CompleteShardsRequest = Message<"dce.v1.CompleteShardsRequest"> & {
  * Use `create(CompleteShardsRequestSchema)` to create a new message.
  */
 export const CompleteShardsRequestSchema: GenMessage<CompleteShardsRequest> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 13);
+  messageDesc(file_dce_v1_worker, 14);
 
 /**
  * @generated from message dce.v1.ShardOutcome
@@ -503,7 +543,8 @@ export type ShardOutcome = Message<"dce.v1.ShardOutcome"> & {
   /**
    * gRPC status code for this result: 0 OK (accepted), 6 ALREADY_EXISTS (this lease's
    * result was accepted before), 10 ABORTED (stale epoch, expired lease, or job ended:
-   * drop it), 3 INVALID_ARGUMENT (wrong size), 5 NOT_FOUND (unknown job or blob).
+   * drop it), 3 INVALID_ARGUMENT (wrong size), 5 NOT_FOUND (unknown job or blob, or a
+   * staged tile's file missing: send the tile again inline).
    *
    * @generated from field: uint32 code = 2;
    */
@@ -528,7 +569,7 @@ export type ShardOutcome = Message<"dce.v1.ShardOutcome"> & {
  * Use `create(ShardOutcomeSchema)` to create a new message.
  */
 export const ShardOutcomeSchema: GenMessage<ShardOutcome> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 14);
+  messageDesc(file_dce_v1_worker, 15);
 
 /**
  * @generated from message dce.v1.CompleteShardsResponse
@@ -545,7 +586,7 @@ export type CompleteShardsResponse = Message<"dce.v1.CompleteShardsResponse"> & 
  * Use `create(CompleteShardsResponseSchema)` to create a new message.
  */
 export const CompleteShardsResponseSchema: GenMessage<CompleteShardsResponse> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 15);
+  messageDesc(file_dce_v1_worker, 16);
 
 /**
  * @generated from message dce.v1.FailShardRequest
@@ -579,7 +620,7 @@ export type FailShardRequest = Message<"dce.v1.FailShardRequest"> & {
  * Use `create(FailShardRequestSchema)` to create a new message.
  */
 export const FailShardRequestSchema: GenMessage<FailShardRequest> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 16);
+  messageDesc(file_dce_v1_worker, 17);
 
 /**
  * @generated from message dce.v1.FailShardResponse
@@ -592,7 +633,7 @@ export type FailShardResponse = Message<"dce.v1.FailShardResponse"> & {
  * Use `create(FailShardResponseSchema)` to create a new message.
  */
 export const FailShardResponseSchema: GenMessage<FailShardResponse> = /*@__PURE__*/
-  messageDesc(file_dce_v1_worker, 17);
+  messageDesc(file_dce_v1_worker, 18);
 
 /**
  * @generated from enum dce.v1.LeaseState
