@@ -82,6 +82,10 @@
 #endif
 #define KC DCE_KC
 #define PF DCE_PF
+#ifndef DCE_PB
+#define DCE_PB 2
+#endif
+#define PB DCE_PB
 #ifndef DCE_PFC_HINT
 #define DCE_PFC_HINT _MM_HINT_T1
 #endif
@@ -137,6 +141,9 @@ AVX512 static void pack_a(int64_t mc, int64_t kc, const double* a, int64_t lda, 
     if (mr == MR) {
 #if MR == 8
       for (; p + 8 <= kc; p += 8) {
+        // Eight row streams at once (rows lda apart, often on eight pages): fetch each
+        // eight lines ahead rather than wait for the hardware prefetcher to find them.
+        for (int r = 0; r < MR; r++) _mm_prefetch((const char*)(rows[r] + p + 64), _MM_HINT_T0);
         transpose8_store(rows, p, ap);
         ap += 8 * MR;
       }
@@ -155,21 +162,31 @@ AVX512 static void pack_a(int64_t mc, int64_t kc, const double* a, int64_t lda, 
 }
 
 // Packs depth [0, kc) × columns [0, nc) of B (stride ldb) into NR-column micro-panels:
-// panel q holds, for each p, the NR elements B[p][q·NR + j] (zero past nc).
+// panel q holds, for each p, the NR elements B[p][q·NR + j] (zero past nc). It walks B row
+// by row (each row a sequential read) and fetches the row PB steps ahead: with B a tile of
+// a wider matrix (ldb much larger than nc) every row starts on another page, where the
+// hardware prefetcher would wait for misses before it follows.
 AVX512 static void pack_b(int64_t kc, int64_t nc, const double* b, int64_t ldb, double* bp) {
-  for (int64_t j0 = 0; j0 < nc; j0 += NR) {
-    const int64_t nr = nc - j0 < NR ? nc - j0 : NR;
-    if (nr == NR) {
-      for (int64_t p = 0; p < kc; p++) {
-        memcpy(bp, b + p * ldb + j0, NR * sizeof(double));
-        bp += NR;
-      }
-    } else {
-      for (int64_t p = 0; p < kc; p++) {
-        memcpy(bp, b + p * ldb + j0, (size_t)nr * sizeof(double));
-        memset(bp + nr, 0, (size_t)(NR - nr) * sizeof(double));
-        bp += NR;
-      }
+  const int64_t full = nc / NR * NR;
+  __mmask8 tail[DCE_NV];
+  for (int v = 0; v < DCE_NV; v++) {
+    const int64_t left = nc - full - 8 * v;
+    tail[v] = left >= 8 ? (__mmask8)0xff : left <= 0 ? (__mmask8)0 : (__mmask8)((1u << left) - 1);
+  }
+  for (int64_t p = 0; p < kc; p++) {
+    const double* row = b + p * ldb;
+    if (p + PB < kc) {
+      const char* ahead = (const char*)(row + PB * ldb);
+      for (int64_t off = 0; off < nc * (int64_t)sizeof(double); off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    }
+    double* out = bp + p * NR;
+    for (int64_t j0 = 0; j0 < full; j0 += NR, out += kc * NR) {
+#pragma GCC unroll 4
+      for (int v = 0; v < DCE_NV; v++) _mm512_store_pd(out + 8 * v, _mm512_loadu_pd(row + j0 + 8 * v));
+    }
+    if (full < nc) {
+#pragma GCC unroll 4
+      for (int v = 0; v < DCE_NV; v++) _mm512_store_pd(out + 8 * v, _mm512_maskz_loadu_pd(tail[v], row + full + 8 * v));
     }
   }
 }
@@ -265,25 +282,30 @@ enum dce_gemm_status dce_avx512_dgemm(int64_t m, int64_t n, int64_t k, const dou
     }
     return DCE_GEMM_DONE;
   }
-  const int64_t kcMax = k < KC ? k : KC;
-  const int64_t mcMax = round_up(m < MC ? m : MC, MR);
+  // Blocks of equal size (rounded up to whole micro-panels and 8 depth steps) rather than
+  // full blocks and a small remainder: m = 256 runs as 2 × 128 rows, not 192 + 64, and
+  // every A block reuses each B micro-panel as often as the others. The order of every
+  // element's chain is the same either way.
+  const int64_t kcStep = round_up((k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC), 8);
+  const int64_t mcStep = round_up((m + (m + MC - 1) / MC - 1) / ((m + MC - 1) / MC), MR);
+  const int64_t kcMax = k < kcStep ? k : kcStep;
   const int64_t ncMax = round_up(n < NC ? n : NC, NR);
-  struct pack_buffers* buf = dce_pack_buffers((size_t)(mcMax * kcMax), (size_t)(ncMax * kcMax));
+  struct pack_buffers* buf = dce_pack_buffers((size_t)(mcStep * kcMax), (size_t)(ncMax * kcMax));
   if (buf == NULL) return DCE_GEMM_NO_MEMORY;
   double* apack = buf->a;
   double* bpack = buf->b;
   enum dce_gemm_status status = DCE_GEMM_DONE;
   for (int64_t jc = 0; jc < n && status == DCE_GEMM_DONE; jc += NC) {
     const int64_t nc = n - jc < NC ? n - jc : NC;
-    for (int64_t pc = 0; pc < k && status == DCE_GEMM_DONE; pc += KC) {
-      const int64_t kc = k - pc < KC ? k - pc : KC;
+    for (int64_t pc = 0; pc < k && status == DCE_GEMM_DONE; pc += kcStep) {
+      const int64_t kc = k - pc < kcStep ? k - pc : kcStep;
       pack_b(kc, nc, b + pc * ldb + jc, ldb, bpack);
-      for (int64_t ic = 0; ic < m; ic += MC) {
+      for (int64_t ic = 0; ic < m; ic += mcStep) {
         if (stop != NULL && __atomic_load_n(stop, __ATOMIC_RELAXED) != 0) {
           status = DCE_GEMM_STOPPED;
           break;
         }
-        const int64_t mc = m - ic < MC ? m - ic : MC;
+        const int64_t mc = m - ic < mcStep ? m - ic : mcStep;
         pack_a(mc, kc, a + ic * lda + pc, lda, apack);
         // Depth blocks after the first continue each element's chain from C.
         macro_kernel(mc, nc, kc, apack, bpack, c + ic * ldc + jc, ldc, beta || pc > 0);
