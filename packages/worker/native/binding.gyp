@@ -7,7 +7,7 @@
   "targets": [
     {
       "target_name": "dce_avx512",
-      "sources": ["dce_avx512.c", "gemm_avx512.c", "napi_args.c"],
+      "sources": ["dce_avx512.c", "gemm_avx512.c", "pack_buffers.c", "napi_args.c"],
       "defines": ["NAPI_VERSION=8"],
       # No contraction: the arithmetic is exactly the intrinsics written (the summation
       # order is part of the kernel's fingerprint).
