@@ -28,6 +28,7 @@ import type { DataDirSpace } from "./disk-space.js";
 import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir, withDataDirAsync } from "./storage-errors.js";
 import { gatherRanges, planStridedRead, type StridedReadPlan, type StridedView } from "./strided-read.js";
+import { UploadProgress } from "./upload-progress.js";
 
 export { BlobError };
 
@@ -38,7 +39,7 @@ interface UploadSession {
   readonly path: string;
   readonly fd: number;
   readonly hash: ReturnType<typeof createHash>;
-  received: number;
+  readonly progress: UploadProgress;
   lastActiveMs: number;
 }
 
@@ -148,21 +149,19 @@ export class BlobStore extends IndexedBlobStore {
     const id = randomUUID();
     const path = uploadPath(this.#opts.dir, id);
     const fd = withDataDir(this.dir, `creating upload ${id}`, () => openSync(path, "w"));
-    this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), received: 0, lastActiveMs: nowMs });
+    const progress = new UploadProgress(sizeBytes);
+    this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), progress, lastActiveMs: nowMs });
     return { uploadId: id };
   }
 
-  /** Appends a chunk; a chunk that was already received is acknowledged without effect. */
+  /**
+   * Writes a chunk at its offset; chunks may come in any order (see {@link UploadProgress}),
+   * and one already received is acknowledged without effect. Returns the bytes received.
+   */
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number {
     const u = this.#session(uploadId);
     u.lastActiveMs = nowMs;
-    if (offset + data.byteLength <= u.received && offset < u.received) return u.received; // a resent chunk
-    if (offset !== u.received) {
-      throw new BlobError("out-of-order", `chunk at offset ${offset}; expected offset ${u.received}`);
-    }
-    if (u.received + data.byteLength > u.sizeBytes) {
-      throw new BlobError("invalid", `chunk ends at ${u.received + data.byteLength}, past the declared size ${u.sizeBytes}`);
-    }
+    if (!u.progress.admit(offset, data.byteLength)) return u.progress.received;
     // A chunk the disk refuses ends the upload and frees its space: its bytes are gone
     // and a later chunk would only fail the same way. The client begins again.
     withDataDir(
@@ -170,13 +169,12 @@ export class BlobStore extends IndexedBlobStore {
       `writing upload ${uploadId}`,
       () => {
         let off = 0;
-        while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, u.received + off);
+        while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, offset + off);
       },
       () => this.#discard(u),
     );
-    u.hash.update(data);
-    u.received += data.byteLength;
-    return u.received;
+    for (const piece of u.progress.add(offset, data)) u.hash.update(piece);
+    return u.progress.received;
   }
 
   /** The file an upload's bytes go to; a peer on this host may write it directly. */
@@ -191,10 +189,10 @@ export class BlobStore extends IndexedBlobStore {
    */
   async finishLocal(uploadId: string): Promise<string> {
     const u = this.#session(uploadId);
-    if (u.received !== 0) {
+    if (u.progress.received !== 0) {
       throw new BlobError(
         "invalid",
-        `upload ${uploadId} already has ${u.received} bytes in chunks; it cannot also be written locally`,
+        `upload ${uploadId} already has ${u.progress.received} bytes in chunks; it cannot also be written locally`,
       );
     }
     this.#drop(u);
@@ -209,15 +207,30 @@ export class BlobStore extends IndexedBlobStore {
     }
   }
 
-  /** Completes an upload after checking its size and hash; returns the blob id. */
-  finish(uploadId: string): string {
+  /**
+   * Completes an upload after checking its size and hash; returns the blob id. The hash
+   * ran as the bytes came, except when chunks came so far out of order that they could
+   * not all be held for it: then the file is hashed now, on a digest thread (a promise).
+   */
+  finish(uploadId: string): string | Promise<string> {
     const u = this.#session(uploadId);
     this.#drop(u);
-    if (u.received !== u.sizeBytes) {
+    if (!u.progress.complete) {
       rmSync(u.path, { force: true });
-      throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
+      throw new BlobError("invalid", `upload has ${u.progress.received} bytes; ${u.sizeBytes} were declared`);
     }
-    const digest = u.hash.digest("hex");
+    if (u.progress.hashedInOrder) return this.#store(u, u.hash.digest("hex"));
+    return digestFile(u.path, u.sizeBytes).then(
+      (digest) => this.#store(u, digest),
+      (e: unknown) => {
+        rmSync(u.path, { force: true });
+        throw dataDirError(e, this.dir, `hashing upload ${uploadId}`) ?? e;
+      },
+    );
+  }
+
+  /** Checks a complete upload's digest, then makes its file the blob. */
+  #store(u: UploadSession, digest: string): string {
     try {
       checkUploadDigest(digest, u.sha256);
     } catch (e) {
@@ -226,7 +239,7 @@ export class BlobStore extends IndexedBlobStore {
     }
     withDataDir(
       this.dir,
-      `storing upload ${uploadId}`,
+      `storing upload ${u.id}`,
       () => {
         fsyncPath(u.path);
         this.adopt(u.path, digest, u.sizeBytes);
@@ -364,7 +377,7 @@ export class BlobStore extends IndexedBlobStore {
   /** Bytes that uploads in progress were declared with and have not sent yet. */
   pendingUploadBytes(): number {
     let n = 0;
-    for (const u of this.#uploads.values()) n += u.sizeBytes - u.received;
+    for (const u of this.#uploads.values()) n += u.sizeBytes - u.progress.received;
     return n;
   }
 
