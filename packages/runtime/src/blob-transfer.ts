@@ -15,6 +15,7 @@
 import { createHash } from "node:crypto";
 import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { BlobService, ReadBlobRequest } from "@dce/proto";
+import { type BulkChannel, bulkReadBlob, bulkUploadChunk } from "./bulk-calls.js";
 import { CallWindow } from "./call-window.js";
 import { type LocalStoreAccess, readFilePieces, readFileRange, readFileStrided, writeUploadLocally } from "./local-store.js";
 import { gatheredBytesOf, type StridedView } from "./strided-view.js";
@@ -39,6 +40,12 @@ export interface BlobTransferOptions {
    * {@link CHUNKS_IN_FLIGHT}); an upload alone uses them all.
    */
   readonly chunksInFlight?: number;
+  /**
+   * Makes UploadChunk and ReadBlob straight on this HTTP/2 channel (`@dce/runtime/bulk-calls`:
+   * the same gRPC calls without Connect's copies of the bytes); without it they go through
+   * `blobs`, as every other call does.
+   */
+  readonly bulk?: BulkChannel;
 }
 
 /** Content that does not fit the request; `message` says so in words. */
@@ -180,6 +187,7 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
   const chunkLimit = typeof options.chunkBytes === "number" ? () => options.chunkBytes as number : options.chunkBytes;
   const readWindow = new CallWindow(options.readsInFlight ?? READS_IN_FLIGHT);
   const uploadWindow = new CallWindow(options.chunksInFlight ?? CHUNKS_IN_FLIGHT);
+  const bulk = options.bulk;
   /** Whether the last upload that offered to use the local store could write there; unknown before. */
   let localStoreReachable: boolean | undefined;
 
@@ -226,7 +234,10 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
       const offset = index * chunkBytes;
       const data = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.byteLength));
       const res = await call("UploadChunk", () =>
-        uploadWindow.run(() => blobs.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(offset), data }, opts)),
+        uploadWindow.run(() => {
+          const req = { uploadId: begin.uploadId, offset: BigInt(offset), data };
+          return bulk !== undefined ? bulkUploadChunk(bulk, req, opts) : blobs.uploadChunk(req, opts);
+        }),
       );
       if (res.receivedBytes < BigInt(data.byteLength) || res.receivedBytes > BigInt(bytes.byteLength)) {
         const message = `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after a ${data.byteLength}-byte chunk of a ${bytes.byteLength}-byte upload`;
@@ -316,7 +327,15 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
         const maxBytes = Math.min(chunkLimit(), end - pos);
         const request = at(pos);
         const res = await call("ReadBlob", () =>
-          readWindow.run(() => blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions)),
+          readWindow.run(async () => {
+            if (bulk === undefined) {
+              const r = await blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions);
+              if (r.data.byteLength <= maxBytes) target.set(r.data, pos);
+              return { dataBytes: r.data.byteLength, totalBytes: r.totalBytes };
+            }
+            // The answer lands in place; the view ends where this chunk must, so no more is written.
+            return bulkReadBlob(bulk, { blobId, ...request, maxBytes }, target.subarray(0, pos + maxBytes), pos, o.callOptions);
+          }),
         );
         const where = strided ? `gathered offset ${pos} of a strided view` : `offset ${request.offset}`;
         if (res.totalBytes !== BigInt(totalBytes)) {
@@ -325,8 +344,8 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
             : `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
           throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, strided, message });
         }
-        if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
-          const chunkBytes = res.data.byteLength;
+        if (res.dataBytes === 0 || res.dataBytes > maxBytes) {
+          const chunkBytes = res.dataBytes;
           const message = `ReadBlob returned ${chunkBytes} bytes at ${where} of blob ${blobId} (asked for at most ${maxBytes})`;
           throw dataError({
             kind: "bad-chunk",
@@ -336,8 +355,7 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
             message,
           });
         }
-        target.set(res.data, pos);
-        pos += res.data.byteLength;
+        pos += res.dataBytes;
       }
       done[slot] = 1;
       const before = prefixSlots;
