@@ -7,6 +7,7 @@ import { Code, ConnectError, createClient as createRpcClient, type Interceptor, 
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BlobService, ErrorReason, JobService } from "@dce/proto";
 import { createBlobTransfer } from "@dce/runtime/blob-transfer";
+import type { BulkChannel } from "@dce/runtime/bulk-calls";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
 import { errorReason } from "./error-reason.js";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
@@ -245,9 +246,15 @@ const MAX_PRIORITY = 100;
 export function createClient(options: ClientOptions): DceClient {
   const config = resolveConfig(options);
   const transport = options.transport ?? createTransport(options, config);
+  // Matrix bytes go on a connection of their own, without Connect's copies; a transport
+  // the caller gives carries everything.
+  const bulk = options.transport === undefined ? createBulkChannel(options) : undefined;
   const ctx: ClientContext = {
     jobs: createRpcClient(JobService, transport),
-    transfer: createBlobTransfer(createRpcClient(BlobService, transport), { chunkBytes: config.chunkBytes }),
+    transfer: createBlobTransfer(createRpcClient(BlobService, transport), {
+      chunkBytes: config.chunkBytes,
+      ...(bulk !== undefined ? { bulk } : {}),
+    }),
     config,
   };
   return {
@@ -314,12 +321,26 @@ function resolveConfig(options: ClientOptions): ClientConfig {
   };
 }
 
+/** TLS options of the client's sessions. */
+function nodeOptionsOf(options: ClientOptions) {
+  const { ca } = options;
+  return ca === undefined ? {} : { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) };
+}
+
+/** Notices a dead connection under a long-poll long before the RPC deadline. */
+const ping = { pingIntervalMs: 5_000, pingTimeoutMs: 5_000 };
+
+/** The connection UploadChunk and ReadBlob go on (`@dce/runtime/bulk-calls`), with the client's token. */
+function createBulkChannel(options: ClientOptions): BulkChannel {
+  const { token } = options;
+  const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+  const manager = new WideWindowSessionManager(options.baseUrl, ping, nodeOptionsOf(options));
+  return { manager, baseUrl: options.baseUrl, headers: () => headers };
+}
+
 function createTransport(options: ClientOptions, config: ClientConfig): Transport {
   const { ca, token } = options;
-  const nodeOptions =
-    ca === undefined ? {} : { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) };
-  // Notice a dead connection under a long-poll long before the RPC deadline.
-  const ping = { pingIntervalMs: 5_000, pingTimeoutMs: 5_000 };
+  const nodeOptions = nodeOptionsOf(options);
   // The gRPC transport always speaks HTTP/2 (it has no httpVersion option).
   return createGrpcTransport({
     interceptors: [tlsErrorInterceptor({ baseUrl: options.baseUrl, ca }), ...(token === undefined ? [] : [bearerToken(token)])],

@@ -1,34 +1,30 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import {
   closeSync,
   existsSync,
-  fsyncSync,
   linkSync,
   mkdirSync,
   openSync,
-  readdirSync,
-  readFileSync,
   readSync,
   renameSync,
   rmSync,
-  statSync,
   unlinkSync,
-  writeFileSync,
   writeSync,
 } from "node:fs";
-import { open } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { quote } from "@dce/core";
-import { blobPath, blobPrefixDir, blobsDir, isBlobId, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
+import { blobPath, blobPrefixDir, blobsDir, storeIdPath, uploadPath, uploadsDir } from "@dce/runtime/blob-layout";
 import { digestFile } from "@dce/runtime/file-digest";
 import { BlobError, checkOpenUploads, checkUploadDigest, checkUploadRequest, uploadNotFound } from "./blob-error.js";
-import { type BlobIndex, IndexedBlobStore } from "./blob-index.js";
+import { digestLocalUpload, ensureStoreId, fsyncPath, gatherFromFile, scanBlobs } from "./blob-files.js";
+import { IndexedBlobStore } from "./blob-index.js";
 import { BlobSyncQueue } from "./blob-sync-queue.js";
 import type { DataDirSpace } from "./disk-space.js";
 import { JOURNAL_BLOB_MAX_BYTES, type JournalBlobs } from "./journal-blobs.js";
 import type { BeginOptions } from "./ports/storage.js";
 import { dataDirError, withDataDir, withDataDirAsync } from "./storage-errors.js";
-import { gatherRanges, planStridedRead, type StridedReadPlan, type StridedView } from "./strided-read.js";
+import { planStridedRead, type StridedView } from "./strided-read.js";
+import { UploadProgress } from "./upload-progress.js";
 
 export { BlobError };
 
@@ -39,7 +35,7 @@ interface UploadSession {
   readonly path: string;
   readonly fd: number;
   readonly hash: ReturnType<typeof createHash>;
-  received: number;
+  readonly progress: UploadProgress;
   lastActiveMs: number;
 }
 
@@ -164,21 +160,19 @@ export class BlobStore extends IndexedBlobStore {
     const id = randomUUID();
     const path = uploadPath(this.#opts.dir, id);
     const fd = withDataDir(this.dir, `creating upload ${id}`, () => openSync(path, "w"));
-    this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), received: 0, lastActiveMs: nowMs });
+    const progress = new UploadProgress(sizeBytes);
+    this.#uploads.set(id, { id, sizeBytes, sha256, path, fd, hash: createHash("sha256"), progress, lastActiveMs: nowMs });
     return { uploadId: id };
   }
 
-  /** Appends a chunk; a chunk that was already received is acknowledged without effect. */
+  /**
+   * Writes a chunk at its offset; chunks may come in any order (see {@link UploadProgress}),
+   * and one already received is acknowledged without effect. Returns the bytes received.
+   */
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number {
     const u = this.#session(uploadId);
     u.lastActiveMs = nowMs;
-    if (offset + data.byteLength <= u.received && offset < u.received) return u.received; // a resent chunk
-    if (offset !== u.received) {
-      throw new BlobError("out-of-order", `chunk at offset ${offset}; expected offset ${u.received}`);
-    }
-    if (u.received + data.byteLength > u.sizeBytes) {
-      throw new BlobError("invalid", `chunk ends at ${u.received + data.byteLength}, past the declared size ${u.sizeBytes}`);
-    }
+    if (!u.progress.admit(offset, data.byteLength)) return u.progress.received;
     // A chunk the disk refuses ends the upload and frees its space: its bytes are gone
     // and a later chunk would only fail the same way. The client begins again.
     withDataDir(
@@ -186,13 +180,12 @@ export class BlobStore extends IndexedBlobStore {
       `writing upload ${uploadId}`,
       () => {
         let off = 0;
-        while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, u.received + off);
+        while (off < data.byteLength) off += writeSync(u.fd, data, off, data.byteLength - off, offset + off);
       },
       () => this.#discard(u),
     );
-    u.hash.update(data);
-    u.received += data.byteLength;
-    return u.received;
+    for (const piece of u.progress.add(offset, data)) u.hash.update(piece);
+    return u.progress.received;
   }
 
   /** The file an upload's bytes go to; a peer on this host may write it directly. */
@@ -207,10 +200,10 @@ export class BlobStore extends IndexedBlobStore {
    */
   async finishLocal(uploadId: string): Promise<string> {
     const u = this.#session(uploadId);
-    if (u.received !== 0) {
+    if (u.progress.received !== 0) {
       throw new BlobError(
         "invalid",
-        `upload ${uploadId} already has ${u.received} bytes in chunks; it cannot also be written locally`,
+        `upload ${uploadId} already has ${u.progress.received} bytes in chunks; it cannot also be written locally`,
       );
     }
     this.#drop(u);
@@ -225,15 +218,30 @@ export class BlobStore extends IndexedBlobStore {
     }
   }
 
-  /** Completes an upload after checking its size and hash; returns the blob id. */
-  finish(uploadId: string): string {
+  /**
+   * Completes an upload after checking its size and hash; returns the blob id. The hash
+   * ran as the bytes came, except when chunks came so far out of order that they could
+   * not all be held for it: then the file is hashed now, on a digest thread (a promise).
+   */
+  finish(uploadId: string): string | Promise<string> {
     const u = this.#session(uploadId);
     this.#drop(u);
-    if (u.received !== u.sizeBytes) {
+    if (!u.progress.complete) {
       rmSync(u.path, { force: true });
-      throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
+      throw new BlobError("invalid", `upload has ${u.progress.received} bytes; ${u.sizeBytes} were declared`);
     }
-    const digest = u.hash.digest("hex");
+    if (u.progress.hashedInOrder) return this.#store(u, u.hash.digest("hex"));
+    return digestFile(u.path, u.sizeBytes).then(
+      (digest) => this.#store(u, digest),
+      (e: unknown) => {
+        rmSync(u.path, { force: true });
+        throw dataDirError(e, this.dir, `hashing upload ${uploadId}`) ?? e;
+      },
+    );
+  }
+
+  /** Checks a complete upload's digest, then makes its file the blob. */
+  #store(u: UploadSession, digest: string): string {
     try {
       checkUploadDigest(digest, u.sha256);
     } catch (e) {
@@ -242,7 +250,7 @@ export class BlobStore extends IndexedBlobStore {
     }
     withDataDir(
       this.dir,
-      `storing upload ${uploadId}`,
+      `storing upload ${u.id}`,
       () => {
         fsyncPath(u.path);
         this.adopt(u.path, digest, u.sizeBytes);
@@ -386,7 +394,7 @@ export class BlobStore extends IndexedBlobStore {
   /** Bytes that uploads in progress were declared with and have not sent yet. */
   pendingUploadBytes(): number {
     let n = 0;
-    for (const u of this.#uploads.values()) n += u.sizeBytes - u.received;
+    for (const u of this.#uploads.values()) n += u.sizeBytes - u.progress.received;
     return n;
   }
 
@@ -418,83 +426,5 @@ export class BlobStore extends IndexedBlobStore {
   #discard(u: UploadSession): void {
     this.#drop(u);
     rmSync(u.path, { force: true });
-  }
-}
-
-/**
- * Lists the blob files under `blobsDir` into `index`. A file there that is no blob of
- * its folder (nothing the store writes; only a hand-made copy could be) is deleted, so
- * it cannot pass for a blob.
- */
-function scanBlobs(blobsDir: string, index: BlobIndex): void {
-  for (const prefix of readdirSync(blobsDir)) {
-    if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
-    const dir = join(blobsDir, prefix);
-    if (!statSync(dir).isDirectory()) continue;
-    for (const name of readdirSync(dir)) {
-      const path = join(dir, name);
-      if (isBlobId(name) && name.startsWith(prefix)) index.stored(name, statSync(path).size);
-      else rmSync(path, { force: true, recursive: true });
-    }
-  }
-}
-
-/** Reads the store id, creating it (durably) the first time. */
-function ensureStoreId(path: string): string {
-  if (existsSync(path)) {
-    const id = readFileSync(path, "utf8").trim();
-    if (/^[0-9a-f]{32}$/.test(id)) return id;
-  }
-  const id = randomBytes(16).toString("hex");
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, `${id}\n`);
-  fsyncPath(tmp);
-  renameSync(tmp, path);
-  return id;
-}
-
-function fsyncPath(path: string): void {
-  const fd = openSync(path, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * The SHA-256 (hex) of a file a peer wrote, hashed on a digest thread (two uploads hash
- * side by side, and the event loop keeps serving), after checking it has exactly
- * `sizeBytes`; the file is fdatasynced meanwhile.
- */
-async function digestLocalUpload(path: string, sizeBytes: number): Promise<string> {
-  const fh = await open(path, "r");
-  try {
-    const size = (await fh.stat()).size;
-    if (size !== sizeBytes)
-      throw new BlobError("invalid", `the locally written upload has ${size} bytes; ${sizeBytes} were declared`);
-    const [digest] = await Promise.all([digestFile(path, size), fh.datasync()]);
-    return digest;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Gathers a strided read's ranges from a blob's file with positioned reads. */
-function gatherFromFile(path: string, blobId: string, plan: StridedReadPlan): Uint8Array {
-  const fd = openSync(path, "r");
-  try {
-    return gatherRanges(plan, (target, at, length, position) => {
-      let got = 0;
-      while (got < length) {
-        const n = readSync(fd, target, at + got, length - got, position + got);
-        if (n === 0) {
-          throw new BlobError("not-found", `blob ${blobId} is shorter than recorded`, { metadata: { blob_id: blobId } });
-        }
-        got += n;
-      }
-    });
-  } finally {
-    closeSync(fd);
   }
 }

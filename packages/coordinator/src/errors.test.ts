@@ -14,6 +14,7 @@ import {
   FALLBACK_REASON_OF_CODE,
   MAX_METADATA_VALUE_CHARS,
 } from "./errors.js";
+import { MAX_CHUNKS_AHEAD } from "./upload-progress.js";
 import { REASON_OF_ERROR } from "./wire.js";
 
 const root = mkdtempSync(join(tmpdir(), "dce-errors-"));
@@ -87,9 +88,11 @@ describe("blobConnectError", () => {
     expect(e.findDetails(ErrorInfoSchema)).toEqual([expect.objectContaining({ reason, metadata })]);
   });
 
-  it("a chunk out of order, and too many uploads at once", () => {
-    const { uploadId } = store.begin(16, "2".repeat(64), 0) ?? { uploadId: "" };
-    const outOfOrder = refusal(() => store.append(uploadId, 8, new Uint8Array(8), 0));
+  it("a chunk too far out of order, and too many uploads at once", () => {
+    // Chunks may come in any order, but only MAX_CHUNKS_AHEAD of them wait past a gap.
+    const { uploadId } = store.begin(8 * (MAX_CHUNKS_AHEAD + 2), "2".repeat(64), 0) ?? { uploadId: "" };
+    for (let i = 1; i <= MAX_CHUNKS_AHEAD; i++) store.append(uploadId, 8 * i, new Uint8Array(8), 0);
+    const outOfOrder = refusal(() => store.append(uploadId, 8 * (MAX_CHUNKS_AHEAD + 1), new Uint8Array(8), 0));
     expect(outOfOrder.code).toBe(Code.FailedPrecondition);
     expect(outOfOrder.findDetails(ErrorInfoSchema)[0]?.reason).toBe(ErrorReason.UPLOAD_OUT_OF_ORDER);
     const busy = refusal(() => store.begin(16, "3".repeat(64), 0));

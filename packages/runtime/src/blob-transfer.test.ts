@@ -8,11 +8,20 @@ const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** An in-memory BlobService that records its calls; `tamper` changes what it answers. */
 function fakeBlobs(
-  tamper: { totalBytesDelta?: number; storeAs?: string; readMaxBytes?: number; readDelayMs?: number; failReadAt?: number } = {},
+  tamper: {
+    totalBytesDelta?: number;
+    storeAs?: string;
+    readMaxBytes?: number;
+    readDelayMs?: number;
+    failReadAt?: number;
+    chunkDelayMs?: (offset: number) => number;
+    lostChunkAt?: number;
+  } = {},
 ) {
   const blobs = new Map<string, Uint8Array>();
   const reads = { inFlight: 0, maxInFlight: 0 };
-  const uploads = new Map<string, { sha256: string; data: Uint8Array }>();
+  const chunks = { inFlight: 0, maxInFlight: 0, arrived: [] as number[] };
+  const uploads = new Map<string, { sha256: string; data: Uint8Array; received: number }>();
   const calls: string[] = [];
   const chunkSizes: number[] = [];
   const transport = createRouterTransport(({ service }) => {
@@ -21,16 +30,23 @@ function fakeBlobs(
         calls.push("BeginUpload");
         if (blobs.has(req.sha256)) return { alreadyPresent: true };
         const uploadId = `u${uploads.size}`;
-        uploads.set(uploadId, { sha256: req.sha256, data: new Uint8Array(Number(req.sizeBytes)) });
+        uploads.set(uploadId, { sha256: req.sha256, data: new Uint8Array(Number(req.sizeBytes)), received: 0 });
         return { uploadId, maxChunkBytes: 0 };
       },
-      uploadChunk(req) {
+      async uploadChunk(req) {
         calls.push("UploadChunk");
         chunkSizes.push(req.data.byteLength);
+        chunks.inFlight++;
+        chunks.maxInFlight = Math.max(chunks.maxInFlight, chunks.inFlight);
+        await new Promise((r) => setTimeout(r, tamper.chunkDelayMs?.(Number(req.offset)) ?? 0));
+        chunks.inFlight--;
         const u = uploads.get(req.uploadId);
         if (u === undefined) throw new ConnectError("no such upload", Code.NotFound);
-        u.data.set(req.data, Number(req.offset));
-        return { receivedBytes: req.offset + BigInt(req.data.byteLength) };
+        chunks.arrived.push(Number(req.offset));
+        // Answers as the coordinator does: every byte received so far (a chunk can be lost).
+        if (Number(req.offset) !== tamper.lostChunkAt) u.data.set(req.data, Number(req.offset));
+        u.received += Number(req.offset) === tamper.lostChunkAt ? 0 : req.data.byteLength;
+        return { receivedBytes: BigInt(u.received) };
       },
       finishUpload(req) {
         calls.push("FinishUpload");
@@ -55,7 +71,7 @@ function fakeBlobs(
       },
     });
   });
-  return { client: createClient(BlobService, transport), blobs, calls, chunkSizes, reads };
+  return { client: createClient(BlobService, transport), blobs, calls, chunkSizes, reads, chunks };
 }
 
 const bytesOf = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + 7) & 0xff);
@@ -108,6 +124,44 @@ describe("createBlobTransfer", () => {
     await new Promise((r) => setTimeout(r, 50));
     // The window's other calls finish, and no new one starts after the failure.
     expect(failing.calls.filter((c) => c === "ReadBlob").length).toBeLessThan(8);
+  });
+
+  it("keeps 4 UploadChunk calls in flight over all uploads, and the blob is whole when their answers come out of order", async () => {
+    // Every third chunk is slow: its answer comes after later chunks' answers.
+    const fake = fakeBlobs({ chunkDelayMs: (offset) => (offset % 3000 === 0 ? 15 : 2) });
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 1000 });
+    const a = bytesOf(12_500);
+    const b = bytesOf(9_000).reverse();
+    const [idA, idB] = await Promise.all([
+      transfer.upload(a, { callOptions, useLocalStore: false }),
+      transfer.upload(b, { callOptions, useLocalStore: false }),
+    ]);
+    expect(fake.blobs.get(idA)).toEqual(a);
+    expect(fake.blobs.get(idB)).toEqual(b);
+    expect(fake.chunks.maxInFlight).toBe(4);
+    expect(fake.chunks.arrived).not.toEqual([...fake.chunks.arrived].sort((x, y) => x - y));
+  });
+
+  it("refuses an upload whose answers never count every byte", async () => {
+    const fake = fakeBlobs({ lostChunkAt: 2000 });
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 1000 });
+    const err = await transfer.upload(bytesOf(5000), { callOptions, useLocalStore: false }).catch((e: unknown) => e);
+    expect((err as ConnectError).code).toBe(Code.DataLoss);
+    expect((err as ConnectError).message).toMatch(/coordinator has 4000 bytes after every chunk of 5000 was sent/);
+    expect(fake.calls).not.toContain("FinishUpload");
+  });
+
+  it("shares its 4 ReadBlob calls in flight between reads, the read asked for first served first", async () => {
+    const fake = fakeBlobs({ readDelayMs: 3 });
+    const data = bytesOf(7000);
+    fake.blobs.set(sha(data), data);
+    const transfer = createBlobTransfer(fake.client, { chunkBytes: 700 });
+    const finished: string[] = [];
+    const read = (name: string) =>
+      transfer.readBlob(sha(data), new Uint8Array(7000), { callOptions }).then(() => finished.push(name));
+    await Promise.all([read("first"), read("second"), read("third")]);
+    expect(fake.reads.maxInFlight).toBe(4);
+    expect(finished).toEqual(["first", "second", "third"]);
   });
 
   it("runs every RPC through the caller's wrapper", async () => {

@@ -15,6 +15,8 @@
 import { createHash } from "node:crypto";
 import { type CallOptions, type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { BlobService, ReadBlobRequest } from "@dce/proto";
+import { type BulkChannel, bulkReadBlob, bulkUploadChunk } from "./bulk-calls.js";
+import { CallWindow } from "./call-window.js";
 import { type LocalStoreAccess, readFilePieces, readFileRange, readFileStrided, writeUploadLocally } from "./local-store.js";
 import { gatheredBytesOf, type StridedView } from "./strided-view.js";
 
@@ -28,6 +30,22 @@ export interface BlobTransferOptions {
    * function is asked before every chunk, for limits learnt after the client was made.
    */
   readonly chunkBytes: number | (() => number);
+  /**
+   * ReadBlob calls in flight at once over all reads of this client (default
+   * {@link READS_IN_FLIGHT}); a read alone uses them all.
+   */
+  readonly readsInFlight?: number;
+  /**
+   * UploadChunk calls in flight at once over all uploads of this client (default
+   * {@link CHUNKS_IN_FLIGHT}); an upload alone uses them all.
+   */
+  readonly chunksInFlight?: number;
+  /**
+   * Makes UploadChunk and ReadBlob straight on this HTTP/2 channel (`@dce/runtime/bulk-calls`:
+   * the same gRPC calls without Connect's copies of the bytes); without it they go through
+   * `blobs`, as every other call does.
+   */
+  readonly bulk?: BulkChannel;
 }
 
 /** Content that does not fit the request; `message` says so in words. */
@@ -127,8 +145,18 @@ export interface BlobTransfer {
 
 const callOnce: RpcRunner = (_name, rpc) => rpc();
 
-/** ReadBlob calls in flight at once for one read. */
-const READ_WINDOW = 4;
+/**
+ * ReadBlob calls in flight at once, by default: the round trip of each overlaps the
+ * others' transfer. Four answers of 4 MiB fill the 16 MiB connection window of
+ * `@dce/runtime/http2`; more only queue there.
+ */
+export const READS_IN_FLIGHT = 4;
+
+/**
+ * UploadChunk calls in flight at once, by default. The coordinator writes each chunk at
+ * its offset as it comes, in whatever order, and hashes the bytes in order (docs/limits.md).
+ */
+export const CHUNKS_IN_FLIGHT = 4;
 
 /** The default {@link TransferCallOptions.dataError}. */
 function dataLoss(problem: BlobDataProblem): Error {
@@ -157,6 +185,9 @@ function dataLoss(problem: BlobDataProblem): Error {
  */
 export function createBlobTransfer(blobs: Client<typeof BlobService>, options: BlobTransferOptions): BlobTransfer {
   const chunkLimit = typeof options.chunkBytes === "number" ? () => options.chunkBytes as number : options.chunkBytes;
+  const readWindow = new CallWindow(options.readsInFlight ?? READS_IN_FLIGHT);
+  const uploadWindow = new CallWindow(options.chunksInFlight ?? CHUNKS_IN_FLIGHT);
+  const bulk = options.bulk;
   /** Whether the last upload that offered to use the local store could write there; unknown before. */
   let localStoreReachable: boolean | undefined;
 
@@ -195,16 +226,28 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
     // max_chunk_bytes 0 means the coordinator set no limit of its own.
     const limit = chunkLimit();
     const chunkBytes = begin.maxChunkBytes > 0 ? Math.min(begin.maxChunkBytes, limit) : limit;
-    for (let offset = 0; offset < bytes.byteLength; offset += chunkBytes) {
+    // Chunks go out several at once and may land in any order; each answer counts every
+    // byte received so far, so the largest must be the whole upload. FinishUpload checks
+    // the size and the SHA-256 of what was stored, whatever the answers said.
+    let mostReceived = 0n;
+    await inLanes(Math.ceil(bytes.byteLength / chunkBytes), uploadWindow.size, async (index) => {
+      const offset = index * chunkBytes;
       const data = bytes.subarray(offset, Math.min(offset + chunkBytes, bytes.byteLength));
       const res = await call("UploadChunk", () =>
-        blobs.uploadChunk({ uploadId: begin.uploadId, offset: BigInt(offset), data }, opts),
+        uploadWindow.run(() => {
+          const req = { uploadId: begin.uploadId, offset: BigInt(offset), data };
+          return bulk !== undefined ? bulkUploadChunk(bulk, req, opts) : blobs.uploadChunk(req, opts);
+        }),
       );
-      const expected = BigInt(offset + data.byteLength);
-      if (res.receivedBytes !== expected) {
-        const message = `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after chunk ending at ${expected}`;
+      if (res.receivedBytes < BigInt(data.byteLength) || res.receivedBytes > BigInt(bytes.byteLength)) {
+        const message = `upload ${begin.uploadId}: coordinator has ${res.receivedBytes} bytes after a ${data.byteLength}-byte chunk of a ${bytes.byteLength}-byte upload`;
         throw dataError({ kind: "upload-mismatch", message });
       }
+      if (res.receivedBytes > mostReceived) mostReceived = res.receivedBytes;
+    });
+    if (mostReceived !== BigInt(bytes.byteLength)) {
+      const message = `upload ${begin.uploadId}: coordinator has ${mostReceived} bytes after every chunk of ${bytes.byteLength} was sent`;
+      throw dataError({ kind: "upload-mismatch", message });
     }
     const done = await call("FinishUpload", () => blobs.finishUpload({ uploadId: begin.uploadId }, opts));
     return finished(done.blobId);
@@ -256,8 +299,8 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
   }
 
   /**
-   * Fills `target` by ReadBlob chunks that fit a message, {@link READ_WINDOW} in flight at
-   * once (each RPC's round trip overlaps the others' transfer); `at(pos)` is the request
+   * Fills `target` by ReadBlob chunks that fit a message, as many in flight at once as
+   * the client's read window holds (shared with its other reads); `at(pos)` is the request
    * for the bytes from `pos` of `target` on, whose answers must say the read covers
    * `totalBytes`. `onFilled(end)` is told each time the filled prefix of `target` grows to `end`.
    */
@@ -283,7 +326,17 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
       for (let pos = slot * slotBytes; pos < end; ) {
         const maxBytes = Math.min(chunkLimit(), end - pos);
         const request = at(pos);
-        const res = await call("ReadBlob", () => blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions));
+        const res = await call("ReadBlob", () =>
+          readWindow.run(async () => {
+            if (bulk === undefined) {
+              const r = await blobs.readBlob({ blobId, ...request, maxBytes }, o.callOptions);
+              if (r.data.byteLength <= maxBytes) target.set(r.data, pos);
+              return { dataBytes: r.data.byteLength, totalBytes: r.totalBytes };
+            }
+            // The answer lands in place; the view ends where this chunk must, so no more is written.
+            return bulkReadBlob(bulk, { blobId, ...request, maxBytes }, target.subarray(0, pos + maxBytes), pos, o.callOptions);
+          }),
+        );
         const where = strided ? `gathered offset ${pos} of a strided view` : `offset ${request.offset}`;
         if (res.totalBytes !== BigInt(totalBytes)) {
           const message = strided
@@ -291,8 +344,8 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
             : `blob ${blobId} has ${res.totalBytes} bytes, expected ${totalBytes}`;
           throw dataError({ kind: "size-mismatch", blobId, actualBytes: res.totalBytes, strided, message });
         }
-        if (res.data.byteLength === 0 || res.data.byteLength > maxBytes) {
-          const chunkBytes = res.data.byteLength;
+        if (res.dataBytes === 0 || res.dataBytes > maxBytes) {
+          const chunkBytes = res.dataBytes;
           const message = `ReadBlob returned ${chunkBytes} bytes at ${where} of blob ${blobId} (asked for at most ${maxBytes})`;
           throw dataError({
             kind: "bad-chunk",
@@ -302,25 +355,14 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
             message,
           });
         }
-        target.set(res.data, pos);
-        pos += res.data.byteLength;
+        pos += res.dataBytes;
       }
       done[slot] = 1;
       const before = prefixSlots;
       while (prefixSlots < slots && done[prefixSlots] === 1) prefixSlots++;
       if (prefixSlots > before) onFilled?.(Math.min(lengthBytes, prefixSlots * slotBytes));
     };
-    let next = 0;
-    let failed = false;
-    const lane = async (): Promise<void> => {
-      try {
-        while (next < slots && !failed) await fill(next++);
-      } catch (e) {
-        failed = true; // the other lanes stop after their current call
-        throw e;
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(READ_WINDOW, slots) }, lane));
+    await inLanes(slots, readWindow.size, fill);
   }
 
   async function readBlob(blobId: string, target: Uint8Array, o: ReadOptions): Promise<void> {
@@ -350,6 +392,24 @@ export function createBlobTransfer(blobs: Client<typeof BlobService>, options: B
   }
 
   return { upload, readRange, readStrided, readBlob };
+}
+
+/**
+ * Runs `task(0)` … `task(count − 1)`, `lanes` at a time, in order of index. After a
+ * failure no task starts (those under way finish), and the failure is thrown.
+ */
+async function inLanes(count: number, lanes: number, task: (index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const lane = async (): Promise<void> => {
+    try {
+      while (next < count && !failed) await task(next++);
+    } catch (e) {
+      failed = true; // the other lanes stop after their current task
+      throw e;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(lanes, count) }, lane));
 }
 
 /** Lower-case hex SHA-256 of `bytes`. */

@@ -89,10 +89,21 @@ export class WideWindowSessionManager extends Http2SessionManager {
     if (session !== undefined && !this.#widened.has(session)) {
       this.#widened.add(session);
       widenConnectionWindow(session);
+      session.on("error", ignoreLateSessionError);
     }
     return stream;
   }
 }
+
+/**
+ * Keeps a session's last error from killing the process. connect-node 2.1.2 destroys a
+ * connection whose PING goes unanswered with an error, and by then it may have removed its
+ * own 'error' listener (it left the connection for a new one): Node then raises the
+ * error with nobody listening. Seen on a worker under heavy load ("PING timed out", exit
+ * 1, in the middle of a job). The streams on that session fail by themselves, so the
+ * callers hear of it; here there is nothing left to do.
+ */
+function ignoreLateSessionError(): void {}
 
 /** The two members of connect-node's `Http2SessionManager` (2.1.x, private there) that {@link keepConnectionUnderWay} wraps. */
 interface ManagerInternals {

@@ -1,7 +1,25 @@
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { BulkChannel } from "@dce/runtime/bulk-calls";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
 import type { WorkerConfig } from "./worker-options.js";
+
+/**
+ * The connection the worker's matrix bytes go on (UploadChunk and ReadBlob, without
+ * Connect's copies: `@dce/runtime/bulk-calls`): a second one to the coordinator, with
+ * the same certificate, so panels in flight never hold up a heartbeat or a report.
+ */
+export function createBulkChannel(config: WorkerConfig): BulkChannel {
+  const tls = new URL(config.coordinatorUrl).protocol === "https:";
+  const nodeOptions = tls
+    ? {
+        ...(config.ca !== undefined ? { ca: config.ca } : {}),
+        ...(config.cert !== undefined && config.key !== undefined ? { cert: config.cert, key: config.key } : {}),
+      }
+    : {};
+  const ping = { pingIntervalMs: 1_000, pingTimeoutMs: 1_500 };
+  return { manager: new WideWindowSessionManager(config.coordinatorUrl, ping, nodeOptions), baseUrl: config.coordinatorUrl };
+}
 
 /** The gRPC-over-HTTP/2 transport to the coordinator: mTLS when configured, PINGs, wide windows. */
 export function createTransport(config: WorkerConfig): Transport {

@@ -16,7 +16,7 @@ import { ReportBatcher } from "./report/report-batcher.js";
 import { ShardFailures } from "./report/shard-failures.js";
 import type { ReporterDecorator } from "./report/shard-reporter.js";
 import { Session } from "./session/session.js";
-import { createTransport } from "./transport.js";
+import { createBulkChannel, createTransport } from "./transport.js";
 import { resolveConfig, threadsOption, type WorkerConfig, type WorkerOptions } from "./worker-options.js";
 
 /** The rooms of a started worker. */
@@ -183,7 +183,12 @@ export class Worker {
     const stopSignal = this.#stop.signal;
     const peerAddress = peers.advertisedAddress;
     const session = new Session({ config, log, rpc, threads: pool.size, peerAddress, stopSignal, isFatal, fail });
-    const transfer = createBlobTransfer(createClient(BlobService, transport), { chunkBytes: () => session.chunkLimitBytes() });
+    // Matrix bytes on a connection of their own, unless the caller gave the transport (tests).
+    const bulk = this.#transport === undefined ? { bulk: createBulkChannel(config) } : {};
+    const transfer = createBlobTransfer(createClient(BlobService, transport), {
+      chunkBytes: () => session.chunkLimitBytes(),
+      ...bulk,
+    });
     const { rpcTimeoutMs, random } = config;
     const cacheBytes = config.cacheBytes;
     const inputs = new InputFetcher({

@@ -6,6 +6,7 @@ import { BlobError, checkOpenUploads, checkUploadDigest, checkUploadRequest, upl
 import { IndexedBlobStore } from "../blob-index.js";
 import type { BlobStorePort } from "../ports/storage.js";
 import { gatherRanges, planStridedRead, type StridedView } from "../strided-read.js";
+import { UploadProgress } from "../upload-progress.js";
 
 /** Settings of a {@link MemoryBlobStore}; each has a default. */
 export interface MemoryBlobStoreOptions {
@@ -28,7 +29,7 @@ interface MemoryUpload {
   readonly sha256: string;
   readonly bytes: Uint8Array;
   readonly hash: ReturnType<typeof createHash>;
-  received: number;
+  readonly progress: UploadProgress;
   lastActiveMs: number;
 }
 
@@ -89,7 +90,7 @@ export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
       sha256,
       bytes: new Uint8Array(sizeBytes),
       hash: createHash("sha256"),
-      received: 0,
+      progress: new UploadProgress(sizeBytes),
       lastActiveMs: nowMs,
     });
     return { uploadId };
@@ -98,15 +99,10 @@ export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number {
     const u = this.#session(uploadId);
     u.lastActiveMs = nowMs;
-    if (offset + data.byteLength <= u.received && offset < u.received) return u.received; // a resent chunk
-    if (offset !== u.received) throw new BlobError("out-of-order", `chunk at offset ${offset}; expected offset ${u.received}`);
-    if (u.received + data.byteLength > u.sizeBytes) {
-      throw new BlobError("invalid", `chunk ends at ${u.received + data.byteLength}, past the declared size ${u.sizeBytes}`);
-    }
-    u.bytes.set(data, u.received);
-    u.hash.update(data);
-    u.received += data.byteLength;
-    return u.received;
+    if (!u.progress.admit(offset, data.byteLength)) return u.progress.received;
+    u.bytes.set(data, offset);
+    for (const piece of u.progress.add(offset, data)) u.hash.update(piece);
+    return u.progress.received;
   }
 
   uploadPathOf(uploadId: string): string {
@@ -123,9 +119,9 @@ export class MemoryBlobStore extends IndexedBlobStore implements BlobStorePort {
   finish(uploadId: string): string {
     const u = this.#session(uploadId);
     this.#uploads.delete(uploadId);
-    if (u.received !== u.sizeBytes)
-      throw new BlobError("invalid", `upload has ${u.received} bytes; ${u.sizeBytes} were declared`);
-    const digest = u.hash.digest("hex");
+    if (!u.progress.complete)
+      throw new BlobError("invalid", `upload has ${u.progress.received} bytes; ${u.sizeBytes} were declared`);
+    const digest = u.progress.hashedInOrder ? u.hash.digest("hex") : createHash("sha256").update(u.bytes).digest("hex");
     checkUploadDigest(digest, u.sha256);
     this.#store(digest, u.bytes);
     return digest;

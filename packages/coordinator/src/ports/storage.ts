@@ -77,12 +77,19 @@ export interface BlobStorePort {
    * generation of it, which restarts the collector's grace period).
    */
   begin(sizeBytes: number, sha256: string, nowMs: number, opts?: BeginOptions): { uploadId: string } | undefined;
-  /** Appends a chunk at `offset`; returns the bytes received so far. */
+  /**
+   * Writes a chunk at `offset`; chunks may come in any order and more than once
+   * (`UploadProgress`). Returns the bytes received so far.
+   */
   append(uploadId: string, offset: number, data: Uint8Array, nowMs: number): number;
   /** The file a peer on this host may write an upload's bytes to. */
   uploadPathOf(uploadId: string): string;
-  /** Completes an upload sent in chunks, checking size and SHA-256; returns the blob id. */
-  finish(uploadId: string): string;
+  /**
+   * Completes an upload sent in chunks, checking size and SHA-256; returns the blob id,
+   * or a promise of it when the bytes must be hashed now (they came too far out of order
+   * to be hashed as they came).
+   */
+  finish(uploadId: string): string | Promise<string>;
   /** Completes an upload a peer wrote to {@link uploadPathOf}; returns the blob id. */
   finishLocal(uploadId: string): Promise<string>;
   /** Stores bytes directly; returns their blob id. */

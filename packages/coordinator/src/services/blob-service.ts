@@ -76,7 +76,13 @@ export function createBlobService(shell: ShellContext): ServiceImpl<typeof BlobS
         return { receivedBytes: BigInt(received) };
       }),
     finishUpload: async (req) => {
-      if (!req.writtenLocally) return guard(() => ({ blobId: shell.blobs.finish(req.uploadId) }));
+      if (!req.writtenLocally) {
+        try {
+          return { blobId: await shell.blobs.finish(req.uploadId) };
+        } catch (e) {
+          throw toConnect(e);
+        }
+      }
       if (!shell.config.localStore) {
         throw dceError(
           Code.FailedPrecondition,

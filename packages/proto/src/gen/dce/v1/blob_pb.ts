@@ -120,7 +120,7 @@ export const UploadChunkRequestSchema: GenMessage<UploadChunkRequest> = /*@__PUR
  */
 export type UploadChunkResponse = Message<"dce.v1.UploadChunkResponse"> & {
   /**
-   * Total bytes received so far.
+   * Total bytes received so far, in every chunk (not only the prefix without gaps).
    *
    * @generated from field: uint64 received_bytes = 1;
    */
@@ -279,8 +279,10 @@ export const BlobService: GenService<{
     output: typeof BeginUploadResponseSchema;
   },
   /**
-   * Appends one chunk at `offset`. Chunks must arrive in order; re-sending a chunk
-   * that was already received is acknowledged without effect.
+   * Writes one chunk at `offset`. Chunks may arrive in any order (a client keeps several
+   * in flight), up to 64 waiting past the first missing byte; re-sending a chunk that was
+   * already received is acknowledged without effect, and one that overlaps received bytes
+   * in part is refused (INVALID_ARGUMENT).
    *
    * @generated from rpc dce.v1.BlobService.UploadChunk
    */
