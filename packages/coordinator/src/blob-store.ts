@@ -125,6 +125,20 @@ export class BlobStore extends IndexedBlobStore {
     this.#journalBlobs = blobs;
   }
 
+  /**
+   * Stores a small sealed result through the journal's data frames (journal-blobs.ts),
+   * durable with the next commit; false when it must go the usual way (no journal
+   * attached, or over the frames' size limit). Throws the file system's error, unmapped.
+   */
+  storeSmallResult(blobId: string, data: Uint8Array): boolean {
+    const viaJournal = this.#journalBlobs;
+    if (viaJournal === undefined || data.byteLength > JOURNAL_BLOB_MAX_BYTES) return false;
+    // A disk fault is the caller's to name (the sealing of a job's result).
+    if (this.sizeOf(blobId) !== data.byteLength) viaJournal.put(blobId, data);
+    if (this.#pending.sizeOf(blobId) === undefined) this.index.stored(blobId, data.byteLength);
+    return true;
+  }
+
   /** Counts a blob written back from the journal after a restart (journal-blobs.ts) as stored. */
   restored(blobId: string, sizeBytes: number): void {
     this.index.stored(blobId, sizeBytes);

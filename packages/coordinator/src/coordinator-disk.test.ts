@@ -145,21 +145,29 @@ describe("coordinator on a full or failing data dir", () => {
     },
   );
 
-  it("a C that cannot be sealed leaves the job running (not failed) and is sealed again once the disk allows", async () => {
-    const s = await start();
-    const job = await submit(s, 6, 5, 6, 8); // one tile
-    const { workerId, leases } = await leaseAll(s);
-    faults.arm({ op: "link", path: /blobs\//, code: "ENOSPC", times: 1 });
-    await complete(s, workerId, leases, job);
-    await vi.waitFor(() => expect(faults.hits).toBe(1));
-    const { status } = await s.jobs.getJob({ jobId: job.jobId });
-    expect(status?.state).toBe(JobState.RUNNING);
-    const r = await resultOf(s, job.jobId); // the retry is due 1 s later
-    expect(r.state).toBe(JobState.SUCCEEDED);
-    expect(sameBytes(r.c, job.c)).toBe(true);
-    const line = s.logs.find((l) => l.includes("result could not be sealed; trying again"));
-    expect(line).toContain(`data dir ${s.dir} is full (ENOSPC) while storing the result of job ${job.jobId}`);
-  });
+  // A small C is stored through the journal's data frames (its file renamed into place), a
+  // larger one linked from its buffer: each way, a refused seal is tried again.
+  it.each([
+    { what: "a small C (journal frame)", m: 6, n: 6, tile: 8, op: "rename" as const },
+    { what: "a C over 256 KiB (linked)", m: 184, n: 184, tile: 184, op: "link" as const },
+  ])(
+    "$what that cannot be sealed leaves the job running (not failed) and is sealed again once the disk allows",
+    async ({ m, n, tile, op }) => {
+      const s = await start();
+      const job = await submit(s, m, 5, n, tile); // one tile
+      const { workerId, leases } = await leaseAll(s);
+      faults.arm({ op, path: /blobs\//, code: "ENOSPC", times: 1 });
+      await complete(s, workerId, leases, job);
+      await vi.waitFor(() => expect(faults.hits).toBe(1));
+      const { status } = await s.jobs.getJob({ jobId: job.jobId });
+      expect(status?.state).toBe(JobState.RUNNING);
+      const r = await resultOf(s, job.jobId); // the retry is due 1 s later
+      expect(r.state).toBe(JobState.SUCCEEDED);
+      expect(sameBytes(r.c, job.c)).toBe(true);
+      const line = s.logs.find((l) => l.includes("result could not be sealed; trying again"));
+      expect(line).toContain(`data dir ${s.dir} is full (ENOSPC) while storing the result of job ${job.jobId}`);
+    },
+  );
 
   it("a journal write the disk refuses: the waiting call gets RESOURCE_EXHAUSTED, the coordinator exits 70, and a restart has every acknowledged job and nothing of the failed one", async () => {
     const exit = vi.spyOn(process, "exit").mockImplementation(() => undefined as never);

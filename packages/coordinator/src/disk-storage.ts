@@ -60,9 +60,12 @@ export function createDiskStorage(
         ...(config.crashAt ? { crashAt: config.crashAt } : {}),
       });
       const { journal } = opened;
-      // A crash may have taken the files of small inline matrices back: write again those a job still needs.
+      // A crash may have taken the files of small inline matrices and results back: write again those a job still needs.
       const named = new Set<string>();
-      for (const job of journal.model.jobs.values()) named.add(job.spec.a.blobId).add(job.spec.b.blobId);
+      for (const job of journal.model.jobs.values()) {
+        named.add(job.spec.a.blobId).add(job.spec.b.blobId);
+        if (job.resultBlobId !== "") named.add(job.resultBlobId);
+      }
       const rewritten = await withDataDirAsync(config.dataDir, "restoring blobs from the journal", () =>
         restoreJournalBlobs(
           config.dataDir,

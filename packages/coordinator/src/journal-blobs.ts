@@ -7,6 +7,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
@@ -62,8 +63,13 @@ export class JournalBlobs {
     mkdirSync(blobPrefixDir(this.#dir, blobId), { recursive: true });
     // Through a temporary name, so a reader never sees a partial file at the blob's name.
     const tmp = uploadPath(this.#dir, randomUUID());
-    writeFileSync(tmp, data);
-    renameSync(tmp, dest);
+    try {
+      writeFileSync(tmp, data);
+      renameSync(tmp, dest);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw e;
+    }
     this.#append(blobId, data);
     this.#unsynced.set(blobId, dest);
   }

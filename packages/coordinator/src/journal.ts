@@ -269,10 +269,13 @@ export class Journal {
     if (this.#closed) throw new Error("journal is closed");
     applyRecord(this.model, r);
     this.#pending.push(encodeRecord(r));
+    this.#pendingRecords++;
     if (r.type === "shard-accepted") this.#pendingAccepts = true;
   }
 
   #pendingAccepts = false;
+  /** Records (not data frames) in {@link #pending}. */
+  #pendingRecords = 0;
   /** A group commit is writing or syncing. */
   #writing = false;
 
@@ -319,7 +322,9 @@ export class Journal {
   async #write(): Promise<void> {
     if (this.#pending.length === 0) return;
     const batch = this.#pending;
+    const records = this.#pendingRecords;
     this.#pending = [];
+    this.#pendingRecords = 0;
     const armed = this.#pendingAccepts;
     this.#pendingAccepts = false;
     if (armed) this.#acceptCommits++;
@@ -349,7 +354,7 @@ export class Journal {
     } finally {
       this.#writing = false;
     }
-    this.#opts.onCommit?.(performance.now() - t0, batch.length);
+    this.#opts.onCommit?.(performance.now() - t0, records);
     const compact =
       this.#segmentBytes >= this.#opts.compactAfterBytes && this.#segmentBytes >= COMPACT_RATIO * this.#snapshotBytes;
     if (compact || this.#segmentBytes >= this.#opts.snapshotAfterBytes) await this.#trySnapshot();

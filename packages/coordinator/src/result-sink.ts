@@ -227,7 +227,11 @@ export class ResultSink {
       const mirror = r.mirror;
       return withDataDir(this.#dataDir, doing, () => {
         flushMirror(r);
-        return link(createHash("sha256").update(mirror).digest("hex"));
+        const blobId = createHash("sha256").update(mirror).digest("hex");
+        // A small C rides in the journal's commit of the success record (journal-blobs.ts):
+        // no fsync of its own, nor of its folder. Its tiles are durable in the buffer already.
+        if (this.#store.storeSmallResult(blobId, mirror)) return blobId;
+        return link(blobId);
       });
     }
     return withDataDirAsync(this.#dataDir, doing, async () => {
