@@ -129,7 +129,8 @@ export class BlobSyncQueue {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/** fsyncs a folder, so the names made in it survive a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, "r");
   try {
     await fh.sync();

@@ -49,6 +49,20 @@ function tile(rowStart: number, rowEnd: number, colStart: number, colEnd: number
   return bytes(Float64Array.from(out));
 }
 
+/** Submits A·B (inputs inline, 2 × 2 tiles); returns the job id. */
+async function submitSmall(s: Opened): Promise<string> {
+  const { jobId } = await s.jobs.submitJob({
+    matmul: {
+      a: { rows: M, cols: M, inlineData: bytes(A) },
+      b: { rows: M, cols: M, inlineData: bytes(B) },
+      tileRows: 2,
+      tileCols: 2,
+      kernel: "reference",
+    },
+  });
+  return jobId;
+}
+
 /** Registers a worker, leases every shard on offer and completes the first `count`. */
 async function completeSome(s: Opened, count: number): Promise<number> {
   const { workerId } = await s.workers.registerWorker({
@@ -76,15 +90,7 @@ describe("coordinator recovery of a lost result buffer", () => {
     const dir = mkdtempSync(join(tmpdir(), "dce-coord-recovery-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const first = await open(dir);
-    const { jobId } = await first.jobs.submitJob({
-      matmul: {
-        a: { rows: M, cols: M, inlineData: bytes(A) },
-        b: { rows: M, cols: M, inlineData: bytes(B) },
-        tileRows: 2,
-        tileCols: 2,
-        kernel: "reference",
-      },
-    });
+    const jobId = await submitSmall(first);
     expect(await completeSome(first, 2)).toBe(4);
     await first.coordinator.close();
 
@@ -106,15 +112,7 @@ describe("coordinator recovery of a lost result buffer", () => {
     const dir = mkdtempSync(join(tmpdir(), "dce-coord-recovery-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const first = await open(dir);
-    const { jobId } = await first.jobs.submitJob({
-      matmul: {
-        a: { rows: M, cols: M, inlineData: bytes(A) },
-        b: { rows: M, cols: M, inlineData: bytes(B) },
-        tileRows: 2,
-        tileCols: 2,
-        kernel: "reference",
-      },
-    });
+    const jobId = await submitSmall(first);
     await completeSome(first, 4);
     const done = await first.jobs.getJob({ jobId, waitMs: 10_000, untilTerminal: true, inlineResultMaxBytes: 1024 });
     expect(done.status?.state).toBe(JobState.SUCCEEDED);

@@ -14,6 +14,7 @@ import {
 import { open } from "node:fs/promises";
 import { promisify } from "node:util";
 import { blobPath, blobPrefixDir, uploadPath } from "@dce/runtime/blob-layout";
+import { fsyncDir } from "./blob-sync-queue.js";
 
 const fdatasyncAsync = promisify(fdatasync);
 
@@ -142,13 +143,4 @@ export async function restoreJournalBlobs(
 function sameBytes(path: string, blobId: string, sizeBytes: number): boolean {
   if (!existsSync(path) || statSync(path).size !== sizeBytes) return false;
   return createHash("sha256").update(readFileSync(path)).digest("hex") === blobId;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

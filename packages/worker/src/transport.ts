@@ -10,19 +10,12 @@ import type { WorkerConfig } from "./worker-options.js";
  * the same certificate, so panels in flight never hold up a heartbeat or a report.
  */
 export function createBulkChannel(config: WorkerConfig): BulkChannel {
-  const tls = new URL(config.coordinatorUrl).protocol === "https:";
-  const nodeOptions = tls
-    ? {
-        ...(config.ca !== undefined ? { ca: config.ca } : {}),
-        ...(config.cert !== undefined && config.key !== undefined ? { cert: config.cert, key: config.key } : {}),
-      }
-    : {};
-  const ping = { pingIntervalMs: 1_000, pingTimeoutMs: 1_500 };
+  const { nodeOptions, ping } = connectionOptions(config);
   return { manager: new WideWindowSessionManager(config.coordinatorUrl, ping, nodeOptions), baseUrl: config.coordinatorUrl };
 }
 
-/** The gRPC-over-HTTP/2 transport to the coordinator: mTLS when configured, PINGs, wide windows. */
-export function createTransport(config: WorkerConfig): Transport {
+/** What both connections to the coordinator are opened with: TLS material and PINGs. */
+function connectionOptions(config: WorkerConfig) {
   const tls = new URL(config.coordinatorUrl).protocol === "https:";
   const nodeOptions = tls
     ? {
@@ -35,6 +28,12 @@ export function createTransport(config: WorkerConfig): Transport {
   // within a lease TTL, so the worker reconnects before its leases expire
   // (covered by test/integration/network.test.ts).
   const ping = { pingIntervalMs: 1_000, pingTimeoutMs: 1_500 };
+  return { nodeOptions, ping };
+}
+
+/** The gRPC-over-HTTP/2 transport to the coordinator: mTLS when configured, PINGs, wide windows. */
+export function createTransport(config: WorkerConfig): Transport {
+  const { nodeOptions, ping } = connectionOptions(config);
   return createGrpcTransport({
     // connect-node's gRPC transport always speaks HTTP/2 (it takes no httpVersion option).
     baseUrl: config.coordinatorUrl,
