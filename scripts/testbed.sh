@@ -14,6 +14,7 @@
 #   scripts/testbed.sh heal ID HOST              # restores HOST's link shaping
 #   scripts/testbed.sh shape ID HOST RATE [DELAY [JITTER [LOSS%]]]
 #   scripts/testbed.sh counters ID HOST          # "RX TX": bytes HOST received and sent on its link
+#   scripts/testbed.sh drops ID HOST             # packets dropped on HOST's link (netem/tbf, nftables), both ways
 #   scripts/testbed.sh down [ID]                 # kills every process in the bed's namespaces, removes them
 #   scripts/testbed.sh sweep                     # removes the beds of owners that are no longer running
 #   scripts/testbed.sh netem                     # exits 0 when the kernel has sch_netem
@@ -184,7 +185,7 @@ cut() {
 }
 
 cmd=${1:-}
-[ -n "$cmd" ] || die "usage: $0 up|down|sweep|run|cut|heal|shape|counters|netem|nft ..."
+[ -n "$cmd" ] || die "usage: $0 up|down|sweep|run|cut|heal|shape|counters|drops|netem|nft ..."
 shift
 case $cmd in
   up) up "$@" ;;
@@ -216,5 +217,13 @@ case $cmd in
     # The bridge-side end: what it transmits the host receives, and the reverse.
     d=/sys/class/net/v-$2/statistics
     ip netns exec "$(bridge_ns "$1")" sh -c "echo \$(cat $d/tx_bytes) \$(cat $d/rx_bytes)" ;;
+  drops)
+    [ $# -eq 2 ] || die "drops ID HOST"
+    [ -f "$STATE_ROOT/$1/$2" ] || die "no host $2 in bed $1"
+    {
+      tc -s -n "$(ns_of "$1" "$2")" qdisc show dev eth0
+      tc -s -n "$(bridge_ns "$1")" qdisc show dev "v-$2"
+      ip netns exec "$(bridge_ns "$1")" nft list table bridge "dcetb-v-$2" 2>/dev/null || true
+    } | awk '{ for (i = 1; i < NF; i++) if ($i == "dropped") d += $(i + 1) + 0; else if ($i == "packets" && $(NF) == "drop") d += $(i + 1) } END { print d + 0 }' ;;
   *) die "unknown command $cmd" ;;
 esac
