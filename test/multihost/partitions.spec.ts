@@ -198,7 +198,7 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     const ttl = 1_000;
     cluster = await startBedCluster({ workers: 2, leaseTtlMs: ttl });
     const c = cluster;
-    const [w1, w2] = c.workers as [(typeof c.workers)[0], (typeof c.workers)[0]];
+    const w2 = c.workers[1] as (typeof c.workers)[0];
     const batch = work("peercut");
     const client = c.client(batch);
     // w1 is serving w2: with two workers, every panel w2 read from a peer came from w1.
