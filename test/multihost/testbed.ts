@@ -1,4 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT } from "../support/cluster.js";
 
@@ -166,10 +167,23 @@ export function upTestbed(hosts: string[], o: { rate?: string; delay?: string } 
       downing ??= (async () => {
         await Promise.all([...procs].map((p) => p.kill()));
         script(["down", id]);
+        keepLogs(procs);
       })();
       return downing;
     },
   };
+}
+
+/**
+ * With DCE_BED_LOGDIR set, writes what each process of a bed printed to a directory of its
+ * own there (one per bed, named by the time), for a failure whose tail is not enough.
+ */
+function keepLogs(procs: Iterable<HostProc>): void {
+  const root = process.env["DCE_BED_LOGDIR"];
+  if (!root) return;
+  const dir = join(root, new Date().toISOString().replace(/[:.]/g, "-"));
+  mkdirSync(dir, { recursive: true });
+  for (const p of procs) writeFileSync(join(dir, `${p.name.replace(/[^\w.-]+/g, "_")}.log`), `${p.stdout}\n${p.stderr}`);
 }
 
 /** Waits until `pred()` holds or `timeoutMs` passes (then throws, naming `what`). */
