@@ -201,8 +201,9 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
   });
 
   test("a worker serving panels to its peer cut mid-job: the reader falls back, the bytes are the same", async () => {
-    const ttl = 1_000;
-    cluster = await startBedCluster({ workers: 2, leaseTtlMs: ttl });
+    // Leases outlive the cut, so the coordinator goes on naming w1 as a holder (a worker whose
+    // leases expired is throttled, and a throttled one is named to nobody).
+    cluster = await startBedCluster({ workers: 2, leaseTtlMs: 12_000 });
     const c = cluster;
     const w2 = c.workers[1] as (typeof c.workers)[0];
     const batch = work("peercut");
@@ -211,10 +212,10 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     await until(() => c.peerReads(w2) > 0, 60_000, "w2 to read a panel from w1", w2);
     const readBeforeCut = c.peerReads(w2);
     c.bed.cut("w1", "both");
-    await sleep(4 * ttl);
+    await sleep(6_000);
     c.bed.heal("w1");
     expect(await clientEnds(client, 60_000)).toBe(0);
-    const m = expectClean(c, [{ proc: client, jobs: batch }]);
+    expectClean(c, [{ proc: client, jobs: batch }]);
     // w2 asked the cut w1 for a panel (the coordinator still named it), gave up on it, and
     // then fetched that very panel from the coordinator.
     const log = w2.stderr
@@ -232,11 +233,10 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
         ),
     );
     console.log(
-      `peer cut: w2 read ${readBeforeCut} panels from w1 before the cut; ${failed.length} reads from it failed, ${fellBack.length} then came from the coordinator; leases taken from w1 ${takenAway(m)}`,
+      `peer cut: w2 read ${readBeforeCut} panels from w1 before the cut; ${failed.length} reads from it failed, ${fellBack.length} then came from the coordinator`,
     );
     expect(readBeforeCut).toBeGreaterThan(0);
     expect(fellBack.length).toBeGreaterThan(0);
-    expect(takenAway(m)).toBeGreaterThan(0);
   });
 
   test("every worker link congested (20 Mbit/s, tbf tail drops) for a whole job", async () => {
