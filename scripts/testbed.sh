@@ -2,8 +2,11 @@
 # The multi-host test bed: one network namespace per host, each joined by a veth pair to a
 # bridge that lives in a namespace of its own, so the machine's own network is never touched.
 # Every link is shaped in both directions by tc: tbf for the rate, netem for delay, jitter and
-# loss where the kernel has sch_netem (without it the links have a rate and no added delay).
-# Needs root and `ip`/`tc`. Used by test/multihost/testbed.ts and by people:
+# loss where the kernel has sch_netem. Without netem, loss comes from nftables (`nft`, a
+# random drop at the bridge, both directions of each link) and the links get no added delay:
+# test/multihost/relay.mjs adds delay and jitter at the application level instead.
+# Needs root and `ip`/`tc` (and `nft` for loss without netem). Used by
+# test/multihost/testbed.ts and by people:
 #
 #   scripts/testbed.sh up [--id ID] [--rate 1gbit] [--delay 0.2ms] HOST...   # prints "HOST NAMESPACE ADDRESS"
 #   scripts/testbed.sh run ID HOST CMD...        # runs CMD inside HOST (ip netns exec)
@@ -11,9 +14,11 @@
 #   scripts/testbed.sh heal ID HOST              # restores HOST's link shaping
 #   scripts/testbed.sh shape ID HOST RATE [DELAY [JITTER [LOSS%]]]
 #   scripts/testbed.sh counters ID HOST          # "RX TX": bytes HOST received and sent on its link
+#   scripts/testbed.sh drops ID HOST             # packets dropped on HOST's link (netem/tbf, nftables), both ways
 #   scripts/testbed.sh down [ID]                 # kills every process in the bed's namespaces, removes them
 #   scripts/testbed.sh sweep                     # removes the beds of owners that are no longer running
 #   scripts/testbed.sh netem                     # exits 0 when the kernel has sch_netem
+#   scripts/testbed.sh nft                       # exits 0 when nftables can drop packets at random here
 #
 # Names: namespaces are "dcetb-ID-HOST" (the bridge's is "dcetb-ID-br"); ID is the PID of the
 # bed's owner (default: the calling shell), so `sweep` and every `up` remove the leftovers of
@@ -38,6 +43,37 @@ have_netem() {
   return $ok
 }
 
+# nftables can drop at random (numgen) inside a namespace: the fallback for loss without netem.
+have_nft() {
+  command -v nft >/dev/null 2>&1 || return 1
+  local probe="$PREFIX-$$-nftprobe" ok=1
+  ip netns add "$probe"
+  if nft_loss "$probe" v-probe 1 >/dev/null 2>&1; then ok=0; fi
+  ip netns del "$probe"
+  return $ok
+}
+
+# Drops LOSS% of the packets the bridge in namespace NS forwards from bridge port DEV and LOSS%
+# of those it forwards to DEV: both directions of one host's link, on the wire. (Not in the
+# host's own namespace: a packet its output hook drops fails the send with EPERM, which a lost
+# packet never does.) One table per port, "dcetb-DEV" (bridge family); LOSS 0 removes it. The
+# draw is per packet, in 1/10000ths, so LOSS may have two decimals (0.25).
+nft_loss() {
+  local ns=$1 dev=$2 loss=$3 per10k
+  ip netns exec "$ns" nft delete table bridge "dcetb-$dev" >/dev/null 2>&1 || true
+  per10k=$(awk -v l="$loss" 'BEGIN { printf "%d", l * 100 + 0.5 }')
+  [ "$per10k" -gt 0 ] || return 0
+  ip netns exec "$ns" nft -f - <<EOF
+table bridge dcetb-$dev {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname "$dev" numgen random mod 10000 < $per10k counter drop
+    oifname "$dev" numgen random mod 10000 < $per10k counter drop
+  }
+}
+EOF
+}
+
 # Applies RATE/DELAY/JITTER/LOSS to one device's egress: netem (root) then tbf (its child), or tbf alone.
 apply_shape() {
   local ns=$1 dev=$2 rate=$3 delay=$4 jitter=$5 loss=$6 netem=$7
@@ -60,6 +96,8 @@ shape_host() {
   . "$STATE_ROOT/$id/$host"
   apply_shape "$(ns_of "$id" "$host")" eth0 "$RATE" "$DELAY" "$JITTER" "$LOSS" "$NETEM"
   apply_shape "$(bridge_ns "$id")" "v-$host" "$RATE" "$DELAY" "$JITTER" "$LOSS" "$NETEM"
+  # Without netem, loss is nftables' (at the bridge, both directions of the host's port).
+  if [ "$NETEM" != 1 ]; then nft_loss "$(bridge_ns "$id")" "v-$host" "$LOSS"; fi
 }
 
 write_state() {
@@ -108,7 +146,7 @@ up() {
   sweep
   [ -z "$(namespaces_of "$id")" ] || die "a bed with id $id exists; run: $0 down $id"
   local netem=0; have_netem && netem=1
-  [ $netem = 1 ] || echo "testbed: the kernel has no sch_netem: links get a rate and no added delay, jitter or loss" >&2
+  [ $netem = 1 ] || echo "testbed: the kernel has no sch_netem: links get a rate and no added delay or jitter (loss comes from nftables)" >&2
   local subnet="10.77.$((id % 250 + 1))" br i=0 ns
   br=$(bridge_ns "$id")
   mkdir -p "$STATE_ROOT/$id"
@@ -147,13 +185,14 @@ cut() {
 }
 
 cmd=${1:-}
-[ -n "$cmd" ] || die "usage: $0 up|down|sweep|run|cut|heal|shape|counters|netem ..."
+[ -n "$cmd" ] || die "usage: $0 up|down|sweep|run|cut|heal|shape|counters|drops|netem|nft ..."
 shift
 case $cmd in
   up) up "$@" ;;
   down) down "${1:-$PPID}" ;;
   sweep) sweep ;;
   netem) have_netem ;;
+  nft) have_nft ;;
   run)
     [ $# -ge 3 ] || die "run ID HOST CMD..."
     ns=$(ns_of "$1" "$2"); shift 2
@@ -165,7 +204,12 @@ case $cmd in
     [ -f "$STATE_ROOT/$1/$2" ] || die "no host $2 in bed $1"
     # shellcheck disable=SC1090
     . "$STATE_ROOT/$1/$2"
-    [ "$NETEM" = 1 ] || [ "${5:-0}${6:-0}" = 00 ] || die "jitter and loss need sch_netem, which this kernel lacks"
+    [[ ${6:-0} =~ ^[0-9]+(\.[0-9]{1,2})?$ ]] && awk -v l="${6:-0}" 'BEGIN { exit !(l <= 100) }' ||
+      die "LOSS% is 0-100 with at most two decimals, got ${6:-0}"
+    if [ "$NETEM" != 1 ]; then
+      [ "${5:-0}" = 0 ] || die "jitter needs sch_netem, which this kernel lacks; test/multihost/relay.mjs adds delay and jitter at the application level"
+      [ "${6:-0}" = 0 ] || have_nft || die "loss needs sch_netem or nftables (nft), and this machine has neither"
+    fi
     write_state "$1" "$2" "$3" "${4:-$DELAY}" "${5:-0}" "${6:-0}" "$NETEM"
     shape_host "$1" "$2" ;;
   counters)
@@ -173,5 +217,13 @@ case $cmd in
     # The bridge-side end: what it transmits the host receives, and the reverse.
     d=/sys/class/net/v-$2/statistics
     ip netns exec "$(bridge_ns "$1")" sh -c "echo \$(cat $d/tx_bytes) \$(cat $d/rx_bytes)" ;;
+  drops)
+    [ $# -eq 2 ] || die "drops ID HOST"
+    [ -f "$STATE_ROOT/$1/$2" ] || die "no host $2 in bed $1"
+    {
+      tc -s -n "$(ns_of "$1" "$2")" qdisc show dev eth0
+      tc -s -n "$(bridge_ns "$1")" qdisc show dev "v-$2"
+      ip netns exec "$(bridge_ns "$1")" nft list table bridge "dcetb-v-$2" 2>/dev/null || true
+    } | awk '{ for (i = 1; i < NF; i++) if ($i == "dropped") d += $(i + 1) + 0; else if ($i == "packets" && $(NF) == "drop") d += $(i + 1) } END { print d + 0 }' ;;
   *) die "unknown command $cmd" ;;
 esac

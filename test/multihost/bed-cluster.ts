@@ -8,9 +8,18 @@ import { type HostProc, type Testbed, until, upTestbed } from "./testbed.js";
 
 // A dce cluster on the test bed: the TLS coordinator on host "c", workers on "w1".."wN"
 // (`--local-store off`: separate hosts share no files), and the SDK on host "cl" through
-// client-driver.mjs. Certificates name the coordinator's bed address.
+// client-driver.mjs. Certificates name the coordinator's bed address. Workers serve the
+// panels they hold to each other (`--peer-listen` on their bed address) and log at debug,
+// so a scenario can count the panels read from peers ("panel fetched", source "peer").
+//
+// With `relay`, every connection crosses a delaying relay (relay.mjs; delay and jitter where
+// the kernel has no netem): one per worker and one for the client in the coordinator's host
+// (each dials its own port there), and one in front of each worker's panel server (the
+// address it advertises to peers).
 
 const PORT = 7443;
+/** A worker's panel server; its relay listens on the next port. */
+const PEER_PORT = 7600;
 const DRIVER = join(ROOT, "test/multihost/client-driver.mjs");
 
 /** One job of a client run: C = A·B with A m×k and B k×n from `seed`. */
@@ -25,9 +34,14 @@ export interface JobSpec {
 
 export interface BedCluster {
   readonly bed: Testbed;
+  /** The coordinator's own address (no relay). */
   readonly url: string;
   readonly coordinator: HostProc;
   readonly workers: HostProc[];
+  /** The relays, when the cluster has them. */
+  readonly relays: HostProc[];
+  /** Panels `worker` read from a peer so far (its "panel fetched" lines with source "peer"). */
+  peerReads(worker: HostProc): number;
   /** Starts the client driver on host "cl" with `jobs`. */
   client(jobs: JobSpec[], o?: { timeoutMs?: number; reconnectBudgetMs?: number; attempts?: number }): HostProc;
   /** The events the driver printed so far. */
@@ -39,12 +53,30 @@ export interface BedCluster {
   close(): Promise<void>;
 }
 
+/**
+ * The clean run's C of `j`, as bytes: the naive product, computed once per shape and seed
+ * (scenarios run the same jobs, and each product takes seconds in JavaScript).
+ */
+const cleanProducts = new Map<string, Buffer>();
+function cleanProduct(j: JobSpec): Buffer {
+  const key = `${j.m}x${j.k}x${j.n}@${j.seed}`;
+  let c = cleanProducts.get(key);
+  if (c === undefined) {
+    const want = naiveMultiply(randomMatrix(j.m, j.k, j.seed), randomMatrix(j.k, j.n, j.seed + 1));
+    c = Buffer.from(want.buffer, want.byteOffset, want.byteLength);
+    cleanProducts.set(key, c);
+  }
+  return c;
+}
+
 export async function startBedCluster(o: {
   workers: number;
   leaseTtlMs: number;
   rate?: string;
   coordinatorArgs?: string[];
   workerArgs?: string[];
+  /** Delay and jitter (ms) on every connection, by relays. */
+  relay?: { delayMs: number; jitterMs: number };
 }): Promise<BedCluster> {
   const workerHosts = Array.from({ length: o.workers }, (_, i) => `w${i + 1}`);
   const bed = upTestbed(["c", ...workerHosts, "cl"], o.rate ? { rate: o.rate } : {});
@@ -69,12 +101,33 @@ export async function startBedCluster(o: {
       ...["--lease-ttl-ms", String(o.leaseTtlMs), "--local-store", "off", ...(o.coordinatorArgs ?? [])],
     ]);
     await until(() => /listening on/.test(coordinator.stdout), 20_000, "the coordinator's listening line", coordinator);
+    // Where each host dials the coordinator, and where each worker's panel server is reached.
+    const relays: HostProc[] = [];
+    const urlOf: Record<string, string> = {};
+    const peerAt: Record<string, string> = {};
+    const { relay } = o;
+    for (const [i, h] of [...workerHosts, "cl"].entries()) {
+      urlOf[h] = url;
+      if (relay === undefined) continue;
+      const listen = `${host}:${PORT + 1 + i}`;
+      relays.push(await bed.relay("c", { listen, target: `${host}:${PORT}`, ...relay }));
+      urlOf[h] = `https://${listen}`;
+    }
+    for (const w of workerHosts) {
+      const own = `${bed.addr[w]}:${PEER_PORT}`;
+      peerAt[w] = own;
+      if (relay === undefined) continue;
+      const listen = `${bed.addr[w]}:${PEER_PORT + 1}`;
+      relays.push(await bed.relay(w, { listen, target: own, ...relay }));
+      peerAt[w] = listen;
+    }
     const workers: HostProc[] = [];
     for (const w of workerHosts) {
       const cert = await issueWorkerCertificate({ dir: tlsDir, name: w });
       const p = bed.node(w, w, BIN.worker, [
-        ...["--coordinator", url, "--ca", caPath, "--cert", cert.cert, "--key", cert.key, "--name", w],
-        ...["--threads", "1", "--kernels", "reference", "--local-store", "off", ...(o.workerArgs ?? [])],
+        ...["--coordinator", urlOf[w] as string, "--ca", caPath, "--cert", cert.cert, "--key", cert.key, "--name", w],
+        ...["--threads", "1", "--kernels", "reference", "--local-store", "off", "--log-level", "debug"],
+        ...["--peer-listen", `${bed.addr[w]}:${PEER_PORT}`, "--peer-advertise", peerAt[w] as string, ...(o.workerArgs ?? [])],
       ]);
       workers.push(p);
     }
@@ -89,20 +142,23 @@ export async function startBedCluster(o: {
       url,
       coordinator,
       workers,
+      relays,
+      peerReads: (w) =>
+        w.stderr.split("\n").filter((l) => l.includes('"msg":"panel fetched"') && l.includes('"source":"peer"')).length,
       client: (jobs, co = {}) =>
-        bed.node("cl", "client", DRIVER, [JSON.stringify({ baseUrl: url, caPath, token, out, jobs, ...co })]),
+        bed.node("cl", "client", DRIVER, [JSON.stringify({ baseUrl: urlOf["cl"], caPath, token, out, jobs, ...co })]),
       events,
       wrongResults: (jobs) =>
         jobs
           .filter((j) => {
-            const want = naiveMultiply(randomMatrix(j.m, j.k, j.seed), randomMatrix(j.k, j.n, j.seed + 1));
+            const want = cleanProduct(j);
             let got: Buffer;
             try {
               got = readFileSync(join(out, `${j.key}.bin`));
             } catch {
               return true;
             }
-            return !got.equals(Buffer.from(want.buffer, want.byteOffset, want.byteLength));
+            return !got.equals(want);
           })
           .map((j) => j.key),
       metrics() {

@@ -50,5 +50,6 @@ export function expectClean(c: BedCluster, batches: Array<{ proc: HostProc; jobs
   expect(metric(m, "dce_jobs_finished_total", 'state="succeeded"')).toBe(all.length);
   expect(c.coordinator.stderr).not.toContain("INVARIANT VIOLATED");
   expect(c.coordinator.stderr).not.toContain('"msg":"job failed"');
+  console.log(`panels read from peers: ${c.workers.map((w) => `${w.name} ${c.peerReads(w)}`).join(", ")}`);
   return m;
 }

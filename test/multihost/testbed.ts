@@ -1,4 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT } from "../support/cluster.js";
 
@@ -7,6 +8,7 @@ import { ROOT } from "../support/cluster.js";
 // `ip netns exec`, in a process group of its own, killed by PID when the bed goes down.
 
 const SCRIPT = join(ROOT, "scripts/testbed.sh");
+const RELAY = join(ROOT, "test/multihost/relay.mjs");
 
 function script(args: string[]): string {
   return execFileSync(SCRIPT, args, { encoding: "utf8", timeout: 30_000, stdio: ["ignore", "pipe", "pipe"] });
@@ -34,14 +36,23 @@ export function testbedUnavailable(): string | undefined {
   return undefined;
 }
 
-/** Whether the kernel has sch_netem (delay, jitter, loss). */
-export function hasNetem(): boolean {
+function succeeds(args: string[]): boolean {
   try {
-    script(["netem"]);
+    script(args);
     return true;
   } catch {
     return false;
   }
+}
+
+/** Whether the kernel has sch_netem (delay, jitter, loss). */
+export function hasNetem(): boolean {
+  return succeeds(["netem"]);
+}
+
+/** Whether nftables can drop packets at random here: loss without netem. */
+export function hasNft(): boolean {
+  return succeeds(["nft"]);
 }
 
 /** A process running in one host of the bed, with its captured output. */
@@ -69,6 +80,12 @@ export interface Testbed {
   readonly addr: Readonly<Record<string, string>>;
   /** Starts `node bin args` in `host`. */
   node(host: string, name: string, bin: string, args: string[], env?: Record<string, string>): HostProc;
+  /**
+   * Starts relay.mjs in `host`: it listens on `listen` (host:port) and forwards every
+   * connection to `target`, each chunk `delayMs` ± `jitterMs` later, in order. Resolves once
+   * it listens; it goes down with the bed.
+   */
+  relay(host: string, r: { listen: string; target: string; delayMs: number; jitterMs: number }): Promise<HostProc>;
   /** Drops every packet to `host` ("in"), from it ("out"), or both. */
   cut(host: string, dir: "in" | "out" | "both"): void;
   /** Restores `host`'s link. */
@@ -77,6 +94,8 @@ export interface Testbed {
   shape(host: string, s: LinkShape): void;
   /** Bytes `host` received and sent on its link (counters of its veth). */
   counters(host: string): { rx: number; tx: number };
+  /** Packets dropped on `host`'s link by its loss (netem or nftables) and rate (tbf), both directions. */
+  drops(host: string): number;
   /** Kills every process started here, then removes every namespace, link and qdisc. */
   down(): Promise<void>;
 }
@@ -131,9 +150,15 @@ export function upTestbed(hosts: string[], o: { rate?: string; delay?: string } 
     id,
     addr,
     node,
+    async relay(host, r) {
+      const p = node(host, `relay ${r.listen}`, RELAY, [JSON.stringify(r)]);
+      await until(() => p.stdout.includes("relay listening on"), 10_000, `the relay on ${r.listen}`, p);
+      return p;
+    },
     cut: (host, dir) => void script(["cut", id, host, dir]),
     heal: (host) => void script(["heal", id, host]),
     shape: (host, s) => void script(["shape", id, host, s.rate, s.delay ?? "0.2ms", s.jitter ?? "0", String(s.lossPercent ?? 0)]),
+    drops: (host) => Number(script(["drops", id, host]).trim()),
     counters(host) {
       const [rx, tx] = script(["counters", id, host]).trim().split(" ").map(Number);
       return { rx: rx ?? 0, tx: tx ?? 0 };
@@ -142,10 +167,23 @@ export function upTestbed(hosts: string[], o: { rate?: string; delay?: string } 
       downing ??= (async () => {
         await Promise.all([...procs].map((p) => p.kill()));
         script(["down", id]);
+        keepLogs(procs);
       })();
       return downing;
     },
   };
+}
+
+/**
+ * With DCE_BED_LOGDIR set, writes what each process of a bed printed to a directory of its
+ * own there (one per bed, named by the time), for a failure whose tail is not enough.
+ */
+function keepLogs(procs: Iterable<HostProc>): void {
+  const root = process.env["DCE_BED_LOGDIR"];
+  if (!root) return;
+  const dir = join(root, new Date().toISOString().replace(/[:.]/g, "-"));
+  mkdirSync(dir, { recursive: true });
+  for (const p of procs) writeFileSync(join(dir, `${p.name.replace(/[^\w.-]+/g, "_")}.log`), `${p.stdout}\n${p.stderr}`);
 }
 
 /** Waits until `pred()` holds or `timeoutMs` passes (then throws, naming `what`). */

@@ -95,4 +95,19 @@ describe("BlobStore.adopt with deferSync (a sealed result)", () => {
     expect(store.list().map((b) => b.blobId)).toContain(id);
     expect(store.begin(data.byteLength, id, 0)).toBeUndefined();
   });
+
+  it("stays readable while the commit's sync of its folder is under way", async () => {
+    const store = open();
+    const data = randomBytes(640);
+    const src = join(store.dir, "..", "result.f64");
+    writeFileSync(src, data);
+    const id = sha256(data);
+    store.adopt(src, id, data.byteLength, { keepSource: true, deferSync: true });
+    const syncing = store.syncPending();
+    // The folder's fsync has not finished: the job may already be reported succeeded.
+    expect(store.sizeOf(id)).toBe(640);
+    expect(Buffer.from(store.read(id, 0, 640).data).equals(data)).toBe(true);
+    await syncing;
+    expect(store.sizeOf(id)).toBe(640);
+  });
 });

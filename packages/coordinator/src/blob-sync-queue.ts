@@ -40,6 +40,8 @@ interface PendingLink {
 export class BlobSyncQueue {
   readonly #files = new Map<string, PendingFile>();
   #links: PendingLink[] = [];
+  /** Links a {@link sync} in progress took: still this queue's until they are counted as stored. */
+  readonly #syncingLinks = new Set<PendingLink>();
   readonly #onDurable: (blobId: string, sizeBytes: number) => void;
 
   /** `onDurable` is called for each blob once its bytes and name are on disk. */
@@ -59,7 +61,8 @@ export class BlobSyncQueue {
 
   /** Size of a blob queued here, or undefined. */
   sizeOf(blobId: string): number | undefined {
-    return this.#files.get(blobId)?.sizeBytes ?? this.#links.find((l) => l.blobId === blobId)?.sizeBytes;
+    const link = (l: PendingLink) => l.blobId === blobId;
+    return this.#files.get(blobId)?.sizeBytes ?? (this.#links.find(link) ?? [...this.#syncingLinks].find(link))?.sizeBytes;
   }
 
   /** The temporary file of a queued inline matrix, or undefined. */
@@ -82,6 +85,8 @@ export class BlobSyncQueue {
     const links = this.#links;
     this.#links = [];
     if (files.length === 0 && links.length === 0) return;
+    // Readable (sizeOf) all along: a client told of a sealed result may read it while its folder syncs.
+    for (const l of links) this.#syncingLinks.add(l);
     for (const f of files) f.syncing = true;
     const named: PendingFile[] = [];
     const dirs = new Set(links.map((l) => l.dir));
@@ -107,6 +112,7 @@ export class BlobSyncQueue {
     } catch (e) {
       // The journal fails with this error and the coordinator stops: the files taken
       // here stay marked, and a restart removes their temporary files.
+      for (const l of links) this.#syncingLinks.delete(l);
       this.#links.unshift(...links);
       throw e;
     }
@@ -114,7 +120,10 @@ export class BlobSyncQueue {
       this.#files.delete(f.blobId);
       this.#onDurable(f.blobId, f.sizeBytes);
     }
-    for (const l of links) this.#onDurable(l.blobId, l.sizeBytes);
+    for (const l of links) {
+      this.#onDurable(l.blobId, l.sizeBytes);
+      this.#syncingLinks.delete(l);
+    }
   }
 
   /** Drops what is queued (closing files); their temporary files are removed at the next start. */
@@ -126,6 +135,7 @@ export class BlobSyncQueue {
     }
     this.#files.clear();
     this.#links = [];
+    this.#syncingLinks.clear();
   }
 }
 

@@ -44,17 +44,21 @@ export function panelBytes(req: ReadPanelRequest): number {
 /**
  * The panel `req` names, if this worker's cache holds it or is loading it (a load under
  * way is joined), as the panel or as its whole matrix; `undefined` at once otherwise.
- * A held value of the wrong size is not used.
+ * A held value of the wrong size is not used. A load that is itself reading the panel
+ * from a peer (`readingFromPeers` of its cache key) is not joined: that peer may be the
+ * one asking, each waiting for the other until the call's deadline (30 s); the asker
+ * goes on to its next source instead.
  */
 export function findHeldPanel(
   cache: BlobCache,
   req: ReadPanelRequest,
   signal: AbortSignal,
+  readingFromPeers: (key: string) => boolean = () => false,
 ): Promise<HeldPanel | undefined> | undefined {
   const key =
     req.axis === PanelAxis.ROWS ? rowPanelKey(req.blobId, req.start, req.end) : colPanelKey(req.blobId, req.start, req.end);
   const total = panelBytes(req);
-  const panel = cache.join(key, signal);
+  const panel = cache.get(key) !== undefined || !readingFromPeers(key) ? cache.join(key, signal) : undefined;
   if (panel !== undefined) return panel.then((p) => (p.byteLength === total ? contiguous(p) : undefined));
   const whole = cache.join(req.blobId, signal);
   if (whole === undefined) return undefined;

@@ -42,6 +42,8 @@ export interface PanelServerOptions {
   readonly ca: string | Buffer;
   /** Where panels are looked up; the server never starts a load in it. */
   readonly cache: BlobCache;
+  /** Whether this worker is reading the panel under cache key `key` from a peer right now (such a load is not joined). */
+  readonly readingFromPeers?: ((key: string) => boolean) | undefined;
   /** Largest message, in bytes: a response carries at most this less 64 KiB of panel bytes. */
   readonly maxMessageBytes: number;
   /** Most reads served at once; default {@link defaultMaxPeerReads}. */
@@ -89,7 +91,7 @@ export async function startPanelServer(o: PanelServerOptions): Promise<PanelServ
       }
       reading++;
       try {
-        const found = findHeldPanel(o.cache, req, AbortSignal.any([ctx.signal, shutdown.signal]));
+        const found = findHeldPanel(o.cache, req, AbortSignal.any([ctx.signal, shutdown.signal]), o.readingFromPeers);
         const held = await found;
         if (held === undefined) {
           throw peerError(Code.NotFound, ErrorReason.BLOB_NOT_FOUND, "this worker does not hold that panel", {

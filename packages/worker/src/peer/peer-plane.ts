@@ -55,6 +55,7 @@ export async function startPeerPlane(config: WorkerConfig, cache: BlobCache, log
       ...config.peerListen,
       ...tls,
       cache,
+      readingFromPeers: (key) => reader?.isReading(key) ?? false,
       maxMessageBytes: config.maxMessageBytes,
       maxConcurrentReads: config.maxPeerReads,
       log,

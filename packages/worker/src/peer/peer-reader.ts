@@ -12,9 +12,10 @@ import { createHash } from "node:crypto";
 import type { PeerCertificate } from "node:tls";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { type PanelAxis, PeerService, type PeerSource } from "@dce/proto";
+import { PanelAxis, PeerService, type PeerSource } from "@dce/proto";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
 import { errorMessage } from "../errors.js";
+import { colPanelKey, rowPanelKey } from "../inputs/panel-key.js";
 import type { WorkerLogger } from "../log-scope.js";
 
 /**
@@ -94,10 +95,17 @@ export class PeerReader {
   readonly #channels = new Map<string, PeerChannel>();
   /** Peers already warned about: a peer that keeps failing is logged once at warn, then at debug. */
   readonly #warned = new Set<string>();
+  /** Cache keys of the panels being read from peers now, with how many reads of each. */
+  readonly #reading = new Map<string, number>();
   #bytesRead = 0;
 
   constructor(options: PeerReaderOptions) {
     this.#o = options;
+  }
+
+  /** Whether the panel under cache key `key` (panel-key.ts) is being read from a peer now. */
+  isReading(key: string): boolean {
+    return this.#reading.has(key);
   }
 
   /** Bytes of panels read from peers (and accepted) so far. */
@@ -121,6 +129,23 @@ export class PeerReader {
       this.#complain("lease", { blobId: panel.blobId }, "a lease names peers without the panel's SHA-256; not using them");
       return undefined;
     }
+    const key = (panel.axis === PanelAxis.ROWS ? rowPanelKey : colPanelKey)(panel.blobId, panel.start, panel.end);
+    this.#reading.set(key, (this.#reading.get(key) ?? 0) + 1);
+    try {
+      return await this.#readFromPeers(panel, peers, sha256, signal);
+    } finally {
+      const left = (this.#reading.get(key) ?? 1) - 1;
+      if (left === 0) this.#reading.delete(key);
+      else this.#reading.set(key, left);
+    }
+  }
+
+  async #readFromPeers(
+    panel: PanelRequest,
+    peers: readonly PeerSource[],
+    sha256: Uint8Array,
+    signal: AbortSignal,
+  ): Promise<Uint8Array | undefined> {
     for (const peer of peers) {
       signal.throwIfAborted();
       try {
