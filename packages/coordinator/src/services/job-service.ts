@@ -177,14 +177,6 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         if (!again.ok) throw toConnectError(again.error);
         job = again.value;
       }
-      // The state read here may still be on its way to disk (a success whose record is
-      // being committed): answer once it is durable, then read again.
-      if (!shell.journalSettled()) {
-        await shell.settle();
-        const settled = jobOf(shell.state, clientId, jobId);
-        if (!settled.ok) throw toConnectError(settled.error);
-        job = settled.value;
-      }
       const res = create(GetJobResponseSchema, { status: toJobStatus(viewJob(job, shell.config.core)) });
       const inlineMax = Math.min(req.inlineResultMaxBytes, MAX_INLINE_BYTES);
       if (job.state === "succeeded" && inlineMax > 0 && job.plan.rows * job.plan.cols * 8 <= inlineMax) {
@@ -200,16 +192,19 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
           });
         }
       }
+      // What this answer says may still be on its way to disk (a success, or tiles whose
+      // records are being committed): it goes out once everything journaled before it is
+      // durable. Not read again after the wait: newer state would not be covered.
+      await shell.settle();
       return res;
     },
 
     getResult: async (req, ctx) => {
-      const clientId = clientOf(shell, ctx, req.jobId);
-      // A success still being committed is not a result yet (see getJob).
-      await shell.settle();
-      const r = resultOf(shell.state, clientId, asJobId(req.jobId));
+      const r = resultOf(shell.state, clientOf(shell, ctx, req.jobId), asJobId(req.jobId));
       if (!r.ok) throw toConnectError(r.error);
       const { job, blobId } = r.value;
+      // A success still being committed is not a result yet (see getJob).
+      await shell.settle();
       return {
         result: { rows: job.plan.rows, cols: job.plan.cols, blobId },
         sizeBytes: BigInt(job.plan.rows * job.plan.cols * 8),
