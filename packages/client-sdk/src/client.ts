@@ -7,10 +7,10 @@ import { Code, ConnectError, createClient as createRpcClient, type Interceptor, 
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BlobService, ErrorReason, JobService } from "@dce/proto";
 import { createBlobTransfer } from "@dce/runtime/blob-transfer";
-import type { BulkChannel } from "@dce/runtime/bulk-calls";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
 import { errorReason } from "./error-reason.js";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
+import { createBulkChannel, nodeOptionsOf, ping } from "./internal/connection.js";
 import {
   type ClientConfig,
   type ClientContext,
@@ -319,23 +319,6 @@ function resolveConfig(options: ClientOptions): ClientConfig {
     reconnectBudgetMs,
     useLocalStore: options.useLocalStore ?? true,
   };
-}
-
-/** TLS options of the client's sessions. */
-function nodeOptionsOf(options: ClientOptions) {
-  const { ca } = options;
-  return ca === undefined ? {} : { ca: typeof ca === "string" ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength) };
-}
-
-/** Notices a dead connection under a long-poll long before the RPC deadline. */
-const ping = { pingIntervalMs: 5_000, pingTimeoutMs: 5_000 };
-
-/** The connection UploadChunk and ReadBlob go on (`@dce/runtime/bulk-calls`), with the client's token. */
-function createBulkChannel(options: ClientOptions): BulkChannel {
-  const { token } = options;
-  const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
-  const manager = new WideWindowSessionManager(options.baseUrl, ping, nodeOptionsOf(options));
-  return { manager, baseUrl: options.baseUrl, headers: () => headers };
 }
 
 function createTransport(options: ClientOptions, config: ClientConfig): Transport {
