@@ -126,14 +126,14 @@ export class BlobStore extends IndexedBlobStore {
   }
 
   /**
-   * Stores a small sealed result through the journal's data frames (journal-blobs.ts),
+   * Stores a small blob (a sealed result, an inline matrix) through the journal's data frames (journal-blobs.ts),
    * durable with the next commit; false when it must go the usual way (no journal
    * attached, or over the frames' size limit). Throws the file system's error, unmapped.
    */
-  storeSmallResult(blobId: string, data: Uint8Array): boolean {
+  storeViaJournal(blobId: string, data: Uint8Array): boolean {
     const viaJournal = this.#journalBlobs;
     if (viaJournal === undefined || data.byteLength > JOURNAL_BLOB_MAX_BYTES) return false;
-    // A disk fault is the caller's to name (the sealing of a job's result).
+    // A disk fault is the caller's to name (the sealing of a job's result, a submit).
     if (this.sizeOf(blobId) !== data.byteLength) viaJournal.put(blobId, data);
     if (this.#pending.sizeOf(blobId) === undefined) this.index.stored(blobId, data.byteLength);
     return true;
@@ -332,12 +332,7 @@ export class BlobStore extends IndexedBlobStore {
     }
     // Only submits store inline matrices: new work, held to the watermark.
     this.#opts.space?.admit(data.byteLength, `an inline matrix of ${data.byteLength} bytes`);
-    const viaJournal = this.#journalBlobs;
-    if (viaJournal !== undefined && data.byteLength <= JOURNAL_BLOB_MAX_BYTES) {
-      withDataDir(this.dir, `storing inline matrix ${blobId}`, () => viaJournal.put(blobId, data));
-      this.index.stored(blobId, data.byteLength);
-      return blobId;
-    }
+    if (withDataDir(this.dir, `storing inline matrix ${blobId}`, () => this.storeViaJournal(blobId, data))) return blobId;
     const tmp = uploadPath(this.#opts.dir, randomUUID());
     withDataDir(
       this.dir,

@@ -230,7 +230,7 @@ export class ResultSink {
         const blobId = createHash("sha256").update(mirror).digest("hex");
         // A small C rides in the journal's commit of the success record (journal-blobs.ts):
         // no fsync of its own, nor of its folder. Its tiles are durable in the buffer already.
-        if (this.#store.storeSmallResult(blobId, mirror)) return blobId;
+        if (this.#store.storeViaJournal(blobId, mirror)) return blobId;
         return link(blobId);
       });
     }
