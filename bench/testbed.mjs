@@ -4,13 +4,18 @@
 // bytes each, so no upload is skipped), and reports per job: the wall time seen by the client
 // (submit to C in memory), the bytes on the coordinator's link in both directions from its
 // veth counters as a multiple of (A+B+C), each worker link's bytes, and the network lower
-// bound (the busiest link's bytes over its bandwidth). Prints a table, writes JSON under
-// bench/results/. Every bed is removed in `finally`.
+// bound (the busiest link's bytes over its bandwidth). Then, on a fresh bed of the same
+// shape, Dask distributed the same way: `dask-scheduler` on c, one `dask-worker` (threads:
+// one per core, as a dce worker's default) on each worker host, and the client
+// (bench/dask_testbed.py, NumPy arrays in, C as a NumPy array out) on cl, with the same
+// OpenBLAS environment as the dce workers. Prints a table, writes JSON under bench/results/.
+// Every bed is removed in `finally`, and every process in it is killed by PID.
 //
 //   node bench/testbed.mjs [--sizes 2048] [--workers 1,2,4] [--repeat 3] [--rate 1gbit] [--tile 512]
+//                          [--dask-chunkings 2x,4x] [--skip dask]
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -23,6 +28,7 @@ const BIN = {
   worker: join(root, "packages/worker/bin/worker.js"),
 };
 const DRIVER = join(root, "test/multihost/client-driver.mjs");
+const DASK_CLIENT = join(root, "bench/dask_testbed.py");
 const { values: opts } = parseArgs({
   options: {
     sizes: { type: "string", default: "2048" },
@@ -30,6 +36,8 @@ const { values: opts } = parseArgs({
     repeat: { type: "string", default: "3" },
     rate: { type: "string", default: "1gbit" },
     tile: { type: "string", default: "512" },
+    "dask-chunkings": { type: "string", default: "2x,4x" },
+    skip: { type: "string", default: "" },
   },
 });
 const sizes = opts.sizes.split(",").map(Number);
@@ -46,11 +54,12 @@ function parseRate(r) {
   return Number(m[1]) * { k: 1e3, m: 1e6, g: 1e9, undefined: 1 }[m[2]?.toLowerCase()];
 }
 
-/** A process in a bed host, in its own process group. */
-function inHost(id, host, args) {
-  const child = spawn("ip", ["netns", "exec", `dcetb-${id}-${host}`, process.execPath, ...args], {
+/** A process (node unless `program` says otherwise) in a bed host, in its own process group. */
+function inHost(id, host, args, { program = process.execPath, env = process.env } = {}) {
+  const child = spawn("ip", ["netns", "exec", `dcetb-${id}-${host}`, program, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
+    env,
   });
   const p = { child, out: "", err: "", exited: new Promise((r) => child.on("exit", (code, sig) => r(code ?? sig))) };
   child.stdout.on("data", (d) => {
@@ -102,7 +111,12 @@ function spotCheck(a, b, cBytes, n) {
   }
 }
 
-async function runBed(p, rows) {
+/**
+ * Brings up a bed of hosts c, w1..wp and cl on links of --rate, runs `body` with it, and
+ * always kills every process started in it (by PID, then every process left in its
+ * namespaces) and removes it.
+ */
+async function withBed(p, body) {
   const id = String(process.pid);
   const workers = Array.from({ length: p }, (_, i) => `w${i + 1}`);
   sh(["down", id]);
@@ -116,6 +130,45 @@ async function runBed(p, rows) {
   const dir = mkdtempSync(join(tmpdir(), "dce-bench-bed-"));
   const procs = [];
   try {
+    await body({ id, workers, addr, dir, procs });
+  } finally {
+    await Promise.all(procs.map((x) => x.kill()));
+    sh(["down", id]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs `job` (which resolves to the wall seconds) and reads every host's link counters
+ * around it: the bytes on each link (both directions) as a multiple of (A+B+C), and the
+ * network lower bound, the busiest direction of any link over the link's rate.
+ */
+async function measured(bed, n, job) {
+  const abc = 3 * n * n * 8;
+  const hosts = ["c", ...bed.workers];
+  const before = Object.fromEntries(hosts.map((h) => [h, counters(bed.id, h)]));
+  const wallSeconds = await job();
+  const delta = Object.fromEntries(
+    hosts.map((h) => {
+      const x = counters(bed.id, h);
+      return [h, { rx: x.rx - before[h].rx, tx: x.tx - before[h].tx }];
+    }),
+  );
+  const busiest = Math.max(...hosts.flatMap((h) => [delta[h].rx, delta[h].tx]));
+  const bound = (busiest * 8) / rateBitsPerSecond;
+  return {
+    wallSeconds,
+    coordinatorLinkBytes: delta.c.rx + delta.c.tx,
+    coordinatorLinkPerABC: (delta.c.rx + delta.c.tx) / abc,
+    workerLinkPerABC: bed.workers.map((w) => (delta[w].rx + delta[w].tx) / abc),
+    networkBoundSeconds: bound,
+    ratioToBound: wallSeconds / bound,
+  };
+}
+
+async function runDce(p, rows) {
+  await withBed(p, async (bed) => {
+    const { id, workers, addr, dir, procs } = bed;
     const tls = join(dir, "certs");
     const data = join(dir, "data");
     const out = join(dir, "out");
@@ -149,83 +202,132 @@ async function runBed(p, rows) {
       await until(() => wp.err.includes("worker registered"), 20_000, `${w} to register`);
     }
     for (const n of sizes) {
-      const abc = 3 * n * n * 8;
       for (let r = 0; r < repeat; r++) {
         const job = { key: `bench-${n}-${r}`, m: n, k: n, n, seed: n * 100 + 2 * r, tileSize: Number(opts.tile), kernel: "auto" };
-        const hosts = ["c", ...workers];
-        const before = Object.fromEntries(hosts.map((h) => [h, counters(id, h)]));
-        const cl = inHost(id, "cl", [
-          DRIVER,
-          JSON.stringify({ baseUrl: url, caPath: join(tls, "ca.pem"), token, out, jobs: [job] }),
-        ]);
-        procs.push(cl);
-        if ((await cl.exited) !== 0) throw new Error(`client failed: ${cl.out}\n${cl.err}`);
-        const ev = cl.out
-          .split("\n")
-          .filter((l) => l.startsWith("{"))
-          .map((l) => JSON.parse(l));
-        const wall = (ev.find((e) => e.ev === "done").t - ev.find((e) => e.ev === "uploading").t) / 1000;
-        const bytes = Object.fromEntries(
-          hosts.map((h) => {
-            const x = counters(id, h);
-            return [h, x.rx - before[h].rx + x.tx - before[h].tx];
-          }),
-        );
+        const m = await measured(bed, n, async () => {
+          const cl = inHost(id, "cl", [
+            DRIVER,
+            JSON.stringify({ baseUrl: url, caPath: join(tls, "ca.pem"), token, out, jobs: [job] }),
+          ]);
+          procs.push(cl);
+          if ((await cl.exited) !== 0) throw new Error(`client failed: ${cl.out}\n${cl.err}`);
+          const ev = cl.out
+            .split("\n")
+            .filter((l) => l.startsWith("{"))
+            .map((l) => JSON.parse(l));
+          return (ev.find((e) => e.ev === "done").t - ev.find((e) => e.ev === "uploading").t) / 1000;
+        });
         spotCheck(randomMatrix(n, n, job.seed), randomMatrix(n, n, job.seed + 1), readFileSync(join(out, `${job.key}.bin`)), n);
-        // Each direction of a link carries rate bits/s: the busiest direction sets the bound.
-        const busiest = Math.max(
-          ...hosts.flatMap((h) => {
-            const x = counters(id, h);
-            return [x.rx - before[h].rx, x.tx - before[h].tx];
-          }),
-        );
-        const bound = (busiest * 8) / rateBitsPerSecond;
-        const row = {
-          n,
-          workers: p,
-          repetition: r + 1,
-          wallSeconds: wall,
-          coordinatorLinkBytes: bytes.c,
-          coordinatorLinkPerABC: bytes.c / abc,
-          workerLinkPerABC: workers.map((w) => bytes[w] / abc),
-          networkBoundSeconds: bound,
-          ratioToBound: wall / bound,
-        };
+        const row = { engine: "dce", n, workers: p, repetition: r + 1, ...m };
         rows.push(row);
         log(JSON.stringify(row));
       }
     }
-  } finally {
-    await Promise.all(procs.map((x) => x.kill()));
-    sh(["down", id]);
-    rmSync(dir, { recursive: true, force: true });
+  });
+}
+
+/** The first Python here that imports Dask distributed, or undefined. */
+function daskPython() {
+  for (const py of process.env.DCE_BENCH_PYTHON ? [process.env.DCE_BENCH_PYTHON] : ["python3", "/usr/bin/python3"]) {
+    try {
+      execFileSync(py, ["-c", "import distributed, dask.array"], { stdio: "ignore", timeout: 60_000 });
+      return py;
+    } catch {}
   }
+  return undefined;
+}
+
+async function runDask(p, rows, python) {
+  // One BLAS thread per task, as each dce kernel thread; the OpenBLAS core type as the dce workers get it.
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
+  await withBed(p, async (bed) => {
+    const { id, workers, addr, procs } = bed;
+    const scheduler = `tcp://${addr.c}:8786`;
+    const s = inHost(id, "c", ["-m", "distributed.cli.dask_scheduler", "--host", addr.c, "--port", "8786", "--no-dashboard"], {
+      program: python,
+      env,
+    });
+    procs.push(s);
+    await until(() => /Scheduler at/.test(s.err), 60_000, "the Dask scheduler");
+    for (const w of workers) {
+      const wp = inHost(
+        id,
+        w,
+        [
+          ...["-m", "distributed.cli.dask_worker", scheduler, "--host", addr[w], "--nworkers", "1"],
+          ...["--nthreads", String(cpus().length), "--no-nanny", "--no-dashboard", "--memory-limit", "0"],
+        ],
+        { program: python, env },
+      );
+      procs.push(wp);
+      await until(() => /Registered to/.test(wp.err), 60_000, `Dask worker ${w} to register`);
+    }
+    for (const n of sizes) {
+      for (const chunking of opts["dask-chunkings"].split(",")) {
+        for (let r = 0; r < repeat; r++) {
+          const seed = n * 100 + 2 * r;
+          let seconds;
+          const m = await measured(bed, n, async () => {
+            const cl = inHost(id, "cl", [DASK_CLIENT, JSON.stringify({ scheduler, workers: p, n, seed, chunking })], {
+              program: python,
+              env,
+            });
+            procs.push(cl);
+            if ((await cl.exited) !== 0) throw new Error(`Dask client failed: ${cl.out}\n${cl.err}`);
+            seconds = JSON.parse(cl.out.trim().split("\n").at(-1)).seconds;
+            return seconds;
+          });
+          const row = { engine: "dask", chunking, n, workers: p, repetition: r + 1, ...m };
+          rows.push(row);
+          log(JSON.stringify(row));
+        }
+      }
+    }
+  });
 }
 
 const rows = [];
 const notes = [];
-try {
-  execFileSync("python3", ["-c", "import distributed"], { stdio: "ignore" });
-  notes.push("Dask distributed is installed but not yet run by this benchmark");
-} catch {
-  notes.push("Dask distributed is not installed here (python3 -c 'import distributed' fails): no Dask column");
+const python = opts.skip.split(",").includes("dask") ? undefined : daskPython();
+if (opts.skip.split(",").includes("dask")) notes.push("Dask skipped (--skip dask)");
+else if (python === undefined)
+  notes.push(
+    "Dask distributed is not installed here (python3 -c 'import distributed' fails; Debian: apt-get install python3-distributed): no Dask column",
+  );
+else
+  notes.push(
+    "Dask: bytes are counted over the whole client process, which includes its connection and a 256x256 warm-up product (under 0.5% of A+B+C at n=2048)",
+  );
+for (const p of workerCounts) {
+  await runDce(p, rows);
+  if (python !== undefined) await runDask(p, rows, python);
 }
-for (const p of workerCounts) await runBed(p, rows);
-const best = (n, p) => {
-  const rs = rows.filter((r) => r.n === n && r.workers === p);
-  return rs.reduce((a, b) => (b.wallSeconds < a.wallSeconds ? b : a));
+const best = (engine, n, p) => {
+  const rs = rows.filter((r) => r.engine === engine && r.n === n && r.workers === p);
+  return rs.length === 0 ? undefined : rs.reduce((a, b) => (b.wallSeconds < a.wallSeconds ? b : a));
 };
-console.log(`dce on the test bed, ${opts.rate} links, best of ${repeat} (wall = submit to C in memory, bytes both directions)`);
-console.log("n     p  wall s  coord link ×(A+B+C)  worker links ×(A+B+C)      net bound s  wall/bound");
+const f2 = (x, w) => x.toFixed(2).padStart(w);
+console.log(
+  `the test bed, ${opts.rate} links, best of ${repeat} (wall = submit to C in memory in the client, bytes both directions)`,
+);
+console.log("engine       n     p  wall s  coord link ×(A+B+C)  worker links ×(A+B+C)      net bound s  wall/bound  dce/Dask");
 for (const n of sizes) {
   for (const p of workerCounts) {
-    const r = best(n, p);
-    console.log(
-      `${String(n).padEnd(5)} ${String(p).padEnd(2)} ${r.wallSeconds.toFixed(2).padStart(6)}  ${r.coordinatorLinkPerABC.toFixed(2).padStart(19)}  ${r.workerLinkPerABC
-        .map((x) => x.toFixed(2))
-        .join(" ")
-        .padEnd(25)}  ${r.networkBoundSeconds.toFixed(2).padStart(11)}  ${r.ratioToBound.toFixed(2).padStart(10)}`,
-    );
+    const d = best("dce", n, p);
+    const k = best("dask", n, p);
+    for (const [name, r] of [
+      ["dce", d],
+      [k === undefined ? "" : `dask ${k.chunking}`, k],
+    ]) {
+      if (r === undefined) continue;
+      const vs = name === "dce" && k !== undefined ? f2(d.wallSeconds / k.wallSeconds, 8) : "";
+      console.log(
+        `${name.padEnd(12)} ${String(n).padEnd(5)} ${String(p).padEnd(2)} ${f2(r.wallSeconds, 6)}  ${f2(r.coordinatorLinkPerABC, 19)}  ${r.workerLinkPerABC
+          .map((x) => x.toFixed(2))
+          .join(" ")
+          .padEnd(25)}  ${f2(r.networkBoundSeconds, 11)}  ${f2(r.ratioToBound, 10)}  ${vs}`,
+      );
+    }
   }
 }
 for (const note of notes) console.log(`note: ${note}`);
