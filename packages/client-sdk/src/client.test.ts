@@ -411,6 +411,20 @@ describe("JobHandle", () => {
     });
   });
 
+  it("progress() with a long minIntervalMs reports the job's end at once, not after the pause", async () => {
+    const { h, client } = await setup();
+    const job = await client.submitMatMul(matrix(4, 3), matrix(3, 4));
+    const startedMs = performance.now();
+    const seen = [];
+    for await (const p of job.progress({ minIntervalMs: 60_000 })) seen.push(p.state);
+    // The pause after "queued" waited for the end only, and the end came during it.
+    expect(seen).toEqual(["queued", "succeeded"]);
+    expect(performance.now() - startedMs).toBeLessThan(10_000);
+    const ends = callsOf(h, "GetJob").filter((c) => c.request["untilTerminal"] === true);
+    expect(ends.length).toBe(1);
+    expect(ends[0]?.request["waitMs"]).toBeGreaterThan(50_000);
+  });
+
   it("progress() on a finished job yields once and ends", async () => {
     const { client } = await setup();
     const job = await client.submitMatMul(matrix(2, 2), matrix(2, 2));

@@ -167,8 +167,20 @@ async function* watchStatuses(
       backoffMs = MIN_BACKOFF_MS;
       yield status;
       if (isTerminal(status.state)) return;
-      const sinceMs = performance.now() - startedMs;
-      if (sinceMs < minIntervalMs) await sleep(minIntervalMs - sinceMs, signal);
+      const restMs = Math.round(minIntervalMs - (performance.now() - startedMs));
+      if (restMs > 0) {
+        // The pause between updates waits for the job's end only: a job that ends during
+        // it is reported at once, not up to `minIntervalMs` later.
+        const end = await retryTransient(ctx.config, signal, () =>
+          ctx.jobs.getJob({ jobId, waitMs: restMs, untilTerminal: true }, toCallOptions(ctx.config, options, restMs)),
+        );
+        const endWire = requireStatus(end.status, jobId);
+        const endStatus = fromWireStatus(endWire, jobId);
+        if (isTerminal(endStatus.state)) {
+          yield endStatus;
+          return;
+        }
+      }
       continue;
     }
     if (performance.now() - startedMs < EARLY_RETURN_MS) {

@@ -120,7 +120,8 @@ export interface RequestOptions {
 export interface WaitOptions extends RequestOptions {
   /**
    * Least time between the starts of two status polls, in milliseconds.
-   * Raise it to bound the RPC rate on jobs whose status changes often.
+   * Raise it to bound the RPC rate on jobs whose status changes often. The end of the job
+   * is never held back by it: the pause is itself a long-poll that returns when the job ends.
    * Default 0 (every change is seen). `result()` ignores it: it long-polls for the end of the job.
    */
   readonly minIntervalMs?: number;
