@@ -39,8 +39,23 @@ const { values: opts } = parseArgs({
     skip: { type: "string", default: "" },
     trace: { type: "boolean", default: false },
     "dask-chunkings": { type: "string", default: "rows2,2x,4x" },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (opts.help) {
+  // The usage is the comment at the top of this file.
+  const head = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+  console.log(
+    head
+      .slice(
+        0,
+        head.findIndex((l) => !l.startsWith("//")),
+      )
+      .map((l) => l.replace(/^\/\/ ?/, ""))
+      .join("\n"),
+  );
+  process.exit(0);
+}
 const sizes = opts.sizes ? opts.sizes.split(",").map(Number) : [1024, 2048, 4096, ...(opts.large ? [8192] : [])];
 const repeat = Number(opts.repeat ?? (opts.quick ? 1 : 3));
 const skip = new Set(opts.skip.split(",").filter(Boolean));

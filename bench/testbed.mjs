@@ -38,8 +38,23 @@ const { values: opts } = parseArgs({
     tile: { type: "string", default: "512" },
     "dask-chunkings": { type: "string", default: "2x,4x" },
     skip: { type: "string", default: "" },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (opts.help) {
+  // The usage is the comment at the top of this file.
+  const head = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
+  console.log(
+    head
+      .slice(
+        0,
+        head.findIndex((l) => !l.startsWith("//")),
+      )
+      .map((l) => l.replace(/^\/\/ ?/, ""))
+      .join("\n"),
+  );
+  process.exit(0);
+}
 const sizes = opts.sizes.split(",").map(Number);
 const workerCounts = opts.workers.split(",").map(Number);
 const repeat = Number(opts.repeat);
