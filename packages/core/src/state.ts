@@ -117,6 +117,11 @@ export interface WorkerRecord {
   failureStreak: number;
   /** A worker that keeps failing gets no leases until then. */
   throttledUntilMs: number;
+  /**
+   * When expired leases were last counted against it (`chargeExpiry`): leases that expire
+   * with no word from the worker since then are the same loss of contact, charged once.
+   */
+  expiryChargedAtMs?: number;
   /** Epochs of the leases it holds. */
   readonly leases: Set<number>;
   /** When its leases last expired (it died, or stalled past its TTL); unset until then. See shard-deaths.ts. */

@@ -91,4 +91,34 @@ describe("throttling", () => {
     unwrap(d.complete("bad", again[0]!.lease).outcome);
     expect(d.state.workers.get("bad" as never)?.failureStreak).toBe(0);
   });
+
+  it("leases that expire while their worker is silent (a cut link) count as one failure, so it is not throttled when it returns", () => {
+    const d = new Driver({ ...CFG, leaseTtlMs: 1_000, throttleAfterFailures: 3, throttleBaseMs: 30_000 });
+    unwrap(d.register("cut").outcome);
+    d.submitOk(EIGHT);
+    const held = d.grants("cut", 8);
+    expect(held).toHaveLength(8);
+    // Granted over time, so they expire over several ticks; the worker says nothing meanwhile.
+    for (let i = 0; i < 8; i++) {
+      d.advance(1_000);
+      d.tick();
+    }
+    expect(d.state.leases.size).toBe(0);
+    expect(d.state.workers.get("cut" as never)?.failureStreak).toBe(1);
+    // Back from the cut, it gets its work again at once.
+    expect(d.grants("cut", 8)).toHaveLength(8);
+  });
+
+  it("a worker heard from between expiries is charged at each one, and throttled", () => {
+    const d = new Driver({ ...CFG, leaseTtlMs: 1_000, throttleAfterFailures: 3, throttleBaseMs: 30_000 });
+    unwrap(d.register("hung").outcome);
+    d.submitOk(EIGHT);
+    for (let i = 0; i < 3; i++) {
+      expect(d.grants("hung", 1)).toHaveLength(1);
+      d.advance(1_001);
+      d.tick(); // its lease ran out; the next poll is a word from it
+    }
+    expect(d.state.workers.get("hung" as never)?.failureStreak).toBe(3);
+    expect(d.grants("hung", 1)).toEqual([]);
+  });
 });

@@ -8,7 +8,7 @@ import { requeue } from "./retries.js";
 import { findStragglers } from "./scheduling.js";
 import { recordDeaths } from "./shard-deaths.js";
 import type { CoreState, LeaseRecord } from "./state.js";
-import { chargeFailure, forgetSilentWorkers } from "./workers.js";
+import { chargeExpiry, forgetSilentWorkers } from "./workers.js";
 
 /**
  * Time passed (`ticked`): expired leases end (their shards run again, or a poison shard
@@ -27,7 +27,7 @@ export function tick(s: CoreState, e: Ticked, fx: Effect[]): OutcomeMap["ticked"
     if (!s.leases.has(lease.epoch)) continue;
     const job = s.jobs.get(lease.jobId);
     if (!job) continue;
-    chargeFailure(s, lease.workerId, e.nowMs, fx);
+    chargeExpiry(s, lease.workerId, e.nowMs, fx);
     fx.push({
       type: "log",
       level: "warn",

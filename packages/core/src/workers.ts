@@ -42,6 +42,22 @@ export function forgetSilentWorkers(s: CoreState, nowMs: number, fx: Effect[]): 
   }
 }
 
+/**
+ * Counts an expired lease against its worker, once per silence: leases that expire with no
+ * word from the worker since its last such charge (a crash, a cut link) are one loss of
+ * contact, not one failure each. Otherwise a worker that held 20 leases when its link was
+ * cut came back throttled for `throttleMaxMs`, with work waiting. A worker that is heard
+ * from (heartbeats, polls) but lets its leases run out is charged at each expiry, and
+ * throttled like one whose shards fail.
+ */
+export function chargeExpiry(s: CoreState, workerId: WorkerId, nowMs: number, fx: Effect[]): void {
+  const w = s.workers.get(workerId);
+  if (!w) return;
+  if (w.expiryChargedAtMs !== undefined && w.lastSeenMs < w.expiryChargedAtMs) return;
+  w.expiryChargedAtMs = nowMs;
+  chargeFailure(s, workerId, nowMs, fx);
+}
+
 /** Counts a failed or expired execution against its worker; a worker that keeps failing is throttled. */
 export function chargeFailure(s: CoreState, workerId: WorkerId, nowMs: number, fx: Effect[]): void {
   const w = s.workers.get(workerId);
