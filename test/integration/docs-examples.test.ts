@@ -20,7 +20,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodeNpy, parseNpy } from "@dce/client-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { appSectionBlocks, type DocBlock, markdownBlocks, tsdocBlocks } from "../../scripts/doc-blocks.mjs";
+import {
+  appSectionBlocks,
+  type DocBlock,
+  markdownBlocks,
+  tsdocBlocks,
+  unfencedTsdocExamples,
+} from "../../scripts/doc-blocks.mjs";
 import { type Cluster, naiveMultiply, ROOT, randomMatrix, startCluster } from "../support/cluster.js";
 import { blockMarker, exampleEnv, freePort, runNode, runSession, sessionScript } from "../support/doc-run.js";
 
@@ -41,9 +47,10 @@ function sources(dir: string): string[] {
   });
 }
 
+const sourceFiles = packages.flatMap((p) => sources(`${p}/src`));
 const blocks: DocBlock[] = [
   ...markdownFiles.flatMap((f) => markdownBlocks(f, readFileSync(join(ROOT, f), "utf8"))),
-  ...packages.flatMap((p) => sources(`${p}/src`)).flatMap((f) => tsdocBlocks(f, readFileSync(join(ROOT, f), "utf8"))),
+  ...sourceFiles.flatMap((f) => tsdocBlocks(f, readFileSync(join(ROOT, f), "utf8"))),
 ];
 const packChecked = Object.values(appSectionBlocks(readFileSync(join(ROOT, "README.md"), "utf8")));
 const isPackChecked = (b: DocBlock) => packChecked.some((p) => p.file === b.file && p.line === b.line);
@@ -96,6 +103,13 @@ describe("the docs' examples", () => {
     const where = (b: DocBlock) => `${b.file}:${b.line} (\`\`\`${b.lang || "with no language"})`;
     expect(unaccounted.map(where), "tag a block sh/ts/text, or mark it <!-- docs-test: skip (reason) -->").toEqual([]);
     expect(packChecked.filter((b) => b.skip !== undefined).map(where), "the pack check runs these").toEqual([]);
+  });
+
+  it("every TSDoc @example is a fenced block, so it is found and run", () => {
+    const unfenced = sourceFiles.flatMap((f) =>
+      unfencedTsdocExamples(readFileSync(join(ROOT, f), "utf8")).map((line) => `${f}:${line}`),
+    );
+    expect(unfenced, "put the example's code in a ```ts block right after @example").toEqual([]);
   });
 
   // Listed with their reasons: a reviewer sees what is not run and why.
