@@ -15,6 +15,7 @@
 // - README's "Use dce in your app" blocks are run by scripts/pack-check.mjs from the packed
 //   tarballs (CI), so not here; ```text blocks are not code; any other block must be marked
 //   `skip (REASON)`, and the test lists those reasons. A block in none of these fails.
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,7 +37,10 @@ const SHELL = new Set(["sh", "bash", "console"]);
 const TEXT = new Set(["text"]);
 
 const packages = readdirSync(join(ROOT, "packages")).map((p) => `packages/${p}`);
-const markdownFiles = ["README.md", ...packages.map((p) => `${p}/README.md`).filter((f) => existsSync(join(ROOT, f)))];
+// Every README of the repository (the packages', test/sim's), not only the ones we think of.
+const markdownFiles = execFileSync("git", ["ls-files", "README.md", "*/README.md"], { cwd: ROOT, encoding: "utf8" })
+  .split("\n")
+  .filter((f) => f !== "" && existsSync(join(ROOT, f)));
 
 /** The TypeScript sources of the packages, without tests, test support and generated code. */
 function sources(dir: string): string[] {
@@ -94,7 +98,7 @@ afterAll(async () => {
 describe("the docs' examples", () => {
   it("finds examples in every README and in the TSDoc of the SDK", () => {
     const files = new Set(blocks.map((b) => b.file));
-    expect([...files]).toEqual(expect.arrayContaining(["README.md", "packages/client-sdk/README.md"]));
+    expect([...files]).toEqual(expect.arrayContaining(["README.md", "packages/client-sdk/README.md", "test/sim/README.md"]));
     expect(blocks.some((b) => b.file.startsWith("packages/client-sdk/src/"))).toBe(true);
     expect(shellBlocks.length).toBeGreaterThan(0);
   });
