@@ -12,6 +12,7 @@ export interface DocBlock {
 }
 export function markdownBlocks(file: string, text: string, lineOffset?: number): DocBlock[];
 export function tsdocBlocks(file: string, source: string): DocBlock[];
+export function unfencedTsdocExamples(source: string): number[];
 export const APP_SECTION: string;
 export const DEV_SECTION: string;
 export function appSectionBlocks(readme: string): { sh: DocBlock; js: DocBlock; dev: DocBlock };

@@ -83,10 +83,37 @@ export function markdownBlocks(file, text, lineOffset = 0) {
  * @returns {DocBlock[]}
  */
 export function tsdocBlocks(file, source) {
+  return markdownBlocks(file, tsdocText(source).join("\n"));
+}
+
+/**
+ * The 1-based lines of the `@example` tags of a TypeScript source that no fenced block
+ * follows (only `docs-test` directives may come between): code written straight after
+ * the tag is not found by {@link tsdocBlocks}, so it would never run.
+ * @returns {number[]}
+ */
+export function unfencedTsdocExamples(source) {
+  const lines = tsdocText(source);
+  const out = [];
+  for (const [i, l] of lines.entries()) {
+    if (!/^\s*@example\b/.test(l)) continue;
+    let j = i + 1;
+    for (let inComment = false; j < lines.length; j++) {
+      const t = lines[j]?.trim() ?? "";
+      if (inComment || t.startsWith("<!--")) inComment = !t.endsWith("-->");
+      else if (t !== "") break;
+    }
+    if (!/^\s*```/.test(lines[j] ?? "")) out.push(i + 1);
+  }
+  return out;
+}
+
+/** The source's lines: empty outside doc comments, without their " * " inside. */
+function tsdocText(source) {
   // Every line outside a doc comment becomes empty, every line inside loses its " * ",
   // so the markdown parser sees the comments' text at the source's line numbers.
   let inDoc = false;
-  const lines = source.split("\n").map((l) => {
+  return source.split("\n").map((l) => {
     const t = l.trim();
     if (!inDoc && t.startsWith("/**")) {
       inDoc = !t.endsWith("*/");
@@ -99,7 +126,6 @@ export function tsdocBlocks(file, source) {
     }
     return l.replace(/^\s*\* ?/, "");
   });
-  return markdownBlocks(file, lines.join("\n"));
 }
 
 export const APP_SECTION = "## Use dce in your app";

@@ -6,7 +6,8 @@
 // and exit. Then the section's "Development cluster" block runs in the same folder
 // (npx coordinator dev on a free port, eval of its exports, npx dce submit, kill): C is
 // checked entry by entry, and every process it started must be gone. Also checks that
-// the SDK alone installs without the logger (pino).
+// the SDK alone installs without the logger (pino), that every tarball is complete
+// (scripts/tarball-contents.mjs), and that the worker's install compiled its native kernel.
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -14,6 +15,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { appSectionBlocks, DEV_SECTION, APP_SECTION as SECTION } from "./doc-blocks.mjs";
+import { tarballProblems } from "./tarball-contents.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const work = mkdtempSync(join(tmpdir(), "dce-pack-"));
@@ -77,6 +79,15 @@ function freePort() {
   });
 }
 
+function hasCompiler() {
+  try {
+    execFileSync("cc", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function groupAlive(pgid) {
   try {
     process.kill(-pgid, 0);
@@ -91,6 +102,9 @@ try {
   const files = readdirSync(join(root, "tarballs")).filter((f) => f.endsWith(".tgz"));
   console.log(`packed: ${files.join(", ")}`);
   if (files.length !== 6) throw new Error(`expected 6 tarballs, got ${files.length}`);
+  // README and licence, source maps that resolve, every native source the install compiles.
+  const problems = files.flatMap((f) => tarballProblems(join(root, "tarballs", f)).map((p) => `${f}: ${p}`));
+  if (problems.length > 0) throw new Error(`the tarballs are incomplete:\n${problems.join("\n")}`);
 
   // The SDK alone: three tarballs, and no logger among what they pull in.
   const sdk = join(work, "sdk-only");
@@ -110,6 +124,9 @@ try {
   writeFileSync(join(app, "app.mjs"), js.replaceAll("7070", port));
   const out = await runScript(sh.replaceAll("7070", port), app, `README's "${SECTION}"`);
   if (!/, 0 entries differ from a naive multiply/.test(out)) throw new Error("app.mjs did not report a correct C");
+  // The worker's install script compiles native-avx512 wherever there is a C compiler.
+  const addon = join(app, "node_modules/@dce/worker/native/build/Release/dce_avx512.node");
+  if (hasCompiler() && !existsSync(addon)) throw new Error("npm install did not build the worker's dce_avx512.node");
   if (!/: cancelled\n/.test(out) || !/^listed: \S+ cancelled$/m.test(out) || /^listed: .* succeeded$/m.test(out))
     throw new Error(`app.mjs did not cancel, list and delete as the README says:\n${out}`);
   // `kill %1 %2 %3` signalled npx; the bins must see it and exit on their own.

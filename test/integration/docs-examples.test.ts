@@ -15,12 +15,19 @@
 // - README's "Use dce in your app" blocks are run by scripts/pack-check.mjs from the packed
 //   tarballs (CI), so not here; ```text blocks are not code; any other block must be marked
 //   `skip (REASON)`, and the test lists those reasons. A block in none of these fails.
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodeNpy, parseNpy } from "@dce/client-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { appSectionBlocks, type DocBlock, markdownBlocks, tsdocBlocks } from "../../scripts/doc-blocks.mjs";
+import {
+  appSectionBlocks,
+  type DocBlock,
+  markdownBlocks,
+  tsdocBlocks,
+  unfencedTsdocExamples,
+} from "../../scripts/doc-blocks.mjs";
 import { type Cluster, naiveMultiply, ROOT, randomMatrix, startCluster } from "../support/cluster.js";
 import { blockMarker, exampleEnv, freePort, runNode, runSession, sessionScript } from "../support/doc-run.js";
 
@@ -30,7 +37,10 @@ const SHELL = new Set(["sh", "bash", "console"]);
 const TEXT = new Set(["text"]);
 
 const packages = readdirSync(join(ROOT, "packages")).map((p) => `packages/${p}`);
-const markdownFiles = ["README.md", ...packages.map((p) => `${p}/README.md`).filter((f) => existsSync(join(ROOT, f)))];
+// Every README of the repository (the packages', test/sim's), not only the ones we think of.
+const markdownFiles = execFileSync("git", ["ls-files", "README.md", "*/README.md"], { cwd: ROOT, encoding: "utf8" })
+  .split("\n")
+  .filter((f) => f !== "" && existsSync(join(ROOT, f)));
 
 /** The TypeScript sources of the packages, without tests, test support and generated code. */
 function sources(dir: string): string[] {
@@ -41,9 +51,10 @@ function sources(dir: string): string[] {
   });
 }
 
+const sourceFiles = packages.flatMap((p) => sources(`${p}/src`));
 const blocks: DocBlock[] = [
   ...markdownFiles.flatMap((f) => markdownBlocks(f, readFileSync(join(ROOT, f), "utf8"))),
-  ...packages.flatMap((p) => sources(`${p}/src`)).flatMap((f) => tsdocBlocks(f, readFileSync(join(ROOT, f), "utf8"))),
+  ...sourceFiles.flatMap((f) => tsdocBlocks(f, readFileSync(join(ROOT, f), "utf8"))),
 ];
 const packChecked = Object.values(appSectionBlocks(readFileSync(join(ROOT, "README.md"), "utf8")));
 const isPackChecked = (b: DocBlock) => packChecked.some((p) => p.file === b.file && p.line === b.line);
@@ -87,7 +98,7 @@ afterAll(async () => {
 describe("the docs' examples", () => {
   it("finds examples in every README and in the TSDoc of the SDK", () => {
     const files = new Set(blocks.map((b) => b.file));
-    expect([...files]).toEqual(expect.arrayContaining(["README.md", "packages/client-sdk/README.md"]));
+    expect([...files]).toEqual(expect.arrayContaining(["README.md", "packages/client-sdk/README.md", "test/sim/README.md"]));
     expect(blocks.some((b) => b.file.startsWith("packages/client-sdk/src/"))).toBe(true);
     expect(shellBlocks.length).toBeGreaterThan(0);
   });
@@ -96,6 +107,13 @@ describe("the docs' examples", () => {
     const where = (b: DocBlock) => `${b.file}:${b.line} (\`\`\`${b.lang || "with no language"})`;
     expect(unaccounted.map(where), "tag a block sh/ts/text, or mark it <!-- docs-test: skip (reason) -->").toEqual([]);
     expect(packChecked.filter((b) => b.skip !== undefined).map(where), "the pack check runs these").toEqual([]);
+  });
+
+  it("every TSDoc @example is a fenced block, so it is found and run", () => {
+    const unfenced = sourceFiles.flatMap((f) =>
+      unfencedTsdocExamples(readFileSync(join(ROOT, f), "utf8")).map((line) => `${f}:${line}`),
+    );
+    expect(unfenced, "put the example's code in a ```ts block right after @example").toEqual([]);
   });
 
   // Listed with their reasons: a reviewer sees what is not run and why.

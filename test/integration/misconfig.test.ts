@@ -98,13 +98,13 @@ describe("a CA file that is not PEM is refused at start, naming the flag and the
   test("worker", () => {
     const r = run(BIN.worker, ["--coordinator", cluster.url, "--ca", notPem]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe(`error: --ca file ${notPem} is not PEM: it has no -----BEGIN CERTIFICATE----- block\n`);
+    expect(r.stderr).toBe(`error: --ca / DCE_CA file ${notPem} is not PEM: it has no -----BEGIN CERTIFICATE----- block\n`);
   });
 
   test("dce", () => {
     const r = run(BIN.dce, ["status", "some-job", "--coordinator", cluster.url], { DCE_CA: notPem, DCE_TOKEN: cluster.token });
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe(`error: --ca file ${notPem} is not PEM: it has no -----BEGIN CERTIFICATE----- block\n`);
+    expect(r.stderr).toBe(`error: --ca / DCE_CA file ${notPem} is not PEM: it has no -----BEGIN CERTIFICATE----- block\n`);
   });
 
   test("coordinator (ca.pem of --tls-dir)", () => {

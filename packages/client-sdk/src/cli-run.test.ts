@@ -146,7 +146,7 @@ describe("dce submit", () => {
   it("a missing CA file is an input problem (exit 2)", async () => {
     const t = await fixture({ "a.npy": npy(2, 2), "b.npy": npy(2, 2) });
     expect(await t.run("submit a.npy b.npy -o c.npy --ca nope.pem")).toBe(2);
-    expect(t.err()).toBe("error: cannot read --ca file nope.pem: no such file\n");
+    expect(t.err()).toBe("error: cannot read --ca / DCE_CA file nope.pem: no such file\n");
   });
 
   it("a CA file that is not PEM is an input problem (exit 2) naming --ca and the file; nothing is sent", async () => {
@@ -157,9 +157,9 @@ describe("dce submit", () => {
       "ca.txt": npy(1, 1),
     });
     expect(await t.run("submit a.npy b.npy -o c.npy --ca ca.der")).toBe(2);
-    expect(t.err()).toMatch(/^error: --ca file ca\.der is DER, not PEM \(convert it/);
+    expect(t.err()).toMatch(/^error: --ca \/ DCE_CA file ca\.der is DER, not PEM \(convert it/);
     expect(await t.run("status j1 --ca ca.txt")).toBe(2);
-    expect(t.err()).toContain("error: --ca file ca.txt is not PEM: it has no -----BEGIN CERTIFICATE----- block\n");
+    expect(t.err()).toContain("error: --ca / DCE_CA file ca.txt is not PEM: it has no -----BEGIN CERTIFICATE----- block\n");
     expect(t.clientOptions).toEqual([]);
     expect(t.h.calls.all).toEqual([]);
   });

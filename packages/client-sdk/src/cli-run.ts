@@ -127,10 +127,10 @@ export async function runCommand(command: CliCommand, deps: CliDeps): Promise<nu
 async function connect(connection: ConnectionConfig, deps: CliDeps): Promise<DceClient> {
   let ca: Uint8Array | undefined;
   if (connection.caPath !== undefined) {
-    ca = await readInput(connection.caPath, "--ca file ", deps);
+    ca = await readInput(connection.caPath, "--ca / DCE_CA file ", deps);
     // Node ignores a CA that is not PEM and then trusts nothing: refuse it like a missing file.
     const problem = pemProblem(ca, "certificate");
-    if (problem !== undefined) throw new InputError(`--ca file ${connection.caPath} ${problem}`);
+    if (problem !== undefined) throw new InputError(`--ca / DCE_CA file ${connection.caPath} ${problem}`);
   }
   try {
     return deps.createClient({

@@ -8,6 +8,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BlobService, ErrorReason, JobService } from "@dce/proto";
 import { createBlobTransfer } from "@dce/runtime/blob-transfer";
 import { WideWindowSessionManager } from "@dce/runtime/http2";
+import { pemProblem } from "@dce/runtime/tls";
 import { errorReason } from "./error-reason.js";
 import { DimensionMismatchError, InvalidMatrixError } from "./errors.js";
 import { createBulkChannel, nodeOptionsOf, ping } from "./internal/connection.js";
@@ -240,7 +241,7 @@ const MAX_PRIORITY = 100;
  * ```
  *
  * @throws TypeError if `baseUrl` is not an `http://` or `https://` URL, or
- *   `ca` is given with an `http://` URL.
+ *   `ca` is not PEM certificates or is given with an `http://` URL.
  * @throws RangeError if a numeric option is out of range.
  */
 export function createClient(options: ClientOptions): DceClient {
@@ -291,6 +292,9 @@ function resolveConfig(options: ClientOptions): ClientConfig {
   if (options.ca !== undefined && url.protocol !== "https:") {
     throw new TypeError("ca is only used with an https:// baseUrl");
   }
+  // Node ignores a CA that is not PEM and then trusts nothing: refuse it here, as the bins do.
+  const caProblem = options.ca === undefined ? undefined : pemProblem(options.ca, "certificate");
+  if (caProblem !== undefined) throw new TypeError(`ca ${caProblem}`);
   if (options.token !== undefined && (typeof options.token !== "string" || !/^[\x21-\x7e]{1,256}$/.test(options.token))) {
     // Checked here so a bad token fails fast instead of as an invalid header mid-call.
     throw new TypeError("token must be 1 to 256 printable ASCII characters without spaces");

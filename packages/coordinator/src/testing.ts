@@ -4,9 +4,24 @@
  * disk or wall time. Not part of the main entry point.
  *
  * @example
+ * <!-- docs-test: prelude
+ * import { pino } from "pino";
+ * const logger = pino({ level: "silent" });
+ * -->
+ * ```ts
+ * import { createRouterTransport } from "@connectrpc/connect";
+ * import { createClient } from "@dce/client-sdk";
+ * import { Coordinator, resolveConfig } from "@dce/coordinator";
+ * import { createMemoryStorage, VirtualClock } from "@dce/coordinator/testing";
+ *
  * const clock = new VirtualClock();
+ * const config = resolveConfig({ dataDir: "memory", verify: false });
  * const c = await Coordinator.open(config, logger, { storage: createMemoryStorage(), clock });
  * const transport = createRouterTransport((r) => c.routes(r));
+ * const client = createClient({ baseUrl: "http://in-memory", transport });
+ * for await (const job of client.listJobs()) console.log(job.jobId); // none yet
+ * await c.close();
+ * ```
  *
  * Tests of the coordinator's clients (worker, SDK) use `startInMemoryCoordinator()`:
  * the same, with every call recorded and faults injected by a Connect interceptor.

@@ -46,7 +46,7 @@ async function main(): Promise<number> {
       return null;
     }
   };
-  const ca = read(config.caFile, "--ca");
+  const ca = read(config.caFile, "--ca / DCE_CA");
   const cert = read(config.certFile, "--cert");
   const key = read(config.keyFile, "--key");
   if (ca === null || cert === null || key === null) return 2;

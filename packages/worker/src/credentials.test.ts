@@ -21,7 +21,7 @@ describe("tlsFileProblems", () => {
         key: file("key.pem", ""),
       }),
     ).toEqual([
-      "--ca file ca.txt is not PEM: it has no -----BEGIN CERTIFICATE----- block",
+      "--ca / DCE_CA file ca.txt is not PEM: it has no -----BEGIN CERTIFICATE----- block",
       "--cert file cert.der is DER, not PEM (convert it, e.g. openssl x509 -inform der -in FILE -out FILE.pem)",
       "--key file key.pem is empty",
     ]);

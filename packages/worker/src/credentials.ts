@@ -42,7 +42,7 @@ const PEER_PROBE_TIMEOUT_MS = 2_000;
 
 /**
  * Why the files cannot be used, one line per problem naming the flag and the file
- * (e.g. `--ca file ca.der is DER, not PEM …`); empty when they can. Node would ignore a
+ * (e.g. `--ca / DCE_CA file ca.der is DER, not PEM …`); empty when they can. Node would ignore a
  * CA file that is not PEM and trust nothing, so the worker refuses it at start.
  */
 export function tlsFileProblems(files: WorkerTlsFiles): string[] {
@@ -51,7 +51,7 @@ export function tlsFileProblems(files: WorkerTlsFiles): string[] {
     const problem = file === undefined ? undefined : pemProblem(file.bytes, expected);
     if (problem !== undefined && file !== undefined) problems.push(`${flag} file ${file.path} ${problem}`);
   };
-  check("--ca", files.ca, "certificate");
+  check("--ca / DCE_CA", files.ca, "certificate");
   check("--cert", files.cert, "certificate");
   check("--key", files.key, "private key");
   if (problems.length === 0 && files.cert !== undefined && files.key !== undefined) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_DEV_DIR } from "./dev-args.js";
 import { resolveWorkerBin } from "./dev-cluster.js";
-import { type DevProcess, devExports, runDevCommand, shellQuote } from "./dev-command.js";
+import { type DevProcess, devBanner, devExports, runDevCommand, shellQuote } from "./dev-command.js";
 
 describe("resolveWorkerBin", () => {
   it("says in one line to install the worker package when it is missing", () => {
@@ -58,5 +58,26 @@ describe("the exports coordinator dev prints", () => {
         "export DCE_TOKEN=dce_abc-_9\n",
     );
     expect(shellQuote("")).toBe("''");
+  });
+});
+
+describe("the lines coordinator dev prints on stderr", () => {
+  const cluster = (workers: number, threads: number) => ({
+    url: "https://127.0.0.1:7070",
+    threads,
+    files: { dir: "/app/.dce-dev", adminToken: "dce_admin", workers: Array.from({ length: workers }) } as never,
+  });
+
+  it("count workers and threads in words that agree with the numbers", () => {
+    expect(devBanner(cluster(2, 1), 42).split("\n")[0]).toBe(
+      "dce dev cluster: coordinator https://127.0.0.1:7070, 2 workers x 1 thread each, files in /app/.dce-dev",
+    );
+    expect(devBanner(cluster(1, 4), 42)).toContain(", 1 worker x 4 threads each,");
+  });
+
+  it("name the dashboard with its token and the pid to stop", () => {
+    const text = devBanner(cluster(2, 2), 42);
+    expect(text).toContain("  dashboard: https://127.0.0.1:7070/ui#token=dce_admin\n");
+    expect(text).toContain("kill 42 (SIGTERM)");
   });
 });

@@ -38,6 +38,17 @@ export function devExports(cluster: Pick<DevCluster, "url" | "files">): string {
   );
 }
 
+/** The lines `coordinator dev` prints on stderr once it is ready: what runs, the dashboard, how to stop it. */
+export function devBanner(cluster: Pick<DevCluster, "url" | "files" | "threads">, pid: number): string {
+  const n = cluster.files.workers.length;
+  const count = (k: number, what: string) => `${k} ${what}${k === 1 ? "" : "s"}`;
+  return (
+    `dce dev cluster: coordinator ${cluster.url}, ${count(n, "worker")} x ${count(cluster.threads, "thread")} each, files in ${cluster.files.dir}\n` +
+    `  dashboard: ${cluster.url}/ui#token=${cluster.files.adminToken}\n` +
+    `  stop: Ctrl-C, or kill ${pid} (SIGTERM); use it from a shell: eval the three export lines above\n`
+  );
+}
+
 /**
  * Runs `coordinator dev` to its end. Prints the exports once every worker has
  * registered; the first SIGINT/SIGTERM (or the npx launcher going away) stops the
@@ -131,10 +142,6 @@ export async function runDevCommand(
     stop(1);
   });
   proc.stdout.write(devExports(cluster));
-  proc.stderr.write(
-    `dce dev cluster: coordinator ${cluster.url}, ${cluster.files.workers.length} workers x ${cluster.threads} threads each, files in ${cluster.files.dir}\n` +
-      `  dashboard: ${cluster.url}/ui#token=${cluster.files.adminToken}\n` +
-      `  stop: Ctrl-C, or kill ${proc.pid} (SIGTERM); use it from a shell: eval the three export lines above\n`,
-  );
+  proc.stderr.write(devBanner(cluster, proc.pid));
   return await stopped;
 }
