@@ -213,14 +213,22 @@ describe.skipIf(unavailable !== undefined)("partitions on the multi-host test be
     cluster = await startBedCluster({ workers: 2, leaseTtlMs: 12_000 });
     const c = cluster;
     const w2 = c.workers[1] as (typeof c.workers)[0];
-    const batch = work("peercut");
+    // Enough jobs that w2 still needs panels w1 holds after the cut (it takes over the tiles
+    // of w1's blocks that w1 has not leased yet).
+    const batch = work("peercut", 5);
     const client = c.client(batch);
     // w1 is serving w2: with two workers, every panel w2 read from a peer came from w1.
     await until(() => c.peerReads(w2) > 0, 60_000, "w2 to read a panel from w1", w2);
     const readBeforeCut = c.peerReads(w2);
     c.bed.cut("w1", "both");
-    await sleep(6_000);
-    c.bed.heal("w1");
+    // Healed once w2 has asked the cut w1 for a panel and given up on it (bounded well
+    // inside the lease TTL, so the coordinator names w1 throughout).
+    await until(
+      () => count(w2.stderr, "reading a panel from a peer failed; skipping it") > 0,
+      9_000,
+      "w2 to give up on a panel read from the cut w1",
+      w2,
+    ).finally(() => c.bed.heal("w1"));
     expect(await clientEnds(client, 60_000)).toBe(0);
     expectClean(c, [{ proc: client, jobs: batch }]);
     // w2 asked the cut w1 for a panel (the coordinator still named it), gave up on it, and
