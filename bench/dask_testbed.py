@@ -16,16 +16,7 @@ import json
 import sys
 import time
 
-
-def chunks_for(name, n):
-    """Chunk shapes of A and B for one named chunking of an n x n product (as bench/dask_bench.py)."""
-    if name == "rows":  # A in row panels, B whole
-        return (-(-n // 4), n), (n, n)
-    if name.endswith("x"):  # square blocks: "2x" is a 2x2 grid, "4x" a 4x4 grid
-        parts = int(name[:-1])
-        c = -(-n // parts)
-        return (c, c), (c, c)
-    raise ValueError(f"unknown chunking {name!r} (rows, 2x, 4x, ...)")
+from dask_bench import chunks_for  # the chunkings `pnpm bench` names (rows2, 2x, 4x, ...)
 
 
 def main():

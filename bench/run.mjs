@@ -17,7 +17,6 @@ import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { encodeNpy, parseNpy } from "@dce/client-sdk";
 import { randomMatrix } from "@dce/core/testing";
 import { BIN, prepare, startCluster } from "./cluster.mjs";
@@ -26,36 +25,20 @@ import { numpyTimes } from "./numpy.mjs";
 import { benchSdk } from "./sdk.mjs";
 import { percentile, spotCheck } from "./stats.mjs";
 import { formatTable } from "./table.mjs";
+import { parseOptions } from "./usage.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const { values: opts } = parseArgs({
-  options: {
-    large: { type: "boolean", default: false },
-    quick: { type: "boolean", default: false },
-    sizes: { type: "string" },
-    kernels: { type: "string" },
-    workers: { type: "string", default: "1,2" },
-    repeat: { type: "string" },
-    skip: { type: "string", default: "" },
-    trace: { type: "boolean", default: false },
-    "dask-chunkings": { type: "string", default: "rows2,2x,4x" },
-    help: { type: "boolean", short: "h", default: false },
-  },
+const opts = parseOptions(import.meta.url, {
+  large: { type: "boolean", default: false },
+  quick: { type: "boolean", default: false },
+  sizes: { type: "string" },
+  kernels: { type: "string" },
+  workers: { type: "string", default: "1,2" },
+  repeat: { type: "string" },
+  skip: { type: "string", default: "" },
+  trace: { type: "boolean", default: false },
+  "dask-chunkings": { type: "string", default: "rows2,2x,4x" },
 });
-if (opts.help) {
-  // The usage is the comment at the top of this file.
-  const head = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
-  console.log(
-    head
-      .slice(
-        0,
-        head.findIndex((l) => !l.startsWith("//")),
-      )
-      .map((l) => l.replace(/^\/\/ ?/, ""))
-      .join("\n"),
-  );
-  process.exit(0);
-}
 const sizes = opts.sizes ? opts.sizes.split(",").map(Number) : [1024, 2048, 4096, ...(opts.large ? [8192] : [])];
 const repeat = Number(opts.repeat ?? (opts.quick ? 1 : 3));
 const skip = new Set(opts.skip.split(",").filter(Boolean));

@@ -18,8 +18,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { randomMatrix } from "@dce/core/testing";
+import { parseOptions } from "./usage.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const SCRIPT = join(root, "scripts/testbed.sh");
@@ -29,32 +29,15 @@ const BIN = {
 };
 const DRIVER = join(root, "test/multihost/client-driver.mjs");
 const DASK_CLIENT = join(root, "bench/dask_testbed.py");
-const { values: opts } = parseArgs({
-  options: {
-    sizes: { type: "string", default: "2048" },
-    workers: { type: "string", default: "1,2,4" },
-    repeat: { type: "string", default: "3" },
-    rate: { type: "string", default: "1gbit" },
-    tile: { type: "string", default: "512" },
-    "dask-chunkings": { type: "string", default: "2x,4x" },
-    skip: { type: "string", default: "" },
-    help: { type: "boolean", short: "h", default: false },
-  },
+const opts = parseOptions(import.meta.url, {
+  sizes: { type: "string", default: "2048" },
+  workers: { type: "string", default: "1,2,4" },
+  repeat: { type: "string", default: "3" },
+  rate: { type: "string", default: "1gbit" },
+  tile: { type: "string", default: "512" },
+  "dask-chunkings": { type: "string", default: "2x,4x" },
+  skip: { type: "string", default: "" },
 });
-if (opts.help) {
-  // The usage is the comment at the top of this file.
-  const head = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n");
-  console.log(
-    head
-      .slice(
-        0,
-        head.findIndex((l) => !l.startsWith("//")),
-      )
-      .map((l) => l.replace(/^\/\/ ?/, ""))
-      .join("\n"),
-  );
-  process.exit(0);
-}
 const sizes = opts.sizes.split(",").map(Number);
 const workerCounts = opts.workers.split(",").map(Number);
 const repeat = Number(opts.repeat);

@@ -1,18 +1,20 @@
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateDevCertificates } from "@dce/coordinator";
+import { beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "./client.js";
 
-// A development CA made by `coordinator init-certs`'s generator (ECDSA P-256, valid to 2124).
-const caPem = `-----BEGIN CERTIFICATE-----
-MIIBbTCCARKgAwIBAgIQQX5q6PE8AibwQVNGpNvA4DAKBggqhkjOPQQDAjAVMRMw
-EQYDVQQDEwpkY2UgZGV2IENBMCAXDTI0MTIzMTIzMDAwMFoYDzIxMjQxMjA4MDAw
-MDAwWjAVMRMwEQYDVQQDEwpkY2UgZGV2IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0D
-AQcDQgAEeSt0SSiM/MKvGRqtWwK/frdogElIhwHRxK4KF2Zegy5oItGfVB+MwGo6
-Gqz3S4SkSoSByvZUM/gkQyTdPiGKsKNCMEAwDwYDVR0TAQH/BAUwAwEB/zAOBgNV
-HQ8BAf8EBAMCAQYwHQYDVR0OBBYEFD1DmD+1qRN6BqNTELDS/0tT2OSQMAoGCCqG
-SM49BAMCA0kAMEYCIQCHiimWudxiMyEYfraLVOpOLJLosMheYWD2Jdkw701bjAIh
-AIP7FWIMWDzne+RqTfWBur5XKS6lEq0rtRjnsvbHn67i
------END CERTIFICATE-----
-`;
+// A development CA, made as `coordinator init-certs` makes one.
+let caPem = "";
+beforeAll(async () => {
+  const dir = mkdtempSync(join(tmpdir(), "dce-client-ca-"));
+  try {
+    caPem = readFileSync((await generateDevCertificates({ outDir: dir })).caCert, "utf8");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 describe("createClient's ca", () => {
   it("takes PEM certificates, as text or bytes, without connecting", () => {
