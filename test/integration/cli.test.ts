@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +19,27 @@ function dce(cluster: Cluster, args: string[]) {
     timeout: 120_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs dce with its stdout a pipe whose reader has gone (as `dce … | head -0` leaves it). */
+function dceReaderGone(cluster: Cluster, args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [BIN.dce, ...args], {
+    cwd: dir,
+    env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: cluster.caPath, DCE_TOKEN: cluster.token },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.destroy();
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  return new Promise((resolve) =>
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    }),
+  );
 }
 
 let one: Cluster;
@@ -126,6 +147,22 @@ print(np.linalg.norm(C - R) / np.linalg.norm(R))
 `).trim(),
     );
     expect(rel).toBeLessThan(1e-12);
+  });
+
+  test("a reader that goes away is no crash: list exits 0, submit still writes C", async () => {
+    for (let i = 0; i < 3; i++) expect(dce(one, ["submit", "A32.npy", "B30.npy", "--no-wait"]).code).toBe(0);
+    const list = await dceReaderGone(one, ["list", "--json"]);
+    expect(list.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(list.code).toBe(0);
+    const submit = await dceReaderGone(one, ["submit", "A32.npy", "B30.npy", "-o", "CGONE.npy"]);
+    expect(submit.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(submit.code).toBe(0);
+    const err = py(`
+import numpy as np
+C = np.load("CGONE.npy"); R = np.load("A32.npy").astype(np.float64) @ np.load("B30.npy")
+print(abs(C - R).max())
+`).trim();
+    expect(Number(err)).toBeLessThan(1e-12);
   });
 
   test.each([

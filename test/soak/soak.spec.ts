@@ -5,7 +5,9 @@
 //
 // Three clients, each with its own token, submit small jobs back to back: most are
 // fetched and checked byte for byte against the first result of the same inputs; some
-// are deleted, some cancelled, some left for retention to remove. Every few seconds the
+// are deleted, some cancelled, some left for retention to remove. One in ten has inputs
+// of its own (checked at 64 entries against a naive product), so the store's blob files
+// come and go as retention and the collector remove them. Every few seconds the
 // test samples the coordinator's data dir (bytes, blob files), its journal's bytes, its
 // resident set and its open file descriptors, prints the curves and checks that each one
 // plateaus: the peak of the last third of the run is not above the peak of the middle
@@ -110,7 +112,7 @@ describe("soak: many small jobs from several clients", () => {
     ];
     const inputs = shapes.map(([m, k, n], s) => ({ a: randomMatrix(m, k, 10 + s), b: randomMatrix(k, n, 20 + s) }));
     const firstResult: (Float64Array | undefined)[] = inputs.map(() => undefined);
-    const counts = { submitted: 0, fetched: 0, deleted: 0, cancelled: 0, leftForRetention: 0, mismatches: 0 };
+    const counts = { submitted: 0, fresh: 0, fetched: 0, deleted: 0, cancelled: 0, leftForRetention: 0, mismatches: 0 };
     const samples: Sample[] = [];
     const t0 = Date.now();
     const stopAt = t0 + DURATION_MS;
@@ -134,13 +136,39 @@ describe("soak: many small jobs from several clients", () => {
       });
     }, SAMPLE_MS);
 
+    // One job in ten has inputs no other job has (inline and uploaded in turn), so its A, B
+    // and C are blobs of their own that only retention and the collector remove: with the
+    // shared inputs alone the store would hold the same 9 blobs all run long.
+    const freshJob = async (client: DceClient, c: number, n: number) => {
+      const [m, k, w] = (n / 10) % 2 < 1 ? [64, 64, 64] : [384, 384, 384];
+      const a = randomMatrix(m, k, 1000 + c * 1_000_000 + n);
+      const b = randomMatrix(k, w, 2000 + c * 1_000_000 + n);
+      const job = await client.submitMatMul(a, b);
+      counts.submitted++;
+      counts.fresh++;
+      const out = await job.result();
+      counts.fetched++;
+      counts.leftForRetention++;
+      for (let t = 0; t < 64; t++) {
+        const i = (t * 7919 + n) % m;
+        const j = (t * 104_729 + c) % w;
+        let want = 0;
+        for (let x = 0; x < k; x++) want += (a.data[i * k + x] as number) * (b.data[x * w + j] as number);
+        if (Math.abs(want - (out.data[i * w + j] as number)) > 1e-9 * k) throw new Error(`wrong C[${i},${j}] of a fresh job`);
+      }
+    };
+
     const loop = async (client: DceClient, c: number) => {
       for (let n = 0; Date.now() < stopAt; n++) {
+        const fate = n % 10;
+        if (fate === 9) {
+          await freshJob(client, c, n);
+          continue;
+        }
         const s = (n + c) % inputs.length;
         const { a, b } = inputs[s] as (typeof inputs)[number];
         const job: JobHandle = await client.submitMatMul(a, b);
         counts.submitted++;
-        const fate = n % 10;
         if (fate === 7) {
           await job.cancel({ reason: "soak" }).catch(() => undefined); // may already have finished
           counts.cancelled++;
@@ -179,7 +207,7 @@ describe("soak: many small jobs from several clients", () => {
       );
     }
     console.log(
-      `soak: ${counts.submitted} jobs from ${CLIENTS} clients in ${Math.round((Date.now() - t0) / 1000)} s, retention ${RETENTION}: ${counts.fetched} fetched, ${counts.deleted} deleted, ${counts.cancelled} cancelled, ${counts.leftForRetention} left for retention\n${lines.join("\n")}`,
+      `soak: ${counts.submitted} jobs from ${CLIENTS} clients in ${Math.round((Date.now() - t0) / 1000)} s, retention ${RETENTION}: ${counts.fresh} with inputs of their own, ${counts.fetched} fetched, ${counts.deleted} deleted, ${counts.cancelled} cancelled, ${counts.leftForRetention} left for retention\n${lines.join("\n")}`,
     );
 
     expect(counts.mismatches).toBe(0);

@@ -212,6 +212,9 @@ describe("retention", () => {
     const e = await failure(submitInline(s.jobsAs("alice"), { m: 2, k: 2, n: 2, tile: 2 }, "", 31 * 24 * HOUR));
     expect(e.code).toBe(Code.InvalidArgument);
     expect(e.rawMessage).toContain(String(30 * 24 * HOUR));
+    // In the units `dce submit --retention` and `coordinator --max-retention` take.
+    expect(e.rawMessage).toContain("(31d) is above");
+    expect(e.rawMessage).toContain("(30d, --max-retention)");
     expect(errorInfoOf(e)?.metadata.max_retention_ms).toBe(String(30 * 24 * HOUR));
   });
 });

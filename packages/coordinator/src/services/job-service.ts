@@ -17,6 +17,7 @@ import {
 } from "@dce/core";
 
 import { ErrorReason, GetJobResponseSchema, type JobService, type MatrixRef, MatrixRefSchema } from "@dce/proto";
+import { formatDurationMs } from "@dce/runtime/duration";
 import { principalKey } from "../auth.js";
 import { dceError, malformedRequest } from "../errors.js";
 import { localStoreField, type ShellContext } from "../shell/context.js";
@@ -75,7 +76,7 @@ export function createJobService(shell: ShellContext): ServiceImpl<typeof JobSer
         throw dceError(
           Code.InvalidArgument,
           ErrorReason.MALFORMED_REQUEST,
-          `retention_ms ${req.retentionMs} is above this coordinator's maximum of ${maxRetentionMs} ms (--max-retention)`,
+          `retention_ms ${req.retentionMs} (${formatDurationMs(Number(req.retentionMs))}) is above this coordinator's maximum of ${maxRetentionMs} ms (${formatDurationMs(maxRetentionMs)}, --max-retention)`,
           { limit: "max_retention_ms", max_retention_ms: maxRetentionMs },
         );
       }
