@@ -23,9 +23,18 @@ function dce(cluster: Cluster, args: string[]) {
 
 /** Runs dce with its stdout a pipe whose reader has gone (as `dce … | head -0` leaves it). */
 function dceReaderGone(cluster: Cluster, args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [BIN.dce, ...args], {
+  return readerGone(BIN.dce, args, { DCE_COORDINATOR: cluster.url, DCE_CA: cluster.caPath, DCE_TOKEN: cluster.token });
+}
+
+/** Runs a bin with its stdout a pipe whose reader has gone. */
+function readerGone(
+  bin: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [bin, ...args], {
     cwd: dir,
-    env: { ...process.env, DCE_COORDINATOR: cluster.url, DCE_CA: cluster.caPath, DCE_TOKEN: cluster.token },
+    env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout.destroy();
@@ -147,6 +156,16 @@ print(np.linalg.norm(C - R) / np.linalg.norm(R))
 `).trim(),
     );
     expect(rel).toBeLessThan(1e-12);
+  });
+
+  test.each([
+    ["coordinator", BIN.coordinator],
+    ["worker", BIN.worker],
+    ["dce", BIN.dce],
+  ])("%s --help into a pipe whose reader went away exits 0, without a stack trace", async (_name, bin) => {
+    const r = await readerGone(bin, ["--help"]);
+    expect(r.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(r.code).toBe(0);
   });
 
   test("a reader that goes away is no crash: list exits 0, submit still writes C", async () => {

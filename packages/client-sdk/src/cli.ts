@@ -7,6 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { open, readFile, rename, rm } from "node:fs/promises";
+import { tolerateClosedPipe } from "@dce/runtime/closed-pipe";
 import { watchLauncher } from "@dce/runtime/launcher";
 import { parseArgs } from "./cli-args.js";
 import { EXIT_FAILURE, runCommand } from "./cli-run.js";
@@ -46,25 +47,16 @@ async function writeFileAtomic(path: string, parts: readonly Uint8Array[]): Prom
   }
 }
 
-/**
- * A reader that goes away (`dce list --json | head -1`, `dce submit … | head -1`) is no
- * error: what it did not read is dropped and the command goes on (submit still writes C),
- * ending with its own exit code. Without a listener Node throws EPIPE as an uncaught
- * 'error' event: a stack trace and exit 1. Any other write error is reported once.
- */
-function tolerateClosedPipe(stream: NodeJS.WriteStream, name: string): void {
-  let reported = false;
-  stream.on("error", (e: NodeJS.ErrnoException) => {
-    if (e.code === "EPIPE" || reported) return;
-    reported = true;
-    if (stream !== process.stderr) process.stderr.write(`error: cannot write to ${name}: ${e.message}\n`);
+async function main(): Promise<number> {
+  // A reader that goes away (`dce list --json | head -1`, `dce submit … | head -1`) is no
+  // error: the command goes on (submit still writes C) and ends with its own exit code.
+  tolerateClosedPipe(process.stdout, (e) => {
+    process.stderr.write(`error: cannot write to stdout: ${e.message}\n`);
     process.exitCode = EXIT_FAILURE;
   });
-}
-
-async function main(): Promise<number> {
-  tolerateClosedPipe(process.stdout, "stdout");
-  tolerateClosedPipe(process.stderr, "stderr");
+  tolerateClosedPipe(process.stderr, () => {
+    process.exitCode = EXIT_FAILURE;
+  });
   const parsed = parseArgs(process.argv.slice(2), process.env, { version: readVersion() });
   if (!parsed.ok) {
     (parsed.exitCode === 0 ? process.stdout : process.stderr).write(parsed.usage);

@@ -1,5 +1,6 @@
 import { readdirSync } from "node:fs";
 import { basename, resolve } from "node:path";
+import { tolerateClosedPipe } from "@dce/runtime/closed-pipe";
 import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
 import { type CoordinatorCommand, parseArgs } from "./args.js";
@@ -19,6 +20,11 @@ function workerFileRange(n: number): string {
 
 /** Entry point of the `coordinator` bin. The only module that touches `process`. */
 async function main(): Promise<number> {
+  // A reader that goes away (`--help | head`, logs piped to a pager that quit) is no crash.
+  tolerateClosedPipe(process.stdout, () => {
+    process.exitCode = 1;
+  });
+  tolerateClosedPipe(process.stderr, () => {});
   const parsed = parseArgs(process.argv.slice(2), process.env);
   if (!parsed.ok) {
     process.stderr.write(`${parsed.usage}\n`);

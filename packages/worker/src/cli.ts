@@ -11,6 +11,7 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { tolerateClosedPipe } from "@dce/runtime/closed-pipe";
 import { watchLauncher } from "@dce/runtime/launcher";
 import { createLogger } from "@dce/runtime/logging";
 import { chaosEnabled, chaosReporter } from "./chaos/chaos-reporter.js";
@@ -22,6 +23,11 @@ import { version } from "./version.js";
 import { Worker } from "./worker.js";
 
 async function main(): Promise<number> {
+  // A reader that goes away (`--help | head`, logs piped to a pager that quit) is no crash.
+  tolerateClosedPipe(process.stdout, () => {
+    process.exitCode = 1;
+  });
+  tolerateClosedPipe(process.stderr, () => {});
   const parsed = parseArgs(process.argv.slice(2), process.env);
   if (!parsed.ok) {
     (parsed.exitCode === 0 ? process.stdout : process.stderr).write(parsed.usage);
