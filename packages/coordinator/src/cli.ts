@@ -201,9 +201,11 @@ async function runTokens(cmd: Extract<CoordinatorCommand, { kind: "tokens" }>): 
 
 main().then(
   (code) => {
-    process.exitCode = code;
+    // A write to stdout that failed other than by a closed pipe set 1 already (tolerateClosedPipe).
+    const exit = code || (process.exitCode === 1 ? 1 : 0);
+    process.exitCode = exit;
     // Flush pino and let pending writes finish, then leave even if a socket lingers.
-    setTimeout(() => process.exit(code), 50).unref();
+    setTimeout(() => process.exit(exit), 50).unref();
   },
   (e: unknown) => {
     process.stderr.write(`coordinator: ${e instanceof Error ? e.message : String(e)}\n`);

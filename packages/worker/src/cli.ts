@@ -154,7 +154,8 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  (code) => process.exit(code),
+  // A write to stdout that failed other than by a closed pipe set 1 already (tolerateClosedPipe).
+  (code) => process.exit(code || (process.exitCode === 1 ? 1 : 0)),
   (e: unknown) => {
     process.stderr.write(`${JSON.stringify({ level: 60, msg: "worker crashed", err: String(e) })}\n`);
     process.exit(1);
